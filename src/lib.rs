@@ -1,0 +1,34 @@
+//! loki: a git-native worktree swarm runner.
+//!
+//! The file tree is the map. One dispatcher ([`dispatch`]) owns the state of
+//! every stream and is the only code that changes it; everything else is a
+//! worker that it drives or that sends it events:
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`cli`] | clap definitions; turns arguments into calls |
+//! | [`config`] | `loki.toml` parsing and validation, with file:line:col errors |
+//! | [`plan`] | the dependency graph: order, readiness, cycles |
+//! | [`prompt`] | `{{PLACEHOLDER}}` rendering and refusal of leftovers |
+//! | [`state`] | stream state files, compare-and-swap, `events.jsonl`, the supervisor lock |
+//! | [`signals`] | the signal folder: watching, parsing, consuming, rejecting |
+//! | [`git`] | branches, worktrees, commits, merges (git2) |
+//! | [`agent`] | building the agent command, spawning, reading output, killing process groups |
+//! | [`checks`] | deterministic checks of what an attempt produced |
+//! | [`dispatch`] | the dispatcher loop and the merge worker |
+//! | [`ui`] | progress bars and plain event lines; decides nothing |
+//! | [`init`] | `loki init` and the files it installs |
+
+pub mod agent;
+pub mod checks;
+pub mod cli;
+pub mod config;
+pub mod dispatch;
+pub mod git;
+pub mod init;
+pub mod plan;
+pub mod prompt;
+pub mod signals;
+pub mod state;
+pub mod ui;
+pub mod util;
