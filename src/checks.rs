@@ -1,8 +1,91 @@
 //! Deterministic checks of what an attempt produced, and their report.
+//!
+//! [`run_checks`] runs, in this order, every check the stream configures and
+//! returns one [`CheckReport`] with one [`CheckEntry`] per file, term or
+//! command. The report's status is the worst entry's: `PASS` < `WARN` <
+//! `FAIL`. A `WARN` is not a failure; the caller decides what it means.
+//!
+//! | check | entries | passes when |
+//! | --- | --- | --- |
+//! | `outputs` | one per output | the file exists and is not empty (for `.md` / `.txt`: not only whitespace) |
+//! | `utf8` | one per `.md` / `.txt` output that exists | the file is valid UTF-8 |
+//! | `words` | one per output that is UTF-8 text | the word count is inside `[min, max]`; inside the tolerance it warns |
+//! | `require` | one per term | the term appears in at least one output |
+//! | `forbid` | one per term and file it was found in (one `PASS` per term when absent) | the term appears in no output |
+//! | `canonical` | one per versioned duplicate (one `PASS` when there is none) | no `stem-v2.ext`, `stem-final.ext`, `stem (1).ext`… beside an output or a touched file |
+//! | `command` | one | the custom command exits 0 within `command_timeout` |
+//!
+//! ## Counting words
+//!
+//! [`count_words`] counts as a writer does, on Unicode word boundaries
+//! (UAX #29, `unicode-segmentation`), so Cyrillic, Greek, accented and
+//! decomposed text count right ("Привет, как дела? Всё хорошо." is 5 words).
+//! Rules:
+//!
+//! - a hyphenated compound is **one** word, as in word processors:
+//!   "well-known", "déjà-vu", "mother-in-law" (ASCII hyphen, U+2010 and
+//!   U+2011 between two words with no space); dashes with spaces, en and em
+//!   dashes and slashes separate words ("and/or" is 2);
+//! - apostrophes stay inside words: "don't", "l'homme", "Mira’s" are one each;
+//! - numbers are words ("1984", "3.14");
+//! - markdown syntax is not: heading `#`, emphasis `*` / `_`, rules `---`,
+//!   table pipes, block quotes, list bullets, ordered-list numbers (`1.`),
+//!   task boxes (`[x]`), footnote markers (`[^1]`), HTML tags and
+//!   `<!-- comments -->`, link and image targets (`[text](url)` counts only
+//!   its text) and reference definitions; a bare URL counts as one word.
+//!
+//! ## Matching terms
+//!
+//! `require` and `forbid` terms match case-insensitively (Unicode simple case
+//! folding: "Дракон" matches "дракон"). At an edge of the term that is a
+//! word character the match needs a Unicode word boundary, so "Дракон"
+//! matches "дракон," and "дракон-оборотень" but not "драконы"; at an edge
+//! that is punctuation ("Dr.", "-v2") the term matches as a substring there.
+//! Whitespace inside a term matches any run of whitespace (a line break
+//! too), and an apostrophe matches both `'` and `’`. A hit is reported on the
+//! line where it starts.
+//!
+//! ## Versioned duplicates
+//!
+//! For every output and every file the stream touched (`canonical` name
+//! `dir/stem.ext`), a file in the same folder whose name is the canonical
+//! one plus version markers is a duplicate: `stem-v2.ext`, `stem_v3.ext`,
+//! `stem.v2.ext`, `stem-revised.ext`, `stem-final.ext`, `stem-new.ext`,
+//! `stem-old.ext`, `stem-copy.ext`, `stem (1).ext`, `stem copy.ext`,
+//! `stem-draft2.ext`, `stem-updated.ext`, `stem-backup.ext`, `stem-orig.ext`,
+//! chains of them (`stem-final-v2.ext`), `Copy of stem.ext`, and
+//! `stem.ext.bak` / `.orig` / `.old` / `~` (case-insensitive; separators
+//! `-`, `_`, `.`, space). A touched file that itself looks versioned while its
+//! canonical name exists is a duplicate too. Configured outputs are never
+//! duplicates, and nothing under a `backups/` folder is checked. When an
+//! output is missing but a versioned copy of it exists, the advice is to
+//! rename the copy.
+//!
+//! ## The custom command
+//!
+//! `sh -c <command>` in the worktree, stdin closed, in its own process
+//! group, with the supervisor's environment plus the stream's vars (as
+//! given and as `LOKI_VAR_<NAME>`), the caller's `env`, `LOKI_STREAM_ID`
+//! and `LOKI_OUTPUTS` (space-separated). stdout and stderr are read
+//! together; the last 4 KiB are the entry's details. On timeout the whole
+//! group gets SIGKILL. Processes the command leaves behind in its group
+//! are killed once it exits.
 
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::Read;
+use std::path::{Component, Path};
+use std::process::{Command, Stdio};
+use std::sync::{mpsc, OnceLock};
+use std::time::{Duration, Instant};
 
+use anyhow::Context;
+use regex::{Regex, RegexBuilder};
 use serde::{Deserialize, Serialize};
+use unicode_segmentation::UnicodeSegmentation;
+
+use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
 
 use crate::config::StreamConfig;
 
@@ -12,6 +95,23 @@ pub enum Level {
     Pass,
     Warn,
     Fail,
+}
+
+impl Level {
+    /// "PASS", "WARN", "FAIL".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Pass => "PASS",
+            Level::Warn => "WARN",
+            Level::Fail => "FAIL",
+        }
+    }
+}
+
+impl std::fmt::Display for Level {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,11 +135,209 @@ pub struct CheckReport {
     pub summary: String,
 }
 
+/// How many problems the summary line names before "… and N more".
+const SUMMARY_ITEMS: usize = 6;
+/// How much of the custom command's output is kept.
+const OUTPUT_TAIL: usize = 4096;
+
 impl CheckReport {
-    /// The failed (and warned) entries as lines of feedback for the agent.
+    /// The failed (and warned) entries as lines of feedback for the agent,
+    /// failures first. Each names the exact file, term, lines or counts and
+    /// says what to do. Only a command's output may span several lines; its
+    /// continuation lines are indented by two spaces (a markdown list item).
     pub fn violations(&self) -> Vec<String> {
-        todo!("CheckReport::violations")
+        let mut out = Vec::new();
+        for level in [Level::Fail, Level::Warn] {
+            for e in self.entries.iter().filter(|e| e.status == level) {
+                out.push(violation_line(e));
+            }
+        }
+        out
     }
+
+    /// True unless an entry failed (warnings pass).
+    pub fn passed(&self) -> bool {
+        self.status != Level::Fail
+    }
+
+    /// Writes the report as pretty JSON, atomically.
+    pub fn write(&self, path: &Path) -> anyhow::Result<()> {
+        let mut json = serde_json::to_vec_pretty(self).context("encoding the check report")?;
+        json.push(b'\n');
+        crate::util::write_atomic(path, &json)
+    }
+
+    /// Reads a report written by [`CheckReport::write`].
+    pub fn read(path: &Path) -> anyhow::Result<CheckReport> {
+        let text =
+            fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// A multi-line rendering for people (`loki show`): the summary, then one
+    /// line per entry, failures and warnings first; multi-line details are
+    /// indented below their entry.
+    pub fn human(&self) -> String {
+        let count = |l: Level| self.entries.iter().filter(|e| e.status == l).count();
+        let mut s = format!(
+            "{}\n  {} passed, {} warned, {} failed\n",
+            self.summary,
+            count(Level::Pass),
+            count(Level::Warn),
+            count(Level::Fail)
+        );
+        let check_w = self
+            .entries
+            .iter()
+            .map(|e| e.check.chars().count())
+            .max()
+            .unwrap_or(0);
+        for level in [Level::Fail, Level::Warn, Level::Pass] {
+            for e in self.entries.iter().filter(|e| e.status == level) {
+                let mut lines = e.details.lines();
+                let first = lines.next().unwrap_or("");
+                let target = e
+                    .target
+                    .as_deref()
+                    .map(|t| format!("{t}: "))
+                    .unwrap_or_default();
+                s.push_str(&format!(
+                    "  {}  {:<check_w$}  {target}{first}\n",
+                    e.status, e.check
+                ));
+                for l in lines {
+                    s.push_str(&format!("        {}{l}\n", " ".repeat(check_w + 2)));
+                }
+            }
+        }
+        s
+    }
+}
+
+/// Builds a report from entries and their short forms for the summary.
+fn build_report(items: Vec<(CheckEntry, String)>) -> CheckReport {
+    let status = items
+        .iter()
+        .map(|(e, _)| e.status)
+        .max()
+        .unwrap_or(Level::Pass);
+    let summary = if status == Level::Pass {
+        match items.len() {
+            0 => "PASS: nothing to check".to_string(),
+            1 => "PASS: 1 check".to_string(),
+            n => format!("PASS: {n} checks"),
+        }
+    } else {
+        let mut problems: Vec<&str> = Vec::new();
+        for level in [Level::Fail, Level::Warn] {
+            problems.extend(
+                items
+                    .iter()
+                    .filter(|(e, _)| e.status == level)
+                    .map(|(_, s)| s.as_str()),
+            );
+        }
+        let mut line = problems
+            .iter()
+            .take(SUMMARY_ITEMS)
+            .copied()
+            .collect::<Vec<_>>()
+            .join("; ");
+        if problems.len() > SUMMARY_ITEMS {
+            line.push_str(&format!("; … and {} more", problems.len() - SUMMARY_ITEMS));
+        }
+        format!("{status}: {line}")
+    };
+    CheckReport {
+        status,
+        entries: items.into_iter().map(|(e, _)| e).collect(),
+        summary,
+    }
+}
+
+fn entry(check: &str, target: Option<&str>, status: Level, details: String) -> CheckEntry {
+    CheckEntry {
+        check: check.to_string(),
+        target: target.map(str::to_string),
+        status,
+        details,
+        lines: Vec::new(),
+    }
+}
+
+/// One feedback line for the agent.
+fn violation_line(e: &CheckEntry) -> String {
+    let target = e.target.as_deref().unwrap_or("");
+    let d = e.details.trim_end();
+    match e.check.as_str() {
+        "outputs" => format!(
+            "{d}. Write `{target}` at exactly this path (relative to the repository root), \
+             with its full content."
+        ),
+        "utf8" => {
+            format!("`{target}` is not valid UTF-8 text ({d}). Rewrite it as plain UTF-8 text.")
+        }
+        "words" => {
+            let advice = if d.contains("fails below") {
+                "Expand the text in place until its word count is inside the range"
+            } else {
+                "Tighten the text in place until its word count is inside the range"
+            };
+            let word = if e.status == Level::Warn {
+                "is slightly outside the word range"
+            } else {
+                "is outside the word range"
+            };
+            format!(
+                "`{target}` {word}: {d}. {advice} (words are counted as a word processor counts \
+                 them; markdown syntax does not count)."
+            )
+        }
+        "require" => format!(
+            "{d}. It is required: use `{target}` (any letter case, as a whole word) in the text \
+             of the outputs."
+        ),
+        "forbid" => format!(
+            "{d}. `{target}` is forbidden: remove or replace every occurrence, in any letter case."
+        ),
+        "canonical" => {
+            let mut chars = d.chars();
+            match chars.next() {
+                Some(c) => format!("{}{}.", c.to_uppercase(), chars.as_str()),
+                None => String::new(),
+            }
+        }
+        "command" => {
+            let head = match e.target.as_deref() {
+                Some(c) => format!("The check command `{c}` failed"),
+                None => "The check command failed".to_string(),
+            };
+            let body = d
+                .lines()
+                .map(|l| format!("  {l}"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            if body.trim().is_empty() {
+                format!("{head}. Fix what it checks.")
+            } else {
+                format!("{head}; fix what it reports. Its output:\n{body}")
+            }
+        }
+        other => {
+            if target.is_empty() {
+                format!("{other}: {d}")
+            } else {
+                format!("{other} `{target}`: {d}")
+            }
+        }
+    }
+}
+
+/// An output's content, read once.
+struct OutputFile {
+    path: String,
+    /// `Some` when the file exists and is valid UTF-8.
+    text: Option<String>,
 }
 
 /// Runs every check configured for `stream` against `worktree`.
@@ -51,12 +349,1631 @@ pub fn run_checks(
     touched: &[String],
     env: &[(String, String)],
 ) -> CheckReport {
-    let _ = (worktree, stream, touched, env);
-    todo!("checks::run_checks")
+    let settings = &stream.checks;
+    let mut items: Vec<(CheckEntry, String)> = Vec::new();
+
+    let files = check_outputs(worktree, &stream.outputs, &mut items);
+
+    if let Some((min, max)) = settings.words {
+        for f in &files {
+            if let Some(text) = &f.text {
+                items.push(check_words(
+                    &f.path,
+                    text,
+                    min,
+                    max,
+                    settings.word_tolerance,
+                ));
+            }
+        }
+    }
+
+    let texts: Vec<(&str, &str)> = files
+        .iter()
+        .filter_map(|f| f.text.as_deref().map(|t| (f.path.as_str(), t)))
+        .collect();
+    for term in settings.require.iter().filter(|t| !t.trim().is_empty()) {
+        items.push(check_require(term, &texts));
+    }
+    for term in settings.forbid.iter().filter(|t| !t.trim().is_empty()) {
+        items.extend(check_forbid(term, &texts));
+    }
+
+    if settings.canonical {
+        items.extend(check_canonical(worktree, &stream.outputs, touched));
+    }
+
+    if let Some(cmd) = settings.command.as_deref().filter(|c| !c.trim().is_empty()) {
+        let mut full_env: Vec<(String, String)> = Vec::new();
+        for (k, v) in &stream.vars {
+            full_env.push((k.clone(), v.clone()));
+            full_env.push((format!("LOKI_VAR_{k}"), v.clone()));
+        }
+        full_env.extend(env.iter().cloned());
+        full_env.push(("LOKI_STREAM_ID".into(), stream.id.clone()));
+        full_env.push(("LOKI_OUTPUTS".into(), stream.outputs.join(" ")));
+        items.push(check_command(
+            worktree,
+            cmd,
+            &full_env,
+            settings.command_timeout,
+        ));
+    }
+
+    build_report(items)
+}
+
+// ---------------------------------------------------------------- outputs
+
+fn is_text_name(path: &str) -> bool {
+    let lower = path.to_lowercase();
+    lower.ends_with(".md") || lower.ends_with(".txt")
+}
+
+fn check_outputs(
+    worktree: &Path,
+    outputs: &[String],
+    items: &mut Vec<(CheckEntry, String)>,
+) -> Vec<OutputFile> {
+    let mut files = Vec::new();
+    for out in outputs {
+        let full = worktree.join(out);
+        let text_name = is_text_name(out);
+        let bytes = match fs::metadata(&full) {
+            Ok(m) if m.is_dir() => {
+                items.push((
+                    entry(
+                        "outputs",
+                        Some(out),
+                        Level::Fail,
+                        format!("not a file: {out} is a folder"),
+                    ),
+                    format!("{out} is a folder"),
+                ));
+                files.push(OutputFile {
+                    path: out.clone(),
+                    text: None,
+                });
+                continue;
+            }
+            Ok(_) => fs::read(&full),
+            Err(e) => Err(e),
+        };
+        let bytes = match bytes {
+            Ok(b) => b,
+            Err(e) => {
+                let details = if e.kind() == std::io::ErrorKind::NotFound {
+                    format!("missing: {out} was not written")
+                } else {
+                    format!("unreadable: {out}: {e}")
+                };
+                items.push((
+                    entry("outputs", Some(out), Level::Fail, details),
+                    format!("missing {out}"),
+                ));
+                files.push(OutputFile {
+                    path: out.clone(),
+                    text: None,
+                });
+                continue;
+            }
+        };
+        let decoded = std::str::from_utf8(&bytes);
+        let blank = bytes.is_empty()
+            || (text_name && decoded.map(|t| t.trim().is_empty()).unwrap_or(false));
+        if blank {
+            let details = if bytes.is_empty() {
+                format!("empty: {out} has no content")
+            } else {
+                format!("empty: {out} holds only whitespace")
+            };
+            items.push((
+                entry("outputs", Some(out), Level::Fail, details),
+                format!("empty {out}"),
+            ));
+        } else {
+            items.push((
+                entry(
+                    "outputs",
+                    Some(out),
+                    Level::Pass,
+                    format!("written ({} bytes)", bytes.len()),
+                ),
+                String::new(),
+            ));
+        }
+        if text_name {
+            match decoded {
+                Ok(_) => items.push((
+                    entry("utf8", Some(out), Level::Pass, "valid UTF-8".into()),
+                    String::new(),
+                )),
+                Err(err) => {
+                    let at = err.valid_up_to();
+                    let line = bytes[..at].iter().filter(|b| **b == b'\n').count() + 1;
+                    items.push((
+                        entry(
+                            "utf8",
+                            Some(out),
+                            Level::Fail,
+                            format!("invalid UTF-8 at byte {at} (line {line})"),
+                        ),
+                        format!("not UTF-8 {out}:{line}"),
+                    ));
+                }
+            }
+        }
+        let text = match String::from_utf8(bytes) {
+            Ok(t) if !blank => Some(t),
+            Ok(t) if text_name => Some(t),
+            _ => None,
+        };
+        files.push(OutputFile {
+            path: out.clone(),
+            text,
+        });
+    }
+    files
+}
+
+// ------------------------------------------------------------------ words
+
+fn check_words(path: &str, text: &str, min: u64, max: u64, tolerance: f64) -> (CheckEntry, String) {
+    let n = count_words(text);
+    let t = if tolerance.is_finite() {
+        tolerance.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    // Small epsilons keep 900 * 0.9 at 810, not 810.0000000001.
+    let floor = (min as f64 * (1.0 - t) - 1e-6).ceil().max(0.0) as u64;
+    let ceiling = (max as f64 * (1.0 + t) + 1e-6).floor() as u64;
+    let range = format!("{min}–{max}");
+    let tol = format!("inside the {}% tolerance", (t * 100.0).round() as u64);
+    let (status, details, short) = if n < min {
+        if n >= floor {
+            (
+                Level::Warn,
+                format!("{n} words; required {range} ({tol}; fails below {floor})"),
+                format!("words {path} {n} (range {range})"),
+            )
+        } else {
+            (
+                Level::Fail,
+                format!("{n} words; required {range} (fails below {floor})"),
+                format!("words {path} {n} < {min}"),
+            )
+        }
+    } else if n > max {
+        if n <= ceiling {
+            (
+                Level::Warn,
+                format!("{n} words; required {range} ({tol}; fails above {ceiling})"),
+                format!("words {path} {n} (range {range})"),
+            )
+        } else {
+            (
+                Level::Fail,
+                format!("{n} words; required {range} (fails above {ceiling})"),
+                format!("words {path} {n} > {max}"),
+            )
+        }
+    } else {
+        (
+            Level::Pass,
+            format!("{n} words; required {range}"),
+            String::new(),
+        )
+    };
+    (entry("words", Some(path), status, details), short)
+}
+
+fn regex(cell: &'static OnceLock<Option<Regex>>, pattern: &str) -> Option<&'static Regex> {
+    cell.get_or_init(|| Regex::new(pattern).ok()).as_ref()
+}
+
+/// Removes markdown and HTML syntax that is not prose, keeping the text
+/// (see the module docs).
+fn strip_markup(text: &str) -> String {
+    static COMMENT: OnceLock<Option<Regex>> = OnceLock::new();
+    static TAG: OnceLock<Option<Regex>> = OnceLock::new();
+    static LINK_TARGET: OnceLock<Option<Regex>> = OnceLock::new();
+    static REF_DEF: OnceLock<Option<Regex>> = OnceLock::new();
+    static AUTOLINK: OnceLock<Option<Regex>> = OnceLock::new();
+    static URL: OnceLock<Option<Regex>> = OnceLock::new();
+    static LIST_NUM: OnceLock<Option<Regex>> = OnceLock::new();
+    static TASK: OnceLock<Option<Regex>> = OnceLock::new();
+    static FOOTNOTE: OnceLock<Option<Regex>> = OnceLock::new();
+
+    let mut s = text.to_string();
+    let rules: [(&'static OnceLock<Option<Regex>>, &str, &str); 9] = [
+        (&COMMENT, r"(?s)<!--.*?-->", " "),
+        (
+            &REF_DEF,
+            r"(?m)^[ \t]{0,3}\[[^\]\n^][^\]\n]*\]:[ \t]+\S+.*$",
+            "",
+        ),
+        (&LINK_TARGET, r"\]\([^)\s]*(?:\s+[^)]*)?\)", "] "),
+        (&AUTOLINK, r"<(?:https?|ftp|mailto):[^>\s]*>", " url "),
+        (&TAG, r"</?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]*)?/?>", " "),
+        (&URL, r"\b(?:https?|ftp)://\S+", " url "),
+        (
+            &TASK,
+            r"(?m)^([ \t]*(?:>[ \t]*)*[-*+][ \t]+)\[[ xX]\]",
+            "$1",
+        ),
+        (
+            &LIST_NUM,
+            r"(?m)^([ \t]*(?:>[ \t]*)*)\d{1,9}[.)]([ \t]|$)",
+            "$1$2",
+        ),
+        (&FOOTNOTE, r"\[\^[^\]\s]+\]:?", " "),
+    ];
+    for (cell, pattern, replacement) in rules {
+        if let Some(re) = regex(cell, pattern) {
+            if re.is_match(&s) {
+                s = re.replace_all(&s, replacement).into_owned();
+            }
+        }
+    }
+    s
 }
 
 /// Words as a writer counts them (Unicode-aware).
+///
+/// UAX #29 words that hold a letter or digit; a hyphenated compound
+/// ("well-known") is one word; markdown syntax, HTML tags and comments and
+/// link targets are not counted. See the module docs for every rule.
 pub fn count_words(text: &str) -> u64 {
-    let _ = text;
-    todo!("checks::count_words")
+    let clean = strip_markup(text);
+    let mut count = 0u64;
+    let mut prev_end: Option<usize> = None;
+    for (start, word) in clean.unicode_word_indices() {
+        let joined = prev_end
+            .map(|end| matches!(&clean[end..start], "-" | "\u{2010}" | "\u{2011}"))
+            .unwrap_or(false);
+        if !joined {
+            count += 1;
+        }
+        prev_end = Some(start + word.len());
+    }
+    count
+}
+
+// ------------------------------------------------------------------ terms
+
+fn is_word_char(c: char) -> bool {
+    static WORD: OnceLock<Option<Regex>> = OnceLock::new();
+    let mut buf = [0u8; 4];
+    regex(&WORD, r"^\w$")
+        .map(|re| re.is_match(c.encode_utf8(&mut buf)))
+        .unwrap_or_else(|| c.is_alphanumeric() || c == '_')
+}
+
+/// The regex for a `require` / `forbid` term (see the module docs).
+fn term_regex(term: &str) -> Option<Regex> {
+    let term = term.trim();
+    let first = term.chars().next()?;
+    let last = term.chars().next_back()?;
+    let body = term
+        .split_whitespace()
+        .map(|piece| {
+            piece
+                .chars()
+                .map(|c| match c {
+                    '\'' | '’' => "['’]".to_string(),
+                    c => regex::escape(c.encode_utf8(&mut [0u8; 4])),
+                })
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join(r"\s+");
+    let pattern = format!(
+        "{}{body}{}",
+        if is_word_char(first) { r"\b" } else { "" },
+        if is_word_char(last) { r"\b" } else { "" }
+    );
+    RegexBuilder::new(&pattern)
+        .case_insensitive(true)
+        .build()
+        .ok()
+}
+
+/// 1-based lines on which `re` matches in `text` (where each match starts).
+fn match_lines(re: &Regex, text: &str) -> Vec<usize> {
+    let newlines: Vec<usize> = text
+        .bytes()
+        .enumerate()
+        .filter(|(_, b)| *b == b'\n')
+        .map(|(i, _)| i)
+        .collect();
+    let mut lines: Vec<usize> = re
+        .find_iter(text)
+        .map(|m| newlines.partition_point(|&nl| nl < m.start()) + 1)
+        .collect();
+    lines.dedup();
+    lines
+}
+
+fn join_lines(lines: &[usize], sep: &str) -> String {
+    lines
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(sep)
+}
+
+fn check_require(term: &str, texts: &[(&str, &str)]) -> (CheckEntry, String) {
+    let term = term.trim();
+    let found: Vec<&str> = match term_regex(term) {
+        Some(re) => texts
+            .iter()
+            .filter(|(_, t)| re.is_match(t))
+            .map(|(p, _)| *p)
+            .collect(),
+        None => Vec::new(),
+    };
+    if found.is_empty() {
+        (
+            entry(
+                "require",
+                Some(term),
+                Level::Fail,
+                format!("`{term}` does not appear in any output"),
+            ),
+            format!("require `{term}` missing"),
+        )
+    } else {
+        (
+            entry(
+                "require",
+                Some(term),
+                Level::Pass,
+                format!("`{term}` appears in {}", found.join(", ")),
+            ),
+            String::new(),
+        )
+    }
+}
+
+fn check_forbid(term: &str, texts: &[(&str, &str)]) -> Vec<(CheckEntry, String)> {
+    let term = term.trim();
+    let Some(re) = term_regex(term) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (path, text) in texts {
+        let lines = match_lines(&re, text);
+        if lines.is_empty() {
+            continue;
+        }
+        let on = if lines.len() == 1 { "line" } else { "lines" };
+        let mut e = entry(
+            "forbid",
+            Some(term),
+            Level::Fail,
+            format!(
+                "`{term}` found in {path} on {on} {}",
+                join_lines(&lines, ", ")
+            ),
+        );
+        let short = format!("forbid `{term}` in {path}:{}", join_lines(&lines, ","));
+        e.lines = lines;
+        out.push((e, short));
+    }
+    if out.is_empty() {
+        out.push((
+            entry(
+                "forbid",
+                Some(term),
+                Level::Pass,
+                format!("`{term}` does not appear in any output"),
+            ),
+            String::new(),
+        ));
+    }
+    out
+}
+
+// -------------------------------------------------------------- canonical
+
+/// If `name` looks like a versioned copy, the canonical file name it copies
+/// (same letter case as `name`'s base).
+fn canonical_name_of(name: &str) -> Option<String> {
+    static BACKUP_SUFFIX: OnceLock<Option<Regex>> = OnceLock::new();
+    static COPY_OF: OnceLock<Option<Regex>> = OnceLock::new();
+    static MARKER: OnceLock<Option<Regex>> = OnceLock::new();
+
+    let mut name = name.to_string();
+    let mut changed = false;
+    if let Some(re) = regex(
+        &BACKUP_SUFFIX,
+        r"(?i)^(.+\..+?)(?:\.bak|\.orig|\.old|\.backup|~)$",
+    ) {
+        if let Some(c) = re.captures(&name) {
+            name = c[1].to_string();
+            changed = true;
+        }
+    }
+    if let Some(re) = regex(&COPY_OF, r"(?i)^copy of (.+)$") {
+        if let Some(c) = re.captures(&name) {
+            name = c[1].to_string();
+            changed = true;
+        }
+    }
+    let (mut stem, ext) = match name.rfind('.') {
+        Some(i) if i > 0 => (name[..i].to_string(), name[i..].to_string()),
+        _ => (name.clone(), String::new()),
+    };
+    let marker = regex(
+        &MARKER,
+        concat!(
+            r"(?i)^(.*?[^-_. ])(?:[-_. ]+(?:",
+            r"v\d+|version[-_ ]?\d*|rev(?:ised|ision)?[-_ ]?\d*|final\d*|new|old|",
+            r"copy[-_ ]?\d*|draft[-_ ]?\d*|backup\d*|bak|orig(?:inal)?|updated|edited|",
+            r"fixed|tmp|temp",
+            r")|\s*\((?:\d+|copy(?: \d+)?)\))$",
+        ),
+    )?;
+    while let Some(c) = marker.captures(&stem) {
+        stem = c[1].to_string();
+        changed = true;
+    }
+    changed.then(|| format!("{stem}{ext}"))
+}
+
+fn under_backups(path: &str) -> bool {
+    Path::new(path)
+        .components()
+        .any(|c| matches!(c, Component::Normal(n) if n == "backups"))
+}
+
+fn split_path(path: &str) -> (String, String) {
+    let path = path.trim_start_matches("./");
+    match path.rfind('/') {
+        Some(i) => (path[..i].to_string(), path[i + 1..].to_string()),
+        None => (String::new(), path.to_string()),
+    }
+}
+
+fn join_path(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+fn check_canonical(
+    worktree: &Path,
+    outputs: &[String],
+    touched: &[String],
+) -> Vec<(CheckEntry, String)> {
+    let skip = |p: &str| p.is_empty() || under_backups(p) || p == ".git" || p.starts_with(".git/");
+    let outputs_lc: BTreeSet<String> = outputs
+        .iter()
+        .map(|o| o.trim_start_matches("./").to_lowercase())
+        .collect();
+    // Folder (relative) → names of the files in it.
+    let mut listings: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut list = |dir: &str| -> Vec<String> {
+        listings
+            .entry(dir.to_string())
+            .or_insert_with(|| {
+                let Ok(rd) = fs::read_dir(worktree.join(dir)) else {
+                    return Vec::new();
+                };
+                let mut names: Vec<String> = rd
+                    .flatten()
+                    .filter(|e| e.file_type().map(|t| !t.is_dir()).unwrap_or(false))
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect();
+                names.sort();
+                names
+            })
+            .clone()
+    };
+
+    // (duplicate, canonical) → whether the canonical file exists.
+    let mut found: BTreeMap<(String, String), bool> = BTreeMap::new();
+    let mut candidates: BTreeSet<String> = BTreeSet::new();
+
+    // Versioned siblings of every output (even a missing one) and of every
+    // touched file that exists.
+    let mut canon: Vec<(String, bool)> = outputs
+        .iter()
+        .map(|o| (o.trim_start_matches("./").to_string(), true))
+        .collect();
+    canon.extend(
+        touched
+            .iter()
+            .map(|t| (t.trim_start_matches("./").to_string(), false)),
+    );
+    for (path, is_output) in canon {
+        if skip(&path) {
+            continue;
+        }
+        let exists = worktree.join(&path).is_file();
+        if !exists && !is_output {
+            continue;
+        }
+        candidates.insert(path.clone());
+        let (dir, name) = split_path(&path);
+        let name_lc = name.to_lowercase();
+        for sibling in list(&dir) {
+            if sibling == name {
+                continue;
+            }
+            let sib_path = join_path(&dir, &sibling);
+            if outputs_lc.contains(&sib_path.to_lowercase()) {
+                continue;
+            }
+            if canonical_name_of(&sibling).map(|c| c.to_lowercase()) == Some(name_lc.clone()) {
+                found.insert((sib_path, path.clone()), exists);
+            }
+        }
+    }
+
+    // Touched files that themselves look versioned while their canonical
+    // name exists.
+    for t in touched {
+        let t = t.trim_start_matches("./");
+        if skip(t) || outputs_lc.contains(&t.to_lowercase()) || !worktree.join(t).is_file() {
+            continue;
+        }
+        let (dir, name) = split_path(t);
+        let Some(canonical) = canonical_name_of(&name) else {
+            continue;
+        };
+        let canonical_lc = canonical.to_lowercase();
+        if let Some(actual) = list(&dir)
+            .into_iter()
+            .find(|n| n.to_lowercase() == canonical_lc && *n != name)
+        {
+            found.insert((t.to_string(), join_path(&dir, &actual)), true);
+        }
+    }
+
+    if candidates.is_empty() && found.is_empty() {
+        return Vec::new();
+    }
+    if found.is_empty() {
+        let n = candidates.len();
+        return vec![(
+            entry(
+                "canonical",
+                None,
+                Level::Pass,
+                format!(
+                    "no versioned duplicates beside {n} file{}",
+                    if n == 1 { "" } else { "s" }
+                ),
+            ),
+            String::new(),
+        )];
+    }
+    found
+        .into_iter()
+        .map(|((dup, canonical), exists)| {
+            let details = if exists {
+                format!(
+                    "versioned duplicate `{dup}` beside `{canonical}`: keep one canonical file — \
+                     merge its content into `{canonical}` and delete it, or move it to `backups/`"
+                )
+            } else {
+                format!(
+                    "versioned duplicate `{dup}` instead of `{canonical}`, which does not exist: \
+                     rename it to `{canonical}`"
+                )
+            };
+            (
+                entry("canonical", Some(&dup), Level::Fail, details),
+                format!("duplicate {dup}"),
+            )
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------- command
+
+/// Keeps the last `OUTPUT_TAIL` bytes of what it reads.
+fn read_tail(mut r: impl Read) -> (Vec<u8>, bool) {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut truncated = false;
+    let mut chunk = [0u8; 8192];
+    loop {
+        match r.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                if buf.len() > 4 * OUTPUT_TAIL {
+                    let cut = buf.len() - OUTPUT_TAIL;
+                    buf.drain(..cut);
+                    truncated = true;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    if buf.len() > OUTPUT_TAIL {
+        let cut = buf.len() - OUTPUT_TAIL;
+        buf.drain(..cut);
+        truncated = true;
+    }
+    (buf, truncated)
+}
+
+fn tail_text(bytes: &[u8], truncated: bool) -> String {
+    // Skip UTF-8 continuation bytes a cut may have left at the start.
+    let start = if truncated {
+        bytes
+            .iter()
+            .position(|b| (b & 0xC0) != 0x80)
+            .unwrap_or(bytes.len())
+    } else {
+        0
+    };
+    let text = String::from_utf8_lossy(&bytes[start..]);
+    let text = text.trim_start_matches(['\n', '\r']).trim_end();
+    if truncated {
+        format!("…{text}")
+    } else {
+        text.to_string()
+    }
+}
+
+fn kill_group(pgid: i32) {
+    let _ = nix::sys::signal::killpg(Pid::from_raw(pgid), nix::sys::signal::Signal::SIGKILL);
+}
+
+fn check_command(
+    worktree: &Path,
+    cmd: &str,
+    env: &[(String, String)],
+    timeout: Duration,
+) -> (CheckEntry, String) {
+    let fail = |details: String, short: String| {
+        (
+            entry("command", Some(cmd), Level::Fail, details),
+            format!("command {short}"),
+        )
+    };
+    // Close-on-exec, so agents spawned meanwhile by other threads do not
+    // inherit the write end (which would keep the output open).
+    let (reader, writer) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => {
+            return fail(
+                format!("could not create a pipe: {e}"),
+                "did not start".into(),
+            )
+        }
+    };
+    let writer2 = match writer.try_clone() {
+        Ok(w) => w,
+        Err(e) => {
+            return fail(
+                format!("could not create a pipe: {e}"),
+                "did not start".into(),
+            )
+        }
+    };
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(cmd)
+        .current_dir(worktree)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::from(writer2));
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    for (k, v) in env {
+        if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+            continue;
+        }
+        command.env(k, v);
+    }
+    let spawned = command.spawn();
+    // The parent's copies of the write end must close, or reading never ends.
+    drop(command);
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            return fail(
+                format!("could not run `sh -c {cmd}` in {}: {e}", worktree.display()),
+                "did not start".into(),
+            )
+        }
+    };
+    let Ok(pid) = i32::try_from(child.id()) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return fail(
+            "the command's pid is out of range".into(),
+            "did not start".into(),
+        );
+    };
+
+    let (tx, rx) = mpsc::channel();
+    let file = fs::File::from(reader);
+    std::thread::spawn(move || {
+        let _ = tx.send(read_tail(file));
+    });
+
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(5);
+    // Wait without reaping (WNOWAIT): while the leader is a zombie its pid,
+    // and so the group id, cannot be reused, so ending the group is safe.
+    let waited: Result<(), String> = loop {
+        match waitid(
+            Id::Pid(Pid::from_raw(pid)),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
+        ) {
+            Ok(WaitStatus::StillAlive) => {}
+            Ok(_) => break Ok(()),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => break Err(format!("could not wait for the command: {e}")),
+        }
+        let elapsed = started.elapsed();
+        if elapsed >= timeout {
+            break Err(format!(
+                "timed out after {}",
+                humantime::format_duration(timeout)
+            ));
+        }
+        std::thread::sleep(pause.min(timeout - elapsed));
+        pause = (pause * 2).min(Duration::from_millis(50));
+    };
+    // Whatever the command left running in its group ends with it.
+    kill_group(pid);
+    let status = child.wait();
+
+    let (bytes, truncated) = rx
+        .recv_timeout(Duration::from_secs(2))
+        .unwrap_or_else(|_| (Vec::new(), false));
+    let output = tail_text(&bytes, truncated);
+
+    let status = match (waited, status) {
+        (Err(why), _) => Err(why),
+        (Ok(()), Err(e)) => Err(format!("could not wait for the command: {e}")),
+        (Ok(()), Ok(status)) => Ok(status),
+    };
+    match status {
+        Ok(status) if status.success() => {
+            let details = if output.is_empty() {
+                "exit status 0 (no output)".to_string()
+            } else {
+                output
+            };
+            (
+                entry("command", Some(cmd), Level::Pass, details),
+                String::new(),
+            )
+        }
+        Ok(status) => {
+            let (short, silent) = match status.code() {
+                Some(c) => (format!("exit {c}"), format!("exited with status {c}")),
+                None => {
+                    use std::os::unix::process::ExitStatusExt;
+                    let sig = status.signal().unwrap_or(0);
+                    (
+                        format!("killed by signal {sig}"),
+                        format!("was killed by signal {sig}"),
+                    )
+                }
+            };
+            let details = if output.is_empty() {
+                format!("{silent} and printed nothing")
+            } else {
+                output
+            };
+            fail(details, short)
+        }
+        Err(why) => {
+            let details = if output.is_empty() {
+                why.clone()
+            } else {
+                format!("{why}; its last output:\n{output}")
+            };
+            fail(details, why)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AgentSettings, CheckSettings};
+
+    fn stream(outputs: &[&str], checks: CheckSettings) -> StreamConfig {
+        StreamConfig {
+            id: "ch01".into(),
+            prompt: "prompts/chapter.md".into(),
+            vars: BTreeMap::new(),
+            inputs: BTreeMap::new(),
+            outputs: outputs.iter().map(|s| s.to_string()).collect(),
+            depends_on: Vec::new(),
+            agent: AgentSettings::default(),
+            checks,
+        }
+    }
+
+    /// Only the checks under test: canonical off.
+    fn only() -> CheckSettings {
+        CheckSettings {
+            canonical: false,
+            ..CheckSettings::default()
+        }
+    }
+
+    fn write(dir: &Path, rel: &str, content: &str) {
+        let p = dir.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, content).unwrap();
+    }
+
+    fn e(check: &str, target: &str, status: Level, details: &str) -> CheckEntry {
+        entry(check, Some(target), status, details.to_string())
+    }
+
+    fn words(n: usize) -> String {
+        vec!["word"; n].join(" ")
+    }
+
+    // ------------------------------------------------------------ words
+
+    #[test]
+    fn counts_cyrillic_and_accented_words() {
+        assert_eq!(count_words("Привет, как дела? Всё хорошо."), 5);
+        assert_eq!(count_words("Café naïve, façade; Ærøskøbing."), 4);
+        // Decomposed accents (e + U+0301) stay inside their word.
+        assert_eq!(count_words("Cafe\u{301} re\u{301}sume\u{301}"), 2);
+        assert_eq!(count_words("Ἐν ἀρχῇ ἦν ὁ λόγος"), 5);
+        assert_eq!(count_words(""), 0);
+        assert_eq!(count_words("  \n\t "), 0);
+    }
+
+    #[test]
+    fn counts_hyphens_apostrophes_and_numbers_like_a_writer() {
+        assert_eq!(count_words("a well-known, mother-in-law déjà-vu"), 4);
+        assert_eq!(count_words("non\u{2011}breaking hy\u{2010}phen"), 2);
+        assert_eq!(count_words("word - word — word—word and/or"), 6);
+        assert_eq!(count_words("Don't stop; l'homme, Mira’s dog."), 5);
+        assert_eq!(count_words("In 1984 pi was 3.14."), 5);
+    }
+
+    #[test]
+    fn markdown_syntax_is_not_counted() {
+        let md = "---\n# The Title\n\n## Part *one*\n\n\
+                  * **bold** item\n- _under_ item\n\n---\n\n\
+                  1. First [a link](https://example.com/a-b \"t\")\n2) Second ![img](p.png)\n\
+                  - [x] done\n> quoted text\n\n| a | b |\n|---|---|\n\
+                  <!-- a note\nfor me -->\n<div class=\"x\">inside</div><br/>\n\
+                  see https://example.com/x?y=z now[^1]\n\n[^1]: Foot note.\n\
+                  [ref]: https://example.com/ref\n***\n";
+        // The Title Part one bold item under item First a link Second img
+        // done quoted text a b inside see url now Foot note
+        assert_eq!(count_words(md), 24);
+    }
+
+    #[test]
+    fn words_pass_warn_and_fail_with_tolerance() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a.md", &words(1000));
+        write(dir.path(), "b.md", &words(850));
+        write(dir.path(), "c.md", &words(412));
+        write(dir.path(), "d.md", &words(1300));
+        write(dir.path(), "e.md", &words(1400));
+        write(dir.path(), "f.md", &words(810));
+        let s = stream(
+            &["a.md", "b.md", "c.md", "d.md", "e.md", "f.md"],
+            CheckSettings {
+                words: Some((900, 1200)),
+                ..only()
+            },
+        );
+        let r = run_checks(dir.path(), &s, &[], &[]);
+        let w: Vec<&CheckEntry> = r.entries.iter().filter(|e| e.check == "words").collect();
+        assert_eq!(
+            w,
+            vec![
+                &e(
+                    "words",
+                    "a.md",
+                    Level::Pass,
+                    "1000 words; required 900–1200"
+                ),
+                &e(
+                    "words",
+                    "b.md",
+                    Level::Warn,
+                    "850 words; required 900–1200 (inside the 10% tolerance; fails below 810)"
+                ),
+                &e(
+                    "words",
+                    "c.md",
+                    Level::Fail,
+                    "412 words; required 900–1200 (fails below 810)"
+                ),
+                &e(
+                    "words",
+                    "d.md",
+                    Level::Warn,
+                    "1300 words; required 900–1200 (inside the 10% tolerance; fails above 1320)"
+                ),
+                &e(
+                    "words",
+                    "e.md",
+                    Level::Fail,
+                    "1400 words; required 900–1200 (fails above 1320)"
+                ),
+                &e(
+                    "words",
+                    "f.md",
+                    Level::Warn,
+                    "810 words; required 900–1200 (inside the 10% tolerance; fails below 810)"
+                ),
+            ]
+        );
+        assert_eq!(r.status, Level::Fail);
+        assert_eq!(
+            r.summary,
+            "FAIL: words c.md 412 < 900; words e.md 1400 > 1200; words b.md 850 (range 900–1200); \
+             words d.md 1300 (range 900–1200); words f.md 810 (range 900–1200)"
+        );
+    }
+
+    #[test]
+    fn words_warning_only_report() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "chapters/ch01.md",
+            &format!("# Title\n\n{}", words(849)),
+        );
+        let s = stream(
+            &["chapters/ch01.md"],
+            CheckSettings {
+                words: Some((900, 1200)),
+                ..only()
+            },
+        );
+        let r = run_checks(dir.path(), &s, &[], &[]);
+        assert_eq!(
+            r,
+            CheckReport {
+                status: Level::Warn,
+                entries: vec![
+                    e(
+                        "outputs",
+                        "chapters/ch01.md",
+                        Level::Pass,
+                        "written (4253 bytes)"
+                    ),
+                    e("utf8", "chapters/ch01.md", Level::Pass, "valid UTF-8"),
+                    e(
+                        "words",
+                        "chapters/ch01.md",
+                        Level::Warn,
+                        "850 words; required 900–1200 (inside the 10% tolerance; fails below 810)"
+                    ),
+                ],
+                summary: "WARN: words chapters/ch01.md 850 (range 900–1200)".into(),
+            }
+        );
+        assert!(r.passed());
+        assert_eq!(r.violations().len(), 1);
+        assert!(r.violations()[0].starts_with(
+            "`chapters/ch01.md` is slightly outside the word range: 850 words; required 900–1200"
+        ));
+        assert!(r.violations()[0].contains("Expand the text"));
+    }
+
+    // ---------------------------------------------------------- outputs
+
+    #[test]
+    fn outputs_pass_and_fail_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "chapters/ch01.md", "Hello.\n");
+        write(dir.path(), "chapters/ch02.md", "");
+        write(dir.path(), "chapters/ch04.txt", " \n\n");
+        fs::write(dir.path().join("chapters/ch05.md"), b"ok\n\xff\xfe").unwrap();
+        fs::write(dir.path().join("cover.png"), b"\x89PNG\xff").unwrap();
+        let s = stream(
+            &[
+                "chapters/ch01.md",
+                "chapters/ch02.md",
+                "chapters/ch03.md",
+                "chapters/ch04.txt",
+                "chapters/ch05.md",
+                "cover.png",
+            ],
+            only(),
+        );
+        let r = run_checks(dir.path(), &s, &[], &[]);
+        assert_eq!(
+            r.entries,
+            vec![
+                e(
+                    "outputs",
+                    "chapters/ch01.md",
+                    Level::Pass,
+                    "written (7 bytes)"
+                ),
+                e("utf8", "chapters/ch01.md", Level::Pass, "valid UTF-8"),
+                e(
+                    "outputs",
+                    "chapters/ch02.md",
+                    Level::Fail,
+                    "empty: chapters/ch02.md has no content"
+                ),
+                e("utf8", "chapters/ch02.md", Level::Pass, "valid UTF-8"),
+                e(
+                    "outputs",
+                    "chapters/ch03.md",
+                    Level::Fail,
+                    "missing: chapters/ch03.md was not written"
+                ),
+                e(
+                    "outputs",
+                    "chapters/ch04.txt",
+                    Level::Fail,
+                    "empty: chapters/ch04.txt holds only whitespace"
+                ),
+                e("utf8", "chapters/ch04.txt", Level::Pass, "valid UTF-8"),
+                e(
+                    "outputs",
+                    "chapters/ch05.md",
+                    Level::Pass,
+                    "written (5 bytes)"
+                ),
+                e(
+                    "utf8",
+                    "chapters/ch05.md",
+                    Level::Fail,
+                    "invalid UTF-8 at byte 3 (line 2)"
+                ),
+                e("outputs", "cover.png", Level::Pass, "written (5 bytes)"),
+            ]
+        );
+        assert_eq!(
+            r.summary,
+            "FAIL: empty chapters/ch02.md; missing chapters/ch03.md; empty chapters/ch04.txt; \
+             not UTF-8 chapters/ch05.md:2"
+        );
+        let v = r.violations();
+        assert_eq!(v.len(), 4);
+        assert_eq!(
+            v[1],
+            "missing: chapters/ch03.md was not written. Write `chapters/ch03.md` at exactly this \
+             path (relative to the repository root), with its full content."
+        );
+    }
+
+    #[test]
+    fn all_passing_report_counts_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a.md", "Mira walks.\n");
+        let s = stream(
+            &["a.md"],
+            CheckSettings {
+                require: vec!["mira".into()],
+                forbid: vec!["dragon".into()],
+                ..CheckSettings::default()
+            },
+        );
+        let r = run_checks(dir.path(), &s, &["a.md".into()], &[]);
+        assert_eq!(r.status, Level::Pass);
+        assert_eq!(r.summary, "PASS: 5 checks");
+        assert!(r.violations().is_empty());
+        assert_eq!(
+            r.entries[2..],
+            [
+                e("require", "mira", Level::Pass, "`mira` appears in a.md"),
+                e(
+                    "forbid",
+                    "dragon",
+                    Level::Pass,
+                    "`dragon` does not appear in any output"
+                ),
+                entry(
+                    "canonical",
+                    None,
+                    Level::Pass,
+                    "no versioned duplicates beside 1 file".into()
+                ),
+            ]
+        );
+        let empty = run_checks(dir.path(), &stream(&[], only()), &[], &[]);
+        assert_eq!(empty.summary, "PASS: nothing to check");
+    }
+
+    // ------------------------------------------------------------ terms
+
+    #[test]
+    fn forbid_names_every_line_per_file() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "chapters/ch01.md",
+            "One.\nTwo.\nA Dragon!\nFour.\nfive\nsix\nthe dragon's lair, dragon.\n",
+        );
+        write(
+            dir.path(),
+            "chapters/ch02.md",
+            "Dragonfly.\nno DRAGON here? yes.\n",
+        );
+        let s = stream(
+            &["chapters/ch01.md", "chapters/ch02.md"],
+            CheckSettings {
+                forbid: vec!["dragon".into(), "unicorn".into()],
+                ..only()
+            },
+        );
+        let r = run_checks(dir.path(), &s, &[], &[]);
+        let f: Vec<&CheckEntry> = r.entries.iter().filter(|e| e.check == "forbid").collect();
+        let mut one = e(
+            "forbid",
+            "dragon",
+            Level::Fail,
+            "`dragon` found in chapters/ch01.md on lines 3, 7",
+        );
+        one.lines = vec![3, 7];
+        let mut two = e(
+            "forbid",
+            "dragon",
+            Level::Fail,
+            "`dragon` found in chapters/ch02.md on line 2",
+        );
+        two.lines = vec![2];
+        let three = e(
+            "forbid",
+            "unicorn",
+            Level::Pass,
+            "`unicorn` does not appear in any output",
+        );
+        assert_eq!(f, vec![&one, &two, &three]);
+        assert_eq!(
+            r.summary,
+            "FAIL: forbid `dragon` in chapters/ch01.md:3,7; forbid `dragon` in chapters/ch02.md:2"
+        );
+        assert_eq!(
+            r.violations()[0],
+            "`dragon` found in chapters/ch01.md on lines 3, 7. `dragon` is forbidden: remove or \
+             replace every occurrence, in any letter case."
+        );
+    }
+
+    #[test]
+    fn require_fails_when_absent_everywhere() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a.md", "Miranda was here.\n");
+        write(dir.path(), "b.md", "Nobody.\n");
+        let s = stream(
+            &["a.md", "b.md"],
+            CheckSettings {
+                require: vec!["Mira".into(), "nobody".into(), "  ".into()],
+                ..only()
+            },
+        );
+        let r = run_checks(dir.path(), &s, &[], &[]);
+        let q: Vec<&CheckEntry> = r.entries.iter().filter(|e| e.check == "require").collect();
+        assert_eq!(
+            q,
+            vec![
+                &e(
+                    "require",
+                    "Mira",
+                    Level::Fail,
+                    "`Mira` does not appear in any output"
+                ),
+                &e("require", "nobody", Level::Pass, "`nobody` appears in b.md"),
+            ]
+        );
+        assert_eq!(r.summary, "FAIL: require `Mira` missing");
+        assert!(
+            r.violations()[0].starts_with("`Mira` does not appear in any output. It is required")
+        );
+    }
+
+    #[test]
+    fn cyrillic_terms_match_case_insensitively_as_whole_words() {
+        let re = term_regex("Дракон").unwrap();
+        assert!(re.is_match("и тут дракон, огромный"));
+        assert!(re.is_match("ДРАКОН"));
+        assert!(!re.is_match("драконы летят"));
+        assert!(!re.is_match("юдраконы"));
+        assert_eq!(
+            match_lines(&re, "Раз.\nдракон,\nдраконы\nЁж и Дракон"),
+            vec![2, 4]
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "ch.md", "Жил-был дракон,\nи драконы.\nВсё.\n");
+        let s = stream(
+            &["ch.md"],
+            CheckSettings {
+                forbid: vec!["Дракон".into()],
+                require: vec!["всё".into(), "жил".into()],
+                ..only()
+            },
+        );
+        let r = run_checks(dir.path(), &s, &[], &[]);
+        let mut hit = e(
+            "forbid",
+            "Дракон",
+            Level::Fail,
+            "`Дракон` found in ch.md on line 1",
+        );
+        hit.lines = vec![1];
+        assert!(r.entries.contains(&hit));
+        assert!(r
+            .entries
+            .contains(&e("require", "всё", Level::Pass, "`всё` appears in ch.md")));
+        assert!(r
+            .entries
+            .contains(&e("require", "жил", Level::Pass, "`жил` appears in ch.md")));
+    }
+
+    #[test]
+    fn punctuation_edges_phrases_and_apostrophes() {
+        let dr = term_regex("Dr.").unwrap();
+        assert!(dr.is_match("see dr. Who"));
+        assert!(!dr.is_match("drive"));
+        assert!(!dr.is_match("Adr. x"));
+        let v2 = term_regex("-v2").unwrap();
+        assert!(v2.is_match("plan-v2.md"));
+        assert!(!v2.is_match("plan-v20"));
+        let phrase = term_regex("Dark  Lord").unwrap();
+        assert!(phrase.is_match("the dark\nlord rose"));
+        assert!(!phrase.is_match("darklord"));
+        let apos = term_regex("don't").unwrap();
+        assert!(apos.is_match("I Don’t know"));
+        let accent = term_regex("ÉLAN").unwrap();
+        assert!(accent.is_match("with élan."));
+        assert!(!accent.is_match("élans"));
+        let special = term_regex("a+b (c)").unwrap();
+        assert!(special.is_match("A+B (C)"));
+    }
+
+    // -------------------------------------------------------- canonical
+
+    #[test]
+    fn versioned_names_are_recognised() {
+        for (name, canonical) in [
+            ("plan-v2.md", "plan.md"),
+            ("plan_v3.md", "plan.md"),
+            ("plan.v2.md", "plan.md"),
+            ("Plan-V12.md", "Plan.md"),
+            ("scene-0204-blueprint-revised.md", "scene-0204-blueprint.md"),
+            ("ch01-final.md", "ch01.md"),
+            ("ch01-new.md", "ch01.md"),
+            ("ch01-old.md", "ch01.md"),
+            ("ch01-copy.md", "ch01.md"),
+            ("ch01 (1).md", "ch01.md"),
+            ("ch01 copy.md", "ch01.md"),
+            ("ch01 copy 2.md", "ch01.md"),
+            ("ch01-draft2.md", "ch01.md"),
+            ("ch01-final-v2.md", "ch01.md"),
+            ("ch01_FINAL_final.md", "ch01.md"),
+            ("ch01.md.bak", "ch01.md"),
+            ("ch01.md~", "ch01.md"),
+            ("Copy of ch01.md", "ch01.md"),
+            ("notes-updated", "notes"),
+        ] {
+            assert_eq!(
+                canonical_name_of(name).as_deref(),
+                Some(canonical),
+                "{name}"
+            );
+        }
+        for name in [
+            "ch01.md",
+            "new.md",
+            "final.md",
+            "v2.md",
+            "the-old-man.md",
+            "chapter-2.md",
+            "api-v2x.md",
+            ".gitignore",
+        ] {
+            assert_eq!(canonical_name_of(name), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn canonical_flags_duplicates_and_exempts_backups() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for f in [
+            "chapters/ch01.md",
+            "chapters/ch01-final.md",
+            "chapters/ch01 (1).md",
+            "chapters/CH01_v3.md",
+            "chapters/ch02.md",
+            "plan.md",
+            "plan-v2.md",
+            "notes.md",
+            "notes-old.md",
+            "backups/chapters/ch01-v2.md",
+            "backups/plan-v3.md",
+            "backups/plan.md",
+            "chapters/ch03-new.md",
+        ] {
+            write(d, f, "text\n");
+        }
+        let s = stream(
+            &["chapters/ch01.md", "chapters/ch02.md", "chapters/ch03.md"],
+            only(),
+        );
+        let s = StreamConfig {
+            checks: CheckSettings::default(),
+            ..s
+        };
+        let touched: Vec<String> = ["plan-v2.md", "backups/plan-v3.md", "chapters/ch01.md"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let r = run_checks(d, &s, &touched, &[]);
+        let c: Vec<&CheckEntry> = r
+            .entries
+            .iter()
+            .filter(|e| e.check == "canonical")
+            .collect();
+        let beside = |dup: &str, canon: &str| {
+            e(
+                "canonical",
+                dup,
+                Level::Fail,
+                &format!(
+                    "versioned duplicate `{dup}` beside `{canon}`: keep one canonical file — \
+                     merge its content into `{canon}` and delete it, or move it to `backups/`"
+                ),
+            )
+        };
+        assert_eq!(
+            c,
+            vec![
+                &beside("chapters/CH01_v3.md", "chapters/ch01.md"),
+                &beside("chapters/ch01 (1).md", "chapters/ch01.md"),
+                &beside("chapters/ch01-final.md", "chapters/ch01.md"),
+                &e(
+                    "canonical",
+                    "chapters/ch03-new.md",
+                    Level::Fail,
+                    "versioned duplicate `chapters/ch03-new.md` instead of `chapters/ch03.md`, \
+                     which does not exist: rename it to `chapters/ch03.md`"
+                ),
+                &beside("plan-v2.md", "plan.md"),
+            ]
+        );
+        // notes-old.md is beside notes.md, but the stream touched neither.
+        assert!(!r.summary.contains("notes"));
+        assert!(r
+            .summary
+            .starts_with("FAIL: missing chapters/ch03.md; duplicate chapters/CH01_v3.md;"));
+        assert!(r.violations().contains(
+            &"Versioned duplicate `plan-v2.md` beside `plan.md`: keep one canonical file — merge \
+              its content into `plan.md` and delete it, or move it to `backups/`."
+                .to_string()
+        ));
+    }
+
+    #[test]
+    fn canonical_passes_without_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "plan.md", "x\n");
+        write(dir.path(), "plan-notes.md", "x\n");
+        write(dir.path(), "backups/plan-v2.md", "x\n");
+        let s = StreamConfig {
+            checks: CheckSettings::default(),
+            ..stream(&["plan.md"], only())
+        };
+        let r = run_checks(
+            dir.path(),
+            &s,
+            &["plan.md".into(), "gone-v2.md".into()],
+            &[],
+        );
+        assert_eq!(r.status, Level::Pass);
+        assert_eq!(
+            r.entries.last().unwrap().details,
+            "no versioned duplicates beside 1 file"
+        );
+    }
+
+    // ---------------------------------------------------------- command
+
+    fn with_command(cmd: &str, timeout: Duration) -> StreamConfig {
+        let mut s = stream(
+            &["out.md"],
+            CheckSettings {
+                command: Some(cmd.into()),
+                command_timeout: timeout,
+                ..only()
+            },
+        );
+        s.vars.insert("CHAPTER".into(), "7".into());
+        s
+    }
+
+    fn command_entry(r: &CheckReport) -> &CheckEntry {
+        r.entries.iter().find(|e| e.check == "command").unwrap()
+    }
+
+    #[test]
+    fn command_passes_with_its_output_and_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "out.md", "x\n");
+        let s = with_command(
+            "test -f out.md && echo \"$CHAPTER $LOKI_VAR_CHAPTER $LOKI_STREAM_ID $LOKI_OUTPUTS $EXTRA\"; \
+             read x; echo \"stdin:$x\" >&2",
+            Duration::from_secs(10),
+        );
+        let env = vec![("EXTRA".to_string(), "yes".to_string())];
+        let r = run_checks(dir.path(), &s, &[], &env);
+        assert_eq!(
+            command_entry(&r),
+            &e(
+                "command",
+                s.checks.command.as_deref().unwrap(),
+                Level::Pass,
+                "7 7 ch01 out.md yes\nstdin:"
+            )
+        );
+        assert_eq!(r.status, Level::Pass);
+    }
+
+    #[test]
+    fn command_failure_keeps_output_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "out.md", "x\n");
+        let s = with_command("echo 'too short' >&2; exit 3", Duration::from_secs(10));
+        let r = run_checks(dir.path(), &s, &[], &[]);
+        assert_eq!(
+            command_entry(&r),
+            &e(
+                "command",
+                "echo 'too short' >&2; exit 3",
+                Level::Fail,
+                "too short"
+            )
+        );
+        assert_eq!(r.summary, "FAIL: command exit 3");
+        assert_eq!(
+            r.violations(),
+            vec![
+                "The check command `echo 'too short' >&2; exit 3` failed; fix what it reports. \
+                 Its output:\n  too short"
+                    .to_string()
+            ]
+        );
+
+        let silent = run_checks(
+            dir.path(),
+            &with_command("exit 1", Duration::from_secs(10)),
+            &[],
+            &[],
+        );
+        assert_eq!(
+            command_entry(&silent).details,
+            "exited with status 1 and printed nothing"
+        );
+
+        let long = run_checks(
+            dir.path(),
+            &with_command(
+                "i=0; while [ $i -lt 2000 ]; do echo \"line $i\"; i=$((i+1)); done; exit 1",
+                Duration::from_secs(20),
+            ),
+            &[],
+            &[],
+        );
+        let d = &command_entry(&long).details;
+        assert!(d.starts_with('…'));
+        assert!(d.ends_with("line 1999"));
+        assert!(d.len() <= OUTPUT_TAIL + '…'.len_utf8());
+    }
+
+    #[test]
+    fn command_timeout_kills_the_group_fast() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "out.md", "x\n");
+        let started = Instant::now();
+        let r = run_checks(
+            dir.path(),
+            &with_command("sleep 5 & sleep 5", Duration::from_millis(300)),
+            &[],
+            &[],
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            command_entry(&r),
+            &e(
+                "command",
+                "sleep 5 & sleep 5",
+                Level::Fail,
+                "timed out after 300ms"
+            )
+        );
+        assert_eq!(r.summary, "FAIL: command timed out after 300ms");
+        let five = humantime::format_duration(Duration::from_secs(300)).to_string();
+        assert_eq!(five, "5m");
+    }
+
+    #[test]
+    fn command_leftovers_do_not_hang_the_check() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "out.md", "x\n");
+        let started = Instant::now();
+        let r = run_checks(
+            dir.path(),
+            &with_command("sleep 30 & echo started", Duration::from_secs(10)),
+            &[],
+            &[],
+        );
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert_eq!(command_entry(&r).details, "started");
+        assert_eq!(command_entry(&r).status, Level::Pass);
+    }
+
+    // ----------------------------------------------------------- report
+
+    #[test]
+    fn report_json_shape_and_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a.md", "the dragon\n");
+        let s = stream(
+            &["a.md"],
+            CheckSettings {
+                forbid: vec!["dragon".into()],
+                ..only()
+            },
+        );
+        let r = run_checks(dir.path(), &s, &[], &[]);
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "status": "FAIL",
+                "entries": [
+                    {"check": "outputs", "target": "a.md", "status": "PASS", "details": "written (11 bytes)"},
+                    {"check": "utf8", "target": "a.md", "status": "PASS", "details": "valid UTF-8"},
+                    {"check": "forbid", "target": "dragon", "status": "FAIL",
+                     "details": "`dragon` found in a.md on line 1", "lines": [1]},
+                ],
+                "summary": "FAIL: forbid `dragon` in a.md:1",
+            })
+        );
+        let path = dir.path().join("runs/checks.json");
+        r.write(&path).unwrap();
+        assert_eq!(CheckReport::read(&path).unwrap(), r);
+        assert_eq!(serde_json::to_value(Level::Warn).unwrap(), "WARN");
+        assert_eq!(serde_json::to_value(Level::Pass).unwrap(), "PASS");
+
+        let human = r.human();
+        assert_eq!(
+            human,
+            "FAIL: forbid `dragon` in a.md:1\n  2 passed, 0 warned, 1 failed\n\
+             \x20 FAIL  forbid   dragon: `dragon` found in a.md on line 1\n\
+             \x20 PASS  outputs  a.md: written (11 bytes)\n\
+             \x20 PASS  utf8     a.md: valid UTF-8\n"
+        );
+    }
+
+    #[test]
+    fn summary_is_capped() {
+        let items = (0..9)
+            .map(|i| (e("forbid", "x", Level::Fail, "d"), format!("item {i}")))
+            .collect();
+        assert_eq!(
+            build_report(items).summary,
+            "FAIL: item 0; item 1; item 2; item 3; item 4; item 5; … and 3 more"
+        );
+    }
 }

@@ -1,1 +1,344 @@
-//! cli
+//! The command line: clap definitions, and the glue that turns arguments
+//! into calls. No decisions live here.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::config::SwarmFile;
+use crate::control::{self, Request};
+use crate::signals::Kind;
+use crate::state::{StateStore, Status, StreamState};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "loki",
+    version,
+    about = "A git-native worktree swarm runner: one branch, one worktree and one agent per stream, merged back automatically"
+)]
+pub struct Cli {
+    /// The swarm file (default: loki.toml at the repo root).
+    #[arg(long, short = 'c', global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write an example loki.toml, prompt templates and .loki/.gitignore into this repo.
+    Init,
+    /// Run the swarm: every stream in its own worktree, checked, merged in dependency order.
+    Run {
+        /// Plain timestamped lines instead of live bars.
+        #[arg(long)]
+        plain: bool,
+        /// Rehearse with a built-in stand-in agent on a scratch branch (no tokens).
+        #[arg(long)]
+        rehearse: bool,
+        /// With --rehearse: keep the scratch branch.
+        #[arg(long, requires = "rehearse")]
+        keep: bool,
+    },
+    /// Show every stream: status, attempts, duration, cost, branch.
+    Status {
+        /// Machine-readable JSON with a top-level `streams` array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a stream awaiting approval: it merges.
+    Approve {
+        id: String,
+        /// Who approves (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Reject a stream awaiting approval: another attempt with your note as feedback.
+    Reject {
+        id: String,
+        #[arg(long, short = 'n')]
+        note: String,
+        /// Count the rejected attempt against max_attempts.
+        #[arg(long)]
+        count: bool,
+    },
+    /// Cancel a stream (its agent is stopped; worktree and branch are kept).
+    Cancel { id: String },
+    /// Run a failed, blocked, cancelled, interrupted or conflicted stream again.
+    Retry { id: String },
+    /// Start no new attempts until `loki resume` (running ones go on).
+    Pause,
+    /// Undo `loki pause`.
+    Resume,
+    /// Send any signal, as agents and scripts do.
+    Signal {
+        /// MERGE_REQUESTED, FEATURE_READY, TESTS_PASSED, TESTS_FAILED, APPROVE, REJECT, CANCEL, RETRY, PAUSE, RESUME, STOP.
+        kind: String,
+        id: Option<String>,
+        /// Apply only if the stream is still at this state version.
+        #[arg(long = "expect-version", value_name = "N")]
+        expect_version: Option<u64>,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// The built-in stand-in agent used by `loki run --rehearse`.
+    #[command(hide = true, name = "stand-in")]
+    StandIn,
+}
+
+/// Runs the parsed command; returns the process exit code.
+pub async fn main(cli: Cli) -> Result<i32> {
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    match cli.command {
+        Command::Init => {
+            let r = crate::init::init(&cwd)?;
+            println!(
+                "loki init in {} (target branch {})",
+                r.root.display(),
+                r.target
+            );
+            for w in &r.written {
+                println!("  wrote {w}");
+            }
+            for k in &r.kept {
+                println!("  kept your {k}");
+            }
+            println!("next: edit loki.toml and prompts/, commit them, then `loki run --rehearse` and `loki run`");
+            Ok(0)
+        }
+        Command::Run {
+            plain,
+            rehearse,
+            keep,
+        } => {
+            let config = config_path(cli.config, &cwd)?;
+            crate::dispatch::run(crate::dispatch::RunOptions {
+                config,
+                ui: crate::ui::Mode::detect(plain),
+                rehearse,
+                keep,
+            })
+            .await
+        }
+        Command::Status { json } => status(cli.config, &cwd, json),
+        Command::Approve { id, by } => {
+            steer(cli.config, &cwd, Kind::Approve, Some(id), None, by, false)
+        }
+        Command::Reject { id, note, count } => steer(
+            cli.config,
+            &cwd,
+            Kind::Reject,
+            Some(id),
+            None,
+            Some(note),
+            count,
+        ),
+        Command::Cancel { id } => {
+            steer(cli.config, &cwd, Kind::Cancel, Some(id), None, None, false)
+        }
+        Command::Retry { id } => steer(cli.config, &cwd, Kind::Retry, Some(id), None, None, false),
+        Command::Pause => steer(cli.config, &cwd, Kind::Pause, None, None, None, false),
+        Command::Resume => steer(cli.config, &cwd, Kind::Resume, None, None, None, false),
+        Command::Signal {
+            kind,
+            id,
+            expect_version,
+            note,
+        } => {
+            let k = Kind::parse(&kind).with_context(|| {
+                let known: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+                format!(
+                    "unknown signal kind `{kind}`\n  help: one of {}",
+                    known.join(", ")
+                )
+            })?;
+            // Agents inside a worktree reach the main repo through LOKI_SIGNALS_DIR.
+            if let Ok(dir) = std::env::var("LOKI_SIGNALS_DIR") {
+                if cli.config.is_none() {
+                    let d = crate::signals::SignalDir::new(&dir);
+                    let p = d.write(k, id.as_deref(), expect_version, note.as_deref())?;
+                    println!("wrote {}", p.display());
+                    return Ok(0);
+                }
+            }
+            steer(cli.config, &cwd, k, id, expect_version, note, false)
+        }
+        Command::StandIn => crate::standin::main(),
+    }
+}
+
+/// `--config`, or loki.toml at the root of the repo around `cwd`.
+pub fn config_path(given: Option<PathBuf>, cwd: &Path) -> Result<PathBuf> {
+    match given {
+        Some(p) => Ok(if p.is_absolute() { p } else { cwd.join(p) }),
+        None => {
+            let root = crate::git::repo_root(cwd)?;
+            Ok(root.join("loki.toml"))
+        }
+    }
+}
+
+fn load_config(given: Option<PathBuf>, cwd: &Path) -> Result<(SwarmFile, PathBuf, String)> {
+    let path = config_path(given, cwd)?;
+    let cfg = crate::config::load(&path).map_err(anyhow::Error::new)?;
+    let root = crate::git::repo_root(&cfg.root)?;
+    let target = match &cfg.swarm.target {
+        Some(t) => t.clone(),
+        None => crate::git::current_branch(&root)?.unwrap_or_else(|| "main".into()),
+    };
+    Ok((cfg, root, target))
+}
+
+fn steer(
+    config: Option<PathBuf>,
+    cwd: &Path,
+    kind: Kind,
+    id: Option<String>,
+    expected_version: Option<u64>,
+    note: Option<String>,
+    count: bool,
+) -> Result<i32> {
+    let (cfg, root, target) = load_config(config, cwd)?;
+    if let Some(id) = &id {
+        if cfg.stream(id).is_none() {
+            let known: Vec<&str> = cfg.streams.iter().map(|s| s.id.as_str()).collect();
+            anyhow::bail!(
+                "unknown stream `{id}`\n  help: streams in {}: {}",
+                cfg.path.display(),
+                known.join(", ")
+            );
+        }
+    }
+    let msg = control::steer(
+        &root,
+        &target,
+        &Request {
+            kind,
+            stream: id,
+            expected_version,
+            note,
+            count,
+        },
+    )?;
+    println!("{msg}");
+    Ok(0)
+}
+
+/// The rows `loki status` shows: every stream of the swarm file (pending
+/// when it has no state yet) plus any state the file no longer names.
+fn status_rows(cfg: Option<&SwarmFile>, store: &StateStore) -> Result<Vec<StreamState>> {
+    let mut states = store.load_all()?;
+    let mut rows = Vec::new();
+    if let Some(cfg) = cfg {
+        for s in &cfg.streams {
+            match states.iter().position(|st| st.id == s.id) {
+                Some(i) => rows.push(states.remove(i)),
+                None => rows.push(StreamState::new(&s.id)),
+            }
+        }
+    }
+    rows.extend(states);
+    Ok(rows)
+}
+
+fn duration_secs(st: &StreamState) -> Option<f64> {
+    let start = st.started_at.as_deref()?;
+    let end = st
+        .finished_at
+        .clone()
+        .unwrap_or_else(crate::util::now_rfc3339);
+    crate::util::secs_between(start, &end)
+}
+
+fn status(config: Option<PathBuf>, cwd: &Path, json: bool) -> Result<i32> {
+    let path = config_path(config, cwd)?;
+    let cfg = crate::config::load(&path).ok();
+    let root = crate::git::repo_root(path.parent().unwrap_or(cwd))?;
+    let store = StateStore::new(root.join(".loki").join("state"));
+    let rows = status_rows(cfg.as_ref(), &store)?;
+    let swarm = store.load_swarm()?;
+    let supervisor = crate::state::SupervisorLock::holder(store.dir()).unwrap_or(None);
+    if json {
+        let streams: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|st| {
+                serde_json::json!({
+                    "id": st.id,
+                    "status": st.status,
+                    "attempts": st.attempts.len(),
+                    "attempt": st.attempt,
+                    "version": st.version,
+                    "branch": st.branch,
+                    "cost_usd": st.cost_usd,
+                    "duration_secs": duration_secs(st),
+                    "reason": st.reason,
+                    "last_message": st.last_message,
+                    "session_id": st.session_id,
+                    "merge_commit": st.merge_commit,
+                    "approved_by": st.approved_by,
+                    "paused": st.paused,
+                })
+            })
+            .collect();
+        let out = serde_json::json!({
+            "streams": streams,
+            "swarm": {
+                "paused": swarm.paused,
+                "pause_reason": swarm.pause_reason,
+                "supervisor_pid": supervisor,
+                "total_cost_usd": rows.iter().map(|s| s.cost_usd).sum::<f64>(),
+            }
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).context("encoding status")?
+        );
+        return Ok(0);
+    }
+    println!(
+        "{:<14} {:<18} {:>7} {:>9} {:>8}  {:<18} LAST",
+        "STREAM", "STATUS", "ATTEMPT", "DURATION", "COST", "BRANCH"
+    );
+    for st in &rows {
+        let dur = duration_secs(st)
+            .map(|s| crate::util::fmt_duration(std::time::Duration::from_secs_f64(s.max(0.0))))
+            .unwrap_or_else(|| "-".into());
+        let last = st
+            .reason
+            .clone()
+            .or_else(|| st.last_message.clone())
+            .unwrap_or_default();
+        let branch = if st.status == Status::Merged {
+            "(merged)".to_string()
+        } else {
+            st.branch.clone()
+        };
+        println!(
+            "{:<14} {:<18} {:>7} {:>9} {:>8}  {:<18} {}",
+            st.id,
+            st.status.as_str(),
+            st.attempt,
+            dur,
+            format!("${:.2}", st.cost_usd),
+            branch,
+            crate::attempt::one_line(&last)
+        );
+    }
+    let merged = rows.iter().filter(|s| s.status == Status::Merged).count();
+    let cost: f64 = rows.iter().map(|s| s.cost_usd).sum();
+    let sup = match supervisor {
+        Some(pid) => format!("supervisor running (pid {pid})"),
+        None => "no supervisor running".into(),
+    };
+    println!(
+        "{merged}/{} merged, ${cost:.2} spent; {sup}{}",
+        rows.len(),
+        if swarm.paused {
+            format!("; PAUSED: {}", swarm.pause_reason.unwrap_or_default())
+        } else {
+            String::new()
+        }
+    );
+    Ok(0)
+}

@@ -8,12 +8,58 @@
 //! is redone on the new head. The user's own checkout is updated only when
 //! that is safe: if they have uncommitted changes (or untracked files) on
 //! paths the merge touches, the merge waits and says which.
+//!
+//! Decisions worth knowing:
+//!
+//! - **Worktree names.** git's administrative name of a stream's worktree is
+//!   `loki-<id>` (`.git/worktrees/loki-<id>`), with a numeric suffix if that
+//!   name is taken. Existing worktrees are found by *path*, so a worktree the
+//!   user made with `git worktree add .loki/worktrees/<id> loki/<id>` is
+//!   reused too.
+//! - **Base.** [`Worktree::base`] is the commit the branch forked from the
+//!   target: the target's head for a new branch, the merge base of branch and
+//!   target for an existing one.
+//! - **Already merged.** A branch whose head is the target's head or one of
+//!   its ancestors has nothing to merge: [`MergeOutcome::AlreadyMerged`]. That
+//!   includes a branch without any commit of its own, so commit the worktree
+//!   ([`commit_all`]) before merging.
+//! - **The user's checkout.** Every worktree (the main one and any linked one)
+//!   that has the target checked out is checked before the ref moves: a path
+//!   the merge changes must be unmodified there (index and working tree), and
+//!   a path the merge adds must not exist on disk (untracked *or ignored*),
+//!   nor may a file or symlink sit where the merge needs a folder. If the
+//!   checkout is in the middle of a merge, rebase or cherry-pick, every dirty
+//!   path counts. After the ref moved, exactly the merge's paths are written
+//!   (a checkout limited to those paths); staged and unstaged changes on any
+//!   other path stay as they were.
+//! - **Serialised merges.** Merges inside one process take a global lock (the
+//!   design has one merge worker anyway); other writers (the user's
+//!   `git commit`, another tool) are handled by the compare-and-swap.
 
-use std::path::{Path, PathBuf};
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use git2::build::CheckoutBuilder;
+use git2::{
+    BranchType, Commit, Diff, DiffFormat, DiffOptions, ErrorCode, IndexAddOption, Oid, Reference,
+    Repository, RepositoryState, Signature, StatusOptions, Tree, WorktreeAddOptions,
+    WorktreePruneOptions,
+};
 
 /// Identity used when the repo has no `user.name` / `user.email`.
 pub const FALLBACK_NAME: &str = "loki";
 pub const FALLBACK_EMAIL: &str = "loki@localhost";
+
+/// How often a merge is redone because the target moved (or its ref was
+/// locked) before giving up.
+const MAX_MERGE_TRIES: u32 = 50;
+
+/// Merges in this process run one at a time.
+static MERGE_LOCK: Mutex<()> = Mutex::new(());
 
 /// A stream's worktree, ready for an attempt.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,20 +87,73 @@ pub enum MergeOutcome {
 /// Root of the main worktree of the repo containing `dir`.
 /// Errors say "not a git repository" or "the repository has no commit yet".
 pub fn repo_root(dir: &Path) -> anyhow::Result<PathBuf> {
-    let _ = dir;
-    todo!("git::repo_root")
+    if !dir.exists() {
+        bail!("the folder {} does not exist", dir.display());
+    }
+    let repo = match Repository::discover(dir) {
+        Ok(repo) => repo,
+        Err(e) if e.code() == ErrorCode::NotFound => bail!(
+            "not a git repository (or any parent): {}\n  help: run `git init` there and make a first commit, or run loki inside a git repository",
+            dir.display()
+        ),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("opening the git repository around {}", dir.display()))
+        }
+    };
+    let main = if repo.is_worktree() {
+        let common = repo.commondir().to_path_buf();
+        Repository::open(&common).with_context(|| {
+            format!(
+                "opening the main repository ({}) of the worktree at {}",
+                common.display(),
+                dir.display()
+            )
+        })?
+    } else {
+        repo
+    };
+    let Some(workdir) = main.workdir() else {
+        bail!(
+            "the repository at {} is bare (it has no working tree)\n  help: run loki in a clone with a working tree",
+            main.path().display()
+        );
+    };
+    let root = normalize(workdir);
+    match main.head() {
+        Ok(_) => {}
+        Err(e) if matches!(e.code(), ErrorCode::UnbornBranch | ErrorCode::NotFound) => {
+            let has_branch = main
+                .branches(Some(BranchType::Local))
+                .map(|mut b| b.next().is_some())
+                .unwrap_or(false);
+            if !has_branch {
+                bail!(
+                    "the repository at {} has no commit yet\n  help: make a first commit (for example `git add -A && git commit -m \"first commit\"`), then try again",
+                    root.display()
+                );
+            }
+        }
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("reading HEAD of the repository at {}", root.display()))
+        }
+    }
+    Ok(root)
 }
 
 /// Name of the branch checked out in the main worktree (`None` if detached).
 pub fn current_branch(root: &Path) -> anyhow::Result<Option<String>> {
-    let _ = root;
-    todo!("git::current_branch")
+    let repo = open_repo(root)?;
+    Ok(head_branch_ref(&repo)
+        .with_context(|| format!("reading HEAD of the repository at {}", root.display()))?
+        .and_then(|r| r.strip_prefix("refs/heads/").map(str::to_string)))
 }
 
 /// Commit id the branch points at.
 pub fn branch_head(root: &Path, branch: &str) -> anyhow::Result<String> {
-    let _ = (root, branch);
-    todo!("git::branch_head")
+    let repo = open_repo(root)?;
+    Ok(branch_oid(&repo, root, branch)?.to_string())
 }
 
 /// Creates (or reuses) branch `loki/<id>` and worktree `.loki/worktrees/<id>`.
@@ -62,8 +161,130 @@ pub fn branch_head(root: &Path, branch: &str) -> anyhow::Result<String> {
 /// as it is (it holds earlier attempts); an existing healthy worktree is
 /// reused; a stale worktree registration (folder gone) is pruned first.
 pub fn prepare_worktree(root: &Path, id: &str, target: &str) -> anyhow::Result<Worktree> {
-    let _ = (root, id, target);
-    todo!("git::prepare_worktree")
+    check_id(id)?;
+    let repo = open_repo(root)?;
+    let branch = branch_name(id);
+    let path = worktree_path(root, id);
+    let dir = worktrees_dir(root);
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let target_head = branch_oid(&repo, root, target)?;
+
+    // A registration for this folder: reuse it when healthy, prune it when
+    // its folder is gone.
+    if let Some(wt) = find_registration(&repo, &path)? {
+        let folder_exists = path.symlink_metadata().is_ok();
+        if folder_exists {
+            let wrepo = match (wt.validate(), Repository::open(&path)) {
+                (Ok(()), Ok(wrepo)) => wrepo,
+                (Err(e), _) | (_, Err(e)) => bail!(
+                    "{} is registered as a worktree of {} but git cannot use it: {}\n  help: run `git worktree repair` in {}, or remove the folder with `loki clean {id}` (it deletes what is in it)",
+                    path.display(),
+                    root.display(),
+                    e.message(),
+                    root.display()
+                ),
+            };
+            let head = head_branch_ref(&wrepo)
+                .with_context(|| format!("reading HEAD of the worktree {}", path.display()))?;
+            let wanted = format!("refs/heads/{branch}");
+            if head.as_deref() != Some(wanted.as_str()) {
+                let on = head
+                    .map(|h| format!("branch {}", h.trim_start_matches("refs/heads/")))
+                    .unwrap_or_else(|| "a detached HEAD".to_string());
+                bail!(
+                    "the worktree {} is on {on}, not on {branch}\n  help: switch it back (`git -C {} switch {branch}`) or remove it with `loki clean {id}`",
+                    path.display(),
+                    path.display()
+                );
+            }
+            let head = branch_oid(&repo, root, &branch)?;
+            let base = merge_base(&repo, head, target_head, &branch, target)?;
+            return Ok(Worktree {
+                path,
+                branch,
+                base: base.to_string(),
+                reused: true,
+            });
+        }
+        wt.prune(Some(
+            WorktreePruneOptions::new()
+                .valid(true)
+                .locked(true)
+                .working_tree(false),
+        ))
+        .with_context(|| {
+            format!(
+                "pruning the stale worktree registration {} (its folder {} is gone) in {}",
+                wt.name().unwrap_or("?"),
+                path.display(),
+                root.display()
+            )
+        })?;
+    }
+
+    // A folder that is no worktree: never delete what is in it.
+    if let Ok(meta) = path.symlink_metadata() {
+        let empty_dir = meta.is_dir()
+            && fs::read_dir(&path)
+                .map(|mut entries| entries.next().is_none())
+                .unwrap_or(false);
+        if !empty_dir {
+            bail!(
+                "{} exists but is not a git worktree of {}; loki will not delete it\n  help: move it out of .loki/worktrees/ (or delete it if you do not need it), then try again{}",
+                path.display(),
+                root.display(),
+                if path.join(".git").exists() {
+                    "; if it is a worktree whose registration was lost, `git worktree repair` may restore it"
+                } else {
+                    ""
+                }
+            );
+        }
+        fs::remove_dir(&path)
+            .with_context(|| format!("removing the empty folder {}", path.display()))?;
+    }
+
+    let base = match repo.find_branch(&branch, BranchType::Local) {
+        Ok(b) => {
+            let head = b
+                .get()
+                .peel_to_commit()
+                .with_context(|| format!("reading the head of {branch} in {}", root.display()))?
+                .id();
+            merge_base(&repo, head, target_head, &branch, target)?
+        }
+        Err(e) if e.code() == ErrorCode::NotFound => {
+            let commit = repo
+                .find_commit(target_head)
+                .with_context(|| format!("reading the head of {target} in {}", root.display()))?;
+            repo.branch(&branch, &commit, false).with_context(|| {
+                format!("creating branch {branch} at {target} in {}", root.display())
+            })?;
+            target_head
+        }
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("looking up branch {branch} in {}", root.display()))
+        }
+    };
+
+    let reference = repo
+        .find_reference(&format!("refs/heads/{branch}"))
+        .with_context(|| format!("looking up branch {branch} in {}", root.display()))?;
+    let name = free_worktree_name(&repo, id)?;
+    add_worktree(&repo, &name, &path, &reference).with_context(|| {
+        format!(
+            "adding the worktree {} for branch {branch} in {}",
+            path.display(),
+            root.display()
+        )
+    })?;
+    Ok(Worktree {
+        path,
+        branch,
+        base: base.to_string(),
+        reused: false,
+    })
 }
 
 /// Stages everything in the worktree (new, changed and deleted files,
@@ -76,15 +297,84 @@ pub fn commit_all(
     body: &str,
     trailers: &[(String, String)],
 ) -> anyhow::Result<Option<String>> {
-    let _ = (worktree, subject, body, trailers);
-    todo!("git::commit_all")
+    let repo = open_repo(worktree)?;
+    let head_ref = head_branch_ref(&repo)
+        .with_context(|| format!("reading HEAD of {}", worktree.display()))?;
+    let Some(head_ref) = head_ref else {
+        bail!(
+            "HEAD of {} is detached (a rebase or checkout left in progress?); loki commits only on a branch\n  help: finish or abort it (`git -C {} rebase --abort`, `git -C {} switch -`)",
+            worktree.display(),
+            worktree.display(),
+            worktree.display()
+        );
+    };
+    let mut index = repo
+        .index()
+        .with_context(|| format!("reading the index of {}", worktree.display()))?;
+    index
+        .add_all(["*"], IndexAddOption::DEFAULT, None)
+        .with_context(|| format!("staging the files of {}", worktree.display()))?;
+    index
+        .update_all(["*"], None)
+        .with_context(|| format!("staging deletions in {}", worktree.display()))?;
+    index
+        .write()
+        .with_context(|| format!("writing the index of {}", worktree.display()))?;
+    let tree_id = index
+        .write_tree()
+        .with_context(|| format!("writing the tree of {}", worktree.display()))?;
+    let parent = match repo.head() {
+        Ok(head) => Some(
+            head.peel_to_commit()
+                .with_context(|| format!("reading the head commit of {}", worktree.display()))?,
+        ),
+        Err(e) if e.code() == ErrorCode::UnbornBranch => None,
+        Err(e) => return Err(e).with_context(|| format!("reading HEAD of {}", worktree.display())),
+    };
+    if let Some(parent) = &parent {
+        if parent.tree_id() == tree_id {
+            return Ok(None);
+        }
+    }
+    let tree = repo
+        .find_tree(tree_id)
+        .with_context(|| format!("reading the new tree of {}", worktree.display()))?;
+    let sig = signature(&repo)?;
+    let message = compose_message(subject, body, trailers);
+    let parents: Vec<&Commit> = parent.iter().collect();
+    let id = repo
+        .commit(Some("HEAD"), &sig, &sig, &message, &tree, &parents)
+        .with_context(|| format!("committing on {head_ref} in {}", worktree.display()))?;
+    if repo.state() != RepositoryState::Clean {
+        // An agent's half-done merge or cherry-pick: its result is committed now.
+        repo.cleanup_state()
+            .with_context(|| format!("clearing the merge state of {}", worktree.display()))?;
+    }
+    Ok(Some(id.to_string()))
 }
 
 /// Paths (relative to the worktree) that differ between `base` and the
 /// worktree's current state: committed since base, staged, unstaged, untracked.
 pub fn touched_paths(worktree: &Path, base: &str) -> anyhow::Result<Vec<String>> {
-    let _ = (worktree, base);
-    todo!("git::touched_paths")
+    let repo = open_repo(worktree)?;
+    let base_tree = repo
+        .revparse_single(base)
+        .and_then(|o| o.peel_to_tree())
+        .with_context(|| format!("reading commit {base} in {}", worktree.display()))?;
+    let head_tree = repo
+        .head()
+        .and_then(|h| h.peel_to_tree())
+        .with_context(|| format!("reading HEAD of {}", worktree.display()))?;
+    let mut paths = BTreeSet::new();
+    let diff = repo
+        .diff_tree_to_tree(Some(&base_tree), Some(&head_tree), None)
+        .with_context(|| format!("comparing {base} with HEAD in {}", worktree.display()))?;
+    paths.extend(diff_paths(&diff));
+    paths.extend(
+        dirty_paths(&repo)
+            .with_context(|| format!("reading the status of {}", worktree.display()))?,
+    );
+    Ok(paths.into_iter().collect())
 }
 
 /// Merges branch `loki/<id>` into `target` as described in the module doc.
@@ -95,26 +385,620 @@ pub fn merge_stream(
     subject: &str,
     trailers: &[(String, String)],
 ) -> anyhow::Result<MergeOutcome> {
-    let _ = (root, id, target, subject, trailers);
-    todo!("git::merge_stream")
+    merge_stream_with_hook(root, id, target, subject, trailers, &mut |_| {})
+}
+
+/// [`merge_stream`], calling `before_ref_update(try)` after the merge commit
+/// is made and before the target ref is swapped (`try` counts from 0). Tests
+/// use it to move the target underneath a merge.
+#[doc(hidden)]
+pub fn merge_stream_with_hook(
+    root: &Path,
+    id: &str,
+    target: &str,
+    subject: &str,
+    trailers: &[(String, String)],
+    before_ref_update: &mut dyn FnMut(u32),
+) -> anyhow::Result<MergeOutcome> {
+    check_id(id)?;
+    let _serial = MERGE_LOCK
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let repo = open_repo(root)?;
+    let branch = branch_name(id);
+    let target_ref = format!("refs/heads/{target}");
+    let sig = signature(&repo)?;
+    let message = compose_message(subject, "", trailers);
+    let ctx = || format!("merging {branch} into {target} in {}", root.display());
+
+    for attempt in 0..MAX_MERGE_TRIES {
+        let t = branch_oid(&repo, root, target)?;
+        let b = branch_oid(&repo, root, &branch)?;
+        if t == b || repo.graph_descendant_of(t, b).with_context(ctx)? {
+            return Ok(MergeOutcome::AlreadyMerged);
+        }
+        let t_commit = repo.find_commit(t).with_context(ctx)?;
+        let b_commit = repo.find_commit(b).with_context(ctx)?;
+        let mut index = repo
+            .merge_commits(&t_commit, &b_commit, None)
+            .with_context(ctx)?;
+        if index.has_conflicts() {
+            return Ok(MergeOutcome::Conflict {
+                paths: conflict_paths(&index).with_context(ctx)?,
+            });
+        }
+        let tree_id = index.write_tree_to(&repo).with_context(ctx)?;
+        let new_tree = repo.find_tree(tree_id).with_context(ctx)?;
+        let t_tree = t_commit.tree().with_context(ctx)?;
+        let changed = {
+            let diff = repo
+                .diff_tree_to_tree(Some(&t_tree), Some(&new_tree), None)
+                .with_context(ctx)?;
+            diff_paths(&diff)
+        };
+
+        let checkouts = checkouts_of(&repo, &target_ref).with_context(ctx)?;
+        let mut blocked = BTreeSet::new();
+        for wt in &checkouts {
+            blocked.extend(
+                user_conflicts(wt, &t_tree, &changed)
+                    .with_context(|| format!("checking your changes in {}", wt.display()))?,
+            );
+        }
+        if !blocked.is_empty() {
+            return Ok(MergeOutcome::UserChanges {
+                paths: blocked.into_iter().collect(),
+            });
+        }
+
+        let commit = repo
+            .commit(
+                None,
+                &sig,
+                &sig,
+                &message,
+                &new_tree,
+                &[&t_commit, &b_commit],
+            )
+            .with_context(ctx)?;
+        before_ref_update(attempt);
+        match repo.reference_matching(
+            &target_ref,
+            commit,
+            true,
+            t,
+            &format!("loki: merge stream {id}"),
+        ) {
+            Ok(_) => {}
+            Err(e) if e.code() == ErrorCode::Modified => continue,
+            Err(e) if e.code() == ErrorCode::Locked => {
+                std::thread::sleep(Duration::from_millis(20 * u64::from(attempt + 1).min(10)));
+                continue;
+            }
+            Err(e) => return Err(e).with_context(ctx),
+        }
+
+        if !changed.is_empty() {
+            for wt in &checkouts {
+                update_checkout(wt, tree_id, &changed).with_context(|| {
+                    format!(
+                        "{target} now points at the merge of {branch} ({commit}), but the checkout in {} could not be brought up to date\n  help: run `git status` there; `git checkout {target} -- <path>` restores a merged file",
+                        wt.display()
+                    )
+                })?;
+            }
+        }
+        return Ok(MergeOutcome::Merged {
+            commit: commit.to_string(),
+        });
+    }
+    bail!(
+        "{target} kept moving while merging {branch} in {} ({MAX_MERGE_TRIES} tries)\n  help: try again when nothing else is committing to {target}",
+        root.display()
+    )
 }
 
 /// Removes the worktree folder and its registration (like `git worktree
 /// remove --force` followed by prune). Only ever under `.loki/worktrees/`.
 pub fn remove_worktree(root: &Path, id: &str) -> anyhow::Result<()> {
-    let _ = (root, id);
-    todo!("git::remove_worktree")
+    check_id(id)?;
+    let repo = open_repo(root)?;
+    let path = worktree_path(root, id);
+    let dir = worktrees_dir(root);
+
+    // `.loki` or `.loki/worktrees` being a symlink would put the folder
+    // somewhere else: refuse rather than delete outside the repo.
+    for p in [root.join(".loki"), dir.clone()] {
+        if let Ok(meta) = p.symlink_metadata() {
+            if !meta.is_dir() {
+                bail!(
+                    "{} is not a plain folder (a symlink?); loki removes worktrees only inside {}/.loki/worktrees/",
+                    p.display(),
+                    root.display()
+                );
+            }
+        }
+    }
+
+    let registration = find_registration(&repo, &path)?;
+    if let Some(wt) = &registration {
+        if let git2::WorktreeLockStatus::Locked(reason) = wt
+            .is_locked()
+            .with_context(|| format!("reading the lock of the worktree {}", path.display()))?
+        {
+            bail!(
+                "the worktree {} is locked{}; loki leaves it alone\n  help: `git worktree unlock {}` lets loki remove it",
+                path.display(),
+                reason.map(|r| format!(" ({r})")).unwrap_or_default(),
+                path.display()
+            );
+        }
+    }
+
+    if let Ok(meta) = path.symlink_metadata() {
+        if meta.is_dir() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        }
+        .with_context(|| format!("removing the worktree folder {}", path.display()))?;
+    }
+
+    if let Some(wt) = registration {
+        wt.prune(Some(
+            WorktreePruneOptions::new()
+                .valid(true)
+                .locked(false)
+                .working_tree(false),
+        ))
+        .with_context(|| {
+            format!(
+                "pruning the worktree registration {} of {} in {}",
+                wt.name().unwrap_or("?"),
+                path.display(),
+                root.display()
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// Deletes branch `loki/<id>` if it exists.
 pub fn delete_branch(root: &Path, id: &str) -> anyhow::Result<()> {
-    let _ = (root, id);
-    todo!("git::delete_branch")
+    check_id(id)?;
+    let repo = open_repo(root)?;
+    let branch = branch_name(id);
+    let mut b = match repo.find_branch(&branch, BranchType::Local) {
+        Ok(b) => b,
+        Err(e) if e.code() == ErrorCode::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("looking up branch {branch} in {}", root.display()))
+        }
+    };
+    b.delete().with_context(|| {
+        format!(
+            "deleting branch {branch} in {}\n  help: if a worktree still has it checked out, remove the worktree first (`loki clean {id}`)",
+            root.display()
+        )
+    })
 }
 
 /// The diff of branch `loki/<id>` (or its worktree) against the merge base
 /// with `target`, as a unified patch.
 pub fn diff_against_target(root: &Path, id: &str, target: &str) -> anyhow::Result<String> {
-    let _ = (root, id, target);
-    todo!("git::diff_against_target")
+    check_id(id)?;
+    let repo = open_repo(root)?;
+    let branch = branch_name(id);
+    let t = branch_oid(&repo, root, target)?;
+    let b = branch_oid(&repo, root, &branch)?;
+    let base = merge_base(&repo, b, t, &branch, target)?;
+    let ctx = || format!("diffing {branch} against {target} in {}", root.display());
+    let base_tree_id = repo.find_commit(base).with_context(ctx)?.tree_id();
+
+    let mut opts = DiffOptions::new();
+    opts.include_untracked(true)
+        .recurse_untracked_dirs(true)
+        .show_untracked_content(true);
+
+    let path = worktree_path(root, id);
+    let healthy = find_registration(&repo, &path)?
+        .map(|wt| wt.validate().is_ok())
+        .unwrap_or(false);
+    if healthy {
+        if let Ok(wrepo) = Repository::open(&path) {
+            let base_tree = wrepo.find_tree(base_tree_id).with_context(ctx)?;
+            let diff = wrepo
+                .diff_tree_to_workdir_with_index(Some(&base_tree), Some(&mut opts))
+                .with_context(ctx)?;
+            return patch_text(&diff).with_context(ctx);
+        }
+    }
+    let base_tree = repo.find_tree(base_tree_id).with_context(ctx)?;
+    let b_tree = repo
+        .find_commit(b)
+        .and_then(|c| c.tree())
+        .with_context(ctx)?;
+    let diff = repo
+        .diff_tree_to_tree(Some(&base_tree), Some(&b_tree), Some(&mut opts))
+        .with_context(ctx)?;
+    patch_text(&diff).with_context(ctx)
+}
+
+// ---------------------------------------------------------------------------
+// helpers
+
+fn branch_name(id: &str) -> String {
+    format!("loki/{id}")
+}
+
+fn worktrees_dir(root: &Path) -> PathBuf {
+    root.join(".loki").join("worktrees")
+}
+
+fn worktree_path(root: &Path, id: &str) -> PathBuf {
+    worktrees_dir(root).join(id)
+}
+
+/// Stream ids become folder and branch names: `[a-z0-9][a-z0-9._-]{0,63}`,
+/// and whatever git refuses in a ref name (`..`, a trailing `.` or `.lock`).
+fn check_id(id: &str) -> Result<()> {
+    let ok_chars = id
+        .bytes()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(&c));
+    let ok_first = id
+        .bytes()
+        .next()
+        .map(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        .unwrap_or(false);
+    if !ok_chars
+        || !ok_first
+        || id.len() > 64
+        || !Reference::is_valid_name(&format!("refs/heads/loki/{id}"))
+    {
+        bail!(
+            "{id:?} is not a valid stream id\n  help: ids are 1-64 characters of a-z, 0-9, '.', '_' and '-', starting with a letter or digit (no '..', no trailing '.' or '.lock')"
+        );
+    }
+    Ok(())
+}
+
+fn open_repo(path: &Path) -> Result<Repository> {
+    Repository::open(path)
+        .with_context(|| format!("opening the git repository at {}", path.display()))
+}
+
+/// The ref HEAD points at (`refs/heads/...`), or `None` when detached.
+fn head_branch_ref(repo: &Repository) -> Result<Option<String>, git2::Error> {
+    let head = repo.find_reference("HEAD")?;
+    Ok(head.symbolic_target().map(str::to_string))
+}
+
+fn branch_oid(repo: &Repository, root: &Path, branch: &str) -> Result<Oid> {
+    let b = match repo.find_branch(branch, BranchType::Local) {
+        Ok(b) => b,
+        Err(e) if e.code() == ErrorCode::NotFound => bail!(
+            "branch {branch} does not exist in {}\n  help: `git branch` lists the branches; check the target in loki.toml",
+            root.display()
+        ),
+        Err(e) => {
+            return Err(e).with_context(|| format!("looking up branch {branch} in {}", root.display()))
+        }
+    };
+    let commit = b
+        .get()
+        .peel_to_commit()
+        .with_context(|| format!("reading the head of branch {branch} in {}", root.display()))?;
+    Ok(commit.id())
+}
+
+fn merge_base(repo: &Repository, a: Oid, b: Oid, a_name: &str, b_name: &str) -> Result<Oid> {
+    repo.merge_base(a, b).with_context(|| {
+        format!(
+            "{a_name} and {b_name} have no common commit in {}",
+            repo.workdir().unwrap_or(repo.path()).display()
+        )
+    })
+}
+
+fn signature(repo: &Repository) -> Result<Signature<'static>> {
+    let config = repo.config().ok();
+    let get = |key: &str| {
+        config
+            .as_ref()
+            .and_then(|c| c.get_string(key).ok())
+            .filter(|v| !v.trim().is_empty())
+    };
+    let name = get("user.name").unwrap_or_else(|| FALLBACK_NAME.to_string());
+    let email = get("user.email").unwrap_or_else(|| FALLBACK_EMAIL.to_string());
+    // A name git2 refuses (with '<' or '>') falls back to loki's identity.
+    Signature::now(&name, &email)
+        .or_else(|_| Signature::now(FALLBACK_NAME, FALLBACK_EMAIL))
+        .context("making a commit signature")
+}
+
+/// `subject`, a blank line and `body` (if any), a blank line and the
+/// trailers as `Key: value` lines (one line each).
+fn compose_message(subject: &str, body: &str, trailers: &[(String, String)]) -> String {
+    let mut msg = subject.trim().to_string();
+    let body = body.trim();
+    if !body.is_empty() {
+        msg.push_str("\n\n");
+        msg.push_str(body);
+    }
+    if !trailers.is_empty() {
+        msg.push_str("\n\n");
+        for (key, value) in trailers {
+            let key: String = key
+                .trim()
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .collect();
+            let value = value.split_whitespace().collect::<Vec<_>>().join(" ");
+            msg.push_str(&key);
+            msg.push_str(": ");
+            msg.push_str(&value);
+            msg.push('\n');
+        }
+    } else {
+        msg.push('\n');
+    }
+    msg
+}
+
+/// Lexically normalized path: no `.`, no trailing slash.
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn same_path(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => {
+            // One of them is gone: compare the canonical parents.
+            let canon = |p: &Path| {
+                let p = normalize(p);
+                match (
+                    p.parent().and_then(|d| d.canonicalize().ok()),
+                    p.file_name(),
+                ) {
+                    (Some(d), Some(f)) => d.join(f),
+                    _ => p,
+                }
+            };
+            canon(a) == canon(b)
+        }
+    }
+}
+
+/// The linked worktree registered for `path`, whatever its name.
+fn find_registration(repo: &Repository, path: &Path) -> Result<Option<git2::Worktree>> {
+    let names = repo
+        .worktrees()
+        .with_context(|| format!("listing the worktrees of {}", repo.path().display()))?;
+    for name in names.iter().flatten() {
+        let Ok(wt) = repo.find_worktree(name) else {
+            continue;
+        };
+        if same_path(wt.path(), path) {
+            return Ok(Some(wt));
+        }
+    }
+    Ok(None)
+}
+
+/// `loki-<id>`, or `loki-<id>-<n>` if git already uses that name.
+fn free_worktree_name(repo: &Repository, id: &str) -> Result<String> {
+    let admin = repo.commondir().join("worktrees");
+    let taken: BTreeSet<String> = repo
+        .worktrees()
+        .with_context(|| format!("listing the worktrees of {}", repo.path().display()))?
+        .iter()
+        .flatten()
+        .map(str::to_string)
+        .collect();
+    (1..1000)
+        .map(|n| {
+            if n == 1 {
+                format!("loki-{id}")
+            } else {
+                format!("loki-{id}-{n}")
+            }
+        })
+        .find(|name| !taken.contains(name) && admin.join(name).symlink_metadata().is_err())
+        .ok_or_else(|| {
+            anyhow!(
+                "no free worktree name for stream {id} in {}",
+                admin.display()
+            )
+        })
+}
+
+/// `git worktree add` for an existing branch. libgit2 leaves a half-made
+/// registration behind when it fails midway; remove what it made.
+fn add_worktree(repo: &Repository, name: &str, path: &Path, reference: &Reference) -> Result<()> {
+    let mut opts = WorktreeAddOptions::new();
+    opts.reference(Some(reference));
+    match repo.worktree(name, path, Some(&opts)) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let admin = repo.commondir().join("worktrees").join(name);
+            if admin.is_dir() {
+                let _ = fs::remove_dir_all(&admin);
+            }
+            if path.symlink_metadata().is_ok() {
+                let _ = fs::remove_dir_all(path);
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// Paths on either side of every delta.
+fn diff_paths(diff: &Diff) -> BTreeSet<String> {
+    let mut paths = BTreeSet::new();
+    for delta in diff.deltas() {
+        for file in [delta.old_file(), delta.new_file()] {
+            if let Some(p) = file.path() {
+                paths.insert(p.to_string_lossy().into_owned());
+            }
+        }
+    }
+    paths
+}
+
+/// Staged, unstaged and untracked (recursing into untracked folders) paths.
+fn dirty_paths(repo: &Repository) -> Result<BTreeSet<String>, git2::Error> {
+    let mut opts = StatusOptions::new();
+    opts.include_untracked(true)
+        .recurse_untracked_dirs(true)
+        .include_ignored(false)
+        .exclude_submodules(false);
+    let statuses = repo.statuses(Some(&mut opts))?;
+    Ok(statuses
+        .iter()
+        .map(|e| {
+            String::from_utf8_lossy(e.path_bytes())
+                .trim_end_matches('/')
+                .to_string()
+        })
+        .collect())
+}
+
+fn conflict_paths(index: &git2::Index) -> Result<Vec<String>, git2::Error> {
+    let mut paths = BTreeSet::new();
+    for conflict in index.conflicts()? {
+        let conflict = conflict?;
+        for entry in [&conflict.our, &conflict.their, &conflict.ancestor]
+            .into_iter()
+            .flatten()
+        {
+            paths.insert(String::from_utf8_lossy(&entry.path).into_owned());
+        }
+    }
+    Ok(paths.into_iter().collect())
+}
+
+/// Working folders (main worktree and linked ones) whose HEAD is `target_ref`.
+fn checkouts_of(repo: &Repository, target_ref: &str) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    if let Some(workdir) = repo.workdir() {
+        if head_branch_ref(repo)?.as_deref() == Some(target_ref) {
+            out.push(normalize(workdir));
+        }
+    }
+    for name in repo.worktrees()?.iter().flatten() {
+        let Ok(wt) = repo.find_worktree(name) else {
+            continue;
+        };
+        if wt.validate().is_err() {
+            continue;
+        }
+        let Ok(wrepo) = Repository::open_from_worktree(&wt) else {
+            continue;
+        };
+        if head_branch_ref(&wrepo)?.as_deref() == Some(target_ref) {
+            out.push(normalize(wt.path()));
+        }
+    }
+    Ok(out)
+}
+
+/// Does `a` equal `b` or lie inside it (or the other way round)?
+fn overlaps(a: &str, b: &str) -> bool {
+    let inside =
+        |x: &str, y: &str| x.len() > y.len() && x.starts_with(y) && x.as_bytes()[y.len()] == b'/';
+    a == b || inside(a, b) || inside(b, a)
+}
+
+/// The user's paths in the checkout at `dir` that the merge (which changes
+/// `changed` relative to `t_tree`) would overwrite or delete.
+fn user_conflicts(dir: &Path, t_tree: &Tree, changed: &BTreeSet<String>) -> Result<Vec<String>> {
+    let wrepo = open_repo(dir)?;
+    let dirty = dirty_paths(&wrepo)?;
+    if wrepo.state() != RepositoryState::Clean {
+        let busy: Vec<String> = dirty
+            .iter()
+            .filter(|p| !p.starts_with(".loki/"))
+            .cloned()
+            .collect();
+        if !busy.is_empty() {
+            return Ok(busy);
+        }
+    }
+    let mut hits: BTreeSet<String> = dirty
+        .iter()
+        .filter(|p| changed.iter().any(|c| overlaps(p, c)))
+        .cloned()
+        .collect();
+    // Untracked and ignored things on disk where the merge adds a path.
+    for c in changed {
+        if t_tree.get_path(Path::new(c)).is_ok() {
+            continue;
+        }
+        if dir.join(c).symlink_metadata().is_ok() {
+            hits.insert(c.clone());
+        }
+        let mut prefix = Path::new(c).parent();
+        while let Some(p) = prefix {
+            if p.as_os_str().is_empty() {
+                break;
+            }
+            let tracked_dir = t_tree
+                .get_path(p)
+                .map(|e| e.kind() == Some(git2::ObjectType::Tree))
+                .unwrap_or(false);
+            if !tracked_dir {
+                if let Ok(meta) = dir.join(p).symlink_metadata() {
+                    if !meta.is_dir() {
+                        hits.insert(p.to_string_lossy().into_owned());
+                    }
+                }
+            }
+            prefix = p.parent();
+        }
+    }
+    Ok(hits.into_iter().collect())
+}
+
+/// Writes exactly the merge's paths into the checkout at `dir` (index and
+/// files). [`user_conflicts`] found none of them modified by the user.
+fn update_checkout(dir: &Path, tree_id: Oid, changed: &BTreeSet<String>) -> Result<()> {
+    let wrepo = open_repo(dir)?;
+    let tree = wrepo.find_tree(tree_id)?;
+    let mut cb = CheckoutBuilder::new();
+    cb.force().disable_pathspec_match(true);
+    for p in changed {
+        cb.path(p.as_str());
+    }
+    wrepo.checkout_tree(tree.as_object(), Some(&mut cb))?;
+    Ok(())
+}
+
+fn patch_text(diff: &Diff) -> Result<String, git2::Error> {
+    let mut out = Vec::new();
+    diff.print(DiffFormat::Patch, |_delta, _hunk, line| {
+        if matches!(line.origin(), '+' | '-' | ' ') {
+            out.push(line.origin() as u8);
+        }
+        out.extend_from_slice(line.content());
+        true
+    })?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }

@@ -20,15 +20,18 @@
 //! | [`init`] | `loki init` and the files it installs |
 
 pub mod agent;
+pub mod attempt;
 pub mod checks;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod dispatch;
 pub mod git;
 pub mod init;
 pub mod plan;
 pub mod prompt;
 pub mod signals;
+pub mod standin;
 pub mod state;
 pub mod ui;
 pub mod util;

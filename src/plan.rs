@@ -1,23 +1,154 @@
 //! The dependency graph of streams: validation order, readiness, who is
 //! blocked by a failure.
+//!
+//! Edges point from a stream to the streams in its `depends_on`. Ids that
+//! name no stream are ignored here (config refuses them before a plan is
+//! ever made); a duplicate id resolves to its first stream.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::config::StreamConfig;
+
+/// For each stream (by index), the indexes of its known dependencies,
+/// without repeats, in `depends_on` order.
+fn dep_indexes(streams: &[StreamConfig]) -> Vec<Vec<usize>> {
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for (i, s) in streams.iter().enumerate() {
+        index.entry(s.id.as_str()).or_insert(i);
+    }
+    streams
+        .iter()
+        .map(|s| {
+            let mut deps: Vec<usize> = Vec::new();
+            for d in &s.depends_on {
+                if let Some(&j) = index.get(d.as_str()) {
+                    if !deps.contains(&j) {
+                        deps.push(j);
+                    }
+                }
+            }
+            deps
+        })
+        .collect()
+}
+
+/// Kahn's algorithm with the earliest ready stream (file order) first.
+/// Returns the order of indexes and whether every stream was placed.
+fn kahn(deps: &[Vec<usize>]) -> (Vec<usize>, bool) {
+    let n = deps.len();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut unmet: Vec<usize> = vec![0; n];
+    for (i, ds) in deps.iter().enumerate() {
+        unmet[i] = ds.len();
+        for &d in ds {
+            dependents[d].push(i);
+        }
+    }
+    let mut ready: BTreeSet<usize> = (0..n).filter(|&i| unmet[i] == 0).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(i) = ready.pop_first() {
+        order.push(i);
+        for &d in &dependents[i] {
+            unmet[d] -= 1;
+            if unmet[d] == 0 {
+                ready.insert(d);
+            }
+        }
+    }
+    let complete = order.len() == n;
+    (order, complete)
+}
 
 /// Stream ids in an order where every stream comes after its dependencies
 /// (ties keep file order). `Err(cycle)` names the ids of one cycle, in order,
 /// first id repeated at the end (`a -> b -> a`).
+///
+/// In the cycle each id depends on the next one; it starts at the cycle's
+/// stream that comes first in the file.
 pub fn topo_order(streams: &[StreamConfig]) -> Result<Vec<String>, Vec<String>> {
-    let _ = streams;
-    todo!("plan::topo_order")
+    let deps = dep_indexes(streams);
+    let (order, complete) = kahn(&deps);
+    if complete {
+        return Ok(order.into_iter().map(|i| streams[i].id.clone()).collect());
+    }
+    let mut placed = vec![false; streams.len()];
+    for &i in &order {
+        placed[i] = true;
+    }
+    // Every unplaced stream has at least one unplaced dependency, so a walk
+    // along unplaced dependencies must come back to a stream it has seen.
+    let Some(start) = (0..streams.len()).find(|&i| !placed[i]) else {
+        return Ok(order.into_iter().map(|i| streams[i].id.clone()).collect());
+    };
+    let mut seen_at: Vec<Option<usize>> = vec![None; streams.len()];
+    let mut path: Vec<usize> = Vec::new();
+    let mut cur = start;
+    let mut cycle: Vec<usize> = loop {
+        if let Some(p) = seen_at[cur] {
+            break path[p..].to_vec();
+        }
+        seen_at[cur] = Some(path.len());
+        path.push(cur);
+        match deps[cur].iter().copied().find(|&d| !placed[d]) {
+            Some(next) => cur = next,
+            // Cannot happen (see above); report what is left.
+            None => break path.clone(),
+        }
+    };
+    // Start at the member that comes first in the file.
+    if let Some(min_pos) = cycle
+        .iter()
+        .enumerate()
+        .min_by_key(|(_, &i)| i)
+        .map(|(p, _)| p)
+    {
+        cycle.rotate_left(min_pos);
+    }
+    let mut ids: Vec<String> = cycle.iter().map(|&i| streams[i].id.clone()).collect();
+    if let Some(first) = ids.first().cloned() {
+        ids.push(first);
+    }
+    Err(ids)
 }
 
 /// Every stream that depends on `id`, directly or not (not `id` itself), in
 /// topological order.
+///
+/// With a cycle in the graph (which config refuses) the order falls back to
+/// file order.
 pub fn dependents_of(streams: &[StreamConfig], id: &str) -> Vec<String> {
-    let _ = (streams, id);
-    todo!("plan::dependents_of")
+    let Some(root) = streams.iter().position(|s| s.id == id) else {
+        return Vec::new();
+    };
+    let deps = dep_indexes(streams);
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); streams.len()];
+    for (i, ds) in deps.iter().enumerate() {
+        for &d in ds {
+            dependents[d].push(i);
+        }
+    }
+    let mut found = vec![false; streams.len()];
+    let mut todo = vec![root];
+    while let Some(i) = todo.pop() {
+        for &d in &dependents[i] {
+            if !found[d] {
+                found[d] = true;
+                todo.push(d);
+            }
+        }
+    }
+    found[root] = false;
+    let (order, complete) = kahn(&deps);
+    let order: Vec<usize> = if complete {
+        order
+    } else {
+        (0..streams.len()).collect()
+    };
+    order
+        .into_iter()
+        .filter(|&i| found[i])
+        .map(|i| streams[i].id.clone())
+        .collect()
 }
 
 /// True when every dependency of `stream` is in `merged`.
@@ -26,4 +157,143 @@ pub fn deps_met(stream: &StreamConfig, merged: &BTreeMap<String, bool>) -> bool 
         .depends_on
         .iter()
         .all(|d| merged.get(d).copied().unwrap_or(false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AgentSettings, CheckSettings};
+    use std::path::PathBuf;
+
+    fn s(id: &str, deps: &[&str]) -> StreamConfig {
+        StreamConfig {
+            id: id.to_string(),
+            prompt: PathBuf::from("p.md"),
+            vars: BTreeMap::new(),
+            inputs: BTreeMap::new(),
+            outputs: Vec::new(),
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            agent: AgentSettings::default(),
+            checks: CheckSettings::default(),
+        }
+    }
+
+    fn ids(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn empty_plan() {
+        assert_eq!(topo_order(&[]), Ok(vec![]));
+        assert!(dependents_of(&[], "a").is_empty());
+    }
+
+    #[test]
+    fn independent_streams_keep_file_order() {
+        let v = [s("c", &[]), s("a", &[]), s("b", &[])];
+        assert_eq!(topo_order(&v), Ok(ids(&["c", "a", "b"])));
+    }
+
+    #[test]
+    fn dependencies_come_first_even_when_declared_later() {
+        let v = [
+            s("ch02", &["outline"]),
+            s("ch01", &["outline"]),
+            s("outline", &[]),
+        ];
+        assert_eq!(topo_order(&v), Ok(ids(&["outline", "ch02", "ch01"])));
+    }
+
+    #[test]
+    fn ties_are_broken_by_file_order_not_discovery_order() {
+        // x becomes ready once z is placed and, being first in the file,
+        // goes before w, which was ready all along.
+        let v = [s("x", &["z"]), s("y", &[]), s("z", &[]), s("w", &[])];
+        assert_eq!(topo_order(&v), Ok(ids(&["y", "z", "x", "w"])));
+    }
+
+    #[test]
+    fn fan_out_and_fan_in() {
+        let v = [
+            s("outline", &[]),
+            s("ch01", &["outline"]),
+            s("ch02", &["outline"]),
+            s("ch03", &["outline"]),
+            s("review", &["ch01", "ch02", "ch03"]),
+        ];
+        assert_eq!(
+            topo_order(&v),
+            Ok(ids(&["outline", "ch01", "ch02", "ch03", "review"]))
+        );
+        assert_eq!(
+            dependents_of(&v, "outline"),
+            ids(&["ch01", "ch02", "ch03", "review"])
+        );
+        assert_eq!(dependents_of(&v, "ch02"), ids(&["review"]));
+        assert!(dependents_of(&v, "review").is_empty());
+        assert!(dependents_of(&v, "nope").is_empty());
+    }
+
+    #[test]
+    fn diamond() {
+        let v = [
+            s("d", &["b", "c"]),
+            s("c", &["a"]),
+            s("b", &["a"]),
+            s("a", &[]),
+        ];
+        assert_eq!(topo_order(&v), Ok(ids(&["a", "c", "b", "d"])));
+        assert_eq!(dependents_of(&v, "a"), ids(&["c", "b", "d"]));
+        assert_eq!(dependents_of(&v, "b"), ids(&["d"]));
+    }
+
+    #[test]
+    fn repeated_and_unknown_dependencies_are_harmless() {
+        let v = [s("a", &[]), s("b", &["a", "a", "ghost"])];
+        assert_eq!(topo_order(&v), Ok(ids(&["a", "b"])));
+        assert_eq!(dependents_of(&v, "a"), ids(&["b"]));
+    }
+
+    #[test]
+    fn self_dependency_is_a_cycle() {
+        let v = [s("a", &[]), s("b", &["b"])];
+        assert_eq!(topo_order(&v), Err(ids(&["b", "b"])));
+    }
+
+    #[test]
+    fn two_cycle() {
+        let v = [s("a", &["b"]), s("b", &["a"])];
+        assert_eq!(topo_order(&v), Err(ids(&["a", "b", "a"])));
+    }
+
+    #[test]
+    fn cycle_is_reported_in_dependency_order_from_its_first_stream() {
+        // c -> a -> b -> c; entered through d, which depends on the cycle.
+        let v = [
+            s("d", &["b"]),
+            s("x", &[]),
+            s("b", &["c"]),
+            s("a", &["b"]),
+            s("c", &["x", "a"]),
+        ];
+        assert_eq!(topo_order(&v), Err(ids(&["b", "c", "a", "b"])));
+    }
+
+    #[test]
+    fn dependents_with_a_cycle_fall_back_to_file_order() {
+        let v = [s("a", &[]), s("c", &["b", "a"]), s("b", &["c"])];
+        assert_eq!(dependents_of(&v, "a"), ids(&["c", "b"]));
+    }
+
+    #[test]
+    fn deps_met_needs_every_dependency_merged() {
+        let st = s("c", &["a", "b"]);
+        let mut merged = BTreeMap::new();
+        merged.insert("a".to_string(), true);
+        assert!(!deps_met(&st, &merged));
+        merged.insert("b".to_string(), false);
+        assert!(!deps_met(&st, &merged));
+        merged.insert("b".to_string(), true);
+        assert!(deps_met(&st, &merged));
+    }
 }

@@ -1,32 +1,381 @@
 //! Prompt templates: `{{NAME}}` placeholders filled from a stream's vars,
 //! its file inputs (read from the stream's worktree) and loki's built-ins.
 //! A placeholder left unfilled is refused, never sent to an agent.
+//!
+//! Syntax: `{{NAME}}` or `{{ NAME }}` (spaces or tabs inside the braces are
+//! allowed and mean the same placeholder), where `NAME` is
+//! `[A-Za-z_][A-Za-z0-9_]*`. Anything else is plain text and is left alone:
+//! single braces, `{{` followed by something that is not a name (`{{ 1 }}`,
+//! `{{#each}}`), an unclosed `{{NAME`. In `{{{NAME}}}` the inner `{{NAME}}` is
+//! the placeholder and the outer braces stay.
+//!
+//! Rendering is a single pass over the template: a value that itself
+//! contains `{{X}}` (say an input file that quotes a template) is inserted
+//! literally and never expanded again.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Component, Path};
+
+/// One placeholder occurrence in a template.
+struct Occurrence<'t> {
+    /// Byte offset of the opening `{{`.
+    start: usize,
+    /// Byte offset just past the closing `}}`.
+    end: usize,
+    name: &'t str,
+}
+
+fn is_name_start(c: u8) -> bool {
+    c.is_ascii_alphabetic() || c == b'_'
+}
+
+fn is_name_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
+}
+
+/// True when `name` is a valid placeholder name: `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty() && is_name_start(b[0]) && b[1..].iter().all(|&c| is_name_char(c))
+}
+
+/// If a placeholder starts at byte `i` (which holds `{{`), returns
+/// (name start, name end, end past `}}`).
+fn match_at(b: &[u8], i: usize) -> Option<(usize, usize, usize)> {
+    let skip_blanks = |mut j: usize| {
+        while j < b.len() && (b[j] == b' ' || b[j] == b'\t') {
+            j += 1;
+        }
+        j
+    };
+    let mut j = skip_blanks(i + 2);
+    let name_start = j;
+    if j < b.len() && is_name_start(b[j]) {
+        j += 1;
+    } else {
+        return None;
+    }
+    while j < b.len() && is_name_char(b[j]) {
+        j += 1;
+    }
+    let name_end = j;
+    j = skip_blanks(j);
+    if j + 1 < b.len() && b[j] == b'}' && b[j + 1] == b'}' {
+        Some((name_start, name_end, j + 2))
+    } else {
+        None
+    }
+}
+
+/// Every placeholder occurrence, in order.
+fn scan(template: &str) -> Vec<Occurrence<'_>> {
+    let b = template.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i + 1 < b.len() {
+        if b[i] == b'{' && b[i + 1] == b'{' {
+            if let Some((ns, ne, end)) = match_at(b, i) {
+                // All matched bytes are ASCII, so these are char boundaries.
+                out.push(Occurrence {
+                    start: i,
+                    end,
+                    name: &template[ns..ne],
+                });
+                i = end;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    out
+}
 
 /// Names of the `{{NAME}}` placeholders in `template`, in order of first
 /// appearance, with the 1-based (line, col) of each first appearance.
 /// Names are `[A-Za-z_][A-Za-z0-9_]*`, optional spaces inside the braces.
 pub fn placeholders(template: &str) -> Vec<(String, usize, usize)> {
-    let _ = template;
-    todo!("prompt::placeholders")
+    let mut out: Vec<(String, usize, usize)> = Vec::new();
+    // Track line/col incrementally: occurrences come in order.
+    let mut line = 1;
+    let mut line_start = 0;
+    let mut pos = 0;
+    for occ in scan(template) {
+        let segment = &template[pos..occ.start];
+        for (k, c) in segment.char_indices() {
+            if c == '\n' {
+                line += 1;
+                line_start = pos + k + 1;
+            }
+        }
+        pos = occ.start;
+        if out.iter().any(|(n, _, _)| n == occ.name) {
+            continue;
+        }
+        let col = template[line_start..occ.start].chars().count() + 1;
+        out.push((occ.name.to_string(), line, col));
+    }
+    out
 }
 
 /// Replaces every placeholder with its value. `Err(names)` lists the
 /// placeholders that `values` does not fill (nothing is rendered then).
 pub fn render(template: &str, values: &BTreeMap<String, String>) -> Result<String, Vec<String>> {
-    let _ = (template, values);
-    todo!("prompt::render")
+    let occurrences = scan(template);
+    let mut missing: Vec<String> = Vec::new();
+    for occ in &occurrences {
+        if !values.contains_key(occ.name) && !missing.iter().any(|m| m == occ.name) {
+            missing.push(occ.name.to_string());
+        }
+    }
+    if !missing.is_empty() {
+        return Err(missing);
+    }
+    let mut out = String::with_capacity(template.len());
+    let mut pos = 0;
+    for occ in &occurrences {
+        out.push_str(&template[pos..occ.start]);
+        if let Some(v) = values.get(occ.name) {
+            out.push_str(v);
+        }
+        pos = occ.end;
+    }
+    out.push_str(&template[pos..]);
+    Ok(out)
+}
+
+/// Why an input path may not be used, if it may not: it must be a
+/// non-empty relative path without `..`.
+fn refuse_path(rel: &str) -> Option<&'static str> {
+    let p = Path::new(rel);
+    if rel.is_empty() {
+        return Some("is empty");
+    }
+    if p.is_absolute() || p.has_root() {
+        return Some("is absolute");
+    }
+    if p.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Some("contains `..`");
+    }
+    if !p.components().any(|c| matches!(c, Component::Normal(_))) {
+        return Some("names no file");
+    }
+    None
 }
 
 /// Reads each input file (path relative to `worktree`) into `values` under
 /// its placeholder name. `Err` says which input and which path is missing.
+///
+/// Paths that leave the worktree are refused: absolute paths, `..`, and
+/// symlinks that resolve outside it. Files must be UTF-8 text.
 pub fn read_inputs(
     worktree: &Path,
     inputs: &BTreeMap<String, String>,
     values: &mut BTreeMap<String, String>,
 ) -> Result<(), String> {
-    let _ = (worktree, inputs, values);
-    todo!("prompt::read_inputs")
+    let wt = worktree.display();
+    for (name, rel) in inputs {
+        if let Some(why) = refuse_path(rel) {
+            return Err(format!(
+                "input {{{{{name}}}}}: path `{rel}` {why}; input paths must be relative to \
+                 the worktree {wt} and stay inside it"
+            ));
+        }
+        let full = worktree.join(rel);
+        // A symlink must not lead out of the worktree either.
+        if let (Ok(real), Ok(real_wt)) = (fs::canonicalize(&full), fs::canonicalize(worktree)) {
+            if !real.starts_with(&real_wt) {
+                return Err(format!(
+                    "input {{{{{name}}}}}: `{rel}` resolves to {}, outside the worktree {wt}",
+                    real.display()
+                ));
+            }
+        }
+        if full.is_dir() {
+            return Err(format!(
+                "input {{{{{name}}}}}: `{rel}` is a folder, not a file, in the worktree {wt}"
+            ));
+        }
+        let bytes = match fs::read(&full) {
+            Ok(b) => b,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(format!(
+                    "input {{{{{name}}}}}: `{rel}` not found in the worktree {wt} (commit it to \
+                     the target branch, or list the stream that writes it in depends_on)"
+                ));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "input {{{{{name}}}}}: cannot read `{rel}` in the worktree {wt}: {e}"
+                ));
+            }
+        };
+        let text = String::from_utf8(bytes).map_err(|_| {
+            format!("input {{{{{name}}}}}: `{rel}` in the worktree {wt} is not UTF-8 text")
+        })?;
+        values.insert(name.clone(), text);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vals(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn finds_placeholders_with_positions_in_first_appearance_order() {
+        let t = "# {{TITLE}}\n\nWrite chapter {{ CHAPTER }} of {{TITLE}}.\n  {{\tOUTLINE\t}}";
+        assert_eq!(
+            placeholders(t),
+            vec![
+                ("TITLE".to_string(), 1, 3),
+                ("CHAPTER".to_string(), 3, 15),
+                ("OUTLINE".to_string(), 4, 3),
+            ]
+        );
+    }
+
+    #[test]
+    fn columns_count_characters_not_bytes() {
+        let t = "é€ {{X}}\nα{{Y}}";
+        assert_eq!(
+            placeholders(t),
+            vec![("X".to_string(), 1, 4), ("Y".to_string(), 2, 2)]
+        );
+    }
+
+    #[test]
+    fn non_placeholders_are_plain_text() {
+        let t = "{ X } {X} {{ 1X }} {{#each}} {{X-Y}} {{X {{}} }} {{ }} {{X}";
+        assert!(placeholders(t).is_empty());
+        assert_eq!(render(t, &BTreeMap::new()).unwrap(), t);
+    }
+
+    #[test]
+    fn triple_braces_keep_the_outer_ones() {
+        let t = "{{{X}}}";
+        assert_eq!(placeholders(t), vec![("X".to_string(), 1, 2)]);
+        assert_eq!(render(t, &vals(&[("X", "v")])).unwrap(), "{v}");
+    }
+
+    #[test]
+    fn name_rules() {
+        assert!(valid_name("A"));
+        assert!(valid_name("_x9"));
+        assert!(valid_name("CHAPTER_1"));
+        assert!(!valid_name(""));
+        assert!(!valid_name("1A"));
+        assert!(!valid_name("A-B"));
+        assert!(!valid_name("A B"));
+        assert!(!valid_name("É"));
+    }
+
+    #[test]
+    fn renders_every_occurrence_and_spaced_forms() {
+        let t = "{{A}} and {{ A }} then {{B}}.";
+        let out = render(t, &vals(&[("A", "1"), ("B", "two"), ("UNUSED", "x")])).unwrap();
+        assert_eq!(out, "1 and 1 then two.");
+    }
+
+    #[test]
+    fn missing_values_are_listed_once_in_order_and_nothing_renders() {
+        let t = "{{C}} {{A}} {{C}} {{B}}";
+        assert_eq!(
+            render(t, &vals(&[("A", "a")])),
+            Err(vec!["C".to_string(), "B".to_string()])
+        );
+    }
+
+    #[test]
+    fn substituted_values_are_not_expanded_again() {
+        let t = "Outline:\n{{OUTLINE}}\nEnd {{N}}";
+        let out = render(
+            t,
+            &vals(&[("OUTLINE", "use {{N}} and {{OUTLINE}}"), ("N", "7")]),
+        )
+        .unwrap();
+        assert_eq!(out, "Outline:\nuse {{N}} and {{OUTLINE}}\nEnd 7");
+    }
+
+    #[test]
+    fn empty_and_plain_templates() {
+        assert_eq!(render("", &BTreeMap::new()).unwrap(), "");
+        assert_eq!(render("no braces", &BTreeMap::new()).unwrap(), "no braces");
+        assert_eq!(render("{{", &BTreeMap::new()).unwrap(), "{{");
+    }
+
+    #[test]
+    fn reads_inputs_from_the_worktree() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("notes")).unwrap();
+        std::fs::write(dir.path().join("notes/outline.md"), "1. {{X}} stays\n").unwrap();
+        let inputs = vals(&[("OUTLINE", "notes/outline.md")]);
+        let mut values = vals(&[("N", "1")]);
+        read_inputs(dir.path(), &inputs, &mut values).unwrap();
+        assert_eq!(values["OUTLINE"], "1. {{X}} stays\n");
+        assert_eq!(values["N"], "1");
+        let out = render("{{OUTLINE}}", &values).unwrap();
+        assert_eq!(out, "1. {{X}} stays\n");
+    }
+
+    #[test]
+    fn missing_input_names_placeholder_path_and_worktree() {
+        let dir = tempfile::tempdir().unwrap();
+        let inputs = vals(&[("OUTLINE", "outline.md")]);
+        let err = read_inputs(dir.path(), &inputs, &mut BTreeMap::new()).unwrap_err();
+        assert!(err.starts_with("input {{OUTLINE}}: `outline.md` not found in the worktree "));
+        assert!(err.contains(&dir.path().display().to_string()));
+    }
+
+    #[test]
+    fn escaping_input_paths_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for (rel, why) in [
+            ("../secret.md", "contains `..`"),
+            ("a/../../b", "contains `..`"),
+            ("/etc/passwd", "is absolute"),
+            ("", "is empty"),
+            (".", "names no file"),
+        ] {
+            let inputs = vals(&[("X", rel)]);
+            let err = read_inputs(dir.path(), &inputs, &mut BTreeMap::new()).unwrap_err();
+            assert!(
+                err.starts_with(&format!("input {{{{X}}}}: path `{rel}` {why};")),
+                "{err}"
+            );
+            assert!(err.contains(&dir.path().display().to_string()), "{err}");
+        }
+    }
+
+    #[test]
+    fn symlinks_out_of_the_worktree_are_refused() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret.md"), "s").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret.md"), dir.path().join("link.md"))
+            .unwrap();
+        let inputs = vals(&[("X", "link.md")]);
+        let err = read_inputs(dir.path(), &inputs, &mut BTreeMap::new()).unwrap_err();
+        assert!(err.contains("outside the worktree"), "{err}");
+    }
+
+    #[test]
+    fn folders_and_binary_inputs_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        std::fs::write(dir.path().join("b.bin"), [0xff, 0xfe, 0x00]).unwrap();
+        let err = read_inputs(dir.path(), &vals(&[("X", "d")]), &mut BTreeMap::new()).unwrap_err();
+        assert!(err.contains("is a folder"), "{err}");
+        let err =
+            read_inputs(dir.path(), &vals(&[("X", "b.bin")]), &mut BTreeMap::new()).unwrap_err();
+        assert!(err.contains("is not UTF-8 text"), "{err}");
+    }
 }

@@ -1,0 +1,461 @@
+//! The blocking work around one attempt, run by the dispatcher in
+//! `spawn_blocking`: preparing the worktree and the prompt before the agent
+//! starts, and checking and committing what it left after it stops. The
+//! dispatcher decides; these functions only do.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::agent::{self, Launch};
+use crate::checks::{self, CheckReport, Level};
+use crate::config::StreamConfig;
+use crate::git::{self, Worktree};
+use crate::prompt;
+
+/// Marker in `prompts/retry.md`: text after it is used only on the last attempt.
+pub const LAST_ATTEMPT_MARKER: &str =
+    "<!-- loki: the text below is added only on the last attempt -->";
+
+/// Built-in retry preamble, used when the repo has no `prompts/retry.md`.
+pub const DEFAULT_RETRY: &str = include_str!("../prompts/retry.md");
+
+/// Prompt sent when an interrupted claude session is resumed.
+pub const CONTINUE_PROMPT: &str = "You were interrupted. Continue the task where you stopped: \
+check what is already written in this directory, finish it, and stop when it is complete.";
+
+/// Where loki keeps its files inside a repo.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The main worktree's root.
+    pub root: PathBuf,
+    /// `.loki`, or `.loki/rehearsal` for a rehearsal.
+    loki: PathBuf,
+}
+
+impl Layout {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        let root = root.into();
+        Layout {
+            loki: root.join(".loki"),
+            root,
+        }
+    }
+    /// A rehearsal keeps its state, signals, logs and runs apart from the real run's.
+    pub fn rehearsal(root: impl Into<PathBuf>) -> Self {
+        let root = root.into();
+        Layout {
+            loki: root.join(".loki").join("rehearsal"),
+            root,
+        }
+    }
+    pub fn loki(&self) -> PathBuf {
+        self.loki.clone()
+    }
+    pub fn state_dir(&self) -> PathBuf {
+        self.loki().join("state")
+    }
+    pub fn signals_dir(&self) -> PathBuf {
+        self.loki().join("signals")
+    }
+    pub fn logs_dir(&self, id: &str) -> PathBuf {
+        self.loki().join("logs").join(id)
+    }
+    pub fn transcript(&self, id: &str, n: u32) -> PathBuf {
+        self.logs_dir(id).join(format!("attempt-{n}.jsonl"))
+    }
+    pub fn stderr_log(&self, id: &str, n: u32) -> PathBuf {
+        self.logs_dir(id).join(format!("attempt-{n}.stderr.log"))
+    }
+    pub fn run_dir(&self, id: &str, n: u32) -> PathBuf {
+        self.loki()
+            .join("runs")
+            .join(id)
+            .join(format!("attempt-{n}"))
+    }
+    /// Always `.loki/worktrees/<id>` (the git module owns that place).
+    pub fn worktree(&self, id: &str) -> PathBuf {
+        self.root.join(".loki").join("worktrees").join(id)
+    }
+    /// Creates the run-time folders (and `.loki/.gitignore` if missing).
+    pub fn ensure(&self) -> Result<()> {
+        for d in ["state", "signals", "logs", "runs"] {
+            let p = self.loki().join(d);
+            std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
+        }
+        let wt = self.root.join(".loki").join("worktrees");
+        std::fs::create_dir_all(&wt).with_context(|| format!("creating {}", wt.display()))?;
+        let gi = self.root.join(".loki").join(".gitignore");
+        if !gi.exists() {
+            crate::util::write_atomic(&gi, crate::init::LOKI_GITIGNORE.as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+/// How the next attempt starts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kickoff {
+    /// The full prompt.
+    Fresh,
+    /// After a failed attempt or a rejection: feedback for the agent.
+    Retry { feedback: String, last: bool },
+    /// After an interruption: continue where it stopped.
+    Continue,
+}
+
+/// What `prepare` needs.
+#[derive(Debug, Clone)]
+pub struct PrepareInput {
+    pub layout: Layout,
+    pub stream: StreamConfig,
+    pub target: String,
+    pub attempt: u32,
+    /// Attempts this stream may use in this run (for the retry text).
+    pub max_attempts: u32,
+    pub kickoff: Kickoff,
+    /// Claude session to resume, if any.
+    pub session: Option<String>,
+    pub state_version: u64,
+    /// Replace the agent with loki's built-in stand-in (`loki run --rehearse`).
+    pub stand_in: bool,
+    /// The worktree's previous attempt was interrupted: commit what it holds first.
+    pub interrupted_attempt: Option<u32>,
+}
+
+#[derive(Debug)]
+pub struct Prepared {
+    pub worktree: Worktree,
+    pub launch: Launch,
+    pub prompt_file: PathBuf,
+    /// Commit made of work an interrupted attempt left behind.
+    pub salvaged: Option<String>,
+    /// "claude 2.1.197 (Claude Code)" or the command.
+    pub agent_label: String,
+}
+
+/// An error that retrying cannot fix (a missing input file, an unfilled
+/// placeholder): the stream fails at once.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Fatal(pub String);
+
+/// Creates the worktree, renders the prompt, writes it to
+/// `.loki/runs/<id>/attempt-<n>/prompt.md` and builds the agent's command.
+pub fn prepare(input: &PrepareInput) -> Result<Prepared> {
+    let s = &input.stream;
+    let lay = &input.layout;
+    let wt = git::prepare_worktree(&lay.root, &s.id, &input.target)
+        .with_context(|| format!("preparing the worktree of stream {}", s.id))?;
+
+    let mut salvaged = None;
+    if let Some(n) = input.interrupted_attempt {
+        salvaged = git::commit_all(
+            &wt.path,
+            &format!("loki: {} attempt {n} (interrupted)", s.id),
+            "Work the interrupted attempt left in the worktree, committed when the stream resumed.",
+            &[
+                ("Loki-Stream".into(), s.id.clone()),
+                ("Loki-Attempt".into(), format!("{n} (interrupted)")),
+            ],
+        )
+        .with_context(|| format!("committing the interrupted work of stream {}", s.id))?;
+    }
+
+    let template_path = lay.root.join(&s.prompt);
+    let template = std::fs::read_to_string(&template_path).map_err(|e| {
+        Fatal(format!(
+            "cannot read the prompt template {}: {e}",
+            template_path.display()
+        ))
+    })?;
+    let feedback = match &input.kickoff {
+        Kickoff::Retry { feedback, .. } => feedback.clone(),
+        _ => String::new(),
+    };
+    let mut values = base_values(s, &input.target, input.attempt, &feedback);
+    prompt::read_inputs(&wt.path, &s.inputs, &mut values).map_err(Fatal)?;
+    let has_feedback_slot = prompt::placeholders(&template)
+        .iter()
+        .any(|(n, _, _)| n == "FEEDBACK");
+    let full = prompt::render(&template, &values).map_err(|missing| {
+        Fatal(format!(
+            "the template {} has placeholders nothing fills: {}",
+            template_path.display(),
+            missing.join(", ")
+        ))
+    })?;
+
+    let resuming =
+        s.agent.is_claude() && s.agent.resume && input.session.is_some() && !input.stand_in;
+    let text = match &input.kickoff {
+        Kickoff::Fresh => full,
+        Kickoff::Continue if resuming => CONTINUE_PROMPT.to_string(),
+        Kickoff::Continue => full,
+        Kickoff::Retry { feedback, last } => {
+            let preamble = retry_preamble(
+                &lay.root,
+                input.attempt,
+                input.max_attempts,
+                feedback,
+                *last,
+            );
+            if resuming {
+                // The session already holds the task; send what changed.
+                preamble
+            } else if has_feedback_slot {
+                full
+            } else {
+                format!("{preamble}\n\n---\n\n{full}")
+            }
+        }
+    };
+
+    let run_dir = lay.run_dir(&s.id, input.attempt);
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    let prompt_file = run_dir.join("prompt.md");
+    crate::util::write_atomic(&prompt_file, text.as_bytes())?;
+
+    let mut env: Vec<(String, String)> = vec![
+        ("LOKI_STREAM_ID".into(), s.id.clone()),
+        ("LOKI_ATTEMPT".into(), input.attempt.to_string()),
+        ("LOKI_PROMPT_FILE".into(), prompt_file.display().to_string()),
+        (
+            "LOKI_SIGNALS_DIR".into(),
+            lay.signals_dir().display().to_string(),
+        ),
+        ("LOKI_STATE_VERSION".into(), input.state_version.to_string()),
+    ];
+    for (k, v) in &s.agent.env {
+        env.push((k.clone(), v.clone()));
+    }
+
+    let (program, args, claude, agent_label) = if input.stand_in {
+        let exe = std::env::current_exe()
+            .context("locating the loki executable for the stand-in agent")?;
+        env.push(("LOKI_STAND_IN_SPEC".into(), stand_in_spec(s)));
+        (
+            exe.display().to_string(),
+            vec!["stand-in".to_string()],
+            false,
+            "loki stand-in (rehearsal)".to_string(),
+        )
+    } else {
+        let program = resolve_command(&lay.root, &s.agent.command);
+        let claude = s.agent.is_claude();
+        let args = if claude {
+            let resume = if resuming {
+                input.session.as_deref()
+            } else {
+                None
+            };
+            agent::claude_args(&s.agent, &text, resume)
+        } else {
+            s.agent.args.clone()
+        };
+        let version = agent::agent_version(&program);
+        let label = if version.is_empty() {
+            s.agent.command.clone()
+        } else {
+            format!("{} {}", s.agent.command, version)
+        };
+        (program, args, claude, label)
+    };
+
+    let launch = Launch {
+        program,
+        args,
+        cwd: wt.path.clone(),
+        env,
+        transcript: lay.transcript(&s.id, input.attempt),
+        stderr_log: lay.stderr_log(&s.id, input.attempt),
+        claude,
+        timeout: s.agent.timeout,
+        idle_timeout: s.agent.idle_timeout,
+        kill_grace: s.agent.kill_grace,
+    };
+    Ok(Prepared {
+        worktree: wt,
+        launch,
+        prompt_file,
+        salvaged,
+        agent_label,
+    })
+}
+
+/// A command with a slash is a path (relative to the repo root); otherwise
+/// it is looked up on PATH by the OS.
+pub fn resolve_command(root: &Path, command: &str) -> String {
+    if command.contains('/') && !Path::new(command).is_absolute() {
+        root.join(command).display().to_string()
+    } else {
+        command.to_string()
+    }
+}
+
+/// Vars plus loki's built-ins.
+pub fn base_values(
+    s: &StreamConfig,
+    target: &str,
+    attempt: u32,
+    feedback: &str,
+) -> BTreeMap<String, String> {
+    let mut values = s.vars.clone();
+    values.insert("STREAM_ID".into(), s.id.clone());
+    values.insert("ATTEMPT".into(), attempt.to_string());
+    values.insert("FEEDBACK".into(), feedback.to_string());
+    values.insert("TARGET".into(), target.to_string());
+    values.insert("BRANCH".into(), format!("loki/{}", s.id));
+    let outs: Vec<String> = s.outputs.iter().map(|o| format!("`{o}`")).collect();
+    values.insert("OUTPUTS".into(), outs.join(", "));
+    values
+}
+
+/// The retry preamble from `prompts/retry.md` (or the built-in one): the
+/// part before the last-attempt marker always, the part after it only on the
+/// last attempt.
+pub fn retry_preamble(root: &Path, attempt: u32, max: u32, feedback: &str, last: bool) -> String {
+    let text = std::fs::read_to_string(root.join("prompts/retry.md"))
+        .unwrap_or_else(|_| DEFAULT_RETRY.to_string());
+    let (first, rest) = match text.find(LAST_ATTEMPT_MARKER) {
+        Some(i) => (&text[..i], &text[i + LAST_ATTEMPT_MARKER.len()..]),
+        None => (text.as_str(), ""),
+    };
+    let chosen = if last && !rest.trim().is_empty() {
+        format!("{}\n{}", first.trim_end(), rest.trim_start())
+    } else {
+        first.trim_end().to_string()
+    };
+    let mut values = BTreeMap::new();
+    values.insert("ATTEMPT".to_string(), attempt.saturating_sub(1).to_string());
+    values.insert("MAX_ATTEMPTS".to_string(), max.to_string());
+    values.insert("VIOLATIONS".to_string(), feedback.to_string());
+    // A broken user template must not stop the run: fall back to plain text.
+    prompt::render(&chosen, &values).unwrap_or_else(|_| {
+        format!("Your previous attempt did not pass review. Fix these points:\n\n{feedback}")
+    })
+}
+
+/// What the stand-in agent must produce, as JSON in `LOKI_STAND_IN_SPEC`.
+fn stand_in_spec(s: &StreamConfig) -> String {
+    serde_json::json!({
+        "id": s.id,
+        "outputs": s.outputs,
+        "words": s.checks.words,
+        "require": s.checks.require,
+    })
+    .to_string()
+}
+
+/// What `finish` needs.
+#[derive(Debug, Clone)]
+pub struct FinishInput {
+    pub layout: Layout,
+    pub stream: StreamConfig,
+    pub attempt: u32,
+    /// Base commit of the branch (for the canonical check's touched files).
+    pub base: String,
+    /// Whether the agent itself succeeded (only then are checks run).
+    pub agent_ok: bool,
+    /// Why the agent failed, when it did.
+    pub agent_failure: Option<String>,
+    pub trailers: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub commit: Option<String>,
+    pub report: Option<CheckReport>,
+}
+
+/// Runs the checks (when the agent succeeded), writes
+/// `.loki/runs/<id>/attempt-<n>/checks.json`, and commits what the agent left
+/// in the worktree with loki's trailers, so every attempt is in the history.
+pub fn finish(input: &FinishInput) -> Result<Finished> {
+    let s = &input.stream;
+    let wt = input.layout.worktree(&s.id);
+    let report = if input.agent_ok {
+        let touched = git::touched_paths(&wt, &input.base).unwrap_or_default();
+        let env: Vec<(String, String)> = vec![
+            ("LOKI_STREAM_ID".into(), s.id.clone()),
+            ("LOKI_ATTEMPT".into(), input.attempt.to_string()),
+        ];
+        let report = checks::run_checks(&wt, s, &touched, &env);
+        let path = input
+            .layout
+            .run_dir(&s.id, input.attempt)
+            .join("checks.json");
+        let json = serde_json::to_vec_pretty(&report).context("encoding the check report")?;
+        crate::util::write_atomic(&path, &json)?;
+        Some(report)
+    } else {
+        None
+    };
+
+    let mut trailers = input.trailers.clone();
+    let (subject, body) = match (&report, &input.agent_failure) {
+        (Some(r), _) => {
+            trailers.push(("Loki-Checks".into(), one_line(&r.summary)));
+            let verdict = match r.status {
+                Level::Fail => "checks failed",
+                Level::Warn => "checks passed with warnings",
+                Level::Pass => "checks passed",
+            };
+            (
+                format!("loki: {} attempt {} ({verdict})", s.id, input.attempt),
+                r.summary.clone(),
+            )
+        }
+        (None, Some(why)) => {
+            trailers.push(("Loki-Outcome".into(), one_line(why)));
+            (
+                format!("loki: {} attempt {} (agent failed)", s.id, input.attempt),
+                why.clone(),
+            )
+        }
+        (None, None) => (
+            format!("loki: {} attempt {}", s.id, input.attempt),
+            String::new(),
+        ),
+    };
+    let commit = git::commit_all(&wt, &subject, &body, &trailers)
+        .with_context(|| format!("committing attempt {} of stream {}", input.attempt, s.id))?;
+    Ok(Finished { commit, report })
+}
+
+/// Trailer values must be one line.
+pub fn one_line(s: &str) -> String {
+    let mut out: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if out.len() > 300 {
+        let mut cut = 300;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_attempt_text_only_on_last_attempt() {
+        let dir = tempfile::tempdir().unwrap();
+        let second = retry_preamble(dir.path(), 2, 3, "- `dragon` on line 3", false);
+        assert!(second.contains("- `dragon` on line 3"));
+        assert!(!second.contains("last attempt"));
+        let third = retry_preamble(dir.path(), 3, 3, "- `dragon` on line 3", true);
+        assert!(third.contains("This is the last attempt"));
+        assert!(third.contains("stop with an error"));
+        assert_eq!(third.matches("`dragon`").count(), 2);
+    }
+
+    #[test]
+    fn trailer_values_are_one_line() {
+        assert_eq!(one_line("a\n b\tc"), "a b c");
+    }
+}

@@ -1,0 +1,80 @@
+//! The stand-in agent of `loki run --rehearse`: a real process that honours
+//! the agent contract and writes, for its stream, outputs that name the
+//! stream, meet its word counts and contain its required terms. It proves
+//! templates, inputs, dependencies and merges without spending tokens.
+
+use anyhow::{Context, Result};
+
+const FILLER: &[&str] = &[
+    "the", "harbour", "light", "moved", "slowly", "across", "water", "while", "voices", "rose",
+    "from", "the", "street", "below", "and", "somebody", "laughed", "near", "door", "evening",
+];
+
+/// Runs the stand-in; returns the exit code.
+pub fn main() -> Result<i32> {
+    let spec = std::env::var("LOKI_STAND_IN_SPEC").context(
+        "LOKI_STAND_IN_SPEC is not set: the stand-in runs only under `loki run --rehearse`",
+    )?;
+    let spec: serde_json::Value =
+        serde_json::from_str(&spec).context("reading LOKI_STAND_IN_SPEC")?;
+    let id = std::env::var("LOKI_STREAM_ID")
+        .unwrap_or_else(|_| spec["id"].as_str().unwrap_or("stream").to_string());
+    let prompt_file = std::env::var("LOKI_PROMPT_FILE").context("LOKI_PROMPT_FILE is not set")?;
+    let prompt = std::fs::read_to_string(&prompt_file)
+        .with_context(|| format!("reading the prompt {prompt_file}"))?;
+    let words = spec["words"]
+        .as_array()
+        .and_then(|a| Some((a.first()?.as_u64()?, a.get(1)?.as_u64()?)));
+    let target = match words {
+        Some((lo, hi)) => (lo + hi) / 2,
+        None => 120,
+    };
+    let require: Vec<String> = spec["require"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let outputs: Vec<String> = spec["outputs"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let name = id.strip_prefix("rh-").unwrap_or(&id);
+    for out in &outputs {
+        println!("writing {out}");
+        let mut text = format!(
+            "# {name}\n\nRehearsal draft for stream {name} ({} prompt lines).\n\n",
+            prompt.lines().count()
+        );
+        let mut n = crate::checks::count_words(&text);
+        for t in &require {
+            text.push_str(t);
+            text.push_str(". ");
+            n += crate::checks::count_words(t);
+        }
+        let mut i = 0;
+        while n < target {
+            text.push_str(FILLER[i % FILLER.len()]);
+            text.push(if i % 12 == 11 { '.' } else { ' ' });
+            if i % 60 == 59 {
+                text.push_str("\n\n");
+            }
+            i += 1;
+            n += 1;
+        }
+        text.push('\n');
+        let path = std::path::Path::new(out);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        std::fs::write(path, text).with_context(|| format!("writing {out}"))?;
+    }
+    println!("done: {} output(s) for {name}", outputs.len());
+    Ok(0)
+}

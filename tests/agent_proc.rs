@@ -1,0 +1,543 @@
+//! Agent processes for real: spawning, output, timeouts, stopping whole
+//! process groups, PDEATHSIG and leftover sweeping. Agents are small `sh -c`
+//! scripts (never freshly written executables: exec'ing a file another test
+//! thread may still hold open for writing fails with ETXTBSY).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use loki::agent::{
+    self, AgentEvent, AgentOutcome, Ending, Launch, ResultInfo, Spawner, StopRequest,
+};
+use loki::state::ProcessRecord;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::sync::{mpsc, watch};
+
+const HELPER_ENV: &str = "LOKI_AGENT_PROC_HELPER_DIR";
+
+fn sh(dir: &Path, script: &str) -> Launch {
+    Launch {
+        program: "/bin/sh".into(),
+        args: vec!["-c".into(), script.into()],
+        cwd: dir.to_path_buf(),
+        env: vec![("LOKI_X".into(), "from-loki".into())],
+        transcript: dir.join("logs/s/attempt-1.jsonl"),
+        stderr_log: dir.join("logs/s/attempt-1.stderr.log"),
+        claude: false,
+        timeout: Duration::from_secs(20),
+        idle_timeout: Duration::from_secs(10),
+        kill_grace: Duration::from_millis(300),
+    }
+}
+
+/// Alive = listed in /proc and not a zombie.
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => {
+            let state = s[s.rfind(')').unwrap() + 1..].split_whitespace().next();
+            !matches!(state, Some("Z") | Some("X"))
+        }
+        Err(_) => false,
+    }
+}
+
+fn started(events: &[AgentEvent]) -> ProcessRecord {
+    match events.first() {
+        Some(AgentEvent::Started(rec)) => *rec,
+        other => panic!("first event should be Started, got {other:?}"),
+    }
+}
+
+fn activities(events: &[AgentEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::Activity(a) => Some(a.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The group is gone: no member, leader not alive.
+fn assert_group_gone(rec: &ProcessRecord) {
+    assert_eq!(agent::group_members(rec), Vec::<i32>::new());
+    assert!(!alive(rec.pid), "leader {} still alive", rec.pid);
+}
+
+async fn run_to_end(launch: Launch) -> (AgentOutcome, Vec<AgentEvent>) {
+    let spawner = Spawner::start().unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (_stop_tx, stop_rx) = watch::channel(None);
+    let outcome = agent::run(&spawner, launch, tx, stop_rx).await;
+    let mut events = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        events.push(e);
+    }
+    (outcome, events)
+}
+
+/// Runs the agent; once an activity starting with `trigger` shows, sends
+/// `req` on the stop channel. Returns the outcome, all events and the time
+/// from the stop request to the end.
+async fn run_and_stop(
+    launch: Launch,
+    trigger: &str,
+    req: StopRequest,
+) -> (AgentOutcome, Vec<AgentEvent>, Duration) {
+    let spawner = Spawner::start().unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = watch::channel(None);
+    let mut events = Vec::new();
+    let mut stopped_at = None;
+    let run = agent::run(&spawner, launch, tx, stop_rx);
+    tokio::pin!(run);
+    let outcome = loop {
+        tokio::select! {
+            o = &mut run => break o,
+            Some(e) = rx.recv() => {
+                if stopped_at.is_none() {
+                    if let AgentEvent::Activity(a) = &e {
+                        if a.starts_with(trigger) {
+                            stop_tx.send(Some(req)).unwrap();
+                            stopped_at = Some(Instant::now());
+                        }
+                    }
+                }
+                events.push(e);
+            }
+        }
+    };
+    while let Ok(e) = rx.try_recv() {
+        events.push(e);
+    }
+    let took = stopped_at.expect("the trigger line never came").elapsed();
+    (outcome, events, took)
+}
+
+fn child_pid(acts: &[String]) -> i32 {
+    acts.iter()
+        .find_map(|a| a.strip_prefix("child ")?.trim().parse().ok())
+        .expect("the script prints `child <pid>`")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn normal_exit_keeps_output_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = sh(
+        dir.path(),
+        r#"echo one; printf 'two\n\n'; echo oops >&2; pwd; echo "$LOKI_X""#,
+    );
+    let (out, events) = run_to_end(l).await;
+    assert_eq!(out.ending, Ending::Exited);
+    assert_eq!(out.exit_code, Some(0));
+    assert_eq!(out.signal, None);
+    assert_eq!(out.stderr_tail, "oops");
+    let rec = started(&events);
+    assert_eq!(rec.pgid, rec.pid);
+    assert!(rec.start_time > 0);
+    let cwd = dir.path().canonicalize().unwrap();
+    assert_eq!(
+        activities(&events),
+        ["one", "two", cwd.to_str().unwrap(), "from-loki"]
+    );
+    let transcript = std::fs::read_to_string(dir.path().join("logs/s/attempt-1.jsonl")).unwrap();
+    assert_eq!(
+        transcript,
+        format!("one\ntwo\n\n{}\nfrom-loki\n", cwd.display())
+    );
+    let stderr = std::fs::read_to_string(dir.path().join("logs/s/attempt-1.stderr.log")).unwrap();
+    assert_eq!(stderr, "oops\n");
+    assert_group_gone(&rec);
+}
+
+#[tokio::test]
+async fn non_zero_exit_and_stderr_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = sh(
+        dir.path(),
+        "i=0; while [ $i -lt 30 ]; do echo line$i >&2; i=$((i+1)); done; exit 3",
+    );
+    let (out, _) = run_to_end(l).await;
+    assert_eq!(out.ending, Ending::Exited);
+    assert_eq!(out.exit_code, Some(3));
+    let tail: Vec<&str> = out.stderr_tail.lines().collect();
+    assert_eq!(tail.len(), 20);
+    assert_eq!(tail.first(), Some(&"line10"));
+    assert_eq!(tail.last(), Some(&"line29"));
+}
+
+#[tokio::test]
+async fn non_utf8_and_huge_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = sh(
+        dir.path(),
+        r"printf '\377\376 hi\n'; head -c 3000000 /dev/zero | tr '\0' a; echo; printf 'last'",
+    );
+    let (out, events) = run_to_end(l).await;
+    assert_eq!(out.exit_code, Some(0));
+    let acts = activities(&events);
+    assert_eq!(acts.len(), 3, "{acts:?}");
+    assert!(acts[0].contains('\u{FFFD}') && acts[0].ends_with("hi"));
+    assert_eq!(acts[1].chars().count(), 80);
+    assert_eq!(acts[2], "last");
+    let raw = std::fs::read(dir.path().join("logs/s/attempt-1.jsonl")).unwrap();
+    assert_eq!(raw.len(), 6 + 3_000_001 + 4);
+    assert_eq!(&raw[..2], b"\xff\xfe");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_stream_json_becomes_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path().canonicalize().unwrap();
+    let lines = [
+        r#"{"type":"system","subtype":"init","cwd":"/x","session_id":"sess-42","tools":["Write"]}"#.to_string(),
+        r#"{"type":"assistant","message":{"id":"msg_1","content":[{"type":"text","text":"Drafting the chapter now.\nsecond line"}]},"parent_tool_use_id":null,"session_id":"sess-42"}"#.to_string(),
+        format!(
+            r#"{{"type":"assistant","message":{{"id":"msg_1","content":[{{"type":"tool_use","id":"t1","name":"Write","input":{{"file_path":"{}/chapters/ch01.md","content":"x"}}}}]}},"parent_tool_use_id":null}}"#,
+            cwd.display()
+        ),
+        r#"{"type":"user","message":{"content":[{"type":"tool_result","tool_use_id":"t1"}]}}"#.to_string(),
+        r#"{"type":"system","subtype":"api_retry","attempt":1,"max_retries":10,"retry_delay_ms":519.83,"error_status":429,"error":"rate_limit"}"#.to_string(),
+        r#"{"type":"assistant","message":{"id":"msg_2","content":[{"type":"tool_use","id":"t2","name":"Bash","input":{"command":"wc -w chapters/ch01.md"}}]},"parent_tool_use_id":null}"#.to_string(),
+        "not json at all".to_string(),
+        r#"{"type":"result","subtype":"success","is_error":false,"duration_ms":10,"num_turns":3,"result":"Chapter written.","session_id":"sess-42","total_cost_usd":0.0123}"#.to_string(),
+    ];
+    let canned = dir.path().join("canned.jsonl");
+    std::fs::write(&canned, lines.join("\n") + "\n").unwrap();
+    let mut l = sh(dir.path(), r#"cat "$0""#);
+    l.args.push(canned.display().to_string());
+    l.claude = true;
+    let (out, events) = run_to_end(l).await;
+    let rec = started(&events);
+    let result = ResultInfo {
+        is_error: false,
+        subtype: "success".into(),
+        cost_usd: 0.0123,
+        turns: 3,
+        result: "Chapter written.".into(),
+        session_id: Some("sess-42".into()),
+    };
+    assert_eq!(
+        events,
+        [
+            AgentEvent::Started(rec),
+            AgentEvent::Init {
+                session_id: "sess-42".into()
+            },
+            AgentEvent::Turns(1),
+            AgentEvent::Activity("Drafting the chapter now.".into()),
+            AgentEvent::Activity("writing chapters/ch01.md".into()),
+            AgentEvent::ApiRetry {
+                status: Some(429),
+                delay_ms: Some(520),
+                attempt: Some(1)
+            },
+            AgentEvent::Turns(2),
+            AgentEvent::Activity("running: wc -w chapters/ch01.md".into()),
+            AgentEvent::Activity("not json at all".into()),
+            AgentEvent::Result(result.clone()),
+        ]
+    );
+    assert_eq!(out.ending, Ending::Exited);
+    assert_eq!(out.exit_code, Some(0));
+    assert_eq!(out.result, Some(result));
+    assert_eq!(out.session_id.as_deref(), Some("sess-42"));
+    assert_eq!(out.turns, 3);
+    let transcript = std::fs::read_to_string(dir.path().join("logs/s/attempt-1.jsonl")).unwrap();
+    assert_eq!(transcript, lines.join("\n") + "\n");
+}
+
+#[tokio::test]
+async fn idle_timeout_ends_the_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut l = sh(dir.path(), "echo begin; sleep 1000");
+    l.idle_timeout = Duration::from_millis(500);
+    let t0 = Instant::now();
+    let (out, events) = run_to_end(l).await;
+    let took = t0.elapsed();
+    assert_eq!(out.ending, Ending::Idle);
+    assert_eq!(out.signal, Some(libc::SIGTERM));
+    assert!(took >= Duration::from_millis(500), "{took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_group_gone(&started(&events));
+}
+
+#[tokio::test]
+async fn output_keeps_the_idle_timer_back_and_the_wall_clock_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut l = sh(
+        dir.path(),
+        "while :; do echo tick; echo tock >&2; sleep 0.1; done",
+    );
+    l.timeout = Duration::from_millis(900);
+    l.idle_timeout = Duration::from_millis(400);
+    let t0 = Instant::now();
+    let (out, events) = run_to_end(l).await;
+    assert_eq!(out.ending, Ending::Timeout);
+    assert!(t0.elapsed() >= Duration::from_millis(900));
+    assert!(activities(&events).len() >= 3);
+    assert!(out.stderr_tail.contains("tock"));
+    assert_group_gone(&started(&events));
+}
+
+#[tokio::test]
+async fn stderr_alone_counts_as_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut l = sh(
+        dir.path(),
+        "for i in 1 2 3 4 5 6 7 8; do echo working >&2; sleep 0.1; done",
+    );
+    l.idle_timeout = Duration::from_millis(400);
+    let (out, _) = run_to_end(l).await;
+    assert_eq!(out.ending, Ending::Exited);
+    assert_eq!(out.exit_code, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupt_kills_a_group_that_ignores_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut l = sh(
+        dir.path(),
+        r#"trap '' TERM; sleep 1000 & echo "child $!"; while :; do wait; done"#,
+    );
+    l.kill_grace = Duration::from_millis(400);
+    let (out, events, took) = run_and_stop(l, "child ", StopRequest::Interrupt).await;
+    assert_eq!(out.ending, Ending::Stopped(StopRequest::Interrupt));
+    assert_eq!(out.signal, Some(libc::SIGKILL));
+    assert!(took >= Duration::from_millis(400), "{took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let grandchild = child_pid(&activities(&events));
+    assert!(!alive(grandchild), "grandchild {grandchild} survived");
+    assert_group_gone(&started(&events));
+}
+
+#[tokio::test]
+async fn finish_request_stops_promptly_with_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut l = sh(dir.path(), "echo ready; sleep 1000");
+    l.kill_grace = Duration::from_secs(10);
+    let (out, events, took) = run_and_stop(l, "ready", StopRequest::Finish).await;
+    assert_eq!(out.ending, Ending::Stopped(StopRequest::Finish));
+    assert_eq!(out.signal, Some(libc::SIGTERM));
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert_group_gone(&started(&events));
+}
+
+#[tokio::test]
+async fn a_stop_requested_before_the_start_spawns_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let spawner = Spawner::start().unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (_stop_tx, stop_rx) = watch::channel(Some(StopRequest::Cancel));
+    let l = sh(dir.path(), "touch started");
+    let out = agent::run(&spawner, l, tx, stop_rx).await;
+    assert_eq!(out.ending, Ending::Stopped(StopRequest::Cancel));
+    assert!(rx.try_recv().is_err());
+    assert!(!dir.path().join("started").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leftovers_of_an_exited_leader_are_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = sh(
+        dir.path(),
+        r#"(trap '' TERM; exec sleep 1000) & echo "child $!"; exit 0"#,
+    );
+    let t0 = Instant::now();
+    let (out, events) = run_to_end(l).await;
+    assert_eq!(out.ending, Ending::Exited);
+    assert_eq!(out.exit_code, Some(0));
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    let grandchild = child_pid(&activities(&events));
+    assert!(!alive(grandchild), "grandchild {grandchild} survived");
+    assert_group_gone(&started(&events));
+}
+
+#[tokio::test]
+async fn spawn_failures_say_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut l = sh(dir.path(), "");
+    l.program = "loki-test-no-such-agent".into();
+    l.args.clear();
+    let (out, events) = run_to_end(l.clone()).await;
+    match &out.ending {
+        Ending::SpawnFailed(msg) => {
+            assert!(msg.contains("`loki-test-no-such-agent`"), "{msg}");
+            assert!(msg.contains("not found on PATH"), "{msg}");
+            assert!(msg.contains("[agent] command"), "{msg}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(events.is_empty());
+
+    l.program = "/bin/sh".into();
+    l.cwd = dir.path().join("missing");
+    let (out, _) = run_to_end(l).await;
+    match &out.ending {
+        Ending::SpawnFailed(msg) => assert!(msg.contains("does not exist"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Not a test on its own: the "supervisor" process of
+/// `pdeathsig_ends_the_agent_when_the_supervisor_dies`, run in a child
+/// process of the test binary when `LOKI_AGENT_PROC_HELPER_DIR` is set.
+#[test]
+fn helper_supervisor_process() {
+    let Ok(dir) = std::env::var(HELPER_ENV) else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let spawner = Spawner::start().unwrap();
+        let dir = Path::new(&dir);
+        let mut l = sh(
+            dir,
+            r#"(trap '' TERM; exec sleep 1000) & echo $! > grandchild.tmp && mv grandchild.tmp grandchild; exec sleep 1000"#,
+        );
+        l.idle_timeout = Duration::from_secs(3600);
+        l.timeout = Duration::from_secs(3600);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (_stop_tx, stop_rx) = watch::channel(None);
+        let run = agent::run(&spawner, l, tx, stop_rx);
+        tokio::pin!(run);
+        loop {
+            tokio::select! {
+                _ = &mut run => panic!("the agent ended"),
+                Some(e) = rx.recv() => {
+                    if let AgentEvent::Started(r) = e {
+                        println!("AGENT {} {} {}", r.pid, r.pgid, r.start_time);
+                    }
+                }
+            }
+        }
+    });
+}
+
+#[test]
+fn pdeathsig_ends_the_agent_when_the_supervisor_dies() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut helper = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "helper_supervisor_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(HELPER_ENV, dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = helper.stdout.take().unwrap();
+    let mut rec = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        // libtest prints `test helper_supervisor_process ... ` first, unterminated.
+        if let Some((_, rest)) = line.split_once("AGENT ") {
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            rec = Some(ProcessRecord {
+                pid: f[0].parse().unwrap(),
+                pgid: f[1].parse().unwrap(),
+                start_time: f[2].parse().unwrap(),
+            });
+            break;
+        }
+    }
+    let rec = rec.expect("the helper supervisor printed no AGENT line");
+    let gc_file = dir.path().join("grandchild");
+    let t0 = Instant::now();
+    while !gc_file.exists() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "no grandchild file");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let grandchild: i32 = std::fs::read_to_string(&gc_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(alive(rec.pid));
+    assert!(alive(grandchild));
+
+    kill(Pid::from_raw(helper.id() as i32), Signal::SIGKILL).unwrap();
+    helper.wait().unwrap();
+
+    let t0 = Instant::now();
+    while alive(rec.pid) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "agent {} outlived its supervisor",
+            rec.pid
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The grandchild has no PDEATHSIG (fork clears it): it is a leftover
+    // that a restarted supervisor sweeps.
+    assert!(alive(grandchild));
+    assert_eq!(agent::group_members(&rec), vec![grandchild]);
+    let t0 = Instant::now();
+    assert_eq!(agent::sweep_leftover(&rec, Duration::from_millis(300)), 1);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(300),
+        "it ignores TERM"
+    );
+    assert!(!alive(grandchild));
+    assert_eq!(agent::sweep_leftover(&rec, Duration::from_millis(300)), 0);
+}
+
+#[test]
+fn sweep_with_a_wrong_start_time_signals_nothing() {
+    use std::os::unix::process::CommandExt;
+    let mut child = Command::new("sleep")
+        .arg("1000")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let start_time = agent::proc_start_time(pid).unwrap();
+    // A record of an older process whose pid was reused by this one.
+    let older = ProcessRecord {
+        pid,
+        pgid: pid,
+        start_time: start_time - 1,
+    };
+    // A record of a process that would start later than this one.
+    let newer = ProcessRecord {
+        pid,
+        pgid: pid,
+        start_time: start_time + 1000,
+    };
+    for rec in [older, newer] {
+        assert_eq!(agent::group_members(&rec), Vec::<i32>::new());
+        assert_eq!(agent::sweep_leftover(&rec, Duration::from_millis(100)), 0);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(alive(pid));
+    }
+    let right = ProcessRecord {
+        pid,
+        pgid: pid,
+        start_time,
+    };
+    assert_eq!(agent::group_members(&right), vec![pid]);
+    assert_eq!(agent::sweep_leftover(&right, Duration::from_secs(5)), 1);
+    let status = child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGTERM));
+}
+
+#[test]
+fn agent_version_first_line_cached() {
+    let v = agent::agent_version("/bin/sh");
+    // dash has no --version; bash does. Either way it is one line, cached.
+    assert!(!v.contains('\n'));
+    assert_eq!(agent::agent_version("/bin/sh"), v);
+    assert_eq!(agent::agent_version("loki-test-no-such-agent"), "");
+}

@@ -1,0 +1,167 @@
+//! Stress of the state compare-and-swap: many writers, one stream file,
+//! every increment a read-then-`update(expected)` loop retrying on
+//! `Conflict`. Not a benchmark (see `benches/cas.rs`); it checks that no
+//! update is ever lost, across threads and across processes, and that a
+//! writer killed while holding the lock does not wedge the others.
+//!
+//! The multi-process tests re-run this test binary with `LOKI_CAS_CHILD`
+//! set, which turns the named test into a child worker.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use loki::state::{StateStore, StoreError};
+
+const CHILD_ENV: &str = "LOKI_CAS_CHILD";
+const STREAM: &str = "counter";
+
+/// Increments `attempt` `n` times; returns the number of successful swaps.
+fn increment(store: &StateStore, n: u32) -> u64 {
+    let mut swaps = 0;
+    for _ in 0..n {
+        loop {
+            let current = store.load(STREAM).expect("load").map_or(0, |s| s.version);
+            match store.update(STREAM, current, |s| s.attempt += 1) {
+                Ok(s) => {
+                    assert_eq!(s.version, current + 1);
+                    swaps += 1;
+                    break;
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => panic!("update failed: {e:#}"),
+            }
+        }
+    }
+    swaps
+}
+
+fn hammer(dir: &Path, threads: u32, per_thread: u32) -> u64 {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(move || {
+                    let store = StateStore::new(dir);
+                    increment(&store, per_thread)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("worker panicked")).sum()
+    })
+}
+
+fn assert_final(dir: &Path, expected: u64) {
+    let store = StateStore::new(dir);
+    let state = store.load(STREAM).expect("load").expect("state file");
+    assert_eq!(state.version, expected);
+    assert_eq!(u64::from(state.attempt), expected);
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec![format!("{STREAM}.json")], "leftover lock or temporary files");
+}
+
+/// `Some(dir)` when this process is a child started for `mode`.
+fn child_mode(mode: &str) -> Option<String> {
+    let value = std::env::var(CHILD_ENV).ok()?;
+    let (m, dir) = value.split_once(':')?;
+    (m == mode).then(|| dir.to_string())
+}
+
+fn spawn_child(test_name: &str, mode: &str, dir: &Path) -> std::process::Child {
+    Command::new(std::env::current_exe().expect("current exe"))
+        .args(["--exact", test_name, "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, format!("{mode}:{}", dir.display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn child")
+}
+
+#[test]
+fn cas_across_threads() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let started = Instant::now();
+    let swaps = hammer(tmp.path(), 16, 500);
+    eprintln!("16 threads x 500 increments: {:?}", started.elapsed());
+    assert_eq!(swaps, 8000);
+    assert_final(tmp.path(), 8000);
+}
+
+#[test]
+fn cas_across_processes() {
+    const PROCESSES: u64 = 4;
+    const THREADS: u32 = 4;
+    const PER_THREAD: u32 = 200;
+    if let Some(dir) = child_mode("swaps") {
+        let swaps = hammer(Path::new(&dir), THREADS, PER_THREAD);
+        println!("LOKI_CAS_SWAPS={swaps}");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let started = Instant::now();
+    let children: Vec<_> = (0..PROCESSES)
+        .map(|_| spawn_child("cas_across_processes", "swaps", tmp.path()))
+        .collect();
+    let mut swaps = 0;
+    for child in children {
+        let out = child.wait_with_output().expect("wait for child");
+        assert!(out.status.success(), "child failed: {:?}", out.status);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let n: u64 = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("LOKI_CAS_SWAPS="))
+            .unwrap_or_else(|| panic!("child printed no count:\n{stdout}"))
+            .trim()
+            .parse()
+            .expect("count");
+        assert_eq!(n, u64::from(THREADS * PER_THREAD));
+        swaps += n;
+    }
+    eprintln!("4 processes x 4 threads x 200 increments: {:?}", started.elapsed());
+    let total = PROCESSES * u64::from(THREADS * PER_THREAD);
+    assert_eq!(swaps, total);
+    assert_final(tmp.path(), total);
+}
+
+#[test]
+fn a_writer_killed_inside_the_lock_does_not_wedge_the_others() {
+    if let Some(dir) = child_mode("hold") {
+        let store = StateStore::new(&dir);
+        let _ = store.update(STREAM, 1, |_| {
+            println!("LOKI_CAS_LOCKED");
+            std::thread::sleep(Duration::from_secs(60));
+        });
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = StateStore::new(tmp.path());
+    store.update(STREAM, 0, |_| {}).expect("first write");
+    let mut child = spawn_child(
+        "a_writer_killed_inside_the_lock_does_not_wedge_the_others",
+        "hold",
+        tmp.path(),
+    );
+    let stdout = child.stdout.take().expect("stdout");
+    let locked = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l.trim() == "LOKI_CAS_LOCKED");
+    assert!(locked, "child never took the lock");
+    let lock = tmp.path().join(format!("{STREAM}.json.lock"));
+    let owner = std::fs::read_to_string(&lock).expect("lock file");
+    assert_eq!(owner, format!("loki-lock {} ", child.id()).to_string() + owner.split(' ').nth(2).unwrap_or(""));
+    child.kill().expect("kill");
+    child.wait().expect("reap");
+
+    let started = Instant::now();
+    let s = store.update(STREAM, 1, |s| s.attempt = 7).expect("update after the crash");
+    let waited = started.elapsed();
+    assert_eq!((s.version, s.attempt), (2, 7));
+    // Broken once it was older than the 2 s threshold, not much later.
+    assert!(waited >= Duration::from_millis(1500), "{waited:?}");
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    assert_final(tmp.path(), 2);
+}

@@ -1,0 +1,960 @@
+//! Integration tests of `loki::git` on temporary repos made with the git CLI.
+//! Every test checks that the git CLI agrees with what loki did.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use loki::git::{self, MergeOutcome};
+use tempfile::TempDir;
+
+const GITIGNORE: &str = "state/\nsignals/\nlogs/\nruns/\nworktrees/\n";
+
+fn git_raw(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .expect("running git")
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = git_raw(dir, args);
+    assert!(
+        out.status.success(),
+        "git {args:?} in {} failed:\n{}{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn write(dir: &Path, rel: &str, text: &str) {
+    let p = dir.join(rel);
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(p, text).unwrap();
+}
+
+fn read(dir: &Path, rel: &str) -> String {
+    fs::read_to_string(dir.join(rel)).unwrap()
+}
+
+/// A repo on `main` with one commit: README.md, a.txt, b.txt and
+/// `.loki/.gitignore` (as `loki init` writes it).
+fn repo() -> (TempDir, PathBuf) {
+    let tmp = TempDir::new().unwrap();
+    let root = tmp.path().join("repo");
+    fs::create_dir(&root).unwrap();
+    git(&root, &["init", "-q", "-b", "main"]);
+    write(&root, "README.md", "# book\n");
+    write(&root, "a.txt", "one\ntwo\nthree\n");
+    write(&root, "b.txt", "bee\n");
+    write(&root, ".loki/.gitignore", GITIGNORE);
+    git(&root, &["add", "-A"]);
+    git(&root, &["commit", "-q", "-m", "first"]);
+    let root = git::repo_root(&root).unwrap();
+    (tmp, root)
+}
+
+fn commit_on(root: &Path, rel: &str, text: &str, msg: &str) -> String {
+    write(root, rel, text);
+    git(root, &["add", "-A"]);
+    git(root, &["commit", "-q", "-m", msg]);
+    rev(root, "HEAD")
+}
+
+fn rev(dir: &Path, what: &str) -> String {
+    git(dir, &["rev-parse", what]).trim().to_string()
+}
+
+fn status(dir: &Path) -> String {
+    git(dir, &["status", "--porcelain"])
+}
+
+fn fsck_clean(root: &Path) {
+    let out = git_raw(root, &["fsck", "--strict", "--no-progress"]);
+    assert!(
+        out.status.success(),
+        "git fsck failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !text.contains("error") && !text.contains("missing") && !text.contains("broken"),
+        "git fsck complained: {text}"
+    );
+}
+
+/// `git worktree list --porcelain` as (path, HEAD, branch) triples.
+fn worktree_list(root: &Path) -> Vec<(String, String, String)> {
+    let text = git(root, &["worktree", "list", "--porcelain"]);
+    let mut out = Vec::new();
+    for block in text.split("\n\n").filter(|b| !b.trim().is_empty()) {
+        let mut path = String::new();
+        let mut head = String::new();
+        let mut branch = String::new();
+        for line in block.lines() {
+            if let Some(p) = line.strip_prefix("worktree ") {
+                path = p.to_string();
+            } else if let Some(h) = line.strip_prefix("HEAD ") {
+                head = h.to_string();
+            } else if let Some(b) = line.strip_prefix("branch ") {
+                branch = b.to_string();
+            } else if line.starts_with("prunable") {
+                panic!("git worktree list shows a prunable worktree:\n{text}");
+            }
+        }
+        out.push((path, head, branch));
+    }
+    out
+}
+
+fn trailers(id: &str, attempt: u32) -> Vec<(String, String)> {
+    vec![
+        ("Loki-Stream".to_string(), id.to_string()),
+        ("Loki-Attempt".to_string(), attempt.to_string()),
+        ("Loki-Agent".to_string(), "fake-agent 1.0".to_string()),
+    ]
+}
+
+/// Prepares stream `id`, writes `files` in its worktree and commits them.
+fn stream_with(root: &Path, id: &str, files: &[(&str, &str)]) -> git::Worktree {
+    let wt = git::prepare_worktree(root, id, "main").unwrap();
+    for (rel, text) in files {
+        write(&wt.path, rel, text);
+    }
+    git::commit_all(
+        &wt.path,
+        &format!("loki: {id} attempt 1"),
+        "",
+        &trailers(id, 1),
+    )
+    .unwrap()
+    .expect("something to commit");
+    wt
+}
+
+fn merge(root: &Path, id: &str) -> MergeOutcome {
+    git::merge_stream(
+        root,
+        id,
+        "main",
+        &format!("Merge stream {id}"),
+        &trailers(id, 1),
+    )
+    .unwrap()
+}
+
+fn merged_commit(outcome: MergeOutcome) -> String {
+    match outcome {
+        MergeOutcome::Merged { commit } => commit,
+        other => panic!("expected a merge, got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// repo_root, current_branch, branch_head
+
+#[test]
+fn repo_root_errors_and_worktrees() {
+    let tmp = TempDir::new().unwrap();
+    let plain = tmp.path().join("plain");
+    fs::create_dir(&plain).unwrap();
+    let err = format!("{:#}", git::repo_root(&plain).unwrap_err());
+    assert!(err.contains("not a git repository"), "{err}");
+    assert!(err.contains("git init"), "{err}");
+
+    let empty = tmp.path().join("empty");
+    fs::create_dir(&empty).unwrap();
+    git(&empty, &["init", "-q", "-b", "main"]);
+    let err = format!("{:#}", git::repo_root(&empty).unwrap_err());
+    assert!(err.contains("has no commit yet"), "{err}");
+    assert!(err.contains("first commit"), "{err}");
+
+    let (_tmp, root) = repo();
+    fs::create_dir_all(root.join("deep/er")).unwrap();
+    assert_eq!(git::repo_root(&root.join("deep/er")).unwrap(), root);
+    let wt = git::prepare_worktree(&root, "ch01", "main").unwrap();
+    assert_eq!(git::repo_root(&wt.path).unwrap(), root);
+    fs::create_dir_all(wt.path.join("sub")).unwrap();
+    assert_eq!(git::repo_root(&wt.path.join("sub")).unwrap(), root);
+}
+
+#[test]
+fn current_branch_and_branch_head() {
+    let (_tmp, root) = repo();
+    assert_eq!(git::current_branch(&root).unwrap().as_deref(), Some("main"));
+    assert_eq!(git::branch_head(&root, "main").unwrap(), rev(&root, "main"));
+    let err = format!("{:#}", git::branch_head(&root, "nope").unwrap_err());
+    assert!(
+        err.contains("nope") && err.contains("does not exist"),
+        "{err}"
+    );
+    git(&root, &["switch", "-q", "--detach"]);
+    assert_eq!(git::current_branch(&root).unwrap(), None);
+}
+
+// ---------------------------------------------------------------------------
+// prepare_worktree
+
+#[test]
+fn prepare_creates_branch_and_worktree() {
+    let (_tmp, root) = repo();
+    let head = rev(&root, "main");
+    let wt = git::prepare_worktree(&root, "ch01", "main").unwrap();
+    assert_eq!(wt.path, root.join(".loki/worktrees/ch01"));
+    assert_eq!(wt.branch, "loki/ch01");
+    assert_eq!(wt.base, head);
+    assert!(!wt.reused);
+    assert_eq!(rev(&root, "loki/ch01"), head);
+    assert_eq!(read(&wt.path, "a.txt"), "one\ntwo\nthree\n");
+
+    let list = worktree_list(&root);
+    assert_eq!(list.len(), 2, "{list:?}");
+    assert!(list
+        .iter()
+        .any(|(p, h, b)| Path::new(p) == wt.path && *h == head && b == "refs/heads/loki/ch01"));
+    assert_eq!(status(&wt.path), "");
+    assert_eq!(status(&root), "");
+    assert_eq!(
+        git(&wt.path, &["rev-parse", "--abbrev-ref", "HEAD"]).trim(),
+        "loki/ch01"
+    );
+    fsck_clean(&root);
+}
+
+#[test]
+fn prepare_reuses_a_healthy_worktree_with_its_work() {
+    let (_tmp, root) = repo();
+    let first = git::prepare_worktree(&root, "ch01", "main").unwrap();
+    write(&first.path, "draft.md", "work in progress\n");
+    git::commit_all(&first.path, "attempt 1", "", &trailers("ch01", 1)).unwrap();
+    write(&first.path, "uncommitted.md", "still here\n");
+    // The target moves on meanwhile: base stays where the branch forked.
+    commit_on(&root, "other.txt", "x\n", "other work");
+
+    let again = git::prepare_worktree(&root, "ch01", "main").unwrap();
+    assert!(again.reused);
+    assert_eq!(again.path, first.path);
+    assert_eq!(again.base, first.base);
+    assert_eq!(read(&again.path, "uncommitted.md"), "still here\n");
+    assert_eq!(read(&again.path, "draft.md"), "work in progress\n");
+    assert_eq!(worktree_list(&root).len(), 2);
+}
+
+#[test]
+fn prepare_adds_a_worktree_for_an_existing_branch() {
+    let (_tmp, root) = repo();
+    let fork = rev(&root, "main");
+    git(&root, &["branch", "loki/ch02"]);
+    git(&root, &["switch", "-q", "loki/ch02"]);
+    let branch_head = commit_on(&root, "earlier.md", "earlier attempt\n", "earlier");
+    git(&root, &["switch", "-q", "main"]);
+    commit_on(&root, "main-only.md", "m\n", "main moves");
+
+    let wt = git::prepare_worktree(&root, "ch02", "main").unwrap();
+    assert!(!wt.reused);
+    assert_eq!(wt.base, fork, "base is the merge base of branch and target");
+    assert_eq!(
+        rev(&wt.path, "HEAD"),
+        branch_head,
+        "the branch is reused as it is"
+    );
+    assert_eq!(read(&wt.path, "earlier.md"), "earlier attempt\n");
+    assert!(!wt.path.join("main-only.md").exists());
+    assert_eq!(status(&wt.path), "");
+    fsck_clean(&root);
+}
+
+#[test]
+fn prepare_prunes_a_stale_registration() {
+    let (_tmp, root) = repo();
+    let wt = git::prepare_worktree(&root, "ch03", "main").unwrap();
+    write(&wt.path, "x.md", "x\n");
+    let commit = git::commit_all(&wt.path, "attempt 1", "", &[])
+        .unwrap()
+        .unwrap();
+    fs::remove_dir_all(&wt.path).unwrap();
+    assert!(git(&root, &["worktree", "list", "--porcelain"]).contains("prunable"));
+
+    let again = git::prepare_worktree(&root, "ch03", "main").unwrap();
+    assert!(!again.reused);
+    assert_eq!(
+        rev(&again.path, "HEAD"),
+        commit,
+        "the branch keeps its commits"
+    );
+    assert_eq!(read(&again.path, "x.md"), "x\n");
+    let list = worktree_list(&root); // panics on "prunable"
+    assert_eq!(list.len(), 2, "{list:?}");
+    assert_eq!(status(&again.path), "");
+    fsck_clean(&root);
+}
+
+#[test]
+fn prepare_refuses_a_folder_that_is_not_a_worktree() {
+    let (_tmp, root) = repo();
+    write(&root, ".loki/worktrees/ch04/notes.md", "my notes\n");
+    let err = format!(
+        "{:#}",
+        git::prepare_worktree(&root, "ch04", "main").unwrap_err()
+    );
+    assert!(err.contains("not a git worktree"), "{err}");
+    assert!(err.contains(".loki/worktrees/ch04"), "{err}");
+    assert_eq!(read(&root, ".loki/worktrees/ch04/notes.md"), "my notes\n");
+    assert_eq!(worktree_list(&root).len(), 1);
+    assert!(!root.join(".git/worktrees/loki-ch04").exists());
+
+    // An empty folder is fine.
+    fs::create_dir_all(root.join(".loki/worktrees/ch05")).unwrap();
+    let wt = git::prepare_worktree(&root, "ch05", "main").unwrap();
+    assert_eq!(status(&wt.path), "");
+}
+
+#[test]
+fn prepare_reuses_a_worktree_made_with_the_git_cli() {
+    let (_tmp, root) = repo();
+    git(
+        &root,
+        &[
+            "worktree",
+            "add",
+            "-q",
+            "-b",
+            "loki/ch06",
+            ".loki/worktrees/ch06",
+            "main",
+        ],
+    );
+    let wt = git::prepare_worktree(&root, "ch06", "main").unwrap();
+    assert!(wt.reused);
+    assert_eq!(wt.base, rev(&root, "main"));
+}
+
+#[test]
+fn prepare_refuses_a_worktree_on_another_branch() {
+    let (_tmp, root) = repo();
+    let wt = git::prepare_worktree(&root, "ch07", "main").unwrap();
+    git(&wt.path, &["switch", "-q", "-c", "elsewhere"]);
+    let err = format!(
+        "{:#}",
+        git::prepare_worktree(&root, "ch07", "main").unwrap_err()
+    );
+    assert!(
+        err.contains("elsewhere") && err.contains("loki/ch07"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_ids_and_targets_are_refused() {
+    let (_tmp, root) = repo();
+    for id in ["../x", "a/b", "", "a..b", "x.lock", "Upper"] {
+        assert!(git::prepare_worktree(&root, id, "main").is_err(), "{id:?}");
+    }
+    let err = format!(
+        "{:#}",
+        git::prepare_worktree(&root, "ch01", "trunk").unwrap_err()
+    );
+    assert!(err.contains("trunk"), "{err}");
+}
+
+// ---------------------------------------------------------------------------
+// commit_all and touched_paths
+
+#[test]
+fn commit_all_stages_everything_with_trailers() {
+    let (_tmp, root) = repo();
+    let wt = git::prepare_worktree(&root, "ch01", "main").unwrap();
+    write(&wt.path, "chapters/ch01.md", "It was a dark night.\n");
+    write(&wt.path, "a.txt", "one\nTWO\nthree\n");
+    fs::remove_file(wt.path.join("b.txt")).unwrap();
+    write(&wt.path, ".loki/state/junk.json", "{}\n"); // ignored
+    write(&wt.path, ".gitignore", "*.tmp\n");
+    write(&wt.path, "scratch.tmp", "ignored\n");
+
+    let commit = git::commit_all(
+        &wt.path,
+        "loki: ch01 attempt 1 (checks passed)",
+        "All checks passed.\nwords: 5",
+        &trailers("ch01", 1),
+    )
+    .unwrap()
+    .expect("a commit");
+    assert_eq!(rev(&wt.path, "HEAD"), commit);
+    assert_eq!(rev(&root, "loki/ch01"), commit);
+    assert_eq!(
+        rev(&root, "main"),
+        wt.base,
+        "only the stream's branch moves"
+    );
+
+    let msg = git(&wt.path, &["log", "-1", "--format=%B"]);
+    assert_eq!(
+        msg.trim_end(),
+        "loki: ch01 attempt 1 (checks passed)\n\nAll checks passed.\nwords: 5\n\n\
+         Loki-Stream: ch01\nLoki-Attempt: 1\nLoki-Agent: fake-agent 1.0"
+    );
+    let parsed = git(&wt.path, &["log", "-1", "--format=%(trailers:only,unfold)"]);
+    assert_eq!(
+        parsed.trim_end(),
+        "Loki-Stream: ch01\nLoki-Attempt: 1\nLoki-Agent: fake-agent 1.0"
+    );
+    let out = Command::new("git")
+        .args(["interpret-trailers", "--parse"])
+        .current_dir(&wt.path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(msg.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim_end(),
+        "Loki-Stream: ch01\nLoki-Attempt: 1\nLoki-Agent: fake-agent 1.0"
+    );
+
+    let files = git(&wt.path, &["ls-tree", "-r", "--name-only", "HEAD"]);
+    let files: Vec<&str> = files.lines().collect();
+    assert_eq!(
+        files,
+        [
+            ".gitignore",
+            ".loki/.gitignore",
+            "README.md",
+            "a.txt",
+            "chapters/ch01.md"
+        ]
+    );
+    assert_eq!(status(&wt.path), "");
+    assert_eq!(
+        git(&wt.path, &["log", "-1", "--format=%P"]).trim(),
+        wt.base,
+        "one parent: the previous head"
+    );
+
+    // Nothing left: no commit.
+    assert_eq!(git::commit_all(&wt.path, "again", "", &[]).unwrap(), None);
+    fsck_clean(&root);
+}
+
+#[test]
+fn commit_all_uses_the_configured_identity() {
+    let (_tmp, root) = repo();
+    git(&root, &["config", "user.name", "Ada Writer"]);
+    git(&root, &["config", "user.email", "ada@example.com"]);
+    let wt = git::prepare_worktree(&root, "ch01", "main").unwrap();
+    write(&wt.path, "x.md", "x\n");
+    git::commit_all(&wt.path, "subject only", "", &[])
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        git(&wt.path, &["log", "-1", "--format=%an <%ae>|%cn <%ce>|%B"]).trim_end(),
+        "Ada Writer <ada@example.com>|Ada Writer <ada@example.com>|subject only"
+    );
+}
+
+#[test]
+fn commit_all_after_the_agent_committed_itself() {
+    let (_tmp, root) = repo();
+    let wt = git::prepare_worktree(&root, "ch01", "main").unwrap();
+    let agent_commit = commit_on(&wt.path, "agent.md", "by the agent\n", "agent: draft");
+    write(&wt.path, "left-over.md", "not committed by the agent\n");
+
+    let commit = git::commit_all(&wt.path, "loki: ch01 attempt 1", "", &trailers("ch01", 1))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        git(&wt.path, &["log", "-1", "--format=%P", &commit]).trim(),
+        agent_commit
+    );
+    assert_eq!(
+        git(
+            &wt.path,
+            &["log", "--format=%s", &format!("{}..HEAD", wt.base)]
+        ),
+        "loki: ch01 attempt 1\nagent: draft\n"
+    );
+    assert_eq!(rev(&root, "loki/ch01"), commit);
+
+    // The agent committed everything: nothing for loki to commit.
+    commit_on(&wt.path, "more.md", "more\n", "agent: more");
+    assert_eq!(git::commit_all(&wt.path, "x", "", &[]).unwrap(), None);
+}
+
+#[test]
+fn touched_paths_covers_commits_index_worktree_and_untracked() {
+    let (_tmp, root) = repo();
+    let wt = git::prepare_worktree(&root, "ch01", "main").unwrap();
+    commit_on(&wt.path, "committed.md", "c\n", "agent");
+    write(&wt.path, "staged.md", "s\n");
+    git(&wt.path, &["add", "staged.md"]);
+    write(&wt.path, "a.txt", "changed\n");
+    fs::remove_file(wt.path.join("b.txt")).unwrap();
+    write(&wt.path, "new/deep/file.md", "u\n");
+    write(&wt.path, ".loki/logs/x.log", "ignored\n");
+
+    let touched = git::touched_paths(&wt.path, &wt.base).unwrap();
+    assert_eq!(
+        touched,
+        [
+            "a.txt",
+            "b.txt",
+            "committed.md",
+            "new/deep/file.md",
+            "staged.md"
+        ]
+    );
+    // After committing, the same paths (from the commits alone).
+    git::commit_all(&wt.path, "attempt", "", &[])
+        .unwrap()
+        .unwrap();
+    assert_eq!(git::touched_paths(&wt.path, &wt.base).unwrap(), touched);
+}
+
+// ---------------------------------------------------------------------------
+// merge_stream
+
+#[test]
+fn clean_merge_looks_like_git_merge_no_ff() {
+    let (_tmp, root) = repo();
+    let before = rev(&root, "main");
+    let wt = git::prepare_worktree(&root, "ch01", "main").unwrap();
+    write(&wt.path, "chapters/ch01.md", "Chapter one.\n");
+    write(&wt.path, "a.txt", "one\ntwo\nthree\nfour\n");
+    fs::remove_file(wt.path.join("b.txt")).unwrap();
+    git::commit_all(&wt.path, "loki: ch01 attempt 1", "", &trailers("ch01", 1))
+        .unwrap()
+        .unwrap();
+    let branch_head = rev(&root, "loki/ch01");
+
+    let commit = merged_commit(merge(&root, "ch01"));
+    assert_eq!(rev(&root, "main"), commit);
+    let parents = git(&root, &["log", "-1", "--format=%P", &commit]);
+    let parents: Vec<&str> = parents.split_whitespace().collect();
+    assert_eq!(parents, [before.as_str(), branch_head.as_str()]);
+    assert_eq!(
+        git(&root, &["log", "-1", "--format=%B", &commit]).trim_end(),
+        "Merge stream ch01\n\nLoki-Stream: ch01\nLoki-Attempt: 1\nLoki-Agent: fake-agent 1.0"
+    );
+    let graph = git(&root, &["log", "--graph", "--format=%s", "main"]);
+    assert!(
+        graph.starts_with("*   Merge stream ch01\n|\\  \n"),
+        "{graph}"
+    );
+    assert!(graph.contains("| * loki: ch01 attempt 1"), "{graph}");
+    fsck_clean(&root);
+
+    // The user's checkout (main checked out) follows, cleanly.
+    assert_eq!(read(&root, "chapters/ch01.md"), "Chapter one.\n");
+    assert_eq!(read(&root, "a.txt"), "one\ntwo\nthree\nfour\n");
+    assert!(!root.join("b.txt").exists());
+    assert_eq!(status(&root), "");
+    assert_eq!(git(&root, &["diff", "--cached", "--name-only"]), "");
+    let list = worktree_list(&root);
+    let main = list
+        .iter()
+        .find(|(p, _, _)| Path::new(p) == root)
+        .expect("main worktree listed");
+    assert_eq!(
+        (main.1.as_str(), main.2.as_str()),
+        (commit.as_str(), "refs/heads/main")
+    );
+    // The reflog says who moved main.
+    assert!(git(&root, &["reflog", "-1", "main"]).contains("loki: merge stream ch01"));
+
+    assert_eq!(merge(&root, "ch01"), MergeOutcome::AlreadyMerged);
+    assert_eq!(rev(&root, "main"), commit);
+}
+
+#[test]
+fn conflict_leaves_the_target_untouched() {
+    let (_tmp, root) = repo();
+    let wt = stream_with(&root, "ch01", &[("a.txt", "one\nstream\nthree\n")]);
+    let main_head = commit_on(&root, "a.txt", "one\nuser\nthree\n", "user edit");
+
+    let outcome = merge(&root, "ch01");
+    assert_eq!(
+        outcome,
+        MergeOutcome::Conflict {
+            paths: vec!["a.txt".to_string()]
+        }
+    );
+    assert_eq!(rev(&root, "main"), main_head);
+    assert_eq!(read(&root, "a.txt"), "one\nuser\nthree\n");
+    assert_eq!(status(&root), "");
+    assert!(wt.path.exists(), "the worktree is kept");
+    assert_eq!(git(&root, &["rev-list", "--merges", "main"]), "");
+    fsck_clean(&root);
+}
+
+#[test]
+fn user_changes_on_a_touched_path_wait_then_merge() {
+    let (_tmp, root) = repo();
+    stream_with(&root, "ch01", &[("a.txt", "one\ntwo\nthree\nfour\n")]);
+    let main_head = rev(&root, "main");
+    write(&root, "a.txt", "one\ntwo (user)\nthree\n");
+
+    assert_eq!(
+        merge(&root, "ch01"),
+        MergeOutcome::UserChanges {
+            paths: vec!["a.txt".to_string()]
+        }
+    );
+    assert_eq!(rev(&root, "main"), main_head);
+    assert_eq!(read(&root, "a.txt"), "one\ntwo (user)\nthree\n");
+    assert_eq!(status(&root), " M a.txt\n");
+
+    // Staged counts too.
+    git(&root, &["add", "a.txt"]);
+    assert!(matches!(
+        merge(&root, "ch01"),
+        MergeOutcome::UserChanges { .. }
+    ));
+    assert_eq!(status(&root), "M  a.txt\n");
+
+    // The user commits: the merge goes ahead on top of their commit.
+    git(&root, &["commit", "-q", "-m", "user"]);
+    let user_commit = rev(&root, "main");
+    let commit = merged_commit(merge(&root, "ch01"));
+    assert_eq!(
+        git(&root, &["log", "-1", "--format=%P", &commit])
+            .split_whitespace()
+            .next(),
+        Some(user_commit.as_str())
+    );
+    assert_eq!(read(&root, "a.txt"), "one\ntwo (user)\nthree\nfour\n");
+    assert_eq!(status(&root), "");
+    fsck_clean(&root);
+}
+
+#[test]
+fn untracked_or_ignored_files_where_the_merge_adds_one_block_it() {
+    let (_tmp, root) = repo();
+    stream_with(
+        &root,
+        "ch01",
+        &[
+            ("notes/new.md", "from the stream\n"),
+            ("build.log", "stream\n"),
+        ],
+    );
+    let main_head = rev(&root, "main");
+    write(&root, "notes/new.md", "the user's own\n");
+    assert_eq!(
+        merge(&root, "ch01"),
+        MergeOutcome::UserChanges {
+            paths: vec!["notes/new.md".to_string()]
+        }
+    );
+    fs::remove_dir_all(root.join("notes")).unwrap();
+
+    // An ignored file is a user file too.
+    write(&root, ".git/info/exclude", "*.log\n");
+    write(&root, "build.log", "the user's log\n");
+    assert_eq!(status(&root), "");
+    assert_eq!(
+        merge(&root, "ch01"),
+        MergeOutcome::UserChanges {
+            paths: vec!["build.log".to_string()]
+        }
+    );
+    assert_eq!(read(&root, "build.log"), "the user's log\n");
+
+    // A file where the merge needs a folder.
+    fs::remove_file(root.join("build.log")).unwrap();
+    write(&root, "notes", "a file named notes\n");
+    assert_eq!(
+        merge(&root, "ch01"),
+        MergeOutcome::UserChanges {
+            paths: vec!["notes".to_string()]
+        }
+    );
+    assert_eq!(rev(&root, "main"), main_head);
+    fs::remove_file(root.join("notes")).unwrap();
+
+    merged_commit(merge(&root, "ch01"));
+    assert_eq!(read(&root, "notes/new.md"), "from the stream\n");
+    assert_eq!(read(&root, "build.log"), "stream\n");
+}
+
+#[test]
+fn user_changes_elsewhere_survive_the_merge() {
+    let (_tmp, root) = repo();
+    stream_with(&root, "ch01", &[("chapters/ch01.md", "Chapter one.\n")]);
+    write(&root, "a.txt", "one\ntwo\nthree\n(user, unstaged)\n");
+    write(&root, "b.txt", "bee (user, staged)\n");
+    git(&root, &["add", "b.txt"]);
+    write(&root, "mine.md", "untracked user file\n");
+    write(
+        &root,
+        "chapters/draft.md",
+        "user draft next to the stream's file\n",
+    );
+    assert_eq!(
+        status(&root),
+        " M a.txt\nM  b.txt\n?? chapters/\n?? mine.md\n"
+    );
+
+    merged_commit(merge(&root, "ch01"));
+    assert_eq!(read(&root, "chapters/ch01.md"), "Chapter one.\n");
+    assert_eq!(read(&root, "a.txt"), "one\ntwo\nthree\n(user, unstaged)\n");
+    assert_eq!(read(&root, "b.txt"), "bee (user, staged)\n");
+    assert_eq!(read(&root, "mine.md"), "untracked user file\n");
+    assert_eq!(
+        read(&root, "chapters/draft.md"),
+        "user draft next to the stream's file\n"
+    );
+    assert_eq!(
+        status(&root),
+        " M a.txt\nM  b.txt\n?? chapters/draft.md\n?? mine.md\n"
+    );
+    fsck_clean(&root);
+}
+
+#[test]
+fn target_not_checked_out_moves_only_the_ref() {
+    let (_tmp, root) = repo();
+    stream_with(&root, "ch01", &[("chapters/ch01.md", "Chapter one.\n")]);
+    git(&root, &["switch", "-q", "-c", "feature"]);
+    write(&root, "a.txt", "user work on feature\n");
+    let before_status = status(&root);
+    let feature = rev(&root, "feature");
+
+    let commit = merged_commit(merge(&root, "ch01"));
+    assert_eq!(rev(&root, "main"), commit);
+    assert_eq!(
+        git::current_branch(&root).unwrap().as_deref(),
+        Some("feature")
+    );
+    assert_eq!(rev(&root, "HEAD"), feature);
+    assert!(!root.join("chapters/ch01.md").exists());
+    assert_eq!(read(&root, "a.txt"), "user work on feature\n");
+    assert_eq!(status(&root), before_status);
+    fsck_clean(&root);
+}
+
+#[test]
+fn a_linked_checkout_of_the_target_is_updated_too() {
+    let (_tmp, root) = repo();
+    git(&root, &["switch", "-q", "-c", "feature"]);
+    let other = root.parent().unwrap().join("main-checkout");
+    git(
+        &root,
+        &["worktree", "add", "-q", other.to_str().unwrap(), "main"],
+    );
+    stream_with(&root, "ch01", &[("chapters/ch01.md", "Chapter one.\n")]);
+    merged_commit(merge(&root, "ch01"));
+    assert_eq!(read(&other, "chapters/ch01.md"), "Chapter one.\n");
+    assert_eq!(status(&other), "");
+}
+
+#[test]
+fn ref_moved_under_the_merge_is_redone_on_the_new_head() {
+    let (_tmp, root) = repo();
+    let stream_head = {
+        stream_with(&root, "ch01", &[("chapters/ch01.md", "Chapter one.\n")]);
+        rev(&root, "loki/ch01")
+    };
+    let mut user_commit = String::new();
+    let mut tries = Vec::new();
+    let outcome = git::merge_stream_with_hook(
+        &root,
+        "ch01",
+        "main",
+        "Merge stream ch01",
+        &trailers("ch01", 1),
+        &mut |attempt| {
+            tries.push(attempt);
+            if attempt == 0 {
+                // The user commits while loki merges.
+                user_commit = commit_on(&root, "user.md", "user\n", "user commit");
+            }
+        },
+    )
+    .unwrap();
+    assert_eq!(tries, [0, 1]);
+    let commit = merged_commit(outcome);
+    let parents = git(&root, &["log", "-1", "--format=%P", &commit]);
+    assert_eq!(
+        parents.split_whitespace().collect::<Vec<_>>(),
+        [user_commit.as_str(), stream_head.as_str()]
+    );
+    assert_eq!(read(&root, "user.md"), "user\n");
+    assert_eq!(read(&root, "chapters/ch01.md"), "Chapter one.\n");
+    assert_eq!(status(&root), "");
+    fsck_clean(&root);
+}
+
+#[test]
+fn sequential_and_concurrent_merges_lose_nothing() {
+    let (_tmp, root) = repo();
+    let ids = ["ch01", "ch02", "ch03", "ch04"];
+    let mut heads = Vec::new();
+    for id in ids {
+        stream_with(
+            &root,
+            id,
+            &[(&format!("chapters/{id}.md"), &format!("{id}\n"))],
+        );
+        heads.push(rev(&root, &format!("loki/{id}")));
+    }
+    // Two one after the other.
+    let first = merged_commit(merge(&root, "ch01"));
+    let second = merged_commit(merge(&root, "ch02"));
+    assert_eq!(
+        git(&root, &["log", "-1", "--format=%P", &second])
+            .split_whitespace()
+            .next(),
+        Some(first.as_str())
+    );
+    // Two at once.
+    let threads: Vec<_> = ["ch03", "ch04"]
+        .into_iter()
+        .map(|id| {
+            let root = root.clone();
+            std::thread::spawn(move || merge(&root, id))
+        })
+        .collect();
+    for t in threads {
+        merged_commit(t.join().unwrap());
+    }
+    for head in &heads {
+        let out = git_raw(&root, &["merge-base", "--is-ancestor", head, "main"]);
+        assert!(out.status.success(), "{head} is not in main");
+    }
+    assert_eq!(
+        git(&root, &["rev-list", "--merges", "--count", "main"]).trim(),
+        "4"
+    );
+    for id in ids {
+        assert_eq!(read(&root, &format!("chapters/{id}.md")), format!("{id}\n"));
+    }
+    assert_eq!(status(&root), "");
+    fsck_clean(&root);
+}
+
+#[test]
+fn a_stream_without_commits_is_already_merged() {
+    let (_tmp, root) = repo();
+    git::prepare_worktree(&root, "ch01", "main").unwrap();
+    assert_eq!(merge(&root, "ch01"), MergeOutcome::AlreadyMerged);
+    let err = format!(
+        "{:#}",
+        git::merge_stream(&root, "nope", "main", "x", &[]).unwrap_err()
+    );
+    assert!(err.contains("loki/nope"), "{err}");
+}
+
+// ---------------------------------------------------------------------------
+// remove_worktree, delete_branch, diff_against_target
+
+#[test]
+fn remove_worktree_and_delete_branch_leave_git_clean() {
+    let (_tmp, root) = repo();
+    let wt = stream_with(&root, "ch01", &[("chapters/ch01.md", "Chapter one.\n")]);
+    write(&wt.path, "left-over.tmp", "loki-owned scratch\n");
+    merged_commit(merge(&root, "ch01"));
+
+    git::remove_worktree(&root, "ch01").unwrap();
+    git::delete_branch(&root, "ch01").unwrap();
+    assert!(!wt.path.exists());
+    assert!(root.join(".loki/worktrees").is_dir());
+    assert_eq!(worktree_list(&root).len(), 1);
+    assert_eq!(git(&root, &["branch", "--list", "loki/*"]), "");
+    assert!(!root.join(".git/worktrees/loki-ch01").exists());
+    assert_eq!(read(&root, "chapters/ch01.md"), "Chapter one.\n");
+    fsck_clean(&root);
+
+    // Idempotent.
+    git::remove_worktree(&root, "ch01").unwrap();
+    git::delete_branch(&root, "ch01").unwrap();
+
+    // Folder already gone, registration still there.
+    let wt = git::prepare_worktree(&root, "ch02", "main").unwrap();
+    fs::remove_dir_all(&wt.path).unwrap();
+    git::remove_worktree(&root, "ch02").unwrap();
+    assert_eq!(worktree_list(&root).len(), 1);
+    git::delete_branch(&root, "ch02").unwrap();
+    assert_eq!(git(&root, &["branch", "--list", "loki/*"]), "");
+}
+
+#[test]
+fn delete_branch_refuses_while_the_worktree_has_it() {
+    let (_tmp, root) = repo();
+    git::prepare_worktree(&root, "ch01", "main").unwrap();
+    let err = format!("{:#}", git::delete_branch(&root, "ch01").unwrap_err());
+    assert!(err.contains("loki/ch01"), "{err}");
+    assert!(git(&root, &["branch", "--list", "loki/*"]).contains("loki/ch01"));
+}
+
+#[test]
+fn diff_against_target_shows_worktree_then_branch() {
+    let (_tmp, root) = repo();
+    let wt = stream_with(&root, "ch01", &[("committed.md", "committed line\n")]);
+    write(&wt.path, "a.txt", "one\ntwo\nthree\nuncommitted line\n");
+    write(&wt.path, "fresh/untracked.md", "untracked line\n");
+    // The target moving on does not show up in the stream's diff.
+    commit_on(&root, "main-only.md", "main line\n", "main moves");
+
+    let diff = git::diff_against_target(&root, "ch01", "main").unwrap();
+    assert!(
+        diff.contains("diff --git a/committed.md b/committed.md"),
+        "{diff}"
+    );
+    assert!(diff.contains("+committed line"), "{diff}");
+    assert!(diff.contains("+uncommitted line"), "{diff}");
+    assert!(diff.contains("+untracked line"), "{diff}");
+    assert!(!diff.contains("main line"), "{diff}");
+
+    git::remove_worktree(&root, "ch01").unwrap();
+    let diff = git::diff_against_target(&root, "ch01", "main").unwrap();
+    assert!(diff.contains("+committed line"), "{diff}");
+    assert!(!diff.contains("uncommitted line"), "{diff}");
+    assert!(!diff.contains("main line"), "{diff}");
+    // git apply accepts it.
+    let patch = root.parent().unwrap().join("stream.patch");
+    fs::write(&patch, &diff).unwrap();
+    git(&root, &["apply", "--check", patch.to_str().unwrap()]);
+}
+
+#[test]
+fn unmerged_user_paths_elsewhere_do_not_block_or_break() {
+    let (_tmp, root) = repo();
+    stream_with(&root, "ch01", &[("chapters/ch01.md", "Chapter one.\n")]);
+    // A `git stash pop` that conflicts leaves a.txt unmerged (state stays clean).
+    write(&root, "a.txt", "one\nstashed\nthree\n");
+    git(&root, &["stash", "-q"]);
+    commit_on(&root, "a.txt", "one\ncommitted\nthree\n", "user");
+    let out = git_raw(&root, &["stash", "pop"]);
+    assert!(!out.status.success());
+    assert_eq!(status(&root), "UU a.txt\n");
+    let a_before = read(&root, "a.txt");
+
+    merged_commit(merge(&root, "ch01"));
+    assert_eq!(read(&root, "chapters/ch01.md"), "Chapter one.\n");
+    assert_eq!(read(&root, "a.txt"), a_before);
+    assert_eq!(status(&root), "UU a.txt\n");
+}
+
+#[test]
+fn ids_with_dots_and_underscores_work() {
+    let (_tmp, root) = repo();
+    let wt = stream_with(&root, "v1.2_x-y", &[("x.md", "x\n")]);
+    assert_eq!(wt.branch, "loki/v1.2_x-y");
+    assert_eq!(status(&wt.path), "");
+    merged_commit(merge(&root, "v1.2_x-y"));
+    git::remove_worktree(&root, "v1.2_x-y").unwrap();
+    git::delete_branch(&root, "v1.2_x-y").unwrap();
+    assert_eq!(worktree_list(&root).len(), 1);
+    fsck_clean(&root);
+}

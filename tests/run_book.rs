@@ -1,0 +1,328 @@
+//! `loki run` end to end with the fake agent: a six-stream book with a
+//! dependency chain, a fan-out and a fan-in; resume after a failure; the
+//! refusals of bad swarm files.
+
+mod common;
+use common::*;
+
+fn book(repo: &Repo) {
+    repo.write("prompts/chapter.md", CHAPTER);
+    repo.write("outline.md", "# Outline\n\nSix parts.\n");
+    let mut toml = header(3, "");
+    toml.push_str(&stream("bible", &[], "bible/characters.md", ""));
+    toml.push_str(&stream("ch01", &["bible"], "chapters/ch01.md", ""));
+    toml.push_str(&stream("ch02", &["ch01"], "chapters/ch02.md", ""));
+    toml.push_str(&stream("ch03", &["ch01"], "chapters/ch03.md", ""));
+    toml.push_str(&stream("ch04", &["ch02", "ch03"], "chapters/ch04.md", ""));
+    toml.push_str(&stream("epilogue", &["ch04"], "chapters/epilogue.md", ""));
+    repo.write("loki.toml", &toml);
+    repo.write(".loki/.gitignore", loki::init::LOKI_GITIGNORE);
+    repo.commit_all("swarm");
+}
+
+#[test]
+fn six_stream_book_merges_in_dependency_order() {
+    let repo = Repo::new();
+    book(&repo);
+    let out = repo.loki(&["run", "--plain"]);
+    assert!(out.status.success(), "loki run failed:\n{}", both(&out));
+    assert!(
+        stdout(&out).contains("6 of 6 streams merged into main"),
+        "{}",
+        both(&out)
+    );
+
+    // Six merge commits on main's first-parent line, in dependency order.
+    let subjects = first_parent_subjects(&repo, "main");
+    let merges: Vec<&str> = subjects
+        .iter()
+        .filter_map(|s| s.strip_prefix("Merge stream "))
+        .collect();
+    assert_eq!(merges.len(), 6, "{subjects:?}");
+    let pos = |id: &str| merges.iter().rposition(|m| *m == id).expect(id);
+    // Newest first: a dependency appears after (older than) its dependents.
+    assert!(pos("bible") > pos("ch01"));
+    assert!(pos("ch01") > pos("ch02") && pos("ch01") > pos("ch03"));
+    assert!(pos("ch02") > pos("ch04") && pos("ch03") > pos("ch04"));
+    assert!(pos("ch04") > pos("epilogue"));
+
+    // Every merge has two parents and loki's trailers.
+    let revs = repo.git(&["log", "--first-parent", "--merges", "--format=%H", "main"]);
+    for rev in revs.lines() {
+        let parents = repo.git(&["log", "-1", "--format=%P", rev]);
+        assert_eq!(
+            parents.split_whitespace().count(),
+            2,
+            "merge {rev} must have two parents"
+        );
+        let t = trailers(&repo, rev);
+        let keys: Vec<&str> = t.iter().map(|(k, _)| k.as_str()).collect();
+        for k in ["Loki-Stream", "Loki-Attempt", "Loki-Agent", "Loki-Cost-USD"] {
+            assert!(keys.contains(&k), "merge {rev} lacks {k}: {t:?}");
+        }
+    }
+    // The attempt commits on the stream branches carry trailers too.
+    let attempt_commits = repo.git(&["log", "--format=%H", "--grep=^loki: ch02 attempt 1", "main"]);
+    let first = attempt_commits
+        .lines()
+        .next()
+        .expect("attempt commit of ch02");
+    let t = trailers(&repo, first);
+    assert!(t.contains(&("Loki-Stream".into(), "ch02".into())), "{t:?}");
+    assert!(t.contains(&("Loki-Attempt".into(), "1".into())), "{t:?}");
+
+    // The files are on main and in the user's checkout.
+    for f in [
+        "bible/characters.md",
+        "chapters/ch01.md",
+        "chapters/ch04.md",
+        "chapters/epilogue.md",
+    ] {
+        let text = repo.read(f);
+        assert!(!text.trim().is_empty(), "{f} is empty");
+        let shown = repo.git(&["show", &format!("main:{f}")]);
+        assert_eq!(shown, text);
+    }
+    assert!(repo.read("chapters/ch04.md").contains("ch04"));
+
+    assert_clean_repo(&repo);
+    let st = status_json(&repo);
+    for s in st["streams"].as_array().expect("streams") {
+        assert_eq!(s["status"], "merged", "{s}");
+        assert_eq!(s["attempts"], 1, "{s}");
+    }
+    // A second run has nothing to do and changes nothing.
+    let head = repo.git(&["rev-parse", "main"]);
+    let again = repo.loki(&["run", "--plain"]);
+    assert!(again.status.success(), "{}", both(&again));
+    assert_eq!(repo.git(&["rev-parse", "main"]), head);
+}
+
+#[test]
+fn a_failed_stream_blocks_its_dependents_and_resumes_when_fixed() {
+    let repo = Repo::new();
+    repo.write("prompts/chapter.md", CHAPTER);
+    let mut toml = header(2, "");
+    toml.push_str(&stream("ch01", &[], "chapters/ch01.md", ""));
+    toml.push_str(&stream(
+        "ch02",
+        &["ch01"],
+        "chapters/ch02.md",
+        "max_attempts = 2\nenv = { FAKE_AGENT_FAIL = \"1\" }",
+    ));
+    toml.push_str(&stream("ch03", &["ch02"], "chapters/ch03.md", ""));
+    toml.push_str(&stream("side", &[], "side.md", ""));
+    repo.write("loki.toml", &toml);
+    repo.commit_all("swarm");
+
+    let out = repo.loki(&["run", "--plain"]);
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    let text = stdout(&out);
+    assert!(text.contains("2 of 4 streams merged"), "{text}");
+    assert!(text.contains("ch02") && text.contains("failed"), "{text}");
+    assert!(text.contains("dependency ch02 is failed"), "{text}");
+    assert!(
+        text.contains(".loki/logs/ch02"),
+        "summary must say where the logs are: {text}"
+    );
+    assert_eq!(stream_status(&repo, "ch02"), "failed");
+    assert_eq!(stream_status(&repo, "ch03"), "blocked");
+    assert_eq!(stream_status(&repo, "side"), "merged");
+    // Both failed attempts are kept: transcripts and the worktree.
+    assert!(repo.path().join(".loki/logs/ch02/attempt-1.jsonl").exists());
+    assert!(repo.path().join(".loki/logs/ch02/attempt-2.jsonl").exists());
+    assert!(repo.path().join(".loki/worktrees/ch02").is_dir());
+
+    // Fix the swarm file; the next run resumes: ch01 and side are not run again.
+    let fixed = std::fs::read_to_string(repo.path().join("loki.toml"))
+        .expect("read")
+        .replace("env = { FAKE_AGENT_FAIL = \"1\" }", "");
+    repo.write("loki.toml", &fixed);
+    repo.commit_all("fix ch02");
+    let out = repo.loki(&["run", "--plain"]);
+    assert!(out.status.success(), "{}", both(&out));
+    let st = status_json(&repo);
+    let by_id = |id: &str| {
+        st["streams"]
+            .as_array()
+            .expect("streams")
+            .iter()
+            .find(|s| s["id"] == id)
+            .cloned()
+            .expect(id)
+    };
+    assert_eq!(by_id("ch01")["attempts"], 1);
+    assert_eq!(by_id("side")["attempts"], 1);
+    assert_eq!(by_id("ch02")["status"], "merged");
+    assert_eq!(by_id("ch02")["attempts"], 3);
+    assert_eq!(by_id("ch03")["status"], "merged");
+    assert_clean_repo(&repo);
+}
+
+/// Each refusal names file:line:col, says how to fix it, and leaves the repo
+/// (and the absence of .loki/) exactly as it was.
+#[test]
+fn bad_swarm_files_are_refused_before_anything_is_created() {
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "unknown key",
+            format!(
+                "{}{}",
+                header(1, "modle = \"opus\""),
+                stream("a", &[], "a.md", "")
+            ),
+            "loki.toml:",
+        ),
+        (
+            "cycle",
+            format!(
+                "{}{}{}",
+                header(1, ""),
+                stream("a", &["b"], "a.md", ""),
+                stream("b", &["a"], "b.md", "")
+            ),
+            "cycle",
+        ),
+        (
+            "unknown dependency",
+            format!("{}{}", header(1, ""), stream("a", &["nope"], "a.md", "")),
+            "nope",
+        ),
+        (
+            "duplicate id",
+            format!(
+                "{}{}{}",
+                header(1, ""),
+                stream("a", &[], "a.md", ""),
+                stream("a", &[], "b.md", "")
+            ),
+            "duplicate",
+        ),
+        (
+            "bad id",
+            format!("{}{}", header(1, ""), stream("Bad Id", &[], "a.md", "")),
+            "Bad Id",
+        ),
+        (
+            "missing prompt",
+            format!(
+                "{}{}",
+                header(1, ""),
+                stream("a", &[], "a.md", "").replace("prompts/chapter.md", "prompts/missing.md")
+            ),
+            "prompts/missing.md",
+        ),
+        (
+            "unfilled placeholder",
+            format!(
+                "{}{}",
+                header(1, ""),
+                stream("a", &[], "a.md", "").replace("prompts/chapter.md", "prompts/other.md")
+            ),
+            "SETTING",
+        ),
+    ];
+    for (name, toml, needle) in cases {
+        let repo = Repo::new();
+        repo.write("prompts/chapter.md", CHAPTER);
+        repo.write(
+            "prompts/other.md",
+            "Set in {{SETTING}}. Write to {{OUTPUTS}}.\n",
+        );
+        repo.write("loki.toml", &toml);
+        repo.commit_all("swarm");
+        let before = repo.snapshot();
+        let refs_before = repo.git(&["show-ref"]);
+        let out = repo.loki(&["run", "--plain"]);
+        assert_eq!(out.status.code(), Some(2), "{name}: {}", both(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(needle),
+            "{name}: expected `{needle}` in:\n{err}"
+        );
+        assert!(err.contains("help:"), "{name}: no fix given:\n{err}");
+        let located = err.lines().any(|l| {
+            // file:line:col
+            let mut parts = l.trim_start_matches("error: ").split(':');
+            let file = parts.next().unwrap_or("");
+            let line = parts.next().unwrap_or("");
+            let col = parts.next().unwrap_or("");
+            (file.ends_with(".toml") || file.ends_with(".md"))
+                && line.parse::<u32>().is_ok()
+                && col.parse::<u32>().is_ok()
+        });
+        assert!(located, "{name}: no file:line:col in:\n{err}");
+        assert_eq!(repo.snapshot(), before, "{name}: the refusal changed files");
+        assert!(
+            !repo.path().join(".loki").exists(),
+            "{name}: .loki was created"
+        );
+        assert_eq!(repo.git(&["show-ref"]), refs_before, "{name}: refs changed");
+    }
+}
+
+#[test]
+fn init_writes_an_example_and_refuses_to_overwrite() {
+    let repo = Repo::new();
+    let out = repo.loki(&["init"]);
+    assert!(out.status.success(), "{}", both(&out));
+    for f in [
+        "loki.toml",
+        "prompts/chapter.md",
+        "prompts/retry.md",
+        ".loki/.gitignore",
+        "outline.md",
+    ] {
+        assert!(repo.path().join(f).exists(), "{f} missing");
+    }
+    let toml = repo.read("loki.toml");
+    assert!(toml.contains("target = \"main\""));
+    assert!(toml.contains("depends_on = [\"ch01\"]"));
+    // The example is valid: a rehearsal-free validation through `loki status`.
+    let st = status_json(&repo);
+    assert_eq!(st["streams"].as_array().map(|a| a.len()), Some(2));
+
+    let before = repo.snapshot();
+    let again = repo.loki(&["init"]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(
+        stderr(&again).contains("would overwrite"),
+        "{}",
+        both(&again)
+    );
+    assert_eq!(repo.snapshot(), before);
+}
+
+#[test]
+fn init_refuses_outside_a_repo_and_in_a_repo_without_commits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(loki_bin())
+        .arg("init")
+        .current_dir(dir.path())
+        .env(
+            "GIT_CEILING_DIRECTORIES",
+            dir.path().parent().expect("parent"),
+        )
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("not a git repository"),
+        "{}",
+        both(&out)
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).expect("read").count(), 0);
+
+    std::process::Command::new("git")
+        .args(["init", "-q"])
+        .current_dir(dir.path())
+        .status()
+        .expect("git init");
+    let out = std::process::Command::new(loki_bin())
+        .arg("init")
+        .current_dir(dir.path())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no commit"), "{}", both(&out));
+}
