@@ -250,7 +250,7 @@ pub fn prepare(input: &PrepareInput) -> Result<Prepared> {
             } else {
                 None
             };
-            agent::claude_args(&s.agent, &text, resume)
+            agent::claude_args_with_prompt_file(&s.agent, &text, resume, Some(&prompt_file))
         } else {
             s.agent.args.clone()
         };

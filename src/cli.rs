@@ -46,7 +46,36 @@ pub enum Command {
         /// Machine-readable JSON with a top-level `streams` array.
         #[arg(long)]
         json: bool,
+        /// Refresh in place every second until Ctrl-C.
+        #[arg(long, conflicts_with = "json")]
+        watch: bool,
     },
+    /// An attempt's transcript, rendered for a person.
+    Logs {
+        id: String,
+        /// Which attempt (default: the latest).
+        #[arg(long, short = 'a')]
+        attempt: Option<u32>,
+        /// Keep printing while the attempt runs.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// The raw JSON lines.
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Check git, the agent, credentials, inotify limits, disk and the swarm file.
+    Doctor,
+    /// A sample six-chapter book in a temporary repo, run with the stand-in agent.
+    Demo {
+        /// Plain lines instead of live bars.
+        #[arg(long)]
+        plain: bool,
+        /// Create the demo repo under this folder (default: the system's temp folder).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Print a shell completion script.
+    Completions { shell: clap_complete::Shell },
     /// Approve a stream awaiting approval: it merges.
     Approve {
         id: String,
@@ -118,10 +147,46 @@ pub async fn main(cli: Cli) -> Result<i32> {
                 ui: crate::ui::Mode::detect(plain),
                 rehearse,
                 keep,
+                stand_in: false,
+                stand_in_delay_ms: 0,
             })
             .await
         }
-        Command::Status { json } => status(cli.config, &cwd, json),
+        Command::Status { json, watch } => {
+            if !watch {
+                return status(cli.config, &cwd, json);
+            }
+            loop {
+                let text = status_text(cli.config.clone(), &cwd)?;
+                print!("\x1b[2J\x1b[H{text}");
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => return Ok(0),
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                }
+            }
+        }
+        Command::Logs {
+            id,
+            attempt,
+            follow,
+            raw,
+        } => {
+            let root = crate::git::repo_root(&cwd)?;
+            crate::inspect::logs(&root, &id, attempt, follow, raw)
+        }
+        Command::Doctor => crate::inspect::doctor(&cwd, cli.config.as_deref()),
+        Command::Demo { plain, dir } => crate::demo::run(plain, dir.as_deref()).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            // Generated into memory first: clap_complete panics on a closed pipe.
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "loki", &mut buf);
+            use std::io::Write;
+            let _ = std::io::stdout().write_all(&buf);
+            Ok(0)
+        }
         Command::Approve { id, by } => {
             steer(cli.config, &cwd, Kind::Approve, Some(id), None, by, false)
         }
@@ -252,8 +317,12 @@ fn duration_secs(st: &StreamState) -> Option<f64> {
 }
 
 fn status(config: Option<PathBuf>, cwd: &Path, json: bool) -> Result<i32> {
+    if !json {
+        print!("{}", status_text(config, cwd)?);
+        return Ok(0);
+    }
     let path = config_path(config, cwd)?;
-    let cfg = crate::config::load(&path).ok();
+    let cfg = load_for_status(&path);
     let root = crate::git::repo_root(path.parent().unwrap_or(cwd))?;
     let store = StateStore::new(root.join(".loki").join("state"));
     let rows = status_rows(cfg.as_ref(), &store)?;
@@ -296,7 +365,34 @@ fn status(config: Option<PathBuf>, cwd: &Path, json: bool) -> Result<i32> {
         );
         return Ok(0);
     }
-    println!(
+    Ok(0)
+}
+
+/// The swarm file for status views: a broken one is reported, and the
+/// states on disk are still shown.
+fn load_for_status(path: &Path) -> Option<SwarmFile> {
+    match crate::config::load(path) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            eprintln!("warning: {e}\n  (showing the state on disk only)");
+            None
+        }
+    }
+}
+
+/// The status table and summary line.
+fn status_text(config: Option<PathBuf>, cwd: &Path) -> Result<String> {
+    let path = config_path(config, cwd)?;
+    let cfg = load_for_status(&path);
+    let root = crate::git::repo_root(path.parent().unwrap_or(cwd))?;
+    let store = StateStore::new(root.join(".loki").join("state"));
+    let rows = status_rows(cfg.as_ref(), &store)?;
+    let swarm = store.load_swarm()?;
+    let supervisor = crate::state::SupervisorLock::holder(store.dir()).unwrap_or(None);
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
         "{:<14} {:<18} {:>7} {:>9} {:>8}  {:<18} LAST",
         "STREAM", "STATUS", "ATTEMPT", "DURATION", "COST", "BRANCH"
     );
@@ -314,7 +410,8 @@ fn status(config: Option<PathBuf>, cwd: &Path, json: bool) -> Result<i32> {
         } else {
             st.branch.clone()
         };
-        println!(
+        let _ = writeln!(
+            out,
             "{:<14} {:<18} {:>7} {:>9} {:>8}  {:<18} {}",
             st.id,
             st.status.as_str(),
@@ -331,7 +428,8 @@ fn status(config: Option<PathBuf>, cwd: &Path, json: bool) -> Result<i32> {
         Some(pid) => format!("supervisor running (pid {pid})"),
         None => "no supervisor running".into(),
     };
-    println!(
+    let _ = writeln!(
+        out,
         "{merged}/{} merged, ${cost:.2} spent; {sup}{}",
         rows.len(),
         if swarm.paused {
@@ -340,5 +438,5 @@ fn status(config: Option<PathBuf>, cwd: &Path, json: bool) -> Result<i32> {
             String::new()
         }
     );
-    Ok(0)
+    Ok(out)
 }

@@ -51,6 +51,10 @@ pub struct RunOptions {
     pub rehearse: bool,
     /// Keep the rehearsal's scratch branch.
     pub keep: bool,
+    /// Use the stand-in agent on the real target (`loki demo`).
+    pub stand_in: bool,
+    /// Slow the stand-in down so live progress can be seen (`loki demo`).
+    pub stand_in_delay_ms: u64,
 }
 
 /// Everything the dispatcher hears.
@@ -235,6 +239,8 @@ struct Dispatcher {
     ui: Ui,
     swarm: SwarmState,
     rehearse: bool,
+    stand_in: bool,
+    stand_in_delay_ms: u64,
     /// Ctrl-C once / STOP: start nothing new.
     draining: bool,
     /// Ctrl-C twice / SIGTERM: agents are being stopped.
@@ -310,6 +316,8 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
         ui,
         swarm: SwarmState::default(),
         rehearse: opts.rehearse,
+        stand_in: opts.stand_in || opts.rehearse,
+        stand_in_delay_ms: opts.stand_in_delay_ms,
         draining: false,
         interrupting: false,
         auth_failed: None,
@@ -994,7 +1002,7 @@ impl Dispatcher {
             kickoff,
             session,
             state_version: slot.st.version,
-            stand_in: self.rehearse,
+            stand_in: self.stand_in,
             interrupted_attempt,
         };
         let tx = self.tx.clone();
@@ -1087,6 +1095,12 @@ impl Dispatcher {
         };
         slot.agent_label = label;
         let mut launch = prepared.launch.clone();
+        if self.stand_in && self.stand_in_delay_ms > 0 {
+            launch.env.push((
+                "LOKI_STAND_IN_DELAY_MS".into(),
+                self.stand_in_delay_ms.to_string(),
+            ));
+        }
         // The agent sees the version its Running state has.
         for (k, v) in launch.env.iter_mut() {
             if k == "LOKI_STATE_VERSION" {

@@ -21,13 +21,17 @@
 
 pub mod agent;
 pub mod attempt;
+pub mod audit;
 pub mod checks;
+pub mod clean;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod demo;
 pub mod dispatch;
 pub mod git;
 pub mod init;
+pub mod inspect;
 pub mod plan;
 pub mod prompt;
 pub mod signals;

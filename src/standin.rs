@@ -46,8 +46,13 @@ pub fn main() -> Result<i32> {
         })
         .unwrap_or_default();
     let name = id.strip_prefix("rh-").unwrap_or(&id);
+    let delay = std::env::var("LOKI_STAND_IN_DELAY_MS")
+        .ok()
+        .and_then(|d| d.parse::<u64>().ok())
+        .unwrap_or(0);
     for out in &outputs {
         println!("writing {out}");
+        std::thread::sleep(std::time::Duration::from_millis(delay));
         let mut text = format!(
             "# {name}\n\nRehearsal draft for stream {name} ({} prompt lines).\n\n",
             prompt.lines().count()

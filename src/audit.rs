@@ -1,0 +1,587 @@
+//! `loki log`: the audit trail, read back from git alone.
+//!
+//! Every finished stream is a `Merge stream <id>` commit on the target's
+//! first-parent line, and every attempt a commit on the stream branch with
+//! loki's `Loki-*` trailers (see [`crate::attempt::finish`] and the merge
+//! worker in [`crate::dispatch`]). The branch is deleted after the merge, but
+//! its commits stay reachable through the merge's second parent. So this
+//! module needs nothing but the repository: it works in a fresh clone with no
+//! `.loki/` folder.
+//!
+//! How the history is read:
+//!
+//! - The target's **first-parent** history is walked; a commit with two or
+//!   more parents, a subject `Merge stream <id>` and a `Loki-Stream` trailer is
+//!   a stream's merge. Streams are listed in merge order, oldest first; a
+//!   stream merged twice (it was reset and run again) shows twice.
+//! - A merge's **attempt commits** are the commits it brought in (reachable
+//!   from its second parent, not from its first) that carry `Loki-Stream: <id>`
+//!   and a `Loki-Attempt` trailer, oldest first. Commits the agent made itself
+//!   carry no trailers and are not attempts.
+//! - An attempt where the agent committed everything itself leaves no loki
+//!   commit; its number is listed in `attempts_without_commit` (numbers
+//!   1..=`Loki-Attempt` of the merge that no attempt commit names).
+//! - Trailers are parsed by libgit2 (`git_message_trailers`, the rules of
+//!   `git interpret-trailers`), with a plain last-paragraph parser as a
+//!   fallback for messages libgit2 refuses. The first occurrence of a key wins.
+//! - The target is `refs/heads/<target>`, else `refs/remotes/origin/<target>`
+//!   (a clone that has not checked the branch out), else any revision git
+//!   understands.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use git2::{Commit, ErrorCode, Oid, Repository, Sort};
+use serde::{Deserialize, Serialize};
+
+/// The audit trail of one target branch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Audit {
+    /// The branch (or revision) that was read.
+    pub target: String,
+    /// Commit the target pointed at.
+    pub head: String,
+    /// One entry per `Merge stream` commit, oldest first.
+    pub streams: Vec<StreamAudit>,
+    pub totals: Totals,
+}
+
+/// One merged stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamAudit {
+    pub id: String,
+    pub merge_commit: String,
+    /// Committer time of the merge, RFC 3339 in the committer's time zone.
+    pub merged_at: String,
+    /// Attempt commits, oldest first.
+    pub attempts: Vec<AttemptAudit>,
+    /// Attempts the stream used (`Loki-Attempts` of the merge; the number of
+    /// attempt commits when the trailer is missing).
+    pub attempt_count: u32,
+    /// Number of the attempt that was merged (`Loki-Attempt` of the merge).
+    pub last_attempt: Option<u32>,
+    /// Attempt numbers up to `last_attempt` with no attempt commit (the agent
+    /// committed its work itself).
+    pub attempts_without_commit: Vec<u32>,
+    /// The stream's total (`Loki-Cost-USD` of the merge; the sum over the
+    /// attempt commits when the trailer is missing).
+    pub cost_usd: f64,
+    /// `Loki-Checks` of the merge: PASS or WARN.
+    pub checks: Option<String>,
+    pub agent: Option<String>,
+    pub session: Option<String>,
+    pub approved_by: Option<String>,
+}
+
+/// One attempt commit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptAudit {
+    pub n: u32,
+    pub commit: String,
+    /// `checks passed`, `checks passed with warnings`, `checks failed`,
+    /// `agent failed`, `interrupted`, or `unknown`.
+    pub verdict: String,
+    /// `Loki-Checks`: the one-line check summary (PASS / WARN / FAIL …).
+    pub checks: Option<String>,
+    /// `Loki-Outcome`: why the agent failed.
+    pub outcome: Option<String>,
+    /// `Loki-Cost-USD` of this attempt.
+    pub cost_usd: Option<f64>,
+    /// `Loki-Duration` as written (`12.3s`).
+    pub duration: Option<String>,
+    /// The same in seconds, when it parses.
+    pub duration_secs: Option<f64>,
+    pub session: Option<String>,
+    pub agent: Option<String>,
+    /// `Loki-Attempt: n (interrupted)`: work an interrupted attempt left,
+    /// committed when the stream resumed.
+    pub interrupted: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Merges listed.
+    pub streams: u32,
+    /// Sum of `attempt_count`.
+    pub attempts: u32,
+    /// Sum of the streams' `cost_usd`.
+    pub cost_usd: f64,
+}
+
+/// `loki log [<id>] [--json]`: prints the audit trail of `target` to stdout.
+/// With `stream`, only that stream's merges (an error with help when the
+/// history has none). Returns the exit code (0).
+pub fn run(root: &Path, target: &str, stream: Option<&str>, json: bool) -> Result<i32> {
+    let mut audit = collect(root, target)?;
+    if let Some(id) = stream {
+        let known: Vec<String> = audit.streams.iter().map(|s| s.id.clone()).collect();
+        audit.streams.retain(|s| s.id == id);
+        if audit.streams.is_empty() {
+            let help = if known.is_empty() {
+                format!("no stream has been merged into {target} yet; `loki status` shows where every stream is")
+            } else {
+                let mut ids: Vec<String> = known;
+                ids.dedup();
+                format!(
+                    "merged streams: {}; a stream that has not merged yet shows in `loki status`",
+                    ids.join(", ")
+                )
+            };
+            bail!("no merge of stream `{id}` in the history of {target}\n  help: {help}");
+        }
+        audit.totals = totals(&audit.streams);
+    }
+    let text = if json {
+        let mut s = serde_json::to_string_pretty(&audit).context("encoding the audit as JSON")?;
+        s.push('\n');
+        s
+    } else {
+        render(&audit)
+    };
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .context("writing the audit to stdout")?;
+    Ok(0)
+}
+
+/// Reads the audit trail of `target` from the repository at `root`.
+pub fn collect(root: &Path, target: &str) -> Result<Audit> {
+    let repo = Repository::open(root)
+        .with_context(|| format!("opening the git repository at {}", root.display()))?;
+    let head = resolve_target(&repo, root, target)?;
+    let ctx = || format!("walking the history of {target} in {}", root.display());
+
+    let mut walk = repo.revwalk().with_context(ctx)?;
+    walk.push(head).with_context(ctx)?;
+    walk.simplify_first_parent().with_context(ctx)?;
+    let mut first_parent = Vec::new();
+    for oid in walk {
+        first_parent.push(oid.with_context(ctx)?);
+    }
+    first_parent.reverse();
+
+    let mut streams = Vec::new();
+    for oid in first_parent {
+        let commit = repo
+            .find_commit(oid)
+            .with_context(|| format!("reading commit {oid} in {}", root.display()))?;
+        if commit.parent_count() < 2 {
+            continue;
+        }
+        let message = commit_message(&commit);
+        let trailers = parse_trailers(&message);
+        let Some(id) = trailer(&trailers, "Loki-Stream") else {
+            continue;
+        };
+        if subject(&message) != format!("Merge stream {id}") {
+            continue;
+        }
+        streams.push(stream_audit(&repo, root, &commit, id, &trailers)?);
+    }
+    let totals = totals(&streams);
+    Ok(Audit {
+        target: target.to_string(),
+        head: head.to_string(),
+        streams,
+        totals,
+    })
+}
+
+/// The human text of an audit: one block per stream, then the totals.
+pub fn render(audit: &Audit) -> String {
+    let mut out = String::new();
+    if audit.streams.is_empty() {
+        out.push_str(&format!(
+            "no stream has been merged into {} yet\n",
+            audit.target
+        ));
+        return out;
+    }
+    let id_width = audit
+        .streams
+        .iter()
+        .map(|s| s.id.chars().count())
+        .max()
+        .unwrap_or(0);
+    for s in &audit.streams {
+        let mut line = format!(
+            "{:<id_width$}  merged {}  {}  {}",
+            s.id,
+            short_time(&s.merged_at),
+            plural(s.attempt_count, "attempt"),
+            usd(s.cost_usd)
+        );
+        if let Some(by) = &s.approved_by {
+            line.push_str(&format!("  approved by {by}"));
+        }
+        line.push_str(&format!("  {}", short_oid(&s.merge_commit)));
+        out.push_str(line.trim_end());
+        out.push('\n');
+        for a in &s.attempts {
+            out.push_str(&attempt_line(a));
+            out.push('\n');
+        }
+        if !s.attempts_without_commit.is_empty() {
+            let ns: Vec<String> = s
+                .attempts_without_commit
+                .iter()
+                .map(u32::to_string)
+                .collect();
+            out.push_str(&format!(
+                "  attempt {}  no loki commit (the agent committed its work itself)\n",
+                ns.join(", ")
+            ));
+        }
+    }
+    let t = &audit.totals;
+    out.push_str(&format!(
+        "total: {} merged into {}, {}, {}\n",
+        plural(t.streams, "stream"),
+        audit.target,
+        plural(t.attempts, "attempt"),
+        usd(t.cost_usd)
+    ));
+    out
+}
+
+// ---------------------------------------------------------------------------
+// helpers
+
+fn resolve_target(repo: &Repository, root: &Path, target: &str) -> Result<Oid> {
+    for name in [
+        format!("refs/heads/{target}"),
+        format!("refs/remotes/origin/{target}"),
+    ] {
+        match repo.find_reference(&name) {
+            Ok(r) => {
+                let commit = r
+                    .peel_to_commit()
+                    .with_context(|| format!("reading the head of {name} in {}", root.display()))?;
+                return Ok(commit.id());
+            }
+            Err(e) if matches!(e.code(), ErrorCode::NotFound | ErrorCode::InvalidSpec) => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("looking up {name} in {}", root.display()))
+            }
+        }
+    }
+    match repo.revparse_single(target).and_then(|o| o.peel_to_commit()) {
+        Ok(c) => Ok(c.id()),
+        Err(_) => bail!(
+            "branch {target} does not exist in {}\n  help: `git branch -a` lists the branches; pass the branch loki merges into (the target in loki.toml)",
+            root.display()
+        ),
+    }
+}
+
+fn stream_audit(
+    repo: &Repository,
+    root: &Path,
+    merge: &Commit,
+    id: &str,
+    trailers: &[(String, String)],
+) -> Result<StreamAudit> {
+    let ctx = || {
+        format!(
+            "reading the attempts of stream {id} (merge {}) in {}",
+            merge.id(),
+            root.display()
+        )
+    };
+    let first = merge.parent_id(0).with_context(ctx)?;
+    let second = merge.parent_id(1).with_context(ctx)?;
+    let mut walk = repo.revwalk().with_context(ctx)?;
+    walk.set_sorting(Sort::TOPOLOGICAL | Sort::REVERSE)
+        .with_context(ctx)?;
+    walk.push(second).with_context(ctx)?;
+    walk.hide(first).with_context(ctx)?;
+
+    let mut attempts = Vec::new();
+    for oid in walk {
+        let oid = oid.with_context(ctx)?;
+        let commit = repo.find_commit(oid).with_context(ctx)?;
+        let message = commit_message(&commit);
+        let t = parse_trailers(&message);
+        if trailer(&t, "Loki-Stream") != Some(id) {
+            continue;
+        }
+        let Some(attempt) = trailer(&t, "Loki-Attempt") else {
+            continue;
+        };
+        let Some(n) = leading_number(attempt) else {
+            continue;
+        };
+        let interrupted = attempt.contains("interrupted");
+        let verdict = if interrupted {
+            "interrupted".to_string()
+        } else {
+            verdict_of(subject(&message), trailer(&t, "Loki-Checks"))
+        };
+        let duration = trailer(&t, "Loki-Duration").map(str::to_string);
+        attempts.push(AttemptAudit {
+            n,
+            commit: oid.to_string(),
+            verdict,
+            checks: trailer(&t, "Loki-Checks").map(str::to_string),
+            outcome: trailer(&t, "Loki-Outcome").map(str::to_string),
+            cost_usd: trailer(&t, "Loki-Cost-USD").and_then(parse_f64),
+            duration_secs: duration.as_deref().and_then(parse_secs),
+            duration,
+            session: trailer(&t, "Loki-Session").map(str::to_string),
+            agent: trailer(&t, "Loki-Agent").map(str::to_string),
+            interrupted,
+        });
+    }
+
+    let last_attempt = trailer(trailers, "Loki-Attempt").and_then(leading_number);
+    let seen: BTreeSet<u32> = attempts.iter().map(|a| a.n).collect();
+    let attempts_without_commit = (1..=last_attempt.unwrap_or(0))
+        .filter(|n| !seen.contains(n))
+        .collect();
+    let attempt_count = trailer(trailers, "Loki-Attempts")
+        .and_then(leading_number)
+        .unwrap_or_else(|| seen.len() as u32);
+    let cost_usd = trailer(trailers, "Loki-Cost-USD")
+        .and_then(parse_f64)
+        .unwrap_or_else(|| attempts.iter().filter_map(|a| a.cost_usd).sum());
+
+    Ok(StreamAudit {
+        id: id.to_string(),
+        merge_commit: merge.id().to_string(),
+        merged_at: commit_time(merge),
+        attempts,
+        attempt_count,
+        last_attempt,
+        attempts_without_commit,
+        cost_usd,
+        checks: trailer(trailers, "Loki-Checks").map(str::to_string),
+        agent: trailer(trailers, "Loki-Agent").map(str::to_string),
+        session: trailer(trailers, "Loki-Session").map(str::to_string),
+        approved_by: trailer(trailers, "Loki-Approved-By").map(str::to_string),
+    })
+}
+
+fn totals(streams: &[StreamAudit]) -> Totals {
+    Totals {
+        streams: streams.len() as u32,
+        attempts: streams.iter().map(|s| s.attempt_count).sum(),
+        cost_usd: streams.iter().map(|s| s.cost_usd).sum(),
+    }
+}
+
+fn commit_message(commit: &Commit) -> String {
+    String::from_utf8_lossy(commit.message_bytes()).into_owned()
+}
+
+fn subject(message: &str) -> &str {
+    message.lines().next().unwrap_or("").trim()
+}
+
+/// The verdict in the subject's last parentheses (`loki: b attempt 1 (checks
+/// failed)`), else one derived from the check summary.
+fn verdict_of(subject: &str, checks: Option<&str>) -> String {
+    if let Some(open) = subject.rfind(" (") {
+        if let Some(inner) = subject[open + 2..].strip_suffix(')') {
+            if !inner.is_empty() {
+                return inner.to_string();
+            }
+        }
+    }
+    match checks.map(|c| c.trim_start().to_ascii_uppercase()) {
+        Some(c) if c.starts_with("PASS") => "checks passed".into(),
+        Some(c) if c.starts_with("WARN") => "checks passed with warnings".into(),
+        Some(c) if c.starts_with("FAIL") => "checks failed".into(),
+        _ => "unknown".into(),
+    }
+}
+
+/// The trailers of a commit message, in order.
+pub fn parse_trailers(message: &str) -> Vec<(String, String)> {
+    match git2::message_trailers_strs(message) {
+        Ok(t) => t
+            .iter()
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect(),
+        Err(_) => last_paragraph_trailers(message),
+    }
+}
+
+/// Fallback: `Key: value` lines of the last paragraph, if every line is one.
+fn last_paragraph_trailers(message: &str) -> Vec<(String, String)> {
+    let text = message.trim_end();
+    let last = text.rsplit("\n\n").next().unwrap_or("");
+    let mut out = Vec::new();
+    for line in last.lines() {
+        let Some((k, v)) = line.split_once(':') else {
+            return Vec::new();
+        };
+        if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Vec::new();
+        }
+        out.push((k.to_string(), v.trim().to_string()));
+    }
+    out
+}
+
+/// The first value of `key` (case-insensitive, like git).
+fn trailer<'a>(trailers: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    trailers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        .map(|(_, v)| v.as_str())
+}
+
+fn leading_number(s: &str) -> Option<u32> {
+    let digits: String = s
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+fn parse_f64(s: &str) -> Option<f64> {
+    s.trim()
+        .trim_start_matches('$')
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite())
+}
+
+/// `12.3s`, `500ms`, `4m12s`, `1h`: seconds.
+fn parse_secs(s: &str) -> Option<f64> {
+    let s = s.trim();
+    if let Some(v) = s.strip_suffix('s').and_then(|v| v.parse::<f64>().ok()) {
+        return Some(v);
+    }
+    humantime::parse_duration(s).ok().map(|d| d.as_secs_f64())
+}
+
+/// Committer time as RFC 3339 in the committer's own offset.
+fn commit_time(commit: &Commit) -> String {
+    let t = commit.committer().when();
+    let offset = chrono::FixedOffset::east_opt(t.offset_minutes() * 60)
+        .or_else(|| chrono::FixedOffset::east_opt(0));
+    match (chrono::DateTime::from_timestamp(t.seconds(), 0), offset) {
+        (Some(utc), Some(off)) => utc
+            .with_timezone(&off)
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+        _ => t.seconds().to_string(),
+    }
+}
+
+/// `2026-11-21T12:03:44+01:00` → `2026-11-21 12:03`.
+fn short_time(rfc3339: &str) -> String {
+    match chrono::DateTime::parse_from_rfc3339(rfc3339) {
+        Ok(t) => t.format("%Y-%m-%d %H:%M").to_string(),
+        Err(_) => rfc3339.to_string(),
+    }
+}
+
+fn attempt_line(a: &AttemptAudit) -> String {
+    let what = match (&a.checks, &a.outcome) {
+        _ if a.interrupted => "interrupted (work committed on resume)".to_string(),
+        (Some(c), _) => ellipsize(c, 60),
+        (None, Some(o)) => format!("agent failed: {}", ellipsize(o, 46)),
+        (None, None) => a.verdict.clone(),
+    };
+    let mut parts = vec![format!("  attempt {}", a.n), what];
+    if let Some(c) = a.cost_usd {
+        parts.push(usd(c));
+    }
+    if let Some(d) = &a.duration {
+        parts.push(d.clone());
+    }
+    if let Some(s) = &a.session {
+        parts.push(format!("session {}", ellipsize(s, 9)));
+    }
+    parts.push(short_oid(&a.commit));
+    parts.join("  ")
+}
+
+fn usd(v: f64) -> String {
+    if v != 0.0 && v.abs() < 0.01 {
+        format!("${v:.4}")
+    } else {
+        format!("${v:.2}")
+    }
+}
+
+fn plural(n: u32, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+fn short_oid(oid: &str) -> String {
+    oid.chars().take(8).collect()
+}
+
+/// At most `max` characters, the last one `…` when cut.
+fn ellipsize(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trailers_come_from_the_last_paragraph() {
+        let msg = "loki: b attempt 1 (checks failed)\n\nFAIL: forbid\n\nLoki-Stream: b\nLoki-Attempt: 1\nLoki-Cost-USD: 0.2500\nLoki-Checks: FAIL: forbidden term `dragon`\n";
+        let t = parse_trailers(msg);
+        assert_eq!(trailer(&t, "loki-stream"), Some("b"));
+        assert_eq!(trailer(&t, "Loki-Cost-USD").and_then(parse_f64), Some(0.25));
+        assert_eq!(
+            trailer(&t, "Loki-Checks"),
+            Some("FAIL: forbidden term `dragon`")
+        );
+        assert!(parse_trailers("just a subject\n").is_empty());
+        let fallback = last_paragraph_trailers("s\n\nbody\n\nA-B: 1\nC: two words\n");
+        assert_eq!(
+            fallback,
+            vec![("A-B".into(), "1".into()), ("C".into(), "two words".into())]
+        );
+        assert!(last_paragraph_trailers("s\n\nnot a trailer\n").is_empty());
+    }
+
+    #[test]
+    fn verdicts_numbers_and_durations() {
+        assert_eq!(
+            verdict_of("loki: b attempt 1 (checks failed)", None),
+            "checks failed"
+        );
+        assert_eq!(
+            verdict_of("loki: b attempt 1", Some("WARN: x")),
+            "checks passed with warnings"
+        );
+        assert_eq!(verdict_of("loki: b attempt 1", None), "unknown");
+        assert_eq!(leading_number("2 (interrupted)"), Some(2));
+        assert_eq!(leading_number("x"), None);
+        assert_eq!(parse_secs("12.5s"), Some(12.5));
+        assert_eq!(parse_secs("4m"), Some(240.0));
+        assert_eq!(parse_secs("soon"), None);
+    }
+
+    #[test]
+    fn money_and_text_are_short() {
+        assert_eq!(usd(0.42), "$0.42");
+        assert_eq!(usd(0.0), "$0.00");
+        assert_eq!(usd(0.0034), "$0.0034");
+        assert_eq!(ellipsize("abcdef", 4), "abc…");
+        assert_eq!(ellipsize("abc", 4), "abc");
+        assert_eq!(short_time("2026-11-21T12:03:44+01:00"), "2026-11-21 12:03");
+        assert_eq!(plural(1, "attempt"), "1 attempt");
+        assert_eq!(plural(3, "attempt"), "3 attempts");
+    }
+}

@@ -1,0 +1,138 @@
+//! `loki demo`: a sample book repo in a temporary folder (an outline, a
+//! character bible, six chapter streams with a dependency chain, a fan-in
+//! and checks), run with the built-in stand-in agent (no tokens, no API
+//! key) with live progress, then the merged book's `git log --graph`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+const OUTLINE: &str = "# The Ferry at Kelp — outline\n\n\
+1. Arrival: Mira reaches the harbour town of Kelp at dusk.\n\
+2. The Ferryman: Mira meets Oskar, who will not cross to the island.\n\
+3. The Ledger: in the ferry office Mira finds a ledger of crossings that stops ten years ago.\n\
+4. The Island Light: a light shows on the island where nobody lives.\n\
+5. The Crossing: Mira and Oskar cross in the storm.\n\
+6. Home Water: what they found, and who comes back.\n";
+
+const BIBLE: &str = "# Character bible\n\n\
+- **Mira** (34): a surveyor, careful, dry humour; keeps a notebook of tides.\n\
+- **Oskar** (61): the ferryman; gentle, stubborn, lost his brother to the crossing.\n";
+
+const TEMPLATE: &str = "# Chapter {{CHAPTER}}: {{TITLE}}\n\n\
+You are drafting one chapter of a short novel. Keep names and facts consistent\n\
+with the outline, the character bible and the chapters already in this folder.\n\n\
+## Outline\n\n{{OUTLINE}}\n\n## Characters\n\n{{BIBLE}}\n\n\
+Write the chapter to {{OUTPUTS}}, between 180 and 260 words, in plain Markdown.\n\n\
+{{FEEDBACK}}\n";
+
+/// The streams: (id, title, depends_on).
+const CHAPTERS: &[(&str, &str, &[&str])] = &[
+    ("ch01", "Arrival", &[]),
+    ("ch02", "The Ferryman", &["ch01"]),
+    ("ch03", "The Ledger", &["ch02"]),
+    ("ch04", "The Island Light", &["ch01"]),
+    ("ch05", "The Crossing", &["ch03", "ch04"]),
+    ("ch06", "Home Water", &["ch05"]),
+];
+
+fn swarm_file() -> String {
+    let mut s = String::from(
+        "# The demo swarm: six chapters, a chain (1 → 2 → 3), a fan-out (1 → 4) and a fan-in (3 + 4 → 5).\n\
+[swarm]\ntarget = \"main\"\nmax_parallel = 2\nspawn_interval = \"0s\"\n\n\
+[agent]\ncommand = \"claude\"   # the demo runs loki's stand-in agent instead\nmax_attempts = 2\n\n\
+[checks]\nwords = [180, 260]\nrequire = [\"Mira\"]\nforbid = [\"suddenly\"]\n\n",
+    );
+    for (id, title, deps) in CHAPTERS {
+        let n = id.trim_start_matches("ch").trim_start_matches('0');
+        let deps: Vec<String> = deps.iter().map(|d| format!("\"{d}\"")).collect();
+        s.push_str(&format!(
+            "[[streams]]\nid = \"{id}\"\nprompt = \"prompts/chapter.md\"\nvars = {{ CHAPTER = \"{n}\", TITLE = \"{title}\" }}\n\
+inputs = {{ OUTLINE = \"outline.md\", BIBLE = \"bible.md\" }}\noutputs = [\"chapters/{id}.md\"]\ndepends_on = [{}]\n\n",
+            deps.join(", ")
+        ));
+    }
+    s
+}
+
+fn git(dir: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .with_context(|| format!("running git {}", args.join(" ")))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "git {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+/// Creates the sample repo; returns its folder (kept after the demo).
+pub fn create(parent: Option<&Path>) -> Result<PathBuf> {
+    let mut b = tempfile::Builder::new();
+    b.prefix("loki-demo-");
+    let dir = match parent {
+        Some(p) => b.tempdir_in(p),
+        None => b.tempdir(),
+    }
+    .context("creating a temporary folder for the demo")?;
+    let dir = dir.keep();
+    let w = |rel: &str, text: &str| -> Result<()> {
+        let p = dir.join(rel);
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))
+    };
+    git(&dir, &["init", "-q", "-b", "main"])?;
+    git(&dir, &["config", "user.name", "loki demo"])?;
+    git(&dir, &["config", "user.email", "demo@loki.invalid"])?;
+    w("outline.md", OUTLINE)?;
+    w("bible.md", BIBLE)?;
+    w("prompts/chapter.md", TEMPLATE)?;
+    w("prompts/retry.md", crate::init::RETRY_TEMPLATE)?;
+    w(".loki/.gitignore", crate::init::LOKI_GITIGNORE)?;
+    w("loki.toml", &swarm_file())?;
+    git(&dir, &["add", "-A"])?;
+    git(
+        &dir,
+        &[
+            "commit",
+            "-q",
+            "-m",
+            "The Ferry at Kelp: outline, characters and the swarm file",
+        ],
+    )?;
+    Ok(dir)
+}
+
+/// `loki demo`.
+pub async fn run(plain: bool, parent: Option<&Path>) -> Result<i32> {
+    let dir = create(parent)?;
+    println!("loki demo: a six-chapter book in {}", dir.display());
+    println!("(the stand-in agent writes the chapters: no tokens, no API key)\n");
+    let code = crate::dispatch::run(crate::dispatch::RunOptions {
+        config: dir.join("loki.toml"),
+        ui: crate::ui::Mode::detect(plain),
+        rehearse: false,
+        keep: false,
+        stand_in: true,
+        stand_in_delay_ms: if plain { 0 } else { 700 },
+    })
+    .await?;
+    println!("\n$ git log --graph --oneline");
+    match git(&dir, &["log", "--graph", "--oneline", "main"]) {
+        Ok(g) => print!("{g}"),
+        Err(e) => println!("(cannot show the graph: {e:#})"),
+    }
+    println!(
+        "\nThe book is in {}/chapters; try `loki status` and `git log` there.",
+        dir.display()
+    );
+    Ok(code)
+}

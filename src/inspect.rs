@@ -1,0 +1,389 @@
+//! Read-only views for people: `loki logs` (an attempt's transcript rendered
+//! from its JSON lines) and `loki doctor` (is this machine ready for a night
+//! run?). Nothing here changes state.
+
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::attempt::Layout;
+use crate::state::{StateStore, Status};
+
+/// One transcript line for a person: `None` for lines not worth showing.
+pub fn render_line(line: &str) -> Option<String> {
+    let v: serde_json::Value = match serde_json::from_str(line) {
+        Ok(v) => v,
+        Err(_) => return Some(line.to_string()),
+    };
+    let short = |s: &str, n: usize| -> String {
+        let one = s.split_whitespace().collect::<Vec<_>>().join(" ");
+        if one.chars().count() > n {
+            format!("{}…", one.chars().take(n).collect::<String>())
+        } else {
+            one
+        }
+    };
+    match (v["type"].as_str(), v["subtype"].as_str()) {
+        (Some("system"), Some("init")) => Some(format!(
+            "session {} ({}, {})",
+            v["session_id"].as_str().unwrap_or("?"),
+            v["model"].as_str().unwrap_or("?"),
+            v["cwd"].as_str().unwrap_or("?")
+        )),
+        (Some("system"), Some("api_retry")) => Some(format!(
+            "! API {} — retry {} of {} in {} ms",
+            v["error_status"]
+                .as_u64()
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "error".into()),
+            v["attempt"].as_u64().unwrap_or(0),
+            v["max_retries"].as_u64().unwrap_or(0),
+            v["retry_delay_ms"].as_f64().unwrap_or(0.0).round()
+        )),
+        (Some("assistant"), _) => {
+            let mut out = Vec::new();
+            for block in v["message"]["content"].as_array().into_iter().flatten() {
+                match block["type"].as_str() {
+                    Some("text") => out.push(format!(
+                        "assistant: {}",
+                        short(block["text"].as_str().unwrap_or(""), 400)
+                    )),
+                    Some("tool_use") => {
+                        let input = &block["input"];
+                        let what = input["file_path"]
+                            .as_str()
+                            .or_else(|| input["command"].as_str())
+                            .or_else(|| input["pattern"].as_str())
+                            .map(|s| short(s, 200))
+                            .unwrap_or_default();
+                        out.push(format!(
+                            "→ {} {what}",
+                            block["name"].as_str().unwrap_or("tool")
+                        ));
+                    }
+                    Some("thinking") => out.push("(thinking)".into()),
+                    _ => {}
+                }
+            }
+            (!out.is_empty()).then(|| out.join("\n"))
+        }
+        (Some("user"), _) => {
+            let mut out = Vec::new();
+            for block in v["message"]["content"].as_array().into_iter().flatten() {
+                if block["type"] == "tool_result" {
+                    let text = match &block["content"] {
+                        serde_json::Value::String(s) => s.clone(),
+                        serde_json::Value::Array(a) => a
+                            .iter()
+                            .filter_map(|b| b["text"].as_str())
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                        _ => String::new(),
+                    };
+                    let mark = if block["is_error"] == true {
+                        "← error"
+                    } else {
+                        "←"
+                    };
+                    out.push(format!("{mark} {}", short(&text, 200)));
+                }
+            }
+            (!out.is_empty()).then(|| out.join("\n"))
+        }
+        (Some("result"), sub) => Some(format!(
+            "= {}{}: {} turns, ${:.4}, {:.1}s\n{}",
+            sub.unwrap_or("result"),
+            if v["is_error"] == true {
+                " (error)"
+            } else {
+                ""
+            },
+            v["num_turns"].as_u64().unwrap_or(0),
+            v["total_cost_usd"].as_f64().unwrap_or(0.0),
+            v["duration_ms"].as_f64().unwrap_or(0.0) / 1000.0,
+            v["result"].as_str().unwrap_or("")
+        )),
+        _ => None,
+    }
+}
+
+/// `loki logs <id> [--attempt N] [--follow] [--raw]`.
+pub fn logs(root: &Path, id: &str, attempt: Option<u32>, follow: bool, raw: bool) -> Result<i32> {
+    let layout = Layout::new(root);
+    let store = StateStore::new(layout.state_dir());
+    let st = store.load(id)?;
+    let n = match attempt.or(st.as_ref().map(|s| s.attempt).filter(|n| *n > 0)) {
+        Some(n) => n,
+        None => bail!("stream `{id}` has no attempt yet\n  help: `loki status` lists the streams and their attempts"),
+    };
+    let path = layout.transcript(id, n);
+    let file = std::fs::File::open(&path).with_context(|| {
+        format!("no transcript for attempt {n} of `{id}` at {}\n  help: `loki status` shows which attempts exist", path.display())
+    })?;
+    println!("# {id} attempt {n} — {}", path.display());
+    let mut reader = BufReader::new(file);
+    let mut out = std::io::stdout();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let got = reader
+            .read_line(&mut line)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if got == 0 || !line.ends_with('\n') {
+            if !follow {
+                if got > 0 {
+                    print_line(&mut out, line.trim_end(), raw);
+                }
+                break;
+            }
+            // A half-written line: rewind and wait for the rest.
+            if got > 0 {
+                reader
+                    .seek(SeekFrom::Current(-(got as i64)))
+                    .context("seeking in the transcript")?;
+            }
+            let running = store
+                .load(id)
+                .ok()
+                .flatten()
+                .map(|s| s.attempt == n && matches!(s.status, Status::Preparing | Status::Running))
+                .unwrap_or(false);
+            if !running {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        }
+        print_line(&mut out, line.trim_end(), raw);
+    }
+    let stderr = layout.stderr_log(id, n);
+    if let Ok(text) = std::fs::read_to_string(&stderr) {
+        if !text.trim().is_empty() {
+            println!("# stderr ({})", stderr.display());
+            print!("{text}");
+        }
+    }
+    Ok(0)
+}
+
+fn print_line(out: &mut impl Write, line: &str, raw: bool) {
+    let text = if raw {
+        Some(line.to_string())
+    } else {
+        render_line(line)
+    };
+    if let Some(t) = text {
+        let _ = writeln!(out, "{t}");
+    }
+}
+
+/// One line of `loki doctor`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    pub level: &'static str,
+    pub what: String,
+    pub detail: String,
+    pub fix: String,
+}
+
+fn finding(
+    level: &'static str,
+    what: &str,
+    detail: impl Into<String>,
+    fix: impl Into<String>,
+) -> Finding {
+    Finding {
+        level,
+        what: what.into(),
+        detail: detail.into(),
+        fix: fix.into(),
+    }
+}
+
+/// `loki doctor`: git, the agent commands, credentials, inotify limits, disk,
+/// and the swarm file. Exit code 1 when anything FAILs.
+pub fn doctor(cwd: &Path, config: Option<&Path>) -> Result<i32> {
+    let mut f = Vec::new();
+    match std::process::Command::new("git").arg("--version").output() {
+        Ok(o) if o.status.success() => f.push(finding("OK", "git", String::from_utf8_lossy(&o.stdout).trim().to_string(), "")),
+        _ => f.push(finding("WARN", "git", "the git CLI is not on PATH", "loki does not need it, but you will want `git log` to read the audit trail: install git")),
+    }
+    let root = crate::git::repo_root(cwd);
+    match &root {
+        Ok(r) => f.push(finding("OK", "repository", r.display().to_string(), "")),
+        Err(e) => f.push(finding(
+            "FAIL",
+            "repository",
+            format!("{e:#}"),
+            "run loki inside a git repository with at least one commit",
+        )),
+    }
+    let cfg_path = match (config, &root) {
+        (Some(p), _) => Some(p.to_path_buf()),
+        (None, Ok(r)) => Some(r.join("loki.toml")),
+        _ => None,
+    };
+    let mut commands: Vec<String> = Vec::new();
+    if let Some(p) = &cfg_path {
+        match crate::config::load(p) {
+            Ok(cfg) => {
+                f.push(finding(
+                    "OK",
+                    "swarm file",
+                    format!("{} ({} streams)", p.display(), cfg.streams.len()),
+                    "",
+                ));
+                for s in &cfg.streams {
+                    if !commands.contains(&s.agent.command) {
+                        commands.push(s.agent.command.clone());
+                    }
+                }
+            }
+            Err(e) => f.push(finding(
+                "FAIL",
+                "swarm file",
+                e.to_string(),
+                "fix the swarm file as the message says (or `loki init` for an example)",
+            )),
+        }
+    }
+    if commands.is_empty() {
+        commands.push("claude".into());
+    }
+    for c in &commands {
+        let resolved = match &root {
+            Ok(r) => crate::attempt::resolve_command(r, c),
+            Err(_) => c.clone(),
+        };
+        let v = crate::agent::agent_version(&resolved);
+        if v.is_empty() {
+            f.push(finding(
+                "FAIL",
+                "agent",
+                format!("`{c} --version` did not run"),
+                if c == "claude" {
+                    "install Claude Code: npm install -g @anthropic-ai/claude-code".to_string()
+                } else {
+                    format!("put `{c}` on PATH or set [agent] command to its path")
+                },
+            ));
+        } else {
+            f.push(finding("OK", "agent", format!("{c}: {v}"), ""));
+        }
+    }
+    if commands
+        .iter()
+        .any(|c| Path::new(c).file_name().is_some_and(|n| n == "claude"))
+    {
+        let home = std::env::var_os("HOME")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_default();
+        if std::env::var_os("ANTHROPIC_API_KEY").is_some()
+            || std::env::var_os("ANTHROPIC_AUTH_TOKEN").is_some()
+        {
+            f.push(finding("OK", "credentials", "ANTHROPIC_API_KEY is set", ""));
+        } else if home.join(".claude/.credentials.json").exists() {
+            f.push(finding(
+                "OK",
+                "credentials",
+                "Claude Code login found in ~/.claude",
+                "",
+            ));
+        } else {
+            f.push(finding(
+                "WARN",
+                "credentials",
+                "no ANTHROPIC_API_KEY and no Claude Code login found",
+                "export ANTHROPIC_API_KEY=… or run `claude` once and /login",
+            ));
+        }
+    }
+    let read_num = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+    };
+    match (read_num("/proc/sys/fs/inotify/max_user_watches"), read_num("/proc/sys/fs/inotify/max_user_instances")) {
+        (Some(w), Some(i)) if w >= 1024 && i >= 16 => f.push(finding("OK", "inotify", format!("max_user_watches {w}, max_user_instances {i}"), "")),
+        (Some(w), Some(i)) => f.push(finding("WARN", "inotify", format!("max_user_watches {w}, max_user_instances {i} are low; loki falls back to polling the signal folder"), "sysctl fs.inotify.max_user_instances=128 fs.inotify.max_user_watches=65536")),
+        _ => f.push(finding("WARN", "inotify", "cannot read the inotify limits", "loki falls back to polling the signal folder")),
+    }
+    if let Ok(r) = &root {
+        match nix::sys::statvfs::statvfs(r.as_path()) {
+            Ok(s) => {
+                let free = s.blocks_available() as u64 * s.fragment_size() as u64;
+                let gib = free as f64 / (1u64 << 30) as f64;
+                let level = if gib < 0.5 {
+                    "FAIL"
+                } else if gib < 2.0 {
+                    "WARN"
+                } else {
+                    "OK"
+                };
+                f.push(finding(
+                    level,
+                    "disk",
+                    format!(
+                        "{gib:.1} GiB free for worktrees under {}",
+                        r.join(".loki").display()
+                    ),
+                    if level == "OK" {
+                        ""
+                    } else {
+                        "free some disk space: every stream gets a full checkout"
+                    },
+                ));
+            }
+            Err(e) => f.push(finding(
+                "WARN",
+                "disk",
+                format!("cannot read free space: {e}"),
+                "",
+            )),
+        }
+        if let Ok(Some(pid)) = crate::state::SupervisorLock::holder(&r.join(".loki/state")) {
+            f.push(finding(
+                "OK",
+                "supervisor",
+                format!("running (pid {pid})"),
+                "",
+            ));
+        }
+    }
+    let mut fail = false;
+    for x in &f {
+        fail |= x.level == "FAIL";
+        println!("{:<4}  {:<12} {}", x.level, x.what, x.detail);
+        if !x.fix.is_empty() {
+            println!("      {:<12} fix: {}", "", x.fix);
+        }
+    }
+    Ok(if fail { 1 } else { 0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transcript_lines_read_like_a_conversation() {
+        let init =
+            r#"{"type":"system","subtype":"init","session_id":"abc","model":"sonnet","cwd":"/w"}"#;
+        assert_eq!(render_line(init).unwrap(), "session abc (sonnet, /w)");
+        let tool = r#"{"type":"assistant","message":{"content":[{"type":"tool_use","name":"Write","input":{"file_path":"/w/ch01.md","content":"x"}}]}}"#;
+        assert_eq!(render_line(tool).unwrap(), "→ Write /w/ch01.md");
+        let res = r#"{"type":"result","subtype":"success","is_error":false,"num_turns":3,"total_cost_usd":0.25,"duration_ms":1500,"result":"Done."}"#;
+        assert_eq!(
+            render_line(res).unwrap(),
+            "= success: 3 turns, $0.2500, 1.5s\nDone."
+        );
+        let retry = r#"{"type":"system","subtype":"api_retry","attempt":2,"max_retries":10,"retry_delay_ms":1187.4,"error_status":429}"#;
+        assert_eq!(
+            render_line(retry).unwrap(),
+            "! API 429 — retry 2 of 10 in 1187 ms"
+        );
+        assert_eq!(render_line("plain text").unwrap(), "plain text");
+    }
+}
