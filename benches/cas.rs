@@ -58,7 +58,9 @@ impl Outcome {
 }
 
 fn run(case: Case, root: &Path, secs: f64) -> anyhow::Result<Outcome> {
-    let dir = tempfile::Builder::new().prefix("cas-bench-").tempdir_in(root)?;
+    let dir = tempfile::Builder::new()
+        .prefix("cas-bench-")
+        .tempdir_in(root)?;
     let duration = Duration::from_secs_f64(secs);
     let stop = AtomicBool::new(false);
     let swaps = AtomicU64::new(0);
@@ -82,7 +84,11 @@ fn run(case: Case, root: &Path, secs: f64) -> anyhow::Result<Outcome> {
             std::thread::scope(|scope| -> anyhow::Result<()> {
                 let workers: Vec<_> = (0..n)
                     .map(|i| {
-                        let id = if own { format!("s{i}") } else { "s0".to_string() };
+                        let id = if own {
+                            format!("s{i}")
+                        } else {
+                            "s0".to_string()
+                        };
                         let (stop, swaps, conflicts) = (&stop, &swaps, &conflicts);
                         let store = StateStore::new(dir.path());
                         scope.spawn(move || -> anyhow::Result<()> {
@@ -169,8 +175,14 @@ fn main() -> anyhow::Result<()> {
     table("on disk", &disk, secs)?;
     let shm = Path::new("/dev/shm");
     if shm.is_dir() {
-        table("on tmpfs (fsync is free: the cost of the protocol)", shm, secs)?;
+        table(
+            "on tmpfs (fsync is free: the cost of the protocol)",
+            shm,
+            secs,
+        )?;
     }
-    println!("\nratio = swaps/s against the baseline of the same table; conflicts are retried tries");
+    println!(
+        "\nratio = swaps/s against the baseline of the same table; conflicts are retried tries"
+    );
     Ok(())
 }

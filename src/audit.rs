@@ -122,8 +122,11 @@ pub fn run(root: &Path, target: &str, stream: Option<&str>, json: bool) -> Resul
             let help = if known.is_empty() {
                 format!("no stream has been merged into {target} yet; `loki status` shows where every stream is")
             } else {
-                let mut ids: Vec<String> = known;
-                ids.dedup();
+                let ids: Vec<String> = known
+                    .into_iter()
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
                 format!(
                     "merged streams: {}; a stream that has not merged yet shows in `loki status`",
                     ids.join(", ")
@@ -343,7 +346,7 @@ fn stream_audit(
         .collect();
     let attempt_count = trailer(trailers, "Loki-Attempts")
         .and_then(leading_number)
-        .unwrap_or_else(|| seen.len() as u32);
+        .unwrap_or(seen.len() as u32);
     let cost_usd = trailer(trailers, "Loki-Cost-USD")
         .and_then(parse_f64)
         .unwrap_or_else(|| attempts.iter().filter_map(|a| a.cost_usd).sum());

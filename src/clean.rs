@@ -102,15 +102,18 @@ pub fn run(root: &Path, all: bool, dry_run: bool) -> Result<i32> {
     };
 
     let plan = plan(&root, all)?;
+    if dry_run {
+        for line in dry_run_lines(&root, &plan) {
+            println!("{line}");
+        }
+        return Ok(0);
+    }
+
     let mut failed = 0usize;
     let mut cleaned = 0usize;
     for sp in &plan.streams {
         let mut ok = true;
         for action in &sp.actions {
-            if dry_run {
-                println!("would {}", describe(&root, action, false));
-                continue;
-            }
             match apply(&root, action) {
                 Ok(()) => println!("{}", describe(&root, action, true)),
                 Err(e) => {
@@ -129,15 +132,9 @@ pub fn run(root: &Path, all: bool, dry_run: bool) -> Result<i32> {
             cleaned += 1;
         }
     }
-
     // Registrations to prune and empty folders (removals do not add any:
     // a stream's own registration goes with its worktree).
-    let extra = &plan.extra;
-    for action in extra {
-        if dry_run {
-            println!("would {}", describe(&root, action, false));
-            continue;
-        }
+    for action in &plan.extra {
         match apply(&root, action) {
             Ok(()) => println!("{}", describe(&root, action, true)),
             Err(e) => {
@@ -149,15 +146,8 @@ pub fn run(root: &Path, all: bool, dry_run: bool) -> Result<i32> {
     for k in plan.kept_streams.iter().chain(&plan.kept) {
         println!("kept {k}");
     }
-
-    let n = plan.streams.len();
-    if n == 0 && extra.is_empty() {
+    if plan.streams.is_empty() && plan.extra.is_empty() {
         println!("nothing to clean");
-    } else if dry_run {
-        println!(
-            "would clean {}; nothing was removed (--dry-run)",
-            streams_word(n)
-        );
     } else {
         println!("cleaned {}", streams_word(cleaned));
     }
@@ -165,6 +155,34 @@ pub fn run(root: &Path, all: bool, dry_run: bool) -> Result<i32> {
         println!("`loki clean --all` also removes the kept streams (their work is lost)");
     }
     Ok(if failed > 0 { 1 } else { 0 })
+}
+
+/// What `loki clean --dry-run` prints for `plan`: `would remove worktree
+/// .loki/worktrees/ch01`, `would delete branch loki/ch01`, …, `would keep …`
+/// and a summary line.
+pub fn dry_run_lines(root: &Path, plan: &Plan) -> Vec<String> {
+    let mut out: Vec<String> = plan
+        .streams
+        .iter()
+        .flat_map(|s| &s.actions)
+        .chain(&plan.extra)
+        .map(|a| format!("would {}", describe(root, a, false)))
+        .collect();
+    out.extend(
+        plan.kept_streams
+            .iter()
+            .chain(&plan.kept)
+            .map(|k| format!("would keep {k}")),
+    );
+    if plan.streams.is_empty() && plan.extra.is_empty() {
+        out.push("nothing to clean".into());
+    } else {
+        out.push(format!(
+            "would clean {}; nothing was removed (--dry-run)",
+            streams_word(plan.streams.len())
+        ));
+    }
+    out
 }
 
 /// What `loki clean` would remove in the repo whose main worktree is `root`.

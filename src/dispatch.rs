@@ -1640,6 +1640,16 @@ impl Dispatcher {
         let Some(slot) = self.slots.get(id) else {
             return;
         };
+        if let Some(b) = slot.cfg.agent.max_budget_usd {
+            if slot.st.cost_usd >= b {
+                let why = format!(
+                    "{reason}; stream budget reached (${:.2} of ${b:.2}), so no further attempt (raise max_budget_usd to go on)",
+                    slot.st.cost_usd
+                );
+                self.fail(id, why).await;
+                return;
+            }
+        }
         if slot.used() < slot.cfg.agent.max_attempts {
             let left = slot.cfg.agent.max_attempts - slot.used();
             let fb = feedback.clone();

@@ -58,8 +58,16 @@ pub const FALLBACK_EMAIL: &str = "loki@localhost";
 /// locked) before giving up.
 const MAX_MERGE_TRIES: u32 = 50;
 
-/// Merges in this process run one at a time.
-static MERGE_LOCK: Mutex<()> = Mutex::new(());
+/// Changes to the repository's structure in this process run one at a
+/// time: merges, worktree additions and removals, branch deletions.
+/// libgit2's worktree add, prune and "is this branch checked out" scans are
+/// not safe to interleave on one repository (seen: a worktree add failing
+/// with "already checked out" while another worktree was being removed).
+static REPO_LOCK: Mutex<()> = Mutex::new(());
+
+fn repo_lock() -> std::sync::MutexGuard<'static, ()> {
+    REPO_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// A stream's worktree, ready for an attempt.
 #[derive(Debug, Clone, PartialEq)]
@@ -162,6 +170,7 @@ pub fn branch_head(root: &Path, branch: &str) -> anyhow::Result<String> {
 /// reused; a stale worktree registration (folder gone) is pruned first.
 pub fn prepare_worktree(root: &Path, id: &str, target: &str) -> anyhow::Result<Worktree> {
     check_id(id)?;
+    let _serial = repo_lock();
     let repo = open_repo(root)?;
     let branch = branch_name(id);
     let path = worktree_path(root, id);
@@ -401,9 +410,7 @@ pub fn merge_stream_with_hook(
     before_ref_update: &mut dyn FnMut(u32),
 ) -> anyhow::Result<MergeOutcome> {
     check_id(id)?;
-    let _serial = MERGE_LOCK
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _serial = repo_lock();
     let repo = open_repo(root)?;
     let branch = branch_name(id);
     let target_ref = format!("refs/heads/{target}");
@@ -502,6 +509,7 @@ pub fn merge_stream_with_hook(
 /// remove --force` followed by prune). Only ever under `.loki/worktrees/`.
 pub fn remove_worktree(root: &Path, id: &str) -> anyhow::Result<()> {
     check_id(id)?;
+    let _serial = repo_lock();
     let repo = open_repo(root)?;
     let path = worktree_path(root, id);
     let dir = worktrees_dir(root);
@@ -566,6 +574,7 @@ pub fn remove_worktree(root: &Path, id: &str) -> anyhow::Result<()> {
 /// Deletes branch `loki/<id>` if it exists.
 pub fn delete_branch(root: &Path, id: &str) -> anyhow::Result<()> {
     check_id(id)?;
+    let _serial = repo_lock();
     let repo = open_repo(root)?;
     let branch = branch_name(id);
     let mut b = match repo.find_branch(&branch, BranchType::Local) {

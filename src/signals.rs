@@ -106,7 +106,10 @@ impl Kind {
 
     /// Case-insensitive.
     pub fn parse(s: &str) -> Option<Kind> {
-        Kind::ALL.iter().copied().find(|k| k.as_str().eq_ignore_ascii_case(s))
+        Kind::ALL
+            .iter()
+            .copied()
+            .find(|k| k.as_str().eq_ignore_ascii_case(s))
     }
 
     /// Kinds that may stand without a stream id (whole swarm).
@@ -133,7 +136,10 @@ pub struct Signal {
 pub enum Taken {
     Signal(Signal),
     /// Moved to `rejected/` with a reason file.
-    Rejected { name: String, reason: String },
+    Rejected {
+        name: String,
+        reason: String,
+    },
 }
 
 /// `.loki/signals/` and its `processed/` and `rejected/` folders.
@@ -304,10 +310,7 @@ impl SignalDir {
         let to = self.dir.join(PROCESSED).join(unique_name(name));
         if let Err(e) = fs::rename(&from, &to) {
             if e.kind() != io::ErrorKind::NotFound {
-                eprintln!(
-                    "loki: cannot take signal {}: {e}",
-                    from.display()
-                );
+                eprintln!("loki: cannot take signal {}: {e}", from.display());
             }
             return None;
         }
@@ -322,7 +325,10 @@ impl SignalDir {
                 {
                     eprintln!("loki: rejecting signal {shown}: {e:#}");
                 }
-                Some(Taken::Rejected { name: shown, reason })
+                Some(Taken::Rejected {
+                    name: shown,
+                    reason,
+                })
             }
         }
     }
@@ -370,7 +376,9 @@ fn read_body(path: &Path) -> Result<Vec<u8>, String> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| format!("cannot open it: {e}"))?;
-    let meta = file.metadata().map_err(|e| format!("cannot examine it: {e}"))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot examine it: {e}"))?;
     if !meta.is_file() {
         return Err("it is not a regular file".into());
     }
@@ -609,8 +617,9 @@ fn make_watcher(
         return poll(None);
     }
     let _ = backend;
-    let native = notify::RecommendedWatcher::new(handler(msg_tx.clone()), notify::Config::default())
-        .and_then(|mut w| w.watch(dir, RecursiveMode::NonRecursive).map(|()| w));
+    let native =
+        notify::RecommendedWatcher::new(handler(msg_tx.clone()), notify::Config::default())
+            .and_then(|mut w| w.watch(dir, RecursiveMode::NonRecursive).map(|()| w));
     match native {
         Ok(w) => Ok(Box::new(w)),
         Err(e) => match inotify_limit(&e) {
@@ -819,7 +828,11 @@ mod tests {
         let text = fs::read_to_string(reason_file).unwrap();
         assert!(text.contains(&format!("signal: {name}\n")), "{text}");
         assert!(text.contains(reason_part), "{text}");
-        let moved = reason_file.as_os_str().as_bytes().strip_suffix(b".reason").unwrap();
+        let moved = reason_file
+            .as_os_str()
+            .as_bytes()
+            .strip_suffix(b".reason")
+            .unwrap();
         assert!(fs::symlink_metadata(OsStr::from_bytes(moved)).is_ok());
         // Nothing left waiting, nothing left in processed/.
         assert_eq!(list(dir.dir()), vec!["processed", "rejected"]);
@@ -829,9 +842,18 @@ mod tests {
     #[test]
     fn names_parse() {
         let ok = |n: &str| parse_name(n).unwrap();
-        assert_eq!(ok("MERGE_REQUESTED_ch01"), (Kind::MergeRequested, Some("ch01".into())));
-        assert_eq!(ok("TESTS_PASSED_my_feature.v2"), (Kind::TestsPassed, Some("my_feature.v2".into())));
-        assert_eq!(ok("TESTS_FAILED_x.json"), (Kind::TestsFailed, Some("x".into())));
+        assert_eq!(
+            ok("MERGE_REQUESTED_ch01"),
+            (Kind::MergeRequested, Some("ch01".into()))
+        );
+        assert_eq!(
+            ok("TESTS_PASSED_my_feature.v2"),
+            (Kind::TestsPassed, Some("my_feature.v2".into()))
+        );
+        assert_eq!(
+            ok("TESTS_FAILED_x.json"),
+            (Kind::TestsFailed, Some("x".into()))
+        );
         assert_eq!(ok("approve_ch01"), (Kind::Approve, Some("ch01".into())));
         assert_eq!(ok("PAUSE"), (Kind::Pause, None));
         assert_eq!(ok("STOP.json"), (Kind::Stop, None));
@@ -843,7 +865,10 @@ mod tests {
 
         let err = |n: &str| parse_name(n).unwrap_err();
         let e = err("FOO_ch01");
-        assert!(e.starts_with("unknown signal kind `FOO`; known kinds: MERGE_REQUESTED, "), "{e}");
+        assert!(
+            e.starts_with("unknown signal kind `FOO`; known kinds: MERGE_REQUESTED, "),
+            "{e}"
+        );
         assert!(err("APPROVED_ch01").contains("unknown signal kind `APPROVED`"));
         assert!(err("hello").contains("unknown signal kind `hello`"));
         assert!(err("APPROVE").contains("needs a stream id"));
@@ -865,7 +890,7 @@ mod tests {
             .unwrap();
         assert_eq!(path, dir.dir().join("APPROVE_ch01"));
         let taken = dir.scan();
-        let Taken::Signal(s) = &taken[..] .first().unwrap().clone() else {
+        let Taken::Signal(s) = &taken[..].first().unwrap().clone() else {
             panic!("{taken:?}")
         };
         assert_eq!(taken.len(), 1);
@@ -890,7 +915,11 @@ mod tests {
         let (_tmp, dir) = setup();
         fs::write(dir.dir().join("PAUSE"), "").unwrap();
         fs::write(dir.dir().join("retry_ch02.json"), "\n").unwrap();
-        fs::write(dir.dir().join("CANCEL_ch03"), "{\"expected_version\": null}").unwrap();
+        fs::write(
+            dir.dir().join("CANCEL_ch03"),
+            "{\"expected_version\": null}",
+        )
+        .unwrap();
         let mut got: Vec<(Kind, Option<String>, Option<u64>)> = dir
             .scan()
             .into_iter()
@@ -952,7 +981,11 @@ mod tests {
     fn unknown_kind_is_rejected() {
         let (_tmp, dir) = setup();
         fs::write(dir.dir().join("LAUNCH_MISSILES_ch01"), "").unwrap();
-        expect_rejected(&dir, "LAUNCH_MISSILES_ch01", "unknown signal kind `LAUNCH_MISSILES`");
+        expect_rejected(
+            &dir,
+            "LAUNCH_MISSILES_ch01",
+            "unknown signal kind `LAUNCH_MISSILES`",
+        );
     }
 
     #[test]
@@ -983,7 +1016,10 @@ mod tests {
         symlink(&outside, dir.dir().join("APPROVE_ch01")).unwrap();
         expect_rejected(&dir, "APPROVE_ch01", "symbolic link");
         // The target is untouched and the link itself was moved.
-        assert_eq!(fs::read_to_string(&outside).unwrap(), "{\"expected_version\": 1}");
+        assert_eq!(
+            fs::read_to_string(&outside).unwrap(),
+            "{\"expected_version\": 1}"
+        );
         let after = fs::metadata(&outside).unwrap();
         assert_eq!(after.modified().unwrap(), before.modified().unwrap());
         assert_eq!(list(tmp.path()), vec!["outside.json", "signals"]);
@@ -992,7 +1028,10 @@ mod tests {
             .into_iter()
             .find(|f| !f.ends_with(".reason"))
             .unwrap();
-        assert!(fs::symlink_metadata(rejected.join(link)).unwrap().file_type().is_symlink());
+        assert!(fs::symlink_metadata(rejected.join(link))
+            .unwrap()
+            .file_type()
+            .is_symlink());
 
         // A link to a FIFO would hang anyone who opened it.
         let fifo = tmp.path().join("fifo");
@@ -1001,12 +1040,22 @@ mod tests {
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         let d = dir.clone();
         std::thread::spawn(move || done_tx.send(d.scan()).unwrap());
-        let taken = done_rx.recv_timeout(Duration::from_secs(5)).expect("scan hung on a FIFO");
-        assert!(matches!(&taken[..], [Taken::Rejected { reason, .. }] if reason.contains("symbolic link")));
+        let taken = done_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("scan hung on a FIFO");
+        assert!(
+            matches!(&taken[..], [Taken::Rejected { reason, .. }] if reason.contains("symbolic link"))
+        );
         // A FIFO right in the folder is not a regular file.
-        nix::unistd::mkfifo(&dir.dir().join("RETRY_ch03"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        nix::unistd::mkfifo(
+            &dir.dir().join("RETRY_ch03"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
         let taken = dir.scan();
-        assert!(matches!(&taken[..], [Taken::Rejected { reason, .. }] if reason.contains("not a regular file")));
+        assert!(
+            matches!(&taken[..], [Taken::Rejected { reason, .. }] if reason.contains("not a regular file"))
+        );
     }
 
     #[test]
@@ -1019,10 +1068,18 @@ mod tests {
     #[test]
     fn an_oversized_body_is_rejected() {
         let (_tmp, dir) = setup();
-        fs::write(dir.dir().join("APPROVE_ch01"), vec![b' '; MAX_BODY as usize + 1]).unwrap();
+        fs::write(
+            dir.dir().join("APPROVE_ch01"),
+            vec![b' '; MAX_BODY as usize + 1],
+        )
+        .unwrap();
         expect_rejected(&dir, "APPROVE_ch01", "65537 bytes; the limit is 65536");
         // Exactly the limit is fine.
-        fs::write(dir.dir().join("APPROVE_ch01"), vec![b' '; MAX_BODY as usize]).unwrap();
+        fs::write(
+            dir.dir().join("APPROVE_ch01"),
+            vec![b' '; MAX_BODY as usize],
+        )
+        .unwrap();
         assert!(matches!(&dir.scan()[..], [Taken::Signal(_)]));
     }
 
@@ -1030,7 +1087,11 @@ mod tests {
     fn invalid_json_is_rejected_with_serdes_message() {
         let (_tmp, dir) = setup();
         fs::write(dir.dir().join("APPROVE_ch01"), "{nope").unwrap();
-        expect_rejected(&dir, "APPROVE_ch01", "invalid JSON: key must be a string at line 1 column 2");
+        expect_rejected(
+            &dir,
+            "APPROVE_ch01",
+            "invalid JSON: key must be a string at line 1 column 2",
+        );
     }
 
     #[test]
@@ -1043,14 +1104,22 @@ mod tests {
     #[test]
     fn an_unknown_field_is_rejected() {
         let (_tmp, dir) = setup();
-        fs::write(dir.dir().join("APPROVE_ch01"), r#"{"expected_version": 2, "force": true}"#).unwrap();
+        fs::write(
+            dir.dir().join("APPROVE_ch01"),
+            r#"{"expected_version": 2, "force": true}"#,
+        )
+        .unwrap();
         expect_rejected(&dir, "APPROVE_ch01", "unknown field `force`");
     }
 
     #[test]
     fn a_wrongly_typed_field_is_rejected() {
         let (_tmp, dir) = setup();
-        fs::write(dir.dir().join("APPROVE_ch01"), r#"{"expected_version": -1}"#).unwrap();
+        fs::write(
+            dir.dir().join("APPROVE_ch01"),
+            r#"{"expected_version": -1}"#,
+        )
+        .unwrap();
         expect_rejected(&dir, "APPROVE_ch01", "invalid body");
     }
 
@@ -1061,12 +1130,19 @@ mod tests {
         let Some(Taken::Signal(s)) = dir.scan().into_iter().next() else {
             panic!()
         };
-        dir.reject(&s, "stale: expected version 4, the stream is at 6").unwrap();
+        dir.reject(&s, "stale: expected version 4, the stream is at 6")
+            .unwrap();
         let unique = s.path.file_name().unwrap().to_str().unwrap().to_string();
         let rejected = dir.dir().join("rejected");
-        assert_eq!(list(&rejected), vec![unique.clone(), format!("{unique}.reason")]);
+        assert_eq!(
+            list(&rejected),
+            vec![unique.clone(), format!("{unique}.reason")]
+        );
         let text = fs::read_to_string(rejected.join(format!("{unique}.reason"))).unwrap();
-        assert_eq!(text, "signal: RETRY_ch01\nreason: stale: expected version 4, the stream is at 6\n");
+        assert_eq!(
+            text,
+            "signal: RETRY_ch01\nreason: stale: expected version 4, the stream is at 6\n"
+        );
         assert!(list(&dir.dir().join("processed")).is_empty());
         assert!(dir.reject(&s, "twice").is_err());
     }
@@ -1078,8 +1154,12 @@ mod tests {
         assert!(dir.write(Kind::Approve, Some("../x"), None, None).is_err());
         let p1 = dir.write(Kind::Pause, None, None, None).unwrap();
         assert_eq!(fs::read(&p1).unwrap(), b"");
-        let a = dir.write(Kind::Approve, Some("ch01"), None, Some("first")).unwrap();
-        let b = dir.write(Kind::Approve, Some("ch01"), None, Some("second")).unwrap();
+        let a = dir
+            .write(Kind::Approve, Some("ch01"), None, Some("first"))
+            .unwrap();
+        let b = dir
+            .write(Kind::Approve, Some("ch01"), None, Some("second"))
+            .unwrap();
         assert_eq!(a, dir.dir().join("APPROVE_ch01"));
         assert_eq!(b, dir.dir().join("APPROVE_ch01.json"));
         // Both names waiting: the third write waits for a consumer.
@@ -1090,7 +1170,9 @@ mod tests {
                 dir.scan()
             })
         };
-        let c = dir.write(Kind::Approve, Some("ch01"), None, Some("third")).unwrap();
+        let c = dir
+            .write(Kind::Approve, Some("ch01"), None, Some("third"))
+            .unwrap();
         let mut notes: Vec<String> = consumer
             .join()
             .unwrap()
@@ -1128,7 +1210,10 @@ mod tests {
                     })
                 })
                 .collect();
-            handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect()
         });
         let mut names: Vec<String> = all
             .into_iter()
@@ -1162,7 +1247,8 @@ mod tests {
         assert_eq!(list(dir.dir()), vec!["processed", "rejected"]);
         tokio::time::sleep(Duration::from_millis(50)).await;
         let started = Instant::now();
-        dir.write(Kind::FeatureReady, Some("ch01"), Some(2), None).unwrap();
+        dir.write(Kind::FeatureReady, Some("ch01"), Some(2), None)
+            .unwrap();
         let got = recv_within(&mut rx, Duration::from_secs(1)).await;
         let elapsed = started.elapsed();
         match got {
@@ -1201,7 +1287,9 @@ mod tests {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let _guard = watch(dir.clone(), tx).unwrap();
         match recv_within(&mut rx, Duration::from_secs(1)).await {
-            Some(Taken::Signal(s)) => assert_eq!((s.kind, s.note.as_deref()), (Kind::Stop, Some("bedtime"))),
+            Some(Taken::Signal(s)) => {
+                assert_eq!((s.kind, s.note.as_deref()), (Kind::Stop, Some("bedtime")))
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -1238,7 +1326,10 @@ mod tests {
         let e = notify::Error::new(notify::ErrorKind::MaxFilesWatch);
         assert_eq!(inotify_limit(&e).unwrap().0, "fs.inotify.max_user_watches");
         let e = notify::Error::io(io::Error::from_raw_os_error(libc::EMFILE));
-        assert_eq!(inotify_limit(&e).unwrap().0, "fs.inotify.max_user_instances");
+        assert_eq!(
+            inotify_limit(&e).unwrap().0,
+            "fs.inotify.max_user_instances"
+        );
         let e = notify::Error::io(io::Error::from_raw_os_error(libc::EACCES));
         assert!(inotify_limit(&e).is_none());
     }

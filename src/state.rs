@@ -51,9 +51,12 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// The lifecycle of a stream (see DESIGN.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
+    #[default]
     Pending,
     Ready,
     Preparing,
@@ -94,7 +97,11 @@ impl Status {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            Status::Merged | Status::Failed | Status::Conflicted | Status::Blocked | Status::Cancelled
+            Status::Merged
+                | Status::Failed
+                | Status::Conflicted
+                | Status::Blocked
+                | Status::Cancelled
         )
     }
 }
@@ -202,12 +209,6 @@ pub struct StreamState {
     pub agent: Option<String>,
 }
 
-impl Default for Status {
-    fn default() -> Self {
-        Status::Pending
-    }
-}
-
 impl StreamState {
     pub fn new(id: &str) -> Self {
         StreamState {
@@ -257,7 +258,11 @@ pub struct Event {
 pub enum StoreError {
     /// The file on disk is not at the version the caller expected.
     #[error("state of {name} changed underneath: expected version {expected}, found {found}")]
-    Conflict { name: String, expected: u64, found: u64 },
+    Conflict {
+        name: String,
+        expected: u64,
+        found: u64,
+    },
     /// Reading, parsing or writing failed; the message names the file.
     #[error(transparent)]
     Io(#[from] anyhow::Error),
@@ -492,7 +497,9 @@ impl StateStore {
                 Ok(event) => events.push(event),
                 Err(e) if e.is_eof() => continue,
                 Err(e) => {
-                    return Err(anyhow!("{}:{}: not a loki event: {e}", path.display(), n + 1).into())
+                    return Err(
+                        anyhow!("{}:{}: not a loki event: {e}", path.display(), n + 1).into(),
+                    )
                 }
             }
         }
@@ -737,7 +744,8 @@ impl LockFile {
     /// holder has it and breaking it when its holder is gone.
     fn acquire(dir: &Path, path: &Path, timing: LockTiming) -> Result<LockFile, StoreError> {
         let started = Instant::now();
-        let check_every = (timing.stale_after / 4).clamp(Duration::from_millis(1), Duration::from_millis(100));
+        let check_every =
+            (timing.stale_after / 4).clamp(Duration::from_millis(1), Duration::from_millis(100));
         let mut last_check = started;
         let mut backoff = Backoff::new();
         let mut made_dir = false;
@@ -805,7 +813,8 @@ impl LockFile {
         if let Flock::Busy = flocked {
             // A breaker is looking at it this very moment (only possible
             // with a clock far off); wait for its verdict.
-            flock(&lock.file, libc::LOCK_EX).with_context(|| format!("locking {}", path.display()))?;
+            flock(&lock.file, libc::LOCK_EX)
+                .with_context(|| format!("locking {}", path.display()))?;
             if !lock.still_ours() {
                 lock.armed = false;
                 return Ok(None);
@@ -827,10 +836,16 @@ impl LockFile {
     /// and fsyncs the folder.
     fn commit(mut self, bytes: &[u8], target: &Path, dir: &Path) -> Result<(), CommitError> {
         let io = |what: &str, e: io::Error| {
-            CommitError::Io(anyhow::Error::new(e).context(format!("{what} {}", self.path.display())))
+            CommitError::Io(
+                anyhow::Error::new(e).context(format!("{what} {}", self.path.display())),
+            )
         };
-        self.file.write_all_at(bytes, 0).map_err(|e| io("writing", e))?;
-        self.file.set_len(bytes.len() as u64).map_err(|e| io("truncating", e))?;
+        self.file
+            .write_all_at(bytes, 0)
+            .map_err(|e| io("writing", e))?;
+        self.file
+            .set_len(bytes.len() as u64)
+            .map_err(|e| io("truncating", e))?;
         self.file.sync_data().map_err(|e| io("syncing", e))?;
         if !self.still_ours() {
             self.armed = false;
@@ -907,7 +922,11 @@ fn break_if_stale(dir: &Path, path: &Path, stale_after: Duration) -> Result<bool
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let grave = dir.join(format!(".{file_name}.stale-{}-{}", std::process::id(), unix_nanos()));
+    let grave = dir.join(format!(
+        ".{file_name}.stale-{}-{}",
+        std::process::id(),
+        unix_nanos()
+    ));
     match fs::rename(path, &grave) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
@@ -1027,7 +1046,9 @@ impl SupervisorLock {
         let file = match File::open(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(anyhow::Error::new(e).context(format!("opening {}", path.display()))),
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!("opening {}", path.display())))
+            }
         };
         match flock(&file, libc::LOCK_SH | libc::LOCK_NB)
             .with_context(|| format!("examining {}", path.display()))?
@@ -1106,21 +1127,36 @@ mod tests {
         let s = store
             .update("ch01", 0, |s| s.status = Status::Ready)
             .unwrap();
-        assert_eq!((s.version, s.status, s.id.as_str()), (1, Status::Ready, "ch01"));
+        assert_eq!(
+            (s.version, s.status, s.id.as_str()),
+            (1, Status::Ready, "ch01")
+        );
         assert_eq!(s.branch, "loki/ch01");
         assert_eq!(store.load("ch01").unwrap(), Some(s.clone()));
 
         // 0 = must not exist.
         match store.update("ch01", 0, |_| {}) {
-            Err(StoreError::Conflict { expected: 0, found: 1, name }) => assert_eq!(name, "ch01"),
+            Err(StoreError::Conflict {
+                expected: 0,
+                found: 1,
+                name,
+            }) => assert_eq!(name, "ch01"),
             other => panic!("{other:?}"),
         }
         match store.update("ch01", 7, |_| {}) {
-            Err(StoreError::Conflict { expected: 7, found: 1, .. }) => {}
+            Err(StoreError::Conflict {
+                expected: 7,
+                found: 1,
+                ..
+            }) => {}
             other => panic!("{other:?}"),
         }
         match store.update("ch02", 3, |_| {}) {
-            Err(StoreError::Conflict { expected: 3, found: 0, .. }) => {}
+            Err(StoreError::Conflict {
+                expected: 3,
+                found: 0,
+                ..
+            }) => {}
             other => panic!("{other:?}"),
         }
         let s = store
@@ -1167,7 +1203,10 @@ mod tests {
     fn load_all_reads_only_stream_files() {
         let tmp = tempfile::tempdir().unwrap();
         let store = StateStore::new(tmp.path());
-        assert!(StateStore::new(tmp.path().join("missing")).load_all().unwrap().is_empty());
+        assert!(StateStore::new(tmp.path().join("missing"))
+            .load_all()
+            .unwrap()
+            .is_empty());
         store.update("b", 0, |_| {}).unwrap();
         store.update("a", 0, |_| {}).unwrap();
         store.update_swarm(0, |s| s.paused = true).unwrap();
@@ -1182,11 +1221,23 @@ mod tests {
                 message: String::new(),
             })
             .unwrap();
-        for junk in ["a.json.lock", ".tmp-abc", "notes.txt", "Upper.json", ".x.json", "c.json~"] {
+        for junk in [
+            "a.json.lock",
+            ".tmp-abc",
+            "notes.txt",
+            "Upper.json",
+            ".x.json",
+            "c.json~",
+        ] {
             fs::write(tmp.path().join(junk), "garbage").unwrap();
         }
         SupervisorLock::acquire(tmp.path()).unwrap().unwrap();
-        let ids: Vec<String> = store.load_all().unwrap().into_iter().map(|s| s.id).collect();
+        let ids: Vec<String> = store
+            .load_all()
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
         assert_eq!(ids, vec!["a", "b"]);
     }
 
@@ -1234,7 +1285,11 @@ mod tests {
         make_lock(&lock, &format!("loki-lock {pid} 12345\n"), 10);
         let started = Instant::now();
         let s = store.update("ch01", 1, |s| s.attempt = 1).unwrap();
-        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
         assert_eq!(s.version, 2);
         // Neither the lock nor its grave is left.
         assert_eq!(names(tmp.path()), vec!["ch01.json"]);
@@ -1249,7 +1304,11 @@ mod tests {
         assert_eq!(store.update("ch01", 0, |_| {}).unwrap().version, 1);
         // Our own pid, but another start time: a reused pid.
         let me = Owner::me();
-        make_lock(&lock, &format!("loki-lock {} {}\n", me.pid, me.start_time + 1), 10);
+        make_lock(
+            &lock,
+            &format!("loki-lock {} {}\n", me.pid, me.start_time + 1),
+            10,
+        );
         assert_eq!(store.update("ch01", 1, |_| {}).unwrap().version, 2);
         // Left mid-commit (JSON already in it, no owner line, no flock).
         make_lock(&lock, "{\"id\":\"ch01\"", 10);
@@ -1269,7 +1328,10 @@ mod tests {
         let err = store.update("ch01", 1, |_| {}).unwrap_err();
         assert!(started.elapsed() >= Duration::from_millis(400));
         let msg = err.to_string();
-        assert!(msg.contains("still running") && msg.contains("ch01.json.lock"), "{msg}");
+        assert!(
+            msg.contains("still running") && msg.contains("ch01.json.lock"),
+            "{msg}"
+        );
         assert_eq!(fs::read_to_string(&lock).unwrap(), line);
         assert_eq!(store.load("ch01").unwrap().unwrap().version, 1);
     }
@@ -1281,7 +1343,10 @@ mod tests {
         let lock = tmp.path().join("ch01.json.lock");
         make_lock(&lock, &format!("loki-lock {} 1\n", dead_pid()), 60);
         let holder = File::open(&lock).unwrap();
-        assert!(matches!(flock(&holder, libc::LOCK_EX).unwrap(), Flock::Taken));
+        assert!(matches!(
+            flock(&holder, libc::LOCK_EX).unwrap(),
+            Flock::Taken
+        ));
         assert!(store.update("ch01", 0, |_| {}).is_err());
         assert!(lock.exists());
         drop(holder);
@@ -1324,11 +1389,16 @@ mod tests {
         let target = tmp.path().join("x.json");
         let lock_path = lock_path_for(&target);
         let lock = LockFile::acquire(tmp.path(), &lock_path, LockTiming::default()).unwrap();
-        assert!(fs::read_to_string(&lock_path).unwrap().starts_with("loki-lock "));
+        assert!(fs::read_to_string(&lock_path)
+            .unwrap()
+            .starts_with("loki-lock "));
         // A breaker (with a clock far off) took it and a new holder came.
         fs::rename(&lock_path, tmp.path().join(".grave")).unwrap();
         fs::write(&lock_path, "someone else").unwrap();
-        assert!(matches!(lock.commit(b"{}", &target, tmp.path()), Err(CommitError::Lost)));
+        assert!(matches!(
+            lock.commit(b"{}", &target, tmp.path()),
+            Err(CommitError::Lost)
+        ));
         assert!(!target.exists());
         assert_eq!(fs::read_to_string(&lock_path).unwrap(), "someone else");
     }
@@ -1400,7 +1470,8 @@ mod tests {
         store.append_event(&event(1)).unwrap();
         // A crash mid-write: a truncated line, no newline.
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(br#"{"ts":"2024-01-01T00:00:00Z","kind":"tr"#).unwrap();
+        f.write_all(br#"{"ts":"2024-01-01T00:00:00Z","kind":"tr"#)
+            .unwrap();
         assert_eq!(store.read_events().unwrap().len(), 1);
         store.append_event(&event(2)).unwrap();
         // What some file systems leave after a crash: zero bytes.
@@ -1454,8 +1525,16 @@ mod tests {
         assert!(me.alive());
         assert_eq!(Owner::parse(b"{\"id\": 1}"), None);
         assert_eq!(Owner::parse(b""), None);
-        assert!(!Owner { pid: dead_pid(), start_time: 1 }.alive());
-        assert!(!Owner { pid: 0, start_time: 0 }.alive());
+        assert!(!Owner {
+            pid: dead_pid(),
+            start_time: 1
+        }
+        .alive());
+        assert!(!Owner {
+            pid: 0,
+            start_time: 0
+        }
+        .alive());
     }
 
     #[test]

@@ -323,7 +323,7 @@ async fn live(mut rx: mpsc::UnboundedReceiver<UiEvent>) {
             .filter(|s| matches!(s, Status::Failed | Status::Blocked | Status::Conflicted))
             .count();
         let waiting = total.saturating_sub(merged + running + failed);
-        let cost: f64 = costs.values().sum();
+        let cost: f64 = costs.values().sum::<f64>().max(0.0);
         overall.set_position(merged as u64);
         overall.set_message(format!(
             "{running} running  {waiting} waiting  {failed} failed  ${cost:.2}  {}",

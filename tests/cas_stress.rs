@@ -4,6 +4,10 @@
 //! update is ever lost, across threads and across processes, and that a
 //! writer killed while holding the lock does not wedge the others.
 //!
+//! It runs in /dev/shm when that exists (fsync is free on tmpfs, so the
+//! test exercises the protocol rather than the disk and takes seconds);
+//! `LOKI_CAS_DIR` names another folder.
+//!
 //! The multi-process tests re-run this test binary with `LOKI_CAS_CHILD`
 //! set, which turns the named test into a child worker.
 
@@ -47,7 +51,10 @@ fn hammer(dir: &Path, threads: u32, per_thread: u32) -> u64 {
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("worker panicked")).sum()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("worker panicked"))
+            .sum()
     })
 }
 
@@ -64,7 +71,11 @@ fn assert_clean(dir: &Path) {
         .expect("list")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names, vec![format!("{STREAM}.json")], "leftover lock or temporary files");
+    assert_eq!(
+        names,
+        vec![format!("{STREAM}.json")],
+        "leftover lock or temporary files"
+    );
 }
 
 /// `Some(dir)` when this process is a child started for `mode`.
@@ -72,6 +83,18 @@ fn child_mode(mode: &str) -> Option<String> {
     let value = std::env::var(CHILD_ENV).ok()?;
     let (m, dir) = value.split_once(':')?;
     (m == mode).then(|| dir.to_string())
+}
+
+/// A fresh folder for one test.
+fn scratch() -> tempfile::TempDir {
+    let root = std::env::var_os("LOKI_CAS_DIR")
+        .map(std::path::PathBuf::from)
+        .or_else(|| Some(std::path::PathBuf::from("/dev/shm")).filter(|p| p.is_dir()))
+        .unwrap_or_else(std::env::temp_dir);
+    tempfile::Builder::new()
+        .prefix("loki-cas-")
+        .tempdir_in(root)
+        .expect("tempdir")
 }
 
 fn spawn_child(test_name: &str, mode: &str, dir: &Path) -> std::process::Child {
@@ -86,7 +109,7 @@ fn spawn_child(test_name: &str, mode: &str, dir: &Path) -> std::process::Child {
 
 #[test]
 fn cas_across_threads() {
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = scratch();
     let started = Instant::now();
     let swaps = hammer(tmp.path(), 16, 500);
     eprintln!("16 threads x 500 increments: {:?}", started.elapsed());
@@ -104,7 +127,7 @@ fn cas_across_processes() {
         println!("LOKI_CAS_SWAPS={swaps}");
         return;
     }
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = scratch();
     let started = Instant::now();
     let children: Vec<_> = (0..PROCESSES)
         .map(|_| spawn_child("cas_across_processes", "swaps", tmp.path()))
@@ -125,7 +148,10 @@ fn cas_across_processes() {
         assert_eq!(n, u64::from(THREADS * PER_THREAD));
         swaps += n;
     }
-    eprintln!("4 processes x 4 threads x 200 increments: {:?}", started.elapsed());
+    eprintln!(
+        "4 processes x 4 threads x 200 increments: {:?}",
+        started.elapsed()
+    );
     let total = PROCESSES * u64::from(THREADS * PER_THREAD);
     assert_eq!(swaps, total);
     assert_final(tmp.path(), total);
@@ -141,7 +167,7 @@ fn a_writer_killed_inside_the_lock_does_not_wedge_the_others() {
         });
         return;
     }
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = scratch();
     let store = StateStore::new(tmp.path());
     store.update(STREAM, 0, |_| {}).expect("first write");
     let mut child = spawn_child(
@@ -165,7 +191,9 @@ fn a_writer_killed_inside_the_lock_does_not_wedge_the_others() {
     child.wait().expect("reap");
 
     let started = Instant::now();
-    let s = store.update(STREAM, 1, |s| s.attempt = 7).expect("update after the crash");
+    let s = store
+        .update(STREAM, 1, |s| s.attempt = 7)
+        .expect("update after the crash");
     let waited = started.elapsed();
     assert_eq!((s.version, s.attempt), (2, 7));
     // Broken once it was older than the 2 s threshold, not much later.

@@ -1,0 +1,1070 @@
+//! Supervision end to end: hung agents (idle and wall-clock timeouts), a
+//! grandchild that ignores SIGTERM, Ctrl-C once and twice, SIGTERM, `kill -9`
+//! of the supervisor at several points of the lifecycle, a second supervisor,
+//! and the swarm budget.
+//!
+//! Every test records the process groups of the agents it caused (from
+//! `events.jsonl`, the state files' `process` field and the fake agent's pid
+//! file) and asserts, by walking `/proc`, that none of their processes is
+//! left; and that no commit is lost (every commit the state records is
+//! reachable, every stream merges exactly once). A [`Harness`] kills whatever
+//! is left of those groups when a test fails halfway, and a [`Loki`] kills its
+//! supervisor when dropped.
+
+mod common;
+use common::*;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+/// Longest any single `loki run` of these tests may take.
+const RUN_LIMIT: Duration = Duration::from_secs(40);
+/// Longest wait for a state the run must reach.
+const STATE_LIMIT: Duration = Duration::from_secs(20);
+
+// ----- /proc ----------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy)]
+struct Stat {
+    state: char,
+    pgrp: i32,
+    start: u64,
+}
+
+fn stat(pid: i32) -> Option<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(Stat {
+        state: f.first()?.chars().next()?,
+        pgrp: f.get(2)?.parse().ok()?,
+        start: f.get(19)?.parse().ok()?,
+    })
+}
+
+/// Clock ticks since boot, comparable with field 22 of `/proc/<pid>/stat`.
+fn now_ticks() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let up = std::fs::read_to_string("/proc/uptime").expect("/proc/uptime");
+    let secs: f64 = up
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .expect("uptime");
+    (secs * hz) as u64
+}
+
+fn alive(pid: i32) -> bool {
+    stat(pid).is_some_and(|s| !matches!(s.state, 'Z' | 'X'))
+}
+
+/// Live (non-zombie) processes whose group is one of `pgids` and that started
+/// no earlier than `since` (so a stranger with a reused number never counts).
+fn live_members(pgids: &BTreeSet<i32>, since: u64) -> Vec<(i32, i32)> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if let Some(s) = stat(pid) {
+            if pgids.contains(&s.pgrp) && s.start >= since && !matches!(s.state, 'Z' | 'X') {
+                out.push((pid, s.pgrp));
+            }
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+// ----- the harness: a repo plus the process groups its runs created ---------
+
+struct Harness {
+    repo: Repo,
+    /// Ticks since boot when the test began (minus a little slack).
+    since: u64,
+    /// Extra pids the test learnt (pid files): their groups are recorded too.
+    pgids: Mutex<BTreeSet<i32>>,
+    /// A scratch folder outside the repo (pid files, a bin dir).
+    scratch: tempfile::TempDir,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        Harness {
+            repo: Repo::new(),
+            since: now_ticks().saturating_sub(2),
+            pgids: Mutex::new(BTreeSet::new()),
+            scratch: tempfile::Builder::new()
+                .prefix("loki-sup-")
+                .tempdir()
+                .expect("tempdir"),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.repo.path()
+    }
+
+    fn scratch(&self, name: &str) -> PathBuf {
+        self.scratch.path().join(name)
+    }
+
+    /// Writes the chapter template, `.loki/.gitignore` and `loki.toml`, and
+    /// commits them.
+    fn swarm(&self, toml: &str) {
+        self.repo.write("prompts/chapter.md", CHAPTER);
+        self.repo
+            .write(".loki/.gitignore", loki::init::LOKI_GITIGNORE);
+        self.repo.write("loki.toml", toml);
+        self.repo.commit_all("swarm");
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.path().join(".loki/state")
+    }
+
+    /// `.loki/state/<id>.json`, if it exists and parses.
+    fn state(&self, id: &str) -> Option<Value> {
+        let text = std::fs::read_to_string(self.state_dir().join(format!("{id}.json"))).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Every stream state file, by id.
+    fn states(&self) -> BTreeMap<String, Value> {
+        let mut out = BTreeMap::new();
+        let Ok(dir) = std::fs::read_dir(self.state_dir()) else {
+            return out;
+        };
+        for e in dir.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let Some(id) = name.strip_suffix(".json") else {
+                continue;
+            };
+            if id == "swarm" {
+                continue;
+            }
+            if let Ok(text) = std::fs::read_to_string(e.path()) {
+                if let Ok(v) = serde_json::from_str::<Value>(&text) {
+                    out.insert(id.to_string(), v);
+                }
+            }
+        }
+        out
+    }
+
+    fn events(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.state_dir().join("events.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Whether some line of `events.jsonl` has this kind and a message containing `needle`.
+    fn has_event(&self, kind: &str, needle: &str) -> bool {
+        self.events()
+            .iter()
+            .any(|e| e["kind"] == kind && e["message"].as_str().unwrap_or("").contains(needle))
+    }
+
+    /// Learns every process group the runs recorded: `events.jsonl` ("attempt
+    /// n started: pid P (group G)"), the state files' `process` field, and
+    /// pids the test added.
+    fn collect_groups(&self) -> BTreeSet<i32> {
+        let mut set = self.pgids.lock().map(|g| g.clone()).unwrap_or_default();
+        for e in self.events() {
+            if e["kind"] != "agent" {
+                continue;
+            }
+            let msg = e["message"].as_str().unwrap_or("");
+            if let Some(g) = msg
+                .split("(group ")
+                .nth(1)
+                .and_then(|r| r.split(')').next())
+                .and_then(|g| g.trim().parse::<i32>().ok())
+            {
+                set.insert(g);
+            }
+        }
+        for st in self.states().values() {
+            if let Some(g) = st["process"]["pgid"].as_i64() {
+                set.insert(g as i32);
+            }
+        }
+        if let Ok(mut g) = self.pgids.lock() {
+            g.extend(set.iter().copied());
+        }
+        set
+    }
+
+    fn add_group(&self, pid: i32) {
+        let g = stat(pid).map(|s| s.pgrp).unwrap_or(pid);
+        if let Ok(mut set) = self.pgids.lock() {
+            set.insert(g);
+            set.insert(pid);
+        }
+    }
+
+    /// No process of any recorded group is alive.
+    fn assert_no_leftovers(&self, when: &str) {
+        let groups = self.collect_groups();
+        assert!(
+            !groups.is_empty(),
+            "{when}: no agent process group was recorded"
+        );
+        let left = live_members(&groups, self.since);
+        assert!(
+            left.is_empty(),
+            "{when}: processes of the run's agent groups are still alive (pid, pgid): {left:?}; groups {groups:?}"
+        );
+    }
+
+    /// Waits until `pred` holds for the stream's state file.
+    fn wait_state(&self, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let until = Instant::now() + STATE_LIMIT;
+        loop {
+            if let Some(v) = self.state(id) {
+                if pred(&v) {
+                    return v;
+                }
+            }
+            assert!(
+                Instant::now() < until,
+                "stream {id} never reached: {what}; state: {:?}",
+                self.state(id)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits until the stream's agent is running and recorded; returns its pid.
+    fn wait_running(&self, id: &str) -> i32 {
+        let v = self.wait_state(id, "running with a recorded process", |v| {
+            v["status"] == "running" && v["process"]["pid"].as_i64().is_some()
+        });
+        let pid = v["process"]["pid"].as_i64().expect("pid") as i32;
+        self.collect_groups();
+        pid
+    }
+
+    fn wait_event(&self, kind: &str, needle: &str) {
+        let until = Instant::now() + STATE_LIMIT;
+        while !self.has_event(kind, needle) {
+            assert!(
+                Instant::now() < until,
+                "no `{kind}` event containing `{needle}` in events.jsonl"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Every commit the state records is still in the object store and
+    /// reachable from the target or the stream's branch.
+    fn assert_no_commit_lost(&self) {
+        for (id, st) in self.states() {
+            let mut commits: Vec<String> = st["attempts"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x["commit"].as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Some(m) = st["merge_commit"].as_str() {
+                commits.push(m.to_string());
+            }
+            for c in commits {
+                let reachable = ["main".to_string(), format!("loki/{id}")].iter().any(|r| {
+                    Command::new("git")
+                        .args(["merge-base", "--is-ancestor", &c, r])
+                        .current_dir(self.path())
+                        .stderr(Stdio::null())
+                        .status()
+                        .is_ok_and(|s| s.success())
+                });
+                assert!(
+                    reachable,
+                    "commit {c} of stream {id} is reachable from neither main nor loki/{id}"
+                );
+            }
+        }
+    }
+
+    /// The run is complete: every id merged exactly once into main, git is
+    /// healthy, nothing is left behind.
+    fn assert_all_merged_once(&self, ids: &[&str]) {
+        let subjects = first_parent_subjects(&self.repo, "main");
+        for id in ids {
+            let n = subjects
+                .iter()
+                .filter(|s| **s == format!("Merge stream {id}"))
+                .count();
+            assert_eq!(
+                n, 1,
+                "`Merge stream {id}` appears {n} times on main: {subjects:?}"
+            );
+            assert_eq!(stream_status(&self.repo, id), "merged", "stream {id}");
+        }
+        assert_clean_repo(&self.repo);
+        self.assert_no_commit_lost();
+    }
+
+    fn json_stream(&self, id: &str) -> Value {
+        status_json(&self.repo)["streams"]
+            .as_array()
+            .expect("streams")
+            .iter()
+            .find(|s| s["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("stream {id} not in `loki status --json`"))
+    }
+
+    fn spawn(&self, args: &[&str]) -> Loki {
+        Loki::spawn(self.path(), args)
+    }
+
+    /// `loki run --plain` to its end.
+    fn run(&self) -> Done {
+        self.spawn(&["run", "--plain"]).wait()
+    }
+}
+
+impl Drop for Harness {
+    /// Whatever happened, nothing of the recorded groups outlives the test.
+    fn drop(&mut self) {
+        let groups = self.collect_groups();
+        for _ in 0..50 {
+            let left = live_members(&groups, self.since);
+            if left.is_empty() {
+                break;
+            }
+            for (pid, _) in left {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+// ----- a running `loki` -----------------------------------------------------
+
+struct Loki {
+    child: Option<Child>,
+    pid: i32,
+    out: Arc<Mutex<String>>,
+    err: Arc<Mutex<String>>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+struct Done {
+    code: Option<i32>,
+    signal: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Done {
+    fn both(&self) -> String {
+        format!(
+            "exit {:?} (signal {:?})\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.signal, self.stdout, self.stderr
+        )
+    }
+    fn text(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+fn reader(mut pipe: impl Read + Send + 'static, buf: Arc<Mutex<String>>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match pipe.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if let Ok(mut b) = buf.lock() {
+                        b.push_str(&String::from_utf8_lossy(&chunk[..n]));
+                    }
+                }
+            }
+        }
+    })
+}
+
+impl Loki {
+    fn spawn(dir: &Path, args: &[&str]) -> Loki {
+        let mut child = Command::new(loki_bin())
+            .args(args)
+            .current_dir(dir)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting loki");
+        let out = Arc::new(Mutex::new(String::new()));
+        let err = Arc::new(Mutex::new(String::new()));
+        let readers = vec![
+            reader(child.stdout.take().expect("stdout"), out.clone()),
+            reader(child.stderr.take().expect("stderr"), err.clone()),
+        ];
+        Loki {
+            pid: child.id() as i32,
+            child: Some(child),
+            out,
+            err,
+            readers,
+        }
+    }
+
+    fn signal(&self, sig: Signal) {
+        kill(Pid::from_raw(self.pid), sig).expect("signalling loki");
+    }
+
+    fn output(&self) -> String {
+        let o = self.out.lock().map(|s| s.clone()).unwrap_or_default();
+        let e = self.err.lock().map(|s| s.clone()).unwrap_or_default();
+        format!("{o}\n{e}")
+    }
+
+    fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_some())
+    }
+
+    /// Waits for the exit (SIGKILL after [`RUN_LIMIT`], then a panic).
+    fn wait(mut self) -> Done {
+        use std::os::unix::process::ExitStatusExt;
+        let mut child = self.child.take().expect("child");
+        let until = Instant::now() + RUN_LIMIT;
+        let status = loop {
+            if let Some(st) = child.try_wait().expect("try_wait") {
+                break st;
+            }
+            if Instant::now() >= until {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "loki (pid {}) did not finish within {RUN_LIMIT:?}; output so far:\n{}",
+                    self.pid,
+                    self.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        Done {
+            code: status.code(),
+            signal: status.signal(),
+            stdout: self.out.lock().map(|s| s.clone()).unwrap_or_default(),
+            stderr: self.err.lock().map(|s| s.clone()).unwrap_or_default(),
+        }
+    }
+}
+
+impl Drop for Loki {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+// ----- swarm files ----------------------------------------------------------
+
+/// `stream()` with an `env = {...}` and extra keys.
+fn stream_env(id: &str, env: &[(&str, &str)], extra: &str) -> String {
+    let env: Vec<String> = env.iter().map(|(k, v)| format!("{k} = \"{v}\"")).collect();
+    let mut more = String::new();
+    if !env.is_empty() {
+        more.push_str(&format!("env = {{ {} }}\n", env.join(", ")));
+    }
+    more.push_str(extra);
+    stream(id, &[], &format!("chapters/{id}.md"), &more)
+}
+
+fn toml_path(p: &Path) -> String {
+    p.display().to_string()
+}
+
+// ----- timeouts -------------------------------------------------------------
+
+/// An agent that prints nothing is stopped after `idle_timeout`; the attempt
+/// fails with `idle`, counts, and is retried; with one attempt allowed the
+/// stream fails with `idle` in its reason.
+#[test]
+fn idle_agent_is_stopped_counted_and_retried() {
+    let h = Harness::new();
+    let mut toml = header(2, "");
+    toml.push_str(&stream_env(
+        "hung-once",
+        &[("FAKE_AGENT_HANG", "@1")],
+        "idle_timeout = \"1s\"\nmax_attempts = 2\n",
+    ));
+    toml.push_str(&stream_env(
+        "hung",
+        &[("FAKE_AGENT_HANG", "1")],
+        "idle_timeout = \"1s\"\nmax_attempts = 1\n",
+    ));
+    h.swarm(&toml);
+
+    let done = h.run();
+    assert_eq!(done.code, Some(1), "{}", done.both());
+    h.assert_no_leftovers("after the run");
+
+    // Retried after an idle attempt that counted, then merged.
+    let st = h.state("hung-once").expect("state");
+    assert_eq!(st["status"], "merged", "{st:#}");
+    let attempts = st["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 2, "{st:#}");
+    assert_eq!(attempts[0]["outcome"], "idle", "{st:#}");
+    assert_eq!(attempts[0]["counted"], true, "{st:#}");
+    assert_eq!(attempts[1]["outcome"], "ok", "{st:#}");
+
+    // One attempt allowed: failed, `idle` in the reason, in status --json too.
+    let st = h.state("hung").expect("state");
+    assert_eq!(st["status"], "failed", "{st:#}");
+    assert_eq!(st["attempts"][0]["outcome"], "idle", "{st:#}");
+    let js = h.json_stream("hung");
+    assert_eq!(js["status"], "failed", "{js:#}");
+    assert_eq!(js["attempts"], 1, "{js:#}");
+    let reason = js["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("idle"), "reason: {reason}");
+    assert!(done.stdout.contains("idle"), "{}", done.both());
+
+    h.assert_no_commit_lost();
+    let subjects = first_parent_subjects(&h.repo, "main");
+    assert!(subjects.contains(&"Merge stream hung-once".to_string()));
+    assert!(!subjects.iter().any(|s| s == "Merge stream hung"));
+}
+
+/// An agent that keeps talking but never ends is stopped at the wall-clock
+/// `timeout`; the attempt fails with `timeout`, counts, and is retried.
+#[test]
+fn wall_clock_timeout_stops_a_chatty_agent() {
+    let h = Harness::new();
+    let mut toml = header(2, "");
+    toml.push_str(&stream_env(
+        "long-once",
+        &[("FAKE_AGENT_SLOW", "30@1")],
+        "timeout = \"2s\"\nmax_attempts = 2\n",
+    ));
+    toml.push_str(&stream_env(
+        "long",
+        &[("FAKE_AGENT_SLOW", "30")],
+        "timeout = \"2s\"\nmax_attempts = 1\n",
+    ));
+    h.swarm(&toml);
+
+    let started = Instant::now();
+    let done = h.run();
+    assert_eq!(done.code, Some(1), "{}", done.both());
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "the 30 s agents were not stopped at the 2 s timeout"
+    );
+    h.assert_no_leftovers("after the run");
+
+    let st = h.state("long-once").expect("state");
+    assert_eq!(st["status"], "merged", "{st:#}");
+    let attempts = st["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 2, "{st:#}");
+    assert_eq!(attempts[0]["outcome"], "timeout", "{st:#}");
+    assert_eq!(attempts[0]["counted"], true, "{st:#}");
+
+    let st = h.state("long").expect("state");
+    assert_eq!(st["status"], "failed", "{st:#}");
+    assert_eq!(st["attempts"][0]["outcome"], "timeout", "{st:#}");
+    let js = h.json_stream("long");
+    assert_eq!(js["status"], "failed", "{js:#}");
+    let reason = js["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("timeout"), "reason: {reason}");
+    h.assert_no_commit_lost();
+}
+
+/// A grandchild that ignores SIGTERM is ended with its group (SIGKILL after
+/// the grace period): no process of the recorded group survives the attempt.
+#[test]
+fn grandchild_ignoring_sigterm_is_killed_with_the_group() {
+    let h = Harness::new();
+    let pid_file = h.scratch("forker.pid");
+    let pf = format!("{}@1", toml_path(&pid_file));
+    let mut toml = header(1, "");
+    toml.push_str(&stream_env(
+        "forker",
+        &[
+            ("FAKE_AGENT_FORK_IGNORE_TERM", "@1"),
+            ("FAKE_AGENT_PID_FILE", &pf),
+        ],
+        "idle_timeout = \"1s\"\nmax_attempts = 2\n",
+    ));
+    h.swarm(&toml);
+
+    let run = h.spawn(&["run", "--plain"]);
+    // While it runs: learn the agent's and the grandchild's pids.
+    let until = Instant::now() + STATE_LIMIT;
+    let pids: Vec<i32> = loop {
+        let text = std::fs::read_to_string(&pid_file).unwrap_or_default();
+        let pids: Vec<i32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        if pids.len() == 2 {
+            break pids;
+        }
+        assert!(
+            Instant::now() < until,
+            "the fake agent never wrote both pids"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let (leader, grandchild) = (pids[0], pids[1]);
+    let gstat = stat(grandchild);
+    h.add_group(leader);
+    h.add_group(grandchild);
+    assert_eq!(
+        gstat.map(|s| s.pgrp),
+        Some(leader),
+        "the grandchild should be in the agent's group"
+    );
+
+    let done = run.wait();
+    assert_eq!(done.code, Some(0), "{}", done.both());
+    assert!(!alive(leader), "the agent {leader} survived");
+    assert!(
+        !alive(grandchild),
+        "the grandchild {grandchild} (ignores SIGTERM) survived its group's end"
+    );
+    h.assert_no_leftovers("after the run");
+
+    let st = h.state("forker").expect("state");
+    assert_eq!(st["attempts"][0]["outcome"], "idle", "{st:#}");
+    assert_eq!(st["attempts"][1]["outcome"], "ok", "{st:#}");
+    h.assert_all_merged_once(&["forker"]);
+}
+
+// ----- Ctrl-C and SIGTERM ---------------------------------------------------
+
+/// Ctrl-C once: the running stream finishes and merges, the pending one is
+/// not started, the exit code is non-zero and the output says a second
+/// Ctrl-C stops them. The next `loki run` finishes the rest.
+#[test]
+fn ctrl_c_once_lets_running_streams_finish_and_starts_nothing_new() {
+    let h = Harness::new();
+    let mut toml = header(1, "");
+    toml.push_str(&stream_env("slow", &[("FAKE_AGENT_SLOW", "3")], ""));
+    toml.push_str(&stream_env("later", &[], ""));
+    h.swarm(&toml);
+
+    let run = h.spawn(&["run", "--plain"]);
+    h.wait_running("slow");
+    assert_eq!(
+        h.state("later").map(|v| v["status"].clone()),
+        Some(Value::from("pending"))
+    );
+    run.signal(Signal::SIGINT);
+    let done = run.wait();
+    assert_ne!(done.code, Some(0), "{}", done.both());
+    assert_ne!(done.code, None, "loki died of the signal: {}", done.both());
+    assert!(
+        done.text().contains("Ctrl-C again"),
+        "the output should say a second Ctrl-C stops them:\n{}",
+        done.both()
+    );
+    h.assert_no_leftovers("after the first run");
+
+    let slow = h.json_stream("slow");
+    assert_eq!(slow["status"], "merged", "{slow:#}");
+    assert_eq!(slow["attempts"], 1, "{slow:#}");
+    let later = h.json_stream("later");
+    assert_eq!(later["status"], "pending", "{later:#}");
+    assert_eq!(
+        later["attempts"], 0,
+        "the pending stream was started: {later:#}"
+    );
+    assert!(
+        !h.path().join(".loki/worktrees/later").exists(),
+        "the pending stream got a worktree"
+    );
+    h.assert_no_commit_lost();
+
+    let again = h.run();
+    assert_eq!(again.code, Some(0), "{}", again.both());
+    h.assert_no_leftovers("after the second run");
+    h.assert_all_merged_once(&["slow", "later"]);
+    assert_eq!(h.json_stream("slow")["attempts"], 1);
+}
+
+/// Asserts the state after Ctrl-C twice / SIGTERM, puts some work into the
+/// interrupted worktree, and checks that the next `loki run` resumes and
+/// completes everything without losing that work.
+fn interrupted_then_resumed(h: &Harness, done: &Done) {
+    assert_eq!(done.code, Some(130), "{}", done.both());
+    assert!(
+        done.text().contains("resume with `loki run`"),
+        "the message should say how to resume:\n{}",
+        done.both()
+    );
+    h.assert_no_leftovers("after the interrupted run");
+    let slow = h.json_stream("slow");
+    assert_eq!(slow["status"], "interrupted", "{slow:#}");
+    let later = h.json_stream("later");
+    assert_eq!(later["status"], "pending", "{later:#}");
+    assert_eq!(later["attempts"], 0, "{later:#}");
+    let st = h.state("slow").expect("state");
+    assert_eq!(st["attempts"][0]["outcome"], "interrupted", "{st:#}");
+    assert!(st.get("process").is_none_or(Value::is_null), "{st:#}");
+
+    // Work the interrupted agent left behind.
+    let wt = h.path().join(".loki/worktrees/slow");
+    assert!(wt.is_dir(), "the interrupted worktree is gone");
+    std::fs::write(wt.join("notes.md"), "half a draft\n").expect("write notes");
+
+    let again = h.run();
+    assert_eq!(again.code, Some(0), "{}", again.both());
+    h.assert_no_leftovers("after the resumed run");
+    h.assert_all_merged_once(&["slow", "later"]);
+    let st = h.state("slow").expect("state");
+    let attempts = st["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts[0]["outcome"], "interrupted", "{st:#}");
+    assert_eq!(attempts[0]["counted"], false, "{st:#}");
+    assert_eq!(attempts.last().expect("last")["outcome"], "ok", "{st:#}");
+    // The interrupted work was committed as such and reached main.
+    let log = h.repo.git(&["log", "--format=%s", "main"]);
+    assert!(
+        log.lines().any(|l| l.contains("(interrupted)")),
+        "no `(interrupted)` commit in:\n{log}"
+    );
+    assert_eq!(h.repo.git(&["show", "main:notes.md"]), "half a draft\n");
+}
+
+fn interruptible_swarm(h: &Harness) {
+    let mut toml = header(1, "");
+    toml.push_str(&stream_env("slow", &[("FAKE_AGENT_SLOW", "30@1")], ""));
+    toml.push_str(&stream_env("later", &[], ""));
+    h.swarm(&toml);
+}
+
+/// Ctrl-C twice: the running agent is stopped, the stream is `interrupted`,
+/// the exit code is 130 and the next `loki run` resumes it.
+#[test]
+fn ctrl_c_twice_stops_agents_and_the_next_run_resumes() {
+    let h = Harness::new();
+    interruptible_swarm(&h);
+    let run = h.spawn(&["run", "--plain"]);
+    let agent = h.wait_running("slow");
+    run.signal(Signal::SIGINT);
+    h.wait_event("supervisor", "Ctrl-C");
+    assert!(alive(agent), "one Ctrl-C must not stop the agent");
+    run.signal(Signal::SIGINT);
+    let started = Instant::now();
+    let done = run.wait();
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the second Ctrl-C did not stop the 30 s agent promptly"
+    );
+    assert!(!alive(agent), "the agent {agent} survived two Ctrl-C");
+    interrupted_then_resumed(&h, &done);
+}
+
+/// SIGTERM behaves like Ctrl-C twice.
+#[test]
+fn sigterm_behaves_like_ctrl_c_twice() {
+    let h = Harness::new();
+    interruptible_swarm(&h);
+    let run = h.spawn(&["run", "--plain"]);
+    let agent = h.wait_running("slow");
+    run.signal(Signal::SIGTERM);
+    let done = run.wait();
+    assert!(!alive(agent), "the agent {agent} survived SIGTERM");
+    interrupted_then_resumed(&h, &done);
+}
+
+// ----- kill -9 of the supervisor ---------------------------------------------
+
+/// kill -9 of the supervisor, then the leftover check and a second run that
+/// must complete everything.
+fn kill9(run: Loki) -> Done {
+    run.signal(Signal::SIGKILL);
+    let done = run.wait();
+    assert_eq!(done.signal, Some(9), "{}", done.both());
+    done
+}
+
+fn resume_and_complete(h: &Harness, ids: &[&str]) -> Done {
+    let again = h.run();
+    assert_eq!(again.code, Some(0), "{}", again.both());
+    h.assert_no_leftovers("after the second run");
+    h.assert_all_merged_once(ids);
+    again
+}
+
+/// While agents run: they die with the supervisor (PDEATHSIG) and a
+/// grandchild that ignores SIGTERM is ended by the next supervisor's
+/// start-up sweep before anything else happens.
+#[test]
+fn kill_9_while_agents_run_then_resume() {
+    let h = Harness::new();
+    let pid_file = h.scratch("b.pid");
+    let pf = format!("{}@1", toml_path(&pid_file));
+    let mut toml = header(2, "");
+    toml.push_str(&stream_env("a", &[("FAKE_AGENT_SLOW", "30@1")], ""));
+    toml.push_str(&stream_env(
+        "b",
+        &[
+            ("FAKE_AGENT_FORK_IGNORE_TERM", "@1"),
+            ("FAKE_AGENT_PID_FILE", &pf),
+        ],
+        "",
+    ));
+    toml.push_str(&stream_env("c", &[], ""));
+    toml.push_str(&stream_env("d", &[], ""));
+    h.swarm(&toml);
+
+    let run = h.spawn(&["run", "--plain"]);
+    let a = h.wait_running("a");
+    let b = h.wait_running("b");
+    let until = Instant::now() + STATE_LIMIT;
+    let grandchild = loop {
+        let text = std::fs::read_to_string(&pid_file).unwrap_or_default();
+        if let Some(g) = text
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse::<i32>().ok())
+        {
+            break g;
+        }
+        assert!(Instant::now() < until, "b never forked its grandchild");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    h.add_group(grandchild);
+    let groups = h.collect_groups();
+    assert!(groups.contains(&a) && groups.contains(&b), "{groups:?}");
+
+    kill9(run);
+    // PDEATHSIG: the agents themselves die with the supervisor.
+    let until = Instant::now() + Duration::from_secs(3);
+    while (alive(a) || alive(b)) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        !alive(a),
+        "agent a ({a}) outlived the supervisor (PDEATHSIG)"
+    );
+    assert!(
+        !alive(b),
+        "agent b ({b}) outlived the supervisor (PDEATHSIG)"
+    );
+    // The grandchild has no PDEATHSIG and ignores SIGTERM: the sweep's job.
+    assert!(
+        alive(grandchild),
+        "test precondition: the grandchild should still be alive"
+    );
+
+    let second = h.spawn(&["run", "--plain"]);
+    let me = format!("started (pid {})", second.pid);
+    h.wait_event("supervisor", &me);
+    let left = live_members(&groups, h.since);
+    assert!(
+        left.is_empty(),
+        "processes of the first run's groups are alive after the second run started: {left:?}"
+    );
+    let again = second.wait();
+    assert_eq!(again.code, Some(0), "{}", again.both());
+    assert!(
+        again.stdout.contains("leftover"),
+        "the second run should say it ended leftovers:\n{}",
+        again.both()
+    );
+    h.assert_no_leftovers("after the second run");
+    h.assert_all_merged_once(&["a", "b", "c", "d"]);
+    for id in ["a", "b"] {
+        let st = h.state(id).expect("state");
+        assert_eq!(st["attempts"][0]["outcome"], "interrupted", "{st:#}");
+    }
+}
+
+/// Right after the first merge.
+#[test]
+fn kill_9_right_after_the_first_merge_then_resume() {
+    let h = Harness::new();
+    let mut toml = header(1, "");
+    for id in ["a", "b", "c"] {
+        toml.push_str(&stream_env(id, &[], ""));
+    }
+    h.swarm(&toml);
+
+    let mut run = h.spawn(&["run", "--plain"]);
+    let until = Instant::now() + STATE_LIMIT;
+    loop {
+        if h.states().values().any(|v| v["status"] == "merged") {
+            break;
+        }
+        assert!(
+            !run.exited() && Instant::now() < until,
+            "no stream merged before the run ended"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    h.collect_groups();
+    kill9(run);
+    resume_and_complete(&h, &["a", "b", "c"]);
+}
+
+/// During a merge (hard to hit: the state files are polled every
+/// millisecond for `merging`); either outcome is accepted, the invariants
+/// after the second run are not negotiable.
+#[test]
+fn kill_9_during_a_merge_then_resume() {
+    let h = Harness::new();
+    let mut toml = header(2, "");
+    let ids = ["a", "b", "c", "d"];
+    for id in ids {
+        toml.push_str(&stream_env(id, &[], ""));
+    }
+    h.swarm(&toml);
+
+    let mut run = h.spawn(&["run", "--plain"]);
+    let until = Instant::now() + STATE_LIMIT;
+    let mut hit = None;
+    while hit.is_none() && !run.exited() && Instant::now() < until {
+        hit = h
+            .states()
+            .into_iter()
+            .find(|(_, v)| v["status"] == "merging")
+            .map(|(id, _)| id);
+        if hit.is_none() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    if hit.is_some() {
+        run.signal(Signal::SIGKILL);
+    }
+    let first = run.wait();
+    eprintln!(
+        "kill -9 during a merge: {}",
+        match &hit {
+            Some(id) => format!("hit while {id} was merging"),
+            None => format!("missed (the run ended: {:?})", first.code),
+        }
+    );
+    h.collect_groups();
+    resume_and_complete(&h, &ids);
+}
+
+// ----- one supervisor per repo ------------------------------------------------
+
+#[test]
+fn a_second_supervisor_is_refused_with_the_first_ones_pid() {
+    let h = Harness::new();
+    interruptible_swarm(&h);
+    let first = h.spawn(&["run", "--plain"]);
+    h.wait_running("slow");
+
+    let head = h.repo.git(&["rev-parse", "main"]);
+    let second = h.run();
+    assert_eq!(second.code, Some(2), "{}", second.both());
+    assert!(
+        second.stderr.contains(&format!("pid {}", first.pid)),
+        "the refusal should name the first supervisor's pid {}:\n{}",
+        first.pid,
+        second.both()
+    );
+    let sw = status_json(&h.repo)["swarm"].clone();
+    assert_eq!(sw["supervisor_pid"], first.pid, "{sw:#}");
+    // The refusal changed nothing: the first one still runs its agent.
+    assert_eq!(h.state("slow").expect("state")["status"], "running");
+    assert_eq!(h.repo.git(&["rev-parse", "main"]), head);
+
+    first.signal(Signal::SIGTERM);
+    let done = first.wait();
+    assert_eq!(done.code, Some(130), "{}", done.both());
+    h.assert_no_leftovers("after the first run");
+    resume_and_complete(&h, &["slow", "later"]);
+}
+
+// ----- budget -------------------------------------------------------------------
+
+/// The fake agent as `claude` (loki detects claude by the file name), in
+/// stream-json mode, each attempt costing $0.01, a swarm budget of $0.015:
+/// after two attempts nothing new starts.
+#[test]
+fn swarm_budget_stops_new_attempts() {
+    let h = Harness::new();
+    let bin = h.scratch("bin");
+    std::fs::create_dir_all(&bin).expect("mkdir bin");
+    let claude = bin.join("claude");
+    std::os::unix::fs::symlink(fake_agent(), &claude).expect("symlink claude");
+
+    let mut toml = format!(
+        "[swarm]\ntarget = \"main\"\nmax_parallel = 1\nspawn_interval = \"0s\"\nmax_budget_usd = 0.015\n\n\
+         [agent]\ncommand = \"{}\"\ntimeout = \"60s\"\nidle_timeout = \"30s\"\nkill_grace = \"1s\"\nmax_attempts = 3\n\
+         env = {{ FAKE_AGENT_COST = \"0.01\" }}\n\n",
+        toml_path(&claude)
+    );
+    for id in ["s1", "s2", "s3"] {
+        toml.push_str(&stream(id, &[], &format!("chapters/{id}.md"), ""));
+    }
+    h.swarm(&toml);
+
+    let done = h.run();
+    assert_ne!(done.code, Some(0), "{}", done.both());
+    assert_ne!(done.code, None, "{}", done.both());
+    assert!(
+        done.text().contains("budget reached"),
+        "the output should say the budget was reached:\n{}",
+        done.both()
+    );
+    assert!(
+        h.has_event("budget", "budget reached"),
+        "events.jsonl should record the budget"
+    );
+    h.assert_no_leftovers("after the run");
+
+    let st = status_json(&h.repo);
+    let streams = st["streams"].as_array().expect("streams");
+    let attempts: u64 = streams
+        .iter()
+        .map(|s| s["attempts"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(attempts, 2, "two attempts, then the budget: {st:#}");
+    let mut merged = 0;
+    let mut untouched = 0;
+    for s in streams {
+        let cost = s["cost_usd"].as_f64().expect("cost_usd");
+        match s["status"].as_str() {
+            Some("merged") => {
+                merged += 1;
+                assert!((cost - 0.01).abs() < 1e-9, "{s:#}");
+                assert_eq!(s["attempts"], 1, "{s:#}");
+                // It really ran as claude: a session id from stream-json.
+                assert!(s["session_id"].is_string(), "{s:#}");
+            }
+            Some("pending") => {
+                untouched += 1;
+                assert_eq!(cost, 0.0, "{s:#}");
+                assert_eq!(s["attempts"], 0, "{s:#}");
+            }
+            other => panic!("unexpected status {other:?}: {s:#}"),
+        }
+    }
+    assert_eq!((merged, untouched), (2, 1), "{st:#}");
+    let total = st["swarm"]["total_cost_usd"].as_f64().expect("total");
+    assert!((total - 0.02).abs() < 1e-9, "{st:#}");
+    h.assert_no_commit_lost();
+}
