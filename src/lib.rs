@@ -34,6 +34,7 @@ pub mod init;
 pub mod inspect;
 pub mod plan;
 pub mod prompt;
+pub mod review;
 pub mod signals;
 pub mod standin;
 pub mod state;

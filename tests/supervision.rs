@@ -967,6 +967,155 @@ fn kill_9_during_a_merge_then_resume() {
     resume_and_complete(&h, &ids);
 }
 
+/// Kill -9 while the worktree of a stream is being checked out (a repo with
+/// many files makes the checkout take long enough to land in it): the
+/// half-made worktree must not turn into commits that delete or truncate the
+/// user's files.
+#[test]
+fn kill_9_while_a_worktree_is_checked_out_loses_no_user_file() {
+    let h = Harness::new();
+    const FILES: usize = 3000;
+    for i in 0..FILES {
+        h.repo.write(
+            &format!("corpus/{:02}/note-{i:04}.md", i % 50),
+            &format!("note {i}\n"),
+        );
+    }
+    let mut toml = header(1, "");
+    toml.push_str(&stream_env("a", &[], ""));
+    h.swarm(&toml);
+    let tree_before = h.repo.git(&["ls-tree", "-r", "main"]);
+    let toml_before = h.repo.read("loki.toml");
+
+    let mut run = h.spawn(&["run", "--plain"]);
+    let wt = h.path().join(".loki/worktrees/a");
+    // In the checkout: the worktree's .git file exists, its index does not yet.
+    let in_checkout = || -> bool {
+        let Ok(link) = std::fs::read_to_string(wt.join(".git")) else {
+            return false;
+        };
+        let Some(admin) = link.trim().strip_prefix("gitdir:") else {
+            return false;
+        };
+        let admin = PathBuf::from(admin.trim());
+        admin.is_dir() && !admin.join("index").exists()
+    };
+    let until = Instant::now() + STATE_LIMIT;
+    let mut hit = false;
+    while !run.exited() && Instant::now() < until {
+        if in_checkout() {
+            hit = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    run.signal(Signal::SIGKILL);
+    let _ = run.wait();
+    let present = walk_count(&wt);
+    eprintln!(
+        "kill -9 during the worktree checkout: {} ({present} of {FILES}+ files checked out)",
+        if hit { "hit" } else { "missed" }
+    );
+
+    let again = h.run();
+    assert_eq!(again.code, Some(0), "{}", again.both());
+    h.assert_no_leftovers("after the second run");
+    h.assert_all_merged_once(&["a"]);
+    assert_eq!(h.repo.read("loki.toml"), toml_before, "loki.toml changed");
+    // Every file of the user's tree is still on main, unchanged.
+    let tree_after = h.repo.git(&["ls-tree", "-r", "main"]);
+    let after: BTreeSet<&str> = tree_after.lines().collect();
+    let lost: Vec<&str> = tree_before
+        .lines()
+        .filter(|l| !after.contains(l))
+        .take(5)
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "files of main were deleted or changed by the resumed stream (first 5): {lost:?}\n{}",
+        h.repo
+            .git(&["log", "--stat", "--format=%h %s", "-3", "main"])
+            .lines()
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(h.path().join("corpus/49/note-2999.md").exists());
+}
+
+fn walk_count(dir: &Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| {
+            let p = e.path();
+            if e.file_name() == ".git" {
+                0
+            } else if p.is_dir() {
+                walk_count(&p)
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
+/// Kill -9 after the target ref moved to the merge commit but before the
+/// merge was recorded (the user's checkout is being brought up to date: a
+/// stream with many outputs makes that take a while). The next run must
+/// leave the checkout matching main.
+#[test]
+fn kill_9_between_the_target_update_and_the_merge_record() {
+    let h = Harness::new();
+    const OUTPUTS: usize = 400;
+    let outs: Vec<String> = (0..OUTPUTS)
+        .map(|i| format!("\"big/part-{i:03}.md\""))
+        .collect();
+    let mut toml = header(1, "");
+    toml.push_str(&format!(
+        "[[streams]]\nid = \"big\"\nprompt = \"prompts/chapter.md\"\nvars = {{ CHAPTER = \"big\" }}\noutputs = [{}]\nenv = {{ FAKE_AGENT_WORDS = \"20\" }}\n\n",
+        outs.join(", ")
+    ));
+    h.swarm(&toml);
+    let start = h.repo.git(&["rev-parse", "main"]).trim().to_string();
+    let ref_file = h.path().join(".git/refs/heads/main");
+
+    let mut run = h.spawn(&["run", "--plain"]);
+    let until = Instant::now() + STATE_LIMIT;
+    let mut hit = false;
+    while !run.exited() && Instant::now() < until {
+        let merging = h.state("big").is_some_and(|v| v["status"] == "merging");
+        if merging {
+            let now = std::fs::read_to_string(&ref_file).unwrap_or_default();
+            if !now.trim().is_empty() && now.trim() != start {
+                run.signal(Signal::SIGKILL);
+                hit = true;
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let first = run.wait();
+    eprintln!(
+        "kill -9 between the ref update and the merge record: {}",
+        if hit {
+            "hit".to_string()
+        } else {
+            format!("missed (the run ended: {:?})", first.code)
+        }
+    );
+    h.collect_groups();
+    resume_and_complete(&h, &["big"]);
+    for i in [0, OUTPUTS / 2, OUTPUTS - 1] {
+        let f = format!("big/part-{i:03}.md");
+        assert!(
+            h.path().join(&f).exists(),
+            "{f} is on main but not in the user's checkout"
+        );
+    }
+}
+
 // ----- one supervisor per repo ------------------------------------------------
 
 #[test]

@@ -80,7 +80,10 @@ impl Repo {
 
     pub fn loki_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut c = Command::new(loki_bin());
-        c.args(args).current_dir(self.path()).env("NO_COLOR", "1");
+        c.args(args)
+            .current_dir(self.path())
+            .env("NO_COLOR", "1")
+            .env("PATH", fast_path());
         for (k, v) in env {
             c.env(k, v);
         }
@@ -226,3 +229,158 @@ pub fn stream(id: &str, deps: &[&str], output: &str, extra: &str) -> String {
 /// A chapter template the fake agent understands.
 pub const CHAPTER: &str =
     "# Chapter {{CHAPTER}}\n\nWrite the chapter to {{OUTPUTS}}.\n\n{{FEEDBACK}}\n";
+
+/// The folder of the real python3 interpreter (not a pyenv shim, which costs
+/// ~0.35 s per start), to put first on PATH for the Python test scripts.
+pub fn fast_path() -> String {
+    use std::sync::OnceLock;
+    static DIR: OnceLock<Option<String>> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let out = Command::new("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .output()
+            .ok()?;
+        let exe = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        Path::new(&exe).parent().map(|p| p.display().to_string())
+    });
+    let path = std::env::var("PATH").unwrap_or_default();
+    match dir {
+        Some(d) => format!("{d}:{path}"),
+        None => path,
+    }
+}
+
+/// A running scripts/mock-anthropic; killed on drop.
+pub struct MockApi {
+    pub child: std::process::Child,
+    pub port: u16,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl MockApi {
+    pub fn start(args: &[&str]) -> MockApi {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("requests.jsonl");
+        let mut child = Command::new(mock_anthropic())
+            .args(["--port", "0", "--log"])
+            .arg(&log)
+            .args(args)
+            .env("PATH", fast_path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting scripts/mock-anthropic");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("PORT line");
+        let port = line
+            .trim()
+            .strip_prefix("PORT ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("bad first line from mock-anthropic: {line:?}"));
+        MockApi {
+            child,
+            port,
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Lines of the request log.
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+impl Drop for MockApi {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The installed Claude Code CLI; the real-claude tests fail (never skip)
+/// without it.
+pub fn require_claude() -> PathBuf {
+    let out = Command::new("claude").arg("--version").output();
+    match out {
+        Ok(o) if o.status.success() => {}
+        _ => panic!("the real Claude Code CLI is needed: npm install -g @anthropic-ai/claude-code@2.1.197 (.ci/run does this)"),
+    }
+    let which = Command::new("sh")
+        .args(["-c", "command -v claude"])
+        .output()
+        .expect("sh");
+    PathBuf::from(String::from_utf8_lossy(&which.stdout).trim())
+}
+
+/// Pids of live processes whose command line mentions `needle` (for
+/// asserting that no agent of a run is left).
+pub fn pids_matching(needle: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    let me = std::process::id() as i32;
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat
+            .rsplit_once(')')
+            .map(|(_, r)| r.trim_start().starts_with('Z'))
+            .unwrap_or(true)
+        {
+            continue;
+        }
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmd).contains(needle) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Pids of live (non-zombie) processes whose working directory is inside `dir`.
+pub fn pids_in(dir: &Path) -> Vec<i32> {
+    let mut out = Vec::new();
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat
+            .rsplit_once(')')
+            .map(|(_, r)| r.trim_start().starts_with('Z'))
+            .unwrap_or(true)
+        {
+            continue;
+        }
+        if let Ok(cwd) = std::fs::read_link(format!("/proc/{pid}/cwd")) {
+            if cwd.starts_with(&dir) {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}

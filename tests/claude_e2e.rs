@@ -1,0 +1,249 @@
+//! The real Claude Code CLI, end to end, against the scripted Messages API
+//! server `scripts/mock-anthropic` on 127.0.0.1: the scripted model answers
+//! with `Write` tool uses, Claude Code's own Write tool writes the chapter in
+//! the worktree, loki commits, checks and merges it. Nothing reaches the
+//! internet and no API key is needed. These tests fail (never skip) when the
+//! CLI is missing: `.ci/run` installs the pinned version.
+
+mod common;
+use common::*;
+
+/// A swarm file whose agent is the real `claude`, pointed at `api`.
+fn claude_swarm(api: &str, home: &std::path::Path, max_attempts: u32, streams: &str) -> String {
+    format!(
+        r#"[swarm]
+target = "main"
+max_parallel = 2
+spawn_interval = "0s"
+
+[agent]
+command = "claude"
+model = "sonnet"
+permission_mode = "acceptEdits"
+timeout = "120s"
+idle_timeout = "90s"
+kill_grace = "2s"
+max_attempts = {max_attempts}
+env = {{ ANTHROPIC_BASE_URL = "{api}", ANTHROPIC_API_KEY = "test-key", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC = "1", HOME = "{home}", CLAUDE_CODE_MAX_RETRIES = "2" }}
+
+{streams}"#,
+        home = home.display()
+    )
+}
+
+const TEMPLATE: &str =
+    "# Chapter {{CHAPTER}}\n\nStream {{STREAM_ID}}.\n\nWrite the chapter to {{OUTPUTS}}.\n";
+
+fn loki_clean_env(repo: &Repo, args: &[&str]) -> std::process::Output {
+    let mut c = std::process::Command::new(loki_bin());
+    c.args(args)
+        .current_dir(repo.path())
+        .env("NO_COLOR", "1")
+        .env("PATH", fast_path());
+    // Only what the swarm file says may reach claude.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("ANTHROPIC_") || k.starts_with("CLAUDE_") {
+            c.env_remove(k);
+        }
+    }
+    c.output().expect("running loki")
+}
+
+#[test]
+fn claude_writes_the_chapters_and_loki_merges_them_with_cost() {
+    require_claude();
+    let api = MockApi::start(&["--mode", "write"]);
+    let home = tempfile::tempdir().expect("home");
+    let repo = Repo::new();
+    repo.write("prompts/chapter.md", TEMPLATE);
+    let streams = format!(
+        "{}{}",
+        stream("ch01", &[], "chapters/ch01.md", ""),
+        stream("ch02", &["ch01"], "chapters/ch02.md", "")
+    );
+    repo.write(
+        "loki.toml",
+        &claude_swarm(&api.url(), home.path(), 2, &streams),
+    );
+    repo.commit_all("swarm");
+
+    let out = loki_clean_env(&repo, &["run", "--plain"]);
+    assert!(
+        out.status.success(),
+        "loki run with claude failed:\n{}",
+        both(&out)
+    );
+
+    // Claude Code's own Write tool wrote the chapters; they are merged.
+    let ch01 = repo.git(&["show", "main:chapters/ch01.md"]);
+    assert!(ch01.contains("ch01"), "{ch01}");
+    assert!(repo.read("chapters/ch02.md").contains("ch02"));
+    let subjects = first_parent_subjects(&repo, "main");
+    assert_eq!(
+        subjects
+            .iter()
+            .filter(|s| s.starts_with("Merge stream "))
+            .count(),
+        2,
+        "{subjects:?}"
+    );
+
+    // The cost from the result line is in the stream state and the trailers.
+    let state: serde_json::Value =
+        serde_json::from_str(&repo.read(".loki/state/ch01.json")).expect("state json");
+    let cost = state["cost_usd"].as_f64().expect("cost");
+    let transcript = repo.read(".loki/logs/ch01/attempt-1.jsonl");
+    let result_line = transcript
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["type"] == "result")
+        .expect("a result line in the transcript");
+    let reported = result_line["total_cost_usd"]
+        .as_f64()
+        .expect("total_cost_usd");
+    assert!(reported > 0.0, "{result_line}");
+    assert!(
+        (cost - reported).abs() < 1e-9,
+        "state cost {cost} != result cost {reported}"
+    );
+    let session = state["session_id"]
+        .as_str()
+        .expect("session id")
+        .to_string();
+    let merge = repo.git(&[
+        "log",
+        "--first-parent",
+        "--merges",
+        "--format=%H",
+        "--grep=Merge stream ch01",
+        "main",
+    ]);
+    let t = trailers(&repo, merge.trim());
+    assert!(t.contains(&("Loki-Session".into(), session)), "{t:?}");
+    let agent = t
+        .iter()
+        .find(|(k, _)| k == "Loki-Agent")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    assert!(agent.starts_with("claude 2.1."), "Loki-Agent: {agent}");
+    assert!(
+        t.iter().any(|(k, v)| k == "Loki-Cost-USD"
+            && v.parse::<f64>()
+                .map(|c| (c - reported).abs() < 1e-3)
+                .unwrap_or(false)),
+        "{t:?}"
+    );
+    assert_clean_repo(&repo);
+    assert!(
+        pids_in(repo.path()).is_empty(),
+        "processes left in the repo"
+    );
+}
+
+#[test]
+fn a_rate_limited_api_is_waited_out_without_burning_attempts() {
+    require_claude();
+    let api = MockApi::start(&[
+        "--mode",
+        "rate-limit-then-write",
+        "--rate-limit-count",
+        "2",
+        "--retry-after",
+        "1",
+    ]);
+    let home = tempfile::tempdir().expect("home");
+    let repo = Repo::new();
+    repo.write("prompts/chapter.md", TEMPLATE);
+    // One attempt only: a rate limit must not use it up.
+    repo.write(
+        "loki.toml",
+        &claude_swarm(
+            &api.url(),
+            home.path(),
+            1,
+            &stream("ch01", &[], "chapters/ch01.md", ""),
+        ),
+    );
+    repo.commit_all("swarm");
+
+    let out = loki_clean_env(&repo, &["run", "--plain"]);
+    assert!(out.status.success(), "{}", both(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("rate limited"),
+        "the user is told about the rate limit:\n{text}"
+    );
+    let st = status_json(&repo);
+    assert_eq!(st["streams"][0]["status"], "merged");
+    assert_eq!(st["streams"][0]["attempts"], 1);
+    let events = repo.read(".loki/state/events.jsonl");
+    assert!(events.contains("\"rate_limit\""), "{events}");
+    assert!(api.requests().iter().filter(|r| r["status"] == 429).count() >= 2);
+    assert!(
+        pids_in(repo.path()).is_empty(),
+        "processes left in the repo"
+    );
+}
+
+#[test]
+fn an_unauthorized_api_pauses_the_swarm_and_the_next_run_resumes_it() {
+    require_claude();
+    let bad = MockApi::start(&["--mode", "unauthorized"]);
+    let home = tempfile::tempdir().expect("home");
+    let repo = Repo::new();
+    repo.write("prompts/chapter.md", TEMPLATE);
+    let streams = format!(
+        "{}{}",
+        stream("ch01", &[], "chapters/ch01.md", ""),
+        stream("ch02", &[], "chapters/ch02.md", "")
+    );
+    repo.write(
+        "loki.toml",
+        &claude_swarm(&bad.url(), home.path(), 1, &streams),
+    );
+    repo.commit_all("swarm");
+
+    let out = loki_clean_env(&repo, &["run", "--plain"]);
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    let text = stdout(&out);
+    assert!(text.contains("refused the credentials"), "{text}");
+    assert!(
+        text.contains("ANTHROPIC_API_KEY") && text.contains("loki run"),
+        "the message says how to fix it: {text}"
+    );
+    let st = status_json(&repo);
+    assert_eq!(st["swarm"]["paused"], true, "{st}");
+    for s in st["streams"].as_array().expect("streams") {
+        assert_ne!(
+            s["status"], "failed",
+            "an auth failure must not fail a stream: {s}"
+        );
+        assert_ne!(s["status"], "merged");
+    }
+    assert!(
+        pids_in(repo.path()).is_empty(),
+        "agents left running after the auth failure"
+    );
+    drop(bad);
+
+    // Credentials fixed: the next run resumes; max_attempts = 1 was not used up.
+    let good = MockApi::start(&["--mode", "write"]);
+    repo.write(
+        "loki.toml",
+        &claude_swarm(&good.url(), home.path(), 1, &streams),
+    );
+    repo.commit_all("fixed key");
+    let out = loki_clean_env(&repo, &["run", "--plain"]);
+    assert!(out.status.success(), "{}", both(&out));
+    assert!(
+        stdout(&out).contains("resuming a paused swarm"),
+        "{}",
+        both(&out)
+    );
+    let st = status_json(&repo);
+    assert_eq!(st["swarm"]["paused"], false);
+    for s in st["streams"].as_array().expect("streams") {
+        assert_eq!(s["status"], "merged", "{s}");
+    }
+    assert_clean_repo(&repo);
+}

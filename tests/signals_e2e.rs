@@ -1,0 +1,1286 @@
+//! Signals end to end, driving the built binary: every signal kind on a
+//! running swarm (`loki run --plain` as a child process, signals dropped into
+//! `.loki/signals/` as a dot-temp renamed into place, or sent with `loki
+//! signal` / `loki approve` / ... while it runs); every rejection path with
+//! its reason file and its `signal_rejected` event; signals written while no
+//! supervisor runs, applied when the next one starts; and the direct path of
+//! the steering commands when no supervisor runs.
+//!
+//! A stream that must keep the supervisor alive while the test steers
+//! another one is a `keeper`: its agent hangs (long timeouts) until the test
+//! cancels it. Every test records the process groups of its agents and
+//! asserts through `/proc` that none of their processes is left; a [`Swarm`]
+//! kills what is left of them if a test fails halfway, and a [`Run`] kills
+//! its supervisor when dropped.
+
+mod common;
+use common::*;
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+/// Longest any `loki run` of these tests may take.
+const RUN_LIMIT: Duration = Duration::from_secs(40);
+/// Longest wait for something the run must reach.
+const WAIT_LIMIT: Duration = Duration::from_secs(20);
+
+// ----- /proc ----------------------------------------------------------------
+
+/// (state, process group, start time in clock ticks) of a process.
+fn proc_stat(pid: i32) -> Option<(char, i32, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some((
+        f.first()?.chars().next()?,
+        f.get(2)?.parse().ok()?,
+        f.get(19)?.parse().ok()?,
+    ))
+}
+
+/// Clock ticks since boot, comparable with field 22 of `/proc/<pid>/stat`.
+fn now_ticks() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let up = std::fs::read_to_string("/proc/uptime").expect("/proc/uptime");
+    let secs: f64 = up
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .expect("uptime");
+    (secs * hz) as u64
+}
+
+/// Live (non-zombie) processes of group `pgid` that started at or after
+/// `since` (so a stranger with a reused number never counts).
+fn group_members(pgid: i32, since: u64) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if let Some((state, pgrp, start)) = proc_stat(pid) {
+            if pgrp == pgid && start >= since && !matches!(state, 'Z' | 'X') {
+                out.push(pid);
+            }
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+// ----- a swarm in a temporary repo -------------------------------------------
+
+struct Swarm {
+    repo: Repo,
+    /// Ticks since boot when the test began (minus a little slack).
+    since: u64,
+    /// A folder outside the repo (symlink targets).
+    scratch: tempfile::TempDir,
+}
+
+impl Swarm {
+    /// A repo with the chapter template, `.loki/.gitignore` and a swarm file
+    /// made of `header(max_parallel)` and `streams`, committed.
+    fn new(max_parallel: usize, streams: &[String]) -> Swarm {
+        let repo = Repo::new();
+        let mut toml = header(max_parallel, "");
+        for s in streams {
+            toml.push_str(s);
+        }
+        repo.write("prompts/chapter.md", CHAPTER);
+        repo.write(".loki/.gitignore", loki::init::LOKI_GITIGNORE);
+        repo.write("loki.toml", &toml);
+        repo.commit_all("swarm");
+        Swarm {
+            repo,
+            since: now_ticks().saturating_sub(2),
+            scratch: tempfile::Builder::new()
+                .prefix("loki-sig-")
+                .tempdir()
+                .expect("tempdir"),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.repo.path()
+    }
+
+    fn signals(&self) -> PathBuf {
+        self.path().join(".loki/signals")
+    }
+
+    fn state_file(&self, id: &str) -> PathBuf {
+        self.path().join(format!(".loki/state/{id}.json"))
+    }
+
+    fn state(&self, id: &str) -> Value {
+        let text = std::fs::read_to_string(self.state_file(id))
+            .unwrap_or_else(|e| panic!("reading the state of {id}: {e}"));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("state of {id}: {e}"))
+    }
+
+    fn try_state(&self, id: &str) -> Option<Value> {
+        let text = std::fs::read_to_string(self.state_file(id)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    fn state_bytes(&self, id: &str) -> Vec<u8> {
+        std::fs::read(self.state_file(id)).expect("state file")
+    }
+
+    fn swarm_state(&self) -> Value {
+        let text = std::fs::read_to_string(self.path().join(".loki/state/swarm.json"))
+            .unwrap_or_else(|_| "{}".into());
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    fn events(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.path().join(".loki/state/events.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Whether `events.jsonl` has an event of `kind` whose message starts
+    /// with `prefix` and contains `needle`.
+    fn has_event(&self, kind: &str, prefix: &str, needle: &str) -> bool {
+        self.events().iter().any(|e| {
+            let m = e["message"].as_str().unwrap_or("");
+            e["kind"] == kind && m.starts_with(prefix) && m.contains(needle)
+        })
+    }
+
+    /// Whether a transition of `id` into `to` was logged.
+    fn transitioned(&self, id: &str, to: &str) -> bool {
+        self.events()
+            .iter()
+            .any(|e| e["kind"] == "transition" && e["stream"] == id && e["to"] == to)
+    }
+
+    fn wait_for(&self, what: &str, mut pred: impl FnMut() -> bool) {
+        let until = Instant::now() + WAIT_LIMIT;
+        while !pred() {
+            assert!(
+                Instant::now() < until,
+                "never happened within {WAIT_LIMIT:?}: {what}\nevents:\n{}",
+                self.events_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn events_text(&self) -> String {
+        std::fs::read_to_string(self.path().join(".loki/state/events.jsonl")).unwrap_or_default()
+    }
+
+    /// Waits until `pred` holds for the stream's state file; returns it.
+    fn wait_state(&self, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let mut last = None;
+        self.wait_for(&format!("stream {id}: {what}"), || {
+            last = self.try_state(id);
+            last.as_ref().is_some_and(&pred)
+        });
+        last.expect("state")
+    }
+
+    /// Waits until the stream's agent is running and recorded; returns the state.
+    fn wait_running(&self, id: &str) -> Value {
+        self.wait_state(id, "running with a recorded process", |v| {
+            v["status"] == "running" && v["process"]["pgid"].as_i64().is_some()
+        })
+    }
+
+    /// Drops a signal the way agents do: a dot-temp, renamed into place.
+    fn drop_signal(&self, name: &str, body: &[u8]) {
+        let dir = self.signals();
+        std::fs::create_dir_all(&dir).expect("mkdir signals");
+        let tmp = dir.join(format!(".tmp-{}-{name}", std::process::id()));
+        std::fs::write(&tmp, body).expect("write signal");
+        std::fs::rename(&tmp, dir.join(name)).expect("rename signal");
+    }
+
+    /// Files of `sub` (`processed` or `rejected`) that a signal dropped as
+    /// `name` became (`<name>.<nanos>-<pid>`), without the `.reason` files.
+    fn taken(&self, sub: &str, name: &str) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let Ok(dir) = std::fs::read_dir(self.signals().join(sub)) else {
+            return out;
+        };
+        for e in dir.flatten() {
+            let file = e.file_name().to_string_lossy().to_string();
+            if file.ends_with(".reason") {
+                continue;
+            }
+            let Some((orig, unique)) = file.rsplit_once('.') else {
+                continue;
+            };
+            let unique_ok = unique
+                .split_once('-')
+                .is_some_and(|(a, b)| is_digits(a) && is_digits(b));
+            if orig == name && unique_ok {
+                out.push(e.path());
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Reason texts of the rejected signals dropped as `name`.
+    fn reasons(&self, name: &str) -> Vec<String> {
+        self.taken("rejected", name)
+            .iter()
+            .map(|p| {
+                let mut r = p.as_os_str().to_os_string();
+                r.push(".reason");
+                std::fs::read_to_string(&r).unwrap_or_default()
+            })
+            .collect()
+    }
+
+    /// Waits for the `n`th rejection of a signal dropped as `name`; returns
+    /// its reason text (`signal: <name>\nreason: <why>\n`).
+    fn wait_rejected_nth(&self, name: &str, n: usize) -> String {
+        let mut reasons = Vec::new();
+        self.wait_for(
+            &format!("signal {name} rejected (#{n}) with a reason"),
+            || {
+                reasons = self.reasons(name);
+                reasons.len() >= n && reasons.iter().all(|r| r.contains("reason: "))
+            },
+        );
+        reasons.sort_by_key(|r| r.len());
+        // The newest is the one whose reason we were not given before; the
+        // caller checks the content, so any of them that matches will do.
+        reasons.pop().expect("reason")
+    }
+
+    fn wait_rejected(&self, name: &str) -> String {
+        self.wait_rejected_nth(name, 1)
+    }
+
+    /// Names in the signal folder itself (not in its subfolders).
+    fn waiting_signals(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.signals())
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .filter(|n| n != "processed" && n != "rejected")
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    fn prompt(&self, id: &str, n: u32) -> String {
+        self.repo
+            .read(&format!(".loki/runs/{id}/attempt-{n}/prompt.md"))
+    }
+
+    /// The process group recorded for attempt `n` of `id` in events.jsonl.
+    fn group_of(&self, id: &str, n: u32) -> i32 {
+        let prefix = format!("attempt {n} started: pid ");
+        self.events()
+            .iter()
+            .filter(|e| e["kind"] == "agent" && e["stream"] == id)
+            .filter_map(|e| e["message"].as_str().map(str::to_string))
+            .filter(|m| m.starts_with(&prefix))
+            .find_map(|m| {
+                m.split("(group ")
+                    .nth(1)
+                    .and_then(|r| r.split(')').next())
+                    .and_then(|g| g.trim().parse().ok())
+            })
+            .unwrap_or_else(|| panic!("no group recorded for {id} attempt {n}"))
+    }
+
+    /// Every group the runs recorded.
+    fn groups(&self) -> BTreeSet<i32> {
+        let mut set = BTreeSet::new();
+        for e in self.events() {
+            if e["kind"] != "agent" {
+                continue;
+            }
+            if let Some(g) = e["message"]
+                .as_str()
+                .and_then(|m| m.split("(group ").nth(1))
+                .and_then(|r| r.split(')').next())
+                .and_then(|g| g.trim().parse().ok())
+            {
+                set.insert(g);
+            }
+        }
+        set
+    }
+
+    /// No process of any group the runs recorded is alive.
+    fn assert_no_agent_left(&self) {
+        let groups = self.groups();
+        assert!(!groups.is_empty(), "no agent process group was recorded");
+        for g in groups {
+            let left = group_members(g, self.since);
+            assert!(
+                left.is_empty(),
+                "processes of agent group {g} are still alive: {left:?}"
+            );
+        }
+    }
+
+    fn loki(&self, args: &[&str]) -> std::process::Output {
+        self.repo.loki(args)
+    }
+
+    /// `loki run --plain` in the background.
+    fn start(&self) -> Run {
+        Run::spawn(self.path())
+    }
+
+    /// `loki run --plain` to its end.
+    fn run(&self) -> Done {
+        self.start().wait()
+    }
+
+    /// Merge subjects on main's first-parent line, newest first.
+    fn merges(&self) -> Vec<String> {
+        first_parent_subjects(&self.repo, "main")
+            .into_iter()
+            .filter(|s| s.starts_with("Merge stream "))
+            .collect()
+    }
+}
+
+impl Drop for Swarm {
+    /// Whatever happened, nothing of the recorded groups outlives the test.
+    fn drop(&mut self) {
+        for g in self.groups() {
+            for _ in 0..50 {
+                let left = group_members(g, self.since);
+                if left.is_empty() {
+                    break;
+                }
+                for pid in left {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// PATH with the real python3's folder first (a pyenv shim costs a good
+/// part of a second per agent start).
+fn python_first_path() -> String {
+    static DIR: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let out = Command::new("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .output()
+            .ok()?;
+        let exe = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        Path::new(&exe).parent().map(|p| p.display().to_string())
+    });
+    let path = std::env::var("PATH").unwrap_or_default();
+    match dir {
+        Some(d) => format!("{d}:{path}"),
+        None => path,
+    }
+}
+
+fn is_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+// ----- a running `loki run` --------------------------------------------------
+
+struct Run {
+    child: Option<Child>,
+    pid: i32,
+    out: Arc<Mutex<String>>,
+    err: Arc<Mutex<String>>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+struct Done {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    elapsed: Duration,
+}
+
+impl Done {
+    fn both(&self) -> String {
+        format!(
+            "exit {:?} after {:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.elapsed, self.stdout, self.stderr
+        )
+    }
+}
+
+fn reader(mut pipe: impl Read + Send + 'static, buf: Arc<Mutex<String>>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match pipe.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if let Ok(mut b) = buf.lock() {
+                        b.push_str(&String::from_utf8_lossy(&chunk[..n]));
+                    }
+                }
+            }
+        }
+    })
+}
+
+impl Run {
+    fn spawn(dir: &Path) -> Run {
+        let mut child = Command::new(loki_bin())
+            .args(["run", "--plain"])
+            .current_dir(dir)
+            .env("NO_COLOR", "1")
+            .env("PATH", python_first_path())
+            .env_remove("LOKI_SIGNALS_DIR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting loki");
+        let out = Arc::new(Mutex::new(String::new()));
+        let err = Arc::new(Mutex::new(String::new()));
+        let readers = vec![
+            reader(child.stdout.take().expect("stdout"), out.clone()),
+            reader(child.stderr.take().expect("stderr"), err.clone()),
+        ];
+        Run {
+            pid: child.id() as i32,
+            child: Some(child),
+            out,
+            err,
+            readers,
+        }
+    }
+
+    fn output(&self) -> String {
+        let o = self.out.lock().map(|s| s.clone()).unwrap_or_default();
+        let e = self.err.lock().map(|s| s.clone()).unwrap_or_default();
+        format!("--- stdout\n{o}\n--- stderr\n{e}")
+    }
+
+    fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_some())
+    }
+
+    /// Waits for the exit (SIGKILL after [`RUN_LIMIT`], then a panic).
+    fn wait(mut self) -> Done {
+        let started = Instant::now();
+        let mut child = self.child.take().expect("child");
+        let until = started + RUN_LIMIT;
+        let status = loop {
+            if let Some(st) = child.try_wait().expect("try_wait") {
+                break st;
+            }
+            if Instant::now() >= until {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "loki (pid {}) did not finish within {RUN_LIMIT:?}; output so far:\n{}",
+                    self.pid,
+                    self.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        Done {
+            code: status.code(),
+            stdout: self.out.lock().map(|s| s.clone()).unwrap_or_default(),
+            stderr: self.err.lock().map(|s| s.clone()).unwrap_or_default(),
+            elapsed: started.elapsed(),
+        }
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+// ----- swarm files -------------------------------------------------------------
+
+/// A stream writing `chapters/<id>.md`, with `env` and extra keys.
+fn st(id: &str, deps: &[&str], env: &[(&str, &str)], extra: &str) -> String {
+    let env: Vec<String> = env.iter().map(|(k, v)| format!("{k} = \"{v}\"")).collect();
+    let mut more = String::new();
+    if !env.is_empty() {
+        more.push_str(&format!("env = {{ {} }}\n", env.join(", ")));
+    }
+    more.push_str(extra);
+    stream(id, deps, &format!("chapters/{id}.md"), &more)
+}
+
+/// Timeouts long enough that only a signal ends the agent.
+const PATIENT: &str = "idle_timeout = \"120s\"\ntimeout = \"300s\"\n";
+
+/// A stream whose agent hangs until it is cancelled: it keeps the supervisor up.
+fn keeper() -> String {
+    st("keeper", &[], &[("FAKE_AGENT_HANG", "1")], PATIENT)
+}
+
+/// Cancels the keeper and waits for the run to end (the keeper makes it exit 1).
+fn release_keeper(s: &Swarm, run: Run) -> Done {
+    s.drop_signal("CANCEL_keeper", b"");
+    let done = run.wait();
+    assert_eq!(done.code, Some(1), "{}", done.both());
+    assert_eq!(s.state("keeper")["status"], "cancelled");
+    done
+}
+
+fn assert_sent(out: &std::process::Output) {
+    assert!(out.status.success(), "{}", both(out));
+    assert!(
+        stdout(out).contains("to the running supervisor"),
+        "the command should have signalled the supervisor: {}",
+        both(out)
+    );
+}
+
+// ----- the agent's own signals ------------------------------------------------
+
+/// FEATURE_READY from the agent (it writes its outputs, signals, then sleeps
+/// forever): the supervisor stops it gracefully, the attempt is `ok`, and
+/// the stream merges long before any timeout.
+#[test]
+fn feature_ready_from_the_agent_stops_it_and_the_stream_merges() {
+    let s = Swarm::new(
+        1,
+        &[st(
+            "fr",
+            &[],
+            &[("FAKE_AGENT_SIGNAL", "FEATURE_READY")],
+            PATIENT,
+        )],
+    );
+    let done = s.run();
+    assert_eq!(done.code, Some(0), "{}", done.both());
+    assert!(
+        done.elapsed < Duration::from_secs(30),
+        "the signal, not a timeout, must end the agent: {}",
+        done.both()
+    );
+    let st = s.state("fr");
+    assert_eq!(st["status"], "merged", "{st:#}");
+    let attempts = st["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 1, "{st:#}");
+    assert_eq!(attempts[0]["outcome"], "ok", "{st:#}");
+    assert!(st.get("process").is_none(), "{st:#}");
+    assert!(
+        s.has_event("signal", "FEATURE_READY_fr", ""),
+        "{}",
+        s.events_text()
+    );
+    assert_eq!(s.taken("processed", "FEATURE_READY_fr").len(), 1);
+    assert!(s.taken("rejected", "FEATURE_READY_fr").is_empty());
+    assert!(s.waiting_signals().is_empty(), "{:?}", s.waiting_signals());
+    assert_eq!(s.merges(), vec!["Merge stream fr"]);
+    assert!(s.repo.read("chapters/fr.md").contains("Stream fr"));
+    s.assert_no_agent_left();
+    assert_clean_repo(&s.repo);
+}
+
+/// MERGE_REQUESTED from the running agent of an `approve = true` stream: it
+/// merges without waiting for approval.
+#[test]
+fn merge_requested_by_a_running_agent_merges_without_approval() {
+    let s = Swarm::new(
+        1,
+        &[st(
+            "mr",
+            &[],
+            &[("FAKE_AGENT_SIGNAL", "MERGE_REQUESTED")],
+            &format!("approve = true\n{PATIENT}"),
+        )],
+    );
+    let done = s.run();
+    assert_eq!(done.code, Some(0), "{}", done.both());
+    let st = s.state("mr");
+    assert_eq!(st["status"], "merged", "{st:#}");
+    assert_eq!(st["attempts"][0]["outcome"], "ok", "{st:#}");
+    assert!(
+        !s.transitioned("mr", "awaiting_approval"),
+        "{}",
+        s.events_text()
+    );
+    assert!(s.has_event("signal", "MERGE_REQUESTED_mr", ""));
+    assert_eq!(s.merges(), vec!["Merge stream mr"]);
+    let t = trailers(&s.repo, "main");
+    assert!(
+        t.iter().any(|(k, _)| k == "Loki-Approved-By"),
+        "the merge records who approved it: {t:?}"
+    );
+    s.assert_no_agent_left();
+    assert_clean_repo(&s.repo);
+}
+
+// ----- a reviewer's signals ------------------------------------------------------
+
+/// REJECT (with a note) and APPROVE while the supervisor runs: the note is in
+/// the next attempt's prompt, the rejected attempt does not count, and the
+/// approval merges with the approver in the trailers.
+#[test]
+fn reject_then_approve_while_the_supervisor_runs() {
+    let s = Swarm::new(
+        2,
+        &[
+            keeper(),
+            st("rev", &[], &[], "approve = true\nmax_attempts = 1\n"),
+        ],
+    );
+    let run = s.start();
+    s.wait_state("rev", "awaiting approval", |v| {
+        v["status"] == "awaiting_approval"
+    });
+    assert!(!s.prompt("rev", 1).contains("lantern"));
+
+    let note = "Give Mira a lantern in the harbour scene.";
+    assert_sent(&s.loki(&["reject", "rev", "--note", note]));
+    let st = s.wait_state("rev", "awaiting approval after attempt 2", |v| {
+        v["status"] == "awaiting_approval" && v["attempt"] == 2
+    });
+    assert!(
+        s.prompt("rev", 2).contains(note),
+        "attempt 2's prompt lacks the note:\n{}",
+        s.prompt("rev", 2)
+    );
+    let a = st["attempts"].as_array().expect("attempts");
+    assert_eq!(a.len(), 2, "{st:#}");
+    assert_eq!(a[0]["counted"], false, "{st:#}");
+    assert_eq!(a[0]["outcome"], "rejected", "{st:#}");
+    assert_eq!(a[1]["counted"], true, "{st:#}");
+    assert!(s.has_event("signal", "REJECT_rev", note));
+
+    // An APPROVE file whose note names the approver.
+    s.drop_signal("APPROVE_rev", br#"{"note": "Ann"}"#);
+    let st = s.wait_state("rev", "merged", |v| v["status"] == "merged");
+    assert_eq!(st["approved_by"], "Ann", "{st:#}");
+    assert!(s.has_event("signal", "APPROVE_rev", ""));
+
+    release_keeper(&s, run);
+    assert_eq!(s.merges(), vec!["Merge stream rev"]);
+    let t = trailers(&s.repo, "main");
+    assert!(
+        t.contains(&("Loki-Approved-By".into(), "Ann".into())),
+        "{t:?}"
+    );
+    assert!(s.reasons("REJECT_rev").is_empty() && s.reasons("APPROVE_rev").is_empty());
+    s.assert_no_agent_left();
+}
+
+// ----- tests signals -------------------------------------------------------------
+
+/// TESTS_PASSED is recorded; TESTS_FAILED on a running agent stops it, fails
+/// the attempt with the note as feedback, and the retry's prompt has it.
+#[test]
+fn tests_failed_fails_the_running_attempt_and_the_retry_gets_the_note() {
+    let s = Swarm::new(
+        1,
+        &[st(
+            "t",
+            &[],
+            &[("FAKE_AGENT_HANG", "@1")],
+            &format!("max_attempts = 2\n{PATIENT}"),
+        )],
+    );
+    let run = s.start();
+    let first = s.wait_running("t");
+    let group = first["process"]["pgid"].as_i64().expect("pgid") as i32;
+    let started = first["process"]["start_time"].as_u64().expect("start_time");
+    assert!(!group_members(group, started).is_empty());
+
+    s.drop_signal("TESTS_PASSED_t", br#"{"note": "unit suite green"}"#);
+    let st = s.wait_state("t", "tests recorded", |v| v["tests"].is_string());
+    assert_eq!(st["tests"], "passed: unit suite green", "{st:#}");
+    assert_eq!(st["status"], "running", "{st:#}");
+
+    let note = "parser_test failed: expected 3 chapters, got 4";
+    assert_sent(&s.loki(&["signal", "TESTS_FAILED", "t", "--note", note]));
+    let done = run.wait();
+    assert_eq!(done.code, Some(0), "{}", done.both());
+
+    let st = s.state("t");
+    assert_eq!(st["status"], "merged", "{st:#}");
+    let a = st["attempts"].as_array().expect("attempts");
+    assert_eq!(a.len(), 2, "{st:#}");
+    assert_eq!(a[0]["outcome"], "failed", "{st:#}");
+    assert_eq!(a[0]["counted"], true, "{st:#}");
+    let why = a[0]["reason"].as_str().unwrap_or("");
+    assert!(why.contains("TESTS_FAILED") && why.contains(note), "{st:#}");
+    assert_eq!(a[1]["outcome"], "ok", "{st:#}");
+    assert!(
+        s.prompt("t", 2).contains(note),
+        "attempt 2's prompt lacks the note:\n{}",
+        s.prompt("t", 2)
+    );
+    assert!(s.has_event("signal", "TESTS_FAILED_t", note));
+    assert!(group_members(group, started).is_empty());
+    s.assert_no_agent_left();
+}
+
+/// The state's `tests` field is documented (src/state.rs) as the latest
+/// TESTS_PASSED / TESTS_FAILED signal: after TESTS_PASSED then TESTS_FAILED it
+/// must not still say "passed".
+#[test]
+fn the_tests_field_follows_the_latest_tests_signal() {
+    let s = Swarm::new(
+        1,
+        &[st(
+            "t",
+            &[],
+            &[("FAKE_AGENT_HANG", "@1")],
+            &format!("max_attempts = 2\n{PATIENT}"),
+        )],
+    );
+    let run = s.start();
+    s.wait_running("t");
+    s.drop_signal("TESTS_PASSED_t", br#"{"note": "unit suite green"}"#);
+    s.wait_state("t", "tests recorded", |v| v["tests"].is_string());
+    s.drop_signal("TESTS_FAILED_t", br#"{"note": "2 failures"}"#);
+    let done = run.wait();
+    assert_eq!(done.code, Some(0), "{}", done.both());
+    let st = s.state("t");
+    assert_eq!(st["attempts"][0]["outcome"], "failed", "{st:#}");
+    let tests = st["tests"].as_str().unwrap_or("");
+    assert!(
+        tests.starts_with("failed") && tests.contains("2 failures"),
+        "after TESTS_FAILED the state still says tests = {tests:?}:\n{st:#}"
+    );
+}
+
+// ----- cancel and retry ------------------------------------------------------------
+
+/// CANCEL on a running agent: the stream is `cancelled`, every process of its
+/// agent's group is gone, the attempt is closed, its dependents are `blocked`.
+#[test]
+fn cancel_stops_the_running_agent_and_blocks_its_dependents() {
+    let s = Swarm::new(
+        2,
+        &[
+            st("a", &[], &[("FAKE_AGENT_HANG", "1")], PATIENT),
+            st("b", &["a"], &[], ""),
+        ],
+    );
+    let run = s.start();
+    let st = s.wait_running("a");
+    let group = st["process"]["pgid"].as_i64().expect("pgid") as i32;
+    let started = st["process"]["start_time"].as_u64().expect("start_time");
+    assert!(
+        !group_members(group, started).is_empty(),
+        "the agent's group {group} should be alive"
+    );
+
+    assert_sent(&s.loki(&["cancel", "a"]));
+    let done = run.wait();
+    assert_eq!(done.code, Some(1), "{}", done.both());
+    let left = group_members(group, started);
+    assert!(
+        left.is_empty(),
+        "the cancelled agent's group {group} outlived the supervisor: {left:?}"
+    );
+
+    let a = s.state("a");
+    assert_eq!(a["status"], "cancelled", "{a:#}");
+    assert!(s.has_event("signal", "CANCEL_a", ""));
+    let b = s.state("b");
+    assert_eq!(b["status"], "blocked", "{b:#}");
+    assert!(
+        b["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("dependency a is cancelled"),
+        "{b:#}"
+    );
+    assert_eq!(b["attempts"].as_array().map(Vec::len), Some(0), "{b:#}");
+    // The supervisor saw its agent end and closed the attempt.
+    assert!(
+        a.get("process").is_none(),
+        "the state still records the agent's process: {a:#}"
+    );
+    let att = &a["attempts"][0];
+    assert_eq!(att["outcome"], "cancelled", "{a:#}");
+    assert!(att["ended_at"].is_string(), "{a:#}");
+}
+
+/// RETRY on a failed stream while the supervisor still runs: it runs again
+/// with a fresh allowance, and its blocked dependent follows.
+#[test]
+fn retry_of_a_failed_stream_runs_it_again_while_the_supervisor_runs() {
+    let s = Swarm::new(
+        3,
+        &[
+            keeper(),
+            st("f", &[], &[("FAKE_AGENT_FAIL", "@1")], "max_attempts = 1\n"),
+            st("g", &["f"], &[], ""),
+        ],
+    );
+    let run = s.start();
+    s.wait_state("f", "failed", |v| v["status"] == "failed");
+    s.wait_state("g", "blocked", |v| v["status"] == "blocked");
+
+    s.drop_signal("RETRY_f", b"");
+    let f = s.wait_state("f", "merged", |v| v["status"] == "merged");
+    s.wait_state("g", "merged", |v| v["status"] == "merged");
+    let a = f["attempts"].as_array().expect("attempts");
+    assert_eq!(a.len(), 2, "{f:#}");
+    assert_eq!(a[0]["outcome"], "failed", "{f:#}");
+    assert_eq!(a[1]["outcome"], "ok", "{f:#}");
+    assert!(s.has_event("signal", "RETRY_f", ""));
+    assert!(s.reasons("RETRY_f").is_empty());
+
+    release_keeper(&s, run);
+    let merges = s.merges();
+    assert!(merges.contains(&"Merge stream f".to_string()), "{merges:?}");
+    assert!(merges.contains(&"Merge stream g".to_string()), "{merges:?}");
+    s.assert_no_agent_left();
+}
+
+// ----- pause, resume, stop -----------------------------------------------------------
+
+/// PAUSE: nothing new starts (the supervisor waits); STOP_<id>: that stream's
+/// agent is stopped and it is `interrupted`; RESUME: the next stream starts.
+#[test]
+fn pause_resume_and_stop_of_one_stream() {
+    let s = Swarm::new(
+        1,
+        &[
+            st("a", &[], &[("FAKE_AGENT_HANG", "1")], PATIENT),
+            st("b", &[], &[], ""),
+        ],
+    );
+    let mut run = s.start();
+    let st = s.wait_running("a");
+    let group = st["process"]["pgid"].as_i64().expect("pgid") as i32;
+    let started = st["process"]["start_time"].as_u64().expect("start_time");
+
+    assert_sent(&s.loki(&["pause"]));
+    s.wait_for("swarm paused", || s.swarm_state()["paused"] == true);
+    assert!(s.has_event("signal", "PAUSE", "swarm paused"));
+
+    assert_sent(&s.loki(&["signal", "STOP", "a"]));
+    let a = s.wait_state("a", "interrupted", |v| v["status"] == "interrupted");
+    assert!(a["reason"].as_str().unwrap_or("").contains("STOP"), "{a:#}");
+    assert_eq!(a["attempts"][0]["outcome"], "interrupted", "{a:#}");
+    s.wait_for("a's agent gone", || {
+        group_members(group, started).is_empty()
+    });
+
+    // Paused: the free slot stays free and the supervisor waits.
+    let b_before = s.state_bytes("b");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(s.state("b")["status"], "pending");
+    assert_eq!(s.state_bytes("b"), b_before, "b changed while paused");
+    assert!(!run.exited(), "a paused supervisor must wait for RESUME");
+
+    assert_sent(&s.loki(&["resume"]));
+    s.wait_state("b", "merged", |v| v["status"] == "merged");
+    assert!(s.has_event("signal", "RESUME", "swarm resumed"));
+    let done = run.wait();
+    // a stays interrupted (STOP_<id> holds it for this run).
+    assert_eq!(done.code, Some(1), "{}", done.both());
+    assert_eq!(s.state("a")["status"], "interrupted");
+    assert_eq!(s.state("a")["attempts"].as_array().map(Vec::len), Some(1));
+    assert_eq!(s.merges(), vec!["Merge stream b"]);
+    s.assert_no_agent_left();
+}
+
+/// STOP (whole swarm): nothing new starts; the supervisor exits once the
+/// running attempt has finished (and merged).
+#[test]
+fn stop_lets_the_running_attempt_finish_then_the_supervisor_exits() {
+    let s = Swarm::new(
+        1,
+        &[
+            st("a", &[], &[("FAKE_AGENT_SLOW", "3")], ""),
+            st("b", &[], &[], ""),
+        ],
+    );
+    let run = s.start();
+    s.wait_running("a");
+    s.drop_signal("STOP", b"");
+    let done = run.wait();
+    assert_eq!(done.code, Some(1), "{}", done.both());
+    assert!(s.has_event("signal", "STOP", "starting nothing new"));
+    let a = s.state("a");
+    assert_eq!(a["status"], "merged", "{a:#}");
+    assert_eq!(a["attempts"][0]["outcome"], "ok", "{a:#}");
+    let b = s.state("b");
+    assert_eq!(b["status"], "pending", "{b:#}");
+    assert_eq!(b["attempts"].as_array().map(Vec::len), Some(0), "{b:#}");
+    assert_eq!(s.merges(), vec!["Merge stream a"]);
+    s.assert_no_agent_left();
+}
+
+// ----- rejections through the running supervisor -----------------------------------------
+
+/// A stale `expected_version` (older than the stream's last status change, or
+/// newer than its state) is rejected with a reason saying so, and the state
+/// file is byte for byte unchanged; the current version is accepted.
+#[test]
+fn stale_expected_version_is_rejected_and_changes_nothing() {
+    let s = Swarm::new(2, &[keeper(), st("rev", &[], &[], "approve = true\n")]);
+    let run = s.start();
+    let st = s.wait_state("rev", "awaiting approval", |v| {
+        v["status"] == "awaiting_approval"
+    });
+    let v = st["version"].as_u64().expect("version");
+    let before = s.state_bytes("rev");
+
+    s.drop_signal(
+        "APPROVE_rev",
+        format!("{{\"expected_version\": {}}}", v - 1).as_bytes(),
+    );
+    let reason = s.wait_rejected("APPROVE_rev");
+    assert!(
+        reason.starts_with("signal: APPROVE_rev\nreason: stale:")
+            && reason.contains(&format!("expected version {}", v - 1)),
+        "{reason}"
+    );
+    assert!(s.has_event("signal_rejected", "APPROVE_rev", "stale"));
+    assert_eq!(
+        s.state_bytes("rev"),
+        before,
+        "a stale signal changed the state"
+    );
+
+    // Through the command, a version from the future.
+    assert_sent(&s.loki(&[
+        "signal",
+        "APPROVE",
+        "rev",
+        "--expect-version",
+        &(v + 5).to_string(),
+    ]));
+    s.wait_rejected_nth("APPROVE_rev", 2);
+    assert!(
+        s.reasons("APPROVE_rev")
+            .iter()
+            .any(|r| r.contains(&format!("expected version {}", v + 5)) && r.contains("stale")),
+        "{:?}",
+        s.reasons("APPROVE_rev")
+    );
+    assert_eq!(
+        s.state_bytes("rev"),
+        before,
+        "a stale signal changed the state"
+    );
+    assert!(s.taken("processed", "APPROVE_rev").is_empty());
+
+    // The version the reviewer saw is accepted.
+    s.drop_signal(
+        "APPROVE_rev",
+        format!("{{\"expected_version\": {v}}}").as_bytes(),
+    );
+    s.wait_state("rev", "merged", |x| x["status"] == "merged");
+    assert_eq!(s.taken("processed", "APPROVE_rev").len(), 1);
+    release_keeper(&s, run);
+    s.assert_no_agent_left();
+}
+
+/// Every malformed or inapplicable signal is moved to `rejected/` with a
+/// `.reason` naming the problem and a `signal_rejected` event; nothing is
+/// applied, a symlink's target is neither read nor touched.
+#[test]
+fn malformed_and_inapplicable_signals_are_rejected_with_a_reason() {
+    let s = Swarm::new(1, &[keeper()]);
+    let run = s.start();
+    s.wait_running("keeper");
+    let before = s.state_bytes("keeper");
+
+    // A file outside .loki that a followed link would apply (tests recorded).
+    let outside = s.scratch.path().join("outside.json");
+    std::fs::write(&outside, r#"{"note": "followed"}"#).expect("write outside");
+    let old = SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&outside)
+        .and_then(|f| f.set_modified(old))
+        .expect("set mtime");
+    let outside_meta = std::fs::metadata(&outside).expect("meta");
+
+    let mut big = br#"{"note": ""#.to_vec();
+    big.extend(std::iter::repeat_n(b'x', 64 * 1024));
+    big.extend_from_slice(b"\"}");
+    let size = big.len();
+    let cases: Vec<(&str, Option<Vec<u8>>, String)> = vec![
+        (
+            "LAUNCH_MISSILES_keeper",
+            Some(vec![]),
+            "unknown signal kind `LAUNCH_MISSILES`".into(),
+        ),
+        (
+            "APPROVE_nosuch",
+            Some(vec![]),
+            "unknown stream `nosuch`; streams in this swarm: keeper".into(),
+        ),
+        (
+            "APPROVE_Bad Id",
+            Some(vec![]),
+            "`Bad Id` is not a valid stream id".into(),
+        ),
+        ("MERGE_REQUESTED", Some(vec![]), "needs a stream id".into()),
+        // Followed, this would record tests on the keeper.
+        ("TESTS_PASSED_keeper", None, "symbolic link".into()),
+        // Accepted, these would cancel or stop the keeper.
+        (
+            "CANCEL_keeper",
+            Some(big),
+            format!("its body is {size} bytes; the limit is 65536"),
+        ),
+        (
+            "STOP_keeper",
+            Some(b"{nope".to_vec()),
+            "invalid JSON".into(),
+        ),
+        (
+            "RETRY_keeper",
+            Some(br#"{"force": true}"#.to_vec()),
+            "unknown field `force`".into(),
+        ),
+        (
+            "APPROVE_keeper",
+            Some(vec![]),
+            "APPROVE: stream keeper is running, not awaiting approval".into(),
+        ),
+        ("RESUME", Some(vec![]), "the swarm is not paused".into()),
+    ];
+    for (name, body, _) in &cases {
+        match body {
+            Some(b) => s.drop_signal(name, b),
+            None => std::os::unix::fs::symlink(&outside, s.signals().join(name)).expect("symlink"),
+        }
+    }
+    for (name, _, why) in &cases {
+        let reason = s.wait_rejected(name);
+        assert!(
+            reason.starts_with(&format!("signal: {name}\nreason: "))
+                && reason.contains(why.as_str()),
+            "{name}: expected `{why}` in its reason:\n{reason}"
+        );
+        let files = s.taken("rejected", name);
+        assert_eq!(files.len(), 1, "{name}: {files:?}");
+        s.wait_for(&format!("a signal_rejected event for {name}"), || {
+            s.has_event("signal_rejected", &format!("{name}: "), why)
+        });
+        assert!(
+            s.taken("processed", name).is_empty(),
+            "{name} was left in processed/"
+        );
+    }
+
+    // The link was moved, not followed: it is still a link, its target is
+    // where it was, unchanged, and nothing it says was applied.
+    let link = &s.taken("rejected", "TESTS_PASSED_keeper")[0];
+    let lm = std::fs::symlink_metadata(link).expect("link");
+    assert!(lm.file_type().is_symlink());
+    assert_eq!(std::fs::read_link(link).expect("readlink"), outside);
+    assert_eq!(
+        std::fs::read_to_string(&outside).expect("outside"),
+        r#"{"note": "followed"}"#
+    );
+    let now_meta = std::fs::metadata(&outside).expect("meta");
+    assert_eq!(
+        now_meta.modified().expect("mtime"),
+        outside_meta.modified().expect("mtime")
+    );
+
+    // Nothing was applied: the keeper's state is byte for byte the same, it
+    // runs on, and nothing is left waiting.
+    assert_eq!(s.state_bytes("keeper"), before, "{:#}", s.state("keeper"));
+    assert_eq!(s.swarm_state()["paused"], false);
+    assert!(s.waiting_signals().is_empty(), "{:?}", s.waiting_signals());
+    assert!(!s.has_event("signal", "", ""), "{}", s.events_text());
+
+    release_keeper(&s, run);
+    s.assert_no_agent_left();
+}
+
+// ----- no supervisor running ----------------------------------------------------------------
+
+/// An APPROVE dropped while no supervisor runs is applied when the next
+/// `loki run` starts: the stream merges.
+#[test]
+fn approve_written_while_no_supervisor_runs_is_applied_at_start() {
+    let s = Swarm::new(1, &[st("rev", &[], &[], "approve = true\n")]);
+    let done = s.run();
+    assert_eq!(done.code, Some(1), "{}", done.both());
+    assert_eq!(s.state("rev")["status"], "awaiting_approval");
+
+    s.drop_signal("APPROVE_rev", br#"{"note": "Bea"}"#);
+    let done = s.run();
+    assert!(
+        s.taken("processed", "APPROVE_rev").len() + s.taken("rejected", "APPROVE_rev").len() == 1,
+        "the signal was not taken"
+    );
+    let st = s.state("rev");
+    assert_eq!(
+        st["status"],
+        "merged",
+        "the APPROVE written while no supervisor ran was taken but not applied:\n{}\nstate: {st:#}\nevents:\n{}",
+        done.both(),
+        s.events_text()
+    );
+    assert_eq!(done.code, Some(0), "{}", done.both());
+    assert_eq!(st["approved_by"], "Bea");
+    assert!(s.has_event("signal", "APPROVE_rev", ""));
+    assert_eq!(s.merges(), vec!["Merge stream rev"]);
+}
+
+/// A RETRY dropped for a cancelled stream while no supervisor runs is applied
+/// when the next `loki run` starts (a cancelled stream otherwise stays
+/// cancelled).
+#[test]
+fn retry_of_a_cancelled_stream_written_while_no_supervisor_runs_is_applied_at_start() {
+    let s = Swarm::new(
+        1,
+        &[st(
+            "c",
+            &[],
+            &[("FAKE_AGENT_FAIL", "@1")],
+            "max_attempts = 1\n",
+        )],
+    );
+    let done = s.run();
+    assert_eq!(done.code, Some(1), "{}", done.both());
+    assert_eq!(s.state("c")["status"], "failed");
+    // No supervisor: applied directly.
+    let out = s.loki(&["cancel", "c"]);
+    assert!(out.status.success(), "{}", both(&out));
+    assert_eq!(s.state("c")["status"], "cancelled");
+
+    s.drop_signal("RETRY_c", b"");
+    let done = s.run();
+    let st = s.state("c");
+    assert_eq!(
+        st["status"],
+        "merged",
+        "the RETRY written while no supervisor ran was not applied:\n{}\nstate: {st:#}\nevents:\n{}",
+        done.both(),
+        s.events_text()
+    );
+    assert_eq!(done.code, Some(0), "{}", done.both());
+    assert!(s.has_event("signal", "RETRY_c", ""));
+    assert!(
+        s.reasons("RETRY_c").is_empty(),
+        "{:?}",
+        s.reasons("RETRY_c")
+    );
+}
+
+/// A RETRY dropped for a failed stream while no supervisor runs: the next
+/// `loki run` runs the stream again, and the user's signal is accepted, not
+/// bounced to rejected/ as inapplicable.
+#[test]
+fn retry_of_a_failed_stream_written_while_no_supervisor_runs_is_applied_at_start() {
+    let s = Swarm::new(
+        1,
+        &[st(
+            "f",
+            &[],
+            &[("FAKE_AGENT_FAIL", "@1")],
+            "max_attempts = 1\n",
+        )],
+    );
+    let done = s.run();
+    assert_eq!(done.code, Some(1), "{}", done.both());
+    assert_eq!(s.state("f")["status"], "failed");
+
+    s.drop_signal("RETRY_f", b"");
+    let done = s.run();
+    assert_eq!(done.code, Some(0), "{}", done.both());
+    assert_eq!(s.state("f")["status"], "merged");
+    assert!(
+        s.reasons("RETRY_f").is_empty(),
+        "the RETRY was rejected: {:?}",
+        s.reasons("RETRY_f")
+    );
+    assert!(s.has_event("signal", "RETRY_f", ""), "{}", s.events_text());
+}
+
+/// With no supervisor, `loki signal APPROVE --expect-version <wrong>` is
+/// refused as stale and changes nothing; `loki approve` merges at once.
+#[test]
+fn direct_path_refuses_a_stale_version_and_approve_merges_at_once() {
+    let s = Swarm::new(1, &[st("rev", &[], &[], "approve = true\n")]);
+    let done = s.run();
+    assert_eq!(done.code, Some(1), "{}", done.both());
+    let st = s.state("rev");
+    assert_eq!(st["status"], "awaiting_approval");
+    let v = st["version"].as_u64().expect("version");
+
+    let watched = |s: &Swarm| {
+        (
+            s.state_bytes("rev"),
+            std::fs::read(s.path().join(".loki/state/events.jsonl")).unwrap_or_default(),
+            s.waiting_signals(),
+            s.repo.git(&["show-ref"]),
+            s.repo.git(&["status", "--porcelain"]),
+        )
+    };
+    let before = watched(&s);
+    for wrong in [v - 1, v + 1] {
+        let out = s.loki(&[
+            "signal",
+            "APPROVE",
+            "rev",
+            "--expect-version",
+            &wrong.to_string(),
+        ]);
+        assert!(!out.status.success(), "{}", both(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("stale") && err.contains(&format!("expected version {wrong}")),
+            "{}",
+            both(&out)
+        );
+        assert_eq!(
+            watched(&s),
+            before,
+            "a refused stale approval changed something"
+        );
+    }
+
+    let out = s.loki(&["approve", "rev", "--by", "Ann"]);
+    assert!(out.status.success(), "{}", both(&out));
+    assert!(stdout(&out).contains("merged"), "{}", both(&out));
+    let st = s.state("rev");
+    assert_eq!(st["status"], "merged", "{st:#}");
+    assert_eq!(st["approved_by"], "Ann", "{st:#}");
+    assert_eq!(s.merges(), vec!["Merge stream rev"]);
+    let t = trailers(&s.repo, "main");
+    assert!(
+        t.contains(&("Loki-Approved-By".into(), "Ann".into())),
+        "{t:?}"
+    );
+    assert_clean_repo(&s.repo);
+}
