@@ -152,7 +152,7 @@ pub fn run(root: &Path, target: &str, stream: Option<&str>, json: bool) -> Resul
 
 /// Reads the audit trail of `target` from the repository at `root`.
 pub fn collect(root: &Path, target: &str) -> Result<Audit> {
-    let repo = Repository::open(root)
+    let repo = Repository::discover(root)
         .with_context(|| format!("opening the git repository at {}", root.display()))?;
     let head = resolve_target(&repo, root, target)?;
     let ctx = || format!("walking the history of {target} in {}", root.display());

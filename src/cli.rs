@@ -63,6 +63,25 @@ pub enum Command {
         #[arg(long)]
         raw: bool,
     },
+    /// What a reviewer needs: outputs with word counts, the check report, the diff, the agent's final message.
+    Show { id: String },
+    /// Run a stream's checks on its worktree now, without an agent (after fixing a draft by hand).
+    Check { id: Option<String> },
+    /// The audit trail read back from git alone: attempts, checks, costs, approvals.
+    Log {
+        id: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove worktrees, branches and run files of merged, cancelled, failed and blocked streams.
+    Clean {
+        /// Also conflicted, interrupted, pending, retrying and awaiting-approval streams.
+        #[arg(long)]
+        all: bool,
+        /// List what would be removed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Check git, the agent, credentials, inotify limits, disk and the swarm file.
     Doctor,
     /// A sample six-chapter book in a temporary repo, run with the stand-in agent.
@@ -177,6 +196,33 @@ pub async fn main(cli: Cli) -> Result<i32> {
             crate::inspect::logs(&root, &id, attempt, follow, raw)
         }
         Command::Doctor => crate::inspect::doctor(&cwd, cli.config.as_deref()),
+        Command::Show { id } => {
+            let (cfg, root, target) = load_config(cli.config, &cwd)?;
+            crate::review::show(&root, &cfg, &target, &id)
+        }
+        Command::Check { id } => {
+            let (cfg, root, _) = load_config(cli.config, &cwd)?;
+            crate::review::check(&root, &cfg, id.as_deref())
+        }
+        Command::Log { id, json } => {
+            // Works without a swarm file (a fresh clone): the target then is
+            // the current branch.
+            let root = crate::git::repo_root(&cwd)?;
+            let path = config_path(cli.config, &cwd)?;
+            let target = match crate::config::load(&path) {
+                Ok(cfg) => cfg.swarm.target.clone(),
+                Err(_) => None,
+            };
+            let target = match target {
+                Some(t) => t,
+                None => crate::git::current_branch(&root)?.unwrap_or_else(|| "main".into()),
+            };
+            crate::audit::run(&root, &target, id.as_deref(), json)
+        }
+        Command::Clean { all, dry_run } => {
+            let root = crate::git::repo_root(&cwd)?;
+            crate::clean::run(&root, all, dry_run)
+        }
         Command::Demo { plain, dir } => crate::demo::run(plain, dir.as_deref()).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;

@@ -375,6 +375,20 @@ fn header(
         "not required (it merges as soon as its checks pass)".to_string()
     };
     let _ = writeln!(out, "  approval:  {approval}");
+    let next = match st.status {
+        Status::Failed | Status::Blocked | Status::Cancelled => Some(format!(
+            "`{cmd} retry {id}`, then `{cmd} run`: another attempt with a fresh allowance, revising this worktree"
+        )),
+        Status::Interrupted => Some(format!("`{cmd} run` resumes it")),
+        Status::Retrying | Status::Pending => Some(format!("`{cmd} run` starts its next attempt")),
+        Status::Conflicted => Some(format!(
+            "resolve the conflict in its worktree (merge the target into loki/{id} and commit), then `{cmd} retry {id}`"
+        )),
+        _ => None,
+    };
+    if let Some(n) = next {
+        let _ = writeln!(out, "  next:      {n}");
+    }
     if has_worktree {
         if let Ok(dirty) = uncommitted(wt) {
             if !dirty.is_empty() {
