@@ -66,7 +66,9 @@ const MAX_MERGE_TRIES: u32 = 50;
 static REPO_LOCK: Mutex<()> = Mutex::new(());
 
 fn repo_lock() -> std::sync::MutexGuard<'static, ()> {
-    REPO_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    REPO_LOCK
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A stream's worktree, ready for an attempt.

@@ -18,6 +18,10 @@
 //! | [`dispatch`] | the dispatcher loop and the merge worker |
 //! | [`ui`] | progress bars and plain event lines; decides nothing |
 //! | [`init`] | `loki init` and the files it installs |
+//! | [`attempt`] | the blocking work before and after one attempt |
+//! | [`control`] | steering commands: signal a supervisor or apply directly |
+//! | [`review`], [`audit`], [`inspect`], [`clean`], [`demo`] | `show`/`check`, `log`, `logs`/`doctor`, `clean`, `demo` |
+//! | [`standin`] | the rehearsal's stand-in agent |
 
 pub mod agent;
 pub mod attempt;

@@ -355,6 +355,76 @@ fn render_row(row: &Row) {
 mod tests {
     use super::*;
 
+    /// The exact plain lines (without the time stamp) for a scripted run.
+    #[test]
+    fn plain_lines_for_a_scripted_sequence() {
+        let t = |id: &str, attempt: u32, from: Status, to: Status, reason: Option<&str>| {
+            UiEvent::Transition {
+                id: id.into(),
+                attempt,
+                from,
+                to,
+                reason: reason.map(str::to_string),
+            }
+        };
+        let events = vec![
+            UiEvent::Start {
+                total: 2,
+                target: "main".into(),
+                parallel: 4,
+                rehearse: false,
+            },
+            t("ch01", 1, Status::Pending, Status::Preparing, None),
+            t("ch01", 1, Status::Preparing, Status::Running, None),
+            UiEvent::Activity {
+                id: "ch01".into(),
+                text: "writing chapters/ch01.md".into(),
+            },
+            UiEvent::Progress {
+                id: "ch01".into(),
+                turns: 3,
+                cost_usd: 0.12,
+            },
+            t("ch01", 1, Status::Running, Status::Checking, None),
+            t(
+                "ch01",
+                1,
+                Status::Checking,
+                Status::Retrying,
+                Some("FAIL: forbid `dragon` in chapters/ch01.md:3 (2 attempt(s) left)"),
+            ),
+            t("ch01", 2, Status::Retrying, Status::Preparing, None),
+            t("ch01", 2, Status::Checking, Status::Merging, None),
+            t("ch01", 2, Status::Merging, Status::Merged, None),
+            t(
+                "ch02",
+                0,
+                Status::Pending,
+                Status::Blocked,
+                Some("dependency ch01 is failed"),
+            ),
+            UiEvent::Note("Ctrl-C: stopping".into()),
+            UiEvent::Finish,
+        ];
+        let lines: Vec<String> = events.iter().filter_map(plain_line).collect();
+        assert_eq!(
+            lines,
+            vec![
+                "swarm of 2 streams into main, 4 at a time",
+                "ch01         preparing         attempt 1",
+                "ch01         running           attempt 1",
+                "ch01         activity          writing chapters/ch01.md",
+                "ch01         checking          attempt 1",
+                "ch01         retrying          attempt 1 FAIL: forbid `dragon` in chapters/ch01.md:3 (2 attempt(s) left)",
+                "ch01         preparing         attempt 2",
+                "ch01         merging",
+                "ch01         merged",
+                "ch02         blocked           dependency ch01 is failed",
+                "loki         Ctrl-C: stopping",
+            ]
+        );
+    }
+
     #[test]
     fn plain_lines_have_no_control_characters() {
         let ev = UiEvent::Transition {

@@ -1031,12 +1031,18 @@ fn kill_9_while_a_worktree_is_checked_out_loses_no_user_file() {
     let lost: Vec<&str> = tree_before.lines().filter(|l| !after.contains(l)).collect();
     assert!(
         lost.is_empty(),
-        "{} of {} files of main were deleted or changed by the resumed stream (first 3: {:?}); history:\n{}",
+        "{} of {} files of main were deleted or changed by the resumed stream (first 3: {:?}); the interrupted-work commit:\n{}",
         lost.len(),
         tree_before.lines().count(),
         &lost[..lost.len().min(3)],
         h.repo
-            .git(&["log", "--shortstat", "--format=%h %s", "-4", "main"])
+            .git(&[
+                "log",
+                "--shortstat",
+                "--format=%h %s",
+                "--grep=(interrupted)",
+                "main"
+            ])
             .trim()
     );
     assert_eq!(

@@ -1,0 +1,106 @@
+//! Rehearsal and the demo: the whole swarm with the built-in stand-in agent.
+
+mod common;
+use common::*;
+
+fn book(repo: &Repo) {
+    repo.write(
+        "prompts/chapter.md",
+        "# {{CHAPTER}}\n\n{{OUTLINE}}\n\nWrite the chapter to {{OUTPUTS}}.\n",
+    );
+    repo.write("outline.md", "# Outline\n");
+    let mut toml = header(2, "");
+    toml.push_str("[checks]\nwords = [100, 140]\nrequire = [\"Mira\"]\n\n");
+    let inputs = "inputs = { OUTLINE = \"outline.md\" }";
+    toml.push_str(&stream("ch01", &[], "chapters/ch01.md", inputs));
+    toml.push_str(&stream("ch02", &["ch01"], "chapters/ch02.md", inputs));
+    toml.push_str(&stream("ch03", &["ch01"], "chapters/ch03.md", inputs));
+    toml.push_str(&stream(
+        "ch04",
+        &["ch02", "ch03"],
+        "chapters/ch04.md",
+        inputs,
+    ));
+    repo.write("loki.toml", &toml);
+    repo.commit_all("swarm");
+}
+
+#[test]
+fn a_rehearsal_runs_everything_and_leaves_the_target_untouched() {
+    let repo = Repo::new();
+    book(&repo);
+    let head = repo.git(&["rev-parse", "main"]);
+    let refs = repo.git(&["for-each-ref", "--format=%(refname)"]);
+    let out = repo.loki(&["run", "--rehearse", "--plain"]);
+    assert!(out.status.success(), "{}", both(&out));
+    let text = stdout(&out);
+    assert!(text.contains("rehearsal: 4 of 4 streams merged"), "{text}");
+    assert!(text.contains("main is untouched"), "{text}");
+    assert_eq!(
+        repo.git(&["rev-parse", "main"]),
+        head,
+        "the rehearsal moved main"
+    );
+    assert_eq!(
+        repo.git(&["for-each-ref", "--format=%(refname)"]),
+        refs,
+        "the rehearsal left refs behind"
+    );
+    assert!(
+        !repo.path().join("chapters").exists(),
+        "the rehearsal wrote into the user's checkout"
+    );
+    assert!(
+        !repo.path().join(".loki/state").exists(),
+        "the rehearsal created real state"
+    );
+    assert_clean_repo(&repo);
+
+    // With --keep, the scratch branch holds the rehearsed book: four merges,
+    // outputs that meet the word counts and name their stream.
+    let out = repo.loki(&["run", "--rehearse", "--keep", "--plain"]);
+    assert!(out.status.success(), "{}", both(&out));
+    let branch = repo.git(&[
+        "for-each-ref",
+        "--format=%(refname:short)",
+        "refs/heads/loki-rehearsal/",
+    ]);
+    let branch = branch.trim();
+    assert!(!branch.is_empty(), "no scratch branch kept");
+    let merges = first_parent_subjects(&repo, branch)
+        .into_iter()
+        .filter(|s| s.starts_with("Merge stream "))
+        .count();
+    assert_eq!(merges, 4);
+    let ch04 = repo.git(&["show", &format!("{branch}:chapters/ch04.md")]);
+    assert!(ch04.contains("ch04") && ch04.contains("Mira"), "{ch04}");
+    let words = loki::checks::count_words(&ch04);
+    assert!((100..=140).contains(&words), "{words} words");
+    assert_eq!(repo.git(&["rev-parse", "main"]), head);
+}
+
+#[test]
+fn a_rehearsal_finds_a_missing_input_before_a_real_night() {
+    let repo = Repo::new();
+    book(&repo);
+    std::fs::remove_file(repo.path().join("outline.md")).expect("rm");
+    repo.commit_all("lose the outline");
+    let out = repo.loki(&["run", "--rehearse", "--plain"]);
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    assert!(stdout(&out).contains("outline.md"), "{}", both(&out));
+}
+
+#[test]
+fn the_demo_completes_and_shows_the_merged_graph() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(loki_bin())
+        .args(["demo", "--plain", "--dir"])
+        .arg(dir.path())
+        .output()
+        .expect("loki demo");
+    assert!(out.status.success(), "{}", both(&out));
+    let text = stdout(&out);
+    assert!(text.contains("6 of 6 streams merged into main"), "{text}");
+    assert_eq!(text.matches("Merge stream ch0").count(), 6, "{text}");
+    assert!(text.contains("$ git log --graph --oneline"), "{text}");
+}
