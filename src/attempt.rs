@@ -170,10 +170,20 @@ pub fn prepare(input: &PrepareInput) -> Result<Prepared> {
             template_path.display()
         ))
     })?;
-    let feedback = match &input.kickoff {
-        Kickoff::Retry { feedback, .. } => feedback.clone(),
+    // On a retry, {{FEEDBACK}} (and the preamble when the template has no
+    // such slot) is the rendered `prompts/retry.md`: the violations, and on
+    // the last attempt the insistent part.
+    let preamble = match &input.kickoff {
+        Kickoff::Retry { feedback, last } => retry_preamble(
+            &lay.root,
+            input.attempt,
+            input.max_attempts,
+            feedback,
+            *last,
+        ),
         _ => String::new(),
     };
+    let feedback = preamble.clone();
     let mut values = base_values(s, &input.target, input.attempt, &feedback);
     prompt::read_inputs(&wt.path, &s.inputs, &mut values).map_err(Fatal)?;
     let has_feedback_slot = prompt::placeholders(&template)
@@ -193,14 +203,7 @@ pub fn prepare(input: &PrepareInput) -> Result<Prepared> {
         Kickoff::Fresh => full,
         Kickoff::Continue if resuming => CONTINUE_PROMPT.to_string(),
         Kickoff::Continue => full,
-        Kickoff::Retry { feedback, last } => {
-            let preamble = retry_preamble(
-                &lay.root,
-                input.attempt,
-                input.max_attempts,
-                feedback,
-                *last,
-            );
+        Kickoff::Retry { .. } => {
             if resuming {
                 // The session already holds the task; send what changed.
                 preamble
@@ -422,6 +425,26 @@ pub fn finish(input: &FinishInput) -> Result<Finished> {
     let commit = git::commit_all(&wt, &subject, &body, &trailers)
         .with_context(|| format!("committing attempt {} of stream {}", input.attempt, s.id))?;
     Ok(Finished { commit, report })
+}
+
+/// Commits whatever a reviewer changed by hand in the stream's worktree
+/// (after `loki check`, before `loki approve`), so the merge takes exactly
+/// what was reviewed. `None` when the worktree is gone or clean.
+pub fn commit_review_edits(layout: &Layout, id: &str, attempt: u32) -> Result<Option<String>> {
+    let wt = layout.worktree(id);
+    if !wt.join(".git").exists() {
+        return Ok(None);
+    }
+    git::commit_all(
+        &wt,
+        &format!("loki: {id} edits made in the worktree before the merge"),
+        "Changes found uncommitted in the stream's worktree when it was merged (a reviewer's hand edits).",
+        &[
+            ("Loki-Stream".into(), id.to_string()),
+            ("Loki-Attempt".into(), format!("{attempt} (edited)")),
+        ],
+    )
+    .with_context(|| format!("committing the edits in the worktree of {id}"))
 }
 
 /// Trailer values must be one line.

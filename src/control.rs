@@ -237,6 +237,7 @@ fn merge_now(layout: &Layout, store: &StateStore, target: &str, st: StreamState)
     if let Some(a) = &st.approved_by {
         trailers.push(("Loki-Approved-By".into(), a.clone()));
     }
+    crate::attempt::commit_review_edits(layout, &id, st.attempt)?;
     let outcome = git::merge_stream(
         &layout.root,
         &id,

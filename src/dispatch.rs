@@ -220,6 +220,7 @@ impl Slot {
 
 struct MergeJob {
     id: String,
+    attempt: u32,
     subject: String,
     trailers: Vec<(String, String)>,
 }
@@ -447,6 +448,8 @@ async fn merge_worker(
         let target = target.clone();
         let id = job.id.clone();
         let result = tokio::task::spawn_blocking(move || {
+            attempt::commit_review_edits(&Layout::new(&root), &job.id, job.attempt)
+                .map_err(|e| format!("{e:#}"))?;
             git::merge_stream(&root, &job.id, &target, &job.subject, &job.trailers)
                 .map_err(|e| format!("{e:#}"))
         })
@@ -1702,6 +1705,7 @@ impl Dispatcher {
         }
         let _ = self.merge_tx.send(MergeJob {
             id: id.to_string(),
+            attempt: st.attempt,
             subject: format!("Merge stream {id}"),
             trailers,
         });

@@ -899,31 +899,37 @@ fn kill_9_while_agents_run_then_resume() {
     }
 }
 
-/// Right after the first merge.
+/// Right after the first merge (its worktree and branch are being removed),
+/// while another agent runs. No worktree is being created at that moment
+/// (`c` waits for `b`): that instant has its own test below.
 #[test]
 fn kill_9_right_after_the_first_merge_then_resume() {
     let h = Harness::new();
-    let mut toml = header(1, "");
-    for id in ["a", "b", "c"] {
-        toml.push_str(&stream_env(id, &[], ""));
-    }
+    let mut toml = header(2, "");
+    toml.push_str(&stream_env("a", &[], ""));
+    toml.push_str(&stream_env("b", &[("FAKE_AGENT_SLOW", "3@1")], ""));
+    toml.push_str(&stream("c", &["b"], "chapters/c.md", ""));
     h.swarm(&toml);
 
     let mut run = h.spawn(&["run", "--plain"]);
     let until = Instant::now() + STATE_LIMIT;
     loop {
-        if h.states().values().any(|v| v["status"] == "merged") {
+        if h.state("a").is_some_and(|v| v["status"] == "merged") {
             break;
         }
         assert!(
             !run.exited() && Instant::now() < until,
-            "no stream merged before the run ended"
+            "a did not merge before the run ended"
         );
         std::thread::sleep(Duration::from_millis(1));
     }
     h.collect_groups();
+    let b = h.state("b").expect("state b");
+    assert_eq!(b["status"], "running", "b should still run: {b:#}");
     kill9(run);
     resume_and_complete(&h, &["a", "b", "c"]);
+    let b = h.state("b").expect("state b");
+    assert_eq!(b["attempts"][0]["outcome"], "interrupted", "{b:#}");
 }
 
 /// During a merge (hard to hit: the state files are polled every
