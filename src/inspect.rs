@@ -313,6 +313,8 @@ pub fn doctor(cwd: &Path, config: Option<&Path>) -> Result<i32> {
     if let Ok(r) = &root {
         match nix::sys::statvfs::statvfs(r.as_path()) {
             Ok(s) => {
+                // The field types differ between targets (u32 on some).
+                #[allow(clippy::unnecessary_cast)]
                 let free = s.blocks_available() as u64 * s.fragment_size() as u64;
                 let gib = free as f64 / (1u64 << 30) as f64;
                 let level = if gib < 0.5 {
