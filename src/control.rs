@@ -140,8 +140,12 @@ fn apply_direct(
                 .clone()
                 .unwrap_or_else(|| "A reviewer rejected the draft without a note.".into());
             let count = req.count;
+            let tests_failed = req.kind == Kind::TestsFailed;
             write(&|s| {
                 s.status = Status::Retrying;
+                if tests_failed {
+                    s.tests = Some(format!("failed: {fb}"));
+                }
                 s.feedback = Some(format!("- Reviewer: {fb}"));
                 s.reason = Some(format!("rejected: {fb}"));
                 if !count {

@@ -254,6 +254,8 @@ struct Dispatcher {
     merge_retry: BTreeMap<String, Instant>,
     budget_noted: bool,
     notes: VecDeque<String>,
+    /// Worktree removals after merges, awaited before exit.
+    cleanups: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// `loki run`: runs the swarm to its end and returns the process exit code.
@@ -327,20 +329,17 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
         merge_retry: BTreeMap::new(),
         budget_noted: false,
         notes: VecDeque::new(),
+        cleanups: Vec::new(),
     };
     d.recover().await?;
+    d.apply_waiting_signals().await;
+    d.normalize().await?;
 
-    // The watcher's first scan delivers signals written while no supervisor ran.
+    // The watcher sends what it takes straight to this loop; before the run
+    // ends it is stopped (which joins its thread) and drained, so a signal
+    // it took is always applied.
     let (sig_tx, mut sig_rx) = mpsc::unbounded_channel::<Taken>();
-    let _watch = signals::watch(d.signals.clone(), sig_tx)?;
-    let fwd = tx.clone();
-    tokio::spawn(async move {
-        while let Some(t) = sig_rx.recv().await {
-            if fwd.send(Msg::Signal(t)).is_err() {
-                break;
-            }
-        }
-    });
+    let mut watch = Some(signals::watch(d.signals.clone(), sig_tx.clone())?);
 
     d.ui.send(UiEvent::Start {
         total: d.slots.len(),
@@ -372,18 +371,49 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
     loop {
         d.schedule().await;
         if d.finished() {
-            break;
+            if let Some(w) = watch.take() {
+                let _ = tokio::task::spawn_blocking(move || drop(w)).await;
+            }
+            let mut late = Vec::new();
+            while let Ok(t) = sig_rx.try_recv() {
+                late.push(t);
+            }
+            let dir = d.signals.clone();
+            late.extend(
+                tokio::task::spawn_blocking(move || dir.scan())
+                    .await
+                    .unwrap_or_default(),
+            );
+            if late.is_empty() {
+                break;
+            }
+            for t in late {
+                d.on_signal(t).await;
+            }
+            watch = Some(signals::watch(d.signals.clone(), sig_tx.clone())?);
+            continue;
         }
         let wake = d.next_wake();
-        let msg = tokio::select! {
-            m = rx.recv() => m,
-            _ = sleep_until(wake) => None,
-        };
-        if let Some(m) = msg {
-            d.handle(m).await;
+        tokio::select! {
+            m = rx.recv() => {
+                if let Some(m) = m {
+                    d.handle(m).await;
+                }
+            }
+            t = sig_rx.recv() => {
+                if let Some(t) = t {
+                    d.on_signal(t).await;
+                }
+            }
+            _ = sleep_until(wake) => {}
         }
         // Timers are checked on every turn of the loop.
         d.fire_timers();
+    }
+    drop(watch);
+    // Worktree removals after merges finish before the process exits.
+    for h in std::mem::take(&mut d.cleanups) {
+        let _ = h.await;
     }
 
     d.event("supervisor", None, "finished");
@@ -584,7 +614,25 @@ impl Dispatcher {
                 "state for stream {id} is kept, but loki.toml no longer names it"
             ));
         }
+        Ok(())
+    }
 
+    /// Signals written while no supervisor ran, applied to the state as it
+    /// was left (before start-up turns failed streams into pending ones), so
+    /// that a RETRY of a failed stream means what its writer meant.
+    async fn apply_waiting_signals(&mut self) {
+        let dir = self.signals.clone();
+        let taken = tokio::task::spawn_blocking(move || dir.scan())
+            .await
+            .unwrap_or_default();
+        for t in taken {
+            self.on_signal(t).await;
+        }
+    }
+
+    /// Turns whatever was in flight when the last supervisor stopped into
+    /// something this run resumes.
+    async fn normalize(&mut self) -> Result<()> {
         for id in self.order.clone() {
             let status = self.slots[&id].st.status;
             match status {
@@ -934,6 +982,11 @@ impl Dispatcher {
 
     /// True when nothing runs and nothing more can start in this run.
     fn finished(&self) -> bool {
+        // An agent that is still being stopped (cancelled, interrupted)
+        // keeps the run alive until it is reaped and recorded.
+        if self.slots.values().any(|s| s.stop.is_some()) {
+            return false;
+        }
         let active = self.slots.values().any(|s| {
             matches!(
                 s.st.status,
@@ -1779,11 +1832,11 @@ impl Dispatcher {
         }
     }
 
-    fn cleanup(&self, id: &str) {
+    fn cleanup(&mut self, id: &str) {
         let root = self.layout.root.clone();
         let id = id.to_string();
         let ui = self.ui.clone();
-        tokio::spawn(async move {
+        let h = tokio::spawn(async move {
             let r = tokio::task::spawn_blocking(move || -> Result<()> {
                 git::remove_worktree(&root, &id)?;
                 git::delete_branch(&root, &id)?;
@@ -1794,6 +1847,7 @@ impl Dispatcher {
                 ui.send(UiEvent::Note(format!("cleanup after merge: {e:#}")));
             }
         });
+        self.cleanups.push(h);
     }
 
     // ----- messages -------------------------------------------------------
@@ -2023,9 +2077,11 @@ impl Dispatcher {
                 }
             }
             Decision::FailRunning => {
+                let n = note.clone().unwrap_or_else(|| "the tests failed".into());
+                let t = format!("failed: {n}");
+                self.write(id, move |st| st.tests = Some(t.clone())).await;
                 if let Some(slot) = self.slots.get_mut(id) {
-                    slot.fail_note =
-                        Some(note.clone().unwrap_or_else(|| "the tests failed".into()));
+                    slot.fail_note = Some(n);
                     if let Some(stop) = &slot.stop {
                         let _ = stop.send(Some(StopRequest::Finish));
                     }
@@ -2039,6 +2095,12 @@ impl Dispatcher {
                 let reason = format!("rejected: {}", attempt::one_line(&fb));
                 let fbc = format!("- Reviewer: {fb}");
                 self.transition(id, Status::Retrying, Some(reason), move |st| {
+                    if counted {
+                        st.tests = Some(format!(
+                            "failed: {}",
+                            fbc.trim_start_matches("- Reviewer: ")
+                        ));
+                    }
                     st.feedback = Some(fbc.clone());
                     if !counted {
                         if let Some(a) = st.attempts.last_mut() {
@@ -2051,6 +2113,14 @@ impl Dispatcher {
             }
             Decision::Cancel => {
                 let running = self.slots.get(id).and_then(|s| s.stop.clone());
+                let preparing = self
+                    .slots
+                    .get(id)
+                    .is_some_and(|s| s.st.status == Status::Preparing);
+                if preparing {
+                    // No agent yet: the attempt ends here.
+                    self.end_attempt_record(id, "cancelled", None, None).await;
+                }
                 self.transition(
                     id,
                     Status::Cancelled,

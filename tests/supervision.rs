@@ -1135,6 +1135,42 @@ fn kill_9_between_the_target_update_and_the_merge_record() {
     }
 }
 
+/// A supervisor killed while it commits an attempt leaves git's lock files
+/// behind (`index.lock` of the stream's worktree, `refs/heads/loki/<id>.lock`);
+/// `kill_9_during_a_merge_then_resume` hits this now and then when another
+/// stream is being committed at the kill. Here the same leftovers are made by
+/// hand after a kill -9, so the resume is tested every time: the next run
+/// must still complete the stream (the locks belong to the dead supervisor).
+#[test]
+fn stale_git_locks_of_a_killed_supervisor_do_not_fail_the_resumed_stream() {
+    let h = Harness::new();
+    let mut toml = header(1, "");
+    toml.push_str(&stream_env("a", &[("FAKE_AGENT_SLOW", "30@1")], ""));
+    h.swarm(&toml);
+
+    let run = h.spawn(&["run", "--plain"]);
+    h.wait_running("a");
+    kill9(run);
+
+    let wt = h.path().join(".loki/worktrees/a");
+    let link = std::fs::read_to_string(wt.join(".git")).expect("worktree .git file");
+    let admin = PathBuf::from(
+        link.trim()
+            .strip_prefix("gitdir:")
+            .expect("gitdir: line")
+            .trim(),
+    );
+    let admin = if admin.is_absolute() {
+        admin
+    } else {
+        wt.join(admin)
+    };
+    std::fs::write(admin.join("index.lock"), "").expect("index.lock");
+    std::fs::write(h.path().join(".git/refs/heads/loki/a.lock"), "").expect("ref lock");
+
+    resume_and_complete(&h, &["a"]);
+}
+
 // ----- one supervisor per repo ------------------------------------------------
 
 #[test]
