@@ -633,20 +633,74 @@ impl Dispatcher {
     /// Turns whatever was in flight when the last supervisor stopped into
     /// something this run resumes.
     async fn normalize(&mut self) -> Result<()> {
+        // Git locks a killed supervisor left in loki's own refs and
+        // worktrees would fail every resumed attempt: clear them (we hold
+        // the supervisor lock, so nothing else of loki's can hold them).
+        let in_flight: Vec<String> = self
+            .slots
+            .values()
+            .filter(|s| {
+                matches!(
+                    s.st.status,
+                    Status::Preparing
+                        | Status::Running
+                        | Status::Checking
+                        | Status::Merging
+                        | Status::Interrupted
+                )
+            })
+            .map(|s| s.st.id.clone())
+            .collect();
+        let any_merging = self.slots.values().any(|s| s.st.status == Status::Merging);
+        let root = self.layout.root.clone();
+        let target = self.target.clone();
+        let removed = tokio::task::spawn_blocking(move || {
+            let mut removed = Vec::new();
+            for id in &in_flight {
+                if let Ok(r) = git::clear_stale_locks(&root, id) {
+                    removed.extend(r);
+                }
+            }
+            if any_merging {
+                if let Ok(Some(r)) =
+                    git::clear_stale_target_lock(&root, &target, Duration::from_secs(10))
+                {
+                    removed.push(r);
+                }
+            }
+            removed
+        })
+        .await
+        .unwrap_or_default();
+        for r in removed {
+            self.notes.push_back(format!(
+                "removed a git lock left by the stopped supervisor: {}",
+                r.display()
+            ));
+        }
+
         for id in self.order.clone() {
             let status = self.slots[&id].st.status;
             match status {
                 Status::Preparing | Status::Running | Status::Checking => {
+                    let started = status != Status::Preparing;
                     self.transition(
                         &id,
                         Status::Interrupted,
                         Some("the previous supervisor stopped during this attempt".into()),
-                        |st| {
+                        move |st| {
                             st.process = None;
                             if let Some(a) = st.attempts.last_mut() {
                                 if a.ended_at.is_none() {
                                     a.ended_at = Some(now_rfc3339());
-                                    a.outcome = "interrupted".into();
+                                    // An attempt whose agent never started
+                                    // left no work to salvage.
+                                    a.outcome = if started {
+                                        "interrupted"
+                                    } else {
+                                        "not_started"
+                                    }
+                                    .into();
                                     a.counted = false;
                                 }
                             }
@@ -1017,16 +1071,27 @@ impl Dispatcher {
         };
         let n = slot.st.attempt + 1;
         let max = slot.cfg.agent.max_attempts;
+        // An interrupted attempt whose agent ran is continued (and its work
+        // salvaged); one stopped before its agent started is simply started
+        // again, as a retry if it was one.
+        let agent_ran = slot
+            .st
+            .attempts
+            .last()
+            .is_some_and(|a| a.outcome != "not_started");
+        let retry = || Kickoff::Retry {
+            feedback: slot.st.feedback.clone().unwrap_or_default(),
+            last: slot.used() + 1 >= max,
+        };
         let kickoff = match slot.st.status {
-            Status::Interrupted if slot.st.attempt > 0 => Kickoff::Continue,
-            Status::Retrying => Kickoff::Retry {
-                feedback: slot.st.feedback.clone().unwrap_or_default(),
-                last: slot.used() + 1 >= max,
-            },
+            Status::Interrupted if slot.st.attempt > 0 && agent_ran => Kickoff::Continue,
+            Status::Interrupted if slot.st.feedback.is_some() => retry(),
+            Status::Retrying => retry(),
             _ => Kickoff::Fresh,
         };
-        let interrupted_attempt = (slot.st.status == Status::Interrupted && slot.st.attempt > 0)
-            .then_some(slot.st.attempt);
+        let interrupted_attempt =
+            (slot.st.status == Status::Interrupted && slot.st.attempt > 0 && agent_ran)
+                .then_some(slot.st.attempt);
         let session = slot.st.session_id.clone();
         let started = now_rfc3339();
         self.transition(id, Status::Preparing, None, move |st| {
@@ -1112,7 +1177,7 @@ impl Dispatcher {
             }
         };
         if self.interrupting {
-            self.end_attempt_record(&id, "interrupted", None, None)
+            self.end_attempt_record(&id, "not_started", None, None)
                 .await;
             self.transition(
                 &id,
@@ -1386,7 +1451,10 @@ impl Dispatcher {
                 a.outcome = outcome.clone();
                 a.exit_code = exit;
                 a.reason = reason.clone();
-                if matches!(outcome.as_str(), "interrupted" | "rate_limited" | "auth") {
+                if matches!(
+                    outcome.as_str(),
+                    "interrupted" | "not_started" | "rate_limited" | "auth"
+                ) {
                     a.counted = false;
                 }
             }

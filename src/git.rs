@@ -186,14 +186,22 @@ pub fn prepare_worktree(root: &Path, id: &str, target: &str) -> anyhow::Result<W
         let folder_exists = path.symlink_metadata().is_ok();
         if folder_exists {
             let wrepo = match (wt.validate(), Repository::open(&path)) {
-                (Ok(()), Ok(wrepo)) => wrepo,
-                (Err(e), _) | (_, Err(e)) => bail!(
-                    "{} is registered as a worktree of {} but git cannot use it: {}\n  help: run `git worktree repair` in {}, or remove the folder with `loki clean {id}` (it deletes what is in it)",
-                    path.display(),
-                    root.display(),
-                    e.message(),
-                    root.display()
-                ),
+                (Ok(()), Ok(wrepo)) => Some(wrepo),
+                // A registration half-written by a killed supervisor: the
+                // folder is set aside (nothing is deleted) and made again.
+                _ => None,
+            };
+            let Some(wrepo) = wrepo else {
+                set_aside(root, &path)?;
+                let _ = wt.prune(Some(
+                    WorktreePruneOptions::new()
+                        .valid(true)
+                        .locked(true)
+                        .working_tree(false),
+                ));
+                drop(repo);
+                drop(_serial);
+                return prepare_worktree(root, id, target);
             };
             let head = head_branch_ref(&wrepo)
                 .with_context(|| format!("reading HEAD of the worktree {}", path.display()))?;
@@ -207,6 +215,17 @@ pub fn prepare_worktree(root: &Path, id: &str, target: &str) -> anyhow::Result<W
                     path.display(),
                     path.display()
                 );
+            }
+            // A supervisor killed while libgit2 was checking the worktree out
+            // leaves files missing and no index (written last). Finish the
+            // checkout rather than reuse a half-empty tree, whose "deleted"
+            // files a salvage commit would otherwise record.
+            if !wrepo.path().join("index").exists() {
+                let mut cb = CheckoutBuilder::new();
+                cb.force();
+                wrepo.checkout_head(Some(&mut cb)).with_context(|| {
+                    format!("completing the interrupted checkout of {}", path.display())
+                })?;
             }
             let head = branch_oid(&repo, root, &branch)?;
             let base = merge_base(&repo, head, target_head, &branch, target)?;
@@ -239,20 +258,14 @@ pub fn prepare_worktree(root: &Path, id: &str, target: &str) -> anyhow::Result<W
             && fs::read_dir(&path)
                 .map(|mut entries| entries.next().is_none())
                 .unwrap_or(false);
-        if !empty_dir {
-            bail!(
-                "{} exists but is not a git worktree of {}; loki will not delete it\n  help: move it out of .loki/worktrees/ (or delete it if you do not need it), then try again{}",
-                path.display(),
-                root.display(),
-                if path.join(".git").exists() {
-                    "; if it is a worktree whose registration was lost, `git worktree repair` may restore it"
-                } else {
-                    ""
-                }
-            );
+        if empty_dir {
+            fs::remove_dir(&path)
+                .with_context(|| format!("removing the empty folder {}", path.display()))?;
+        } else {
+            // .loki/worktrees/ is loki's, but what is in it may be work:
+            // set it aside under .loki/set-aside/ instead of deleting it.
+            set_aside(root, &path)?;
         }
-        fs::remove_dir(&path)
-            .with_context(|| format!("removing the empty folder {}", path.display()))?;
     }
 
     let base = match repo.find_branch(&branch, BranchType::Local) {
@@ -424,6 +437,9 @@ pub fn merge_stream_with_hook(
         let t = branch_oid(&repo, root, target)?;
         let b = branch_oid(&repo, root, &branch)?;
         if t == b || repo.graph_descendant_of(t, b).with_context(ctx)? {
+            // A supervisor killed between moving the ref and updating the
+            // checkout left the checkout behind: finish that now.
+            resync_checkouts(&repo, &target_ref, t).with_context(ctx)?;
             return Ok(MergeOutcome::AlreadyMerged);
         }
         let t_commit = repo.find_commit(t).with_context(ctx)?;
@@ -929,6 +945,143 @@ fn checkouts_of(repo: &Repository, target_ref: &str) -> Result<Vec<PathBuf>> {
         }
     }
     Ok(out)
+}
+
+/// After a crash between a merge's ref update and its checkout update:
+/// every checkout of the target whose index still holds the pre-merge
+/// version of a merged path, with the file on disk unchanged, gets that
+/// path from the merge. Paths the user changed are left alone.
+fn resync_checkouts(repo: &Repository, target_ref: &str, head: Oid) -> Result<()> {
+    let commit = repo.find_commit(head)?;
+    if commit.parent_count() < 2 {
+        return Ok(());
+    }
+    let old_tree = commit.parent(0)?.tree()?;
+    let new_tree = commit.tree()?;
+    let diff = repo.diff_tree_to_tree(Some(&old_tree), Some(&new_tree), None)?;
+    let changed = diff_paths(&diff);
+    if changed.is_empty() {
+        return Ok(());
+    }
+    for dir in checkouts_of(repo, target_ref)? {
+        let wrepo = open_repo(&dir)?;
+        let index = wrepo.index()?;
+        let mut stale = BTreeSet::new();
+        for p in &changed {
+            let path = Path::new(p);
+            let in_index = index.get_path(path, 0).map(|e| e.id);
+            let in_old = old_tree.get_path(path).ok().map(|e| e.id());
+            let in_new = new_tree.get_path(path).ok().map(|e| e.id());
+            if in_index == in_new || in_index != in_old {
+                continue; // up to date, or the user staged something else
+            }
+            let st = wrepo.status_file(path).unwrap_or(git2::Status::WT_MODIFIED);
+            let touched_on_disk = st.intersects(
+                git2::Status::WT_MODIFIED
+                    | git2::Status::WT_NEW
+                    | git2::Status::WT_TYPECHANGE
+                    | git2::Status::WT_RENAMED
+                    | git2::Status::WT_DELETED,
+            );
+            // A file the merge adds that is missing on disk is stale, not
+            // deleted by the user.
+            let missing_added = in_old.is_none() && !dir.join(path).exists();
+            if !touched_on_disk || missing_added {
+                stale.insert(p.clone());
+            }
+        }
+        if !stale.is_empty() {
+            update_checkout(&dir, new_tree.id(), &stale)?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes git lock files that only loki could have left for stream `id`
+/// (its worktree's `index.lock` and `HEAD.lock`, and the lock of
+/// `refs/heads/loki/<id>`). Call only while holding the supervisor lock and
+/// only for streams the previous supervisor had in flight: then no process
+/// can be holding them. Returns what it removed.
+pub fn clear_stale_locks(root: &Path, id: &str) -> anyhow::Result<Vec<PathBuf>> {
+    check_id(id)?;
+    let _serial = repo_lock();
+    let repo = open_repo(root)?;
+    let mut candidates = vec![repo
+        .path()
+        .join("refs/heads/loki")
+        .join(format!("{id}.lock"))];
+    let wt = worktree_path(root, id);
+    if let Ok(wrepo) = Repository::open(&wt) {
+        candidates.push(wrepo.path().join("index.lock"));
+        candidates.push(wrepo.path().join("HEAD.lock"));
+    }
+    let mut removed = Vec::new();
+    for c in candidates {
+        if c.symlink_metadata().is_ok() {
+            fs::remove_file(&c)
+                .with_context(|| format!("removing the stale lock {}", c.display()))?;
+            removed.push(c);
+        }
+    }
+    Ok(removed)
+}
+
+/// Removes `refs/heads/<target>.lock` when it is older than `min_age` (a
+/// merge killed mid-update); a younger one may belong to a live git command.
+pub fn clear_stale_target_lock(
+    root: &Path,
+    target: &str,
+    min_age: Duration,
+) -> anyhow::Result<Option<PathBuf>> {
+    let _serial = repo_lock();
+    let repo = open_repo(root)?;
+    let lock = repo
+        .path()
+        .join("refs/heads")
+        .join(format!("{target}.lock"));
+    let Ok(meta) = lock.symlink_metadata() else {
+        return Ok(None);
+    };
+    let age = meta
+        .modified()
+        .ok()
+        .and_then(|m| m.elapsed().ok())
+        .unwrap_or_default();
+    if age < min_age {
+        return Ok(None);
+    }
+    fs::remove_file(&lock)
+        .with_context(|| format!("removing the stale lock {}", lock.display()))?;
+    Ok(Some(lock))
+}
+
+/// Moves a folder that cannot serve as the stream's worktree to
+/// `.loki/set-aside/<name>-<unix time>` (never deletes it).
+fn set_aside(root: &Path, path: &Path) -> Result<PathBuf> {
+    let aside = root.join(".loki").join("set-aside");
+    fs::create_dir_all(&aside).with_context(|| format!("creating {}", aside.display()))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "worktree".into());
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let dest = aside.join(format!("{name}-{stamp}"));
+    fs::rename(path, &dest).with_context(|| {
+        format!(
+            "moving the unusable folder {} to {}",
+            path.display(),
+            dest.display()
+        )
+    })?;
+    eprintln!(
+        "loki: {} was not a usable worktree; moved it to {} (nothing deleted)",
+        path.display(),
+        dest.display()
+    );
+    Ok(dest)
 }
 
 /// Does `a` equal `b` or lie inside it (or the other way round)?

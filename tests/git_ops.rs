@@ -298,18 +298,28 @@ fn prepare_prunes_a_stale_registration() {
 }
 
 #[test]
-fn prepare_refuses_a_folder_that_is_not_a_worktree() {
+fn prepare_sets_aside_a_folder_that_is_not_a_worktree() {
     let (_tmp, root) = repo();
     write(&root, ".loki/worktrees/ch04/notes.md", "my notes\n");
-    let err = format!(
-        "{:#}",
-        git::prepare_worktree(&root, "ch04", "main").unwrap_err()
+    let wt = git::prepare_worktree(&root, "ch04", "main").unwrap();
+    // Nothing is deleted: the folder is moved under .loki/set-aside/.
+    let aside: Vec<_> = fs::read_dir(root.join(".loki/set-aside"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert!(aside[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .starts_with("ch04-"));
+    assert_eq!(
+        fs::read_to_string(aside[0].join("notes.md")).unwrap(),
+        "my notes\n"
     );
-    assert!(err.contains("not a git worktree"), "{err}");
-    assert!(err.contains(".loki/worktrees/ch04"), "{err}");
-    assert_eq!(read(&root, ".loki/worktrees/ch04/notes.md"), "my notes\n");
-    assert_eq!(worktree_list(&root).len(), 1);
-    assert!(!root.join(".git/worktrees/loki-ch04").exists());
+    assert!(wt.path.join(".git").exists());
+    assert_eq!(worktree_list(&root).len(), 2);
+    fsck_clean(&root);
 
     // An empty folder is fine.
     fs::create_dir_all(root.join(".loki/worktrees/ch05")).unwrap();
