@@ -447,6 +447,31 @@ pub fn commit_review_edits(layout: &Layout, id: &str, attempt: u32) -> Result<Op
     .with_context(|| format!("committing the edits in the worktree of {id}"))
 }
 
+/// The trailers of a `Merge stream <id>` commit, from the stream's state
+/// (`agent` names the agent when the state does not).
+pub fn merge_trailers(st: &crate::state::StreamState, agent: &str) -> Vec<(String, String)> {
+    let mut trailers = vec![
+        ("Loki-Stream".to_string(), st.id.clone()),
+        ("Loki-Attempt".to_string(), st.attempt.to_string()),
+        ("Loki-Attempts".to_string(), st.attempts.len().to_string()),
+        (
+            "Loki-Agent".to_string(),
+            st.agent.clone().unwrap_or_else(|| agent.to_string()),
+        ),
+    ];
+    if let Some(s) = &st.session_id {
+        trailers.push(("Loki-Session".into(), s.clone()));
+    }
+    trailers.push(("Loki-Cost-USD".into(), format!("{:.4}", st.cost_usd)));
+    if let Some(c) = st.attempts.iter().rev().find_map(|a| a.checks.clone()) {
+        trailers.push(("Loki-Checks".into(), c));
+    }
+    if let Some(a) = &st.approved_by {
+        trailers.push(("Loki-Approved-By".into(), a.clone()));
+    }
+    trailers
+}
+
 /// Trailer values must be one line.
 pub fn one_line(s: &str) -> String {
     let mut out: String = s.split_whitespace().collect::<Vec<_>>().join(" ");

@@ -367,13 +367,7 @@ fn status(config: Option<PathBuf>, cwd: &Path, json: bool) -> Result<i32> {
         print!("{}", status_text(config, cwd)?);
         return Ok(0);
     }
-    let path = config_path(config, cwd)?;
-    let cfg = load_for_status(&path);
-    let root = crate::git::repo_root(path.parent().unwrap_or(cwd))?;
-    let store = StateStore::new(root.join(".loki").join("state"));
-    let rows = status_rows(cfg.as_ref(), &store)?;
-    let swarm = store.load_swarm()?;
-    let supervisor = crate::state::SupervisorLock::holder(store.dir()).unwrap_or(None);
+    let (rows, swarm, supervisor) = status_data(config, cwd)?;
     if json {
         let streams: Vec<serde_json::Value> = rows
             .iter()
@@ -426,8 +420,11 @@ fn load_for_status(path: &Path) -> Option<SwarmFile> {
     }
 }
 
-/// The status table and summary line.
-fn status_text(config: Option<PathBuf>, cwd: &Path) -> Result<String> {
+/// The rows, the swarm state and the supervisor's pid, for status views.
+fn status_data(
+    config: Option<PathBuf>,
+    cwd: &Path,
+) -> Result<(Vec<StreamState>, crate::state::SwarmState, Option<i32>)> {
     let path = config_path(config, cwd)?;
     let cfg = load_for_status(&path);
     let root = crate::git::repo_root(path.parent().unwrap_or(cwd))?;
@@ -435,6 +432,12 @@ fn status_text(config: Option<PathBuf>, cwd: &Path) -> Result<String> {
     let rows = status_rows(cfg.as_ref(), &store)?;
     let swarm = store.load_swarm()?;
     let supervisor = crate::state::SupervisorLock::holder(store.dir()).unwrap_or(None);
+    Ok((rows, swarm, supervisor))
+}
+
+/// The status table and summary line.
+fn status_text(config: Option<PathBuf>, cwd: &Path) -> Result<String> {
+    let (rows, swarm, supervisor) = status_data(config, cwd)?;
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(

@@ -222,25 +222,7 @@ fn apply_direct(
 /// Merges an approved stream while holding the supervisor lock.
 fn merge_now(layout: &Layout, store: &StateStore, target: &str, st: StreamState) -> Result<String> {
     let id = st.id.clone();
-    let mut trailers = vec![
-        ("Loki-Stream".to_string(), id.clone()),
-        ("Loki-Attempt".to_string(), st.attempt.to_string()),
-        ("Loki-Attempts".to_string(), st.attempts.len().to_string()),
-        (
-            "Loki-Agent".to_string(),
-            st.agent.clone().unwrap_or_else(|| "unknown".into()),
-        ),
-    ];
-    if let Some(s) = &st.session_id {
-        trailers.push(("Loki-Session".into(), s.clone()));
-    }
-    trailers.push(("Loki-Cost-USD".into(), format!("{:.4}", st.cost_usd)));
-    if let Some(c) = st.attempts.iter().rev().find_map(|a| a.checks.clone()) {
-        trailers.push(("Loki-Checks".into(), c));
-    }
-    if let Some(a) = &st.approved_by {
-        trailers.push(("Loki-Approved-By".into(), a.clone()));
-    }
+    let trailers = crate::attempt::merge_trailers(&st, "unknown");
     crate::attempt::commit_review_edits(layout, &id, st.attempt)?;
     let outcome = git::merge_stream(
         &layout.root,

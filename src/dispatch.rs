@@ -1803,27 +1803,7 @@ impl Dispatcher {
             return;
         };
         let st = &slot.st;
-        let mut trailers = vec![
-            ("Loki-Stream".to_string(), id.to_string()),
-            ("Loki-Attempt".to_string(), st.attempt.to_string()),
-            ("Loki-Attempts".to_string(), st.attempts.len().to_string()),
-            (
-                "Loki-Agent".to_string(),
-                st.agent
-                    .clone()
-                    .unwrap_or_else(|| slot.cfg.agent.command.clone()),
-            ),
-        ];
-        if let Some(s) = &st.session_id {
-            trailers.push(("Loki-Session".into(), s.clone()));
-        }
-        trailers.push(("Loki-Cost-USD".into(), format!("{:.4}", st.cost_usd)));
-        if let Some(c) = st.attempts.iter().rev().find_map(|a| a.checks.clone()) {
-            trailers.push(("Loki-Checks".into(), c));
-        }
-        if let Some(a) = &st.approved_by {
-            trailers.push(("Loki-Approved-By".into(), a.clone()));
-        }
+        let trailers = attempt::merge_trailers(st, &slot.cfg.agent.command);
         let _ = self.merge_tx.send(MergeJob {
             id: id.to_string(),
             attempt: st.attempt,
@@ -1948,15 +1928,7 @@ impl Dispatcher {
                     let running: Vec<String> = self
                         .slots
                         .values()
-                        .filter(|s| {
-                            matches!(
-                                s.st.status,
-                                Status::Preparing
-                                    | Status::Running
-                                    | Status::Checking
-                                    | Status::Merging
-                            )
-                        })
+                        .filter(|s| s.st.status.is_active())
                         .map(|s| s.st.id.clone())
                         .collect();
                     let msg = if running.is_empty() {

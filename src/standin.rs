@@ -29,22 +29,18 @@ pub fn main() -> Result<i32> {
         Some((lo, hi)) => (lo + hi) / 2,
         None => 120,
     };
-    let require: Vec<String> = spec["require"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    let outputs: Vec<String> = spec["outputs"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let strings = |key: &str| -> Vec<String> {
+        spec[key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let require = strings("require");
+    let outputs = strings("outputs");
     let name = id.strip_prefix("rh-").unwrap_or(&id);
     let delay = std::env::var("LOKI_STAND_IN_DELAY_MS")
         .ok()

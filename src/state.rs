@@ -93,6 +93,15 @@ impl Status {
         }
     }
 
+    /// A state in which the supervisor is working on the stream (an agent,
+    /// its checks or its merge).
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            Status::Preparing | Status::Running | Status::Checking | Status::Merging
+        )
+    }
+
     /// A state a run ends in (nothing more happens without a human or a new run).
     pub fn is_terminal(self) -> bool {
         matches!(

@@ -1,0 +1,642 @@
+//! What the supervisor costs per stream, against the same git steps done
+//! by hand, and what the live renderer costs against plain output.
+//!
+//! `cargo bench --bench swarm` builds temporary git repos (300 small files
+//! in 15 folders, so every worktree checkout writes a realistic tree) whose
+//! agent is a tiny `/bin/sh` script that writes `out/$LOKI_STREAM_ID.md`
+//! with shell built-ins and exits 0. Every run gets a fresh repo; making it
+//! is not timed.
+//!
+//! 1. **Supervisor overhead per stream.** 60 streams (50 independent and a
+//!    chain of 10 linked by `depends_on`), `max_parallel = 4`,
+//!    `spawn_interval = "0s"`: `loki run --plain` (output to a file). The
+//!    baseline, in the same run and on an identical repo, is a bash script
+//!    that does the same git steps with the git CLI for each stream, one
+//!    after another: `git worktree add -b loki/<id>`, the agent in the
+//!    worktree, `git add -A` and `git commit` with loki's trailers,
+//!    `git merge --no-ff` in the main checkout with loki's merge message,
+//!    `git worktree remove`, `git branch -d`. It has no checks, no state
+//!    files, no events, no transcripts and no parallelism.
+//! 2. **UI cost at 200 streams.** 200 independent streams,
+//!    `max_parallel = 8`: `loki run --plain` with its output on /dev/null
+//!    against `loki run` with the live renderer on a pseudo-terminal that
+//!    the bench opens itself (120×40, `TERM=xterm-256color`) and drains.
+//!
+//! CPU is measured per run, for the process the bench starts: the bench
+//! waits for its exit without reaping it (`waitid(WNOWAIT)`), reads the
+//! zombie's `/proc/<pid>/stat` (its own user+sys, all threads, and that of
+//! the children it reaped), then reaps it with `wait4`, whose rusage is the
+//! total (itself plus every descendant it and they reaped). loki does its
+//! git work in-process (libgit2), so the supervisor's own CPU is loki's
+//! cost; its children are the agents (and one `<agent> --version`). The
+//! baseline's CPU is all of bash, git and the agents.
+//!
+//! Every measurement is repeated (runs interleaved) and the median of each
+//! column is reported. `LOKI_BENCH_REPEATS` sets the repeats (default 3).
+
+use std::fs::{self, File};
+use std::io::Read;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// Small files committed in every repo.
+const FILES: usize = 300;
+/// Folders they are spread over.
+const FOLDERS: usize = 15;
+/// Part 1: independent streams, then a chain.
+const INDEPENDENT: usize = 50;
+const CHAIN: usize = 10;
+const PARALLEL: usize = 4;
+/// Part 2.
+const UI_STREAMS: usize = 200;
+const UI_PARALLEL: usize = 8;
+/// Longest a single run may take before the bench kills it.
+const RUN_LIMIT: Duration = Duration::from_secs(300);
+
+/// The agent: built-ins only, so it costs one fork+exec of /bin/sh.
+/// `--version` is answered because loki runs `<agent> --version` once per
+/// run, in the directory it was started from, to label the commits.
+const AGENT: &str = r#"#!/bin/sh
+if [ "$1" = "--version" ]; then echo "bench-agent 1"; exit 0; fi
+printf '# %s\n\nThe draft of attempt %s, written by the bench agent.\n' \
+  "$LOKI_STREAM_ID" "$LOKI_ATTEMPT" > "out/$LOKI_STREAM_ID.md"
+"#;
+
+/// The baseline: loki's git steps with the git CLI, one stream at a time.
+const BASELINE: &str = r#"#!/usr/bin/env bash
+# usage: baseline.sh AGENT ID… (run in the repo root; IDs in dependency order)
+set -euo pipefail
+agent=$1
+shift
+for id in "$@"; do
+  wt=.loki/worktrees/$id
+  git worktree add -q -b "loki/$id" "$wt" main
+  (cd "$wt" && LOKI_STREAM_ID=$id LOKI_ATTEMPT=1 "$agent")
+  git -C "$wt" add -A
+  git -C "$wt" commit -q -m "loki: $id attempt 1 (checks passed)" -m "PASS: 3 checks" \
+    --trailer "Loki-Stream: $id" --trailer "Loki-Attempt: 1" \
+    --trailer "Loki-Agent: $agent bench-agent 1" --trailer "Loki-Cost-USD: 0.0000" \
+    --trailer "Loki-Duration: 0.0s" --trailer "Loki-Checks: PASS: 3 checks"
+  git merge -q --no-ff "loki/$id" -m "Merge stream $id" -m "Loki-Stream: $id
+Loki-Attempt: 1
+Loki-Attempts: 1
+Loki-Agent: $agent bench-agent 1
+Loki-Cost-USD: 0.0000
+Loki-Checks: PASS"
+  git worktree remove "$wt"
+  git branch -q -d "loki/$id"
+done
+"#;
+
+fn main() -> Result<()> {
+    let repeats: usize = std::env::var("LOKI_BENCH_REPEATS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(3);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_loki"));
+    if !bin.is_file() {
+        bail!(
+            "the loki binary is missing at {}\n  help: build it with `cargo build --release`, or run `cargo bench --bench swarm`, which builds it",
+            bin.display()
+        );
+    }
+    let git = Command::new("git")
+        .arg("--version")
+        .output()
+        .context("running git --version")?;
+    println!(
+        "loki swarm bench: {cpus} cpus, {}, binary {}, median of {repeats}",
+        String::from_utf8_lossy(&git.stdout).trim(),
+        bin.display()
+    );
+    let tools = tempfile::Builder::new()
+        .prefix("loki-swarm-bench-")
+        .tempdir()?;
+    let baseline = tools.path().join("baseline.sh");
+    write_exec(&baseline, BASELINE)?;
+
+    // ----- 1. supervisor overhead -----
+    let n1 = INDEPENDENT + CHAIN;
+    println!(
+        "\n1. {n1} streams ({INDEPENDENT} independent + a chain of {CHAIN}), max_parallel {PARALLEL}, {FILES} files per checkout"
+    );
+    let mut loki_runs = Vec::new();
+    let mut base_runs = Vec::new();
+    for r in 1..=repeats {
+        let repo = BenchRepo::new(INDEPENDENT, CHAIN, PARALLEL)?;
+        let m = repo.run_loki(&bin, Output::File)?;
+        repo.verify()?;
+        println!("   run {r}: loki      {}", m.line());
+        loki_runs.push(m);
+
+        let repo = BenchRepo::new(INDEPENDENT, CHAIN, PARALLEL)?;
+        let m = repo.run_baseline(&baseline)?;
+        repo.verify()?;
+        println!("   run {r}: baseline  {}", m.line());
+        base_runs.push(m);
+    }
+
+    // ----- 2. UI cost -----
+    println!("\n2. {UI_STREAMS} independent streams, max_parallel {UI_PARALLEL}");
+    let mut plain_runs = Vec::new();
+    let mut live_runs = Vec::new();
+    for r in 1..=repeats {
+        let repo = BenchRepo::new(UI_STREAMS, 0, UI_PARALLEL)?;
+        let m = repo.run_loki(&bin, Output::Null)?;
+        repo.verify()?;
+        println!("   run {r}: --plain   {}", m.line());
+        plain_runs.push(m);
+
+        let repo = BenchRepo::new(UI_STREAMS, 0, UI_PARALLEL)?;
+        let m = repo.run_loki(&bin, Output::Pty)?;
+        repo.verify()?;
+        println!(
+            "   run {r}: live      {}  {} bytes to the terminal",
+            m.line(),
+            m.tty_bytes
+        );
+        live_runs.push(m);
+    }
+
+    // ----- the table -----
+    let loki = Summary::of(&loki_runs);
+    let base = Summary::of(&base_runs);
+    let per = |s: f64| fmt_ms(s / n1 as f64);
+    println!("\n== 1. supervisor overhead per stream ({n1} streams, median of {repeats}) ==");
+    println!(
+        "{:<40} {:>10} {:>10} {:>12} {:>12}",
+        "", "wall", "CPU", "own CPU", "children CPU"
+    );
+    println!(
+        "{:<40} {:>10} {:>10} {:>12} {:>12}",
+        format!("loki run --plain, max_parallel {PARALLEL}"),
+        per(loki.wall),
+        per(loki.cpu),
+        per(loki.own),
+        per(loki.children)
+    );
+    println!(
+        "{:<40} {:>10} {:>10} {:>12} {:>12}",
+        "baseline: git CLI script, sequential",
+        per(base.wall),
+        per(base.cpu),
+        per(base.own),
+        per(base.children)
+    );
+    println!(
+        "{:<40} {:>9.2}x {:>9.2}x",
+        "ratio loki / baseline",
+        loki.wall / base.wall,
+        loki.cpu / base.cpu
+    );
+    println!(
+        "{:<40} {:>10} {:>9.2}x",
+        "ratio loki own CPU / baseline CPU",
+        "",
+        loki.own / base.cpu
+    );
+    println!(
+        "CPU = user+sys of the process and every descendant it reaped (wait4); own = the\n\
+         supervisor alone (loki: all its git work, libgit2 in-process; baseline: bash);\n\
+         children = agents (loki) or git + agents (baseline). The baseline does no checks,\n\
+         keeps no state, writes no events or transcripts and runs nothing in parallel."
+    );
+
+    let plain = Summary::of(&plain_runs);
+    let live = Summary::of(&live_runs);
+    let per = |s: f64| fmt_ms(s / UI_STREAMS as f64);
+    println!(
+        "\n== 2. UI cost, {UI_STREAMS} streams, max_parallel {UI_PARALLEL} (median of {repeats}) =="
+    );
+    println!(
+        "{:<40} {:>10} {:>12} {:>12} {:>12}",
+        "", "wall", "own CPU", "own CPU", "all CPU"
+    );
+    println!(
+        "{:<40} {:>10} {:>12} {:>12} {:>12}",
+        "", "total", "total", "per stream", "per stream"
+    );
+    for (label, s) in [
+        ("loki run --plain > /dev/null", &plain),
+        ("loki run, live renderer (pty)", &live),
+    ] {
+        println!(
+            "{:<40} {:>10} {:>12} {:>12} {:>12}",
+            label,
+            fmt_secs(s.wall),
+            fmt_secs(s.own),
+            per(s.own),
+            per(s.cpu)
+        );
+    }
+    println!(
+        "{:<40} {:>9.2}x {:>11.2}x",
+        "ratio live / plain",
+        live.wall / plain.wall,
+        live.own / plain.own
+    );
+    println!(
+        "live: the bench's own pseudo-terminal (120x40), read and discarded; median {} bytes written to it",
+        median(live_runs.iter().map(|m| m.tty_bytes as f64).collect())
+    );
+    println!("\ncommand: cargo bench --bench swarm");
+    Ok(())
+}
+
+// ----- the repos ----------------------------------------------------------------------
+
+struct BenchRepo {
+    dir: tempfile::TempDir,
+    ids: Vec<String>,
+}
+
+impl BenchRepo {
+    /// A repo with `FILES` small files, the agent, a prompt and a swarm of
+    /// `independent` streams plus a chain of `chain`.
+    fn new(independent: usize, chain: usize, max_parallel: usize) -> Result<BenchRepo> {
+        let dir = tempfile::Builder::new()
+            .prefix("loki-swarm-bench-")
+            .tempdir()?;
+        let root = dir.path();
+        git(root, &["init", "-q", "-b", "main"])?;
+        git(root, &["config", "user.name", "Bench"])?;
+        git(root, &["config", "user.email", "bench@example.com"])?;
+        for i in 0..FILES {
+            let folder = root.join(format!("book/part{:02}", i % FOLDERS));
+            fs::create_dir_all(&folder)?;
+            fs::write(
+                folder.join(format!("note{i:03}.md")),
+                format!("# Note {i}\n\nA few lines of an outline, a character, a place.\nLine two of note {i}.\n"),
+            )?;
+        }
+        fs::create_dir_all(root.join("out"))?;
+        fs::write(root.join("out/.gitkeep"), "")?;
+        fs::create_dir_all(root.join("prompts"))?;
+        fs::write(
+            root.join("prompts/stream.md"),
+            "# {{STREAM_ID}}\n\nWrite {{OUTPUTS}}.\n\n{{FEEDBACK}}\n",
+        )?;
+        fs::create_dir_all(root.join(".loki"))?;
+        fs::write(root.join(".loki/.gitignore"), loki::init::LOKI_GITIGNORE)?;
+        let agent = root.join("bench-agent.sh");
+        write_exec(&agent, AGENT)?;
+
+        let mut ids: Vec<String> = (1..=independent).map(|i| format!("s{i:03}")).collect();
+        ids.extend((1..=chain).map(|i| format!("c{i:02}")));
+        let mut toml = format!(
+            "[swarm]\ntarget = \"main\"\nmax_parallel = {max_parallel}\nspawn_interval = \"0s\"\n\n\
+             [agent]\ncommand = \"{}\"\ntimeout = \"60s\"\nidle_timeout = \"60s\"\nkill_grace = \"1s\"\nmax_attempts = 1\n\n",
+            agent.display()
+        );
+        for (k, id) in ids.iter().enumerate() {
+            let dep = if k > independent {
+                format!("\"{}\"", ids[k - 1])
+            } else {
+                String::new()
+            };
+            toml.push_str(&format!(
+                "[[streams]]\nid = \"{id}\"\nprompt = \"prompts/stream.md\"\noutputs = [\"out/{id}.md\"]\ndepends_on = [{dep}]\n\n"
+            ));
+        }
+        fs::write(root.join("loki.toml"), toml)?;
+        git(root, &["add", "-A"])?;
+        git(root, &["commit", "-q", "-m", "swarm"])?;
+        Ok(BenchRepo { dir, ids })
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn run_loki(&self, bin: &Path, output: Output) -> Result<Measure> {
+        let log = self.root().join(".loki/bench-run.log");
+        let mut cmd = Command::new(bin);
+        cmd.current_dir(self.root())
+            .env_remove("LOKI_SIGNALS_DIR")
+            .stdin(Stdio::null());
+        let mut pty = None;
+        match output {
+            Output::File => {
+                let f = File::create(&log)?;
+                cmd.args(["run", "--plain"])
+                    .env("NO_COLOR", "1")
+                    .stdout(f.try_clone()?)
+                    .stderr(f);
+            }
+            Output::Null => {
+                cmd.args(["run", "--plain"])
+                    .env("NO_COLOR", "1")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
+            }
+            Output::Pty => {
+                let (master, slave) = open_pty(120, 40)?;
+                cmd.arg("run")
+                    .env("TERM", "xterm-256color")
+                    .env_remove("NO_COLOR")
+                    .stdout(slave.try_clone()?)
+                    .stderr(slave);
+                pty = Some(master);
+            }
+        }
+        // The drain starts before the child, so it never blocks on a full pty.
+        let drain = pty.map(|master| {
+            std::thread::spawn(move || {
+                let mut f = File::from(master);
+                let mut buf = [0u8; 65536];
+                let mut n = 0u64;
+                // EIO once the last slave descriptor is closed.
+                while let Ok(k) = f.read(&mut buf) {
+                    if k == 0 {
+                        break;
+                    }
+                    n += k as u64;
+                }
+                n
+            })
+        });
+        let (code, mut m) = run_measured(cmd)?;
+        if let Some(d) = drain {
+            m.tty_bytes = d.join().unwrap_or(0);
+        }
+        if code != 0 {
+            bail!(
+                "loki run exited with {code} in {}:\n{}",
+                self.root().display(),
+                fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        Ok(m)
+    }
+
+    fn run_baseline(&self, script: &Path) -> Result<Measure> {
+        let mut cmd = Command::new("bash");
+        cmd.arg(script)
+            .arg(self.root().join("bench-agent.sh"))
+            .args(&self.ids)
+            .current_dir(self.root())
+            .env("GIT_MERGE_AUTOEDIT", "no")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let (code, m) = run_measured(cmd)?;
+        if code != 0 {
+            bail!("the baseline script exited with {code}");
+        }
+        Ok(m)
+    }
+
+    /// Every stream merged once into main, with its output; nothing left over.
+    fn verify(&self) -> Result<()> {
+        let root = self.root();
+        let merges = git(root, &["rev-list", "--merges", "--count", "main"])?;
+        let outs = git(root, &["ls-tree", "-r", "--name-only", "main", "out/"])?;
+        let wts = git(root, &["worktree", "list", "--porcelain"])?;
+        let branches = git(root, &["branch", "--list", "loki/*"])?;
+        let n = self.ids.len();
+        if merges.trim() != n.to_string()
+            || outs.lines().count() != n + 1
+            || wts.matches("worktree ").count() != 1
+            || !branches.trim().is_empty()
+        {
+            bail!(
+                "run in {} incomplete: {} merges, {} outputs, worktrees:\n{wts}branches: {branches}",
+                root.display(),
+                merges.trim(),
+                outs.lines().count().saturating_sub(1)
+            );
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Output {
+    File,
+    Null,
+    Pty,
+}
+
+fn git(dir: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .context("running git")?;
+    if !out.status.success() {
+        bail!(
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn write_exec(path: &Path, text: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::write(path, text)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
+// ----- measuring a process ------------------------------------------------------------
+
+#[derive(Clone, Copy, Default)]
+struct Measure {
+    wall: f64,
+    /// rusage from wait4: the process and all descendants it reaped.
+    cpu: f64,
+    /// /proc/<pid>/stat utime+stime of the exited, unreaped process.
+    own: f64,
+    /// /proc/<pid>/stat cutime+cstime.
+    children: f64,
+    tty_bytes: u64,
+}
+
+impl Measure {
+    fn line(&self) -> String {
+        format!(
+            "wall {:>8}  cpu {:>8}  own {:>8}  children {:>8}",
+            fmt_secs(self.wall),
+            fmt_secs(self.cpu),
+            fmt_secs(self.own),
+            fmt_secs(self.children)
+        )
+    }
+}
+
+/// Starts `cmd` (dropping it, so the parent's copies of its descriptors are
+/// closed), waits for it, and measures it; returns its exit code.
+fn run_measured(mut cmd: Command) -> Result<(i32, Measure)> {
+    let t0 = Instant::now();
+    let child = cmd.spawn().context("starting the measured process")?;
+    drop(cmd);
+    let pid = child.id() as libc::pid_t;
+    // The child is reaped below with wait4, never through `child`.
+    drop(child);
+
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if done_rx.recv_timeout(RUN_LIMIT).is_err() {
+            // Not reaped yet, so the pid is still this child's.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            true
+        } else {
+            false
+        }
+    });
+
+    // Wait for the exit, leaving the child a zombie so /proc still has it.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    loop {
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if rc == 0 {
+            break;
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(err).context("waitid");
+        }
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let _ = done_tx.send(());
+    let stat =
+        fs::read_to_string(format!("/proc/{pid}/stat")).context("reading /proc/<pid>/stat")?;
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    if rc != pid {
+        return Err(std::io::Error::last_os_error()).context("wait4");
+    }
+    if watchdog.join().unwrap_or(false) {
+        bail!("the measured process ran longer than {RUN_LIMIT:?} and was killed");
+    }
+
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // After the command name: state is field 3; utime 14, stime 15, cutime 16, cstime 17.
+    let field = |n: usize| -> f64 {
+        fields
+            .get(n - 3)
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / tick
+    };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    };
+    Ok((
+        code,
+        Measure {
+            wall,
+            cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
+            own: field(14) + field(15),
+            children: field(16) + field(17),
+            tty_bytes: 0,
+        },
+    ))
+}
+
+/// A pseudo-terminal of `cols`×`rows`: (master, slave).
+fn open_pty(cols: u16, rows: u16) -> Result<(OwnedFd, OwnedFd)> {
+    unsafe {
+        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        if master < 0 {
+            return Err(std::io::Error::last_os_error()).context("posix_openpt");
+        }
+        let master = OwnedFd::from_raw_fd(master);
+        use std::os::fd::AsRawFd;
+        let m = master.as_raw_fd();
+        if libc::grantpt(m) != 0 || libc::unlockpt(m) != 0 {
+            return Err(std::io::Error::last_os_error()).context("grantpt/unlockpt");
+        }
+        let mut name = [0 as libc::c_char; 128];
+        if libc::ptsname_r(m, name.as_mut_ptr(), name.len()) != 0 {
+            return Err(std::io::Error::last_os_error()).context("ptsname_r");
+        }
+        let slave = libc::open(
+            name.as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        );
+        if slave < 0 {
+            return Err(std::io::Error::last_os_error()).context("opening the pty slave");
+        }
+        let slave = OwnedFd::from_raw_fd(slave);
+        let ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        if libc::ioctl(m, libc::TIOCSWINSZ, &ws) != 0 {
+            return Err(std::io::Error::last_os_error()).context("TIOCSWINSZ");
+        }
+        Ok((master, slave))
+    }
+}
+
+// ----- statistics ---------------------------------------------------------------------
+
+/// The median of each column over the runs.
+struct Summary {
+    wall: f64,
+    cpu: f64,
+    own: f64,
+    children: f64,
+}
+
+impl Summary {
+    fn of(runs: &[Measure]) -> Summary {
+        let col = |f: fn(&Measure) -> f64| median(runs.iter().map(f).collect());
+        Summary {
+            wall: col(|m| m.wall),
+            cpu: col(|m| m.cpu),
+            own: col(|m| m.own),
+            children: col(|m| m.children),
+        }
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn fmt_secs(s: f64) -> String {
+    if s >= 1.0 {
+        format!("{s:.2} s")
+    } else {
+        format!("{:.0} ms", s * 1e3)
+    }
+}
+
+fn fmt_ms(s: f64) -> String {
+    format!("{:.1} ms", s * 1e3)
+}
