@@ -367,13 +367,15 @@ fn status(config: Option<PathBuf>, cwd: &Path, json: bool) -> Result<i32> {
         print!("{}", status_text(config, cwd)?);
         return Ok(0);
     }
-    let (rows, swarm, supervisor) = status_data(config, cwd)?;
+    let (rows, swarm, supervisor, words) = status_data(config, cwd)?;
     if json {
         let streams: Vec<serde_json::Value> = rows
             .iter()
-            .map(|st| {
+            .zip(words.iter())
+            .map(|(st, w)| {
                 serde_json::json!({
                     "id": st.id,
+                    "words": w,
                     "status": st.status,
                     "attempts": st.attempts.len(),
                     "attempt": st.attempt,
@@ -424,7 +426,12 @@ fn load_for_status(path: &Path) -> Option<SwarmFile> {
 fn status_data(
     config: Option<PathBuf>,
     cwd: &Path,
-) -> Result<(Vec<StreamState>, crate::state::SwarmState, Option<i32>)> {
+) -> Result<(
+    Vec<StreamState>,
+    crate::state::SwarmState,
+    Option<i32>,
+    Vec<Option<u64>>,
+)> {
     let path = config_path(config, cwd)?;
     let cfg = load_for_status(&path);
     let root = crate::git::repo_root(path.parent().unwrap_or(cwd))?;
@@ -432,20 +439,40 @@ fn status_data(
     let rows = status_rows(cfg.as_ref(), &store)?;
     let swarm = store.load_swarm()?;
     let supervisor = crate::state::SupervisorLock::holder(store.dir()).unwrap_or(None);
-    Ok((rows, swarm, supervisor))
+    let words = rows
+        .iter()
+        .map(|st| output_words(&root, cfg.as_ref().and_then(|c| c.stream(&st.id))))
+        .collect();
+    Ok((rows, swarm, supervisor, words))
+}
+
+/// Words in a stream's outputs as they stand now: in its worktree while it
+/// has one, else in the main checkout (after the merge). `None` when no
+/// output exists yet.
+fn output_words(root: &Path, stream: Option<&crate::config::StreamConfig>) -> Option<u64> {
+    let s = stream?;
+    let wt = root.join(".loki").join("worktrees").join(&s.id);
+    let base = if wt.is_dir() { wt } else { root.to_path_buf() };
+    let mut total = None;
+    for o in &s.outputs {
+        if let Ok(text) = std::fs::read_to_string(base.join(o)) {
+            *total.get_or_insert(0) += crate::checks::count_words(&text);
+        }
+    }
+    total
 }
 
 /// The status table and summary line.
 fn status_text(config: Option<PathBuf>, cwd: &Path) -> Result<String> {
-    let (rows, swarm, supervisor) = status_data(config, cwd)?;
+    let (rows, swarm, supervisor, words) = status_data(config, cwd)?;
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<14} {:<18} {:>7} {:>9} {:>8}  {:<18} LAST",
-        "STREAM", "STATUS", "ATTEMPT", "DURATION", "COST", "BRANCH"
+        "{:<14} {:<18} {:>7} {:>9} {:>7} {:>8}  {:<18} LAST",
+        "STREAM", "STATUS", "ATTEMPT", "DURATION", "WORDS", "COST", "BRANCH"
     );
-    for st in &rows {
+    for (st, w) in rows.iter().zip(words.iter()) {
         let dur = duration_secs(st)
             .map(|s| crate::util::fmt_duration(std::time::Duration::from_secs_f64(s.max(0.0))))
             .unwrap_or_else(|| "-".into());
@@ -461,11 +488,12 @@ fn status_text(config: Option<PathBuf>, cwd: &Path) -> Result<String> {
         };
         let _ = writeln!(
             out,
-            "{:<14} {:<18} {:>7} {:>9} {:>8}  {:<18} {}",
+            "{:<14} {:<18} {:>7} {:>9} {:>7} {:>8}  {:<18} {}",
             st.id,
             st.status.as_str(),
             st.attempt,
             dur,
+            w.map(|w| w.to_string()).unwrap_or_else(|| "-".into()),
             format!("${:.2}", st.cost_usd),
             branch,
             crate::attempt::one_line(&last)

@@ -90,7 +90,17 @@ fn six_stream_book_merges_in_dependency_order() {
     for s in st["streams"].as_array().expect("streams") {
         assert_eq!(s["status"], "merged", "{s}");
         assert_eq!(s["attempts"], 1, "{s}");
+        assert!(
+            s["words"].as_u64().unwrap_or(0) > 100,
+            "words of the outputs: {s}"
+        );
     }
+    let table = stdout(&repo.loki(&["status"]));
+    assert!(
+        table.lines().next().unwrap_or("").contains("WORDS"),
+        "{table}"
+    );
+    assert!(table.contains("6/6 merged"), "{table}");
     // A second run has nothing to do and changes nothing.
     let head = repo.git(&["rev-parse", "main"]);
     let again = repo.loki(&["run", "--plain"]);
