@@ -367,7 +367,12 @@ fn status(config: Option<PathBuf>, cwd: &Path, json: bool) -> Result<i32> {
         print!("{}", status_text(config, cwd)?);
         return Ok(0);
     }
-    let (rows, swarm, supervisor, words) = status_data(config, cwd)?;
+    let StatusData {
+        rows,
+        swarm,
+        supervisor,
+        words,
+    } = status_data(config, cwd)?;
     if json {
         let streams: Vec<serde_json::Value> = rows
             .iter()
@@ -422,16 +427,17 @@ fn load_for_status(path: &Path) -> Option<SwarmFile> {
     }
 }
 
-/// The rows, the swarm state and the supervisor's pid, for status views.
-fn status_data(
-    config: Option<PathBuf>,
-    cwd: &Path,
-) -> Result<(
-    Vec<StreamState>,
-    crate::state::SwarmState,
-    Option<i32>,
-    Vec<Option<u64>>,
-)> {
+/// What status views show.
+struct StatusData {
+    rows: Vec<StreamState>,
+    swarm: crate::state::SwarmState,
+    supervisor: Option<i32>,
+    /// Words of each row's outputs, in row order.
+    words: Vec<Option<u64>>,
+}
+
+/// The rows, the swarm state, the supervisor's pid and the words, for status views.
+fn status_data(config: Option<PathBuf>, cwd: &Path) -> Result<StatusData> {
     let path = config_path(config, cwd)?;
     let cfg = load_for_status(&path);
     let root = crate::git::repo_root(path.parent().unwrap_or(cwd))?;
@@ -443,7 +449,12 @@ fn status_data(
         .iter()
         .map(|st| output_words(&root, cfg.as_ref().and_then(|c| c.stream(&st.id))))
         .collect();
-    Ok((rows, swarm, supervisor, words))
+    Ok(StatusData {
+        rows,
+        swarm,
+        supervisor,
+        words,
+    })
 }
 
 /// Words in a stream's outputs as they stand now: in its worktree while it
@@ -464,7 +475,12 @@ fn output_words(root: &Path, stream: Option<&crate::config::StreamConfig>) -> Op
 
 /// The status table and summary line.
 fn status_text(config: Option<PathBuf>, cwd: &Path) -> Result<String> {
-    let (rows, swarm, supervisor, words) = status_data(config, cwd)?;
+    let StatusData {
+        rows,
+        swarm,
+        supervisor,
+        words,
+    } = status_data(config, cwd)?;
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(
