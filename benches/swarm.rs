@@ -1,26 +1,28 @@
 //! What the supervisor costs per stream, against the same git steps done
 //! by hand, and what the live renderer costs against plain output.
 //!
-//! `cargo bench --bench swarm` builds temporary git repos (300 small files
-//! in 15 folders, so every worktree checkout writes a realistic tree) whose
-//! agent is a tiny `/bin/sh` script that writes `out/$LOKI_STREAM_ID.md`
-//! with shell built-ins and exits 0. Every run gets a fresh repo; making it
-//! is not timed.
+//! `cargo bench --bench swarm` builds temporary git repos whose agent is a
+//! tiny `/bin/sh` script that writes `out/$LOKI_STREAM_ID.md` with shell
+//! built-ins and exits 0. Every run gets a fresh repo; making it is not
+//! timed.
 //!
-//! 1. **Supervisor overhead per stream.** 60 streams (50 independent and a
-//!    chain of 10 linked by `depends_on`), `max_parallel = 4`,
-//!    `spawn_interval = "0s"`: `loki run --plain` (output to a file). The
-//!    baseline, in the same run and on an identical repo, is a bash script
-//!    that does the same git steps with the git CLI for each stream, one
-//!    after another: `git worktree add -b loki/<id>`, the agent in the
-//!    worktree, `git add -A` and `git commit` with loki's trailers,
-//!    `git merge --no-ff` in the main checkout with loki's merge message,
-//!    `git worktree remove`, `git branch -d`. It has no checks, no state
-//!    files, no events, no transcripts and no parallelism.
-//! 2. **UI cost at 200 streams.** 200 independent streams,
-//!    `max_parallel = 8`: `loki run --plain` with its output on /dev/null
-//!    against `loki run` with the live renderer on a pseudo-terminal that
-//!    the bench opens itself (120×40, `TERM=xterm-256color`) and drains.
+//! 1. **Supervisor overhead per stream.** A repo of 300 small files in 15
+//!    folders (so every worktree checkout writes a realistic tree), 60
+//!    streams (50 independent and a chain of 10 linked by `depends_on`),
+//!    `max_parallel = 4`, `spawn_interval = "0s"`: `loki run --plain`
+//!    (output to a file). The baseline, in the same run and on an identical
+//!    repo, is a bash script that does the same git steps with the git CLI
+//!    for each stream, one after another: `git worktree add -b loki/<id>`,
+//!    the agent in the worktree, `git add -A` and `git commit` with loki's
+//!    trailers, `git merge --no-ff` in the main checkout with loki's merge
+//!    message, `git worktree remove`, `git branch -d`. It has no checks, no
+//!    state files, no events, no transcripts and no parallelism.
+//! 2. **UI cost at 200 streams.** A repo of 20 files (the checkouts are the
+//!    same in both cases; a small tree leaves the renderer a larger share),
+//!    200 independent streams, `max_parallel = 8`, `spawn_interval = "0s"`:
+//!    `loki run --plain` with its output on /dev/null against `loki run`
+//!    with the live renderer on a pseudo-terminal that the bench opens
+//!    itself (120×40, `TERM=xterm-256color`) and drains.
 //!
 //! CPU is measured per run, for the process the bench starts: the bench
 //! waits for its exit without reaping it (`waitid(WNOWAIT)`), reads the
@@ -32,7 +34,9 @@
 //! baseline's CPU is all of bash, git and the agents.
 //!
 //! Every measurement is repeated (runs interleaved) and the median of each
-//! column is reported. `LOKI_BENCH_REPEATS` sets the repeats (default 3).
+//! column is reported. `LOKI_BENCH_REPEATS` sets the repeats (default 3);
+//! `LOKI_BENCH_DIR` the folder the repos are made in (default: the system
+//! temporary folder; /dev/shm takes the disk out of the picture).
 
 use std::fs::{self, File};
 use std::io::Read;
@@ -44,8 +48,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-/// Small files committed in every repo.
+/// Small files committed in the repo of part 1 (every checkout writes them).
 const FILES: usize = 300;
+/// Files in the repo of part 2: a small tree, so what differs is the renderer.
+const UI_FILES: usize = 20;
 /// Folders they are spread over.
 const FOLDERS: usize = 15;
 /// Part 1: independent streams, then a chain.
@@ -99,6 +105,7 @@ fn main() -> Result<()> {
         .and_then(|s| s.parse().ok())
         .filter(|&n| n > 0)
         .unwrap_or(3);
+    let started = Instant::now();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_loki"));
     if !bin.is_file() {
@@ -112,9 +119,10 @@ fn main() -> Result<()> {
         .output()
         .context("running git --version")?;
     println!(
-        "loki swarm bench: {cpus} cpus, {}, binary {}, median of {repeats}",
+        "loki swarm bench: {cpus} cpus, {}, binary {}, repos in {}, median of {repeats}",
         String::from_utf8_lossy(&git.stdout).trim(),
-        bin.display()
+        bin.display(),
+        bench_dir().display()
     );
     let tools = tempfile::Builder::new()
         .prefix("loki-swarm-bench-")
@@ -130,13 +138,13 @@ fn main() -> Result<()> {
     let mut loki_runs = Vec::new();
     let mut base_runs = Vec::new();
     for r in 1..=repeats {
-        let repo = BenchRepo::new(INDEPENDENT, CHAIN, PARALLEL)?;
+        let repo = BenchRepo::new(FILES, INDEPENDENT, CHAIN, PARALLEL)?;
         let m = repo.run_loki(&bin, Output::File)?;
         repo.verify()?;
         println!("   run {r}: loki      {}", m.line());
         loki_runs.push(m);
 
-        let repo = BenchRepo::new(INDEPENDENT, CHAIN, PARALLEL)?;
+        let repo = BenchRepo::new(FILES, INDEPENDENT, CHAIN, PARALLEL)?;
         let m = repo.run_baseline(&baseline)?;
         repo.verify()?;
         println!("   run {r}: baseline  {}", m.line());
@@ -144,17 +152,19 @@ fn main() -> Result<()> {
     }
 
     // ----- 2. UI cost -----
-    println!("\n2. {UI_STREAMS} independent streams, max_parallel {UI_PARALLEL}");
+    println!(
+        "\n2. {UI_STREAMS} independent streams, max_parallel {UI_PARALLEL}, {UI_FILES} files per checkout"
+    );
     let mut plain_runs = Vec::new();
     let mut live_runs = Vec::new();
     for r in 1..=repeats {
-        let repo = BenchRepo::new(UI_STREAMS, 0, UI_PARALLEL)?;
+        let repo = BenchRepo::new(UI_FILES, UI_STREAMS, 0, UI_PARALLEL)?;
         let m = repo.run_loki(&bin, Output::Null)?;
         repo.verify()?;
         println!("   run {r}: --plain   {}", m.line());
         plain_runs.push(m);
 
-        let repo = BenchRepo::new(UI_STREAMS, 0, UI_PARALLEL)?;
+        let repo = BenchRepo::new(UI_FILES, UI_STREAMS, 0, UI_PARALLEL)?;
         let m = repo.run_loki(&bin, Output::Pty)?;
         repo.verify()?;
         println!(
@@ -246,7 +256,11 @@ fn main() -> Result<()> {
         "live: the bench's own pseudo-terminal (120x40), read and discarded; median {} bytes written to it",
         median(live_runs.iter().map(|m| m.tty_bytes as f64).collect())
     );
-    println!("\ncommand: cargo bench --bench swarm");
+    println!(
+        "\ncommand: cargo bench --bench swarm  ({} runs in {:.0} s)",
+        4 * repeats,
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -258,17 +272,22 @@ struct BenchRepo {
 }
 
 impl BenchRepo {
-    /// A repo with `FILES` small files, the agent, a prompt and a swarm of
+    /// A repo with `files` small files, the agent, a prompt and a swarm of
     /// `independent` streams plus a chain of `chain`.
-    fn new(independent: usize, chain: usize, max_parallel: usize) -> Result<BenchRepo> {
+    fn new(
+        files: usize,
+        independent: usize,
+        chain: usize,
+        max_parallel: usize,
+    ) -> Result<BenchRepo> {
         let dir = tempfile::Builder::new()
             .prefix("loki-swarm-bench-")
-            .tempdir()?;
+            .tempdir_in(bench_dir())?;
         let root = dir.path();
         git(root, &["init", "-q", "-b", "main"])?;
         git(root, &["config", "user.name", "Bench"])?;
         git(root, &["config", "user.email", "bench@example.com"])?;
-        for i in 0..FILES {
+        for i in 0..files {
             let folder = root.join(format!("book/part{:02}", i % FOLDERS));
             fs::create_dir_all(&folder)?;
             fs::write(
@@ -422,6 +441,13 @@ enum Output {
     File,
     Null,
     Pty,
+}
+
+/// Where the repos are made: `LOKI_BENCH_DIR` or the system temporary folder.
+fn bench_dir() -> PathBuf {
+    std::env::var_os("LOKI_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
 }
 
 fn git(dir: &Path, args: &[&str]) -> Result<String> {
