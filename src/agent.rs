@@ -1061,12 +1061,31 @@ pub fn sweep_leftover(rec: &ProcessRecord, grace: Duration) -> usize {
     found.len()
 }
 
+/// Where `command` is found: itself when it names a path, else the first
+/// executable of that name on `PATH`. `None` when there is none.
+pub fn find_executable(command: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if command.contains('/') {
+        let p = std::path::PathBuf::from(command);
+        return runnable(&p).then_some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(command))
+        .find(|p| runnable(p))
+}
+
 static VERSIONS: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
 
 /// `<command> --version`, first line, cached per command; "" if it fails.
 ///
-/// Limited to 5 seconds; the answer (also "") is cached for the life of the
-/// process.
+/// Only for Claude Code: a plain agent may not know `--version` and would do
+/// its real work instead, so callers never ask one. Run from the temporary
+/// folder, never from the user's checkout, limited to 5 seconds; the answer
+/// (also "") is cached for the life of the process.
 pub fn agent_version(command: &str) -> String {
     if let Ok(cache) = VERSIONS.lock() {
         if let Some(v) = cache.get(command) {
@@ -1084,6 +1103,7 @@ fn query_version(command: &str) -> Option<String> {
     use std::os::unix::process::CommandExt;
     let child = std::process::Command::new(command)
         .arg("--version")
+        .current_dir(std::env::temp_dir())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -257,7 +257,12 @@ pub fn prepare(input: &PrepareInput) -> Result<Prepared> {
         } else {
             s.agent.args.clone()
         };
-        let version = agent::agent_version(&program);
+        // Only claude is asked its version: a plain agent might run for real.
+        let version = if claude {
+            agent::agent_version(&program)
+        } else {
+            String::new()
+        };
         let label = if version.is_empty() {
             s.agent.command.clone()
         } else {

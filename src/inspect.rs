@@ -208,7 +208,7 @@ pub fn doctor(cwd: &Path, config: Option<&Path>) -> Result<i32> {
     let mut f = Vec::new();
     match std::process::Command::new("git").arg("--version").output() {
         Ok(o) if o.status.success() => f.push(finding("OK", "git", String::from_utf8_lossy(&o.stdout).trim().to_string(), "")),
-        _ => f.push(finding("WARN", "git", "the git CLI is not on PATH", "loki does not need it, but you will want `git log` to read the audit trail: install git")),
+        _ => f.push(finding("WARN", "git", "the git CLI is not on PATH", "loki run does not need it, but loki demo does, and you will want `git log` to read the audit trail: install git")),
     }
     let root = crate::git::repo_root(cwd);
     match &root {
@@ -257,17 +257,38 @@ pub fn doctor(cwd: &Path, config: Option<&Path>) -> Result<i32> {
             Ok(r) => crate::attempt::resolve_command(r, c),
             Err(_) => c.clone(),
         };
+        let is_claude = Path::new(c).file_name().is_some_and(|n| n == "claude");
+        let fix = if is_claude {
+            "install Claude Code: npm install -g @anthropic-ai/claude-code".to_string()
+        } else {
+            format!("put `{c}` on PATH or set [agent] command to its path, executable")
+        };
+        let Some(found) = crate::agent::find_executable(&resolved) else {
+            f.push(finding(
+                "FAIL",
+                "agent",
+                format!("`{c}` is not an executable file on PATH"),
+                fix,
+            ));
+            continue;
+        };
+        if !is_claude {
+            // A plain agent is never run by doctor: it might do real work.
+            f.push(finding(
+                "OK",
+                "agent",
+                format!("{c}: {}", found.display()),
+                "",
+            ));
+            continue;
+        }
         let v = crate::agent::agent_version(&resolved);
         if v.is_empty() {
             f.push(finding(
                 "FAIL",
                 "agent",
-                format!("`{c} --version` did not run"),
-                if c == "claude" {
-                    "install Claude Code: npm install -g @anthropic-ai/claude-code".to_string()
-                } else {
-                    format!("put `{c}` on PATH or set [agent] command to its path")
-                },
+                format!("`{c} --version` did not answer within 5 s"),
+                fix,
             ));
         } else {
             f.push(finding("OK", "agent", format!("{c}: {v}"), ""));
@@ -280,10 +301,15 @@ pub fn doctor(cwd: &Path, config: Option<&Path>) -> Result<i32> {
         let home = std::env::var_os("HOME")
             .map(std::path::PathBuf::from)
             .unwrap_or_default();
-        if std::env::var_os("ANTHROPIC_API_KEY").is_some()
-            || std::env::var_os("ANTHROPIC_AUTH_TOKEN").is_some()
-        {
+        if std::env::var_os("ANTHROPIC_API_KEY").is_some() {
             f.push(finding("OK", "credentials", "ANTHROPIC_API_KEY is set", ""));
+        } else if std::env::var_os("ANTHROPIC_AUTH_TOKEN").is_some() {
+            f.push(finding(
+                "OK",
+                "credentials",
+                "ANTHROPIC_AUTH_TOKEN is set",
+                "",
+            ));
         } else if home.join(".claude/.credentials.json").exists() {
             f.push(finding(
                 "OK",

@@ -336,3 +336,57 @@ fn init_refuses_outside_a_repo_and_in_a_repo_without_commits() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("no commit"), "{}", both(&out));
 }
+
+/// A plain agent is never asked `--version`: one that does its real work
+/// whatever its arguments would otherwise write into the user's checkout
+/// (and stall the merge). Its `Loki-Agent` trailer is its command.
+#[test]
+fn a_plain_agent_is_run_only_as_the_agent() {
+    let repo = Repo::new();
+    repo.write(
+        "agent.sh",
+        "#!/bin/sh\nif [ -n \"$1\" ]; then echo probed > \"$PWD/PROBED-$1\"; fi\n\
+         mkdir -p out && echo \"text of $LOKI_STREAM_ID\" > out/$LOKI_STREAM_ID.md\n",
+    );
+    let mut perms = std::fs::metadata(repo.path().join("agent.sh"))
+        .expect("agent")
+        .permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(repo.path().join("agent.sh"), perms).expect("chmod");
+    repo.write("prompts/chapter.md", CHAPTER);
+    let toml = header(1, "").replace(
+        &format!("command = \"{}\"", fake_agent().display()),
+        "command = \"./agent.sh\"",
+    );
+    repo.write(
+        "loki.toml",
+        &format!("{toml}{}", stream("a", &[], "out/a.md", "")),
+    );
+    repo.write(".loki/.gitignore", loki::init::LOKI_GITIGNORE);
+    repo.commit_all("swarm");
+
+    let out = repo.loki(&["run", "--plain"]);
+    assert!(out.status.success(), "{}", both(&out));
+    let doctor = repo.loki(&["doctor"]);
+    assert!(
+        stdout(&doctor).contains("./agent.sh: "),
+        "doctor names the agent it found: {}",
+        both(&doctor)
+    );
+    let probed: Vec<_> = std::fs::read_dir(repo.path())
+        .expect("read repo")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("PROBED-"))
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        probed.is_empty(),
+        "the agent was run with arguments: {probed:?}"
+    );
+    let t = trailers(&repo, "main");
+    assert!(
+        t.contains(&("Loki-Agent".into(), "./agent.sh".into())),
+        "{t:?}"
+    );
+    assert_clean_repo(&repo);
+}
