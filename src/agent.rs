@@ -115,6 +115,9 @@ pub struct ResultInfo {
     pub turns: u32,
     pub result: String,
     pub session_id: Option<String>,
+    /// `api_error_status`: the HTTP status of the API error that ended the
+    /// run (401, 429, …), when claude gives it.
+    pub api_status: Option<u16>,
 }
 
 /// What the agent task reports while the agent runs.
@@ -215,7 +218,9 @@ pub fn claude_args_with_prompt_file(
     }
     if let Some(budget) = agent.max_budget_usd {
         args.push("--max-budget-usd".to_string());
-        args.push(budget.to_string());
+        // What is left of a budget is a difference of floats: cents suffice.
+        let text = format!("{budget:.4}");
+        args.push(text.trim_end_matches('0').trim_end_matches('.').to_string());
     }
     args.extend(agent.args.iter().cloned());
     args
@@ -942,6 +947,10 @@ fn result_info(v: &Value) -> ResultInfo {
             .get("session_id")
             .and_then(Value::as_str)
             .map(str::to_string),
+        api_status: v
+            .get("api_error_status")
+            .and_then(Value::as_u64)
+            .and_then(|n| u16::try_from(n).ok()),
         subtype,
     }
 }
@@ -1164,7 +1173,7 @@ mod tests {
     fn claude_args_bypass_resume_budget_user_args() {
         let mut s = settings();
         s.permission_mode = "bypassPermissions".into();
-        s.max_budget_usd = Some(2.5);
+        s.max_budget_usd = Some(2.5 - 0.1 - 0.1 - 0.1 + 0.3);
         s.args = vec!["--max-turns".into(), "7".into()];
         let a = claude_args(&s, "x", Some("sess-1"));
         assert_eq!(
@@ -1299,6 +1308,7 @@ mod tests {
                 turns: 4,
                 result: "ok".into(),
                 session_id: Some("abc".into()),
+                api_status: None,
             })]
         );
         let err = r#"{"type":"result","subtype":"error_max_turns"}"#;

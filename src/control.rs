@@ -82,6 +82,7 @@ fn apply_direct(
                 let note = req.note.clone();
                 store.update_swarm(sw.version, |s| {
                     s.paused = pause;
+                    s.auth_paused = false;
                     s.pause_reason = if pause {
                         Some(note.unwrap_or_else(|| "paused by `loki pause`".into()))
                     } else {
@@ -287,5 +288,6 @@ fn log(store: &StateStore, stream: Option<&str>, message: &str) {
         to: None,
         version: None,
         message: message.into(),
+        signal_file: None,
     });
 }

@@ -332,6 +332,7 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
         cleanups: Vec::new(),
     };
     d.recover().await?;
+    d.replay_unhandled_signals().await;
     d.apply_waiting_signals().await;
     d.normalize().await?;
 
@@ -426,6 +427,50 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
         d.rehearsal_teardown(opts.keep, &target_branch);
     }
     Ok(code)
+}
+
+/// What an error `result` of claude says about the API.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum ApiTrouble {
+    Auth,
+    RateLimit,
+}
+
+/// Classifies claude's final error: its `api_error_status` when given, else
+/// the text (`API Error: Request rejected (429) …`, `Invalid API key · …`).
+/// Codes count only as whole numbers beside "API error"/"status", so a
+/// chapter about room 401 is not an authentication failure.
+fn api_error_class(status: Option<u16>, result: &str) -> Option<ApiTrouble> {
+    match status {
+        Some(401 | 403) => return Some(ApiTrouble::Auth),
+        Some(429 | 529) => return Some(ApiTrouble::RateLimit),
+        _ => {}
+    }
+    let text = result.to_lowercase();
+    let has_code = |code: &str| {
+        text.match_indices(code).any(|(i, _)| {
+            let before = text[..i].chars().next_back();
+            let after = text[i + code.len()..].chars().next();
+            !before.is_some_and(|c| c.is_ascii_digit())
+                && !after.is_some_and(|c| c.is_ascii_digit())
+        })
+    };
+    let api = text.contains("api error") || text.contains("api_error") || text.contains("status");
+    if (api && (has_code("401") || has_code("403")))
+        || text.contains("authentication")
+        || text.contains("invalid api key")
+        || text.contains("/login")
+    {
+        Some(ApiTrouble::Auth)
+    } else if (api && (has_code("429") || has_code("529")))
+        || text.contains("rate limit")
+        || text.contains("rate_limit")
+        || text.contains("overloaded")
+    {
+        Some(ApiTrouble::RateLimit)
+    } else {
+        None
+    }
 }
 
 async fn sleep_until(when: Option<Instant>) {
@@ -539,7 +584,9 @@ impl Dispatcher {
         self.swarm = tokio::task::spawn_blocking(move || store.load_swarm())
             .await
             .context("loading state")??;
-        if self.swarm.paused {
+        if self.swarm.paused && self.swarm.auth_paused {
+            // The supervisor's own pause after a refused key: a new run is
+            // the user's way of saying the credentials are fixed.
             let why = self.swarm.pause_reason.clone().unwrap_or_default();
             self.notes
                 .push_back(format!("resuming a paused swarm ({why})"));
@@ -548,11 +595,17 @@ impl Dispatcher {
             self.swarm = tokio::task::spawn_blocking(move || {
                 store.update_swarm(v, |s| {
                     s.paused = false;
+                    s.auth_paused = false;
                     s.pause_reason = None;
                 })
             })
             .await
             .context("writing swarm state")??;
+        } else if self.swarm.paused {
+            let why = self.swarm.pause_reason.clone().unwrap_or_default();
+            self.notes.push_back(format!(
+                "the swarm is paused ({why}): starting nothing until `loki resume` (Ctrl-C leaves)"
+            ));
         }
 
         // Leftover agents first: nothing else happens until they are gone.
@@ -615,6 +668,42 @@ impl Dispatcher {
             ));
         }
         Ok(())
+    }
+
+    /// Signals an earlier supervisor took into `processed/` but died before
+    /// handling (no `signal` event names their file): applied now, before
+    /// anything newer.
+    async fn replay_unhandled_signals(&mut self) {
+        let store = self.store.clone();
+        let dir = self.signals.clone();
+        let taken = tokio::task::spawn_blocking(move || {
+            let files = dir.processed();
+            if files.is_empty() {
+                return Vec::new();
+            }
+            let handled: BTreeSet<String> = store
+                .read_events()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|e| e.signal_file)
+                .collect();
+            files
+                .into_iter()
+                .filter(|f| !handled.contains(f))
+                .filter_map(|f| dir.retake(&f))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        for t in taken {
+            if let Taken::Signal(s) = &t {
+                self.notes.push_back(format!(
+                    "applying signal {} taken by the stopped supervisor but not yet handled",
+                    s.name
+                ));
+            }
+            self.on_signal(t).await;
+        }
     }
 
     /// Signals written while no supervisor ran, applied to the state as it
@@ -844,6 +933,7 @@ impl Dispatcher {
             to: Some(to),
             version: Some(version),
             message: reason.clone().unwrap_or_default(),
+            signal_file: None,
         };
         self.append(ev);
         self.ui.send(UiEvent::Transition {
@@ -863,6 +953,24 @@ impl Dispatcher {
         }
     }
 
+    /// A `signal` event naming the signal's file in `processed/`: the mark
+    /// that it was handled (see [`Self::replay_unhandled_signals`]).
+    fn signal_event(&self, stream: Option<&str>, message: &str, sig: &Signal) {
+        self.append(Event {
+            ts: now_rfc3339(),
+            kind: "signal".into(),
+            stream: stream.map(str::to_string),
+            from: None,
+            to: None,
+            version: stream.and_then(|s| self.slots.get(s)).map(|s| s.st.version),
+            message: message.into(),
+            signal_file: sig
+                .path
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned()),
+        });
+    }
+
     fn event(&self, kind: &str, stream: Option<&str>, message: &str) {
         self.append(Event {
             ts: now_rfc3339(),
@@ -872,6 +980,7 @@ impl Dispatcher {
             to: None,
             version: stream.and_then(|s| self.slots.get(s)).map(|s| s.st.version),
             message: message.into(),
+            signal_file: None,
         });
     }
 
@@ -1071,6 +1180,22 @@ impl Dispatcher {
         };
         let n = slot.st.attempt + 1;
         let max = slot.cfg.agent.max_attempts;
+        // The stream budget covers all its attempts: an attempt gets what is
+        // left of it (passed to claude as --max-budget-usd), and none starts
+        // once it is spent.
+        let mut stream_cfg = slot.cfg.clone();
+        if let Some(b) = slot.cfg.agent.max_budget_usd {
+            let left = b - slot.st.cost_usd;
+            if left <= 0.0 {
+                let why = format!(
+                    "stream budget spent (${:.2} of ${b:.2}); raise max_budget_usd and `loki retry {id}` to go on",
+                    slot.st.cost_usd
+                );
+                self.fail(id, why).await;
+                return;
+            }
+            stream_cfg.agent.max_budget_usd = Some(left);
+        }
         // An interrupted attempt whose agent ran is continued (and its work
         // salvaged); one stopped before its agent started is simply started
         // again, as a retry if it was one.
@@ -1116,7 +1241,7 @@ impl Dispatcher {
         slot.fail_note = None;
         let input = PrepareInput {
             layout: self.layout.clone(),
-            stream: slot.cfg.clone(),
+            stream: stream_cfg,
             target: self.target.clone(),
             attempt: n,
             max_attempts: max,
@@ -1176,19 +1301,30 @@ impl Dispatcher {
                 return;
             }
         };
-        if self.interrupting {
+        // Whatever stopped new starts while this stream was preparing (Ctrl-C,
+        // STOP, a pause, a refused key, a spent budget) also holds its
+        // agent back; the stream resumes from here later.
+        let held_back = if self.interrupting {
+            Some("stopped before the agent started".to_string())
+        } else if self.auth_failed.is_some() {
+            Some("not started: the API refused the credentials".into())
+        } else if self.draining {
+            Some("not started: the run is stopping; `loki run` starts it".into())
+        } else if self.swarm.paused {
+            Some("not started: the swarm is paused".into())
+        } else if self.budget_reached() {
+            Some("not started: the swarm budget is spent".into())
+        } else {
+            None
+        };
+        if let Some(why) = held_back {
             self.end_attempt_record(&id, "not_started", None, None)
                 .await;
-            self.transition(
-                &id,
-                Status::Interrupted,
-                Some("stopped before the agent started".into()),
-                |st| {
-                    if let Some(a) = st.attempts.last_mut() {
-                        a.counted = false;
-                    }
-                },
-            )
+            self.transition(&id, Status::Interrupted, Some(why), |st| {
+                if let Some(a) = st.attempts.last_mut() {
+                    a.counted = false;
+                }
+            })
             .await;
             return;
         }
@@ -1354,14 +1490,24 @@ impl Dispatcher {
                         }
                     }
                 }
-                let text = info.result.to_lowercase();
-                if info.is_error
-                    && (text.contains("401")
-                        || text.contains("authentication")
-                        || text.contains("api key")
-                        || text.contains("/login"))
-                {
-                    self.auth_failure(&id, 401).await;
+                if info.is_error {
+                    match api_error_class(info.api_status, &info.result) {
+                        Some(ApiTrouble::Auth) => {
+                            if let Some(slot) = self.slots.get_mut(&id) {
+                                slot.api_trouble = Some(401);
+                            }
+                            self.auth_failure(&id, 401).await;
+                        }
+                        Some(ApiTrouble::RateLimit) => {
+                            // A limit seen only in the final result (no
+                            // api_retry line): waited out the same way.
+                            if let Some(slot) = self.slots.get_mut(&id) {
+                                slot.api_trouble = Some(429);
+                            }
+                            self.rate_limited(&id, None);
+                        }
+                        None => {}
+                    }
                 }
             }
         }
@@ -1405,6 +1551,7 @@ impl Dispatcher {
         if let Ok(Ok(s)) = tokio::task::spawn_blocking(move || {
             store.update_swarm(v, |s| {
                 s.paused = true;
+                s.auth_paused = true;
                 s.pause_reason = Some(m);
             })
         })
@@ -1556,6 +1703,28 @@ impl Dispatcher {
                     humantime::format_duration(self.slots[&id].cfg.agent.idle_timeout)
                 )),
             ),
+            // An agent that ended by itself after the API refused the key
+            // (its own retries exhausted) is stopped, not failed: no
+            // attempt is burned.
+            Ending::Exited
+                if self.auth_failed.is_some() || matches!(api, Some(401) | Some(403)) =>
+            {
+                self.end_attempt_record(
+                    &id,
+                    "auth",
+                    exit,
+                    Some("the API refused the credentials".into()),
+                )
+                .await;
+                self.transition(
+                    &id,
+                    Status::Interrupted,
+                    Some("paused: the API refused the credentials".into()),
+                    |_| {},
+                )
+                .await;
+                return;
+            }
             Ending::Exited => {
                 if exit == Some(0) && result_error.is_none() {
                     ("ok", true, None)
@@ -1995,18 +2164,18 @@ impl Dispatcher {
                 match decide(sig.kind, &slot.st) {
                     Err(why) => self.reject(&sig, &why),
                     Ok(d) => {
-                        self.event(
-                            "signal",
-                            Some(&id),
-                            &format!(
-                                "{label}{}",
-                                sig.note
-                                    .as_ref()
-                                    .map(|n| format!(": {n}"))
-                                    .unwrap_or_default()
-                            ),
-                        );
+                        // Applied first, then recorded as handled: a crash in
+                        // between replays it, and the replay is then stale
+                        // or inapplicable (rejected), never applied twice.
                         self.apply(&id, d, &sig).await;
+                        let msg = format!(
+                            "{label}{}",
+                            sig.note
+                                .as_ref()
+                                .map(|n| format!(": {n}"))
+                                .unwrap_or_default()
+                        );
+                        self.signal_event(Some(&id), &msg, &sig);
                     }
                 }
             }
@@ -2052,6 +2221,7 @@ impl Dispatcher {
                 match tokio::task::spawn_blocking(move || {
                     store.update_swarm(v, |s| {
                         s.paused = pause;
+                        s.auth_paused = false;
                         s.pause_reason = if pause {
                             Some(note.unwrap_or_else(|| "paused by PAUSE".into()))
                         } else {
@@ -2076,14 +2246,14 @@ impl Dispatcher {
                 } else {
                     "swarm resumed"
                 };
-                self.event("signal", None, &format!("{}: {msg}", sig.name));
+                self.signal_event(None, &format!("{}: {msg}", sig.name), sig);
                 self.ui.send(UiEvent::Note(msg.into()));
             }
             Kind::Stop => {
                 self.draining = true;
                 let msg =
                     "STOP: starting nothing new; the supervisor exits when running attempts finish";
-                self.event("signal", None, &format!("{}: {msg}", sig.name));
+                self.signal_event(None, &format!("{}: {msg}", sig.name), sig);
                 self.ui.send(UiEvent::Note(msg.into()));
             }
             _ => self.reject(sig, &format!("{} needs a stream id", sig.kind.as_str())),
@@ -2355,4 +2525,34 @@ pub fn default_approver() -> String {
 /// Streams a signal can reach, for messages.
 pub fn known_ids(cfg: &SwarmFile) -> BTreeSet<String> {
     cfg.streams.iter().map(|s| s.id.clone()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_errors_are_classified_by_status_then_text() {
+        use ApiTrouble::*;
+        let c = api_error_class;
+        assert_eq!(
+            c(Some(401), "Invalid API key · Fix external API key"),
+            Some(Auth)
+        );
+        assert_eq!(c(Some(403), ""), Some(Auth));
+        assert_eq!(c(Some(429), ""), Some(RateLimit));
+        assert_eq!(c(Some(529), ""), Some(RateLimit));
+        assert_eq!(c(None, "Invalid API key · Please run /login"), Some(Auth));
+        assert_eq!(
+            c(
+                None,
+                "API Error: Request rejected (429) · rate limit (mock)"
+            ),
+            Some(RateLimit)
+        );
+        assert_eq!(c(None, "API Error: 529 Overloaded"), Some(RateLimit));
+        assert_eq!(c(None, "Reached max turns (12)"), None);
+        assert_eq!(c(None, "the guest in room 401 left at 4290"), None);
+        assert_eq!(c(Some(500), "API Error: 500 internal"), None);
+    }
 }

@@ -209,6 +209,7 @@ impl SignalDir {
 
     /// Moves a taken signal to `rejected/` and writes `<name>.reason`.
     pub fn reject(&self, signal: &Signal, reason: &str) -> anyhow::Result<()> {
+        self.ensure_folders()?;
         let unique = signal
             .path
             .file_name()
@@ -295,10 +296,56 @@ impl SignalDir {
         }
     }
 
+    /// Files in `processed/`, oldest first: every signal ever taken and not
+    /// rejected. The supervisor replays those its events do not show as
+    /// handled (it died between taking and applying them).
+    pub fn processed(&self) -> Vec<String> {
+        let Ok(entries) = fs::read_dir(self.dir.join(PROCESSED)) else {
+            return Vec::new();
+        };
+        let mut files: Vec<(SystemTime, String)> = entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let mtime = e.metadata().and_then(|m| m.modified()).ok()?;
+                Some((mtime, name))
+            })
+            .collect();
+        files.sort();
+        files.into_iter().map(|(_, n)| n).collect()
+    }
+
+    /// Reads again a signal taken into `processed/` under `file` but never
+    /// handled. Malformed ones are rejected as at first taking.
+    pub fn retake(&self, file: &str) -> Option<Taken> {
+        let path = self.dir.join(PROCESSED).join(file);
+        // `<name>.<nanos>-<pid>`: the name it was dropped under.
+        let name = file.rsplit_once('.').map_or(file, |(n, _)| n);
+        self.examine_taken(OsStr::new(name), path)
+    }
+
+    /// `processed/` and `rejected/` as real folders: a symbolic link there
+    /// would carry signals (and reason files) outside `.loki/signals/`.
     fn ensure_folders(&self) -> anyhow::Result<()> {
         for sub in [PROCESSED, REJECTED] {
             let path = self.dir.join(sub);
-            fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => bail!(
+                    "{} is not a folder (a symbolic link or a file); signals are never moved through it\n  help: remove it; loki recreates it",
+                    path.display()
+                ),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    fs::create_dir(&path)
+                        .with_context(|| format!("creating {}", path.display()))?;
+                }
+                Err(e) => {
+                    return Err(
+                        anyhow::Error::new(e).context(format!("examining {}", path.display()))
+                    )
+                }
+            }
         }
         Ok(())
     }
@@ -314,6 +361,12 @@ impl SignalDir {
             }
             return None;
         }
+        self.examine_taken(name, to)
+    }
+
+    /// Examines a file taken into `processed/` as `to`; a malformed one is
+    /// moved on to `rejected/` with its reason.
+    fn examine_taken(&self, name: &OsStr, to: PathBuf) -> Option<Taken> {
         let shown = name.to_string_lossy().into_owned();
         match examine(name, &to) {
             Ok(signal) => Some(Taken::Signal(signal)),
@@ -1056,6 +1109,44 @@ mod tests {
         assert!(
             matches!(&taken[..], [Taken::Rejected { reason, .. }] if reason.contains("not a regular file"))
         );
+    }
+
+    #[test]
+    fn a_symlinked_processed_or_rejected_folder_is_never_used() {
+        for sub in ["processed", "rejected"] {
+            let (tmp, dir) = setup();
+            let outside = tmp.path().join("outside");
+            fs::create_dir(&outside).unwrap();
+            symlink(&outside, dir.dir().join(sub)).unwrap();
+            fs::write(dir.dir().join("APPROVE_ch01"), "").unwrap();
+            fs::write(dir.dir().join("NOPE_ch01"), "").unwrap();
+            assert!(dir.scan().is_empty(), "{sub}: nothing is taken");
+            assert!(list(&outside).is_empty(), "{sub}: nothing moved outside");
+            // The signals wait for the folder to be fixed.
+            fs::remove_file(dir.dir().join(sub)).unwrap();
+            assert_eq!(dir.scan().len(), 2, "{sub}");
+            assert!(list(&outside).is_empty());
+        }
+    }
+
+    #[test]
+    fn a_taken_signal_is_read_again_from_processed() {
+        let (_tmp, dir) = setup();
+        fs::write(dir.dir().join("APPROVE_ch01"), "{\"note\": \"fine\"}").unwrap();
+        fs::write(dir.dir().join("CANCEL_ch02"), "{").unwrap();
+        let first = dir.scan();
+        assert_eq!(first.len(), 2);
+        let files = dir.processed();
+        assert_eq!(files.len(), 1, "the malformed one went to rejected/");
+        match dir.retake(&files[0]) {
+            Some(Taken::Signal(s)) => {
+                assert_eq!(s.kind, Kind::Approve);
+                assert_eq!(s.stream.as_deref(), Some("ch01"));
+                assert_eq!(s.note.as_deref(), Some("fine"));
+                assert_eq!(s.name, "APPROVE_ch01");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -241,8 +241,11 @@ pub struct SwarmState {
     pub paused: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pause_reason: Option<String>,
-    #[serde(default)]
-    pub total_cost_usd: f64,
+    /// The pause is the supervisor's own, after the API refused the
+    /// credentials: the next `loki run` lifts it. A pause asked for with
+    /// `loki pause` / PAUSE stays until `loki resume`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auth_paused: bool,
 }
 
 /// A line of `.loki/state/events.jsonl`.
@@ -261,6 +264,11 @@ pub struct Event {
     pub version: Option<u64>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+    /// For a signal the supervisor handled: its file in `processed/` or
+    /// `rejected/`. A taken file with no such event was never handled (the
+    /// supervisor died first) and is replayed at the next start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal_file: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -541,7 +549,9 @@ impl StateStore {
         loop {
             let lock = LockFile::acquire(&self.dir, &lock_path, self.timing)?;
             let current: Option<T> = read_json(path)?;
-            let found = current.as_ref().map_or(0, Versioned::version);
+            // An existing file is at least version 1 (a hand-made file that
+            // says 0 would otherwise conflict with every writer forever).
+            let found = current.as_ref().map_or(0, |c| c.version().max(1));
             if found != expected || (expected == 0 && current.is_some()) {
                 return Err(StoreError::Conflict {
                     name: name.to_string(),
@@ -1228,6 +1238,7 @@ mod tests {
                 to: None,
                 version: None,
                 message: String::new(),
+                signal_file: None,
             })
             .unwrap();
         for junk in [
@@ -1267,8 +1278,8 @@ mod tests {
             store.update_swarm(0, |_| {}),
             Err(StoreError::Conflict { found: 1, .. })
         ));
-        let s = store.update_swarm(1, |s| s.total_cost_usd += 1.5).unwrap();
-        assert_eq!((s.version, s.total_cost_usd), (2, 1.5));
+        let s = store.update_swarm(1, |s| s.auth_paused = true).unwrap();
+        assert_eq!((s.version, s.auth_paused), (2, true));
     }
 
     #[test]
@@ -1445,6 +1456,7 @@ mod tests {
             to: Some(Status::Running),
             version: Some(n),
             message: format!("event {n}"),
+            signal_file: None,
         }
     }
 

@@ -219,6 +219,7 @@ async fn claude_stream_json_becomes_events() {
         turns: 3,
         result: "Chapter written.".into(),
         session_id: Some("sess-42".into()),
+        api_status: None,
     };
     assert_eq!(
         events,

@@ -1160,6 +1160,94 @@ fn approve_written_while_no_supervisor_runs_is_applied_at_start() {
     assert_eq!(s.merges(), vec!["Merge stream rev"]);
 }
 
+/// A signal the supervisor took into `processed/` but died before handling
+/// (no `signal` event names its file) is applied by the next `loki run`;
+/// one already handled is not applied again.
+#[test]
+fn a_signal_taken_but_not_handled_before_a_crash_is_applied_at_start() {
+    let s = Swarm::new(
+        1,
+        &[
+            st("rev", &[], &[], "approve = true\n"),
+            st("old", &[], &[], "approve = true\n"),
+        ],
+    );
+    let done = s.run();
+    assert_eq!(done.code, Some(1), "{}", done.both());
+    assert_eq!(s.state("rev")["status"], "awaiting_approval");
+    assert_eq!(s.state("old")["status"], "awaiting_approval");
+
+    // The state a kill -9 leaves right after the watcher's rename: the file
+    // in processed/ under its unique name, and no event for it.
+    let processed = s.signals().join("processed");
+    std::fs::create_dir_all(&processed).expect("processed/");
+    std::fs::write(
+        processed.join("APPROVE_rev.1700000000000000000-4242"),
+        br#"{"note": "Ada"}"#,
+    )
+    .expect("taken signal");
+    // One that a supervisor did handle: its event names the file.
+    std::fs::write(processed.join("APPROVE_old.1700000000000000001-4242"), b"").expect("handled");
+    let handled = serde_json::json!({
+        "ts": "2026-01-01T00:00:00Z", "kind": "signal", "stream": "old",
+        "message": "APPROVE_old", "signal_file": "APPROVE_old.1700000000000000001-4242"
+    });
+    let events = s.path().join(".loki/state/events.jsonl");
+    let mut text = std::fs::read_to_string(&events).expect("events");
+    text.push_str(&format!("{handled}\n"));
+    std::fs::write(&events, text).expect("events");
+
+    let done = s.run();
+    let rev = s.state("rev");
+    assert_eq!(rev["status"], "merged", "{}\n{rev:#}", done.both());
+    assert_eq!(rev["approved_by"], "Ada");
+    assert_eq!(s.state("old")["status"], "awaiting_approval");
+    assert!(
+        done.both()
+            .contains("taken by the stopped supervisor but not yet handled"),
+        "{}",
+        done.both()
+    );
+    let marks: Vec<Value> = s
+        .events()
+        .into_iter()
+        .filter(|e| e["signal_file"] == "APPROVE_rev.1700000000000000000-4242")
+        .collect();
+    assert_eq!(marks.len(), 1, "handled exactly once: {marks:?}");
+    assert_eq!(s.merges(), vec!["Merge stream rev"]);
+    // A third run replays nothing.
+    let done = s.run();
+    assert_eq!(
+        s.state("old")["status"],
+        "awaiting_approval",
+        "{}",
+        done.both()
+    );
+    assert_eq!(s.merges(), vec!["Merge stream rev"]);
+}
+
+/// `loki pause` with no supervisor running holds: the next `loki run` starts
+/// nothing and waits for `loki resume` (only the supervisor's own pause after
+/// an authentication failure is lifted by the next run).
+#[test]
+fn a_pause_made_while_no_supervisor_runs_holds_until_resume() {
+    let s = Swarm::new(1, &[st("a", &[], &[], "")]);
+    let out = s.loki(&["pause"]);
+    assert!(out.status.success(), "{}", both(&out));
+    let mut run = s.start();
+    s.wait_for("the run says it is paused", || {
+        run.output().contains("paused")
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(s.state("a")["status"], "pending");
+    assert!(!run.exited(), "a paused supervisor waits for RESUME");
+    assert_sent(&s.loki(&["resume"]));
+    s.wait_state("a", "merged", |v| v["status"] == "merged");
+    let done = run.wait();
+    assert_eq!(done.code, Some(0), "{}", done.both());
+    assert_eq!(s.swarm_state()["paused"], false);
+}
+
 /// A RETRY dropped for a cancelled stream while no supervisor runs is applied
 /// when the next `loki run` starts (a cancelled stream otherwise stays
 /// cancelled).

@@ -1272,3 +1272,58 @@ fn swarm_budget_stops_new_attempts() {
     assert!((total - 0.02).abs() < 1e-9, "{st:#}");
     h.assert_no_commit_lost();
 }
+
+/// A stream budget covers all of the stream's attempts: each attempt is
+/// given what is left of it (`--max-budget-usd`), and once it is spent the
+/// stream fails instead of starting another attempt.
+#[test]
+fn a_stream_budget_spans_its_attempts() {
+    let h = Harness::new();
+    let bin = h.scratch("bin");
+    std::fs::create_dir_all(&bin).expect("mkdir bin");
+    let args_log = h.scratch("args.log");
+    // `claude` records its arguments, then is the fake agent.
+    let claude = bin.join("claude");
+    std::fs::write(
+        &claude,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
+            args_log.display(),
+            fake_agent().display()
+        ),
+    )
+    .expect("claude wrapper");
+    let mut perms = std::fs::metadata(&claude).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&claude, perms).expect("chmod");
+
+    let mut toml = format!(
+        "[swarm]\ntarget = \"main\"\nmax_parallel = 1\nspawn_interval = \"0s\"\n\n\
+         [agent]\ncommand = \"{}\"\ntimeout = \"60s\"\nidle_timeout = \"30s\"\nkill_grace = \"1s\"\nmax_attempts = 5\n\
+         max_budget_usd = 0.025\nresume = false\n\
+         env = {{ FAKE_AGENT_COST = \"0.01\", FAKE_AGENT_VIOLATE = \"dragon\" }}\n\n\
+         [checks]\nforbid = [\"dragon\"]\n\n",
+        toml_path(&claude)
+    );
+    toml.push_str(&stream("s1", &[], "chapters/s1.md", ""));
+    h.swarm(&toml);
+
+    let done = h.run();
+    assert_eq!(done.code, Some(1), "{}", done.both());
+    let st = status_json(&h.repo);
+    let s = &st["streams"][0];
+    assert_eq!(s["status"], "failed", "{s:#}");
+    assert_eq!(s["attempts"], 3, "0.01 + 0.01 + 0.01 passes 0.025: {s:#}");
+    assert!(
+        s["reason"].as_str().unwrap_or("").contains("budget"),
+        "{s:#}"
+    );
+    let log = std::fs::read_to_string(&args_log).expect("args log");
+    let budgets: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split("--max-budget-usd ").nth(1))
+        .filter_map(|r| r.split_whitespace().next())
+        .collect();
+    assert_eq!(budgets, ["0.025", "0.015", "0.005"], "{log}");
+    h.assert_no_leftovers("after the run");
+}
