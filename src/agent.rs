@@ -102,8 +102,6 @@ pub enum StopRequest {
     Cancel,
     /// The API refused the credentials; the swarm pauses.
     Auth,
-    /// A budget was exceeded.
-    Budget,
 }
 
 /// The `result` line of claude's stream-json.

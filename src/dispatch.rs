@@ -1634,6 +1634,7 @@ impl Dispatcher {
         let result_error = slot.result_error.clone();
         let api = slot.api_trouble;
 
+        let auth_stop = self.auth_failed.is_some() || matches!(api, Some(401 | 403));
         // What the attempt amounted to: (outcome, ok, failure reason).
         let (outcome, ok, why): (&str, bool, Option<String>) = match &out.ending {
             Ending::SpawnFailed(m) => {
@@ -1655,21 +1656,15 @@ impl Dispatcher {
                     .await;
                 return;
             }
+            // Stopped because the API refused the key, or ended by itself
+            // after that (its own retries exhausted): not failed, no
+            // attempt burned.
             Ending::Stopped(StopRequest::Auth) => {
-                self.end_attempt_record(
-                    &id,
-                    "auth",
-                    exit,
-                    Some("the API refused the credentials".into()),
-                )
-                .await;
-                self.transition(
-                    &id,
-                    Status::Interrupted,
-                    Some("paused: the API refused the credentials".into()),
-                    |_| {},
-                )
-                .await;
+                self.auth_stopped(&id, exit).await;
+                return;
+            }
+            Ending::Exited if auth_stop => {
+                self.auth_stopped(&id, exit).await;
                 return;
             }
             Ending::Stopped(StopRequest::Cancel) => {
@@ -1679,9 +1674,6 @@ impl Dispatcher {
                         .await;
                 }
                 return;
-            }
-            Ending::Stopped(StopRequest::Budget) => {
-                ("failed", false, Some("stream budget reached".to_string()))
             }
             Ending::Stopped(StopRequest::Finish) => match self.slots[&id].fail_note.clone() {
                 Some(note) => ("failed", false, Some(format!("TESTS_FAILED: {note}"))),
@@ -1703,28 +1695,6 @@ impl Dispatcher {
                     humantime::format_duration(self.slots[&id].cfg.agent.idle_timeout)
                 )),
             ),
-            // An agent that ended by itself after the API refused the key
-            // (its own retries exhausted) is stopped, not failed: no
-            // attempt is burned.
-            Ending::Exited
-                if self.auth_failed.is_some() || matches!(api, Some(401) | Some(403)) =>
-            {
-                self.end_attempt_record(
-                    &id,
-                    "auth",
-                    exit,
-                    Some("the API refused the credentials".into()),
-                )
-                .await;
-                self.transition(
-                    &id,
-                    Status::Interrupted,
-                    Some("paused: the API refused the credentials".into()),
-                    |_| {},
-                )
-                .await;
-                return;
-            }
             Ending::Exited => {
                 if exit == Some(0) && result_error.is_none() {
                     ("ok", true, None)
@@ -1793,6 +1763,21 @@ impl Dispatcher {
                 result,
             });
         });
+    }
+
+    /// An attempt ended by an authentication failure: uncounted, and the
+    /// stream waits (interrupted) for the next `loki run`.
+    async fn auth_stopped(&mut self, id: &str, exit: Option<i32>) {
+        let why = "the API refused the credentials";
+        self.end_attempt_record(id, "auth", exit, Some(why.into()))
+            .await;
+        self.transition(
+            id,
+            Status::Interrupted,
+            Some(format!("paused: {why}")),
+            |_| {},
+        )
+        .await;
     }
 
     fn attempt_trailers(&self, slot: &Slot) -> Vec<(String, String)> {
