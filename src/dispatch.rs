@@ -609,11 +609,14 @@ impl Dispatcher {
         }
 
         // Leftover agents first: nothing else happens until they are gone.
+        // Leftovers do not say which stream's settings they ran under
+        // (loki.toml may have changed): the longest grace any stream allows.
         let grace = self
             .cfg
             .streams
-            .first()
+            .iter()
             .map(|s| s.agent.kill_grace)
+            .max()
             .unwrap_or(Duration::from_secs(10));
         let leftovers: Vec<_> = existing
             .values()
@@ -833,8 +836,13 @@ impl Dispatcher {
     // ----- persistence ----------------------------------------------------
 
     /// Writes a change to the stream's state (compare-and-swap at the version
-    /// the dispatcher holds). On a conflict (someone wrote the file directly)
-    /// it re-reads and applies the change again.
+    /// the dispatcher holds).
+    ///
+    /// The dispatcher is the only writer while it runs (commands send it
+    /// signals), so a conflict means someone wrote the file by hand: the
+    /// dispatcher's view wins, at the version found, and a warning event
+    /// says so. If the write cannot be made at all, the change is kept in
+    /// memory, the user is told, and the next write carries it.
     async fn write(
         &mut self,
         id: &str,
@@ -844,16 +852,17 @@ impl Dispatcher {
             return;
         };
         let mut expected = slot.st.version;
-        let mut base = slot.st.clone();
+        let mut next = slot.st.clone();
+        change(&mut next);
+        let mut failure = String::new();
         for _ in 0..5 {
             let store = self.store.clone();
             let idc = id.to_string();
-            let mut next = base.clone();
-            change(&mut next);
+            let content = next.clone();
             let res = tokio::task::spawn_blocking(move || {
                 store.update(&idc, expected, move |st| {
                     let v = st.version;
-                    *st = next;
+                    *st = content;
                     st.version = v;
                 })
             })
@@ -866,34 +875,31 @@ impl Dispatcher {
                     return;
                 }
                 Ok(Err(crate::state::StoreError::Conflict { found, .. })) => {
-                    let store = self.store.clone();
-                    let idc = id.to_string();
-                    if let Ok(Ok(Some(disk))) =
-                        tokio::task::spawn_blocking(move || store.load(&idc)).await
-                    {
-                        // Keep our view but adopt the disk's version.
-                        base.version = disk.version;
-                        expected = disk.version;
-                    } else {
-                        expected = found;
-                    }
+                    self.event(
+                        "warning",
+                        Some(id),
+                        &format!(
+                            "the state file of {id} was changed outside the supervisor (version {found}, expected {expected}); the supervisor's view is kept"
+                        ),
+                    );
+                    expected = found;
+                    failure = format!("it kept changing underneath (version {found})");
                 }
                 Ok(Err(e)) => {
-                    self.ui.send(UiEvent::Note(format!(
-                        "cannot write the state of {id}: {e}"
-                    )));
-                    // Keep going in memory; the next write tries again.
-                    if let Some(slot) = self.slots.get_mut(id) {
-                        change(&mut slot.st);
-                    }
-                    return;
+                    failure = e.to_string();
+                    break;
                 }
                 Err(e) => {
-                    self.ui
-                        .send(UiEvent::Note(format!("state writer failed for {id}: {e}")));
-                    return;
+                    failure = format!("the writer task failed: {e}");
+                    break;
                 }
             }
+        }
+        self.ui.send(UiEvent::Note(format!(
+            "cannot write the state of {id}: {failure}; carrying on in memory"
+        )));
+        if let Some(slot) = self.slots.get_mut(id) {
+            change(&mut slot.st);
         }
     }
 

@@ -939,6 +939,33 @@ fn stop_lets_the_running_attempt_finish_then_the_supervisor_exits() {
     s.assert_no_agent_left();
 }
 
+/// A state file changed by hand while the supervisor runs (here: its version
+/// bumped) is a conflict for the supervisor's next compare-and-swap: it
+/// keeps its own view at the version it found, says so in a warning event,
+/// and the stream still merges.
+#[test]
+fn a_state_file_edited_behind_the_supervisor_is_noticed_and_the_run_goes_on() {
+    let s = Swarm::new(1, &[st("a", &[], &[("FAKE_AGENT_SLOW", "2")], "")]);
+    let run = s.start();
+    let mut v = s.wait_running("a");
+    let bumped = v["version"].as_u64().expect("version") + 5;
+    v["version"] = bumped.into();
+    let tmp = s.path().join(".loki/state/.a.json.by-hand");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&v).expect("json")).expect("write");
+    std::fs::rename(&tmp, s.state_file("a")).expect("rename");
+    let done = run.wait();
+    assert_eq!(done.code, Some(0), "{}", done.both());
+    let a = s.state("a");
+    assert_eq!(a["status"], "merged", "{a:#}");
+    assert!(a["version"].as_u64().unwrap_or(0) > bumped, "{a:#}");
+    assert!(
+        s.has_event("warning", "the state file of a was changed outside", ""),
+        "{}",
+        s.events_text()
+    );
+    s.assert_no_agent_left();
+}
+
 // ----- rejections through the running supervisor -----------------------------------------
 
 /// A stale `expected_version` (older than the stream's last status change, or
