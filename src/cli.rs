@@ -268,7 +268,7 @@ pub async fn main(cli: Cli) -> Result<i32> {
             if let Ok(dir) = std::env::var("LOKI_SIGNALS_DIR") {
                 if cli.config.is_none() {
                     let d = crate::signals::SignalDir::new(&dir);
-                    let p = d.write(k, id.as_deref(), expect_version, note.as_deref())?;
+                    let p = d.write(k, id.as_deref(), expect_version, note.as_deref(), false)?;
                     println!("wrote {}", p.display());
                     return Ok(0);
                 }
@@ -311,6 +311,10 @@ fn steer(
     count: bool,
 ) -> Result<i32> {
     let (cfg, root, target) = load_config(config, cwd)?;
+    let max_attempts = id
+        .as_deref()
+        .and_then(|i| cfg.stream(i))
+        .map(|s| s.agent.max_attempts);
     if let Some(id) = &id {
         if cfg.stream(id).is_none() {
             let known: Vec<&str> = cfg.streams.iter().map(|s| s.id.as_str()).collect();
@@ -330,6 +334,7 @@ fn steer(
             expected_version,
             note,
             count,
+            max_attempts,
         },
     )?;
     println!("{msg}");

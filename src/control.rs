@@ -24,6 +24,8 @@ pub struct Request {
     pub note: Option<String>,
     /// `loki reject --count`: the rejected attempt counts against max_attempts.
     pub count: bool,
+    /// The stream's `max_attempts`, for a counted rejection applied directly.
+    pub max_attempts: Option<u32>,
 }
 
 /// Sends or applies `req` in the repo at `root`; returns what to tell the user.
@@ -43,15 +45,12 @@ pub fn steer(root: &Path, target: &str, req: &Request) -> Result<String> {
         Ok(lock) => lock,
         Err(pid) => {
             let dir = SignalDir::new(layout.signals_dir());
-            let mut note = req.note.clone();
-            if req.kind == Kind::Reject && req.count {
-                note = note.map(|n| format!("{n} [counted]"));
-            }
             let path = dir.write(
                 req.kind,
                 req.stream.as_deref(),
                 req.expected_version,
-                note.as_deref(),
+                req.note.as_deref(),
+                req.count,
             )?;
             let who = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
             return Ok(format!(
@@ -140,28 +139,46 @@ fn apply_direct(
             let fb = note
                 .clone()
                 .unwrap_or_else(|| "A reviewer rejected the draft without a note.".into());
-            let count = req.count;
+            let counted = req.count || req.kind == Kind::TestsFailed;
             let tests_failed = req.kind == Kind::TestsFailed;
-            write(&|s| {
-                s.status = Status::Retrying;
+            let max = req.max_attempts.unwrap_or(u32::MAX);
+            // Counted, it may use up the allowance, as a failed check does.
+            let used_up = counted && st.used_attempts() >= max;
+            let st = write(&|s| {
                 if tests_failed {
                     s.tests = Some(format!("failed: {fb}"));
                 }
-                s.feedback = Some(format!("- Reviewer: {fb}"));
-                s.reason = Some(format!("rejected: {fb}"));
-                if !count {
-                    if let Some(a) = s.attempts.last_mut() {
-                        a.counted = false;
-                        a.outcome = "rejected".into();
-                    }
+                if let Some(a) = s.attempts.last_mut() {
+                    a.counted = counted;
+                    a.outcome = "rejected".into();
+                }
+                if used_up {
+                    s.status = Status::Failed;
+                    s.reason = Some(format!("rejected: {fb} (after {max} attempt(s))"));
+                    s.finished_at = Some(now_rfc3339());
+                } else {
+                    s.status = Status::Retrying;
+                    s.feedback = Some(format!("- Reviewer: {fb}"));
+                    s.reason = Some(format!("rejected: {fb}"));
                 }
             })?;
-            log(
-                store,
-                Some(id),
-                "rejected; the next `loki run` starts another attempt with the note as feedback",
-            );
-            format!("{id} rejected; `loki run` starts another attempt with your note as feedback")
+            if st.status == Status::Failed {
+                log(
+                    store,
+                    Some(id),
+                    "rejected (counted); no attempt left: failed",
+                );
+                format!("{id} rejected; that was its last attempt (max_attempts = {max}), so it is failed; `loki retry {id}` gives it a fresh allowance")
+            } else {
+                log(
+                    store,
+                    Some(id),
+                    "rejected; the next `loki run` starts another attempt with the note as feedback",
+                );
+                format!(
+                    "{id} rejected; `loki run` starts another attempt with your note as feedback"
+                )
+            }
         }
         Decision::Cancel => {
             write(&|s| {
@@ -179,6 +196,7 @@ fn apply_direct(
         Decision::Retry => {
             let conflicted = st.status == Status::Conflicted;
             write(&|s| {
+                s.renew_allowance();
                 s.status = if conflicted {
                     Status::Merging
                 } else if s.status == Status::Interrupted {

@@ -9,10 +9,12 @@
 //! This is nextest's runner split (dispatcher + executors) applied to agents.
 //!
 //! Decisions written down here:
-//! - A new `loki run` gives every stream that is not merged a fresh allowance
-//!   of `max_attempts` (earlier attempts stay in the record); failed and
-//!   blocked streams run again, interrupted ones resume, conflicted ones try
-//!   their merge again, cancelled ones stay cancelled until `loki retry`.
+//! - A new `loki run` runs failed and blocked streams again with a fresh
+//!   allowance of `max_attempts` (earlier attempts stay in the record), as
+//!   does `loki retry`; a stream that was between attempts (retrying,
+//!   interrupted) keeps the allowance it had, so stopping and restarting a
+//!   night never buys attempts. Conflicted streams try their merge again;
+//!   cancelled ones stay cancelled until `loki retry`.
 //! - A signal's `expected_version` is stale when the stream has changed
 //!   status since that version (bookkeeping writes such as the agent's pid do
 //!   not make an agent's own signal stale).
@@ -195,8 +197,6 @@ struct Slot {
     st: StreamState,
     /// Version at the last status change: signals naming an older version are stale.
     transition_version: u64,
-    /// Counted attempts before this run (the allowance starts here).
-    floor: u32,
     stop: Option<watch::Sender<Option<StopRequest>>>,
     /// Approval already given (MERGE_REQUESTED while running).
     pre_approved: bool,
@@ -214,7 +214,7 @@ struct Slot {
 
 impl Slot {
     fn used(&self) -> u32 {
-        self.st.counted_attempts().saturating_sub(self.floor)
+        self.st.used_attempts()
     }
 }
 
@@ -644,7 +644,6 @@ impl Dispatcher {
                         .context("creating stream state")??
                 }
             };
-            let floor = st.counted_attempts();
             let tv = st.version;
             self.slots.insert(
                 s.id.clone(),
@@ -652,7 +651,6 @@ impl Dispatcher {
                     cfg: s,
                     st,
                     transition_version: tv,
-                    floor,
                     stop: None,
                     pre_approved: false,
                     fail_note: None,
@@ -803,7 +801,8 @@ impl Dispatcher {
                 Status::Ready => self.transition(&id, Status::Pending, None, |_| {}).await,
                 Status::Failed | Status::Blocked => {
                     self.transition(&id, Status::Pending, Some("running again".into()), |st| {
-                        st.process = None
+                        st.process = None;
+                        st.renew_allowance();
                     })
                     .await;
                 }
@@ -2292,25 +2291,30 @@ impl Dispatcher {
                 let fb = note
                     .clone()
                     .unwrap_or_else(|| "A reviewer rejected the draft without a note.".into());
-                let counted = sig.kind == Kind::TestsFailed;
-                let reason = format!("rejected: {}", attempt::one_line(&fb));
+                let tests_failed = sig.kind == Kind::TestsFailed;
                 let fbc = format!("- Reviewer: {fb}");
-                self.transition(id, Status::Retrying, Some(reason), move |st| {
-                    if counted {
-                        st.tests = Some(format!(
-                            "failed: {}",
-                            fbc.trim_start_matches("- Reviewer: ")
-                        ));
+                let reason = format!("rejected: {}", attempt::one_line(&fb));
+                self.write(id, move |st| {
+                    if tests_failed {
+                        st.tests = Some(format!("failed: {fb}"));
                     }
-                    st.feedback = Some(fbc.clone());
-                    if !counted {
-                        if let Some(a) = st.attempts.last_mut() {
-                            a.counted = false;
-                            a.outcome = "rejected".into();
-                        }
+                    if let Some(a) = st.attempts.last_mut() {
+                        a.outcome = "rejected".into();
                     }
                 })
                 .await;
+                if tests_failed || sig.count {
+                    // Counted: like a failed check, it may use up the allowance.
+                    self.retry_or_fail(id, reason, fbc).await;
+                } else {
+                    self.transition(id, Status::Retrying, Some(reason), move |st| {
+                        st.feedback = Some(fbc.clone());
+                        if let Some(a) = st.attempts.last_mut() {
+                            a.counted = false;
+                        }
+                    })
+                    .await;
+                }
             }
             Decision::Cancel => {
                 let running = self.slots.get(id).and_then(|s| s.stop.clone());
@@ -2340,9 +2344,9 @@ impl Dispatcher {
             Decision::Retry => {
                 let status = self.slots[id].st.status;
                 if let Some(slot) = self.slots.get_mut(id) {
-                    slot.floor = slot.st.counted_attempts();
                     slot.held = false;
                 }
+                self.write(id, StreamState::renew_allowance).await;
                 if status == Status::Conflicted {
                     self.transition(id, Status::Merging, Some("merging again".into()), |_| {})
                         .await;

@@ -20,7 +20,8 @@
 //!   `.json` is always stripped before the id is read. PAUSE, RESUME and
 //!   STOP may stand alone (whole swarm); every other kind needs an id.
 //! - A body may be empty or whitespace; otherwise it must be a JSON object
-//!   with only `expected_version` (u64) and `note` (string).
+//!   with only `expected_version` (u64), `note` (string) and `count`
+//!   (bool: a REJECT that counts against `max_attempts`).
 //! - Files are taken oldest first (mtime, then name). A taken file lives at
 //!   `processed/<name>.<unix-nanos>-<pid>` (nanos are unique within a
 //!   process); a rejected one at `rejected/<same>`, with
@@ -125,6 +126,9 @@ pub struct Signal {
     pub stream: Option<String>,
     pub expected_version: Option<u64>,
     pub note: Option<String>,
+    /// REJECT: the rejected attempt counts against `max_attempts`
+    /// (`loki reject --count`).
+    pub count: bool,
     /// The name it was dropped under.
     pub name: String,
     /// Where it lives now.
@@ -163,6 +167,8 @@ struct Body {
     expected_version: Option<u64>,
     #[serde(default)]
     note: Option<String>,
+    #[serde(default)]
+    count: bool,
 }
 
 impl SignalDir {
@@ -236,6 +242,7 @@ impl SignalDir {
         stream: Option<&str>,
         expected_version: Option<u64>,
         note: Option<&str>,
+        count: bool,
     ) -> anyhow::Result<PathBuf> {
         let base = match stream {
             Some(id) if !valid_id(id) => bail!(
@@ -252,6 +259,9 @@ impl SignalDir {
         }
         if let Some(n) = note {
             body.insert("note".into(), n.into());
+        }
+        if count {
+            body.insert("count".into(), true.into());
         }
         let bytes = if body.is_empty() {
             Vec::new()
@@ -418,6 +428,7 @@ fn examine(name: &OsStr, path: &Path) -> Result<Signal, String> {
         stream,
         expected_version: body.expected_version,
         note: body.note,
+        count: body.count,
         name: name.to_string(),
         path: path.to_path_buf(),
     })
@@ -939,7 +950,7 @@ mod tests {
     fn a_valid_signal_with_a_body_is_taken() {
         let (_tmp, dir) = setup();
         let path = dir
-            .write(Kind::Approve, Some("ch01"), Some(3), Some("looks good"))
+            .write(Kind::Approve, Some("ch01"), Some(3), Some("looks good"), false)
             .unwrap();
         assert_eq!(path, dir.dir().join("APPROVE_ch01"));
         let taken = dir.scan();
@@ -1217,7 +1228,8 @@ mod tests {
     #[test]
     fn the_dispatcher_rejects_a_taken_signal() {
         let (_tmp, dir) = setup();
-        dir.write(Kind::Retry, Some("ch01"), Some(4), None).unwrap();
+        dir.write(Kind::Retry, Some("ch01"), Some(4), None, false)
+            .unwrap();
         let Some(Taken::Signal(s)) = dir.scan().into_iter().next() else {
             panic!()
         };
@@ -1241,15 +1253,17 @@ mod tests {
     #[test]
     fn writes_validate_and_never_clobber() {
         let (_tmp, dir) = setup();
-        assert!(dir.write(Kind::Approve, None, None, None).is_err());
-        assert!(dir.write(Kind::Approve, Some("../x"), None, None).is_err());
-        let p1 = dir.write(Kind::Pause, None, None, None).unwrap();
+        assert!(dir.write(Kind::Approve, None, None, None, false).is_err());
+        assert!(dir
+            .write(Kind::Approve, Some("../x"), None, None, false)
+            .is_err());
+        let p1 = dir.write(Kind::Pause, None, None, None, false).unwrap();
         assert_eq!(fs::read(&p1).unwrap(), b"");
         let a = dir
-            .write(Kind::Approve, Some("ch01"), None, Some("first"))
+            .write(Kind::Approve, Some("ch01"), None, Some("first"), false)
             .unwrap();
         let b = dir
-            .write(Kind::Approve, Some("ch01"), None, Some("second"))
+            .write(Kind::Approve, Some("ch01"), None, Some("second"), false)
             .unwrap();
         assert_eq!(a, dir.dir().join("APPROVE_ch01"));
         assert_eq!(b, dir.dir().join("APPROVE_ch01.json"));
@@ -1262,7 +1276,7 @@ mod tests {
             })
         };
         let c = dir
-            .write(Kind::Approve, Some("ch01"), None, Some("third"))
+            .write(Kind::Approve, Some("ch01"), None, Some("third"), false)
             .unwrap();
         let mut notes: Vec<String> = consumer
             .join()
@@ -1338,7 +1352,7 @@ mod tests {
         assert_eq!(list(dir.dir()), vec!["processed", "rejected"]);
         tokio::time::sleep(Duration::from_millis(50)).await;
         let started = Instant::now();
-        dir.write(Kind::FeatureReady, Some("ch01"), Some(2), None)
+        dir.write(Kind::FeatureReady, Some("ch01"), Some(2), None, false)
             .unwrap();
         let got = recv_within(&mut rx, Duration::from_secs(1)).await;
         let elapsed = started.elapsed();
@@ -1374,7 +1388,8 @@ mod tests {
     #[tokio::test]
     async fn the_watcher_takes_what_was_waiting_at_start() {
         let (_tmp, dir) = setup();
-        dir.write(Kind::Stop, None, None, Some("bedtime")).unwrap();
+        dir.write(Kind::Stop, None, None, Some("bedtime"), false)
+            .unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let _guard = watch(dir.clone(), tx).unwrap();
         match recv_within(&mut rx, Duration::from_secs(1)).await {
@@ -1391,7 +1406,8 @@ mod tests {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let _guard = watch_with(dir.clone(), tx, Backend::Poll).unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        dir.write(Kind::Cancel, Some("ch09"), None, None).unwrap();
+        dir.write(Kind::Cancel, Some("ch09"), None, None, false)
+            .unwrap();
         match recv_within(&mut rx, Duration::from_millis(1500)).await {
             Some(Taken::Signal(s)) => assert_eq!(s.stream.as_deref(), Some("ch09")),
             other => panic!("{other:?}"),
@@ -1405,7 +1421,8 @@ mod tests {
         let guard = watch(dir.clone(), tx).unwrap();
         drop(rx);
         std::thread::sleep(Duration::from_millis(20));
-        dir.write(Kind::Approve, Some("ch01"), None, None).unwrap();
+        dir.write(Kind::Approve, Some("ch01"), None, None, false)
+            .unwrap();
         std::thread::sleep(Duration::from_millis(100));
         // Nobody listens: the signal stays where it is for the next supervisor.
         assert!(dir.dir().join("APPROVE_ch01").exists());

@@ -177,6 +177,10 @@ pub struct StreamState {
     pub attempt: u32,
     #[serde(default)]
     pub attempts: Vec<AttemptRecord>,
+    /// Counted attempts made before the current allowance of
+    /// `max_attempts` began (a failed stream run again, `loki retry`).
+    #[serde(default)]
+    pub allowance_floor: u32,
     pub branch: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worktree: Option<String>,
@@ -230,6 +234,16 @@ impl StreamState {
     /// Attempts that count against max_attempts.
     pub fn counted_attempts(&self) -> u32 {
         self.attempts.iter().filter(|a| a.counted).count() as u32
+    }
+
+    /// Counted attempts of the current allowance.
+    pub fn used_attempts(&self) -> u32 {
+        self.counted_attempts().saturating_sub(self.allowance_floor)
+    }
+
+    /// A fresh allowance of `max_attempts` starts now.
+    pub fn renew_allowance(&mut self) {
+        self.allowance_floor = self.counted_attempts();
     }
 }
 

@@ -689,6 +689,73 @@ fn reject_then_approve_while_the_supervisor_runs() {
     s.assert_no_agent_left();
 }
 
+/// `loki reject --count`: the rejected attempt counts against
+/// `max_attempts`, through the running supervisor and directly; the last
+/// allowed attempt rejected this way fails the stream (no stray text in the
+/// feedback), and `loki retry` gives it a fresh allowance.
+#[test]
+fn a_counted_reject_uses_up_the_allowance() {
+    let s = Swarm::new(
+        2,
+        &[
+            keeper(),
+            st("rev", &[], &[], "approve = true\nmax_attempts = 2\n"),
+        ],
+    );
+    let run = s.start();
+    s.wait_state("rev", "awaiting approval", |v| {
+        v["status"] == "awaiting_approval"
+    });
+    assert_sent(&s.loki(&["reject", "rev", "--count", "--note", "More rain."]));
+    let st = s.wait_state("rev", "awaiting approval after attempt 2", |v| {
+        v["status"] == "awaiting_approval" && v["attempt"] == 2
+    });
+    assert_eq!(st["attempts"][0]["counted"], true, "{st:#}");
+    assert_eq!(st["attempts"][0]["outcome"], "rejected", "{st:#}");
+    let prompt = s.prompt("rev", 2);
+    assert!(
+        prompt.contains("More rain.") && !prompt.contains("[counted]"),
+        "{prompt}"
+    );
+    // Attempt 2 of 2, rejected and counted: no attempt left.
+    assert_sent(&s.loki(&["reject", "rev", "--count", "--note", "Still dry."]));
+    let st = s.wait_state("rev", "failed", |v| v["status"] == "failed");
+    assert!(
+        st["reason"].as_str().unwrap_or("").contains("Still dry."),
+        "{st:#}"
+    );
+    assert_eq!(st["attempts"].as_array().map(Vec::len), Some(2), "{st:#}");
+    release_keeper(&s, run);
+
+    // Directly, with no supervisor: retry (a fresh allowance), one attempt,
+    // a counted reject leaves one more; the second fails it.
+    let out = s.loki(&["retry", "rev"]);
+    assert!(out.status.success(), "{}", both(&out));
+    let done = s.run();
+    assert_eq!(
+        s.state("rev")["status"],
+        "awaiting_approval",
+        "{}",
+        done.both()
+    );
+    let out = s.loki(&["reject", "rev", "--count", "--note", "Add thunder."]);
+    assert!(out.status.success(), "{}", both(&out));
+    assert!(
+        stdout(&out).contains("starts another attempt"),
+        "{}",
+        both(&out)
+    );
+    s.run();
+    let st = s.state("rev");
+    assert_eq!(st["status"], "awaiting_approval", "{st:#}");
+    assert_eq!(st["attempt"], 4, "{st:#}");
+    let out = s.loki(&["reject", "rev", "--count", "--note", "No."]);
+    assert!(out.status.success(), "{}", both(&out));
+    assert!(stdout(&out).contains("last attempt"), "{}", both(&out));
+    assert_eq!(s.state("rev")["status"], "failed");
+    assert!(s.merges().is_empty());
+}
+
 // ----- tests signals -------------------------------------------------------------
 
 /// TESTS_PASSED is recorded; TESTS_FAILED on a running agent stops it, fails
