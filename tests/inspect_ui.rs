@@ -1,0 +1,149 @@
+//! Read-only views driven through the built binary on hand-made state (no
+//! agent runs): `loki logs` (raw and follow), `loki status` and `loki show`.
+
+mod common;
+use common::*;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use loki::state::{StateStore, Status};
+
+const LINE1: &str =
+    r#"{"type":"system","subtype":"init","session_id":"s1","model":"m","cwd":"/w"}"#;
+const LINE2: &str = r#"{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"done","total_cost_usd":0.01}"#;
+
+/// A repo whose swarm file names `ch01` and `ch02`, committed.
+fn swarm_repo() -> Repo {
+    let repo = Repo::new();
+    repo.write("prompts/chapter.md", CHAPTER);
+    let mut toml = header(2, "");
+    toml.push_str(&stream("ch01", &[], "chapters/ch01.md", ""));
+    toml.push_str(&stream("ch02", &[], "chapters/ch02.md", ""));
+    repo.write("loki.toml", &toml);
+    repo.commit_all("swarm");
+    repo
+}
+
+fn store(repo: &Repo) -> StateStore {
+    StateStore::new(repo.path().join(".loki/state"))
+}
+
+/// Starts `loki <args>` in the repo; stdout and stderr go to files in `out`.
+fn spawn(repo: &Repo, out: &tempfile::TempDir, args: &[&str]) -> Child {
+    let file = |n: &str| std::fs::File::create(out.path().join(n)).expect("output file");
+    Command::new(loki_bin())
+        .args(args)
+        .current_dir(repo.path())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(file("stdout"))
+        .stderr(file("stderr"))
+        .spawn()
+        .expect("spawning loki")
+}
+
+fn read(out: &tempfile::TempDir, name: &str) -> String {
+    std::fs::read_to_string(out.path().join(name)).unwrap_or_default()
+}
+
+/// Polls `cond` for up to `limit`.
+fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cond()
+}
+
+#[test]
+fn logs_raw_prints_only_the_json_lines() {
+    let repo = swarm_repo();
+    store(&repo)
+        .update("ch01", 0, |st| {
+            st.status = Status::Failed;
+            st.attempt = 1;
+        })
+        .expect("state");
+    let transcript = format!("{LINE1}\n{LINE2}\n");
+    repo.write(".loki/logs/ch01/attempt-1.jsonl", &transcript);
+    repo.write(".loki/logs/ch01/attempt-1.stderr.log", "boom on stderr\n");
+
+    let out = repo.loki(&["logs", "ch01", "--raw"]);
+    assert!(out.status.success(), "{}", both(&out));
+    assert_eq!(stdout(&out), transcript, "{}", both(&out));
+    for line in stdout(&out).lines() {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    }
+
+    // Rendered for a person: the header and the stderr section stay.
+    let out = repo.loki(&["logs", "ch01"]);
+    assert!(out.status.success(), "{}", both(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with("# ch01 attempt 1 — "), "{text}");
+    assert!(text.contains("session s1 (m, /w)"), "{text}");
+    assert!(
+        text.contains("# stderr (") && text.contains("boom on stderr"),
+        "{text}"
+    );
+}
+
+/// `--follow` waits for a transcript that is not there yet, and prints the
+/// last line of an ended attempt even without its newline.
+#[test]
+fn logs_follow_waits_for_the_transcript_and_keeps_the_last_line() {
+    let repo = swarm_repo();
+    let st = store(&repo)
+        .update("ch01", 0, |st| {
+            st.status = Status::Preparing;
+            st.attempt = 1;
+        })
+        .expect("state");
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut child = spawn(&repo, &out, &["logs", "ch01", "--follow", "--raw"]);
+    let told = wait_for(Duration::from_secs(10), || {
+        read(&out, "stderr").contains("waiting for attempt 1 of `ch01`")
+    });
+    assert!(told, "stderr: {}", read(&out, "stderr"));
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "loki logs --follow ended before the transcript came:\n{}\n{}",
+        read(&out, "stdout"),
+        read(&out, "stderr")
+    );
+
+    let st = store(&repo)
+        .update("ch01", st.version, |st| st.status = Status::Running)
+        .expect("state");
+    repo.write(".loki/logs/ch01/attempt-1.jsonl", &format!("{LINE1}\n"));
+    let first = wait_for(Duration::from_secs(10), || {
+        read(&out, "stdout") == format!("{LINE1}\n")
+    });
+    assert!(first, "stdout: {}", read(&out, "stdout"));
+    // The agent's last line, without a newline, then the attempt ends.
+    repo.write(
+        ".loki/logs/ch01/attempt-1.jsonl",
+        &format!("{LINE1}\n{LINE2}"),
+    );
+    store(&repo)
+        .update("ch01", st.version, |st| st.status = Status::Checking)
+        .expect("state");
+    let ended = wait_for(Duration::from_secs(10), || {
+        child.try_wait().ok().flatten().is_some()
+    });
+    if !ended {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(ended, "loki logs --follow did not end with the attempt");
+    assert_eq!(read(&out, "stdout"), format!("{LINE1}\n{LINE2}\n"));
+
+    // Without --follow a missing transcript is still an error with help.
+    let out = repo.loki(&["logs", "ch02"]);
+    assert!(!out.status.success(), "{}", both(&out));
+    assert!(stderr(&out).contains("help:"), "{}", both(&out));
+}
