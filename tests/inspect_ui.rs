@@ -147,3 +147,26 @@ fn logs_follow_waits_for_the_transcript_and_keeps_the_last_line() {
     assert!(!out.status.success(), "{}", both(&out));
     assert!(stderr(&out).contains("help:"), "{}", both(&out));
 }
+
+/// A hand-edited state file may hold any text where a commit id belongs.
+#[test]
+fn show_survives_a_non_ascii_merge_commit() {
+    let repo = swarm_repo();
+    store(&repo)
+        .update("ch01", 0, |st| {
+            st.status = Status::Merged;
+            st.attempt = 1;
+            // Byte 12 falls inside a character.
+            st.merge_commit = Some("aéééééééééééé".into());
+        })
+        .expect("state");
+    let out = repo.loki(&["show", "ch01"]);
+    // An error (exit 2), not a panic (101).
+    assert_eq!(out.status.code(), Some(2), "{}", both(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", both(&out));
+    assert!(
+        stderr(&out).contains("merge commit aééééééééééé)"),
+        "{}",
+        both(&out)
+    );
+}
