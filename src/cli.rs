@@ -337,9 +337,11 @@ fn steer(
 }
 
 /// The rows `loki status` shows: every stream of the swarm file (pending
-/// when it has no state yet) plus any state the file no longer names.
-fn status_rows(cfg: Option<&SwarmFile>, store: &StateStore) -> Result<Vec<StreamState>> {
+/// when it has no state yet) plus any state the file no longer names; and
+/// whether there was any state at all.
+fn status_rows(cfg: Option<&SwarmFile>, store: &StateStore) -> Result<(Vec<StreamState>, bool)> {
     let mut states = store.load_all()?;
+    let has_state = !states.is_empty();
     let mut rows = Vec::new();
     if let Some(cfg) = cfg {
         for s in &cfg.streams {
@@ -350,7 +352,7 @@ fn status_rows(cfg: Option<&SwarmFile>, store: &StateStore) -> Result<Vec<Stream
         }
     }
     rows.extend(states);
-    Ok(rows)
+    Ok((rows, has_state))
 }
 
 fn duration_secs(st: &StreamState) -> Option<f64> {
@@ -372,6 +374,7 @@ fn status(config: Option<PathBuf>, cwd: &Path, json: bool) -> Result<i32> {
         swarm,
         supervisor,
         words,
+        has_state: _,
     } = status_data(config, cwd)?;
     if json {
         let streams: Vec<serde_json::Value> = rows
@@ -434,6 +437,8 @@ struct StatusData {
     supervisor: Option<i32>,
     /// Words of each row's outputs, in row order.
     words: Vec<Option<u64>>,
+    /// Whether any stream has a state file (a fresh clone has none).
+    has_state: bool,
 }
 
 /// The rows, the swarm state, the supervisor's pid and the words, for status views.
@@ -442,7 +447,7 @@ fn status_data(config: Option<PathBuf>, cwd: &Path) -> Result<StatusData> {
     let cfg = load_for_status(&path);
     let root = crate::git::repo_root(path.parent().unwrap_or(cwd))?;
     let store = StateStore::new(root.join(".loki").join("state"));
-    let rows = status_rows(cfg.as_ref(), &store)?;
+    let (rows, has_state) = status_rows(cfg.as_ref(), &store)?;
     let swarm = store.load_swarm()?;
     let supervisor = crate::state::SupervisorLock::holder(store.dir()).unwrap_or(None);
     let words = rows
@@ -454,6 +459,7 @@ fn status_data(config: Option<PathBuf>, cwd: &Path) -> Result<StatusData> {
         swarm,
         supervisor,
         words,
+        has_state,
     })
 }
 
@@ -480,6 +486,7 @@ fn status_text(config: Option<PathBuf>, cwd: &Path) -> Result<String> {
         swarm,
         supervisor,
         words,
+        has_state,
     } = status_data(config, cwd)?;
     use std::fmt::Write as _;
     let mut out = String::new();
@@ -531,5 +538,14 @@ fn status_text(config: Option<PathBuf>, cwd: &Path) -> Result<String> {
             String::new()
         }
     );
+    if !has_state && !rows.is_empty() {
+        // Without run state every stream reads `pending`, even in a clone
+        // whose history holds their merges.
+        let _ = writeln!(out, "{NO_STATE_NOTE}");
+    }
     Ok(out)
 }
+
+/// The note under the status table when there is no run state here.
+const NO_STATE_NOTE: &str =
+    "note: no run state here (.loki/state); `loki log` reads what was merged from git";

@@ -148,6 +148,29 @@ fn logs_follow_waits_for_the_transcript_and_keeps_the_last_line() {
     assert!(stderr(&out).contains("help:"), "{}", both(&out));
 }
 
+#[test]
+fn status_notes_when_there_is_no_run_state() {
+    let repo = swarm_repo();
+    let out = repo.loki(&["status"]);
+    assert!(out.status.success(), "{}", both(&out));
+    let text = stdout(&out);
+    assert_eq!(
+        text.lines().last(),
+        Some("note: no run state here (.loki/state); `loki log` reads what was merged from git"),
+        "{text}"
+    );
+    let json = status_json(&repo);
+    assert_eq!(json["streams"].as_array().map(Vec::len), Some(2), "{json}");
+    assert!(json.get("note").is_none(), "{json}");
+
+    // With state, no note.
+    store(&repo)
+        .update("ch01", 0, |st| st.status = Status::Failed)
+        .expect("state");
+    let text = stdout(&repo.loki(&["status"]));
+    assert!(!text.contains("no run state"), "{text}");
+}
+
 /// A hand-edited state file may hold any text where a commit id belongs.
 #[test]
 fn show_survives_a_non_ascii_merge_commit() {
