@@ -175,10 +175,20 @@ pub async fn main(cli: Cli) -> Result<i32> {
             if !watch {
                 return status(cli.config, &cwd, json);
             }
+            // Refreshing in place needs a terminal; into a pipe or a file
+            // each refresh is a new table after a blank line, with no
+            // escape codes.
+            use std::io::{IsTerminal, Write};
+            let terminal = std::io::stdout().is_terminal();
+            let mut first = true;
             loop {
                 let text = status_text(cli.config.clone(), &cwd)?;
-                print!("\x1b[2J\x1b[H{text}");
-                use std::io::Write;
+                if terminal {
+                    print!("\x1b[2J\x1b[H{text}");
+                } else {
+                    print!("{}{text}", if first { "" } else { "\n" });
+                }
+                first = false;
                 let _ = std::io::stdout().flush();
                 tokio::select! {
                     _ = tokio::signal::ctrl_c() => return Ok(0),

@@ -171,6 +171,25 @@ fn status_notes_when_there_is_no_run_state() {
     assert!(!text.contains("no run state"), "{text}");
 }
 
+/// Into a pipe or a file, `--watch` prints whole tables after blank lines,
+/// with no escape codes.
+#[test]
+fn status_watch_into_a_file_has_no_escape_codes() {
+    let repo = swarm_repo();
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut child = spawn(&repo, &out, &["status", "--watch"]);
+    let two = wait_for(Duration::from_secs(10), || {
+        read(&out, "stdout").matches("STREAM").count() >= 2
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = read(&out, "stdout");
+    assert!(two, "{text}");
+    assert!(!text.contains('\x1b'), "{text:?}");
+    assert!(text.starts_with("STREAM"), "{text}");
+    assert!(text.contains("\n\nSTREAM"), "{text}");
+}
+
 /// A hand-edited state file may hold any text where a commit id belongs.
 #[test]
 fn show_survives_a_non_ascii_merge_commit() {
