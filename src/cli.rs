@@ -72,6 +72,9 @@ pub enum Command {
         id: Option<String>,
         #[arg(long)]
         json: bool,
+        /// Read this branch instead of the swarm's target (e.g. a kept `loki-rehearsal/…` branch).
+        #[arg(long, value_name = "NAME")]
+        branch: Option<String>,
     },
     /// Remove worktrees, branches and run files of merged, cancelled, failed and blocked streams.
     Clean {
@@ -214,18 +217,11 @@ pub async fn main(cli: Cli) -> Result<i32> {
             let (cfg, root, _) = load_config(cli.config, &cwd)?;
             crate::review::check(&root, &cfg, id.as_deref())
         }
-        Command::Log { id, json } => {
-            // Works without a swarm file (a fresh clone): the target then is
-            // the current branch.
+        Command::Log { id, json, branch } => {
             let root = crate::git::repo_root(&cwd)?;
-            let path = config_path(cli.config, &cwd)?;
-            let target = match crate::config::load(&path) {
-                Ok(cfg) => cfg.swarm.target.clone(),
-                Err(_) => None,
-            };
-            let target = match target {
-                Some(t) => t,
-                None => crate::git::current_branch(&root)?.unwrap_or_else(|| "main".into()),
+            let target = match branch {
+                Some(b) => b,
+                None => log_target(cli.config, &cwd, &root)?,
             };
             crate::audit::run(&root, &target, id.as_deref(), json)
         }
@@ -287,6 +283,34 @@ pub async fn main(cli: Cli) -> Result<i32> {
         }
         Command::StandIn => crate::standin::main(),
     }
+}
+
+/// The branch `loki log` reads without `--branch`: the swarm's target, or
+/// the current branch when loki.toml names none. `loki log` works without a
+/// swarm file (a fresh clone), but reading another branch than the user
+/// meant would be silent, so a swarm file that fails to load is a warning
+/// naming the branch read instead.
+fn log_target(config: Option<PathBuf>, cwd: &Path, root: &Path) -> Result<String> {
+    let path = config_path(config, cwd)?;
+    let target = match crate::config::load(&path) {
+        Ok(cfg) => cfg.swarm.target.clone(),
+        Err(e) => {
+            let current = current_or_main(root)?;
+            eprintln!(
+                "warning: reading branch {current} (the current branch): the swarm file did not load, so its target is unknown\n  {e}\n  help: `loki log --branch <name>` reads another branch"
+            );
+            return Ok(current);
+        }
+    };
+    match target {
+        Some(t) => Ok(t),
+        None => current_or_main(root),
+    }
+}
+
+/// The current branch, or `main` on a detached head.
+fn current_or_main(root: &Path) -> Result<String> {
+    Ok(crate::git::current_branch(root)?.unwrap_or_else(|| "main".into()))
 }
 
 /// `--config`, or loki.toml at the root of the repo around `cwd`.
