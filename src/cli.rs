@@ -72,6 +72,9 @@ pub enum Command {
         id: Option<String>,
         #[arg(long)]
         json: bool,
+        /// Read this branch instead of the swarm's target (e.g. a kept `loki-rehearsal/…` branch).
+        #[arg(long, value_name = "NAME")]
+        branch: Option<String>,
     },
     /// Remove worktrees, branches and run files of merged, cancelled, failed and blocked streams.
     Clean {
@@ -175,10 +178,20 @@ pub async fn main(cli: Cli) -> Result<i32> {
             if !watch {
                 return status(cli.config, &cwd, json);
             }
+            // Refreshing in place needs a terminal; into a pipe or a file
+            // each refresh is a new table after a blank line, with no
+            // escape codes.
+            use std::io::{IsTerminal, Write};
+            let terminal = std::io::stdout().is_terminal();
+            let mut first = true;
             loop {
                 let text = status_text(cli.config.clone(), &cwd)?;
-                print!("\x1b[2J\x1b[H{text}");
-                use std::io::Write;
+                if terminal {
+                    print!("\x1b[2J\x1b[H{text}");
+                } else {
+                    print!("{}{text}", if first { "" } else { "\n" });
+                }
+                first = false;
                 let _ = std::io::stdout().flush();
                 tokio::select! {
                     _ = tokio::signal::ctrl_c() => return Ok(0),
@@ -204,18 +217,11 @@ pub async fn main(cli: Cli) -> Result<i32> {
             let (cfg, root, _) = load_config(cli.config, &cwd)?;
             crate::review::check(&root, &cfg, id.as_deref())
         }
-        Command::Log { id, json } => {
-            // Works without a swarm file (a fresh clone): the target then is
-            // the current branch.
+        Command::Log { id, json, branch } => {
             let root = crate::git::repo_root(&cwd)?;
-            let path = config_path(cli.config, &cwd)?;
-            let target = match crate::config::load(&path) {
-                Ok(cfg) => cfg.swarm.target.clone(),
-                Err(_) => None,
-            };
-            let target = match target {
-                Some(t) => t,
-                None => crate::git::current_branch(&root)?.unwrap_or_else(|| "main".into()),
+            let target = match branch {
+                Some(b) => b,
+                None => log_target(cli.config, &cwd, &root)?,
             };
             crate::audit::run(&root, &target, id.as_deref(), json)
         }
@@ -277,6 +283,34 @@ pub async fn main(cli: Cli) -> Result<i32> {
         }
         Command::StandIn => crate::standin::main(),
     }
+}
+
+/// The branch `loki log` reads without `--branch`: the swarm's target, or
+/// the current branch when loki.toml names none. `loki log` works without a
+/// swarm file (a fresh clone), but reading another branch than the user
+/// meant would be silent, so a swarm file that fails to load is a warning
+/// naming the branch read instead.
+fn log_target(config: Option<PathBuf>, cwd: &Path, root: &Path) -> Result<String> {
+    let path = config_path(config, cwd)?;
+    let target = match crate::config::load(&path) {
+        Ok(cfg) => cfg.swarm.target.clone(),
+        Err(e) => {
+            let current = current_or_main(root)?;
+            eprintln!(
+                "warning: reading branch {current} (the current branch): the swarm file did not load, so its target is unknown\n  {e}\n  help: `loki log --branch <name>` reads another branch"
+            );
+            return Ok(current);
+        }
+    };
+    match target {
+        Some(t) => Ok(t),
+        None => current_or_main(root),
+    }
+}
+
+/// The current branch, or `main` on a detached head.
+fn current_or_main(root: &Path) -> Result<String> {
+    Ok(crate::git::current_branch(root)?.unwrap_or_else(|| "main".into()))
 }
 
 /// `--config`, or loki.toml at the root of the repo around `cwd`.
@@ -342,9 +376,11 @@ fn steer(
 }
 
 /// The rows `loki status` shows: every stream of the swarm file (pending
-/// when it has no state yet) plus any state the file no longer names.
-fn status_rows(cfg: Option<&SwarmFile>, store: &StateStore) -> Result<Vec<StreamState>> {
+/// when it has no state yet) plus any state the file no longer names; and
+/// whether there was any state at all.
+fn status_rows(cfg: Option<&SwarmFile>, store: &StateStore) -> Result<(Vec<StreamState>, bool)> {
     let mut states = store.load_all()?;
+    let has_state = !states.is_empty();
     let mut rows = Vec::new();
     if let Some(cfg) = cfg {
         for s in &cfg.streams {
@@ -355,7 +391,7 @@ fn status_rows(cfg: Option<&SwarmFile>, store: &StateStore) -> Result<Vec<Stream
         }
     }
     rows.extend(states);
-    Ok(rows)
+    Ok((rows, has_state))
 }
 
 fn duration_secs(st: &StreamState) -> Option<f64> {
@@ -377,6 +413,7 @@ fn status(config: Option<PathBuf>, cwd: &Path, json: bool) -> Result<i32> {
         swarm,
         supervisor,
         words,
+        has_state: _,
     } = status_data(config, cwd)?;
     if json {
         let streams: Vec<serde_json::Value> = rows
@@ -439,6 +476,8 @@ struct StatusData {
     supervisor: Option<i32>,
     /// Words of each row's outputs, in row order.
     words: Vec<Option<u64>>,
+    /// Whether any stream has a state file (a fresh clone has none).
+    has_state: bool,
 }
 
 /// The rows, the swarm state, the supervisor's pid and the words, for status views.
@@ -447,7 +486,7 @@ fn status_data(config: Option<PathBuf>, cwd: &Path) -> Result<StatusData> {
     let cfg = load_for_status(&path);
     let root = crate::git::repo_root(path.parent().unwrap_or(cwd))?;
     let store = StateStore::new(root.join(".loki").join("state"));
-    let rows = status_rows(cfg.as_ref(), &store)?;
+    let (rows, has_state) = status_rows(cfg.as_ref(), &store)?;
     let swarm = store.load_swarm()?;
     let supervisor = crate::state::SupervisorLock::holder(store.dir()).unwrap_or(None);
     let words = rows
@@ -459,6 +498,7 @@ fn status_data(config: Option<PathBuf>, cwd: &Path) -> Result<StatusData> {
         swarm,
         supervisor,
         words,
+        has_state,
     })
 }
 
@@ -485,6 +525,7 @@ fn status_text(config: Option<PathBuf>, cwd: &Path) -> Result<String> {
         swarm,
         supervisor,
         words,
+        has_state,
     } = status_data(config, cwd)?;
     use std::fmt::Write as _;
     let mut out = String::new();
@@ -536,5 +577,14 @@ fn status_text(config: Option<PathBuf>, cwd: &Path) -> Result<String> {
             String::new()
         }
     );
+    if !has_state && !rows.is_empty() {
+        // Without run state every stream reads `pending`, even in a clone
+        // whose history holds their merges.
+        let _ = writeln!(out, "{NO_STATE_NOTE}");
+    }
     Ok(out)
 }
+
+/// The note under the status table when there is no run state here.
+const NO_STATE_NOTE: &str =
+    "note: no run state here (.loki/state); `loki log` reads what was merged from git";

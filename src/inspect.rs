@@ -2,14 +2,14 @@
 //! from its JSON lines) and `loki doctor` (is this machine ready for a night
 //! run?). Nothing here changes state.
 
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
 use crate::attempt::Layout;
-use crate::state::{StateStore, Status};
+use crate::state::{StateStore, Status, StreamState};
 
 /// One transcript line for a person: `None` for lines not worth showing.
 pub fn render_line(line: &str) -> Option<String> {
@@ -110,19 +110,17 @@ pub fn render_line(line: &str) -> Option<String> {
 }
 
 /// `loki logs <id> [--attempt N] [--follow] [--raw]`.
+///
+/// `--raw` prints the transcript's JSON lines and nothing else, so the output
+/// can be piped to `jq`. `--follow` waits (saying so on stderr) for an attempt
+/// that has not written its transcript yet, and prints until the attempt ends.
 pub fn logs(root: &Path, id: &str, attempt: Option<u32>, follow: bool, raw: bool) -> Result<i32> {
     let layout = Layout::new(root);
     let store = StateStore::new(layout.state_dir());
-    let st = store.load(id)?;
-    let n = match attempt.or(st.as_ref().map(|s| s.attempt).filter(|n| *n > 0)) {
-        Some(n) => n,
-        None => bail!("stream `{id}` has no attempt yet\n  help: `loki status` lists the streams and their attempts"),
-    };
-    let path = layout.transcript(id, n);
-    let file = std::fs::File::open(&path).with_context(|| {
-        format!("no transcript for attempt {n} of `{id}` at {}\n  help: `loki status` shows which attempts exist", path.display())
-    })?;
-    println!("# {id} attempt {n} — {}", path.display());
+    let (n, path, file) = open_transcript(&layout, &store, id, attempt, follow)?;
+    if !raw {
+        println!("# {id} attempt {n} — {}", path.display());
+    }
     let mut reader = BufReader::new(file);
     let mut out = std::io::stdout();
     let mut line = String::new();
@@ -131,41 +129,110 @@ pub fn logs(root: &Path, id: &str, attempt: Option<u32>, follow: bool, raw: bool
         let got = reader
             .read_line(&mut line)
             .with_context(|| format!("reading {}", path.display()))?;
-        if got == 0 || !line.ends_with('\n') {
-            if !follow {
-                if got > 0 {
-                    print_line(&mut out, line.trim_end(), raw);
-                }
-                break;
-            }
+        if got > 0 && line.ends_with('\n') {
+            print_line(&mut out, line.trim_end(), raw);
+            continue;
+        }
+        if follow {
             // A half-written line: rewind and wait for the rest.
             if got > 0 {
                 reader
                     .seek(SeekFrom::Current(-(got as i64)))
                     .context("seeking in the transcript")?;
             }
-            let running = store
-                .load(id)
-                .ok()
-                .flatten()
-                .map(|s| s.attempt == n && matches!(s.status, Status::Preparing | Status::Running))
-                .unwrap_or(false);
-            if !running {
-                break;
+            if attempt_running(&store, id, n) {
+                std::thread::sleep(FOLLOW_POLL);
+                continue;
             }
-            std::thread::sleep(Duration::from_millis(200));
-            continue;
+            // The attempt has ended: what it wrote last (perhaps while we
+            // looked at its state, perhaps without a final newline) is shown.
+            let mut rest = String::new();
+            reader
+                .read_to_string(&mut rest)
+                .with_context(|| format!("reading {}", path.display()))?;
+            for l in rest.lines() {
+                print_line(&mut out, l, raw);
+            }
+        } else if got > 0 {
+            print_line(&mut out, line.trim_end(), raw);
         }
-        print_line(&mut out, line.trim_end(), raw);
+        break;
     }
     let stderr = layout.stderr_log(id, n);
-    if let Ok(text) = std::fs::read_to_string(&stderr) {
-        if !text.trim().is_empty() {
-            println!("# stderr ({})", stderr.display());
-            print!("{text}");
+    if !raw {
+        if let Ok(text) = std::fs::read_to_string(&stderr) {
+            if !text.trim().is_empty() {
+                println!("# stderr ({})", stderr.display());
+                print!("{text}");
+            }
         }
     }
     Ok(0)
+}
+
+/// How often `--follow` looks for more of the transcript.
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
+
+/// Whether attempt `n` of `id` is still writing its transcript.
+fn attempt_running(store: &StateStore, id: &str, n: u32) -> bool {
+    store
+        .load(id)
+        .ok()
+        .flatten()
+        .is_some_and(|s| s.attempt == n && matches!(s.status, Status::Preparing | Status::Running))
+}
+
+/// Whether attempt `n` of `st` has yet to write its transcript: it is being
+/// prepared or started, or it is a later attempt of a stream still going.
+fn transcript_may_come(st: &StreamState, n: u32) -> bool {
+    if st.attempt == n {
+        matches!(st.status, Status::Preparing | Status::Running)
+    } else {
+        st.attempt < n && !st.status.is_terminal()
+    }
+}
+
+/// Opens the transcript `loki logs` shows: the given attempt or the latest.
+/// With `follow`, an attempt that has not started writing yet is waited for.
+fn open_transcript(
+    layout: &Layout,
+    store: &StateStore,
+    id: &str,
+    attempt: Option<u32>,
+    follow: bool,
+) -> Result<(u32, PathBuf, std::fs::File)> {
+    let mut told = false;
+    loop {
+        let st = store.load(id)?;
+        let latest = st.as_ref().map(|s| s.attempt).filter(|n| *n > 0);
+        // Following a stream that has not started: its first attempt.
+        let first = st.as_ref().filter(|_| follow).map(|_| 1);
+        let Some(n) = attempt.or(latest).or(first) else {
+            bail!("stream `{id}` has no attempt yet\n  help: `loki status` lists the streams and their attempts");
+        };
+        let path = layout.transcript(id, n);
+        match std::fs::File::open(&path) {
+            Ok(f) => return Ok((n, path, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("opening {}", path.display()));
+            }
+        }
+        let Some(st) = st.filter(|s| follow && transcript_may_come(s, n)) else {
+            bail!(
+                "no transcript for attempt {n} of `{id}` at {}\n  help: `loki status` shows which attempts exist",
+                path.display()
+            );
+        };
+        if !told {
+            eprintln!(
+                "waiting for attempt {n} of `{id}` to start writing its transcript (status: {}); Ctrl-C to stop",
+                st.status
+            );
+            told = true;
+        }
+        std::thread::sleep(FOLLOW_POLL);
+    }
 }
 
 fn print_line(out: &mut impl Write, line: &str, raw: bool) {

@@ -91,11 +91,12 @@ pub fn show_text(root: &Path, cfg: &SwarmFile, target: &str, id: &str) -> Result
     let has_branch = git::branch_head(root, &branch).is_ok();
     if !has_worktree && !has_branch {
         if st.status == Status::Merged {
-            let short = st
+            // By characters: a hand-edited state file may hold any text.
+            let short: String = st
                 .merge_commit
                 .as_deref()
-                .map(|c| &c[..c.len().min(12)])
-                .unwrap_or("?");
+                .map(|c| c.chars().take(12).collect())
+                .unwrap_or_else(|| "?".into());
             bail!(
                 "stream `{id}` is merged into {target} (merge commit {short}); its branch and worktree are gone, so there is nothing left to review\n  help: `git show --stat {short}` shows what it merged; `loki logs {id}` shows its transcript"
             );

@@ -1,11 +1,13 @@
 //! What the user sees while a swarm runs. The UI consumes events from the
 //! dispatcher over a channel and decides nothing; a slow terminal can never
 //! slow the supervisor (the channel is unbounded and redraws are rate-bounded
-//! by indicatif).
+//! by indicatif; rows refresh on one 1 s tick, not a timer each).
 //!
 //! Two renderers: live bars (indicatif) when stdout is a terminal, plain
-//! timestamped lines (one per event, no control characters) otherwise or with
-//! `--plain`.
+//! timestamped lines (no control characters) otherwise or with `--plain`.
+//! Both show the same things: per stream its attempt, activity, turns and
+//! cost; overall the counts by state and the cost (plain prints them each
+//! time a stream ends).
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -100,46 +102,229 @@ pub fn start(mode: Mode) -> (Ui, tokio::task::JoinHandle<()>) {
     (Ui { tx }, handle)
 }
 
-/// One plain line for an event (without the time stamp); `None` for events
-/// that plain mode does not print (per-turn progress).
-pub fn plain_line(ev: &UiEvent) -> Option<String> {
-    match ev {
-        UiEvent::Start {
-            total,
-            target,
-            parallel,
-            rehearse,
-        } => Some(format!(
-            "{}swarm of {total} streams into {target}, {parallel} at a time",
-            if *rehearse { "rehearsal: " } else { "" }
-        )),
-        UiEvent::Transition {
-            id,
-            attempt,
-            from: _,
-            to,
-            reason,
-        } => {
-            let mut s = format!("{id:<12} {:<17}", to.as_str());
-            if *attempt > 0
-                && matches!(
-                    to,
-                    Status::Running | Status::Preparing | Status::Checking | Status::Retrying
-                )
-            {
-                s.push_str(&format!(" attempt {attempt}"));
+/// The line announcing the swarm (both renderers print it).
+fn start_line(total: usize, target: &str, parallel: usize, rehearse: bool) -> String {
+    format!(
+        "{}swarm of {total} streams into {target}, {parallel} at a time",
+        if rehearse { "rehearsal: " } else { "" }
+    )
+}
+
+/// The supervisor is at work on the stream: a row in the live view, and
+/// `running` in the counts (a retry is work in progress, not waiting).
+fn in_progress(s: Status) -> bool {
+    s.is_active() || s == Status::Retrying
+}
+
+/// A stream is done for this run: nothing more happens without a human.
+fn finished(to: Status) -> bool {
+    to.is_terminal() || matches!(to, Status::AwaitingApproval | Status::Interrupted)
+}
+
+/// What one stream has shown so far.
+#[derive(Debug, Default)]
+struct Seen {
+    status: Status,
+    attempt: u32,
+    /// Turns of the current attempt.
+    turns: u32,
+    /// Cost over all attempts, once the agent has reported one.
+    cost: Option<f64>,
+}
+
+/// Both renderers' memory of the swarm: each stream's status, attempt,
+/// turns and cost, from which the overall counts are made.
+#[derive(Debug, Default)]
+struct Tally {
+    total: usize,
+    streams: BTreeMap<String, Seen>,
+}
+
+/// The overall counts.
+#[derive(Debug, Default, PartialEq)]
+struct Counts {
+    merged: usize,
+    running: usize,
+    waiting: usize,
+    failed: usize,
+    awaiting_approval: usize,
+    cancelled: usize,
+    interrupted: usize,
+    cost: f64,
+}
+
+impl Tally {
+    fn apply(&mut self, ev: &UiEvent) {
+        match ev {
+            UiEvent::Start { total, .. } => self.total = *total,
+            UiEvent::Transition {
+                id, attempt, to, ..
+            } => {
+                let s = self.streams.entry(id.clone()).or_default();
+                if s.attempt != *attempt {
+                    s.attempt = *attempt;
+                    s.turns = 0;
+                }
+                s.status = *to;
             }
-            if let Some(r) = reason {
-                s.push_str(&format!(" {}", clean(r)));
+            UiEvent::Progress {
+                id,
+                turns,
+                cost_usd,
+            } => {
+                let s = self.streams.entry(id.clone()).or_default();
+                s.turns = *turns;
+                s.cost = Some(cost_usd.max(0.0));
             }
-            Some(s.trim_end().to_string())
+            UiEvent::Activity { .. } | UiEvent::Note(_) | UiEvent::Finish => {}
         }
-        UiEvent::Activity { id, text } => {
-            Some(format!("{id:<12} {:<17} {}", "activity", clean(text)))
+    }
+
+    fn counts(&self) -> Counts {
+        let mut c = Counts::default();
+        for s in self.streams.values() {
+            match s.status {
+                Status::Merged => c.merged += 1,
+                st if in_progress(st) => c.running += 1,
+                Status::Failed | Status::Blocked | Status::Conflicted => c.failed += 1,
+                Status::AwaitingApproval => c.awaiting_approval += 1,
+                Status::Cancelled => c.cancelled += 1,
+                Status::Interrupted => c.interrupted += 1,
+                _ => {}
+            }
+            c.cost += s.cost.unwrap_or(0.0);
         }
-        UiEvent::Progress { .. } => None,
-        UiEvent::Note(n) => Some(format!("{:<12} {}", "loki", clean(n))),
-        UiEvent::Finish => None,
+        c.waiting = self.total().saturating_sub(
+            c.merged + c.running + c.failed + c.awaiting_approval + c.cancelled + c.interrupted,
+        );
+        c
+    }
+
+    /// Streams in the swarm (those seen, if the start was missed).
+    fn total(&self) -> usize {
+        self.total.max(self.streams.len())
+    }
+
+    /// `2 running  1 waiting  0 failed  1 awaiting approval  $0.42`: the
+    /// rarer states only when some stream is in them.
+    fn summary(&self) -> String {
+        let c = self.counts();
+        let mut s = format!(
+            "{} running  {} waiting  {} failed",
+            c.running, c.waiting, c.failed
+        );
+        for (n, what) in [
+            (c.awaiting_approval, "awaiting approval"),
+            (c.cancelled, "cancelled"),
+            (c.interrupted, "interrupted"),
+        ] {
+            if n > 0 {
+                s.push_str(&format!("  {n} {what}"));
+            }
+        }
+        s.push_str(&format!("  ${:.2}", c.cost));
+        s
+    }
+
+    /// `3 turns`, `$0.12`: what is known of a stream's work (its current
+    /// attempt's turns, its cost over all attempts).
+    fn usage(&self, id: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(s) = self.streams.get(id) {
+            match s.turns {
+                0 => {}
+                1 => out.push("1 turn".into()),
+                n => out.push(format!("{n} turns")),
+            }
+            if let Some(c) = s.cost.filter(|c| *c > 0.0) {
+                out.push(format!("${c:.2}"));
+            }
+        }
+        out
+    }
+
+    fn cost(&self, id: &str) -> Option<f64> {
+        self.streams.get(id).and_then(|s| s.cost)
+    }
+}
+
+/// Plain mode: one line per event (without the time stamp), carrying what
+/// the live view shows. Activity lines are rate-limited per stream so a
+/// chatty agent cannot flood a log file.
+#[derive(Debug, Default)]
+pub struct PlainLines {
+    tally: Tally,
+    last_activity: BTreeMap<String, Instant>,
+}
+
+/// At most one activity line per stream in this long.
+const ACTIVITY_EVERY: Duration = Duration::from_secs(2);
+
+impl PlainLines {
+    /// The lines for `ev`, which arrived at `now`.
+    pub fn lines(&mut self, ev: &UiEvent, now: Instant) -> Vec<String> {
+        self.tally.apply(ev);
+        match ev {
+            UiEvent::Start {
+                total,
+                target,
+                parallel,
+                rehearse,
+            } => vec![start_line(*total, target, *parallel, *rehearse)],
+            UiEvent::Transition {
+                id,
+                attempt,
+                from,
+                to,
+                reason,
+            } => {
+                let mut s = format!("{id:<12} {:<17}", to.as_str());
+                if *attempt > 0
+                    && matches!(
+                        to,
+                        Status::Running | Status::Preparing | Status::Checking | Status::Retrying
+                    )
+                {
+                    s.push_str(&format!(" attempt {attempt}"));
+                }
+                let done = finished(*to);
+                if let Some(c) = self.tally.cost(id).filter(|_| done) {
+                    s.push_str(&format!(" ${c:.2}"));
+                }
+                if let Some(r) = reason {
+                    s.push_str(&format!(" {}", clean(r)));
+                }
+                let mut out = vec![s.trim_end().to_string()];
+                // A stream that ends now (not one replayed at the start of
+                // a run) moves the overall counts.
+                if done && from != to {
+                    out.push(format!(
+                        "{:<12} {}/{} merged  {}",
+                        "loki",
+                        self.tally.counts().merged,
+                        self.tally.total(),
+                        self.tally.summary()
+                    ));
+                }
+                out
+            }
+            UiEvent::Activity { id, text } => {
+                if let Some(t) = self.last_activity.get(id) {
+                    if now.saturating_duration_since(*t) < ACTIVITY_EVERY {
+                        return Vec::new();
+                    }
+                }
+                self.last_activity.insert(id.clone(), now);
+                let mut s = format!("{id:<12} {:<17} {}", "activity", clean(text));
+                let usage = self.tally.usage(id);
+                if !usage.is_empty() {
+                    s.push_str(&format!("  ({})", usage.join(", ")));
+                }
+                vec![s]
+            }
+            UiEvent::Note(n) => vec![format!("{:<12} {}", "loki", clean(n))],
+            UiEvent::Progress { .. } | UiEvent::Finish => Vec::new(),
+        }
     }
 }
 
@@ -153,74 +338,93 @@ fn clean(s: &str) -> String {
 }
 
 async fn plain(mut rx: mpsc::UnboundedReceiver<UiEvent>, out: &mut impl Write) {
-    // Activity lines are rate-limited per stream so a chatty agent cannot
-    // flood a log file.
-    let mut last_activity: BTreeMap<String, Instant> = BTreeMap::new();
+    let mut lines = PlainLines::default();
     while let Some(ev) = rx.recv().await {
         if ev == UiEvent::Finish {
             break;
         }
-        if let UiEvent::Activity { id, .. } = &ev {
-            let now = Instant::now();
-            if let Some(t) = last_activity.get(id) {
-                if now.duration_since(*t) < Duration::from_secs(2) {
-                    continue;
-                }
-            }
-            last_activity.insert(id.clone(), now);
+        let got = lines.lines(&ev, Instant::now());
+        if got.is_empty() {
+            continue;
         }
-        if let Some(line) = plain_line(&ev) {
-            let ts = chrono::Local::now().format("%H:%M:%S");
+        let ts = chrono::Local::now().format("%H:%M:%S");
+        for line in got {
             let _ = writeln!(out, "{ts} {line}");
-            let _ = out.flush();
         }
+        let _ = out.flush();
     }
 }
+
+/// How often the live view refreshes durations while no event comes (a long
+/// tool call sends none). Rows are redrawn on this tick only, never by a
+/// timer of their own, so a 200-stream swarm costs one pass a second.
+const LIVE_TICK: Duration = Duration::from_secs(1);
 
 struct Row {
     bar: ProgressBar,
     attempt: u32,
     activity: String,
-    turns: u32,
-    cost: f64,
+    /// When the current attempt's row appeared.
     since: Instant,
 }
 
-async fn live(mut rx: mpsc::UnboundedReceiver<UiEvent>) {
-    let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout_with_hz(4));
-    let color = std::env::var_os("NO_COLOR").is_none();
-    let overall_style = ProgressStyle::with_template(if color {
-        "{prefix:.bold} [{bar:30.cyan/blue}] {pos}/{len} merged  {msg}"
-    } else {
-        "{prefix} [{bar:30}] {pos}/{len} merged  {msg}"
-    })
-    .unwrap_or_else(|_| ProgressStyle::default_bar())
-    .progress_chars("=> ");
-    let row_style = ProgressStyle::with_template(if color {
-        "  {spinner:.green} {prefix:<12} {msg}"
-    } else {
-        "  {spinner} {prefix:<12} {msg}"
-    })
-    .unwrap_or_else(|_| ProgressStyle::default_spinner());
-    let overall = multi.add(ProgressBar::new(0));
-    overall.set_style(overall_style);
-    overall.set_prefix("loki");
-    overall.enable_steady_tick(Duration::from_millis(500));
-    let started = Instant::now();
-    let mut rows: BTreeMap<String, Row> = BTreeMap::new();
-    let mut statuses: BTreeMap<String, Status> = BTreeMap::new();
-    let mut costs: BTreeMap<String, f64> = BTreeMap::new();
-    let mut total = 0usize;
+/// The live view: the overall bar and one spinner row per active stream.
+struct Live {
+    multi: MultiProgress,
+    overall: ProgressBar,
+    row_style: ProgressStyle,
+    rows: BTreeMap<String, Row>,
+    tally: Tally,
+    started: Instant,
+}
 
-    while let Some(ev) = rx.recv().await {
-        match &ev {
-            UiEvent::Finish => break,
-            UiEvent::Start { total: t, .. } => {
-                total = *t;
-                overall.set_length(*t as u64);
-                if let Some(l) = plain_line(&ev) {
-                    let _ = multi.println(l);
-                }
+impl Live {
+    fn new(target: ProgressDrawTarget) -> Live {
+        let multi = MultiProgress::with_draw_target(target);
+        let color = std::env::var_os("NO_COLOR").is_none();
+        let overall_style = ProgressStyle::with_template(if color {
+            "{prefix:.bold} [{bar:30.cyan/blue}] {pos}/{len} merged  {msg}"
+        } else {
+            "{prefix} [{bar:30}] {pos}/{len} merged  {msg}"
+        })
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        let row_style = ProgressStyle::with_template(if color {
+            "  {spinner:.green} {prefix:<12} {msg}"
+        } else {
+            "  {spinner} {prefix:<12} {msg}"
+        })
+        .unwrap_or_else(|_| ProgressStyle::default_spinner());
+        let overall = multi.add(ProgressBar::new(0));
+        overall.set_style(overall_style);
+        overall.set_prefix("loki");
+        // One timer for the whole view: it redraws what the 1 s tick (and
+        // events) changed but the draw rate limit held back.
+        overall.enable_steady_tick(Duration::from_millis(500));
+        Live {
+            multi,
+            overall,
+            row_style,
+            rows: BTreeMap::new(),
+            tally: Tally::default(),
+            started: Instant::now(),
+        }
+    }
+
+    fn event(&mut self, ev: &UiEvent) {
+        self.tally.apply(ev);
+        match ev {
+            UiEvent::Finish => {}
+            UiEvent::Start {
+                total,
+                target,
+                parallel,
+                rehearse,
+            } => {
+                self.overall.set_length(*total as u64);
+                let _ = self
+                    .multi
+                    .println(start_line(*total, target, *parallel, *rehearse));
             }
             UiEvent::Transition {
                 id,
@@ -229,27 +433,15 @@ async fn live(mut rx: mpsc::UnboundedReceiver<UiEvent>) {
                 reason,
                 ..
             } => {
-                statuses.insert(id.clone(), *to);
-                let active = matches!(
-                    to,
-                    Status::Preparing
-                        | Status::Running
-                        | Status::Checking
-                        | Status::Merging
-                        | Status::Retrying
-                );
-                if active {
-                    let row = rows.entry(id.clone()).or_insert_with(|| {
-                        let bar = multi.add(ProgressBar::new_spinner());
-                        bar.set_style(row_style.clone());
+                if in_progress(*to) {
+                    let row = self.rows.entry(id.clone()).or_insert_with(|| {
+                        let bar = self.multi.add(ProgressBar::new_spinner());
+                        bar.set_style(self.row_style.clone());
                         bar.set_prefix(id.clone());
-                        bar.enable_steady_tick(Duration::from_millis(250));
                         Row {
                             bar,
                             attempt: *attempt,
                             activity: String::new(),
-                            turns: 0,
-                            cost: 0.0,
                             since: Instant::now(),
                         }
                     });
@@ -261,92 +453,103 @@ async fn live(mut rx: mpsc::UnboundedReceiver<UiEvent>) {
                         Status::Running => "starting".into(),
                         other => other.as_str().replace('_', " "),
                     };
-                    render_row(row);
+                    render_row(id, row, &self.tally, Instant::now());
                 } else {
-                    if let Some(row) = rows.remove(id) {
+                    if let Some(row) = self.rows.remove(id) {
                         row.bar.finish_and_clear();
-                        multi.remove(&row.bar);
+                        self.multi.remove(&row.bar);
                     }
-                    if to.is_terminal()
-                        || matches!(to, Status::AwaitingApproval | Status::Interrupted)
-                    {
+                    if finished(*to) {
                         let mark = match to {
                             Status::Merged => "✓",
                             Status::AwaitingApproval | Status::Interrupted => "…",
                             _ => "✗",
                         };
                         let mut line = format!("{mark} {id:<12} {}", to.as_str());
-                        if let Some(c) = costs.get(id) {
+                        if let Some(c) = self.tally.cost(id) {
                             line.push_str(&format!("  ${c:.2}"));
                         }
                         if let Some(r) = reason {
                             line.push_str(&format!("  {}", clean(r)));
                         }
-                        let _ = multi.println(line);
+                        let _ = self.multi.println(line);
                     }
                 }
+                self.overall_line(Instant::now());
             }
             UiEvent::Activity { id, text } => {
-                if let Some(row) = rows.get_mut(id) {
+                if let Some(row) = self.rows.get_mut(id) {
                     row.activity = clean(text);
-                    render_row(row);
+                    render_row(id, row, &self.tally, Instant::now());
                 }
             }
-            UiEvent::Progress {
-                id,
-                turns,
-                cost_usd,
-            } => {
-                costs.insert(id.clone(), *cost_usd);
-                if let Some(row) = rows.get_mut(id) {
-                    row.turns = *turns;
-                    row.cost = *cost_usd;
-                    render_row(row);
+            UiEvent::Progress { id, .. } => {
+                if let Some(row) = self.rows.get(id) {
+                    render_row(id, row, &self.tally, Instant::now());
                 }
             }
             UiEvent::Note(n) => {
-                let _ = multi.println(format!("loki: {}", clean(n)));
+                let _ = self.multi.println(format!("loki: {}", clean(n)));
             }
         }
-        let merged = statuses.values().filter(|s| **s == Status::Merged).count();
-        let running = statuses
-            .values()
-            .filter(|s| {
-                matches!(
-                    s,
-                    Status::Preparing | Status::Running | Status::Checking | Status::Merging
-                )
-            })
-            .count();
-        let failed = statuses
-            .values()
-            .filter(|s| matches!(s, Status::Failed | Status::Blocked | Status::Conflicted))
-            .count();
-        let waiting = total.saturating_sub(merged + running + failed);
-        let cost: f64 = costs.values().sum::<f64>().max(0.0);
-        overall.set_position(merged as u64);
-        overall.set_message(format!(
-            "{running} running  {waiting} waiting  {failed} failed  ${cost:.2}  {}",
-            crate::util::fmt_duration(started.elapsed())
+    }
+
+    /// Durations move on: every row and the overall line, redrawn at `now`.
+    fn tick(&mut self, now: Instant) {
+        for (id, row) in &self.rows {
+            render_row(id, row, &self.tally, now);
+            row.bar.tick();
+        }
+        self.overall_line(now);
+    }
+
+    fn overall_line(&self, now: Instant) {
+        self.overall.set_position(self.tally.counts().merged as u64);
+        self.overall.set_message(format!(
+            "{}  {}",
+            self.tally.summary(),
+            crate::util::fmt_duration(now.saturating_duration_since(self.started))
         ));
     }
-    for (_, row) in rows {
-        row.bar.finish_and_clear();
+
+    fn finish(self) {
+        for (_, row) in self.rows {
+            row.bar.finish_and_clear();
+        }
+        self.overall.finish_and_clear();
     }
-    overall.finish_and_clear();
 }
 
-fn render_row(row: &Row) {
-    let mut msg = format!("attempt {}  {}", row.attempt, row.activity);
-    if row.turns > 0 {
-        msg.push_str(&format!("  {} turns", row.turns));
+/// Feeds events to the live view, and ticks it every `every` so durations
+/// advance between events; returns at `UiEvent::Finish`.
+async fn drive_live(rx: &mut mpsc::UnboundedReceiver<UiEvent>, view: &mut Live, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            ev = rx.recv() => match ev {
+                None | Some(UiEvent::Finish) => break,
+                Some(ev) => view.event(&ev),
+            },
+            _ = tick.tick() => view.tick(Instant::now()),
+        }
     }
-    if row.cost > 0.0 {
-        msg.push_str(&format!("  ${:.2}", row.cost));
+}
+
+async fn live(mut rx: mpsc::UnboundedReceiver<UiEvent>) {
+    let mut view = Live::new(ProgressDrawTarget::stdout_with_hz(4));
+    drive_live(&mut rx, &mut view, LIVE_TICK).await;
+    view.finish();
+}
+
+fn render_row(id: &str, row: &Row, tally: &Tally, now: Instant) {
+    let mut msg = format!("attempt {}  {}", row.attempt, row.activity);
+    for u in tally.usage(id) {
+        msg.push_str(&format!("  {u}"));
     }
     msg.push_str(&format!(
         "  {}",
-        crate::util::fmt_duration(row.since.elapsed())
+        crate::util::fmt_duration(now.saturating_duration_since(row.since))
     ));
     row.bar.set_message(msg);
 }
@@ -355,58 +558,94 @@ fn render_row(row: &Row) {
 mod tests {
     use super::*;
 
-    /// The exact plain lines (without the time stamp) for a scripted run.
+    fn t(id: &str, attempt: u32, from: Status, to: Status, reason: Option<&str>) -> UiEvent {
+        UiEvent::Transition {
+            id: id.into(),
+            attempt,
+            from,
+            to,
+            reason: reason.map(str::to_string),
+        }
+    }
+
+    fn activity(id: &str, text: &str) -> UiEvent {
+        UiEvent::Activity {
+            id: id.into(),
+            text: text.into(),
+        }
+    }
+
+    /// The exact plain lines (without the time stamp) for a scripted run;
+    /// each event comes at the given second.
     #[test]
     fn plain_lines_for_a_scripted_sequence() {
-        let t = |id: &str, attempt: u32, from: Status, to: Status, reason: Option<&str>| {
-            UiEvent::Transition {
-                id: id.into(),
-                attempt,
-                from,
-                to,
-                reason: reason.map(str::to_string),
-            }
-        };
         let events = vec![
-            UiEvent::Start {
-                total: 2,
-                target: "main".into(),
-                parallel: 4,
-                rehearse: false,
-            },
-            t("ch01", 1, Status::Pending, Status::Preparing, None),
-            t("ch01", 1, Status::Preparing, Status::Running, None),
-            UiEvent::Activity {
-                id: "ch01".into(),
-                text: "writing chapters/ch01.md".into(),
-            },
-            UiEvent::Progress {
-                id: "ch01".into(),
-                turns: 3,
-                cost_usd: 0.12,
-            },
-            t("ch01", 1, Status::Running, Status::Checking, None),
-            t(
-                "ch01",
-                1,
-                Status::Checking,
-                Status::Retrying,
-                Some("FAIL: forbid `dragon` in chapters/ch01.md:3 (2 attempt(s) left)"),
-            ),
-            t("ch01", 2, Status::Retrying, Status::Preparing, None),
-            t("ch01", 2, Status::Checking, Status::Merging, None),
-            t("ch01", 2, Status::Merging, Status::Merged, None),
-            t(
-                "ch02",
+            (
                 0,
-                Status::Pending,
-                Status::Blocked,
-                Some("dependency ch01 is failed"),
+                UiEvent::Start {
+                    total: 2,
+                    target: "main".into(),
+                    parallel: 4,
+                    rehearse: false,
+                },
             ),
-            UiEvent::Note("Ctrl-C: stopping".into()),
-            UiEvent::Finish,
+            (0, t("ch01", 1, Status::Pending, Status::Preparing, None)),
+            (0, t("ch01", 1, Status::Preparing, Status::Running, None)),
+            (1, activity("ch01", "writing chapters/ch01.md")),
+            (
+                2,
+                UiEvent::Progress {
+                    id: "ch01".into(),
+                    turns: 3,
+                    cost_usd: 0.12,
+                },
+            ),
+            // Within 2 s of the last activity line: held back.
+            (2, activity("ch01", "reading outline.md")),
+            (4, activity("ch01", "running wc -w")),
+            (5, t("ch01", 1, Status::Running, Status::Checking, None)),
+            (
+                5,
+                t(
+                    "ch01",
+                    1,
+                    Status::Checking,
+                    Status::Retrying,
+                    Some("FAIL: forbid `dragon` in chapters/ch01.md:3 (2 attempt(s) left)"),
+                ),
+            ),
+            (6, t("ch01", 2, Status::Retrying, Status::Preparing, None)),
+            (6, t("ch01", 2, Status::Preparing, Status::Running, None)),
+            (
+                7,
+                UiEvent::Progress {
+                    id: "ch01".into(),
+                    turns: 1,
+                    cost_usd: 0.2,
+                },
+            ),
+            (8, activity("ch01", "writing chapters/ch01.md")),
+            (9, t("ch01", 2, Status::Checking, Status::Merging, None)),
+            (9, t("ch01", 2, Status::Merging, Status::Merged, None)),
+            (
+                9,
+                t(
+                    "ch02",
+                    0,
+                    Status::Pending,
+                    Status::Blocked,
+                    Some("dependency ch01 is failed"),
+                ),
+            ),
+            (10, UiEvent::Note("Ctrl-C: stopping".into())),
+            (10, UiEvent::Finish),
         ];
-        let lines: Vec<String> = events.iter().filter_map(plain_line).collect();
+        let t0 = Instant::now();
+        let mut plain = PlainLines::default();
+        let lines: Vec<String> = events
+            .iter()
+            .flat_map(|(at, ev)| plain.lines(ev, t0 + Duration::from_secs(*at)))
+            .collect();
         assert_eq!(
             lines,
             vec![
@@ -414,12 +653,17 @@ mod tests {
                 "ch01         preparing         attempt 1",
                 "ch01         running           attempt 1",
                 "ch01         activity          writing chapters/ch01.md",
+                "ch01         activity          running wc -w  (3 turns, $0.12)",
                 "ch01         checking          attempt 1",
                 "ch01         retrying          attempt 1 FAIL: forbid `dragon` in chapters/ch01.md:3 (2 attempt(s) left)",
                 "ch01         preparing         attempt 2",
+                "ch01         running           attempt 2",
+                "ch01         activity          writing chapters/ch01.md  (1 turn, $0.20)",
                 "ch01         merging",
-                "ch01         merged",
+                "ch01         merged            $0.20",
+                "loki         1/2 merged  0 running  1 waiting  0 failed  $0.20",
                 "ch02         blocked           dependency ch01 is failed",
+                "loki         1/2 merged  0 running  0 waiting  1 failed  $0.20",
                 "loki         Ctrl-C: stopping",
             ]
         );
@@ -427,15 +671,104 @@ mod tests {
 
     #[test]
     fn plain_lines_have_no_control_characters() {
-        let ev = UiEvent::Transition {
-            id: "ch01".into(),
-            attempt: 2,
-            from: Status::Checking,
-            to: Status::Retrying,
-            reason: Some("forbid `dragon`\non line 3\x1b[31m".into()),
-        };
-        let line = plain_line(&ev).unwrap();
-        assert!(!line.chars().any(|c| c.is_control()), "{line:?}");
-        assert!(line.starts_with("ch01"));
+        let ev = t(
+            "ch01",
+            2,
+            Status::Checking,
+            Status::Retrying,
+            Some("forbid `dragon`\non line 3\x1b[31m"),
+        );
+        let lines = PlainLines::default().lines(&ev, Instant::now());
+        assert_eq!(lines.len(), 1);
+        assert!(!lines[0].chars().any(|c| c.is_control()), "{lines:?}");
+        assert!(lines[0].starts_with("ch01"));
+    }
+
+    /// States replayed at the start of a run are not news: no counts line.
+    #[test]
+    fn replayed_states_print_no_counts() {
+        let mut plain = PlainLines::default();
+        let now = Instant::now();
+        let lines = plain.lines(&t("ch01", 1, Status::Merged, Status::Merged, None), now);
+        assert_eq!(lines, vec!["ch01         merged"]);
+    }
+
+    /// Retrying is work in progress; the rarer end states are named (only
+    /// when some stream is in them) instead of being counted as waiting.
+    #[test]
+    fn overall_counts_name_every_kind_of_stream() {
+        let mut tally = Tally::default();
+        tally.apply(&UiEvent::Start {
+            total: 7,
+            target: "main".into(),
+            parallel: 2,
+            rehearse: false,
+        });
+        assert_eq!(tally.summary(), "0 running  7 waiting  0 failed  $0.00");
+        for (id, to) in [
+            ("a", Status::Retrying),
+            ("b", Status::Running),
+            ("c", Status::AwaitingApproval),
+            ("d", Status::Cancelled),
+            ("e", Status::Interrupted),
+            ("f", Status::Conflicted),
+        ] {
+            tally.apply(&t(id, 1, Status::Pending, to, None));
+        }
+        tally.apply(&UiEvent::Progress {
+            id: "a".into(),
+            turns: 2,
+            cost_usd: 0.5,
+        });
+        assert_eq!(
+            tally.counts(),
+            Counts {
+                merged: 0,
+                running: 2,
+                waiting: 1,
+                failed: 1,
+                awaiting_approval: 1,
+                cancelled: 1,
+                interrupted: 1,
+                cost: 0.5,
+            }
+        );
+        assert_eq!(
+            tally.summary(),
+            "2 running  1 waiting  1 failed  1 awaiting approval  1 cancelled  1 interrupted  $0.50"
+        );
+    }
+
+    /// A long tool call sends no events; the row's and the overall
+    /// durations still advance.
+    #[tokio::test]
+    async fn live_durations_advance_without_events() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut view = Live::new(ProgressDrawTarget::hidden());
+        tx.send(UiEvent::Start {
+            total: 1,
+            target: "main".into(),
+            parallel: 1,
+            rehearse: false,
+        })
+        .ok();
+        tx.send(t("ch01", 1, Status::Pending, Status::Running, None))
+            .ok();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1300)).await;
+            tx.send(UiEvent::Finish).ok();
+        });
+        drive_live(&mut rx, &mut view, Duration::from_millis(100)).await;
+        let row = view.rows["ch01"].bar.message();
+        assert!(
+            row.starts_with("attempt 1  starting") && row.ends_with("  1s"),
+            "{row}"
+        );
+        let overall = view.overall.message();
+        assert!(
+            overall.starts_with("1 running  0 waiting  0 failed") && overall.ends_with("  1s"),
+            "{overall}"
+        );
+        view.finish();
     }
 }

@@ -375,6 +375,66 @@ fn log_reads_the_audit_trail_from_a_fresh_clone() {
         assert_ne!(out.code, Some(0), "{}", out.both());
         assert!(out.stderr.contains("help:"), "{}", out.both());
     }
+
+    // Without run state, `loki status` shows every stream pending and says
+    // where the merges are read from; its JSON is unchanged.
+    {
+        let out = loki(&clone, &["status"]);
+        assert_eq!(out.code, Some(0), "{}", out.both());
+        assert!(
+            out.stdout.contains("no run state here")
+                && out
+                    .stdout
+                    .contains("`loki log` reads what was merged from git"),
+            "{}",
+            out.both()
+        );
+        let out = loki(&clone, &["status", "--json"]);
+        assert_eq!(out.code, Some(0), "{}", out.both());
+        assert!(!out.stdout.contains("no run state"), "{}", out.both());
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("status --json");
+        let keys: Vec<&str> = v
+            .as_object()
+            .map(|o| o.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        assert_eq!(keys, vec!["streams", "swarm"], "{v}");
+    }
+
+    // `--branch` reads another branch (a kept rehearsal branch, say); a
+    // swarm file that does not load is a warning naming the branch read.
+    {
+        git_in(&clone, &["branch", "loki-rehearsal/kept", "main"]);
+        git_in(&clone, &["checkout", "-q", "-b", "side", "main~2"]);
+        std::fs::write(clone.join("loki.toml"), "[swarm\nbroken").expect("break loki.toml");
+        let out = loki(&clone, &["log"]);
+        assert_eq!(out.code, Some(0), "{}", out.both());
+        assert!(
+            out.stderr.contains("warning: reading branch side")
+                && out.stderr.contains("loki.toml")
+                && out.stderr.contains("--branch"),
+            "{}",
+            out.both()
+        );
+        assert_eq!(
+            out.stdout,
+            "no stream has been merged into side yet\n",
+            "{}",
+            out.both()
+        );
+        let out = loki(&clone, &["log", "--branch", "loki-rehearsal/kept"]);
+        assert_eq!(out.code, Some(0), "{}", out.both());
+        assert!(out.stderr.is_empty(), "{}", out.both());
+        assert!(
+            out.stdout
+                .ends_with("total: 2 streams merged into loki-rehearsal/kept, 3 attempts, $0.67\n"),
+            "{}",
+            out.both()
+        );
+        let out = loki(&clone, &["log", "--branch", "nope"]);
+        assert_ne!(out.code, Some(0), "{}", out.both());
+        assert!(out.stderr.contains("nope"), "{}", out.both());
+        git_in(&clone, &["checkout", "-q", "-f", "main"]);
+    }
     assert!(
         !clone.join(".loki/state").exists(),
         "loki log wrote nothing"

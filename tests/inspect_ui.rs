@@ -1,0 +1,214 @@
+//! Read-only views driven through the built binary on hand-made state (no
+//! agent runs): `loki logs` (raw and follow), `loki status` and `loki show`.
+
+mod common;
+use common::*;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use loki::state::{StateStore, Status};
+
+const LINE1: &str =
+    r#"{"type":"system","subtype":"init","session_id":"s1","model":"m","cwd":"/w"}"#;
+const LINE2: &str = r#"{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"done","total_cost_usd":0.01}"#;
+
+/// A repo whose swarm file names `ch01` and `ch02`, committed.
+fn swarm_repo() -> Repo {
+    let repo = Repo::new();
+    repo.write("prompts/chapter.md", CHAPTER);
+    let mut toml = header(2, "");
+    toml.push_str(&stream("ch01", &[], "chapters/ch01.md", ""));
+    toml.push_str(&stream("ch02", &[], "chapters/ch02.md", ""));
+    repo.write("loki.toml", &toml);
+    repo.commit_all("swarm");
+    repo
+}
+
+fn store(repo: &Repo) -> StateStore {
+    StateStore::new(repo.path().join(".loki/state"))
+}
+
+/// Starts `loki <args>` in the repo; stdout and stderr go to files in `out`.
+fn spawn(repo: &Repo, out: &tempfile::TempDir, args: &[&str]) -> Child {
+    let file = |n: &str| std::fs::File::create(out.path().join(n)).expect("output file");
+    Command::new(loki_bin())
+        .args(args)
+        .current_dir(repo.path())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(file("stdout"))
+        .stderr(file("stderr"))
+        .spawn()
+        .expect("spawning loki")
+}
+
+fn read(out: &tempfile::TempDir, name: &str) -> String {
+    std::fs::read_to_string(out.path().join(name)).unwrap_or_default()
+}
+
+/// Polls `cond` for up to `limit`.
+fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cond()
+}
+
+#[test]
+fn logs_raw_prints_only_the_json_lines() {
+    let repo = swarm_repo();
+    store(&repo)
+        .update("ch01", 0, |st| {
+            st.status = Status::Failed;
+            st.attempt = 1;
+        })
+        .expect("state");
+    let transcript = format!("{LINE1}\n{LINE2}\n");
+    repo.write(".loki/logs/ch01/attempt-1.jsonl", &transcript);
+    repo.write(".loki/logs/ch01/attempt-1.stderr.log", "boom on stderr\n");
+
+    let out = repo.loki(&["logs", "ch01", "--raw"]);
+    assert!(out.status.success(), "{}", both(&out));
+    assert_eq!(stdout(&out), transcript, "{}", both(&out));
+    for line in stdout(&out).lines() {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    }
+
+    // Rendered for a person: the header and the stderr section stay.
+    let out = repo.loki(&["logs", "ch01"]);
+    assert!(out.status.success(), "{}", both(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with("# ch01 attempt 1 — "), "{text}");
+    assert!(text.contains("session s1 (m, /w)"), "{text}");
+    assert!(
+        text.contains("# stderr (") && text.contains("boom on stderr"),
+        "{text}"
+    );
+}
+
+/// `--follow` waits for a transcript that is not there yet, and prints the
+/// last line of an ended attempt even without its newline.
+#[test]
+fn logs_follow_waits_for_the_transcript_and_keeps_the_last_line() {
+    let repo = swarm_repo();
+    let st = store(&repo)
+        .update("ch01", 0, |st| {
+            st.status = Status::Preparing;
+            st.attempt = 1;
+        })
+        .expect("state");
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut child = spawn(&repo, &out, &["logs", "ch01", "--follow", "--raw"]);
+    let told = wait_for(Duration::from_secs(10), || {
+        read(&out, "stderr").contains("waiting for attempt 1 of `ch01`")
+    });
+    assert!(told, "stderr: {}", read(&out, "stderr"));
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "loki logs --follow ended before the transcript came:\n{}\n{}",
+        read(&out, "stdout"),
+        read(&out, "stderr")
+    );
+
+    let st = store(&repo)
+        .update("ch01", st.version, |st| st.status = Status::Running)
+        .expect("state");
+    repo.write(".loki/logs/ch01/attempt-1.jsonl", &format!("{LINE1}\n"));
+    let first = wait_for(Duration::from_secs(10), || {
+        read(&out, "stdout") == format!("{LINE1}\n")
+    });
+    assert!(first, "stdout: {}", read(&out, "stdout"));
+    // The agent's last line, without a newline, then the attempt ends.
+    repo.write(
+        ".loki/logs/ch01/attempt-1.jsonl",
+        &format!("{LINE1}\n{LINE2}"),
+    );
+    store(&repo)
+        .update("ch01", st.version, |st| st.status = Status::Checking)
+        .expect("state");
+    let ended = wait_for(Duration::from_secs(10), || {
+        child.try_wait().ok().flatten().is_some()
+    });
+    if !ended {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(ended, "loki logs --follow did not end with the attempt");
+    assert_eq!(read(&out, "stdout"), format!("{LINE1}\n{LINE2}\n"));
+
+    // Without --follow a missing transcript is still an error with help.
+    let out = repo.loki(&["logs", "ch02"]);
+    assert!(!out.status.success(), "{}", both(&out));
+    assert!(stderr(&out).contains("help:"), "{}", both(&out));
+}
+
+#[test]
+fn status_notes_when_there_is_no_run_state() {
+    let repo = swarm_repo();
+    let out = repo.loki(&["status"]);
+    assert!(out.status.success(), "{}", both(&out));
+    let text = stdout(&out);
+    assert_eq!(
+        text.lines().last(),
+        Some("note: no run state here (.loki/state); `loki log` reads what was merged from git"),
+        "{text}"
+    );
+    let json = status_json(&repo);
+    assert_eq!(json["streams"].as_array().map(Vec::len), Some(2), "{json}");
+    assert!(json.get("note").is_none(), "{json}");
+
+    // With state, no note.
+    store(&repo)
+        .update("ch01", 0, |st| st.status = Status::Failed)
+        .expect("state");
+    let text = stdout(&repo.loki(&["status"]));
+    assert!(!text.contains("no run state"), "{text}");
+}
+
+/// Into a pipe or a file, `--watch` prints whole tables after blank lines,
+/// with no escape codes.
+#[test]
+fn status_watch_into_a_file_has_no_escape_codes() {
+    let repo = swarm_repo();
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut child = spawn(&repo, &out, &["status", "--watch"]);
+    let two = wait_for(Duration::from_secs(10), || {
+        read(&out, "stdout").matches("STREAM").count() >= 2
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = read(&out, "stdout");
+    assert!(two, "{text}");
+    assert!(!text.contains('\x1b'), "{text:?}");
+    assert!(text.starts_with("STREAM"), "{text}");
+    assert!(text.contains("\n\nSTREAM"), "{text}");
+}
+
+/// A hand-edited state file may hold any text where a commit id belongs.
+#[test]
+fn show_survives_a_non_ascii_merge_commit() {
+    let repo = swarm_repo();
+    store(&repo)
+        .update("ch01", 0, |st| {
+            st.status = Status::Merged;
+            st.attempt = 1;
+            // Byte 12 falls inside a character.
+            st.merge_commit = Some("aéééééééééééé".into());
+        })
+        .expect("state");
+    let out = repo.loki(&["show", "ch01"]);
+    // An error (exit 2), not a panic (101).
+    assert_eq!(out.status.code(), Some(2), "{}", both(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", both(&out));
+    assert!(
+        stderr(&out).contains("merge commit aééééééééééé)"),
+        "{}",
+        both(&out)
+    );
+}
