@@ -13,7 +13,7 @@
 //! | `require` | one per term | the term appears in at least one output |
 //! | `forbid` | one per term and file it was found in (one `PASS` per term when absent) | the term appears in no output |
 //! | `canonical` | one per versioned duplicate (one `PASS` when there is none) | no `stem-v2.ext`, `stem-final.ext`, `stem (1).ext`… beside an output or a touched file |
-//! | `command` | one | the custom command exits 0 within `command_timeout` |
+//! | `command` | one | the custom command exits 0 within `command_timeout` (one that cannot run at all is a configuration error, below) |
 //!
 //! ## Counting words
 //!
@@ -70,6 +70,14 @@
 //! together; the last 4 KiB are the entry's details. On timeout the whole
 //! group gets SIGKILL. Processes the command leaves behind in its group
 //! are killed once it exits.
+//!
+//! A command that cannot run at all is not a failed draft: when `sh` says
+//! 127 (a command not found) or 126 (not executable), or `sh` cannot be
+//! started, the entry fails with [`CheckEntry::cannot_run`] set to what
+//! happened and how to fix it, and [`CheckReport::config_error`] returns
+//! it, so the caller can fail the stream at once instead of spending every
+//! attempt on a swarm-file mistake. (A script whose own last command is
+//! missing exits 127 too: a missing tool is the same kind of fault.)
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -125,6 +133,12 @@ pub struct CheckEntry {
     pub details: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lines: Vec<usize>,
+    /// Set when the check itself could not run (its command was not found,
+    /// is not executable, or could not be started): a fault of the swarm
+    /// file or the machine that no attempt can fix. Says what happened and
+    /// how to fix it; the entry is also a `FAIL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cannot_run: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -158,6 +172,14 @@ impl CheckReport {
     /// True unless an entry failed (warnings pass).
     pub fn passed(&self) -> bool {
         self.status != Level::Fail
+    }
+
+    /// Why a check could not run at all, with the fix, when one could not
+    /// (see [`CheckEntry::cannot_run`]). Retrying cannot help then, and
+    /// every retry would burn an agent attempt: the stream should fail at
+    /// once with this text.
+    pub fn config_error(&self) -> Option<String> {
+        self.entries.iter().find_map(|e| e.cannot_run.clone())
     }
 
     /// Writes the report as pretty JSON, atomically.
@@ -262,6 +284,7 @@ fn entry(check: &str, target: Option<&str>, status: Level, details: String) -> C
         status,
         details,
         lines: Vec::new(),
+        cannot_run: None,
     }
 }
 
@@ -307,6 +330,10 @@ fn violation_line(e: &CheckEntry) -> String {
                 None => String::new(),
             }
         }
+        "command" if e.cannot_run.is_some() => format!(
+            "The check command could not run ({d}); that is a fault of the swarm's \
+             configuration, not of your work: change nothing for it."
+        ),
         "command" => {
             let head = match e.target.as_deref() {
                 Some(c) => format!("The check command `{c}` failed"),
@@ -1039,25 +1066,25 @@ fn check_command(
             format!("command {short}"),
         )
     };
+    // The command itself could not run: say so, and how to fix it.
+    let cannot = |why: String, fix: &str| {
+        let mut e = entry("command", Some(cmd), Level::Fail, why.clone());
+        e.cannot_run = Some(format!(
+            "the check command `{cmd}` could not run: {why}\n  help: {fix}"
+        ));
+        (e, "command could not run".to_string())
+    };
+    let start_fix = "the machine could not start `sh`; check that /bin/sh exists and that \
+                     processes can be started, then run the swarm again";
     // Close-on-exec, so agents spawned meanwhile by other threads do not
     // inherit the write end (which would keep the output open).
     let (reader, writer) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
         Ok(p) => p,
-        Err(e) => {
-            return fail(
-                format!("could not create a pipe: {e}"),
-                "did not start".into(),
-            )
-        }
+        Err(e) => return cannot(format!("could not create a pipe: {e}"), start_fix),
     };
     let writer2 = match writer.try_clone() {
         Ok(w) => w,
-        Err(e) => {
-            return fail(
-                format!("could not create a pipe: {e}"),
-                "did not start".into(),
-            )
-        }
+        Err(e) => return cannot(format!("could not create a pipe: {e}"), start_fix),
     };
     let mut command = Command::new("sh");
     command
@@ -1080,19 +1107,16 @@ fn check_command(
     let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
-            return fail(
+            return cannot(
                 format!("could not run `sh -c {cmd}` in {}: {e}", worktree.display()),
-                "did not start".into(),
+                start_fix,
             )
         }
     };
     let Ok(pid) = i32::try_from(child.id()) else {
         let _ = child.kill();
         let _ = child.wait();
-        return fail(
-            "the command's pid is out of range".into(),
-            "did not start".into(),
-        );
+        return cannot("the command's pid is out of range".into(), start_fix);
     };
 
     let (tx, rx) = mpsc::channel();
@@ -1150,6 +1174,30 @@ fn check_command(
                 entry("command", Some(cmd), Level::Pass, details),
                 String::new(),
             )
+        }
+        Ok(status) if matches!(status.code(), Some(126 | 127)) => {
+            // `sh` says 127 when a command is not found and 126 when it is
+            // not executable: no draft can fix either.
+            let (what, fix) = if status.code() == Some(127) {
+                (
+                    "a command in it was not found (exit 127)",
+                    "fix `command` in [checks] (or the stream's [streams.checks]) of the swarm \
+                     file: name a program on PATH, or a script committed to the target branch \
+                     (paths are relative to the worktree root), or install what it runs",
+                )
+            } else {
+                (
+                    "a command in it is not executable (exit 126)",
+                    "make the script executable and commit that (`chmod +x <script>`; git \
+                     keeps the bit), or run it through the shell: `command = \"sh <script>\"`",
+                )
+            };
+            let why = if output.is_empty() {
+                what.to_string()
+            } else {
+                format!("{what}: {output}")
+            };
+            cannot(why, fix)
         }
         Ok(status) => {
             let (short, silent) = match status.code() {
@@ -1874,6 +1922,69 @@ mod tests {
         assert!(d.starts_with('…'));
         assert!(d.ends_with("line 1999"));
         assert!(d.len() <= OUTPUT_TAIL + '…'.len_utf8());
+    }
+
+    #[test]
+    fn a_command_that_cannot_run_is_a_config_error() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "out.md", "x\n");
+        write(dir.path(), "flat.sh", "#!/bin/sh\necho hi\n");
+        let r = run_checks(
+            dir.path(),
+            &with_command("scripts/missing.sh --strict", Duration::from_secs(10)),
+            &[],
+            &[],
+        );
+        let c = command_entry(&r);
+        assert_eq!(c.status, Level::Fail);
+        assert!(
+            c.details
+                .starts_with("a command in it was not found (exit 127): "),
+            "{}",
+            c.details
+        );
+        assert!(c.details.contains("scripts/missing.sh"), "{}", c.details);
+        assert_eq!(r.summary, "FAIL: command could not run");
+        let why = r.config_error().expect("a config error");
+        assert!(
+            why.starts_with(
+                "the check command `scripts/missing.sh --strict` could not run: a command in it \
+                 was not found (exit 127): "
+            ),
+            "{why}"
+        );
+        assert!(why.contains("\n  help: fix `command` in [checks]"), "{why}");
+        assert!(
+            r.violations()[0].starts_with("The check command could not run (a command in it"),
+            "{:?}",
+            r.violations()
+        );
+        // It survives the report's JSON.
+        let back: CheckReport = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back.config_error(), Some(why));
+
+        let r = run_checks(
+            dir.path(),
+            &with_command("./flat.sh", Duration::from_secs(10)),
+            &[],
+            &[],
+        );
+        let why = r.config_error().expect("a config error");
+        assert!(
+            why.contains("could not run: a command in it is not executable (exit 126)"),
+            "{why}"
+        );
+        assert!(why.contains("help: make the script executable"), "{why}");
+
+        // An ordinary failure is the draft's, not the configuration's.
+        let r = run_checks(
+            dir.path(),
+            &with_command("exit 3", Duration::from_secs(10)),
+            &[],
+            &[],
+        );
+        assert_eq!(r.config_error(), None);
+        assert!(!serde_json::to_string(&r).unwrap().contains("cannot_run"));
     }
 
     #[test]

@@ -25,14 +25,33 @@
 //!   to text); `env` values must be strings. A var or input may not reuse a
 //!   built-in placeholder name, and a name may not be both a var and an input.
 //! - `outputs` and `inputs` paths are relative to the worktree root, without
-//!   `..`, outside `.loki/` and `.git`. `depends_on` repeats are ignored.
+//!   `..`, outside `.loki/` and `.git`. `depends_on` repeats are ignored; an
+//!   output listed twice (`a.md` and `./a.md` too) is refused, as a typo.
+//! - A stream may have no outputs (`outputs = []` or no key): a code
+//!   feature changes files no one can list in advance, and its gate is then
+//!   the agent's success, the `canonical` check of the files it touched and
+//!   the custom `command`. `words` and `forbid` have nothing to look at
+//!   then; `require` would fail every attempt, so it is refused.
 //! - Prompt templates are read from the main checkout (relative to the swarm
-//!   file's folder) when the swarm file is validated.
+//!   file's folder) when the swarm file is validated, and so is
+//!   `prompts/retry.md` (at the repository root, where a retry reads it): it
+//!   may use only [`RETRY_PLACEHOLDERS`].
+//! - Each input must be a file in the target branch's tree or an output of a
+//!   stream this one depends on, directly or not; so must the script a
+//!   check `command` runs when it names one by path (executable when run
+//!   directly; see `script_of`). The tree, not the checkout, because a
+//!   stream's worktree starts from the tree: an uncommitted file would pass
+//!   a look at the checkout and then be missing. Skipped when the swarm file
+//!   is not in a repository with that branch (`loki run` refuses that).
+//! - Whether the agent command resolves is checked by
+//!   [`check_agent_commands`], not by [`load`]: a rehearsal replaces the
+//!   agent, and `loki status` starts none.
 //! - Errors are reported one at a time, in this order: TOML syntax, the
 //!   `[swarm]` / `[agent]` / `[checks]` tables, each stream in file order,
-//!   `depends_on` ids, cycles, prompt files and their placeholders.
+//!   `depends_on` ids, cycles, prompt files and their placeholders,
+//!   `prompts/retry.md`, then each stream's inputs and check script.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::fs;
 use std::io::ErrorKind;
@@ -66,6 +85,9 @@ pub struct SwarmFile {
     pub swarm: SwarmSettings,
     /// In file order.
     pub streams: Vec<StreamConfig>,
+    /// (line, column) per stream, in stream order, of where its agent
+    /// command is set: for [`check_agent_commands`], which runs after loading.
+    command_at: Vec<(usize, usize)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -82,7 +104,7 @@ pub struct SwarmSettings {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentSettings {
-    /// Executable on PATH or a path (relative paths are relative to the swarm file's folder).
+    /// Executable on PATH or a path (a relative path is relative to the repository root).
     pub command: String,
     pub args: Vec<String>,
     /// Default "sonnet".
@@ -342,21 +364,7 @@ pub fn load(path: &Path) -> Result<SwarmFile, ConfigError> {
             ));
         }
     };
-    let text = match String::from_utf8(bytes) {
-        Ok(t) => t,
-        Err(e) => {
-            let valid = e.utf8_error().valid_up_to();
-            let prefix = String::from_utf8_lossy(&e.as_bytes()[..valid]).into_owned();
-            let (line, col) = line_col(&prefix, valid);
-            return Err(ConfigError {
-                file: path.to_path_buf(),
-                line,
-                col,
-                message: "the swarm file is not UTF-8 text".into(),
-                help: "save loki.toml as UTF-8".into(),
-            });
-        }
-    };
+    let text = utf8_text(path, bytes, "the swarm file", "save loki.toml as UTF-8")?;
     parse(&text, path)
 }
 
@@ -541,6 +549,322 @@ fn sanitized_name(name: &str) -> String {
     s
 }
 
+/// `p` as git names it in a tree: its normal components joined by `/`
+/// (`./a//b.md` is `a/b.md`), so two spellings of one file compare equal.
+fn normal_path(p: &str) -> String {
+    Path::new(p)
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(s) => Some(s.to_string_lossy()),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Normalised outputs of every stream `id` depends on, directly or not:
+/// all of them are merged into the target before `id` starts.
+fn upstream_outputs(raws: &[RawStream], id: &str) -> BTreeSet<String> {
+    let deps_of = |id: &str| -> Vec<String> {
+        raws.iter()
+            .find(|r| r.cfg.id == id)
+            .map(|r| r.cfg.depends_on.clone())
+            .unwrap_or_default()
+    };
+    let mut seen = BTreeSet::new();
+    let mut todo = deps_of(id);
+    let mut out = BTreeSet::new();
+    while let Some(d) = todo.pop() {
+        if !seen.insert(d.clone()) {
+            continue;
+        }
+        if let Some(r) = raws.iter().find(|r| r.cfg.id == d) {
+            out.extend(r.cfg.outputs.iter().map(|o| normal_path(o)));
+        }
+        todo.extend(deps_of(&d));
+    }
+    out
+}
+
+/// Git file modes of tree entries.
+const MODE_TREE: i32 = 0o040000;
+const MODE_EXEC: i32 = 0o100755;
+const MODE_LINK: i32 = 0o120000;
+
+/// The target branch's tree. Inputs and check scripts are checked here, not
+/// in the checkout: a stream's worktree starts as exactly this tree (plus
+/// what its dependencies merge), so a file that is only in the checkout,
+/// uncommitted, would pass a look at the checkout and then be missing at
+/// run time.
+struct TargetTree {
+    repo: git2::Repository,
+    tree: git2::Oid,
+    branch: String,
+    /// The main worktree's root (the checkout).
+    root: PathBuf,
+}
+
+impl TargetTree {
+    /// `None` when there is no such branch (or no repository, or a detached
+    /// HEAD and no `target`): `loki run` refuses that itself, with its own
+    /// message, before it creates anything.
+    fn open(root: &Path, target: Option<&str>) -> Option<TargetTree> {
+        let repo = git2::Repository::open(root).ok()?;
+        let branch = match target {
+            Some(t) => t.to_string(),
+            None => crate::git::current_branch(root).ok()??,
+        };
+        let tree = repo
+            .find_branch(&branch, git2::BranchType::Local)
+            .ok()?
+            .get()
+            .peel_to_tree()
+            .ok()?
+            .id();
+        Some(TargetTree {
+            repo,
+            tree,
+            branch,
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// The git file mode of `rel` in the tree; `None` when it is not there.
+    fn mode(&self, rel: &str) -> Option<i32> {
+        let tree = self.repo.find_tree(self.tree).ok()?;
+        let entry = tree.get_path(Path::new(rel)).ok()?;
+        Some(entry.filemode())
+    }
+}
+
+/// How a file `rel` that stream `id` needs can reach its worktree: from
+/// the stream that writes it, by committing the copy in the checkout, or
+/// by creating it.
+fn missing_file_help(rel: &str, id: &str, tree: &TargetTree, raws: &[RawStream]) -> String {
+    let b = &tree.branch;
+    if let Some(w) = raws
+        .iter()
+        .find(|w| w.cfg.id != id && w.cfg.outputs.iter().any(|o| normal_path(o) == rel))
+    {
+        let w = &w.cfg.id;
+        return format!(
+            "stream `{w}` writes it: add \"{w}\" to the depends_on of stream `{id}`, so that it \
+             starts after `{w}` merged"
+        );
+    }
+    if tree.root.join(rel).exists() {
+        return format!(
+            "it is in your checkout but not committed to `{b}`, and a stream's worktree starts \
+             from `{b}`: commit it (`git add {rel} && git commit`)"
+        );
+    }
+    format!(
+        "create it and commit it to `{b}`, fix the path (relative to the repository root), or \
+         add the stream that writes it (lists it in `outputs`) to depends_on"
+    )
+}
+
+/// Shells and interpreters whose first argument is a script file.
+const INTERPRETERS: &[&str] = &[
+    "sh", "bash", "dash", "zsh", "python", "python3", "perl", "ruby", "node",
+];
+
+/// The script file a check command runs, and whether it is run directly
+/// (so it must be executable): the first word when it is a path
+/// (`scripts/check.sh --strict`), or the script given to a shell or an
+/// interpreter (`sh scripts/check.sh`), after any `NAME=value` words.
+/// `None` otherwise: a bare name (`make`, `test`) is looked up by the shell
+/// at run time and may be a builtin, and words with shell syntax (quotes,
+/// `$`, globs, redirections) are not second-guessed.
+fn script_of(cmd: &str) -> Option<(String, bool)> {
+    let plain = |w: &str| !w.contains(|c: char| "'\"$`\\(){}<>|;&*?[]~#!=".contains(c));
+    let assignment = |w: &str| {
+        w.split_once('=')
+            .is_some_and(|(n, _)| prompt::valid_name(n))
+    };
+    let mut words = cmd.split_whitespace().skip_while(|w| assignment(w));
+    let first = words.next()?;
+    if !plain(first) {
+        return None;
+    }
+    if first.contains('/') {
+        return Some((first.to_string(), true));
+    }
+    if !INTERPRETERS.contains(&first) {
+        return None;
+    }
+    let script = words.next()?;
+    (plain(script) && !script.starts_with('-')).then(|| (script.to_string(), false))
+}
+
+/// Placeholders `prompts/retry.md` may use: a retry fills exactly these.
+pub const RETRY_PLACEHOLDERS: &[&str] = &["ATTEMPT", "MAX_ATTEMPTS", "VIOLATIONS"];
+
+/// `prompts/retry.md` under `repo_root` (where a retry reads it), when there
+/// is one, is UTF-8 text that uses only [`RETRY_PLACEHOLDERS`]: at run time a
+/// retry.md that cannot be read or filled is replaced, silently, by one
+/// built-in sentence.
+fn check_retry_template(repo_root: &Path) -> Res<()> {
+    let path = repo_root.join("prompts").join("retry.md");
+    let whole = |message: &str, help: String| ConfigError {
+        file: path.clone(),
+        line: 0,
+        col: 0,
+        message: message.to_string(),
+        help,
+    };
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(_) if path.is_dir() => {
+            return Err(whole(
+                "prompts/retry.md is a folder, not a file",
+                "remove it to use the built-in retry text, or make it a template file".into(),
+            ))
+        }
+        Err(e) => {
+            return Err(whole(
+                &format!("cannot read prompts/retry.md: {e}"),
+                "check that you may read it, or remove it to use the built-in retry text".into(),
+            ))
+        }
+    };
+    let text = utf8_text(
+        &path,
+        bytes,
+        "prompts/retry.md",
+        "save prompts/retry.md as UTF-8",
+    )?;
+    let allowed = RETRY_PLACEHOLDERS
+        .iter()
+        .map(|n| format!("{{{{{n}}}}}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    for (name, line, col) in prompt::placeholders(&text) {
+        if RETRY_PLACEHOLDERS.contains(&name.as_str()) {
+            continue;
+        }
+        let near = suggest(&name, RETRY_PLACEHOLDERS)
+            .map(|k| format!("did you mean {{{{{k}}}}}? "))
+            .unwrap_or_default();
+        return Err(ConfigError {
+            file: path,
+            line,
+            col,
+            message: format!("placeholder {{{{{name}}}}} is not filled in prompts/retry.md"),
+            help: format!(
+                "{near}prompts/retry.md may use only {allowed}; remove or rename this one (a \
+                 retry text that cannot be filled would be replaced by a built-in sentence)"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// `bytes` as text, or a refusal at the first byte that is not UTF-8.
+fn utf8_text(path: &Path, bytes: Vec<u8>, what: &str, help: &str) -> Res<String> {
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        let prefix = String::from_utf8_lossy(&e.as_bytes()[..valid]).into_owned();
+        let (line, col) = line_col(&prefix, valid);
+        ConfigError {
+            file: path.to_path_buf(),
+            line,
+            col,
+            message: format!("{what} is not UTF-8 text"),
+            help: help.to_string(),
+        }
+    })
+}
+
+/// Why `agent.command` would not start, and how to fix it; `None` when it
+/// resolves. Resolved as a run resolves it
+/// ([`crate::attempt::resolve_command`]): a command with a `/` is a path,
+/// relative to the repository root `repo_root`, that must be an executable
+/// file; a bare name must be an executable on PATH (the stream's `env`
+/// PATH when it sets one, as the spawned process would use).
+pub fn agent_command_problem(repo_root: &Path, agent: &AgentSettings) -> Option<(String, String)> {
+    let c = &agent.command;
+    let claude_fix = "install Claude Code: npm install -g @anthropic-ai/claude-code (or set \
+                      `command` to the path of your claude)";
+    if c.contains('/') {
+        let resolved = crate::attempt::resolve_command(repo_root, c);
+        if crate::agent::find_executable(&resolved).is_some() {
+            return None;
+        }
+        let p = Path::new(&resolved);
+        let why = if !p.exists() {
+            "does not exist"
+        } else if p.is_dir() {
+            "is a folder"
+        } else {
+            "is not executable"
+        };
+        let shown = if resolved == *c {
+            String::new()
+        } else {
+            format!(" ({resolved})")
+        };
+        let help = if why == "is not executable" {
+            format!("make it executable: chmod +x {resolved}")
+        } else if agent.is_claude() {
+            claude_fix.to_string()
+        } else {
+            format!(
+                "put the agent there, or give its right path (absolute, or relative to the \
+                 repository root {})",
+                repo_root.display()
+            )
+        };
+        return Some((format!("agent command `{c}` {why}{shown}"), help));
+    }
+    let (found, whose) = match agent.env.get("PATH") {
+        Some(path) => (
+            std::env::split_paths(path)
+                .filter(|d| !d.as_os_str().is_empty())
+                .any(|d| crate::agent::find_executable(&d.join(c).to_string_lossy()).is_some()),
+            "the PATH set in the agent's `env`",
+        ),
+        None => (crate::agent::find_executable(c).is_some(), "PATH"),
+    };
+    if found {
+        return None;
+    }
+    let help = if agent.is_claude() {
+        claude_fix.to_string()
+    } else {
+        format!("put `{c}` on PATH or give its path (absolute, or relative to the repository root)")
+    };
+    Some((
+        format!("agent command `{c}` is not an executable on {whose}"),
+        help,
+    ))
+}
+
+/// Refuses the first stream whose agent command does not resolve (see
+/// [`agent_command_problem`]), at the `command` key that set it (or
+/// `[agent]`, or the stream, when it is the default `claude`).
+///
+/// Not part of [`load`]: `loki run --rehearse` replaces the agent with
+/// loki's stand-in, and `loki status` or `loki check` never start one. `loki
+/// run` calls it before it creates anything.
+pub fn check_agent_commands(cfg: &SwarmFile, repo_root: &Path) -> Result<(), ConfigError> {
+    for (i, s) in cfg.streams.iter().enumerate() {
+        let Some((message, help)) = agent_command_problem(repo_root, &s.agent) else {
+            continue;
+        };
+        let (line, col) = cfg.command_at.get(i).copied().unwrap_or((0, 0));
+        return Err(ConfigError {
+            file: cfg.path.clone(),
+            line,
+            col,
+            message: format!("stream `{}`: {message}", s.id),
+            help,
+        });
+    }
+    Ok(())
+}
+
 /// Which table a key stands in, for messages and the list of valid keys.
 #[derive(Clone, Copy)]
 enum Section<'a> {
@@ -638,6 +962,24 @@ struct RawStream {
     header: Range<usize>,
     prompt_span: Range<usize>,
     deps: Vec<(String, Range<usize>)>,
+    /// Input name → the span of its path.
+    input_spans: BTreeMap<String, Range<usize>>,
+    /// The stream's own `command` key (directly or in [streams.agent]).
+    command_key: Option<Range<usize>>,
+    /// The stream's own check `command` value (in [streams.checks]).
+    check_command: Option<Range<usize>>,
+}
+
+/// Spans in `[agent]` and `[checks]` that stream refusals fall back on when
+/// the stream does not set the key itself.
+#[derive(Default)]
+struct BaseSpans {
+    /// The `agent` key of the `[agent]` header.
+    agent: Option<Range<usize>>,
+    /// The `command` key in `[agent]`.
+    agent_command: Option<Range<usize>>,
+    /// The `command` value in `[checks]`.
+    check_command: Option<Range<usize>>,
 }
 
 struct Parser<'t> {
@@ -1202,7 +1544,9 @@ impl Parser<'_> {
         let mut vars = BTreeMap::new();
         let mut inputs = BTreeMap::new();
         let mut input_keys: Vec<(String, Range<usize>)> = Vec::new();
+        let mut input_spans = BTreeMap::new();
         let mut outputs: Vec<String> = Vec::new();
+        let mut outputs_span: Option<Range<usize>> = None;
         let mut deps: Vec<(String, Range<usize>)> = Vec::new();
         let mut agent_entries = Vec::new();
         let mut check_entries = Vec::new();
@@ -1226,16 +1570,30 @@ impl Parser<'_> {
                         self.placeholder_name("inputs", &name, &span)?;
                         self.rel_path(&format!("inputs.{name}"), &value, &vspan)?;
                         input_keys.push((name.clone(), span));
+                        input_spans.insert(name.clone(), vspan);
                         inputs.insert(name, value);
                     }
                 }
                 "outputs" => {
+                    let mut seen: Vec<(String, Range<usize>)> = Vec::new();
                     for (p, span) in self.str_array("outputs", e.val)? {
                         self.rel_path("outputs", &p, &span)?;
-                        if !outputs.contains(&p) {
-                            outputs.push(p);
+                        let key = normal_path(&p);
+                        if let Some((_, first)) = seen.iter().find(|(k, _)| *k == key) {
+                            let (line, col) = line_col(self.text, first.start);
+                            return Err(self.err(
+                                &span,
+                                format!(
+                                    "`outputs`: \"{p}\" is listed twice for stream `{id}` \
+                                     (first at line {line}, column {col})"
+                                ),
+                                "remove the repeated entry: each output is one file, listed once",
+                            ));
                         }
+                        seen.push((key, span));
+                        outputs.push(p);
                     }
+                    outputs_span = Some(e.val.span());
                 }
                 "depends_on" => {
                     for (d, span) in self.str_array("depends_on", e.val)? {
@@ -1281,12 +1639,42 @@ impl Parser<'_> {
         };
 
         let mut agent = base_agent.clone();
+        let mut command_key = None;
         for e in self.once_each(agent_entries, &id, "[streams.agent]")? {
             self.apply_agent(&mut agent, &e)?;
+            if e.key == "command" {
+                command_key = Some(e.span.clone());
+            }
         }
         let mut checks = base_checks.clone();
+        let mut check_command = None;
         for e in self.once_each(check_entries, &id, "[streams.checks]")? {
             self.apply_check(&mut checks, &e)?;
+            if e.key == "command" {
+                check_command = Some(e.val.span());
+            }
+        }
+        if outputs.is_empty() && checks.require.iter().any(|t| !t.trim().is_empty()) {
+            // `require` terms are looked for in the outputs only: with none,
+            // every attempt would fail however good the work.
+            let span = outputs_span.clone().unwrap_or_else(|| header.clone());
+            return Err(self.err(
+                &span,
+                format!(
+                    "stream `{id}` has no outputs, but `require` terms are looked for only in \
+                     outputs: every attempt would fail"
+                ),
+                format!(
+                    "list the files the stream writes in `outputs = [\"...\"]`, or set \
+                     `require = []` in its [streams.checks] (it requires {})",
+                    checks
+                        .require
+                        .iter()
+                        .map(|t| format!("\"{t}\""))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
         }
         Ok(RawStream {
             cfg: StreamConfig {
@@ -1302,6 +1690,9 @@ impl Parser<'_> {
             header,
             prompt_span,
             deps,
+            input_spans,
+            command_key,
+            check_command,
         })
     }
 
@@ -1413,6 +1804,126 @@ impl Parser<'_> {
         Ok(())
     }
 
+    /// Every input of `r` is a file in the target tree or an output of a
+    /// stream it depends on (directly or not): what its worktree will hold.
+    fn check_inputs(
+        &self,
+        r: &RawStream,
+        tree: &TargetTree,
+        upstream: &BTreeSet<String>,
+        raws: &[RawStream],
+    ) -> Res<()> {
+        let id = &r.cfg.id;
+        let b = &tree.branch;
+        for (name, rel) in &r.cfg.inputs {
+            let key = normal_path(rel);
+            if upstream.contains(&key) {
+                continue;
+            }
+            let span = r.input_spans.get(name).unwrap_or(&r.header);
+            let what = format!("input {{{{{name}}}}} of stream `{id}`");
+            match tree.mode(&key) {
+                Some(MODE_TREE) => {
+                    return Err(self.err(
+                        span,
+                        format!("{what}: `{rel}` is a folder in branch `{b}`, not a file"),
+                        "point the input at a file: its contents fill the placeholder",
+                    ))
+                }
+                Some(_) => {}
+                None => {
+                    return Err(self.err(
+                        span,
+                        format!(
+                            "{what}: `{rel}` is not in branch `{b}`, and no stream `{id}` \
+                             depends on writes it"
+                        ),
+                        missing_file_help(&key, id, tree, raws),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The script a check command of `r` runs (see [`script_of`]) is there
+    /// when the command runs: in the target tree (executable when run
+    /// directly) or written by a stream `r` depends on; an absolute path on
+    /// this machine.
+    fn check_script(
+        &self,
+        r: &RawStream,
+        base: &BaseSpans,
+        tree: &TargetTree,
+        upstream: &BTreeSet<String>,
+        raws: &[RawStream],
+    ) -> Res<()> {
+        let Some((script, direct)) = r.cfg.checks.command.as_deref().and_then(script_of) else {
+            return Ok(());
+        };
+        let id = &r.cfg.id;
+        let span = r
+            .check_command
+            .as_ref()
+            .or(base.check_command.as_ref())
+            .unwrap_or(&r.header);
+        let what = format!("the check command of stream `{id}`");
+        let shell = format!("or run it through the shell: `command = \"sh {script}\"`");
+        let path = Path::new(&script);
+        if path.is_absolute() {
+            let (why, help) = if !path.exists() {
+                (
+                    "does not exist",
+                    "fix the path, or install the script there".to_string(),
+                )
+            } else if path.is_dir() {
+                (
+                    "is a folder",
+                    "point the command at a script file".to_string(),
+                )
+            } else if direct && crate::agent::find_executable(&script).is_none() {
+                (
+                    "is not executable",
+                    format!("run `chmod +x {script}`, {shell}"),
+                )
+            } else {
+                return Ok(());
+            };
+            return Err(self.err(span, format!("{what}: `{script}` {why}"), help));
+        }
+        if path.components().any(|c| matches!(c, Component::ParentDir)) {
+            // It leaves the worktree: where it lands is not second-guessed.
+            return Ok(());
+        }
+        let key = normal_path(&script);
+        if upstream.contains(&key) {
+            return Ok(());
+        }
+        let b = &tree.branch;
+        let (why, help) = match tree.mode(&key) {
+            None => (
+                format!(
+                    "is not in branch `{b}` (the command runs in the stream's worktree, which \
+                     starts from `{b}`)"
+                ),
+                missing_file_help(&key, id, tree, raws),
+            ),
+            Some(MODE_TREE) => (
+                format!("is a folder in branch `{b}`"),
+                "point the command at a script file".to_string(),
+            ),
+            Some(m) if direct && m != MODE_EXEC && m != MODE_LINK => (
+                format!("is not executable in branch `{b}`"),
+                format!(
+                    "make it executable and commit that (`chmod +x {key} && git add {key} && git \
+                     commit`; git keeps the executable bit), {shell}"
+                ),
+            ),
+            Some(_) => return Ok(()),
+        };
+        Err(self.err(span, format!("{what}: `{script}` {why}"), help))
+    }
+
     fn parse(&self) -> Res<SwarmFile> {
         let doc = DeTable::parse(self.text).map_err(|e| self.toml_error(&e))?;
         let top = entries(doc.get_ref());
@@ -1421,6 +1932,7 @@ impl Parser<'_> {
         let mut swarm = SwarmSettings::default();
         let mut agent = AgentSettings::default();
         let mut checks = CheckSettings::default();
+        let mut base = BaseSpans::default();
         for e in &top {
             match e.key {
                 "swarm" => {
@@ -1433,8 +1945,17 @@ impl Parser<'_> {
                 "agent" => {
                     let es = entries(self.table("agent", e.val, "an [agent] table")?);
                     self.check_keys(&es, Section::Agent)?;
+                    // At the `[` of the `[agent]` header.
+                    let start = match self.text[..e.span.start].strip_suffix('[') {
+                        Some(before) => before.len(),
+                        None => e.span.start,
+                    };
+                    base.agent = Some(start..e.span.end);
                     for x in &es {
                         self.apply_agent(&mut agent, x)?;
+                        if x.key == "command" {
+                            base.agent_command = Some(x.span.clone());
+                        }
                     }
                 }
                 "checks" => {
@@ -1442,6 +1963,9 @@ impl Parser<'_> {
                     self.check_keys(&es, Section::Checks)?;
                     for x in &es {
                         self.apply_check(&mut checks, x)?;
+                        if x.key == "command" {
+                            base.check_command = Some(x.val.span());
+                        }
                     }
                 }
                 _ => {}
@@ -1537,11 +2061,40 @@ impl Parser<'_> {
         for r in &raws {
             self.check_template(r, &root, &mut cache)?;
         }
+
+        // Run time reads these from the main worktree's root, which is the
+        // swarm file's folder unless the file lives deeper in the repo.
+        let repo_root = crate::git::repo_root(&root).ok();
+        check_retry_template(&repo_root.clone().unwrap_or_else(|| root.clone()))?;
+        if let Some(tree) = repo_root
+            .as_deref()
+            .and_then(|r| TargetTree::open(r, swarm.target.as_deref()))
+        {
+            for r in &raws {
+                let upstream = upstream_outputs(&raws, &r.cfg.id);
+                self.check_inputs(r, &tree, &upstream, &raws)?;
+                self.check_script(r, &base, &tree, &upstream, &raws)?;
+            }
+        }
+
+        let command_at = raws
+            .iter()
+            .map(|r| {
+                let span = r
+                    .command_key
+                    .as_ref()
+                    .or(base.agent_command.as_ref())
+                    .or(base.agent.as_ref())
+                    .unwrap_or(&r.header);
+                line_col(self.text, span.start)
+            })
+            .collect();
         Ok(SwarmFile {
             path,
             root,
             swarm,
             streams: configs,
+            command_at,
         })
     }
 }
@@ -1660,6 +2213,7 @@ approve = true
 [[streams]]
 id = "ch01"
 prompt = "prompts/plain.md"
+outputs = ["ch01.md"]
 "#);
         assert_eq!(
             f.swarm,
@@ -1730,6 +2284,7 @@ approve = true
 [[streams]]
 id = "sub"
 prompt = "prompts/plain.md"
+outputs = ["sub.md"]
 agent = { max_attempts = 7, args = [] }
 
 [streams.checks]
@@ -2445,9 +3000,7 @@ depends_on = ["a"]
             at(&one("outputs = [\"\"]\n")),
             (4, 12, "`outputs` entries must not be empty".into())
         );
-        let f = ok(&one(
-            "outputs = [\"chapters/ch01.md\", \".lokirc\", \"chapters/ch01.md\"]\n",
-        ));
+        let f = ok(&one("outputs = [\"chapters/ch01.md\", \".lokirc\"]\n"));
         assert_eq!(f.streams[0].outputs, vec!["chapters/ch01.md", ".lokirc"]);
     }
 
@@ -2647,6 +3200,390 @@ command = "test -s review.md"
             .help
             .starts_with("the stream fills {{STYLE}}: is one of the two misspelt? "));
         assert!(e.help.contains("loki.toml:68)"), "{}", e.help);
+    }
+
+    #[test]
+    fn an_output_listed_twice_is_refused_at_the_repeat() {
+        let e = err(&one("outputs = [\"a.md\", \"b.md\", \"./a.md\"]\n"));
+        assert_eq!(
+            (e.line, e.col, e.message.as_str()),
+            (
+                4,
+                28,
+                "`outputs`: \"./a.md\" is listed twice for stream `a` (first at line 4, column 12)"
+            )
+        );
+        assert!(
+            e.help.starts_with("remove the repeated entry"),
+            "{}",
+            e.help
+        );
+    }
+
+    #[test]
+    fn require_without_outputs_is_refused() {
+        let e = err(&format!(
+            "[checks]\nrequire = [\"Mira\"]\n\n{}",
+            one("outputs = []\n")
+        ));
+        assert_eq!((e.line, e.col), (7, 11));
+        assert_eq!(
+            e.message,
+            "stream `a` has no outputs, but `require` terms are looked for only in outputs: \
+             every attempt would fail"
+        );
+        assert!(e.help.contains("`require = []`"), "{}", e.help);
+        assert!(e.help.contains("\"Mira\""), "{}", e.help);
+        // Without the key, at the stream.
+        let e = err(&format!("[checks]\nrequire = [\"Mira\"]\n\n{}", one("")));
+        assert_eq!(e.line, 4);
+        // A stream without outputs is otherwise fine, and may drop `require`.
+        ok(&format!(
+            "[checks]\nrequire = [\"Mira\"]\nwords = [1, 2]\n\n{}",
+            one("checks = { require = [] }\n")
+        ));
+        ok(&one("outputs = []\n"));
+    }
+
+    #[test]
+    fn retry_md_may_use_only_its_three_placeholders() {
+        let text = "## Attempt {{ATTEMPT}} of {{ MAX_ATTEMPT }}\n\n{{VIOLATIONS}}\n";
+        let dir = repo(&[("prompts/plain.md", "x"), ("prompts/retry.md", text)]);
+        let e = parse_in(&dir, &one("")).unwrap_err();
+        assert_eq!(e.file, dir.path().join("prompts/retry.md"));
+        assert_eq!(
+            (e.line, e.col, e.message.as_str()),
+            (
+                1,
+                27,
+                "placeholder {{MAX_ATTEMPT}} is not filled in prompts/retry.md"
+            )
+        );
+        assert!(
+            e.help.starts_with(
+                "did you mean {{MAX_ATTEMPTS}}? prompts/retry.md may use only {{ATTEMPT}}, \
+                 {{MAX_ATTEMPTS}}, {{VIOLATIONS}};"
+            ),
+            "{}",
+            e.help
+        );
+        fs::write(
+            dir.path().join("prompts/retry.md"),
+            "{{ATTEMPT}}\n\n  {{STREAM_ID}}",
+        )
+        .unwrap();
+        let e = parse_in(&dir, &one("")).unwrap_err();
+        assert_eq!((e.line, e.col), (3, 3));
+        fs::write(dir.path().join("prompts/retry.md"), b"ok\n\xff").unwrap();
+        let e = parse_in(&dir, &one("")).unwrap_err();
+        assert_eq!(
+            (e.line, e.col, e.message.as_str()),
+            (2, 1, "prompts/retry.md is not UTF-8 text")
+        );
+        fs::write(
+            dir.path().join("prompts/retry.md"),
+            crate::attempt::DEFAULT_RETRY,
+        )
+        .unwrap();
+        parse_in(&dir, &one("")).unwrap();
+    }
+
+    #[test]
+    fn check_scripts_are_told_from_the_command() {
+        let s = |c: &str| script_of(c);
+        assert_eq!(
+            s("scripts/check.sh --strict"),
+            Some(("scripts/check.sh".into(), true))
+        );
+        assert_eq!(s("./check.sh"), Some(("./check.sh".into(), true)));
+        assert_eq!(
+            s("LANG=C /opt/x/check"),
+            Some(("/opt/x/check".into(), true))
+        );
+        assert_eq!(
+            s("sh scripts/check.sh"),
+            Some(("scripts/check.sh".into(), false))
+        );
+        assert_eq!(s("python3 check.py a"), Some(("check.py".into(), false)));
+        for c in [
+            "make lint",
+            "test -s review.md",
+            "sh -c 'x'",
+            "\"scripts/check.sh\"",
+            "$HOME/check.sh",
+            "cd sub && ./x.sh",
+            "bash",
+            "",
+        ] {
+            assert_eq!(s(c), None, "{c}");
+        }
+    }
+
+    /// A git repo on branch `main` with `files` committed, then `loose`
+    /// written but not committed.
+    fn git_repo(files: &[(&str, &str)], loose: &[(&str, &str)]) -> TempDir {
+        let dir = repo(files);
+        let git = |args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "git {args:?}: {out:?}");
+        };
+        git(&["init", "-q", "-b", "main"]);
+        git(&["add", "-A"]);
+        git(&[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-q",
+            "-m",
+            "files",
+        ]);
+        for (rel, text) in loose {
+            let p = dir.path().join(rel);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, text).unwrap();
+        }
+        dir
+    }
+
+    const TWO: &str =
+        "[[streams]]\nid = \"outline\"\nprompt = \"q.md\"\noutputs = [\"outline.md\"]\n\n\
+                       [[streams]]\nid = \"ch01\"\nprompt = \"p.md\"\n\
+                       inputs = { OUTLINE = \"outline.md\", STYLE = \"style.md\" }\n";
+
+    #[test]
+    fn inputs_come_from_the_target_tree_or_a_dependency() {
+        let p = ("p.md", "{{OUTLINE}} {{STYLE}}");
+        let q = ("q.md", "outline");
+        // Written by a stream ch01 does not depend on.
+        let dir = git_repo(&[p, q, ("style.md", "s")], &[]);
+        let e = parse_in(&dir, TWO).unwrap_err();
+        assert_eq!(e.file, dir.path().join("loki.toml"));
+        assert_eq!(
+            (e.line, e.col, e.message.as_str()),
+            (
+                9,
+                22,
+                "input {{OUTLINE}} of stream `ch01`: `outline.md` is not in branch `main`, and \
+                 no stream `ch01` depends on writes it"
+            )
+        );
+        assert!(
+            e.help
+                .starts_with("stream `outline` writes it: add \"outline\" to the depends_on"),
+            "{}",
+            e.help
+        );
+        // Depending on it (through another stream too) is enough.
+        let chain = TWO.replace("inputs =", "depends_on = [\"mid\"]\ninputs =")
+            + "\n[[streams]]\nid = \"mid\"\nprompt = \"q.md\"\ndepends_on = [\"outline\"]\n";
+        parse_in(&dir, &chain).unwrap();
+
+        // Only in the checkout, not committed.
+        let dir = git_repo(&[p, q, ("outline.md", "o")], &[("style.md", "s")]);
+        let e = parse_in(&dir, TWO).unwrap_err();
+        assert_eq!((e.line, e.col), (9, 44));
+        assert!(
+            e.help
+                .starts_with("it is in your checkout but not committed to `main`"),
+            "{}",
+            e.help
+        );
+        // Nowhere at all.
+        let dir = git_repo(&[p, q, ("outline.md", "o")], &[]);
+        let e = parse_in(&dir, TWO).unwrap_err();
+        assert!(
+            e.help.starts_with("create it and commit it to `main`"),
+            "{}",
+            e.help
+        );
+        // A folder.
+        let dir = git_repo(&[p, q, ("outline.md", "o"), ("style.md/x", "s")], &[]);
+        let e = parse_in(&dir, TWO).unwrap_err();
+        assert_eq!(
+            e.message,
+            "input {{STYLE}} of stream `ch01`: `style.md` is a folder in branch `main`, not a file"
+        );
+        // The target named in [swarm] is the tree that counts.
+        let dir = git_repo(&[p, q, ("outline.md", "o"), ("style.md", "s")], &[]);
+        parse_in(&dir, TWO).unwrap();
+        let e = parse_in(&dir, &format!("[swarm]\ntarget = \"nope\"\n{TWO}"));
+        assert!(
+            e.is_ok(),
+            "an unknown target is `loki run`'s to refuse: {e:?}"
+        );
+    }
+
+    #[test]
+    fn check_scripts_must_be_in_the_target_tree_and_executable() {
+        let p = ("p.md", "x");
+        let text = |cmd: &str| {
+            format!("[checks]\ncommand = \"{cmd}\"\n\n[[streams]]\nid = \"a\"\nprompt = \"p.md\"\n")
+        };
+        let dir = git_repo(&[p], &[("scripts/check.sh", "#!/bin/sh\n")]);
+        let e = parse_in(&dir, &text("scripts/check.sh --strict")).unwrap_err();
+        assert_eq!(
+            (e.line, e.col, e.message.as_str()),
+            (
+                2,
+                11,
+                "the check command of stream `a`: `scripts/check.sh` is not in branch `main` (the \
+                 command runs in the stream's worktree, which starts from `main`)"
+            )
+        );
+        assert!(e.help.contains("not committed to `main`"), "{}", e.help);
+
+        let dir = git_repo(&[p, ("scripts/check.sh", "#!/bin/sh\n")], &[]);
+        let e = parse_in(&dir, &text("./scripts/check.sh")).unwrap_err();
+        assert_eq!(
+            e.message,
+            "the check command of stream `a`: `./scripts/check.sh` is not executable in branch `main`"
+        );
+        assert!(e.help.contains("chmod +x scripts/check.sh"), "{}", e.help);
+        assert!(
+            e.help.contains("`command = \"sh ./scripts/check.sh\"`"),
+            "{}",
+            e.help
+        );
+        parse_in(&dir, &text("sh scripts/check.sh")).unwrap();
+        let e = parse_in(&dir, &text("sh scripts/nope.sh")).unwrap_err();
+        assert!(
+            e.message.contains("`scripts/nope.sh` is not in branch"),
+            "{e}"
+        );
+        // A stream's own [streams.checks] command is pointed at there.
+        let own = format!("{}checks = {{ command = \"bin/x\" }}\n", text("true"));
+        let e = parse_in(&dir, &own).unwrap_err();
+        assert_eq!((e.line, e.col), (7, 22));
+        let e = parse_in(&dir, &text("/nonexistent/loki-check")).unwrap_err();
+        assert_eq!(
+            e.message,
+            "the check command of stream `a`: `/nonexistent/loki-check` does not exist"
+        );
+        parse_in(&dir, &text("/bin/sh -c true")).unwrap();
+
+        let dir = git_repo(&[p], &[("scripts/check.sh", "#!/bin/sh\n")]);
+        let git = |args: &[&str]| {
+            std::process::Command::new("git")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .unwrap()
+        };
+        git(&["add", "--chmod=+x", "scripts/check.sh"]);
+        git(&[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-q",
+            "-m",
+            "x",
+        ]);
+        parse_in(&dir, &text("scripts/check.sh")).unwrap();
+    }
+
+    #[test]
+    fn agent_commands_must_resolve_where_they_are_set() {
+        let dir = repo(&[("prompts/plain.md", "x")]);
+        let bin = dir.path().join("bin");
+        fs::create_dir_all(&bin).unwrap();
+        fs::write(bin.join("agent"), "#!/bin/sh\n").unwrap();
+        fs::write(bin.join("flat"), "#!/bin/sh\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(bin.join("agent"), fs::Permissions::from_mode(0o755)).unwrap();
+        let check = |text: &str| {
+            let f = parse_in(&dir, text).unwrap();
+            check_agent_commands(&f, dir.path())
+        };
+
+        check(&format!("[agent]\ncommand = \"bin/agent\"\n\n{}", one(""))).unwrap();
+        let abs = bin.join("agent").display().to_string();
+        check(&format!("[agent]\ncommand = \"{abs}\"\n\n{}", one(""))).unwrap();
+
+        let e = check(&format!("[agent]\ncommand = \"bin/nope\"\n\n{}", one(""))).unwrap_err();
+        assert_eq!(e.file, dir.path().join("loki.toml"));
+        assert_eq!(
+            (e.line, e.col, e.message.clone()),
+            (
+                2,
+                1,
+                format!(
+                    "stream `a`: agent command `bin/nope` does not exist ({})",
+                    bin.join("nope").display()
+                )
+            )
+        );
+        assert!(
+            e.help
+                .starts_with("put the agent there, or give its right path"),
+            "{}",
+            e.help
+        );
+
+        let e = check(&one("command = \"bin/flat\"\n")).unwrap_err();
+        assert_eq!((e.line, e.col), (4, 1));
+        assert!(
+            e.message.ends_with(
+                "is not executable ({})"
+                    .replace("{}", &bin.join("flat").display().to_string())
+                    .as_str()
+            ),
+            "{}",
+            e.message
+        );
+        assert_eq!(
+            e.help,
+            format!(
+                "make it executable: chmod +x {}",
+                bin.join("flat").display()
+            )
+        );
+
+        let e = check(&one("[streams.agent]\ncommand = \"loki-no-such-agent\"\n")).unwrap_err();
+        assert_eq!((e.line, e.col), (5, 1));
+        assert_eq!(
+            e.message,
+            "stream `a`: agent command `loki-no-such-agent` is not an executable on PATH"
+        );
+        assert_eq!(
+            e.help,
+            "put `loki-no-such-agent` on PATH or give its path (absolute, or relative to the \
+             repository root)"
+        );
+
+        // The default `claude`, looked up on the PATH the agent gets: at
+        // [agent] when there is one, else at the stream.
+        let e = check(&format!(
+            "[agent]\nenv = {{ PATH = \"/nonexistent\" }}\n\n{}",
+            one("")
+        ))
+        .unwrap_err();
+        assert_eq!((e.line, e.col), (1, 1));
+        assert_eq!(
+            e.message,
+            "stream `a`: agent command `claude` is not an executable on the PATH set in the \
+             agent's `env`"
+        );
+        assert!(
+            e.help
+                .starts_with("install Claude Code: npm install -g @anthropic-ai/claude-code"),
+            "{}",
+            e.help
+        );
+        let e = check(&format!("\n{}", one("env = { PATH = \"\" }\n"))).unwrap_err();
+        assert_eq!((e.line, e.col), (2, 1));
+        let path = bin.display().to_string();
+        check(&one(&format!(
+            "command = \"agent\"\nenv = {{ PATH = \"/nonexistent:{path}\" }}\n"
+        )))
+        .unwrap();
     }
 
     #[test]

@@ -809,3 +809,110 @@ fn make_executable(p: &Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 }
+
+/// The fake agent as `claude` (loki detects claude by the file name): a
+/// retry resumes the first attempt's session with `--resume <id>` and only
+/// the retry preamble, which names no output; the resumed session still
+/// knows which file its first prompt asked for, fixes it, and the stream
+/// merges.
+#[test]
+fn a_retry_resumes_the_claude_session_and_passes() {
+    let repo = Repo::new();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let claude = tmp.path().join("claude");
+    std::os::unix::fs::symlink(fake_agent(), &claude).expect("symlink claude");
+    let sessions = tmp.path().join("sessions");
+    let args_log = tmp.path().join("args.jsonl");
+    let head = header(1, "").replace(
+        &format!("command = \"{}\"", fake_agent().display()),
+        &format!("command = \"{}\"", claude.display()),
+    );
+    repo.write("prompts/chapter.md", NO_SLOT);
+    repo.write(
+        "loki.toml",
+        &format!(
+            "{head}{}",
+            stream(
+                "ch01",
+                &[],
+                "chapters/ch01.md",
+                &format!(
+                    "checks = {{ forbid = [\"dragon\"] }}\nenv = {{ FAKE_AGENT_VIOLATE = \
+                     \"dragon@1\", FAKE_AGENT_SESSION_DIR = \"{}\", FAKE_AGENT_ARGS_LOG = \"{}\" }}",
+                    sessions.display(),
+                    args_log.display()
+                ),
+            )
+        ),
+    );
+    repo.write(".loki/.gitignore", loki::init::LOKI_GITIGNORE);
+    repo.commit_all("swarm");
+
+    let out = repo.loki(&["run", "--plain"]);
+    assert!(out.status.success(), "{}", both(&out));
+    let st = stream_json(&repo, "ch01");
+    assert_eq!(st["status"], "merged", "{st}");
+    assert_eq!(st["attempts"], 2, "{st}");
+    assert_eq!(report(&repo, "ch01", 1).status, Level::Fail);
+    assert_eq!(report(&repo, "ch01", 2).status, Level::Pass);
+
+    // The first attempt's session, from its stream-json.
+    let init = |n: u32| -> serde_json::Value {
+        let t = repo.read(&format!(".loki/logs/ch01/attempt-{n}.jsonl"));
+        t.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["type"] == "system" && v["subtype"] == "init")
+            .unwrap_or_else(|| panic!("no init line in attempt {n}:\n{t}"))
+    };
+    let session = init(1)["session_id"]
+        .as_str()
+        .expect("session id")
+        .to_string();
+    assert_eq!(init(2)["session_id"], session.as_str());
+
+    // What loki passed: attempt 1 fresh, attempt 2 `--resume <session>`
+    // with the retry preamble alone as its prompt.
+    let runs: Vec<serde_json::Value> = std::fs::read_to_string(&args_log)
+        .expect("args log")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("args line"))
+        .collect();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    let argv = |i: usize| -> Vec<String> {
+        runs[i]["argv"]
+            .as_array()
+            .expect("argv")
+            .iter()
+            .map(|a| a.as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    assert!(!argv(0).contains(&"--resume".to_string()), "{:?}", argv(0));
+    let second = argv(1);
+    let at = second
+        .iter()
+        .position(|a| a == "--resume")
+        .unwrap_or_else(|| panic!("no --resume in {second:?}"));
+    assert_eq!(second.get(at + 1), Some(&session));
+    let p2 = prompt(&repo, "ch01", 2);
+    assert_eq!(second.get(1), Some(&p2), "-p is the prompt file's text");
+    assert!(p2.contains("`dragon` is forbidden"), "{p2}");
+    assert!(
+        !p2.contains("chapters/ch01.md`"),
+        "the resumed prompt should not need to name the output:\n{p2}"
+    );
+
+    // The session remembered the output its first prompt asked for.
+    let rec: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(sessions.join(format!("{session}.json"))).expect("session file"),
+    )
+    .expect("session json");
+    assert_eq!(rec["outputs"], serde_json::json!(["chapters/ch01.md"]));
+    assert_eq!(rec["later_prompts"], serde_json::json!([p2]));
+
+    let merge = merge_of(&repo, "ch01");
+    assert_eq!(trailer(&repo, &merge, "Loki-Session"), session);
+    let text = repo.git(&["show", "main:chapters/ch01.md"]);
+    assert!(text.contains("attempt 2"), "{text}");
+    assert!(!text.to_lowercase().contains("dragon"), "{text}");
+    assert_clean_repo(&repo);
+}

@@ -93,3 +93,34 @@ fn writer_word_counts() {
     assert_eq!(count_words("Привет, как дела? Всё хорошо."), 5);
     assert_eq!(count_words("## A well-known *tale*\n\n---\n"), 3);
 }
+
+/// A check command that cannot run is the swarm file's fault, not the
+/// draft's: the report says so, with the fix, and keeps saying so once
+/// written and read back, so the dispatcher can fail the stream at once.
+#[test]
+fn a_check_command_that_cannot_run_is_a_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let wt = dir.path();
+    write(wt, "chapters/ch01.md", "# Chapter\n\nMira walks home.\n");
+    let mut s = chapter_stream();
+    s.checks = CheckSettings {
+        command: Some("loki-test-no-such-check --strict".into()),
+        ..CheckSettings::default()
+    };
+    let report = run_checks(wt, &s, &[], &[]);
+    assert_eq!(report.status, Level::Fail);
+    assert_eq!(report.summary, "FAIL: command could not run");
+    let why = report.config_error().expect("a configuration error");
+    assert!(
+        why.starts_with(
+            "the check command `loki-test-no-such-check --strict` could not run: a command in \
+             it was not found (exit 127)"
+        ),
+        "{why}"
+    );
+    assert!(why.contains("\n  help: fix `command` in [checks]"), "{why}");
+
+    let path = wt.join("checks.json");
+    report.write(&path).unwrap();
+    assert_eq!(CheckReport::read(&path).unwrap().config_error(), Some(why));
+}

@@ -85,9 +85,16 @@ fn a_rehearsal_finds_a_missing_input_before_a_real_night() {
     book(&repo);
     std::fs::remove_file(repo.path().join("outline.md")).expect("rm");
     repo.commit_all("lose the outline");
+    // Refused when the swarm file is read, before any scratch branch.
+    let refs = repo.git(&["show-ref"]);
     let out = repo.loki(&["run", "--rehearse", "--plain"]);
-    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
-    assert!(stdout(&out).contains("outline.md"), "{}", both(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", both(&out));
+    assert!(
+        stderr(&out).contains("`outline.md` is not in branch `main`"),
+        "{}",
+        both(&out)
+    );
+    assert_eq!(repo.git(&["show-ref"]), refs);
 }
 
 #[test]

@@ -241,34 +241,222 @@ fn bad_swarm_files_are_refused_before_anything_is_created() {
         );
         repo.write("loki.toml", &toml);
         repo.commit_all("swarm");
-        let before = repo.snapshot();
-        let refs_before = repo.git(&["show-ref"]);
-        let out = repo.loki(&["run", "--plain"]);
-        assert_eq!(out.status.code(), Some(2), "{name}: {}", both(&out));
-        let err = stderr(&out);
-        assert!(
-            err.contains(needle),
-            "{name}: expected `{needle}` in:\n{err}"
-        );
-        assert!(err.contains("help:"), "{name}: no fix given:\n{err}");
-        let located = err.lines().any(|l| {
-            // file:line:col
-            let mut parts = l.trim_start_matches("error: ").split(':');
-            let file = parts.next().unwrap_or("");
-            let line = parts.next().unwrap_or("");
-            let col = parts.next().unwrap_or("");
-            (file.ends_with(".toml") || file.ends_with(".md"))
-                && line.parse::<u32>().is_ok()
-                && col.parse::<u32>().is_ok()
-        });
-        assert!(located, "{name}: no file:line:col in:\n{err}");
-        assert_eq!(repo.snapshot(), before, "{name}: the refusal changed files");
-        assert!(
-            !repo.path().join(".loki").exists(),
-            "{name}: .loki was created"
-        );
-        assert_eq!(repo.git(&["show-ref"]), refs_before, "{name}: refs changed");
+        assert_refused(&repo, name, needle);
     }
+}
+
+/// Runs `loki run` in `repo` and asserts that it refused: exit 2, `needle`
+/// and a fix on stderr, a file:line:col, and the repo (and the absence of
+/// .loki/) exactly as it was. Returns stderr.
+fn assert_refused(repo: &Repo, name: &str, needle: &str) -> String {
+    let before = repo.snapshot();
+    let refs_before = repo.git(&["show-ref"]);
+    let out = repo.loki(&["run", "--plain"]);
+    assert_eq!(out.status.code(), Some(2), "{name}: {}", both(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(needle),
+        "{name}: expected `{needle}` in:\n{err}"
+    );
+    assert!(err.contains("help:"), "{name}: no fix given:\n{err}");
+    let located = err.lines().any(|l| {
+        // file:line:col
+        let mut parts = l.trim_start_matches("error: ").split(':');
+        let file = parts.next().unwrap_or("");
+        let line = parts.next().unwrap_or("");
+        let col = parts.next().unwrap_or("");
+        (file.ends_with(".toml") || file.ends_with(".md"))
+            && line.parse::<u32>().is_ok()
+            && col.parse::<u32>().is_ok()
+    });
+    assert!(located, "{name}: no file:line:col in:\n{err}");
+    assert_eq!(repo.snapshot(), before, "{name}: the refusal changed files");
+    assert!(
+        !repo.path().join(".loki").exists(),
+        "{name}: .loki was created"
+    );
+    assert_eq!(repo.git(&["show-ref"]), refs_before, "{name}: refs changed");
+    err
+}
+
+/// "line:col" of the first `what` on the first line of `text` holding `line`.
+fn at(text: &str, line: &str, what: &str) -> String {
+    let (n, l) = text
+        .lines()
+        .enumerate()
+        .find(|(_, l)| l.contains(line))
+        .unwrap_or_else(|| panic!("no line with {line:?} in:\n{text}"));
+    let col = l
+        .find(what)
+        .unwrap_or_else(|| panic!("no {what:?} in {l:?}"));
+    format!("{}:{}", n + 1, l[..col].chars().count() + 1)
+}
+
+/// Mistakes found by looking beyond the swarm file's own text (the target
+/// branch's tree, prompts/retry.md), or only across its keys, are refused
+/// the same way: at file:line:col, with the fix, before anything exists.
+#[test]
+fn swarm_files_wrong_about_the_repo_are_refused_before_anything_is_created() {
+    let one = |extra: &str| format!("{}{}", header(1, ""), stream("a", &[], "a.md", extra));
+
+    // An output listed twice.
+    let toml = one("").replace("outputs = [\"a.md\"]", "outputs = [\"a.md\", \"./a.md\"]");
+    let repo = swarm_repo(&toml, &[]);
+    let err = assert_refused(&repo, "duplicate output", "is listed twice");
+    let pos = at(&toml, "outputs =", "\"./a.md\"");
+    assert!(
+        err.contains(&format!(
+            "loki.toml:{pos}: `outputs`: \"./a.md\" is listed twice for stream `a`"
+        )),
+        "{err}"
+    );
+
+    // `require` with no outputs to look in.
+    let toml = format!(
+        "{}[checks]\nrequire = [\"Mira\"]\n\n{}",
+        header(1, ""),
+        stream("a", &[], "a.md", "").replace("outputs = [\"a.md\"]", "outputs = []")
+    );
+    let repo = swarm_repo(&toml, &[]);
+    let err = assert_refused(&repo, "require without outputs", "has no outputs");
+    let pos = at(&toml, "outputs = []", "[");
+    assert!(
+        err.contains(&format!("loki.toml:{pos}: stream `a` has no outputs")),
+        "{err}"
+    );
+    assert!(err.contains("`require = []`"), "{err}");
+
+    // An input that is only in the checkout, not committed to the target.
+    let toml = one("inputs = { OUTLINE = \"outline.md\" }");
+    let repo = swarm_repo(&toml, &[]);
+    repo.write("outline.md", "# Outline\n");
+    let err = assert_refused(&repo, "uncommitted input", "is not in branch `main`");
+    let pos = at(&toml, "inputs =", "\"outline.md\"");
+    assert!(
+        err.contains(&format!(
+            "loki.toml:{pos}: input {{{{OUTLINE}}}} of stream `a`: `outline.md` is not in branch \
+             `main`, and no stream `a` depends on writes it"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("help: it is in your checkout but not committed to `main`"),
+        "{err}"
+    );
+
+    // A check script committed without its executable bit.
+    let toml = one("checks = { command = \"scripts/check.sh\" }");
+    let repo = swarm_repo(&toml, &[("scripts/check.sh", "#!/bin/sh\nexit 0\n")]);
+    let err = assert_refused(&repo, "check script", "is not executable");
+    let pos = at(&toml, "checks =", "\"scripts/check.sh\"");
+    assert!(
+        err.contains(&format!(
+            "loki.toml:{pos}: the check command of stream `a`: `scripts/check.sh` is not \
+             executable in branch `main`"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("chmod +x scripts/check.sh"), "{err}");
+
+    // prompts/retry.md with a placeholder a retry does not fill.
+    let repo = swarm_repo(
+        &one(""),
+        &[(
+            "prompts/retry.md",
+            "## Attempt {{ATTEMPT}}\n\nFix: {{VIOLATION}}\n",
+        )],
+    );
+    let err = assert_refused(&repo, "retry.md", "is not filled in prompts/retry.md");
+    assert!(
+        err.contains("prompts/retry.md:3:6: placeholder {{VIOLATION}} is not filled"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "help: did you mean {{VIOLATIONS}}? prompts/retry.md may use only {{ATTEMPT}}, \
+             {{MAX_ATTEMPTS}}, {{VIOLATIONS}}"
+        ),
+        "{err}"
+    );
+}
+
+/// A committed swarm whose one stream's agent is `bin/agent`, which does not
+/// exist; and its swarm file.
+fn missing_agent_swarm() -> (Repo, String) {
+    let toml = format!(
+        "{}{}",
+        header(1, ""),
+        stream("a", &[], "a.md", "command = \"bin/agent\"")
+    );
+    (swarm_repo(&toml, &[]), toml)
+}
+
+/// A repo with the chapter template, `files` and the swarm file `toml`, all
+/// committed.
+fn swarm_repo(toml: &str, files: &[(&str, &str)]) -> Repo {
+    let repo = Repo::new();
+    repo.write("prompts/chapter.md", CHAPTER);
+    for (rel, text) in files {
+        repo.write(rel, text);
+    }
+    repo.write("loki.toml", toml);
+    repo.commit_all("swarm");
+    repo
+}
+
+/// An agent command that does not resolve is refused, at the key that set
+/// it and with the fix, by a check that creates nothing. (`loki run` calls
+/// it before it creates anything; a rehearsal does not need the agent.)
+#[test]
+fn an_agent_command_that_does_not_resolve_is_refused_before_anything_is_created() {
+    let (repo, toml) = missing_agent_swarm();
+    let before = repo.snapshot();
+    let refs_before = repo.git(&["show-ref"]);
+    let cfg = loki::config::load(&repo.path().join("loki.toml")).expect("loads");
+    let e = loki::config::check_agent_commands(&cfg, repo.path()).expect_err("refused");
+    let pos = at(&toml, "command = \"bin/agent\"", "command");
+    assert_eq!(format!("{}:{}", e.line, e.col), pos);
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}:{pos}: stream `a`: agent command `bin/agent` does not exist ({})\n  help: put the \
+             agent there, or give its right path (absolute, or relative to the repository root \
+             {})",
+            cfg.path.display(),
+            repo.path().join("bin/agent").display(),
+            repo.path().display()
+        )
+    );
+    assert_eq!(repo.snapshot(), before);
+    assert!(!repo.path().join(".loki").exists());
+    assert_eq!(repo.git(&["show-ref"]), refs_before);
+
+    // The fake agent of every other test resolves.
+    let ok = toml.replace("command = \"bin/agent\"\n", "");
+    repo.write("loki.toml", &ok);
+    let cfg = loki::config::load(&repo.path().join("loki.toml")).expect("loads");
+    loki::config::check_agent_commands(&cfg, repo.path()).expect("resolves");
+}
+
+/// The same refusal from `loki run` itself, once the dispatcher calls
+/// `config::check_agent_commands` before it creates anything.
+#[test]
+#[ignore = "needs config::check_agent_commands called in dispatch::run"]
+fn loki_run_refuses_an_agent_command_that_does_not_resolve() {
+    let (repo, toml) = missing_agent_swarm();
+    let pos = at(&toml, "command = \"bin/agent\"", "command");
+    let err = assert_refused(
+        &repo,
+        "agent command",
+        "agent command `bin/agent` does not exist",
+    );
+    assert!(
+        err.contains(&format!("loki.toml:{pos}: stream `a`")),
+        "{err}"
+    );
+    // A rehearsal replaces the agent: the same file rehearses.
+    let out = repo.loki(&["run", "--rehearse", "--plain"]);
+    assert!(out.status.success(), "{}", both(&out));
 }
 
 #[test]
@@ -288,6 +476,18 @@ fn init_writes_an_example_and_refuses_to_overwrite() {
     let toml = repo.read("loki.toml");
     assert!(toml.contains("target = \"main\""));
     assert!(toml.contains("depends_on = [\"ch01\"]"));
+    // Until the files are committed, as init says to, the input the example
+    // reads is not in the branch its worktrees start from: the swarm file
+    // says so (`loki status` shows it as a warning).
+    let st = repo.loki(&["status"]);
+    assert!(
+        stderr(&st)
+            .contains("input {{OUTLINE}} of stream `ch01`: `outline.md` is not in branch `main`")
+            && stderr(&st).contains("commit it"),
+        "{}",
+        both(&st)
+    );
+    repo.commit_all("loki init");
     // The example is valid: a rehearsal-free validation through `loki status`.
     let st = status_json(&repo);
     assert_eq!(st["streams"].as_array().map(|a| a.len()), Some(2));
