@@ -273,6 +273,12 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
         format!("the target branch `{target_branch}` does not exist\n  help: create it or set [swarm] target in {}", cfg.path.display())
     })?;
 
+    // The agent must be there before anything is created (a rehearsal and
+    // the demo use the stand-in instead).
+    if !opts.rehearse && !opts.stand_in {
+        crate::config::check_agent_commands(&cfg, &root).map_err(anyhow::Error::new)?;
+    }
+
     let (cfg, layout, target) = if opts.rehearse {
         rehearsal_setup(cfg, &root, &target_branch)?
     } else {
@@ -1879,6 +1885,12 @@ impl Dispatcher {
                         .await;
                     return;
                 };
+                if let Some(why) = report.config_error() {
+                    // The check itself cannot run: no attempt of the agent
+                    // can fix that, so none is burned.
+                    self.fail(&id, why).await;
+                    return;
+                }
                 if report.status == Level::Fail {
                     let feedback = report
                         .violations()

@@ -292,7 +292,8 @@ pub fn doctor(cwd: &Path, config: Option<&Path>) -> Result<i32> {
         (None, Ok(r)) => Some(r.join("loki.toml")),
         _ => None,
     };
-    let mut commands: Vec<String> = Vec::new();
+    // One entry per distinct agent command, with the settings it runs under.
+    let mut agents: Vec<crate::config::AgentSettings> = Vec::new();
     if let Some(p) = &cfg_path {
         match crate::config::load(p) {
             Ok(cfg) => {
@@ -303,8 +304,8 @@ pub fn doctor(cwd: &Path, config: Option<&Path>) -> Result<i32> {
                     "",
                 ));
                 for s in &cfg.streams {
-                    if !commands.contains(&s.agent.command) {
-                        commands.push(s.agent.command.clone());
+                    if !agents.iter().any(|a| a.command == s.agent.command) {
+                        agents.push(s.agent.clone());
                     }
                 }
             }
@@ -316,37 +317,22 @@ pub fn doctor(cwd: &Path, config: Option<&Path>) -> Result<i32> {
             )),
         }
     }
-    if commands.is_empty() {
-        commands.push("claude".into());
+    if agents.is_empty() {
+        agents.push(crate::config::AgentSettings::default());
     }
-    for c in &commands {
-        let resolved = match &root {
-            Ok(r) => crate::attempt::resolve_command(r, c),
-            Err(_) => c.clone(),
-        };
-        let is_claude = Path::new(c).file_name().is_some_and(|n| n == "claude");
-        let fix = if is_claude {
-            "install Claude Code: npm install -g @anthropic-ai/claude-code".to_string()
-        } else {
-            format!("put `{c}` on PATH or set [agent] command to its path, executable")
-        };
-        let Some(found) = crate::agent::find_executable(&resolved) else {
-            f.push(finding(
-                "FAIL",
-                "agent",
-                format!("`{c}` is not an executable file on PATH"),
-                fix,
-            ));
+    let here = cwd.to_path_buf();
+    let base = root.as_ref().unwrap_or(&here);
+    for a in &agents {
+        let c = &a.command;
+        // The same test `loki run` makes before it creates anything.
+        if let Some((problem, fix)) = crate::config::agent_command_problem(base, a) {
+            f.push(finding("FAIL", "agent", problem, fix));
             continue;
-        };
-        if !is_claude {
+        }
+        let resolved = crate::attempt::resolve_command(base, c);
+        if !a.is_claude() {
             // A plain agent is never run by doctor: it might do real work.
-            f.push(finding(
-                "OK",
-                "agent",
-                format!("{c}: {}", found.display()),
-                "",
-            ));
+            f.push(finding("OK", "agent", format!("{c}: found"), ""));
             continue;
         }
         let v = crate::agent::agent_version(&resolved);
@@ -355,12 +341,13 @@ pub fn doctor(cwd: &Path, config: Option<&Path>) -> Result<i32> {
                 "FAIL",
                 "agent",
                 format!("`{c} --version` did not answer within 5 s"),
-                fix,
+                "reinstall Claude Code: npm install -g @anthropic-ai/claude-code",
             ));
         } else {
             f.push(finding("OK", "agent", format!("{c}: {v}"), ""));
         }
     }
+    let commands: Vec<&String> = agents.iter().map(|a| &a.command).collect();
     if commands
         .iter()
         .any(|c| Path::new(c).file_name().is_some_and(|n| n == "claude"))

@@ -950,7 +950,13 @@ mod tests {
     fn a_valid_signal_with_a_body_is_taken() {
         let (_tmp, dir) = setup();
         let path = dir
-            .write(Kind::Approve, Some("ch01"), Some(3), Some("looks good"), false)
+            .write(
+                Kind::Approve,
+                Some("ch01"),
+                Some(3),
+                Some("looks good"),
+                false,
+            )
             .unwrap();
         assert_eq!(path, dir.dir().join("APPROVE_ch01"));
         let taken = dir.scan();

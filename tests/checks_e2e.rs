@@ -756,6 +756,36 @@ fn a_custom_command_check_fails_then_passes() {
     assert_clean_repo(&repo);
 }
 
+/// A check command that cannot run at all (not found: exit 127) is a
+/// configuration error: the stream fails after its first attempt, with
+/// the fix, instead of burning every attempt of the agent on it.
+#[test]
+fn a_check_command_that_cannot_run_fails_the_stream_at_once() {
+    let repo = Repo::new();
+    swarm(
+        &repo,
+        CHAPTER,
+        1,
+        &[stream(
+            "ch01",
+            &[],
+            "chapters/ch01.md",
+            "checks = { command = \"loki-test-no-such-check --strict\" }",
+        )],
+    );
+    let out = repo.loki(&["run", "--plain"]);
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    let s = stream_json(&repo, "ch01");
+    assert_eq!(s["status"], "failed", "{s:#}");
+    assert_eq!(s["attempts"], 1, "one attempt, not max_attempts: {s:#}");
+    let reason = s["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("loki-test-no-such-check") && reason.contains("could not run"),
+        "{reason}"
+    );
+    assert!(stdout(&out).contains("could not run"), "{}", both(&out));
+}
+
 #[test]
 fn cyrillic_terms_are_required_and_forbidden_in_any_case() {
     let repo = Repo::new();

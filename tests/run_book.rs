@@ -441,7 +441,6 @@ fn an_agent_command_that_does_not_resolve_is_refused_before_anything_is_created(
 /// The same refusal from `loki run` itself, once the dispatcher calls
 /// `config::check_agent_commands` before it creates anything.
 #[test]
-#[ignore = "needs config::check_agent_commands called in dispatch::run"]
 fn loki_run_refuses_an_agent_command_that_does_not_resolve() {
     let (repo, toml) = missing_agent_swarm();
     let pos = at(&toml, "command = \"bin/agent\"", "command");
@@ -569,7 +568,7 @@ fn a_plain_agent_is_run_only_as_the_agent() {
     assert!(out.status.success(), "{}", both(&out));
     let doctor = repo.loki(&["doctor"]);
     assert!(
-        stdout(&doctor).contains("./agent.sh: "),
+        stdout(&doctor).contains("./agent.sh: found"),
         "doctor names the agent it found: {}",
         both(&doctor)
     );
