@@ -26,6 +26,16 @@ fn swarm(repo: &Repo, template: &str, max_parallel: usize, streams: &[String]) {
     repo.commit_all("swarm");
 }
 
+/// A swarm of one stream `ch01` writing `chapters/ch01.md`, with `extra` keys.
+fn one_chapter(repo: &Repo, extra: &str) {
+    swarm(
+        repo,
+        CHAPTER,
+        1,
+        &[stream("ch01", &[], "chapters/ch01.md", extra)],
+    );
+}
+
 fn prompt(repo: &Repo, id: &str, n: u32) -> String {
     repo.read(&format!(".loki/runs/{id}/attempt-{n}/prompt.md"))
 }
@@ -352,16 +362,9 @@ fn a_stream_that_never_passes_fails_with_its_last_report_and_can_be_fixed_by_han
 #[test]
 fn a_feedback_slot_still_gets_the_last_attempt_warning() {
     let repo = Repo::new();
-    swarm(
+    one_chapter(
         &repo,
-        CHAPTER,
-        1,
-        &[stream(
-            "ch01",
-            &[],
-            "chapters/ch01.md",
-            "checks = { forbid = [\"dragon\"] }\nenv = { FAKE_AGENT_VIOLATE = \"dragon@1,2\" }",
-        )],
+        "checks = { forbid = [\"dragon\"] }\nenv = { FAKE_AGENT_VIOLATE = \"dragon@1,2\" }",
     );
     let out = repo.loki(&["run", "--plain"]);
     assert!(out.status.success(), "{}", both(&out));
@@ -384,17 +387,7 @@ fn a_feedback_slot_still_gets_the_last_attempt_warning() {
 #[test]
 fn approve_and_reject_end_to_end_without_a_supervisor() {
     let repo = Repo::new();
-    swarm(
-        &repo,
-        CHAPTER,
-        1,
-        &[stream(
-            "ch01",
-            &[],
-            "chapters/ch01.md",
-            "approve = true\nenv = { FAKE_AGENT_JSON = \"1\", FAKE_AGENT_INCLUDE = \"Mira\" }\nchecks = { words = [100, 300], require = [\"Mira\"] }",
-        )],
-    );
+    one_chapter(&repo, "approve = true\nenv = { FAKE_AGENT_JSON = \"1\", FAKE_AGENT_INCLUDE = \"Mira\" }\nchecks = { words = [100, 300], require = [\"Mira\"] }");
     let head = repo.git(&["rev-parse", "main"]);
     let out = repo.loki(&["run", "--plain"]);
     assert_eq!(out.status.code(), Some(1), "{}", both(&out));
@@ -467,17 +460,7 @@ fn approve_and_reject_end_to_end_without_a_supervisor() {
 #[test]
 fn a_draft_fixed_by_hand_and_approved_keeps_the_fix() {
     let repo = Repo::new();
-    swarm(
-        &repo,
-        CHAPTER,
-        1,
-        &[stream(
-            "ch01",
-            &[],
-            "chapters/ch01.md",
-            "approve = true\nchecks = { forbid = [\"dragon\"] }",
-        )],
-    );
+    one_chapter(&repo, "approve = true\nchecks = { forbid = [\"dragon\"] }");
     let out = repo.loki(&["run", "--plain"]);
     assert_eq!(out.status.code(), Some(1), "{}", both(&out));
     assert_eq!(stream_status(&repo, "ch01"), "awaiting_approval");
@@ -720,17 +703,7 @@ fn a_custom_command_check_fails_then_passes() {
         "scripts/check.sh",
         "#!/bin/sh\n# Every chapter needs a finale.\nfor f in $LOKI_OUTPUTS; do\n  grep -qi finale \"$f\" || { echo \"no finale in $f (chapter $LOKI_VAR_CHAPTER)\"; exit 3; }\ndone\necho \"finale present\"\n",
     );
-    swarm(
-        &repo,
-        CHAPTER,
-        1,
-        &[stream(
-            "ch01",
-            &[],
-            "chapters/ch01.md",
-            "checks = { command = \"sh scripts/check.sh\" }\nenv = { FAKE_AGENT_INCLUDE = \"finale@2\" }",
-        )],
-    );
+    one_chapter(&repo, "checks = { command = \"sh scripts/check.sh\" }\nenv = { FAKE_AGENT_INCLUDE = \"finale@2\" }");
     let out = repo.loki(&["run", "--plain"]);
     assert!(out.status.success(), "{}", both(&out));
     assert_eq!(stream_json(&repo, "ch01")["attempts"], 2);
@@ -762,16 +735,9 @@ fn a_custom_command_check_fails_then_passes() {
 #[test]
 fn a_check_command_that_cannot_run_fails_the_stream_at_once() {
     let repo = Repo::new();
-    swarm(
+    one_chapter(
         &repo,
-        CHAPTER,
-        1,
-        &[stream(
-            "ch01",
-            &[],
-            "chapters/ch01.md",
-            "checks = { command = \"loki-test-no-such-check --strict\" }",
-        )],
+        "checks = { command = \"loki-test-no-such-check --strict\" }",
     );
     let out = repo.loki(&["run", "--plain"]);
     assert_eq!(out.status.code(), Some(1), "{}", both(&out));
@@ -789,17 +755,7 @@ fn a_check_command_that_cannot_run_fails_the_stream_at_once() {
 #[test]
 fn cyrillic_terms_are_required_and_forbidden_in_any_case() {
     let repo = Repo::new();
-    swarm(
-        &repo,
-        CHAPTER,
-        1,
-        &[stream(
-            "ch01",
-            &[],
-            "chapters/ch01.md",
-            "checks = { require = [\"Мира\"], forbid = [\"дракон\"] }\nenv = { FAKE_AGENT_INCLUDE = \"Мира\", FAKE_AGENT_VIOLATE = \"Дракон@1\" }",
-        )],
-    );
+    one_chapter(&repo, "checks = { require = [\"Мира\"], forbid = [\"дракон\"] }\nenv = { FAKE_AGENT_INCLUDE = \"Мира\", FAKE_AGENT_VIOLATE = \"Дракон@1\" }");
     let out = repo.loki(&["run", "--plain"]);
     assert!(out.status.success(), "{}", both(&out));
     let st = stream_json(&repo, "ch01");
