@@ -384,12 +384,13 @@ pub fn finish(input: &FinishInput) -> Result<Finished> {
     let s = &input.stream;
     let wt = input.layout.worktree(&s.id);
     let report = if input.agent_ok {
-        let touched = git::touched_paths(&wt, &input.base).unwrap_or_default();
+        // Unknown (git could not say) is not "nothing changed".
+        let touched = git::touched_paths(&wt, &input.base).ok();
         let env: Vec<(String, String)> = vec![
             ("LOKI_STREAM_ID".into(), s.id.clone()),
             ("LOKI_ATTEMPT".into(), input.attempt.to_string()),
         ];
-        let report = checks::run_checks(&wt, s, &touched, &env);
+        let report = checks::run_checks(&wt, s, touched.as_deref(), &env);
         let path = input
             .layout
             .run_dir(&s.id, input.attempt)

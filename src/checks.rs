@@ -124,7 +124,7 @@ impl std::fmt::Display for Level {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckEntry {
-    /// "outputs", "utf8", "words", "require", "forbid", "canonical", "command".
+    /// "changes", "outputs", "utf8", "words", "require", "forbid", "canonical", "command".
     pub check: String,
     /// The file or term the entry is about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -293,6 +293,9 @@ fn violation_line(e: &CheckEntry) -> String {
     let target = e.target.as_deref().unwrap_or("");
     let d = e.details.trim_end();
     match e.check.as_str() {
+        "changes" => {
+            format!("{d}. Do the work the prompt asks for and write its files in the repository.")
+        }
         "outputs" => format!(
             "{d}. Write `{target}` at exactly this path (relative to the repository root), \
              with its full content."
@@ -373,11 +376,26 @@ struct OutputFile {
 pub fn run_checks(
     worktree: &Path,
     stream: &StreamConfig,
-    touched: &[String],
+    touched: Option<&[String]>,
     env: &[(String, String)],
 ) -> CheckReport {
     let settings = &stream.checks;
     let mut items: Vec<(CheckEntry, String)> = Vec::new();
+
+    // An attempt that leaves the stream exactly as it started has nothing
+    // to merge (with `outputs = []` nothing else would notice).
+    if touched.is_some_and(<[String]>::is_empty) {
+        items.push((
+            entry(
+                "changes",
+                None,
+                Level::Fail,
+                "no file differs from the target: the attempt changed nothing, so there is nothing to merge".into(),
+            ),
+            "no change".into(),
+        ));
+    }
+    let touched = touched.unwrap_or_default();
 
     let files = check_outputs(worktree, &stream.outputs, &mut items);
 
@@ -1321,7 +1339,7 @@ mod tests {
                 ..only()
             },
         );
-        let r = run_checks(dir.path(), &s, &[], &[]);
+        let r = run_checks(dir.path(), &s, None, &[]);
         let w: Vec<&CheckEntry> = r.entries.iter().filter(|e| e.check == "words").collect();
         assert_eq!(
             w,
@@ -1387,7 +1405,7 @@ mod tests {
                 ..only()
             },
         );
-        let r = run_checks(dir.path(), &s, &[], &[]);
+        let r = run_checks(dir.path(), &s, None, &[]);
         assert_eq!(
             r,
             CheckReport {
@@ -1439,7 +1457,7 @@ mod tests {
             ],
             only(),
         );
-        let r = run_checks(dir.path(), &s, &[], &[]);
+        let r = run_checks(dir.path(), &s, None, &[]);
         assert_eq!(
             r.entries,
             vec![
@@ -1511,7 +1529,7 @@ mod tests {
                 ..CheckSettings::default()
             },
         );
-        let r = run_checks(dir.path(), &s, &["a.md".into()], &[]);
+        let r = run_checks(dir.path(), &s, Some(&["a.md".into()]), &[]);
         assert_eq!(r.status, Level::Pass);
         assert_eq!(r.summary, "PASS: 5 checks");
         assert!(r.violations().is_empty());
@@ -1533,8 +1551,32 @@ mod tests {
                 ),
             ]
         );
-        let empty = run_checks(dir.path(), &stream(&[], only()), &[], &[]);
+        let empty = run_checks(dir.path(), &stream(&[], only()), None, &[]);
         assert_eq!(empty.summary, "PASS: nothing to check");
+    }
+
+    #[test]
+    fn an_attempt_that_changed_nothing_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = run_checks(dir.path(), &stream(&[], only()), Some(&[]), &[]);
+        assert_eq!(r.status, Level::Fail);
+        assert_eq!(r.summary, "FAIL: no change");
+        assert_eq!(
+            r.violations(),
+            [
+                "no file differs from the target: the attempt changed nothing, so there is \
+              nothing to merge. Do the work the prompt asks for and write its files in the \
+              repository."
+            ]
+        );
+        // Something changed, or git could not say: no such entry.
+        let changed = run_checks(
+            dir.path(),
+            &stream(&[], only()),
+            Some(&["x.rs".into()]),
+            &[],
+        );
+        assert_eq!(changed.summary, "PASS: nothing to check");
     }
 
     // ------------------------------------------------------------ terms
@@ -1559,7 +1601,7 @@ mod tests {
                 ..only()
             },
         );
-        let r = run_checks(dir.path(), &s, &[], &[]);
+        let r = run_checks(dir.path(), &s, None, &[]);
         let f: Vec<&CheckEntry> = r.entries.iter().filter(|e| e.check == "forbid").collect();
         let mut one = e(
             "forbid",
@@ -1605,7 +1647,7 @@ mod tests {
                 ..only()
             },
         );
-        let r = run_checks(dir.path(), &s, &[], &[]);
+        let r = run_checks(dir.path(), &s, None, &[]);
         let q: Vec<&CheckEntry> = r.entries.iter().filter(|e| e.check == "require").collect();
         assert_eq!(
             q,
@@ -1647,7 +1689,7 @@ mod tests {
                 ..only()
             },
         );
-        let r = run_checks(dir.path(), &s, &[], &[]);
+        let r = run_checks(dir.path(), &s, None, &[]);
         let mut hit = e(
             "forbid",
             "Дракон",
@@ -1763,7 +1805,7 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let r = run_checks(d, &s, &touched, &[]);
+        let r = run_checks(d, &s, Some(&touched), &[]);
         let c: Vec<&CheckEntry> = r
             .entries
             .iter()
@@ -1821,7 +1863,7 @@ mod tests {
         let r = run_checks(
             dir.path(),
             &s,
-            &["plan.md".into(), "gone-v2.md".into()],
+            Some(&["plan.md".into(), "gone-v2.md".into()]),
             &[],
         );
         assert_eq!(r.status, Level::Pass);
@@ -1860,7 +1902,7 @@ mod tests {
             Duration::from_secs(10),
         );
         let env = vec![("EXTRA".to_string(), "yes".to_string())];
-        let r = run_checks(dir.path(), &s, &[], &env);
+        let r = run_checks(dir.path(), &s, None, &env);
         assert_eq!(
             command_entry(&r),
             &e(
@@ -1878,7 +1920,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "out.md", "x\n");
         let s = with_command("echo 'too short' >&2; exit 3", Duration::from_secs(10));
-        let r = run_checks(dir.path(), &s, &[], &[]);
+        let r = run_checks(dir.path(), &s, None, &[]);
         assert_eq!(
             command_entry(&r),
             &e(
@@ -1901,7 +1943,7 @@ mod tests {
         let silent = run_checks(
             dir.path(),
             &with_command("exit 1", Duration::from_secs(10)),
-            &[],
+            None,
             &[],
         );
         assert_eq!(
@@ -1915,7 +1957,7 @@ mod tests {
                 "i=0; while [ $i -lt 2000 ]; do echo \"line $i\"; i=$((i+1)); done; exit 1",
                 Duration::from_secs(20),
             ),
-            &[],
+            None,
             &[],
         );
         let d = &command_entry(&long).details;
@@ -1932,7 +1974,7 @@ mod tests {
         let r = run_checks(
             dir.path(),
             &with_command("scripts/missing.sh --strict", Duration::from_secs(10)),
-            &[],
+            None,
             &[],
         );
         let c = command_entry(&r);
@@ -1966,7 +2008,7 @@ mod tests {
         let r = run_checks(
             dir.path(),
             &with_command("./flat.sh", Duration::from_secs(10)),
-            &[],
+            None,
             &[],
         );
         let why = r.config_error().expect("a config error");
@@ -1980,7 +2022,7 @@ mod tests {
         let r = run_checks(
             dir.path(),
             &with_command("exit 3", Duration::from_secs(10)),
-            &[],
+            None,
             &[],
         );
         assert_eq!(r.config_error(), None);
@@ -1995,7 +2037,7 @@ mod tests {
         let r = run_checks(
             dir.path(),
             &with_command("sleep 5 & sleep 5", Duration::from_millis(300)),
-            &[],
+            None,
             &[],
         );
         assert!(
@@ -2025,7 +2067,7 @@ mod tests {
         let r = run_checks(
             dir.path(),
             &with_command("sleep 30 & echo started", Duration::from_secs(10)),
-            &[],
+            None,
             &[],
         );
         assert!(started.elapsed() < Duration::from_secs(3));
@@ -2046,7 +2088,7 @@ mod tests {
                 ..only()
             },
         );
-        let r = run_checks(dir.path(), &s, &[], &[]);
+        let r = run_checks(dir.path(), &s, None, &[]);
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(
             v,

@@ -240,9 +240,7 @@ fn run_manual(
     let base = st
         .and_then(|s| s.base_commit.clone())
         .or_else(|| fallback_base(root, cfg, &stream.id));
-    let touched = base
-        .and_then(|b| git::touched_paths(&wt, &b).ok())
-        .unwrap_or_default();
+    let touched = base.and_then(|b| git::touched_paths(&wt, &b).ok());
     let env = vec![
         ("LOKI_STREAM_ID".to_string(), stream.id.clone()),
         (
@@ -251,7 +249,7 @@ fn run_manual(
         ),
         ("LOKI_CHECK_MANUAL".to_string(), "1".to_string()),
     ];
-    let report = checks::run_checks(&wt, stream, &touched, &env);
+    let report = checks::run_checks(&wt, stream, touched.as_deref(), &env);
     report.write(&manual_check_path(layout, &stream.id))?;
     Ok(report)
 }

@@ -752,6 +752,38 @@ fn a_check_command_that_cannot_run_fails_the_stream_at_once() {
     assert!(stdout(&out).contains("could not run"), "{}", both(&out));
 }
 
+/// A stream with no declared outputs whose agent changes nothing is not
+/// "merged" with nothing: each attempt fails its `changes` check with
+/// feedback, and the stream ends failed, the target untouched.
+#[test]
+fn an_agent_that_changes_nothing_fails_instead_of_merging_nothing() {
+    let repo = Repo::new();
+    repo.write(
+        "prompts/task.md",
+        "Think about stream {{STREAM_ID}}.\n{{FEEDBACK}}\n",
+    );
+    let toml = format!(
+        "{}[[streams]]\nid = \"idle\"\nprompt = \"prompts/task.md\"\noutputs = []\nmax_attempts = 2\n",
+        header(1, "")
+    );
+    repo.write("loki.toml", &toml);
+    repo.write(".loki/.gitignore", loki::init::LOKI_GITIGNORE);
+    repo.commit_all("swarm");
+    let head = repo.git(&["rev-parse", "main"]);
+    let out = repo.loki(&["run", "--plain"]);
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    let s = stream_json(&repo, "idle");
+    assert_eq!(s["status"], "failed", "{s:#}");
+    assert_eq!(s["attempts"], 2, "{s:#}");
+    assert_eq!(report(&repo, "idle", 1).summary, "FAIL: no change");
+    assert!(
+        prompt(&repo, "idle", 2).contains("the attempt changed nothing"),
+        "{}",
+        prompt(&repo, "idle", 2)
+    );
+    assert_eq!(repo.git(&["rev-parse", "main"]), head, "nothing merged");
+}
+
 #[test]
 fn cyrillic_terms_are_required_and_forbidden_in_any_case() {
     let repo = Repo::new();

@@ -59,7 +59,7 @@ fn a_failing_chapter_gets_exact_feedback_and_a_readable_report() {
     .unwrap();
 
     let touched = vec!["chapters/ch01.md".to_string()];
-    let report = run_checks(wt, &chapter_stream(), &touched, &[]);
+    let report = run_checks(wt, &chapter_stream(), Some(&touched), &[]);
 
     assert_eq!(report.status, Level::Fail);
     assert!(!report.passed());
@@ -107,7 +107,7 @@ fn a_check_command_that_cannot_run_is_a_configuration_error() {
         command: Some("loki-test-no-such-check --strict".into()),
         ..CheckSettings::default()
     };
-    let report = run_checks(wt, &s, &[], &[]);
+    let report = run_checks(wt, &s, None, &[]);
     assert_eq!(report.status, Level::Fail);
     assert_eq!(report.summary, "FAIL: command could not run");
     let why = report.config_error().expect("a configuration error");
