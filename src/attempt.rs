@@ -352,6 +352,7 @@ fn stand_in_spec(s: &StreamConfig) -> String {
         "outputs": s.outputs,
         "words": s.checks.words,
         "require": s.checks.require,
+        "forbid": s.checks.forbid,
     })
     .to_string()
 }

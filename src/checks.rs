@@ -696,6 +696,12 @@ fn is_word_char(c: char) -> bool {
 }
 
 /// The regex for a `require` / `forbid` term (see the module docs).
+/// Whether `text` mentions `term` the way the `require` and `forbid` checks
+/// see it (whole words, any case).
+pub fn mentions(text: &str, term: &str) -> bool {
+    term_regex(term).is_some_and(|re| re.is_match(text))
+}
+
 fn term_regex(term: &str) -> Option<Regex> {
     let term = term.trim();
     let first = term.chars().next()?;

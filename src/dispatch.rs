@@ -279,10 +279,15 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
         crate::config::check_agent_commands(&cfg, &root).map_err(anyhow::Error::new)?;
     }
 
-    let (cfg, layout, target) = if opts.rehearse {
-        rehearsal_setup(cfg, &root, &target_branch)?
+    // A rehearsal's guard undoes it (branches, worktrees, scratch branch)
+    // however this function returns, error or not.
+    let (cfg, layout, target, mut rehearsal) = if opts.rehearse {
+        let (cfg, guard) = rehearsal_setup(cfg, &root, &target_branch, opts.keep)?;
+        let layout = guard.layout.clone();
+        let scratch = guard.scratch.clone();
+        (cfg, layout, scratch, Some(guard))
     } else {
-        (cfg, Layout::new(&root), target_branch.clone())
+        (cfg, Layout::new(&root), target_branch.clone(), None)
     };
     layout.ensure()?;
     let store = StateStore::new(layout.state_dir());
@@ -429,9 +434,11 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
     let _ = ui_task.await;
     let summary = d.summary_text();
     print!("{summary}");
-    if d.rehearse {
-        d.rehearsal_teardown(opts.keep, &target_branch);
+    if let Some(r) = rehearsal.as_mut() {
+        // What failed can be read in its logs after the rehearsal is gone.
+        r.keep_files = code != 0;
     }
+    drop(rehearsal);
     Ok(code)
 }
 
@@ -544,12 +551,43 @@ async fn merge_worker(
 
 /// Rehearsal: stream ids get an `rh-` prefix (their own branches and
 /// worktrees), state lives in `.loki/rehearsal/`, and merges go into a
-/// scratch branch made at the target's head.
+/// scratch branch made at the target's head. The rehearsal's own lock is
+/// taken before its folder is cleared, so two rehearsals never share it.
 fn rehearsal_setup(
     mut cfg: SwarmFile,
     root: &std::path::Path,
     target: &str,
-) -> Result<(SwarmFile, Layout, String)> {
+    keep: bool,
+) -> Result<(SwarmFile, Rehearsal)> {
+    let lock = match SupervisorLock::acquire_at(&root.join(".loki").join("rehearsal.lock"))? {
+        Ok(lock) => lock,
+        Err(pid) => {
+            let who = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+            anyhow::bail!(
+                "another rehearsal{who} is running in {}\n  help: wait for it to end; a rehearsal takes seconds",
+                root.display()
+            );
+        }
+    };
+    let layout = Layout::rehearsal(root);
+    // A rehearsal always starts from nothing.
+    if let Err(e) = std::fs::remove_dir_all(layout.loki()) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            return Err(
+                anyhow::Error::new(e).context(format!("clearing {}", layout.loki().display()))
+            );
+        }
+    }
+    let ids: Vec<String> = cfg.streams.iter().map(|s| rehearsal_id(&s.id)).collect();
+    for s in &mut cfg.streams {
+        s.id = rehearsal_id(&s.id);
+        s.depends_on = s.depends_on.iter().map(|d| rehearsal_id(d)).collect();
+        s.checks.approve = false;
+        s.agent.max_attempts = 1;
+    }
+    cfg.swarm.spawn_interval = Duration::ZERO;
+    cfg.swarm.max_budget_usd = None;
+
     let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
     let scratch = format!("loki-rehearsal/{stamp}-{}", std::process::id());
     let head = git::branch_head(root, target)?;
@@ -559,19 +597,80 @@ fn rehearsal_setup(
     let commit = repo.find_commit(oid).context("reading the target head")?;
     repo.branch(&scratch, &commit, false)
         .with_context(|| format!("creating the scratch branch {scratch}"))?;
-    let prefix = |id: &str| format!("rh-{id}");
-    for s in &mut cfg.streams {
-        s.id = prefix(&s.id);
-        s.depends_on = s.depends_on.iter().map(|d| prefix(d)).collect();
-        s.checks.approve = false;
-        s.agent.max_attempts = 1;
+    let guard = Rehearsal {
+        layout,
+        scratch,
+        real_target: target.to_string(),
+        ids,
+        keep,
+        keep_files: false,
+        _lock: lock,
+    };
+    Ok((cfg, guard))
+}
+
+/// A rehearsal stream's id: `rh-<id>`, kept within the 64 characters an id
+/// (and so a state file and branch name) may have: a long id is cut and a
+/// hash of the whole id keeps it unique.
+fn rehearsal_id(id: &str) -> String {
+    let full = format!("rh-{id}");
+    if full.len() <= 64 {
+        return full;
     }
-    cfg.swarm.spawn_interval = Duration::ZERO;
-    cfg.swarm.max_budget_usd = None;
-    let layout = Layout::rehearsal(root);
-    // A rehearsal always starts from nothing.
-    let _ = std::fs::remove_dir_all(layout.loki());
-    Ok((cfg, layout, scratch))
+    // FNV-1a: stable across runs and platforms.
+    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    // Ids are ASCII, so any byte index is a character boundary.
+    format!("rh-{}-{:08x}", &id[..52], hash as u32)
+}
+
+/// A rehearsal in progress; dropping it removes its branches, worktrees
+/// and (unless `--keep`) its scratch branch and files.
+struct Rehearsal {
+    layout: Layout,
+    scratch: String,
+    real_target: String,
+    ids: Vec<String>,
+    keep: bool,
+    /// Keep `.loki/rehearsal/` (logs, reports) because something failed.
+    keep_files: bool,
+    _lock: SupervisorLock,
+}
+
+impl Drop for Rehearsal {
+    fn drop(&mut self) {
+        let root = &self.layout.root;
+        for id in &self.ids {
+            let _ = git::remove_worktree(root, id);
+            let _ = git::delete_branch(root, id);
+        }
+        if self.keep {
+            println!(
+                "rehearsal kept on branch {} (the real target {} is untouched)",
+                self.scratch, self.real_target
+            );
+            return;
+        }
+        if let Ok(repo) = git2::Repository::open(root) {
+            if let Ok(mut b) = repo.find_branch(&self.scratch, git2::BranchType::Local) {
+                let _ = b.delete();
+            }
+        }
+        if self.keep_files {
+            println!(
+                "rehearsal done; scratch branch deleted; its logs and check reports are kept in {} until the next rehearsal; {} is untouched",
+                self.layout.loki().display(),
+                self.real_target
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(self.layout.loki());
+            println!(
+                "rehearsal done; scratch branch deleted (keep it with --keep); {} is untouched",
+                self.real_target
+            );
+        }
+    }
 }
 
 impl Dispatcher {
@@ -2497,28 +2596,6 @@ impl Dispatcher {
             out.push_str("review with `loki show <id>`, then `loki approve <id>` or `loki reject <id> --note \"...\"`\n");
         }
         out
-    }
-
-    fn rehearsal_teardown(&self, keep: bool, real_target: &str) {
-        let root = &self.layout.root;
-        for id in &self.order {
-            let _ = git::remove_worktree(root, id);
-            let _ = git::delete_branch(root, id);
-        }
-        if keep {
-            println!(
-                "rehearsal kept on branch {} (the real target {real_target} is untouched)",
-                self.target
-            );
-        } else {
-            if let Ok(repo) = git2::Repository::open(root) {
-                if let Ok(mut b) = repo.find_branch(&self.target, git2::BranchType::Local) {
-                    let _ = b.delete();
-                }
-            }
-            let _ = std::fs::remove_dir_all(self.layout.loki());
-            println!("rehearsal done; scratch branch deleted (keep it with --keep); {real_target} is untouched");
-        }
     }
 }
 

@@ -7,8 +7,25 @@ use anyhow::{Context, Result};
 
 const FILLER: &[&str] = &[
     "the", "harbour", "light", "moved", "slowly", "across", "water", "while", "voices", "rose",
-    "from", "the", "street", "below", "and", "somebody", "laughed", "near", "door", "evening",
+    "from", "the", "street", "below", "and", "somebody", "laughed", "near", "door", "evening", "a",
+    "lantern", "swung", "over", "stones", "wind", "carried", "salt", "bells", "rang",
 ];
+
+/// Filler words that are no part of any forbidden term, so no forbidden
+/// word or phrase can come out of them (a rehearsal must not fail a check
+/// the real agent would be told about).
+fn filler(forbid: &[String]) -> Vec<&'static str> {
+    let words: Vec<&str> = FILLER
+        .iter()
+        .copied()
+        .filter(|w| !forbid.iter().any(|t| crate::checks::mentions(t, w)))
+        .collect();
+    if words.is_empty() {
+        vec!["lorem", "ipsum"]
+    } else {
+        words
+    }
+}
 
 /// Runs the stand-in; returns the exit code.
 pub fn main() -> Result<i32> {
@@ -40,6 +57,8 @@ pub fn main() -> Result<i32> {
             .unwrap_or_default()
     };
     let require = strings("require");
+    let forbid = strings("forbid");
+    let words_ok = filler(&forbid);
     let outputs = strings("outputs");
     let name = id.strip_prefix("rh-").unwrap_or(&id);
     let delay = std::env::var("LOKI_STAND_IN_DELAY_MS")
@@ -53,6 +72,9 @@ pub fn main() -> Result<i32> {
             "# {name}\n\nRehearsal draft for stream {name} ({} prompt lines).\n\n",
             prompt.lines().count()
         );
+        if forbid.iter().any(|t| crate::checks::mentions(&text, t)) {
+            text = "# Rehearsal\n\n".to_string();
+        }
         let mut n = crate::checks::count_words(&text);
         for t in &require {
             text.push_str(t);
@@ -61,7 +83,7 @@ pub fn main() -> Result<i32> {
         }
         let mut i = 0;
         while n < target {
-            text.push_str(FILLER[i % FILLER.len()]);
+            text.push_str(words_ok[i % words_ok.len()]);
             text.push(if i % 12 == 11 { '.' } else { ' ' });
             if i % 60 == 59 {
                 text.push_str("\n\n");
@@ -78,4 +100,28 @@ pub fn main() -> Result<i32> {
     }
     println!("done: {} output(s) for {name}", outputs.len());
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filler_never_makes_a_forbidden_term() {
+        let forbid = vec![
+            "slowly".to_string(),
+            "the harbour".to_string(),
+            "Bells".into(),
+        ];
+        let words = filler(&forbid);
+        let text = words.join(" ");
+        for t in &forbid {
+            assert!(!crate::checks::mentions(&text, t), "{t} in {text}");
+        }
+        assert!(words.contains(&"light"));
+        assert_eq!(
+            filler(&FILLER.iter().map(|w| w.to_string()).collect::<Vec<_>>()),
+            ["lorem", "ipsum"]
+        );
+    }
 }

@@ -1043,16 +1043,22 @@ pub struct SupervisorLock {
 impl SupervisorLock {
     /// `Ok(Err(pid))` when another live supervisor holds it.
     pub fn acquire(state_dir: &Path) -> anyhow::Result<Result<SupervisorLock, Option<i32>>> {
-        fs::create_dir_all(state_dir)
-            .with_context(|| format!("creating {}", state_dir.display()))?;
-        let path = state_dir.join(SUPERVISOR_LOCK);
+        Self::acquire_at(&state_dir.join(SUPERVISOR_LOCK))
+    }
+
+    /// The same lock on another file (a rehearsal's, which must be held
+    /// before the rehearsal's own folder is cleared).
+    pub fn acquire_at(path: &Path) -> anyhow::Result<Result<SupervisorLock, Option<i32>>> {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o644)
-            .open(&path)
+            .open(path)
             .with_context(|| format!("opening {}", path.display()))?;
         match flock(&file, libc::LOCK_EX | libc::LOCK_NB)
             .with_context(|| format!("locking {}", path.display()))?

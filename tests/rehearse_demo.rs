@@ -111,3 +111,73 @@ fn the_demo_completes_and_shows_the_merged_graph() {
     assert_eq!(text.matches("Merge stream ch0").count(), 6, "{text}");
     assert!(text.contains("$ git log --graph --oneline"), "{text}");
 }
+
+/// Awkward but valid swarms rehearse cleanly: a 64-character id (the
+/// rehearsal's `rh-` name must still be a valid id) and forbidden words
+/// that the stand-in's filler text would otherwise contain.
+#[test]
+fn a_rehearsal_handles_long_ids_and_forbidden_filler_words() {
+    let repo = Repo::new();
+    repo.write("prompts/chapter.md", "Write the chapter to {{OUTPUTS}}.\n");
+    let long = format!("ch-{}", "x".repeat(61));
+    assert_eq!(long.len(), 64);
+    let mut toml = header(2, "");
+    toml.push_str(
+        "[checks]\nwords = [60, 80]\nforbid = [\"slowly\", \"the harbour\", \"bells\"]\n\n",
+    );
+    toml.push_str(&stream(&long, &[], "chapters/long.md", ""));
+    toml.push_str(&stream("next", &[&long], "chapters/next.md", ""));
+    repo.write("loki.toml", &toml);
+    repo.commit_all("swarm");
+    let refs = repo.git(&["show-ref"]);
+    let out = repo.loki(&["run", "--rehearse", "--plain"]);
+    assert!(out.status.success(), "{}", both(&out));
+    assert!(
+        stdout(&out).contains("2 of 2 streams merged"),
+        "{}",
+        both(&out)
+    );
+    assert_eq!(repo.git(&["show-ref"]), refs);
+    assert!(!repo.path().join(".loki/rehearsal").exists());
+    assert_clean_repo(&repo);
+}
+
+/// A rehearsal that fails keeps its logs and reports (the summary points
+/// at them) but still removes its branches; a rehearsal refused because
+/// another one runs changes nothing at all.
+#[test]
+fn a_failed_rehearsal_keeps_its_logs_and_a_second_one_is_refused() {
+    let repo = Repo::new();
+    repo.write("prompts/chapter.md", "Write the chapter to {{OUTPUTS}}.\n");
+    let mut toml = header(1, "");
+    toml.push_str(&stream(
+        "ch01",
+        &[],
+        "chapters/ch01.md",
+        "checks = { command = \"echo the editor says no; exit 1\" }",
+    ));
+    repo.write("loki.toml", &toml);
+    repo.commit_all("swarm");
+    let refs = repo.git(&["show-ref"]);
+    let out = repo.loki(&["run", "--rehearse", "--plain"]);
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    let text = stdout(&out);
+    assert!(text.contains("logs and check reports are kept"), "{text}");
+    let report = repo.read(".loki/rehearsal/runs/rh-ch01/attempt-1/checks.json");
+    assert!(report.contains("the editor says no"), "{report}");
+    assert_eq!(repo.git(&["show-ref"]), refs, "branches left behind");
+
+    // Another rehearsal holds the lock: refused, and the kept files stay.
+    let lock = loki::state::SupervisorLock::acquire_at(&repo.path().join(".loki/rehearsal.lock"))
+        .expect("lock")
+        .expect("free");
+    let out = repo.loki(&["run", "--rehearse", "--plain"]);
+    assert_eq!(out.status.code(), Some(2), "{}", both(&out));
+    assert!(stderr(&out).contains("another rehearsal"), "{}", both(&out));
+    assert!(repo
+        .path()
+        .join(".loki/rehearsal/runs/rh-ch01/attempt-1/checks.json")
+        .exists());
+    assert_eq!(repo.git(&["show-ref"]), refs);
+    drop(lock);
+}
