@@ -648,6 +648,11 @@ pub async fn run(
     };
     let canonical_cwd = tokio::fs::canonicalize(&launch.cwd).await.ok();
 
+    let token = new_token();
+    let mut launch = launch;
+    launch
+        .env
+        .push(("LOKI_AGENT_TOKEN".into(), format!("{token:016x}")));
     let mut child = match spawner.spawn(&launch).await {
         Ok(c) => c,
         Err(e) => return failed(outcome, spawn_failure(&launch.program, &e)),
@@ -663,6 +668,8 @@ pub async fn run(
         pid,
         pgid: pid,
         start_time: proc_start_time(pid).unwrap_or(0),
+        boot: boot_hash(),
+        token,
     };
     let mut guard = GroupGuard {
         rec,
@@ -997,24 +1004,77 @@ pub fn proc_start_time(pid: i32) -> Option<u64> {
     read_stat(pid).map(|s| s.start_time)
 }
 
+/// A hash of `/proc/sys/kernel/random/boot_id` (0 when unreadable).
+pub fn boot_hash() -> u64 {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|id| fnv1a(id.trim().as_bytes()))
+        .unwrap_or(0)
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// A value no other agent of this machine carries: pid, time and a counter.
+fn new_token() -> u64 {
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let seed = format!("{}-{nanos}-{n}", std::process::id());
+    fnv1a(seed.as_bytes()).max(1)
+}
+
+/// Whether `/proc/<pid>/environ` holds `LOKI_AGENT_TOKEN=<token>`.
+fn carries_token(pid: i32, token: u64) -> bool {
+    let want = format!("LOKI_AGENT_TOKEN={token:016x}");
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == want.as_bytes()))
+}
+
 /// Live processes in the recorded group that started no earlier than its
-/// leader did (so a reused pid is never mistaken for ours).
+/// leader did (so a reused pid is never mistaken for ours), for a group this
+/// supervisor started and has watched since: while any member lives the
+/// kernel never hands the group's number to another process.
 ///
 /// Zombies are not counted (they cannot be signalled and vanish when
-/// reaped). If a live process holds the group's number as its pid but started
-/// at another time than the recorded leader, the number has been reused for
-/// a stranger's group and nothing is returned.
+/// reaped). Nothing is returned for a record of another boot, or when a
+/// live process holds the group's number as its pid but started at another
+/// time than the recorded leader (the number was reused for a stranger's
+/// group).
 pub fn group_members(rec: &ProcessRecord) -> Vec<i32> {
+    members(rec, false)
+}
+
+/// [`group_members`] of a group recorded by an earlier supervisor. Between
+/// the two the group may have emptied and its number gone to a stranger
+/// whose own leader has exited too: so when the recorded leader is gone,
+/// only processes whose environment carries the record's token count.
+pub fn leftover_members(rec: &ProcessRecord) -> Vec<i32> {
+    members(rec, true)
+}
+
+fn members(rec: &ProcessRecord, leftover: bool) -> Vec<i32> {
     if rec.pgid <= 1 {
         return Vec::new();
     }
+    if rec.boot != 0 && rec.boot != boot_hash() {
+        return Vec::new();
+    }
+    let mut leader_ours = false;
     if rec.pid == rec.pgid && rec.start_time != 0 {
         if let Some(leader) = read_stat(rec.pgid) {
             if leader.start_time != rec.start_time && !matches!(leader.state, 'Z' | 'X') {
                 return Vec::new();
             }
+            leader_ours = leader.start_time == rec.start_time;
         }
     }
+    let need_token = leftover && rec.token != 0 && !leader_ours;
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -1025,7 +1085,7 @@ pub fn group_members(rec: &ProcessRecord) -> Vec<i32> {
                 s.pgrp == rec.pgid
                     && s.start_time >= rec.start_time
                     && !matches!(s.state, 'Z' | 'X')
-            })
+            }) && (!need_token || carries_token(pid, rec.token))
         })
         .collect();
     members.sort_unstable();
@@ -1039,10 +1099,12 @@ pub fn group_members(rec: &ProcessRecord) -> Vec<i32> {
 /// Members are signalled one by one (never `killpg`), re-listed before every
 /// round, so a member forked meanwhile is caught by a later round.
 pub fn sweep_leftover(rec: &ProcessRecord, grace: Duration) -> usize {
-    let found = group_members(rec);
+    let found = leftover_members(rec);
     if found.is_empty() {
         return 0;
     }
+    // Found: the group is ours, and stays ours while any member lives (its
+    // number cannot be reused), so the re-listings below take every member.
     let signal_all = |sig: Signal| {
         for pid in group_members(rec) {
             let _ = kill(Pid::from_raw(pid), sig);
@@ -1236,6 +1298,8 @@ mod tests {
             pid: pgid,
             pgid,
             start_time: 0,
+            boot: boot_hash(),
+            token: 0,
         };
         assert!(group_members(&rec).contains(&me));
     }

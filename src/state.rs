@@ -164,6 +164,19 @@ pub struct ProcessRecord {
     pub pgid: i32,
     /// Field 22 of /proc/<pid>/stat (clock ticks since boot).
     pub start_time: u64,
+    /// A hash of the kernel's boot id: start times mean nothing after a
+    /// reboot, so a record of another boot is never acted on (0: unknown).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub boot: u64,
+    /// `LOKI_AGENT_TOKEN` in the agent's environment, inherited by what it
+    /// starts: a leftover whose leader is gone is only signalled if its
+    /// environment carries it (0: none recorded).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub token: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Everything loki knows about one stream; `.loki/state/<id>.json`.

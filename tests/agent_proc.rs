@@ -414,7 +414,7 @@ fn helper_supervisor_process() {
                 _ = &mut run => panic!("the agent ended"),
                 Some(e) = rx.recv() => {
                     if let AgentEvent::Started(r) = e {
-                        println!("AGENT {} {} {}", r.pid, r.pgid, r.start_time);
+                        println!("AGENT {}", serde_json::to_string(&r).unwrap());
                     }
                 }
             }
@@ -444,12 +444,7 @@ fn pdeathsig_ends_the_agent_when_the_supervisor_dies() {
         let line = line.unwrap();
         // libtest prints `test helper_supervisor_process ... ` first, unterminated.
         if let Some((_, rest)) = line.split_once("AGENT ") {
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            rec = Some(ProcessRecord {
-                pid: f[0].parse().unwrap(),
-                pgid: f[1].parse().unwrap(),
-                start_time: f[2].parse().unwrap(),
-            });
+            rec = Some(serde_json::from_str::<ProcessRecord>(rest.trim()).unwrap());
             break;
         }
     }
@@ -481,9 +476,18 @@ fn pdeathsig_ends_the_agent_when_the_supervisor_dies() {
         std::thread::sleep(Duration::from_millis(20));
     }
     // The grandchild has no PDEATHSIG (fork clears it): it is a leftover
-    // that a restarted supervisor sweeps.
+    // that a restarted supervisor sweeps. Its leader is gone, so it is
+    // recognised by the token it inherited.
     assert!(alive(grandchild));
-    assert_eq!(agent::group_members(&rec), vec![grandchild]);
+    assert_ne!(rec.token, 0);
+    assert_eq!(rec.boot, agent::boot_hash());
+    assert_eq!(agent::leftover_members(&rec), vec![grandchild]);
+    let other_boot = ProcessRecord {
+        boot: rec.boot ^ 1,
+        ..rec
+    };
+    assert!(agent::leftover_members(&other_boot).is_empty());
+    assert!(alive(grandchild));
     let t0 = Instant::now();
     assert_eq!(agent::sweep_leftover(&rec, Duration::from_millis(300)), 1);
     assert!(
@@ -492,6 +496,60 @@ fn pdeathsig_ends_the_agent_when_the_supervisor_dies() {
     );
     assert!(!alive(grandchild));
     assert_eq!(agent::sweep_leftover(&rec, Duration::from_millis(300)), 0);
+}
+
+/// A leftover group whose leader is gone (exited and reaped) is only
+/// signalled when its processes carry the recorded token: the group's
+/// number could otherwise belong to a stranger by now.
+#[test]
+fn leftovers_without_a_leader_are_recognised_by_their_token() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let token: u64 = 0x5eed_0000_0000_0042;
+    let mut leader = Command::new("sh")
+        .args([
+            "-c",
+            r#"sleep 1000 & echo $! > grandchild.tmp && mv grandchild.tmp grandchild"#,
+        ])
+        .current_dir(dir.path())
+        .env("LOKI_AGENT_TOKEN", format!("{token:016x}"))
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pgid = leader.id() as i32;
+    let start_time = agent::proc_start_time(pgid).unwrap_or(0);
+    leader.wait().unwrap();
+    let grandchild: i32 = std::fs::read_to_string(dir.path().join("grandchild"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let rec = ProcessRecord {
+        pid: pgid,
+        pgid,
+        start_time,
+        boot: agent::boot_hash(),
+        token,
+    };
+    let stranger = ProcessRecord {
+        token: token ^ 1,
+        ..rec
+    };
+    assert!(agent::leftover_members(&stranger).is_empty());
+    assert_eq!(
+        agent::sweep_leftover(&stranger, Duration::from_millis(50)),
+        0
+    );
+    assert!(alive(grandchild));
+    // The supervisor that started it knows the group is its own.
+    assert_eq!(agent::group_members(&stranger), vec![grandchild]);
+    assert_eq!(agent::leftover_members(&rec), vec![grandchild]);
+    assert_eq!(agent::sweep_leftover(&rec, Duration::from_secs(5)), 1);
+    let t0 = Instant::now();
+    while alive(grandchild) {
+        assert!(t0.elapsed() < Duration::from_secs(5), "the leftover lives");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -509,12 +567,16 @@ fn sweep_with_a_wrong_start_time_signals_nothing() {
         pid,
         pgid: pid,
         start_time: start_time - 1,
+        boot: 0,
+        token: 0,
     };
     // A record of a process that would start later than this one.
     let newer = ProcessRecord {
         pid,
         pgid: pid,
         start_time: start_time + 1000,
+        boot: 0,
+        token: 0,
     };
     for rec in [older, newer] {
         assert_eq!(agent::group_members(&rec), Vec::<i32>::new());
@@ -526,6 +588,8 @@ fn sweep_with_a_wrong_start_time_signals_nothing() {
         pid,
         pgid: pid,
         start_time,
+        boot: 0,
+        token: 0,
     };
     assert_eq!(agent::group_members(&right), vec![pid]);
     assert_eq!(agent::sweep_leftover(&right, Duration::from_secs(5)), 1);
