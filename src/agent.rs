@@ -1007,14 +1007,8 @@ pub fn proc_start_time(pid: i32) -> Option<u64> {
 /// A hash of `/proc/sys/kernel/random/boot_id` (0 when unreadable).
 pub fn boot_hash() -> u64 {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|id| fnv1a(id.trim().as_bytes()))
+        .map(|id| crate::util::fnv1a(id.trim().as_bytes()))
         .unwrap_or(0)
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// A value no other agent of this machine carries: pid, time and a counter.
@@ -1026,7 +1020,7 @@ fn new_token() -> u64 {
         .unwrap_or(0);
     let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let seed = format!("{}-{nanos}-{n}", std::process::id());
-    fnv1a(seed.as_bytes()).max(1)
+    crate::util::fnv1a(seed.as_bytes()).max(1)
 }
 
 /// Whether `/proc/<pid>/environ` holds `LOKI_AGENT_TOKEN=<token>`.

@@ -617,10 +617,7 @@ fn rehearsal_id(id: &str) -> String {
     if full.len() <= 64 {
         return full;
     }
-    // FNV-1a: stable across runs and platforms.
-    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
+    let hash = crate::util::fnv1a(id.as_bytes());
     // Ids are ASCII, so any byte index is a character boundary.
     format!("rh-{}-{:08x}", &id[..52], hash as u32)
 }

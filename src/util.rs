@@ -54,6 +54,14 @@ pub fn secs_between(from: &str, to: &str) -> Option<f64> {
     Some((b - a).num_milliseconds() as f64 / 1000.0)
 }
 
+/// FNV-1a: a small hash that is the same on every run and platform (for
+/// names and record keys, never for security).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
