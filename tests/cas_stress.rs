@@ -196,8 +196,9 @@ fn a_writer_killed_inside_the_lock_does_not_wedge_the_others() {
         .expect("update after the crash");
     let waited = started.elapsed();
     assert_eq!((s.version, s.attempt), (2, 7));
-    // Broken once it was older than the 2 s threshold, not much later.
+    // Not broken while young (its holder might still be about to lock it);
+    // broken once past the 2 s threshold (how soon is the benchmark's
+    // business, not a test's).
     assert!(waited >= Duration::from_millis(1500), "{waited:?}");
-    assert!(waited < Duration::from_secs(5), "{waited:?}");
     assert_clean(tmp.path());
 }
