@@ -442,6 +442,7 @@ fn status(config: Option<PathBuf>, cwd: &Path, json: bool) -> Result<i32> {
         let out = serde_json::json!({
             "streams": streams,
             "swarm": {
+                "version": swarm.version,
                 "paused": swarm.paused,
                 "pause_reason": swarm.pause_reason,
                 "supervisor_pid": supervisor,

@@ -100,6 +100,9 @@ pub struct SwarmSettings {
     pub max_budget_usd: Option<f64>,
     /// Pause between two agent starts (default 1 s).
     pub spawn_interval: Duration,
+    /// (line, column) of the `target` value, for `loki run`'s refusal of a
+    /// branch that does not exist (only known once git is asked).
+    pub target_at: Option<(usize, usize)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -166,6 +169,7 @@ impl Default for SwarmSettings {
             max_parallel: 4,
             max_budget_usd: None,
             spawn_interval: Duration::from_secs(1),
+            target_at: None,
         }
     }
 }
@@ -1269,6 +1273,7 @@ impl Parser<'_> {
                     ));
                 }
                 s.target = Some(t);
+                s.target_at = Some(line_col(self.text, v.span().start));
             }
             "max_parallel" => {
                 let n = self.pos_int(key, v, u64::from(u32::MAX), "4")?;
@@ -2222,6 +2227,7 @@ outputs = ["ch01.md"]
                 max_parallel: 2,
                 max_budget_usd: Some(12.0),
                 spawn_interval: Duration::from_millis(500),
+                target_at: Some((3, 10)),
             }
         );
         let s = &f.streams[0];

@@ -79,7 +79,14 @@ fn apply_direct(
             Kind::Pause | Kind::Resume => {
                 let pause = req.kind == Kind::Pause;
                 let note = req.note.clone();
-                store.update_swarm(sw.version, |s| {
+                let expected = req.expected_version.unwrap_or(sw.version);
+                if expected != sw.version {
+                    bail!(
+                        "stale: expected swarm version {expected}, but swarm.json is at version {}\n  help: check `loki status --json` and try again",
+                        sw.version
+                    );
+                }
+                store.update_swarm(expected, |s| {
                     s.paused = pause;
                     s.auth_paused = false;
                     s.pause_reason = if pause {

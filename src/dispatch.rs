@@ -269,9 +269,16 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
             "the main worktree is on a detached HEAD and loki.toml names no target\n  help: set `target = \"main\"` in [swarm]",
         )?,
     };
-    git::branch_head(&root, &target_branch).with_context(|| {
-        format!("the target branch `{target_branch}` does not exist\n  help: create it or set [swarm] target in {}", cfg.path.display())
-    })?;
+    if git::branch_head(&root, &target_branch).is_err() {
+        let place = match cfg.swarm.target_at {
+            Some((line, col)) => format!("{}:{line}:{col}: ", cfg.path.display()),
+            None => String::new(),
+        };
+        anyhow::bail!(
+            "{place}the target branch `{target_branch}` does not exist\n  help: create it (git branch {target_branch}) or set `target` in [swarm] of {} to an existing branch",
+            cfg.path.display()
+        );
+    }
 
     // The agent must be there before anything is created (a rehearsal and
     // the demo use the stand-in instead).
@@ -1270,8 +1277,9 @@ impl Dispatcher {
             return true;
         }
         if self.swarm.paused {
-            // A manual pause waits for RESUME (or Ctrl-C).
-            return false;
+            // A manual pause waits for RESUME (or Ctrl-C), while there is
+            // anything a RESUME would start.
+            return !self.slots.values().any(|s| self.startable(s));
         }
         if self.budget_reached() {
             return true;
@@ -2301,6 +2309,13 @@ impl Dispatcher {
     async fn swarm_signal(&mut self, sig: &Signal) {
         let store = self.store.clone();
         let v = self.swarm.version;
+        if let Some(e) = sig.expected_version.filter(|e| *e != v) {
+            self.reject(
+                sig,
+                &format!("stale: expected swarm version {e}, but swarm.json is at version {v}"),
+            );
+            return;
+        }
         match sig.kind {
             Kind::Pause | Kind::Resume => {
                 let pause = sig.kind == Kind::Pause;

@@ -223,6 +223,12 @@ fn bad_swarm_files_are_refused_before_anything_is_created() {
             "prompts/missing.md",
         ),
         (
+            "target branch that does not exist",
+            format!("{}{}", header(1, ""), stream("a", &[], "a.md", ""))
+                .replace("target = \"main\"", "target = \"mian\""),
+            "loki.toml:2:10: the target branch `mian` does not exist",
+        ),
+        (
             "unfilled placeholder",
             format!(
                 "{}{}",

@@ -1035,6 +1035,36 @@ fn a_state_file_edited_behind_the_supervisor_is_noticed_and_the_run_goes_on() {
 
 // ----- rejections through the running supervisor -----------------------------------------
 
+/// Swarm-wide PAUSE / RESUME honour `expected_version` against
+/// swarm.json's version (`loki status --json` shows it): a stale one is
+/// rejected by the running supervisor and refused directly.
+#[test]
+fn a_stale_swarm_signal_is_rejected() {
+    let s = Swarm::new(1, &[keeper()]);
+    let run = s.start();
+    s.wait_running("keeper");
+    s.drop_signal("PAUSE", br#"{"expected_version": 999}"#);
+    let reason = s.wait_rejected("PAUSE");
+    assert!(
+        reason.contains("stale: expected swarm version 999"),
+        "{reason}"
+    );
+    assert_ne!(s.swarm_state()["paused"], true);
+    let v = status_json(&s.repo)["swarm"]["version"]
+        .as_u64()
+        .expect("swarm version");
+    assert_sent(&s.loki(&["signal", "PAUSE", "--expect-version", &v.to_string()]));
+    s.wait_for("paused at the right version", || {
+        s.swarm_state()["paused"] == true
+    });
+    release_keeper(&s, run);
+
+    let out = s.loki(&["signal", "RESUME", "--expect-version", "999"]);
+    assert_eq!(out.status.code(), Some(2), "{}", both(&out));
+    assert!(stderr(&out).contains("stale"), "{}", both(&out));
+    assert_eq!(s.swarm_state()["paused"], true);
+}
+
 /// A stale `expected_version` (older than the stream's last status change, or
 /// newer than its state) is rejected with a reason saying so, and the state
 /// file is byte for byte unchanged; the current version is accepted.
