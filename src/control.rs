@@ -259,7 +259,13 @@ fn merge_now(layout: &Layout, store: &StateStore, target: &str, st: StreamState)
     )?;
     let v = st.version;
     match outcome {
-        MergeOutcome::Merged { commit } => {
+        MergeOutcome::Merged {
+            commit,
+            checkout_behind,
+        } => {
+            if let Some(why) = &checkout_behind {
+                eprintln!("warning: {id} merged, but {why}");
+            }
             let c = commit.clone();
             store.update(&id, v, |s| {
                 s.status = Status::Merged;

@@ -861,10 +861,10 @@ impl Dispatcher {
                 }
             }
             if any_merging {
-                if let Ok(Some(r)) =
-                    git::clear_stale_target_lock(&root, &target, Duration::from_secs(10))
+                if let Ok(r) =
+                    git::clear_abandoned_target_locks(&root, &target, Duration::from_secs(2))
                 {
-                    removed.push(r);
+                    removed.extend(r);
                 }
             }
             removed
@@ -2100,7 +2100,10 @@ impl Dispatcher {
             return;
         }
         match result {
-            Ok(MergeOutcome::Merged { commit }) => {
+            Ok(MergeOutcome::Merged {
+                commit,
+                checkout_behind,
+            }) => {
                 let c = commit.clone();
                 self.transition(&id, Status::Merged, None, move |st| {
                     st.merge_commit = Some(c.clone());
@@ -2112,6 +2115,11 @@ impl Dispatcher {
                     Some(&id),
                     &format!("merged into {} as {commit}", self.target),
                 );
+                if let Some(why) = checkout_behind {
+                    let msg = format!("{id} merged, but {why}");
+                    self.event("warning", Some(&id), &msg);
+                    self.ui.send(UiEvent::Note(msg));
+                }
                 self.cleanup(&id);
             }
             Ok(MergeOutcome::AlreadyMerged) => {

@@ -84,8 +84,13 @@ pub struct Worktree {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum MergeOutcome {
-    /// The target now points at this merge commit.
-    Merged { commit: String },
+    /// The target now points at this merge commit. `checkout_behind`: the
+    /// user's checkout could not be brought up to date (why, and how to do
+    /// it by hand); the merge itself is done.
+    Merged {
+        commit: String,
+        checkout_behind: Option<String>,
+    },
     /// The branch was merged before (its head is already in the target).
     AlreadyMerged,
     /// Conflicting paths; the target is untouched.
@@ -503,18 +508,23 @@ pub fn merge_stream_with_hook(
             Err(e) => return Err(e).with_context(ctx),
         }
 
+        // The merge is done once the ref moved: a checkout that cannot be
+        // updated now (its index locked by the user's own git, say) is
+        // reported, never a reason to call the merge failed.
+        let mut behind = Vec::new();
         if !changed.is_empty() {
             for wt in &checkouts {
-                update_checkout(wt, tree_id, &changed).with_context(|| {
-                    format!(
-                        "{target} now points at the merge of {branch} ({commit}), but the checkout in {} could not be brought up to date\n  help: run `git status` there; `git checkout {target} -- <path>` restores a merged file",
+                if let Err(e) = update_checkout(wt, tree_id, &changed) {
+                    behind.push(format!(
+                        "the checkout in {} could not be brought up to date ({e}); run `git status` there, and `git checkout {target} -- <path>` for each merged path it shows",
                         wt.display()
-                    )
-                })?;
+                    ));
+                }
             }
         }
         return Ok(MergeOutcome::Merged {
             commit: commit.to_string(),
+            checkout_behind: (!behind.is_empty()).then(|| behind.join("; ")),
         });
     }
     bail!(
@@ -975,6 +985,13 @@ fn resync_checkouts(repo: &Repository, target_ref: &str, head: Oid) -> Result<()
             if in_index == in_new || in_index != in_old {
                 continue; // up to date, or the user staged something else
             }
+            // The interrupted checkout may already have written the merge's
+            // content: that file is the merge's, not the user's.
+            let on_disk = Oid::hash_file(git2::ObjectType::Blob, dir.join(path)).ok();
+            if on_disk.is_some() && on_disk == in_new {
+                stale.insert(p.clone());
+                continue;
+            }
             let st = wrepo.status_file(path).unwrap_or(git2::Status::WT_MODIFIED);
             let touched_on_disk = st.intersects(
                 git2::Status::WT_MODIFIED
@@ -1026,33 +1043,78 @@ pub fn clear_stale_locks(root: &Path, id: &str) -> anyhow::Result<Vec<PathBuf>> 
     Ok(removed)
 }
 
-/// Removes `refs/heads/<target>.lock` when it is older than `min_age` (a
-/// merge killed mid-update); a younger one may belong to a live git command.
-pub fn clear_stale_target_lock(
+/// Removes the git locks a merge killed midway can leave on the target:
+/// `refs/heads/<target>.lock` and the `index.lock` of every checkout of
+/// the target (a killed checkout update). A lock counts as abandoned when
+/// no process has it open and it is at least `min_age` old (git keeps its
+/// lock file open from creating it until just before renaming it, so a
+/// young closed one may be a rename about to happen): a younger one is
+/// waited for, up to `min_age`. Call only under the supervisor lock, and
+/// only when the previous supervisor had a merge in flight. Returns what it
+/// removed.
+pub fn clear_abandoned_target_locks(
     root: &Path,
     target: &str,
     min_age: Duration,
-) -> anyhow::Result<Option<PathBuf>> {
+) -> anyhow::Result<Vec<PathBuf>> {
     let _serial = repo_lock();
     let repo = open_repo(root)?;
-    let lock = repo
-        .path()
-        .join("refs/heads")
-        .join(format!("{target}.lock"));
-    let Ok(meta) = lock.symlink_metadata() else {
-        return Ok(None);
-    };
-    let age = meta
-        .modified()
-        .ok()
-        .and_then(|m| m.elapsed().ok())
-        .unwrap_or_default();
-    if age < min_age {
-        return Ok(None);
+    let target_ref = format!("refs/heads/{target}");
+    let mut locks = vec![repo.path().join(format!("{target_ref}.lock"))];
+    for dir in checkouts_of(&repo, &target_ref)? {
+        if let Ok(w) = Repository::open(&dir) {
+            locks.push(w.path().join("index.lock"));
+        }
     }
-    fs::remove_file(&lock)
-        .with_context(|| format!("removing the stale lock {}", lock.display()))?;
-    Ok(Some(lock))
+    let mut removed = Vec::new();
+    for lock in locks {
+        let Ok(meta) = lock.symlink_metadata() else {
+            continue;
+        };
+        let age = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .unwrap_or_default();
+        if age < min_age {
+            std::thread::sleep(min_age - age);
+        }
+        if !lock.exists() || is_open_by_any_process(&lock) {
+            continue;
+        }
+        fs::remove_file(&lock)
+            .with_context(|| format!("removing the abandoned lock {}", lock.display()))?;
+        removed.push(lock);
+    }
+    Ok(removed)
+}
+
+/// Whether some process has `path` open (a link in `/proc/<pid>/fd/`).
+/// Processes whose descriptors cannot be read count as not having it.
+fn is_open_by_any_process(path: &Path) -> bool {
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return true; // cannot tell: assume it is in use
+    };
+    for p in procs.flatten() {
+        if !p
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
+            continue;
+        }
+        let Ok(fds) = fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        if fds
+            .flatten()
+            .any(|fd| fs::read_link(fd.path()).is_ok_and(|t| t == path))
+        {
+            return true;
+        }
+    }
+    false
 }
 
 /// Moves a folder that cannot serve as the stream's worktree to
@@ -1143,6 +1205,11 @@ fn user_conflicts(dir: &Path, t_tree: &Tree, changed: &BTreeSet<String>) -> Resu
 
 /// Writes exactly the merge's paths into the checkout at `dir` (index and
 /// files). [`user_conflicts`] found none of them modified by the user.
+///
+/// The index entries of those paths are then set from the files written:
+/// libgit2 compares against HEAD, which already is the merge, so a file
+/// that is on disk already (a checkout cut short by a crash) would
+/// otherwise keep its stale index entry.
 fn update_checkout(dir: &Path, tree_id: Oid, changed: &BTreeSet<String>) -> Result<()> {
     let wrepo = open_repo(dir)?;
     let tree = wrepo.find_tree(tree_id)?;
@@ -1152,6 +1219,20 @@ fn update_checkout(dir: &Path, tree_id: Oid, changed: &BTreeSet<String>) -> Resu
         cb.path(p.as_str());
     }
     wrepo.checkout_tree(tree.as_object(), Some(&mut cb))?;
+    let mut index = wrepo.index()?;
+    for p in changed {
+        let path = Path::new(p);
+        match tree.get_path(path) {
+            Ok(e) if e.kind() == Some(git2::ObjectType::Blob) => index.add_path(path)?,
+            Ok(_) => {} // a folder: its files are listed themselves
+            Err(_) => {
+                if index.get_path(path, 0).is_some() {
+                    index.remove_path(path)?;
+                }
+            }
+        }
+    }
+    index.write()?;
     Ok(())
 }
 

@@ -153,7 +153,10 @@ fn merge(root: &Path, id: &str) -> MergeOutcome {
 
 fn merged_commit(outcome: MergeOutcome) -> String {
     match outcome {
-        MergeOutcome::Merged { commit } => commit,
+        MergeOutcome::Merged {
+            commit,
+            checkout_behind: None,
+        } => commit,
         other => panic!("expected a merge, got {other:?}"),
     }
 }
@@ -863,6 +866,55 @@ fn a_stream_without_commits_is_already_merged() {
         git::merge_stream(&root, "nope", "main", "x", &[]).unwrap_err()
     );
     assert!(err.contains("loki/nope"), "{err}");
+}
+
+/// A supervisor killed while writing the merge into the user's checkout
+/// leaves the merged files on disk but the index behind (and, killed at
+/// the wrong instant, `.git/index.lock`). The next supervisor clears the
+/// abandoned lock and the merge's second pass brings the index up to date:
+/// the files on disk are the merge's, so they are not mistaken for the
+/// user's.
+#[test]
+fn a_checkout_cut_short_by_a_crash_is_completed_and_its_lock_cleared() {
+    let (_tmp, root) = repo();
+    commit_on(&root, "notes.md", "old notes\n", "notes");
+    stream_with(
+        &root,
+        "ch01",
+        &[("chapters/ch01.md", "one\n"), ("notes.md", "new notes\n")],
+    );
+    merged_commit(merge(&root, "ch01"));
+    assert_eq!(status(&root), "");
+    // The state after the crash: the index as before the merge, the files
+    // written, an index.lock nobody holds.
+    git(&root, &["rm", "-q", "--cached", "chapters/ch01.md"]);
+    git(
+        &root,
+        &[
+            "update-index",
+            "--cacheinfo",
+            &format!("100644,{},notes.md", rev(&root, "HEAD^1:notes.md")),
+        ],
+    );
+    assert!(!status(&root).is_empty());
+    fs::write(root.join(".git/index.lock"), "").unwrap();
+    let removed =
+        git::clear_abandoned_target_locks(&root, "main", std::time::Duration::from_millis(100))
+            .unwrap();
+    assert_eq!(removed, vec![root.join(".git/index.lock")]);
+    assert_eq!(merge(&root, "ch01"), MergeOutcome::AlreadyMerged);
+    assert_eq!(status(&root), "", "the checkout was completed");
+    assert_eq!(read(&root, "notes.md"), "new notes\n");
+    // A lock some process holds open is never removed.
+    let held = fs::File::create(root.join(".git/index.lock")).unwrap();
+    let removed =
+        git::clear_abandoned_target_locks(&root, "main", std::time::Duration::from_millis(100))
+            .unwrap();
+    assert!(removed.is_empty());
+    assert!(root.join(".git/index.lock").exists());
+    drop(held);
+    fs::remove_file(root.join(".git/index.lock")).unwrap();
+    fsck_clean(&root);
 }
 
 // ---------------------------------------------------------------------------
