@@ -784,15 +784,17 @@ fn ctrl_c_twice_stops_agents_and_the_next_run_resumes() {
 
 /// SIGTERM behaves like Ctrl-C twice.
 #[test]
-fn sigterm_behaves_like_ctrl_c_twice() {
-    let h = Harness::new();
-    interruptible_swarm(&h);
-    let run = h.spawn(&["run", "--plain"]);
-    let agent = h.wait_running("slow");
-    run.signal(Signal::SIGTERM);
-    let done = run.wait();
-    assert!(!alive(agent), "the agent {agent} survived SIGTERM");
-    interrupted_then_resumed(&h, &done);
+fn sigterm_and_sighup_behave_like_ctrl_c_twice() {
+    for sig in [Signal::SIGTERM, Signal::SIGHUP] {
+        let h = Harness::new();
+        interruptible_swarm(&h);
+        let run = h.spawn(&["run", "--plain"]);
+        let agent = h.wait_running("slow");
+        run.signal(sig);
+        let done = run.wait();
+        assert!(!alive(agent), "the agent {agent} survived {sig}");
+        interrupted_then_resumed(&h, &done);
+    }
 }
 
 // ----- kill -9 of the supervisor ---------------------------------------------
