@@ -782,7 +782,7 @@ fn ctrl_c_twice_stops_agents_and_the_next_run_resumes() {
     interrupted_then_resumed(&h, &done);
 }
 
-/// SIGTERM behaves like Ctrl-C twice.
+/// SIGTERM and SIGHUP behave like Ctrl-C twice.
 #[test]
 fn sigterm_and_sighup_behave_like_ctrl_c_twice() {
     for sig in [Signal::SIGTERM, Signal::SIGHUP] {
