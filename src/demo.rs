@@ -77,7 +77,16 @@ pub fn create(parent: Option<&Path>) -> Result<PathBuf> {
     let mut b = tempfile::Builder::new();
     b.prefix("loki-demo-");
     let dir = match parent {
-        Some(p) => b.tempdir_in(p),
+        Some(p) => {
+            // `--dir` names where the demo goes: made if it is not there yet.
+            std::fs::create_dir_all(p).with_context(|| {
+                format!(
+                    "creating {} for the demo\n  help: pass `--dir` a folder you can write to",
+                    p.display()
+                )
+            })?;
+            b.tempdir_in(p)
+        }
         None => b.tempdir(),
     }
     .context("creating a temporary folder for the demo")?;

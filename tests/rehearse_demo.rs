@@ -100,9 +100,10 @@ fn a_rehearsal_finds_a_missing_input_before_a_real_night() {
 #[test]
 fn the_demo_completes_and_shows_the_merged_graph() {
     let dir = tempfile::tempdir().expect("tempdir");
+    // A --dir that does not exist yet is made.
     let out = std::process::Command::new(loki_bin())
         .args(["demo", "--plain", "--dir"])
-        .arg(dir.path())
+        .arg(dir.path().join("new/folder"))
         .output()
         .expect("loki demo");
     assert!(out.status.success(), "{}", both(&out));
