@@ -395,12 +395,11 @@ impl Live {
             "  {spinner} {prefix:<12} {msg}"
         })
         .unwrap_or_else(|_| ProgressStyle::default_spinner());
-        let overall = multi.add(ProgressBar::new(0));
+        // Drawn from `Start` on, when the number of streams is known (a bar
+        // of 0 streams would show full).
+        let overall = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::hidden());
         overall.set_style(overall_style);
         overall.set_prefix("loki");
-        // One timer for the whole view: it redraws what the 1 s tick (and
-        // events) changed but the draw rate limit held back.
-        overall.enable_steady_tick(Duration::from_millis(500));
         Live {
             multi,
             overall,
@@ -425,6 +424,10 @@ impl Live {
                 let _ = self
                     .multi
                     .println(start_line(*total, target, *parallel, *rehearse));
+                self.overall = self.multi.insert(0, self.overall.clone());
+                // One timer for the whole view: it redraws what the 1 s tick
+                // (and events) changed but the draw rate limit held back.
+                self.overall.enable_steady_tick(Duration::from_millis(500));
             }
             UiEvent::Transition {
                 id,
