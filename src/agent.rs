@@ -1097,10 +1097,10 @@ pub fn sweep_leftover(rec: &ProcessRecord, grace: Duration) -> usize {
     if found.is_empty() {
         return 0;
     }
-    // Found: the group is ours, and stays ours while any member lives (its
-    // number cannot be reused), so the re-listings below take every member.
+    // Every round lists with the same care: a leader that dies meanwhile
+    // leaves only token carriers to be signalled.
     let signal_all = |sig: Signal| {
-        for pid in group_members(rec) {
+        for pid in leftover_members(rec) {
             let _ = kill(Pid::from_raw(pid), sig);
         }
     };
@@ -1108,14 +1108,14 @@ pub fn sweep_leftover(rec: &ProcessRecord, grace: Duration) -> usize {
     signal_all(Signal::SIGTERM);
     let until = std::time::Instant::now() + grace;
     while std::time::Instant::now() < until {
-        if group_members(rec).is_empty() {
+        if leftover_members(rec).is_empty() {
             return found.len();
         }
         std::thread::sleep(poll);
     }
     let until = std::time::Instant::now() + KILL_LIMIT;
     loop {
-        if group_members(rec).is_empty() || std::time::Instant::now() >= until {
+        if leftover_members(rec).is_empty() || std::time::Instant::now() >= until {
             break;
         }
         signal_all(Signal::SIGKILL);

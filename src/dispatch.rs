@@ -351,6 +351,13 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
     };
     d.recover().await?;
     d.replay_unhandled_signals().await;
+    // Logged before this supervisor takes any signal: the next one replays
+    // the files that end in this pid.
+    d.event(
+        "supervisor",
+        None,
+        &format!("started (pid {}), target {}", std::process::id(), d.target),
+    );
     d.apply_waiting_signals().await;
     d.normalize().await?;
 
@@ -366,11 +373,6 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
         parallel: d.cfg.swarm.max_parallel,
         rehearse: d.rehearse,
     });
-    d.event(
-        "supervisor",
-        None,
-        &format!("started (pid {}), target {}", std::process::id(), d.target),
-    );
     for s in d.order.clone() {
         let slot = &d.slots[&s];
         if slot.st.status != Status::Pending {
@@ -780,33 +782,61 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Signals an earlier supervisor took into `processed/` but died before
-    /// handling (no `signal` event names their file): applied now, before
-    /// anything newer.
+    /// Signals the previous supervisor took into `processed/` but died
+    /// before handling (no `signal` event names their file), applied now,
+    /// before anything newer. Only that supervisor's files count (their
+    /// names end in its pid, from its `started` event): older ones were
+    /// handled or given up by theirs. A swarm-wide STOP was meant for the
+    /// supervisor that died and is not replayed. If `events.jsonl` cannot
+    /// be read, nothing is replayed (and the user is told).
     async fn replay_unhandled_signals(&mut self) {
         let store = self.store.clone();
         let dir = self.signals.clone();
-        let taken = tokio::task::spawn_blocking(move || {
-            let files = dir.processed();
-            if files.is_empty() {
-                return Vec::new();
-            }
-            let handled: BTreeSet<String> = store
-                .read_events()
-                .unwrap_or_default()
+        let found = tokio::task::spawn_blocking(move || -> Result<Vec<Taken>, String> {
+            let events = store.read_events().map_err(|e| e.to_string())?;
+            let Some(pid) = events.iter().rev().find_map(|e| {
+                let rest = e.message.strip_prefix("started (pid ")?;
+                (e.kind == "supervisor")
+                    .then(|| rest.split(')').next())??
+                    .parse::<u32>()
+                    .ok()
+            }) else {
+                return Ok(Vec::new());
+            };
+            let handled: BTreeSet<String> =
+                events.into_iter().filter_map(|e| e.signal_file).collect();
+            let suffix = format!("-{pid}");
+            Ok(dir
+                .processed()
                 .into_iter()
-                .filter_map(|e| e.signal_file)
-                .collect();
-            files
-                .into_iter()
-                .filter(|f| !handled.contains(f))
+                .filter(|f| f.ends_with(&suffix) && !handled.contains(f))
                 .filter_map(|f| dir.retake(&f))
-                .collect::<Vec<_>>()
+                .collect())
         })
         .await
-        .unwrap_or_default();
+        .unwrap_or_else(|e| Err(e.to_string()));
+        let taken = match found {
+            Ok(t) => t,
+            Err(e) => {
+                self.notes.push_back(format!(
+                    "signals taken by the stopped supervisor are not replayed: {e}"
+                ));
+                return;
+            }
+        };
         for t in taken {
             if let Taken::Signal(s) = &t {
+                if s.kind == Kind::Stop && s.stream.is_none() {
+                    self.signal_event(
+                        None,
+                        &format!(
+                            "{}: not replayed (it was meant for the stopped supervisor)",
+                            s.name
+                        ),
+                        s,
+                    );
+                    continue;
+                }
                 self.notes.push_back(format!(
                     "applying signal {} taken by the stopped supervisor but not yet handled",
                     s.name
@@ -860,21 +890,30 @@ impl Dispatcher {
                     removed.extend(r);
                 }
             }
+            let mut kept = Vec::new();
             if any_merging {
                 if let Ok(r) =
                     git::clear_abandoned_target_locks(&root, &target, Duration::from_secs(2))
                 {
-                    removed.extend(r);
+                    removed.extend(r.removed);
+                    kept = r.kept;
                 }
             }
-            removed
+            (removed, kept)
         })
         .await
         .unwrap_or_default();
+        let (removed, kept) = removed;
         for r in removed {
             self.notes.push_back(format!(
                 "removed a git lock left by the stopped supervisor: {}",
                 r.display()
+            ));
+        }
+        for k in kept {
+            self.notes.push_back(format!(
+                "{} exists: if no git command of yours is running, the stopped supervisor left it; remove it so the merge can update your checkout",
+                k.display()
             ));
         }
 
@@ -1301,7 +1340,8 @@ impl Dispatcher {
         let mut stream_cfg = slot.cfg.clone();
         if let Some(b) = slot.cfg.agent.max_budget_usd {
             let left = b - slot.st.cost_usd;
-            if left <= 0.0 {
+            // Less than half a cent is spent (and would read as $0 to claude).
+            if left < 0.005 {
                 let why = format!(
                     "stream budget spent (${:.2} of ${b:.2}); raise max_budget_usd and `loki retry {id}` to go on",
                     slot.st.cost_usd
@@ -1314,11 +1354,14 @@ impl Dispatcher {
         // An interrupted attempt whose agent ran is continued (and its work
         // salvaged); one stopped before its agent started is simply started
         // again, as a retry if it was one.
+        // Attempts held back before their agent started do not count: the
+        // last one that did start decides (its session is what to resume).
         let agent_ran = slot
             .st
             .attempts
-            .last()
-            .is_some_and(|a| a.outcome != "not_started");
+            .iter()
+            .rev()
+            .any(|a| a.outcome != "not_started");
         let retry = || Kickoff::Retry {
             feedback: slot.st.feedback.clone().unwrap_or_default(),
             last: slot.used() + 1 >= max,
@@ -1660,19 +1703,24 @@ impl Dispatcher {
         self.auth_failed = Some(msg.clone());
         self.ui.send(UiEvent::Note(msg.clone()));
         self.event("auth", Some(id), &msg);
-        let store = self.store.clone();
-        let v = self.swarm.version;
-        let m = msg.clone();
-        if let Ok(Ok(s)) = tokio::task::spawn_blocking(move || {
-            store.update_swarm(v, |s| {
-                s.paused = true;
-                s.auth_paused = true;
-                s.pause_reason = Some(m);
+        // A pause the user made stays theirs (lifted only by `loki resume`);
+        // otherwise the swarm is paused as the supervisor's own, which the
+        // next `loki run` lifts.
+        if !self.swarm.paused {
+            let store = self.store.clone();
+            let v = self.swarm.version;
+            let m = msg.clone();
+            if let Ok(Ok(s)) = tokio::task::spawn_blocking(move || {
+                store.update_swarm(v, |s| {
+                    s.paused = true;
+                    s.auth_paused = true;
+                    s.pause_reason = Some(m);
+                })
             })
-        })
-        .await
-        {
-            self.swarm = s;
+            .await
+            {
+                self.swarm = s;
+            }
         }
         self.stop_all(StopRequest::Auth);
     }

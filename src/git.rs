@@ -1043,50 +1043,104 @@ pub fn clear_stale_locks(root: &Path, id: &str) -> anyhow::Result<Vec<PathBuf>> 
     Ok(removed)
 }
 
-/// Removes the git locks a merge killed midway can leave on the target:
-/// `refs/heads/<target>.lock` and the `index.lock` of every checkout of
-/// the target (a killed checkout update). A lock counts as abandoned when
-/// no process has it open and it is at least `min_age` old (git keeps its
-/// lock file open from creating it until just before renaming it, so a
-/// young closed one may be a rename about to happen): a younger one is
-/// waited for, up to `min_age`. Call only under the supervisor lock, and
-/// only when the previous supervisor had a merge in flight. Returns what it
-/// removed.
+/// What [`clear_abandoned_target_locks`] did.
+#[derive(Debug, Default, PartialEq)]
+pub struct LockCleanup {
+    pub removed: Vec<PathBuf>,
+    /// Locks left alone because they may be the user's own (`git commit -a`
+    /// keeps `index.lock`, closed, for as long as its editor is open).
+    pub kept: Vec<PathBuf>,
+}
+
+/// Removes the git locks a merge killed midway can leave on the target.
+///
+/// - `refs/heads/<target>.lock`: git holds a ref lock only for the instant
+///   of the update, so one that no process has open and that is at least
+///   `min_age` old (a younger one is waited for) is abandoned.
+/// - The `index.lock` of a checkout of the target: only when loki's own
+///   checkout of it was in flight (the marker [`update_checkout`] leaves
+///   names it) and the lock dates from then; any other is kept and
+///   reported, since the user's `git commit -a` holds one, closed, while
+///   its editor is open.
+///
+/// Call only under the supervisor lock, and only when the previous
+/// supervisor had a merge in flight.
 pub fn clear_abandoned_target_locks(
     root: &Path,
     target: &str,
     min_age: Duration,
-) -> anyhow::Result<Vec<PathBuf>> {
+) -> anyhow::Result<LockCleanup> {
     let _serial = repo_lock();
     let repo = open_repo(root)?;
     let target_ref = format!("refs/heads/{target}");
-    let mut locks = vec![repo.path().join(format!("{target_ref}.lock"))];
+    let marker = checkout_marker(&repo);
+    let in_flight = marker.as_deref().and_then(read_checkout_marker);
+    let mut locks = vec![(repo.path().join(format!("{target_ref}.lock")), false)];
     for dir in checkouts_of(&repo, &target_ref)? {
         if let Ok(w) = Repository::open(&dir) {
-            locks.push(w.path().join("index.lock"));
+            locks.push((w.path().join("index.lock"), true));
         }
     }
-    let mut removed = Vec::new();
-    for lock in locks {
+    let mut out = LockCleanup::default();
+    for (lock, is_index) in locks {
         let Ok(meta) = lock.symlink_metadata() else {
             continue;
         };
-        let age = meta
-            .modified()
-            .ok()
-            .and_then(|m| m.elapsed().ok())
-            .unwrap_or_default();
+        let mtime = meta.modified().ok();
+        let age = mtime.and_then(|m| m.elapsed().ok()).unwrap_or_default();
+        if is_index {
+            let ours = in_flight.as_ref().is_some_and(|(path, started)| {
+                *path == lock
+                    && mtime.is_some_and(|m| {
+                        m + Duration::from_secs(1) >= *started
+                            && m <= *started + Duration::from_secs(60)
+                    })
+            });
+            if !ours {
+                out.kept.push(lock);
+                continue;
+            }
+        }
         if age < min_age {
             std::thread::sleep(min_age - age);
         }
-        if !lock.exists() || is_open_by_any_process(&lock) {
+        if !lock.exists() {
+            continue;
+        }
+        if is_open_by_any_process(&lock) {
+            out.kept.push(lock);
             continue;
         }
         fs::remove_file(&lock)
             .with_context(|| format!("removing the abandoned lock {}", lock.display()))?;
-        removed.push(lock);
+        out.removed.push(lock);
     }
-    Ok(removed)
+    if let Some(m) = marker {
+        let _ = fs::remove_file(m);
+    }
+    Ok(out)
+}
+
+/// `<main checkout>/.loki/checkout-in-flight`: which index loki is
+/// writing, and since when, while it updates a checkout after a merge.
+fn checkout_marker(repo: &Repository) -> Option<PathBuf> {
+    let common = repo.commondir();
+    let root = if common.file_name().is_some_and(|n| n == ".git") {
+        common.parent()?
+    } else {
+        repo.workdir()?
+    };
+    Some(root.join(".loki").join("checkout-in-flight"))
+}
+
+fn read_checkout_marker(path: &Path) -> Option<(PathBuf, std::time::SystemTime)> {
+    let text = fs::read_to_string(path).ok()?;
+    let (lock, ms) = text.trim_end().rsplit_once('\t')?;
+    let ms: u64 = ms.parse().ok()?;
+    Some((
+        PathBuf::from(lock),
+        std::time::UNIX_EPOCH + Duration::from_millis(ms),
+    ))
 }
 
 /// Whether some process has `path` open (a link in `/proc/<pid>/fd/`).
@@ -1212,6 +1266,26 @@ fn user_conflicts(dir: &Path, t_tree: &Tree, changed: &BTreeSet<String>) -> Resu
 /// otherwise keep its stale index entry.
 fn update_checkout(dir: &Path, tree_id: Oid, changed: &BTreeSet<String>) -> Result<()> {
     let wrepo = open_repo(dir)?;
+    // Says, should this process die midway, that the index.lock it leaves
+    // is loki's (see `clear_abandoned_target_locks`).
+    let marker = checkout_marker(&wrepo);
+    if let Some(m) = &marker {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        let line = format!("{}\t{ms}\n", wrepo.path().join("index.lock").display());
+        let _ = m.parent().map(fs::create_dir_all);
+        let _ = fs::write(m, line);
+    }
+    let result = write_checkout(&wrepo, tree_id, changed);
+    if let Some(m) = &marker {
+        let _ = fs::remove_file(m);
+    }
+    result
+}
+
+fn write_checkout(wrepo: &Repository, tree_id: Oid, changed: &BTreeSet<String>) -> Result<()> {
     let tree = wrepo.find_tree(tree_id)?;
     let mut cb = CheckoutBuilder::new();
     cb.force().disable_pathspec_match(true);

@@ -310,6 +310,10 @@ impl SignalDir {
     /// rejected. The supervisor replays those its events do not show as
     /// handled (it died between taking and applying them).
     pub fn processed(&self) -> Vec<String> {
+        // Never through a symbolic link (see `ensure_folders`).
+        if !fs::symlink_metadata(self.dir.join(PROCESSED)).is_ok_and(|m| m.is_dir()) {
+            return Vec::new();
+        }
         let Ok(entries) = fs::read_dir(self.dir.join(PROCESSED)) else {
             return Vec::new();
         };

@@ -4,6 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use loki::git::{self, MergeOutcome};
 use tempfile::TempDir;
@@ -897,23 +898,42 @@ fn a_checkout_cut_short_by_a_crash_is_completed_and_its_lock_cleared() {
         ],
     );
     assert!(!status(&root).is_empty());
-    fs::write(root.join(".git/index.lock"), "").unwrap();
-    let removed =
-        git::clear_abandoned_target_locks(&root, "main", std::time::Duration::from_millis(100))
-            .unwrap();
-    assert_eq!(removed, vec![root.join(".git/index.lock")]);
+    // An index.lock with no sign that loki was writing it may be the
+    // user's (`git commit -a` keeps one while its editor is open): kept.
+    let lock = root.join(".git/index.lock");
+    fs::write(&lock, "").unwrap();
+    let r = git::clear_abandoned_target_locks(&root, "main", Duration::from_millis(100)).unwrap();
+    assert_eq!(r.kept, vec![lock.clone()]);
+    assert!(r.removed.is_empty() && lock.exists());
+    // loki's checkout was in flight when it was killed: the marker it
+    // leaves names the lock, which dates from then.
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    fs::write(
+        root.join(".loki/checkout-in-flight"),
+        format!("{}\t{ms}\n", lock.display()),
+    )
+    .unwrap();
+    let r = git::clear_abandoned_target_locks(&root, "main", Duration::from_millis(100)).unwrap();
+    assert_eq!(r.removed, vec![lock.clone()]);
+    assert!(!root.join(".loki/checkout-in-flight").exists());
     assert_eq!(merge(&root, "ch01"), MergeOutcome::AlreadyMerged);
     assert_eq!(status(&root), "", "the checkout was completed");
     assert_eq!(read(&root, "notes.md"), "new notes\n");
-    // A lock some process holds open is never removed.
-    let held = fs::File::create(root.join(".git/index.lock")).unwrap();
-    let removed =
-        git::clear_abandoned_target_locks(&root, "main", std::time::Duration::from_millis(100))
-            .unwrap();
-    assert!(removed.is_empty());
-    assert!(root.join(".git/index.lock").exists());
+    // Even then, a lock some process holds open is never removed.
+    let held = fs::File::create(&lock).unwrap();
+    fs::write(
+        root.join(".loki/checkout-in-flight"),
+        format!("{}\t{ms}\n", lock.display()),
+    )
+    .unwrap();
+    let r = git::clear_abandoned_target_locks(&root, "main", Duration::from_millis(100)).unwrap();
+    assert!(r.removed.is_empty());
+    assert!(lock.exists());
     drop(held);
-    fs::remove_file(root.join(".git/index.lock")).unwrap();
+    fs::remove_file(&lock).unwrap();
     fsck_clean(&root);
 }
 

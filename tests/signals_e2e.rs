@@ -1286,7 +1286,8 @@ fn approve_written_while_no_supervisor_runs_is_applied_at_start() {
 
 /// A signal the supervisor took into `processed/` but died before handling
 /// (no `signal` event names its file) is applied by the next `loki run`;
-/// one already handled is not applied again.
+/// one already handled, one taken by an older supervisor and a swarm-wide
+/// STOP (meant for the supervisor that died) are not.
 #[test]
 fn a_signal_taken_but_not_handled_before_a_crash_is_applied_at_start() {
     let s = Swarm::new(
@@ -1294,27 +1295,43 @@ fn a_signal_taken_but_not_handled_before_a_crash_is_applied_at_start() {
         &[
             st("rev", &[], &[], "approve = true\n"),
             st("old", &[], &[], "approve = true\n"),
+            st("older", &[], &[], "approve = true\n"),
         ],
     );
     let done = s.run();
     assert_eq!(done.code, Some(1), "{}", done.both());
-    assert_eq!(s.state("rev")["status"], "awaiting_approval");
-    assert_eq!(s.state("old")["status"], "awaiting_approval");
+    for id in ["rev", "old", "older"] {
+        assert_eq!(s.state(id)["status"], "awaiting_approval");
+    }
+    // The pid of that (now stopped) supervisor, from its `started` event.
+    let pid = s
+        .events()
+        .iter()
+        .rev()
+        .find_map(|e| {
+            let m = e["message"].as_str()?.strip_prefix("started (pid ")?;
+            m.split(')').next()?.parse::<u32>().ok()
+        })
+        .expect("a started event");
 
-    // The state a kill -9 leaves right after the watcher's rename: the file
-    // in processed/ under its unique name, and no event for it.
+    // The state a kill -9 leaves right after the watcher's renames: files
+    // in processed/ under their unique names, and no event for them.
     let processed = s.signals().join("processed");
     std::fs::create_dir_all(&processed).expect("processed/");
-    std::fs::write(
-        processed.join("APPROVE_rev.1700000000000000000-4242"),
-        br#"{"note": "Ada"}"#,
-    )
-    .expect("taken signal");
-    // One that a supervisor did handle: its event names the file.
-    std::fs::write(processed.join("APPROVE_old.1700000000000000001-4242"), b"").expect("handled");
+    let put = |name: &str, body: &[u8]| {
+        std::fs::write(processed.join(name), body).expect("taken signal");
+    };
+    let rev = format!("APPROVE_rev.1700000000000000000-{pid}");
+    put(&rev, br#"{"note": "Ada"}"#);
+    put(&format!("STOP.1700000000000000003-{pid}"), b"");
+    // Handled by that supervisor: its event names the file.
+    let old = format!("APPROVE_old.1700000000000000001-{pid}");
+    put(&old, b"");
+    // Taken by an older supervisor (another pid): long settled.
+    put("APPROVE_older.1700000000000000002-4242", b"");
     let handled = serde_json::json!({
         "ts": "2026-01-01T00:00:00Z", "kind": "signal", "stream": "old",
-        "message": "APPROVE_old", "signal_file": "APPROVE_old.1700000000000000001-4242"
+        "message": "APPROVE_old", "signal_file": old
     });
     let events = s.path().join(".loki/state/events.jsonl");
     let mut text = std::fs::read_to_string(&events).expect("events");
@@ -1322,10 +1339,11 @@ fn a_signal_taken_but_not_handled_before_a_crash_is_applied_at_start() {
     std::fs::write(&events, text).expect("events");
 
     let done = s.run();
-    let rev = s.state("rev");
-    assert_eq!(rev["status"], "merged", "{}\n{rev:#}", done.both());
-    assert_eq!(rev["approved_by"], "Ada");
+    let st = s.state("rev");
+    assert_eq!(st["status"], "merged", "{}\n{st:#}", done.both());
+    assert_eq!(st["approved_by"], "Ada");
     assert_eq!(s.state("old")["status"], "awaiting_approval");
+    assert_eq!(s.state("older")["status"], "awaiting_approval");
     assert!(
         done.both()
             .contains("taken by the stopped supervisor but not yet handled"),
@@ -1335,9 +1353,10 @@ fn a_signal_taken_but_not_handled_before_a_crash_is_applied_at_start() {
     let marks: Vec<Value> = s
         .events()
         .into_iter()
-        .filter(|e| e["signal_file"] == "APPROVE_rev.1700000000000000000-4242")
+        .filter(|e| e["signal_file"] == rev.as_str())
         .collect();
     assert_eq!(marks.len(), 1, "handled exactly once: {marks:?}");
+    assert!(s.has_event("signal", "STOP", "not replayed"));
     assert_eq!(s.merges(), vec!["Merge stream rev"]);
     // A third run replays nothing.
     let done = s.run();
@@ -1347,6 +1366,7 @@ fn a_signal_taken_but_not_handled_before_a_crash_is_applied_at_start() {
         "{}",
         done.both()
     );
+    assert!(!done.both().contains("not yet handled"), "{}", done.both());
     assert_eq!(s.merges(), vec!["Merge stream rev"]);
 }
 

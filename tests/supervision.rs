@@ -122,6 +122,16 @@ impl Harness {
         self.scratch.path().join(name)
     }
 
+    /// The fake agent as `bin/claude` in the scratch folder (loki knows
+    /// claude by the file name and reads its stream-json).
+    fn fake_claude(&self) -> PathBuf {
+        let bin = self.scratch("bin");
+        std::fs::create_dir_all(&bin).expect("mkdir bin");
+        let claude = bin.join("claude");
+        std::os::unix::fs::symlink(fake_agent(), &claude).expect("symlink claude");
+        claude
+    }
+
     /// Writes the chapter template, `.loki/.gitignore` and `loki.toml`, and
     /// commits them.
     fn swarm(&self, toml: &str) {
@@ -1212,10 +1222,7 @@ fn a_second_supervisor_is_refused_with_the_first_ones_pid() {
 #[test]
 fn swarm_budget_stops_new_attempts() {
     let h = Harness::new();
-    let bin = h.scratch("bin");
-    std::fs::create_dir_all(&bin).expect("mkdir bin");
-    let claude = bin.join("claude");
-    std::os::unix::fs::symlink(fake_agent(), &claude).expect("symlink claude");
+    let claude = h.fake_claude();
 
     let mut toml = format!(
         "[swarm]\ntarget = \"main\"\nmax_parallel = 1\nspawn_interval = \"0s\"\nmax_budget_usd = 0.015\n\n\
@@ -1327,5 +1334,58 @@ fn a_stream_budget_spans_its_attempts() {
         .filter_map(|r| r.split_whitespace().next())
         .collect();
     assert_eq!(budgets, ["0.025", "0.015", "0.005"], "{log}");
+    h.assert_no_leftovers("after the run");
+}
+
+/// A refused key while the user has paused the swarm: the agent's attempt
+/// is not counted, and the pause stays the user's (the next `loki run` does
+/// not lift it; `loki resume` does).
+#[test]
+fn an_auth_failure_keeps_the_users_pause() {
+    let h = Harness::new();
+    let claude = h.fake_claude();
+    let toml = format!(
+        "[swarm]\ntarget = \"main\"\nmax_parallel = 1\nspawn_interval = \"0s\"\n\n\
+         [agent]\ncommand = \"{}\"\ntimeout = \"60s\"\nidle_timeout = \"30s\"\nkill_grace = \"1s\"\nmax_attempts = 1\n\
+         env = {{ FAKE_AGENT_SLOW = \"2@1\", FAKE_AGENT_RESULT_STATUS = \"401@1\" }}\n\n{}",
+        toml_path(&claude),
+        stream("a", &[], "chapters/a.md", "")
+    );
+    h.swarm(&toml);
+
+    let run = h.spawn(&["run", "--plain"]);
+    h.wait_running("a");
+    let out = h.repo.loki(&["pause"]);
+    assert!(out.status.success(), "{}", both(&out));
+    let done = run.wait();
+    assert_eq!(done.code, Some(1), "{}", done.both());
+    assert!(
+        done.text().contains("refused the credentials"),
+        "{}",
+        done.both()
+    );
+    let swarm: Value = serde_json::from_str(
+        &std::fs::read_to_string(h.state_dir().join("swarm.json")).expect("swarm.json"),
+    )
+    .expect("swarm json");
+    assert_eq!(swarm["paused"], true, "{swarm:#}");
+    assert_ne!(
+        swarm["auth_paused"], true,
+        "the user's pause was taken over: {swarm:#}"
+    );
+    let a = h.state("a").expect("state of a");
+    assert_eq!(a["status"], "interrupted", "{a:#}");
+    assert_eq!(a["attempts"][0]["counted"], false, "{a:#}");
+
+    // The next run holds (paused by the user) until `loki resume`.
+    let run = h.spawn(&["run", "--plain"]);
+    h.wait_event("supervisor", "started");
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(h.state("a").expect("a")["status"], "interrupted");
+    let out = h.repo.loki(&["resume"]);
+    assert!(out.status.success(), "{}", both(&out));
+    let done = run.wait();
+    assert_eq!(done.code, Some(0), "{}", done.both());
+    h.assert_all_merged_once(&["a"]);
     h.assert_no_leftovers("after the run");
 }
