@@ -7,7 +7,8 @@
 //! `PAUSE_hold` / `RESUME_hold` (alternating, so each one applies) into
 //! `.loki/signals/` the way agents do: written under a dot-name, renamed
 //! into place. The clock starts when the rename returns and stops when the
-//! supervisor's `signal` event for it is in `.loki/state/events.jsonl` (the
+//! supervisor's `signal` event for it is in `.loki/state/events.jsonl`
+//! (written once the change is applied and fsynced to the state file; the
 //! bench polls that file every 50 µs; loki itself never polls). Before the
 //! next signal it waits until the state file shows the change applied, so
 //! every sample starts from an idle supervisor.
