@@ -568,26 +568,13 @@ fn normal_path(p: &str) -> String {
 
 /// Normalised outputs of every stream `id` depends on, directly or not:
 /// all of them are merged into the target before `id` starts.
-fn upstream_outputs(raws: &[RawStream], id: &str) -> BTreeSet<String> {
-    let deps_of = |id: &str| -> Vec<String> {
-        raws.iter()
-            .find(|r| r.cfg.id == id)
-            .map(|r| r.cfg.depends_on.clone())
-            .unwrap_or_default()
-    };
-    let mut seen = BTreeSet::new();
-    let mut todo = deps_of(id);
-    let mut out = BTreeSet::new();
-    while let Some(d) = todo.pop() {
-        if !seen.insert(d.clone()) {
-            continue;
-        }
-        if let Some(r) = raws.iter().find(|r| r.cfg.id == d) {
-            out.extend(r.cfg.outputs.iter().map(|o| normal_path(o)));
-        }
-        todo.extend(deps_of(&d));
-    }
-    out
+fn upstream_outputs(configs: &[StreamConfig], id: &str) -> BTreeSet<String> {
+    let upstream = plan::dependencies_of(configs, id);
+    configs
+        .iter()
+        .filter(|c| upstream.contains(&c.id))
+        .flat_map(|c| c.outputs.iter().map(|o| normal_path(o)))
+        .collect()
 }
 
 /// Git file modes of tree entries.
@@ -2076,7 +2063,7 @@ impl Parser<'_> {
             .and_then(|r| TargetTree::open(r, swarm.target.as_deref()))
         {
             for r in &raws {
-                let upstream = upstream_outputs(&raws, &r.cfg.id);
+                let upstream = upstream_outputs(&configs, &r.cfg.id);
                 self.check_inputs(r, &tree, &upstream, &raws)?;
                 self.check_script(r, &base, &tree, &upstream, &raws)?;
             }

@@ -151,6 +151,30 @@ pub fn dependents_of(streams: &[StreamConfig], id: &str) -> Vec<String> {
         .collect()
 }
 
+/// Every stream `id` depends on, directly or not (not `id` itself): what is
+/// merged into the target before `id` starts. In file order.
+pub fn dependencies_of(streams: &[StreamConfig], id: &str) -> Vec<String> {
+    let Some(root) = streams.iter().position(|s| s.id == id) else {
+        return Vec::new();
+    };
+    let deps = dep_indexes(streams);
+    let mut found = vec![false; streams.len()];
+    let mut todo = vec![root];
+    while let Some(i) = todo.pop() {
+        for &d in &deps[i] {
+            if !found[d] {
+                found[d] = true;
+                todo.push(d);
+            }
+        }
+    }
+    found[root] = false;
+    (0..streams.len())
+        .filter(|&i| found[i])
+        .map(|i| streams[i].id.clone())
+        .collect()
+}
+
 /// True when every dependency of `stream` is in `merged`.
 pub fn deps_met(stream: &StreamConfig, merged: &BTreeMap<String, bool>) -> bool {
     stream
@@ -245,6 +269,10 @@ mod tests {
         assert_eq!(topo_order(&v), Ok(ids(&["a", "c", "b", "d"])));
         assert_eq!(dependents_of(&v, "a"), ids(&["c", "b", "d"]));
         assert_eq!(dependents_of(&v, "b"), ids(&["d"]));
+        assert_eq!(dependencies_of(&v, "d"), ids(&["c", "b", "a"]));
+        assert_eq!(dependencies_of(&v, "b"), ids(&["a"]));
+        assert!(dependencies_of(&v, "a").is_empty());
+        assert!(dependencies_of(&v, "nope").is_empty());
     }
 
     #[test]
