@@ -587,7 +587,6 @@ fn rehearsal_setup(
             );
         }
     }
-    let ids: Vec<String> = cfg.streams.iter().map(|s| rehearsal_id(&s.id)).collect();
     for s in &mut cfg.streams {
         s.id = rehearsal_id(&s.id);
         s.depends_on = s.depends_on.iter().map(|d| rehearsal_id(d)).collect();
@@ -596,6 +595,7 @@ fn rehearsal_setup(
     }
     cfg.swarm.spawn_interval = Duration::ZERO;
     cfg.swarm.max_budget_usd = None;
+    let ids = cfg.streams.iter().map(|s| s.id.clone()).collect();
 
     let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
     let scratch = format!("loki-rehearsal/{stamp}-{}", std::process::id());
@@ -883,7 +883,7 @@ impl Dispatcher {
         let any_merging = self.slots.values().any(|s| s.st.status == Status::Merging);
         let root = self.layout.root.clone();
         let target = self.target.clone();
-        let removed = tokio::task::spawn_blocking(move || {
+        let (removed, kept) = tokio::task::spawn_blocking(move || {
             let mut removed = Vec::new();
             for id in &in_flight {
                 if let Ok(r) = git::clear_stale_locks(&root, id) {
@@ -903,7 +903,6 @@ impl Dispatcher {
         })
         .await
         .unwrap_or_default();
-        let (removed, kept) = removed;
         for r in removed {
             self.notes.push_back(format!(
                 "removed a git lock left by the stopped supervisor: {}",
@@ -1353,15 +1352,17 @@ impl Dispatcher {
         }
         // An interrupted attempt whose agent ran is continued (and its work
         // salvaged); one stopped before its agent started is simply started
-        // again, as a retry if it was one.
-        // Attempts held back before their agent started do not count: the
-        // last one that did start decides (its session is what to resume).
+        // again, as a retry if it was one. Attempts held back before their
+        // agent started are looked past: what counts is whether the last
+        // agent that did start was cut off (a crash, Ctrl-C, STOP, a refused
+        // key) or ended (a failed check: then this is a retry).
         let agent_ran = slot
             .st
             .attempts
             .iter()
             .rev()
-            .any(|a| a.outcome != "not_started");
+            .find(|a| a.outcome != "not_started")
+            .is_some_and(|a| matches!(a.outcome.as_str(), "interrupted" | "auth"));
         let retry = || Kickoff::Retry {
             feedback: slot.st.feedback.clone().unwrap_or_default(),
             last: slot.used() + 1 >= max,
@@ -1648,23 +1649,23 @@ impl Dispatcher {
                         }
                     }
                 }
-                if info.is_error {
-                    match api_error_class(info.api_status, &info.result) {
-                        Some(ApiTrouble::Auth) => {
-                            if let Some(slot) = self.slots.get_mut(&id) {
-                                slot.api_trouble = Some(401);
-                            }
-                            self.auth_failure(&id, 401).await;
-                        }
-                        Some(ApiTrouble::RateLimit) => {
-                            // A limit seen only in the final result (no
-                            // api_retry line): waited out the same way.
-                            if let Some(slot) = self.slots.get_mut(&id) {
-                                slot.api_trouble = Some(429);
-                            }
-                            self.rate_limited(&id, None);
-                        }
-                        None => {}
+                let trouble = info
+                    .is_error
+                    .then(|| api_error_class(info.api_status, &info.result))
+                    .flatten();
+                if let Some(trouble) = trouble {
+                    let code = match trouble {
+                        ApiTrouble::Auth => 401,
+                        ApiTrouble::RateLimit => 429,
+                    };
+                    if let Some(slot) = self.slots.get_mut(&id) {
+                        slot.api_trouble = Some(code);
+                    }
+                    match trouble {
+                        ApiTrouble::Auth => self.auth_failure(&id, code).await,
+                        // A limit seen only in the final result (no api_retry
+                        // line): waited out the same way.
+                        ApiTrouble::RateLimit => self.rate_limited(&id, None),
                     }
                 }
             }
