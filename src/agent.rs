@@ -943,11 +943,21 @@ fn result_info(v: &Value) -> ResultInfo {
             .and_then(Value::as_u64)
             .map(|n| n.min(u64::from(u32::MAX)) as u32)
             .unwrap_or(0),
-        result: v
-            .get("result")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string(),
+        // An error result often has no `result` text but an `errors` list
+        // ("No conversation found with session ID: …"): that is the reason.
+        result: match v.get("result").and_then(Value::as_str) {
+            Some(r) if !r.is_empty() => r.to_string(),
+            _ => v
+                .get("errors")
+                .and_then(Value::as_array)
+                .map(|es| {
+                    es.iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                })
+                .unwrap_or_default(),
+        },
         session_id: v
             .get("session_id")
             .and_then(Value::as_str)
@@ -1370,6 +1380,15 @@ mod tests {
         let err = r#"{"type":"result","subtype":"error_max_turns"}"#;
         match &p.parse_line(err)[..] {
             [AgentEvent::Result(r)] => assert!(r.is_error),
+            other => panic!("{other:?}"),
+        }
+        // The real line claude prints for a `--resume` of a lost session.
+        let lost = r#"{"type":"result","subtype":"error_during_execution","is_error":true,"num_turns":0,"session_id":"1b4e","total_cost_usd":0,"errors":["No conversation found with session ID: 1b4e"]}"#;
+        match &p.parse_line(lost)[..] {
+            [AgentEvent::Result(r)] => {
+                assert!(r.is_error);
+                assert_eq!(r.result, "No conversation found with session ID: 1b4e");
+            }
             other => panic!("{other:?}"),
         }
         assert_eq!(

@@ -133,6 +133,8 @@ pub struct Prepared {
     pub salvaged: Option<String>,
     /// "claude 2.1.197 (Claude Code)" or the command.
     pub agent_label: String,
+    /// The agent continues an earlier claude session (`--resume`).
+    pub resumed: bool,
 }
 
 /// An error that retrying cannot fix (a missing input file, an unfilled
@@ -289,6 +291,7 @@ pub fn prepare(input: &PrepareInput) -> Result<Prepared> {
         prompt_file,
         salvaged,
         agent_label,
+        resumed: resuming,
     })
 }
 

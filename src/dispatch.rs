@@ -210,6 +210,10 @@ struct Slot {
     /// Set when the current attempt hit a rate limit or auth failure.
     api_trouble: Option<u16>,
     agent_label: String,
+    /// The running attempt was launched with `--resume`, and whether claude
+    /// has since confirmed the session (system/init).
+    resumed: bool,
+    session_seen: bool,
 }
 
 impl Slot {
@@ -771,6 +775,8 @@ impl Dispatcher {
                     result_error: None,
                     api_trouble: None,
                     agent_label: String::new(),
+                    resumed: false,
+                    session_seen: false,
                 },
             );
         }
@@ -1510,6 +1516,8 @@ impl Dispatcher {
             return;
         };
         slot.agent_label = label;
+        slot.resumed = prepared.resumed;
+        slot.session_seen = false;
         let mut launch = prepared.launch.clone();
         if self.stand_in && self.stand_in_delay_ms > 0 {
             launch.env.push((
@@ -1565,6 +1573,9 @@ impl Dispatcher {
                 );
             }
             AgentEvent::Init { session_id } => {
+                if let Some(slot) = self.slots.get_mut(&id) {
+                    slot.session_seen = true;
+                }
                 let sid = session_id.clone();
                 self.write(&id, move |st| {
                     st.session_id = Some(sid.clone());
@@ -1764,7 +1775,7 @@ impl Dispatcher {
                 a.reason = reason.clone();
                 if matches!(
                     outcome.as_str(),
-                    "interrupted" | "not_started" | "rate_limited" | "auth"
+                    "interrupted" | "not_started" | "rate_limited" | "auth" | "session_lost"
                 ) {
                     a.counted = false;
                 }
@@ -1799,6 +1810,20 @@ impl Dispatcher {
         let api = slot.api_trouble;
 
         let auth_stop = self.auth_failed.is_some() || matches!(api, Some(401 | 403));
+        // `--resume` of a session claude no longer has (an attempt killed
+        // before its transcript was written, a cleared ~/.claude): claude
+        // exits at once without a system/init. Not the agent's failure: the
+        // same attempt starts again in a new session, uncounted.
+        let session_lost = slot.resumed
+            && !slot.session_seen
+            && out.ending == Ending::Exited
+            && !auth_stop
+            && api.is_none()
+            && (exit != Some(0) || result_error.is_some());
+        if session_lost {
+            self.session_lost(&id, exit, result_error).await;
+            return;
+        }
         // What the attempt amounted to: (outcome, ok, failure reason).
         let (outcome, ok, why): (&str, bool, Option<String>) = match &out.ending {
             Ending::SpawnFailed(m) => {
@@ -1927,6 +1952,25 @@ impl Dispatcher {
                 result,
             });
         });
+    }
+
+    /// The resumed session was gone: forget it and let the stream start
+    /// again (interrupted streams are restarted as slots free up).
+    async fn session_lost(&mut self, id: &str, exit: Option<i32>, error: Option<String>) {
+        let old = self.slots[id].st.session_id.clone().unwrap_or_default();
+        let detail = error
+            .map(|e| format!(" ({})", attempt::one_line(&e)))
+            .unwrap_or_default();
+        let why = format!(
+            "claude could not resume session {old}{detail}; starting again in a new session"
+        );
+        self.end_attempt_record(id, "session_lost", exit, Some(why.clone()))
+            .await;
+        self.event("session", Some(id), &why);
+        self.transition(id, Status::Interrupted, Some(why), |st| {
+            st.session_id = None;
+        })
+        .await;
     }
 
     /// An attempt ended by an authentication failure: uncounted, and the

@@ -185,8 +185,10 @@ fn a_rate_limited_api_is_waited_out_without_burning_attempts() {
     );
 }
 
-#[test]
-fn an_unauthorized_api_pauses_the_swarm_and_the_next_run_resumes_it() {
+/// Two independent chapters, `max_attempts = 1`, run once against an API
+/// that answers 401 (the run must end with exit code 1). Returns the repo,
+/// claude's home, the streams' TOML and that run's output.
+fn two_chapters_refused_credentials() -> (Repo, tempfile::TempDir, String, std::process::Output) {
     require_claude();
     let bad = MockApi::start(&["--mode", "unauthorized"]);
     let home = tempfile::tempdir().expect("home");
@@ -202,9 +204,36 @@ fn an_unauthorized_api_pauses_the_swarm_and_the_next_run_resumes_it() {
         &claude_swarm(&bad.url(), home.path(), 1, &streams),
     );
     repo.commit_all("swarm");
-
     let out = loki_clean_env(&repo, &["run", "--plain"]);
     assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    (repo, home, streams, out)
+}
+
+/// The key fixed: `loki run` again against an API that writes; the run
+/// succeeds and every stream is merged.
+fn run_with_a_working_key(
+    repo: &Repo,
+    home: &tempfile::TempDir,
+    streams: &str,
+) -> std::process::Output {
+    let good = MockApi::start(&["--mode", "write"]);
+    repo.write(
+        "loki.toml",
+        &claude_swarm(&good.url(), home.path(), 1, streams),
+    );
+    repo.commit_all("fixed key");
+    let out = loki_clean_env(repo, &["run", "--plain"]);
+    assert!(out.status.success(), "{}", both(&out));
+    let st = status_json(repo);
+    for s in st["streams"].as_array().expect("streams") {
+        assert_eq!(s["status"], "merged", "{s}");
+    }
+    out
+}
+
+#[test]
+fn an_unauthorized_api_pauses_the_swarm_and_the_next_run_resumes_it() {
+    let (repo, home, streams, out) = two_chapters_refused_credentials();
     let text = stdout(&out);
     assert!(text.contains("refused the credentials"), "{text}");
     assert!(
@@ -224,26 +253,63 @@ fn an_unauthorized_api_pauses_the_swarm_and_the_next_run_resumes_it() {
         pids_in(repo.path()).is_empty(),
         "agents left running after the auth failure"
     );
-    drop(bad);
 
     // Credentials fixed: the next run resumes; max_attempts = 1 was not used up.
-    let good = MockApi::start(&["--mode", "write"]);
-    repo.write(
-        "loki.toml",
-        &claude_swarm(&good.url(), home.path(), 1, &streams),
-    );
-    repo.commit_all("fixed key");
-    let out = loki_clean_env(&repo, &["run", "--plain"]);
-    assert!(out.status.success(), "{}", both(&out));
+    let out = run_with_a_working_key(&repo, &home, &streams);
     assert!(
         stdout(&out).contains("resuming a paused swarm"),
         "{}",
         both(&out)
     );
+    assert_eq!(status_json(&repo)["swarm"]["paused"], false);
+    assert_clean_repo(&repo);
+}
+
+#[test]
+fn a_session_claude_no_longer_has_is_started_again_without_using_an_attempt() {
+    // An auth failure leaves both streams interrupted with a session id.
+    let (repo, home, streams, _) = two_chapters_refused_credentials();
     let st = status_json(&repo);
-    assert_eq!(st["swarm"]["paused"], false);
-    for s in st["streams"].as_array().expect("streams") {
-        assert_eq!(s["status"], "merged", "{s}");
+    let with_session: Vec<String> = st["streams"]
+        .as_array()
+        .expect("streams")
+        .iter()
+        .filter(|s| s["session_id"].is_string())
+        .map(|s| s["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(!with_session.is_empty(), "no session recorded: {st}");
+
+    // Claude's transcripts are gone (or were never written before the kill):
+    // `--resume` finds nothing.
+    let projects = home.path().join(".claude/projects");
+    if projects.exists() {
+        std::fs::remove_dir_all(&projects).expect("removing claude's sessions");
+    }
+
+    run_with_a_working_key(&repo, &home, &streams);
+    let events = repo.read(".loki/state/events.jsonl");
+    for id in &with_session {
+        assert!(
+            events.lines().any(|l| l.contains("\"session\"")
+                && l.contains(&format!("\"{id}\""))
+                && l.contains("could not resume session")),
+            "no lost-session event for {id}:\n{events}"
+        );
+        let state: serde_json::Value =
+            serde_json::from_str(&repo.read(&format!(".loki/state/{id}.json"))).expect("state");
+        let lost = state["attempts"]
+            .as_array()
+            .expect("attempts")
+            .iter()
+            .find(|a| a["outcome"] == "session_lost")
+            .unwrap_or_else(|| panic!("no session_lost attempt for {id}: {state}"));
+        assert_eq!(lost["counted"], false, "{state}");
+        assert!(
+            lost["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("No conversation found")),
+            "{state}"
+        );
     }
     assert_clean_repo(&repo);
 }
