@@ -30,8 +30,9 @@
 //!   nor may a file or symlink sit where the merge needs a folder. If the
 //!   checkout is in the middle of a merge, rebase or cherry-pick, every dirty
 //!   path counts. After the ref moved, exactly the merge's paths are written
-//!   (a checkout limited to those paths); staged and unstaged changes on any
-//!   other path stay as they were.
+//!   (a checkout limited to those paths, staged in the git dir and renamed
+//!   into place file by file, so a kill never leaves a half-written file);
+//!   staged and unstaged changes on any other path stay as they were.
 //! - **Serialised merges.** Merges inside one process take a global lock (the
 //!   design has one merge worker anyway); other writers (the user's
 //!   `git commit`, another tool) are handled by the compare-and-swap.
@@ -1240,11 +1241,12 @@ fn user_conflicts(dir: &Path, t_tree: &Tree, changed: &BTreeSet<String>) -> Resu
             if p.as_os_str().is_empty() {
                 break;
             }
-            let tracked_dir = t_tree
-                .get_path(p)
-                .map(|e| e.kind() == Some(git2::ObjectType::Tree))
-                .unwrap_or(false);
-            if !tracked_dir {
+            let tracked = t_tree.get_path(p).ok().map(|e| e.kind());
+            let tracked_dir = tracked == Some(Some(git2::ObjectType::Tree));
+            // A tracked file the merge turns into a folder is the merge's to
+            // replace (the user's edits to it count as dirty above).
+            let replaced_file = tracked.is_some() && changed.contains(p.to_string_lossy().as_ref());
+            if !tracked_dir && !replaced_file {
                 if let Ok(meta) = dir.join(p).symlink_metadata() {
                     if !meta.is_dir() {
                         hits.insert(p.to_string_lossy().into_owned());
@@ -1285,29 +1287,105 @@ fn update_checkout(dir: &Path, tree_id: Oid, changed: &BTreeSet<String>) -> Resu
     result
 }
 
+/// Writes the merge's files so that a kill at any instant leaves each path
+/// whole: its old content or its new one, never a half-written file (which
+/// the resync after a crash could not tell from a user's edit). libgit2
+/// writes every file (with the repo's filters applied) into a staging folder
+/// in the checkout's git dir; each is then renamed into place, and removed
+/// paths are deleted. The index entries follow from the files written.
 fn write_checkout(wrepo: &Repository, tree_id: Oid, changed: &BTreeSet<String>) -> Result<()> {
+    let workdir = wrepo
+        .workdir()
+        .ok_or_else(|| anyhow!("{} has no working tree", wrepo.path().display()))?
+        .to_path_buf();
     let tree = wrepo.find_tree(tree_id)?;
-    let mut cb = CheckoutBuilder::new();
-    cb.force().disable_pathspec_match(true);
+    let stage = wrepo.path().join("loki-checkout");
+    remove_stage(&stage)?;
+    fs::create_dir_all(&stage).with_context(|| format!("creating {}", stage.display()))?;
+
+    let mut writes = Vec::new();
+    let mut removals = Vec::new();
     for p in changed {
-        cb.path(p.as_str());
+        match tree.get_path(Path::new(p)) {
+            Ok(e) if e.kind() != Some(git2::ObjectType::Tree) => writes.push(p.as_str()),
+            // Gone, or a file that became a folder (whose files are listed
+            // themselves): the file goes.
+            _ => removals.push(p.as_str()),
+        }
     }
-    wrepo.checkout_tree(tree.as_object(), Some(&mut cb))?;
-    let mut index = wrepo.index()?;
-    for p in changed {
-        let path = Path::new(p);
-        match tree.get_path(path) {
-            Ok(e) if e.kind() == Some(git2::ObjectType::Blob) => index.add_path(path)?,
-            Ok(_) => {} // a folder: its files are listed themselves
-            Err(_) => {
-                if index.get_path(path, 0).is_some() {
-                    index.remove_path(path)?;
-                }
+    if !writes.is_empty() {
+        let mut cb = CheckoutBuilder::new();
+        cb.force()
+            .disable_pathspec_match(true)
+            .update_index(false)
+            .target_dir(&stage);
+        for p in &writes {
+            cb.path(*p);
+        }
+        wrepo
+            .checkout_tree(tree.as_object(), Some(&mut cb))
+            .with_context(|| format!("writing the merged files into {}", stage.display()))?;
+    }
+    // Removals first: a file the merge deletes may sit where it adds a folder.
+    for p in &removals {
+        let path = workdir.join(p);
+        if path.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
+            fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+        prune_empty_parents(&workdir, &path);
+    }
+    for p in &writes {
+        let from = stage.join(p);
+        let to = workdir.join(p);
+        if let Some(parent) = to.parent() {
+            fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        if to.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+            // The merge replaces an (empty, else user_conflicts had refused)
+            // folder with a file.
+            let _ = fs::remove_dir(&to);
+        }
+        if let Err(e) = fs::rename(&from, &to) {
+            if e.raw_os_error() != Some(nix::libc::EXDEV) {
+                return Err(e).with_context(|| format!("moving {} into place", to.display()));
             }
+            // Git dir on another file system: copy instead.
+            fs::copy(&from, &to).with_context(|| format!("writing {}", to.display()))?;
+        }
+    }
+    remove_stage(&stage)?;
+
+    let mut index = wrepo.index()?;
+    for p in &writes {
+        index.add_path(Path::new(p))?;
+    }
+    for p in &removals {
+        if index.get_path(Path::new(p), 0).is_some() {
+            index.remove_path(Path::new(p))?;
         }
     }
     index.write()?;
     Ok(())
+}
+
+/// Removes the staging folder of [`write_checkout`] (loki's own, in the git
+/// dir; one left by a crash holds only copies of committed files).
+fn remove_stage(stage: &Path) -> Result<()> {
+    if stage.symlink_metadata().is_ok() {
+        fs::remove_dir_all(stage).with_context(|| format!("removing {}", stage.display()))?;
+    }
+    Ok(())
+}
+
+/// Removes the folders above `path` that a deletion left empty, up to `top`.
+fn prune_empty_parents(top: &Path, path: &Path) {
+    let mut dir = path.parent();
+    while let Some(d) = dir {
+        if d == top || !d.starts_with(top) || fs::remove_dir(d).is_err() {
+            break;
+        }
+        dir = d.parent();
+    }
 }
 
 fn patch_text(diff: &Diff) -> Result<String, git2::Error> {

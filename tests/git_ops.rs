@@ -875,6 +875,51 @@ fn a_stream_without_commits_is_already_merged() {
 /// abandoned lock and the merge's second pass brings the index up to date:
 /// the files on disk are the merge's, so they are not mistaken for the
 /// user's.
+/// The user's checkout is written file by file through a staging folder in
+/// the git dir (so a kill never leaves a half-written file): files that
+/// become folders and back, deletions, modes and symlinks all arrive, and
+/// nothing is left behind.
+#[test]
+fn the_checkout_follows_type_changes_modes_and_deletions() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_tmp, root) = repo();
+    commit_on(&root, "was-dir/x.txt", "x\n", "a folder");
+    commit_on(&root, "was-file", "a file\n", "a file");
+    commit_on(&root, "gone/deep/y.txt", "y\n", "deep");
+    let wt = git::prepare_worktree(&root, "ch01", "main").unwrap();
+    fs::remove_dir_all(wt.path.join("was-dir")).unwrap();
+    write(&wt.path, "was-dir", "now a file\n");
+    fs::remove_file(wt.path.join("was-file")).unwrap();
+    write(&wt.path, "was-file/inside.md", "now a folder\n");
+    fs::remove_dir_all(wt.path.join("gone")).unwrap();
+    write(&wt.path, "run.sh", "#!/bin/sh\necho hi\n");
+    fs::set_permissions(wt.path.join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink("a.txt", wt.path.join("link")).unwrap();
+    git::commit_all(&wt.path, "loki: ch01 attempt 1", "", &trailers("ch01", 1))
+        .unwrap()
+        .unwrap();
+    // What a crash during an earlier checkout left in the git dir.
+    write(&root, ".git/loki-checkout/a.txt", "half");
+
+    merged_commit(merge(&root, "ch01"));
+    assert_eq!(status(&root), "");
+    assert_eq!(read(&root, "was-dir"), "now a file\n");
+    assert_eq!(read(&root, "was-file/inside.md"), "now a folder\n");
+    assert!(!root.join("gone").exists(), "emptied folders are removed");
+    let mode = fs::metadata(root.join("run.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o111, 0o111, "run.sh is executable: {mode:o}");
+    assert_eq!(
+        fs::read_link(root.join("link")).unwrap(),
+        Path::new("a.txt")
+    );
+    assert!(!root.join(".git/loki-checkout").exists());
+    assert_eq!(read(&root, "a.txt"), "one\ntwo\nthree\n");
+    fsck_clean(&root);
+}
+
 #[test]
 fn a_checkout_cut_short_by_a_crash_is_completed_and_its_lock_cleared() {
     let (_tmp, root) = repo();
