@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use crate::attempt::Layout;
-use crate::state::{StateStore, Status, StreamState};
+use crate::state::{StateStore, Status, StreamState, SupervisorLock};
 
 /// One transcript line for a person: `None` for lines not worth showing.
 pub fn render_line(line: &str) -> Option<String> {
@@ -140,7 +140,7 @@ pub fn logs(root: &Path, id: &str, attempt: Option<u32>, follow: bool, raw: bool
                     .seek(SeekFrom::Current(-(got as i64)))
                     .context("seeking in the transcript")?;
             }
-            if attempt_running(&store, id, n) {
+            if attempt_running(&store, id, n) && supervisor_alive(&layout) {
                 std::thread::sleep(FOLLOW_POLL);
                 continue;
             }
@@ -172,6 +172,16 @@ pub fn logs(root: &Path, id: &str, attempt: Option<u32>, follow: bool, raw: bool
 
 /// How often `--follow` looks for more of the transcript.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
+
+/// Whether a supervisor holds the lock: without one, a stream recorded as
+/// preparing or running is what a killed supervisor left, and nothing will
+/// write its transcript until the next `loki run`. A lock that cannot be
+/// read counts as held (keep following rather than stop early).
+fn supervisor_alive(layout: &Layout) -> bool {
+    SupervisorLock::holder(&layout.state_dir())
+        .map(|pid| pid.is_some())
+        .unwrap_or(true)
+}
 
 /// Whether attempt `n` of `id` is still writing its transcript.
 fn attempt_running(store: &StateStore, id: &str, n: u32) -> bool {
@@ -224,6 +234,12 @@ fn open_transcript(
                 path.display()
             );
         };
+        if st.attempt == n && !supervisor_alive(layout) {
+            bail!(
+                "stream `{id}` is recorded as {} in attempt {n}, but no supervisor is running, so no transcript is coming\n  help: `loki run` resumes it; then `loki logs {id} --follow`",
+                st.status
+            );
+        }
         if !told {
             eprintln!(
                 "waiting for attempt {n} of `{id}` to start writing its transcript (status: {}); Ctrl-C to stop",

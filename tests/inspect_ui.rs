@@ -7,7 +7,7 @@ use common::*;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use loki::state::{StateStore, Status};
+use loki::state::{StateStore, Status, SupervisorLock};
 
 const LINE1: &str =
     r#"{"type":"system","subtype":"init","session_id":"s1","model":"m","cwd":"/w"}"#;
@@ -97,6 +97,10 @@ fn logs_raw_prints_only_the_json_lines() {
 #[test]
 fn logs_follow_waits_for_the_transcript_and_keeps_the_last_line() {
     let repo = swarm_repo();
+    // A live supervisor (this test holds its lock) is preparing attempt 1.
+    let lock = SupervisorLock::acquire(&repo.path().join(".loki/state"))
+        .expect("lock")
+        .expect("no other supervisor");
     let st = store(&repo)
         .update("ch01", 0, |st| {
             st.status = Status::Preparing;
@@ -146,6 +150,63 @@ fn logs_follow_waits_for_the_transcript_and_keeps_the_last_line() {
     let out = repo.loki(&["logs", "ch02"]);
     assert!(!out.status.success(), "{}", both(&out));
     assert!(stderr(&out).contains("help:"), "{}", both(&out));
+
+    // The supervisor dies with ch02 recorded as preparing: following it
+    // says so instead of waiting forever.
+    store(&repo)
+        .update("ch02", 0, |st| {
+            st.status = Status::Preparing;
+            st.attempt = 1;
+        })
+        .expect("state");
+    drop(lock);
+    let out = repo.loki(&["logs", "ch02", "--follow"]);
+    assert!(!out.status.success(), "{}", both(&out));
+    assert!(
+        stderr(&out).contains("no supervisor is running") && stderr(&out).contains("loki run"),
+        "{}",
+        both(&out)
+    );
+}
+
+/// A supervisor killed while its agent writes: `--follow` prints what the
+/// transcript holds and ends, instead of waiting for lines nobody writes.
+#[test]
+fn logs_follow_ends_when_the_supervisor_is_gone() {
+    let repo = swarm_repo();
+    let lock = SupervisorLock::acquire(&repo.path().join(".loki/state"))
+        .expect("lock")
+        .expect("no other supervisor");
+    store(&repo)
+        .update("ch01", 0, |st| {
+            st.status = Status::Running;
+            st.attempt = 1;
+        })
+        .expect("state");
+    repo.write(".loki/logs/ch01/attempt-1.jsonl", &format!("{LINE1}\n"));
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut child = spawn(&repo, &out, &["logs", "ch01", "--follow", "--raw"]);
+    let first = wait_for(Duration::from_secs(10), || {
+        read(&out, "stdout") == format!("{LINE1}\n")
+    });
+    assert!(first, "stdout: {}", read(&out, "stdout"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "ended too early"
+    );
+    drop(lock);
+    let ended = wait_for(Duration::from_secs(10), || {
+        child.try_wait().ok().flatten().is_some()
+    });
+    if !ended {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(
+        ended,
+        "loki logs --follow kept waiting after the supervisor died"
+    );
 }
 
 #[test]
