@@ -110,6 +110,9 @@ pub enum Kickoff {
 pub struct PrepareInput {
     pub layout: Layout,
     pub stream: StreamConfig,
+    /// The swarm file's folder, which the stream's `prompt` path is
+    /// relative to (the repo root unless loki.toml lives in a subfolder).
+    pub prompt_dir: PathBuf,
     pub target: String,
     pub attempt: u32,
     /// Attempts this stream may use in this run (for the retry text).
@@ -165,7 +168,7 @@ pub fn prepare(input: &PrepareInput) -> Result<Prepared> {
         .with_context(|| format!("committing the interrupted work of stream {}", s.id))?;
     }
 
-    let template_path = lay.root.join(&s.prompt);
+    let template_path = input.prompt_dir.join(&s.prompt);
     let template = std::fs::read_to_string(&template_path).map_err(|e| {
         Fatal(format!(
             "cannot read the prompt template {}: {e}",

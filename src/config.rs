@@ -150,7 +150,8 @@ pub struct CheckSettings {
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamConfig {
     pub id: String,
-    /// Relative to the swarm file's folder (and so to the worktree root).
+    /// Relative to the swarm file's folder ([`SwarmFile::root`]), where it
+    /// is read from at run time too (in the user's checkout).
     pub prompt: PathBuf,
     pub vars: BTreeMap<String, String>,
     /// Placeholder name → path relative to the worktree root.

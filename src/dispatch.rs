@@ -1407,6 +1407,7 @@ impl Dispatcher {
         let input = PrepareInput {
             layout: self.layout.clone(),
             stream: stream_cfg,
+            prompt_dir: self.cfg.root.clone(),
             target: self.target.clone(),
             attempt: n,
             max_attempts: max,

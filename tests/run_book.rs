@@ -595,3 +595,29 @@ fn a_plain_agent_is_run_only_as_the_agent() {
     );
     assert_clean_repo(&repo);
 }
+
+/// A swarm file in a subfolder (`loki -c books/two/loki.toml run`): its
+/// prompt paths are relative to its folder, when checked and when read at
+/// run time alike; outputs stay relative to the repository root.
+#[test]
+fn a_swarm_file_in_a_subfolder_reads_its_own_prompts() {
+    let repo = Repo::new();
+    repo.write(
+        "books/two/prompts/chapter.md",
+        "# Chapter {{CHAPTER}} of book two\n\nWrite the chapter to {{OUTPUTS}}.\n",
+    );
+    // A template of the same name at the root must not be the one used.
+    repo.write("prompts/chapter.md", "# The wrong template {{CHAPTER}}\n");
+    let mut toml = header(1, "");
+    toml.push_str(&stream("b2ch01", &[], "books/two/ch01.md", ""));
+    repo.write("books/two/loki.toml", &toml);
+    repo.write(".loki/.gitignore", loki::init::LOKI_GITIGNORE);
+    repo.commit_all("book two");
+
+    let out = repo.loki(&["-c", "books/two/loki.toml", "run", "--plain"]);
+    assert!(out.status.success(), "{}", both(&out));
+    let prompt = repo.read(".loki/runs/b2ch01/attempt-1/prompt.md");
+    assert!(prompt.contains("of book two"), "{prompt}");
+    assert!(repo.read("books/two/ch01.md").contains("b2ch01"));
+    assert_clean_repo(&repo);
+}
