@@ -27,6 +27,10 @@
 //! - `outputs` and `inputs` paths are relative to the worktree root, without
 //!   `..`, outside `.loki/` and `.git`. `depends_on` repeats are ignored; an
 //!   output listed twice (`a.md` and `./a.md` too) is refused, as a typo.
+//!   Two streams may share a new output only when one depends on the other
+//!   (a revision pass); otherwise both would create it and the second merge
+//!   would conflict hours into a run, so it is refused up front. A file
+//!   already in the target may be shared (git may merge the two edits).
 //! - A stream may have no outputs (`outputs = []` or no key): a code
 //!   feature changes files no one can list in advance, and its gate is then
 //!   the agent's success, the `canonical` check of the files it touched and
@@ -956,6 +960,8 @@ struct RawStream {
     deps: Vec<(String, Range<usize>)>,
     /// Input name → the span of its path.
     input_spans: BTreeMap<String, Range<usize>>,
+    /// The span of each entry of `cfg.outputs`, in order.
+    output_spans: Vec<Range<usize>>,
     /// The stream's own `command` key (directly or in [streams.agent]).
     command_key: Option<Range<usize>>,
     /// The stream's own check `command` value (in [streams.checks]).
@@ -1539,6 +1545,7 @@ impl Parser<'_> {
         let mut input_keys: Vec<(String, Range<usize>)> = Vec::new();
         let mut input_spans = BTreeMap::new();
         let mut outputs: Vec<String> = Vec::new();
+        let mut output_spans: Vec<Range<usize>> = Vec::new();
         let mut outputs_span: Option<Range<usize>> = None;
         let mut deps: Vec<(String, Range<usize>)> = Vec::new();
         let mut agent_entries = Vec::new();
@@ -1583,7 +1590,8 @@ impl Parser<'_> {
                                 "remove the repeated entry: each output is one file, listed once",
                             ));
                         }
-                        seen.push((key, span));
+                        seen.push((key, span.clone()));
+                        output_spans.push(span);
                         outputs.push(p);
                     }
                     outputs_span = Some(e.val.span());
@@ -1684,9 +1692,71 @@ impl Parser<'_> {
             prompt_span,
             deps,
             input_spans,
+            output_spans,
             command_key,
             check_command,
         })
+    }
+
+    /// Two streams may name the same new output only when one of them
+    /// depends on the other (it revises what the first merged); otherwise
+    /// both would create the file and the second merge would conflict,
+    /// hours into a run. A file already in the target (`in_target`) is
+    /// edited by both, which git may merge cleanly: allowed.
+    fn check_shared_outputs(
+        &self,
+        raws: &[RawStream],
+        configs: &[StreamConfig],
+        in_target: &dyn Fn(&str) -> bool,
+    ) -> Res<()> {
+        let mut owners: HashMap<String, usize> = HashMap::new();
+        for (j, r) in raws.iter().enumerate() {
+            let mut upstream: Option<Vec<String>> = None;
+            for (out, span) in r.cfg.outputs.iter().zip(&r.output_spans) {
+                let key = normal_path(out);
+                let Some(&i) = owners.get(&key) else {
+                    owners.insert(key, j);
+                    continue;
+                };
+                if in_target(&key) {
+                    continue;
+                }
+                let first = &raws[i];
+                let ups = upstream.get_or_insert_with(|| plan::dependencies_of(configs, &r.cfg.id));
+                let related = ups.contains(&first.cfg.id)
+                    || plan::dependencies_of(configs, &first.cfg.id).contains(&r.cfg.id);
+                if related {
+                    owners.insert(key, j);
+                    continue;
+                }
+                let at = first
+                    .cfg
+                    .outputs
+                    .iter()
+                    .position(|o| normal_path(o) == key)
+                    .and_then(|k| first.output_spans.get(k))
+                    .map(|sp| {
+                        let (l, c) = line_col(self.text, sp.start);
+                        format!(" (line {l}, column {c})")
+                    })
+                    .unwrap_or_default();
+                return Err(self.err(
+                    span,
+                    format!(
+                        "`outputs`: \"{out}\" is also an output of stream `{}`{at}, and neither \
+                         stream depends on the other: both would create it and the second merge \
+                         would conflict",
+                        first.cfg.id
+                    ),
+                    format!(
+                        "give the file to one stream, or add depends_on = [\"{}\"] to stream `{}` \
+                         so that it revises the merged version",
+                        first.cfg.id, r.cfg.id
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Sorts override entries into file order and refuses a key set twice
@@ -2059,14 +2129,16 @@ impl Parser<'_> {
         // swarm file's folder unless the file lives deeper in the repo.
         let repo_root = crate::git::repo_root(&root).ok();
         check_retry_template(&repo_root.clone().unwrap_or_else(|| root.clone()))?;
-        if let Some(tree) = repo_root
+        let tree = repo_root
             .as_deref()
-            .and_then(|r| TargetTree::open(r, swarm.target.as_deref()))
-        {
+            .and_then(|r| TargetTree::open(r, swarm.target.as_deref()));
+        let in_target = |rel: &str| tree.as_ref().is_some_and(|t| t.mode(rel).is_some());
+        self.check_shared_outputs(&raws, &configs, &in_target)?;
+        if let Some(tree) = &tree {
             for r in &raws {
                 let upstream = upstream_outputs(&configs, &r.cfg.id);
-                self.check_inputs(r, &tree, &upstream, &raws)?;
-                self.check_script(r, &base, &tree, &upstream, &raws)?;
+                self.check_inputs(r, tree, &upstream, &raws)?;
+                self.check_script(r, &base, tree, &upstream, &raws)?;
             }
         }
 
@@ -3194,6 +3266,54 @@ command = "test -s review.md"
             .help
             .starts_with("the stream fills {{STYLE}}: is one of the two misspelt? "));
         assert!(e.help.contains("loki.toml:68)"), "{}", e.help);
+    }
+
+    #[test]
+    fn an_output_of_two_unrelated_streams_is_refused() {
+        let st = |id: &str, deps: &str, outs: &str| {
+            format!(
+                "[[streams]]\nid = \"{id}\"\nprompt = \"prompts/plain.md\"\noutputs = [{outs}]\ndepends_on = [{deps}]\n\n"
+            )
+        };
+        let text = format!(
+            "{}{}",
+            st("a", "", "\"x.md\", \"a.md\""),
+            st("b", "", "\"./x.md\"")
+        );
+        let e = err(&text);
+        assert_eq!(
+            (e.line, e.col, e.message.as_str()),
+            (10, 12, "`outputs`: \"./x.md\" is also an output of stream `a` (line 4, column 12), and neither stream depends on the other: both would create it and the second merge would conflict")
+        );
+        assert!(e.help.contains("depends_on = [\"a\"]"), "{}", e.help);
+        // A stream that depends on the first (even through another) revises it.
+        ok(&format!(
+            "{}{}{}",
+            st("a", "", "\"x.md\""),
+            st("m", "\"a\"", "\"m.md\""),
+            st("b", "\"m\"", "\"x.md\"")
+        ));
+        // Two revisers that do not depend on each other still collide.
+        let e = err(&format!(
+            "{}{}{}",
+            st("a", "", "\"x.md\""),
+            st("b", "\"a\"", "\"x.md\""),
+            st("c", "\"a\"", "\"x.md\"")
+        ));
+        assert!(e.message.contains("output of stream `b`"), "{e}");
+        // A file already on the target is edited by both, which git may
+        // merge cleanly: allowed.
+        let dir = git_repo(
+            &[
+                ("prompts/plain.md", "Do it for {{STREAM_ID}}.\n"),
+                ("x.md", "# x\n"),
+            ],
+            &[],
+        );
+        let two = format!("{}{}", st("a", "", "\"x.md\""), st("b", "", "\"x.md\""));
+        if let Err(e) = parse_in(&dir, &two) {
+            panic!("refused: {e}");
+        }
     }
 
     #[test]

@@ -10,8 +10,10 @@ use loki::state::{StateStore, Status, SupervisorLock};
 
 /// The agent: its file name is `claude`, so loki reads its stream-json.
 /// Stream `b` writes the forbidden word `dragon` on its first attempt;
-/// streams `x` and `y` write the same file with different content (after a
-/// second, so that both branch off before either merges).
+/// streams `x` and `y` also write the same unlisted file with different
+/// content (after a second, so that both branch off before either merges):
+/// loki refuses a swarm file that gives one output to two unrelated
+/// streams, but agents can still collide on a file no one listed.
 const AGENT: &str = r#"#!/bin/sh
 if [ "$1" = "--version" ]; then echo "0.0.1 (test agent)"; exit 0; fi
 id="$LOKI_STREAM_ID"
@@ -20,7 +22,7 @@ text="The lantern kept burning through the night while the river ran on."
 if [ "$id" = "b" ] && [ "$n" = "1" ]; then text="$text A dragon slept under the bridge."; fi
 file="out/$id.md"
 case "$id" in
-  x|y) file="shared.md"; text="This is the version of stream $id."; sleep 1 ;;
+  x|y) printf 'This is the version of stream %s.\n' "$id" > shared.md; sleep 1 ;;
 esac
 mkdir -p "$(dirname "$file")"
 printf '# %s\n\n%s\n' "$id" "$text" > "$file"
@@ -498,8 +500,8 @@ fn refs(repo: &Repo, with_loki: bool) -> String {
 #[test]
 fn clean_keeps_conflicted_work_until_all_and_touches_nothing_else() {
     let mut swarm = stream("a", "out/a.md", "");
-    swarm.push_str(&stream("x", "shared.md", ""));
-    swarm.push_str(&stream("y", "shared.md", ""));
+    swarm.push_str(&stream("x", "out/x.md", ""));
+    swarm.push_str(&stream("y", "out/y.md", ""));
     let repo = Repo::new(&swarm);
     let ran = loki(repo.path(), &["run", "--plain"]);
     assert_eq!(
