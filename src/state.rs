@@ -128,7 +128,9 @@ pub struct AttemptRecord {
     pub started_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<String>,
-    /// "ok", "failed", "check_failed", "timeout", "idle", "interrupted", "rate_limited", "auth", "stopped", "cancelled"
+    /// "ok", "failed", "check_failed", "timeout", "idle", "interrupted", "rate_limited", "auth",
+    /// "session_lost" (a `--resume` of a session claude no longer had), "not_started" (held
+    /// back before its agent started), "stopped", "cancelled"
     #[serde(default)]
     pub outcome: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1397,3 +1397,76 @@ fn an_auth_failure_keeps_the_users_pause() {
     h.assert_all_merged_once(&["a"]);
     h.assert_no_leftovers("after the run");
 }
+
+/// An attempt held back before its agent started (Ctrl-C, STOP, a pause or
+/// a refused key while it was being prepared) is recorded `not_started`;
+/// it must not hide that the attempt before it was cut off in a claude
+/// session: the next run resumes that session with the "continue" prompt.
+#[test]
+fn a_held_back_attempt_keeps_the_session_to_resume() {
+    let h = Harness::new();
+    let claude = h.fake_claude();
+    let args_log = h.scratch("args.jsonl");
+    let toml = format!(
+        "[swarm]\ntarget = \"main\"\nmax_parallel = 1\nspawn_interval = \"0s\"\n\n\
+         [agent]\ncommand = \"{}\"\ntimeout = \"60s\"\nidle_timeout = \"30s\"\nkill_grace = \"1s\"\nmax_attempts = 1\n\
+         env = {{ FAKE_AGENT_RESULT_STATUS = \"401@1\", FAKE_AGENT_SESSION_DIR = \"{}\", FAKE_AGENT_ARGS_LOG = \"{}\" }}\n\n{}",
+        toml_path(&claude),
+        toml_path(&h.scratch("sessions")),
+        toml_path(&args_log),
+        stream("a", &[], "chapters/a.md", "")
+    );
+    h.swarm(&toml);
+
+    // Attempt 1 is cut off by a refused key, inside its session.
+    let first = h.run();
+    assert_eq!(first.code, Some(1), "{}", first.both());
+    let a = h.state("a").expect("state of a");
+    assert_eq!(a["attempts"][0]["outcome"], "auth", "{a:#}");
+    let session = a["session_id"].as_str().expect("session id").to_string();
+
+    // Attempt 2 was then prepared and held back before its agent started.
+    let store = loki::state::StateStore::new(h.state_dir());
+    let version = a["version"].as_u64().expect("version");
+    store
+        .update("a", version, |st| {
+            st.attempt = 2;
+            st.attempts.push(loki::state::AttemptRecord {
+                n: 2,
+                started_at: "2026-11-30T00:00:00Z".into(),
+                ended_at: Some("2026-11-30T00:00:01Z".into()),
+                outcome: "not_started".into(),
+                counted: false,
+                ..Default::default()
+            });
+        })
+        .expect("recording the held-back attempt");
+
+    let second = h.run();
+    assert_eq!(second.code, Some(0), "{}", second.both());
+    assert_eq!(h.state("a").expect("state")["status"], "merged");
+    let last: Value = serde_json::from_str(
+        std::fs::read_to_string(&args_log)
+            .expect("args log")
+            .lines()
+            .last()
+            .expect("a run"),
+    )
+    .expect("args line");
+    let argv: Vec<&str> = last["argv"]
+        .as_array()
+        .expect("argv")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let at = argv
+        .iter()
+        .position(|x| *x == "--resume")
+        .unwrap_or_else(|| panic!("no --resume in {argv:?}"));
+    assert_eq!(argv.get(at + 1), Some(&session.as_str()));
+    assert_eq!(
+        argv.get(1),
+        Some(&loki::attempt::CONTINUE_PROMPT),
+        "the resumed session gets the continue prompt: {argv:?}"
+    );
+}
