@@ -1709,26 +1709,37 @@ impl Parser<'_> {
         configs: &[StreamConfig],
         in_target: &dyn Fn(&str) -> bool,
     ) -> Res<()> {
-        let mut owners: HashMap<String, usize> = HashMap::new();
+        // Every stream that lists a path so far: a new one must be related
+        // to each of them (two revisers of one draft collide too).
+        let mut owners: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut ups: Vec<Option<Vec<String>>> = vec![None; raws.len()];
+        let mut upstream = |k: usize| -> Vec<String> {
+            ups[k]
+                .get_or_insert_with(|| plan::dependencies_of(configs, &raws[k].cfg.id))
+                .clone()
+        };
         for (j, r) in raws.iter().enumerate() {
-            let mut upstream: Option<Vec<String>> = None;
             for (out, span) in r.cfg.outputs.iter().zip(&r.output_spans) {
                 let key = normal_path(out);
-                let Some(&i) = owners.get(&key) else {
-                    owners.insert(key, j);
+                let before = owners.entry(key.clone()).or_default();
+                if before.is_empty() || in_target(&key) {
+                    before.push(j);
+                    continue;
+                }
+                let mut unrelated = None;
+                for &i in before.iter() {
+                    let related =
+                        upstream(j).contains(&raws[i].cfg.id) || upstream(i).contains(&r.cfg.id);
+                    if !related {
+                        unrelated = Some(i);
+                        break;
+                    }
+                }
+                let Some(i) = unrelated else {
+                    before.push(j);
                     continue;
                 };
-                if in_target(&key) {
-                    continue;
-                }
                 let first = &raws[i];
-                let ups = upstream.get_or_insert_with(|| plan::dependencies_of(configs, &r.cfg.id));
-                let related = ups.contains(&first.cfg.id)
-                    || plan::dependencies_of(configs, &first.cfg.id).contains(&r.cfg.id);
-                if related {
-                    owners.insert(key, j);
-                    continue;
-                }
                 let at = first
                     .cfg
                     .outputs
@@ -3301,6 +3312,15 @@ command = "test -s review.md"
             st("c", "\"a\"", "\"x.md\"")
         ));
         assert!(e.message.contains("output of stream `b`"), "{e}");
+        // Related to the latest owner but not to an earlier one: refused.
+        let e = err(&format!(
+            "{}{}{}{}",
+            st("a", "", "\"x.md\""),
+            st("c", "", "\"c.md\""),
+            st("b", "\"a\", \"c\"", "\"x.md\""),
+            st("d", "\"c\"", "\"x.md\"")
+        ));
+        assert!(e.message.contains("output of stream `a`"), "{e}");
         // A file already on the target is edited by both, which git may
         // merge cleanly: allowed.
         let dir = git_repo(

@@ -285,7 +285,10 @@ fn merge_now(layout: &Layout, store: &StateStore, target: &str, st: StreamState)
                 &commit[..commit.len().min(12)]
             ))
         }
-        MergeOutcome::AlreadyMerged => {
+        MergeOutcome::AlreadyMerged { checkout_behind } => {
+            if let Some(why) = &checkout_behind {
+                eprintln!("warning: {id} merged, but {why}");
+            }
             store.update(&id, v, |s| {
                 s.status = Status::Merged;
                 s.finished_at = Some(now_rfc3339());

@@ -1813,14 +1813,18 @@ impl Dispatcher {
         let auth_stop = self.auth_failed.is_some() || matches!(api, Some(401 | 403));
         // `--resume` of a session claude no longer has (an attempt killed
         // before its transcript was written, a cleared ~/.claude): claude
-        // exits at once without a system/init. Not the agent's failure: the
-        // same attempt starts again in a new session, uncounted.
+        // exits at once, without a system/init, saying "No conversation
+        // found with session ID". Not the agent's failure: the same attempt
+        // starts again in a new session, uncounted. Any other early exit
+        // is an ordinary failure.
         let session_lost = slot.resumed
             && !slot.session_seen
             && out.ending == Ending::Exited
             && !auth_stop
             && api.is_none()
-            && (exit != Some(0) || result_error.is_some());
+            && result_error
+                .as_deref()
+                .is_some_and(|e| e.to_lowercase().contains("no conversation found"));
         if session_lost {
             self.session_lost(&id, exit, result_error).await;
             return;
@@ -2216,9 +2220,14 @@ impl Dispatcher {
                 }
                 self.cleanup(&id);
             }
-            Ok(MergeOutcome::AlreadyMerged) => {
+            Ok(MergeOutcome::AlreadyMerged { checkout_behind }) => {
                 self.transition(&id, Status::Merged, Some("already merged".into()), |_| {})
                     .await;
+                if let Some(why) = checkout_behind {
+                    let msg = format!("{id} merged, but {why}");
+                    self.event("warning", Some(&id), &msg);
+                    self.ui.send(UiEvent::Note(msg));
+                }
                 self.cleanup(&id);
             }
             Ok(MergeOutcome::Conflict { paths }) => {

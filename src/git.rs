@@ -93,7 +93,9 @@ pub enum MergeOutcome {
         checkout_behind: Option<String>,
     },
     /// The branch was merged before (its head is already in the target).
-    AlreadyMerged,
+    /// `checkout_behind`: a checkout that a killed merge left half-updated
+    /// could not be completed (why, and how to do it by hand).
+    AlreadyMerged { checkout_behind: Option<String> },
     /// Conflicting paths; the target is untouched.
     Conflict { paths: Vec<String> },
     /// The user's checkout has changes on paths the merge touches.
@@ -445,8 +447,8 @@ pub fn merge_stream_with_hook(
         if t == b || repo.graph_descendant_of(t, b).with_context(ctx)? {
             // A supervisor killed between moving the ref and updating the
             // checkout left the checkout behind: finish that now.
-            resync_checkouts(&repo, &target_ref, t).with_context(ctx)?;
-            return Ok(MergeOutcome::AlreadyMerged);
+            let checkout_behind = resync_checkouts(&repo, &target_ref, t).with_context(ctx)?;
+            return Ok(MergeOutcome::AlreadyMerged { checkout_behind });
         }
         let t_commit = repo.find_commit(t).with_context(ctx)?;
         let b_commit = repo.find_commit(b).with_context(ctx)?;
@@ -960,36 +962,55 @@ fn checkouts_of(repo: &Repository, target_ref: &str) -> Result<Vec<PathBuf>> {
 
 /// After a crash between a merge's ref update and its checkout update:
 /// every checkout of the target whose index still holds the pre-merge
-/// version of a merged path, with the file on disk unchanged, gets that
-/// path from the merge. Paths the user changed are left alone.
-fn resync_checkouts(repo: &Repository, target_ref: &str, head: Oid) -> Result<()> {
+/// version of a merged path, with the file on disk either already the
+/// merge's or unchanged, gets that path from the merge. Paths the user
+/// changed are left alone. Returns what could not be brought up to date
+/// (the merge itself is done either way).
+fn resync_checkouts(repo: &Repository, target_ref: &str, head: Oid) -> Result<Option<String>> {
     let commit = repo.find_commit(head)?;
     if commit.parent_count() < 2 {
-        return Ok(());
+        return Ok(None);
     }
     let old_tree = commit.parent(0)?.tree()?;
     let new_tree = commit.tree()?;
     let diff = repo.diff_tree_to_tree(Some(&old_tree), Some(&new_tree), None)?;
     let changed = diff_paths(&diff);
-    if changed.is_empty() {
-        return Ok(());
-    }
+    let mut behind = Vec::new();
     for dir in checkouts_of(repo, target_ref)? {
         let wrepo = open_repo(&dir)?;
+        // A staging folder a kill left holds only copies of committed files.
+        let _ = remove_stage(&wrepo.path().join("loki-checkout"));
+        if changed.is_empty() {
+            continue;
+        }
         let index = wrepo.index()?;
+        let new_tree = wrepo.find_tree(new_tree.id())?;
+        let differs = differs_from_tree(&wrepo, &new_tree, &changed)?;
+        // The blob at `p`; a folder counts as no file.
+        let blob = |t: &Tree, p: &Path| {
+            t.get_path(p)
+                .ok()
+                .filter(|e| e.kind() != Some(git2::ObjectType::Tree))
+                .map(|e| e.id())
+        };
         let mut stale = BTreeSet::new();
         for p in &changed {
             let path = Path::new(p);
             let in_index = index.get_path(path, 0).map(|e| e.id);
-            let in_old = old_tree.get_path(path).ok().map(|e| e.id());
-            let in_new = new_tree.get_path(path).ok().map(|e| e.id());
+            let in_old = blob(&old_tree, path);
+            let in_new = blob(&new_tree, path);
             if in_index == in_new || in_index != in_old {
                 continue; // up to date, or the user staged something else
             }
-            // The interrupted checkout may already have written the merge's
-            // content: that file is the merge's, not the user's.
-            let on_disk = Oid::hash_file(git2::ObjectType::Blob, dir.join(path)).ok();
-            if on_disk.is_some() && on_disk == in_new {
+            // The interrupted checkout already wrote (or removed) it: that
+            // is the merge's, not the user's.
+            if !differs.contains(p) {
+                stale.insert(p.clone());
+                continue;
+            }
+            // A folder the merge turns into a file, not yet replaced: the
+            // checkout removes it only once empty.
+            if in_new.is_some() && dir.join(path).is_dir() && !dir.join(path).is_symlink() {
                 stale.insert(p.clone());
                 continue;
             }
@@ -1003,16 +1024,42 @@ fn resync_checkouts(repo: &Repository, target_ref: &str, head: Oid) -> Result<()
             );
             // A file the merge adds that is missing on disk is stale, not
             // deleted by the user.
-            let missing_added = in_old.is_none() && !dir.join(path).exists();
+            let missing_added = in_old.is_none() && dir.join(path).symlink_metadata().is_err();
             if !touched_on_disk || missing_added {
                 stale.insert(p.clone());
             }
         }
         if !stale.is_empty() {
-            update_checkout(&dir, new_tree.id(), &stale)?;
+            if let Err(e) = update_checkout(&dir, new_tree.id(), &stale) {
+                behind.push(format!(
+                    "the checkout in {} could not be brought up to date ({e:#}); run `git status` there, and `git checkout {} -- <path>` for each merged path it shows",
+                    dir.display(),
+                    target_ref.trim_start_matches("refs/heads/")
+                ));
+            }
         }
     }
-    Ok(())
+    Ok((!behind.is_empty()).then(|| behind.join("; ")))
+}
+
+/// Which of `paths` differ on disk in `wrepo`'s checkout from `tree`
+/// (libgit2 compares with the repo's filters applied, a symlink as a link;
+/// a path in neither the tree nor on disk does not differ).
+fn differs_from_tree(
+    wrepo: &Repository,
+    tree: &Tree,
+    paths: &BTreeSet<String>,
+) -> Result<BTreeSet<String>> {
+    let mut opts = DiffOptions::new();
+    opts.include_untracked(true)
+        .recurse_untracked_dirs(true)
+        .include_typechange(true)
+        .disable_pathspec_match(true);
+    for p in paths {
+        opts.pathspec(p.as_str());
+    }
+    let diff = wrepo.diff_tree_to_workdir(Some(tree), Some(&mut opts))?;
+    Ok(diff_paths(&diff))
 }
 
 /// Removes git lock files that only loki could have left for stream `id`
@@ -1230,8 +1277,20 @@ fn user_conflicts(dir: &Path, t_tree: &Tree, changed: &BTreeSet<String>) -> Resu
         .collect();
     // Untracked and ignored things on disk where the merge adds a path.
     for c in changed {
-        if t_tree.get_path(Path::new(c)).is_ok() {
-            continue;
+        match t_tree.get_path(Path::new(c)).ok().map(|e| e.kind()) {
+            // A folder the merge turns into a file: whatever is on disk in
+            // it that the merge does not remove (ignored files too, which
+            // status leaves out) is in the way.
+            Some(Some(git2::ObjectType::Tree)) => {
+                for rel in entries_under(dir, c) {
+                    if !changed.contains(&rel) {
+                        hits.insert(rel);
+                    }
+                }
+                continue;
+            }
+            Some(_) => continue,
+            None => {}
         }
         if dir.join(c).symlink_metadata().is_ok() {
             hits.insert(c.clone());
@@ -1257,6 +1316,32 @@ fn user_conflicts(dir: &Path, t_tree: &Tree, changed: &BTreeSet<String>) -> Resu
         }
     }
     Ok(hits.into_iter().collect())
+}
+
+/// Files, symlinks and empty folders on disk under `rel` in `dir`, as
+/// repo-relative paths (symlinks are not followed).
+fn entries_under(dir: &Path, rel: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![rel.to_string()];
+    while let Some(r) = todo.pop() {
+        let Ok(rd) = fs::read_dir(dir.join(&r)) else {
+            continue;
+        };
+        let mut empty = true;
+        for e in rd.flatten() {
+            empty = false;
+            let child = format!("{r}/{}", e.file_name().to_string_lossy());
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                todo.push(child);
+            } else {
+                out.push(child);
+            }
+        }
+        if empty && r != rel {
+            out.push(r);
+        }
+    }
+    out
 }
 
 /// Writes exactly the merge's paths into the checkout at `dir` (index and
@@ -1292,7 +1377,8 @@ fn update_checkout(dir: &Path, tree_id: Oid, changed: &BTreeSet<String>) -> Resu
 /// the resync after a crash could not tell from a user's edit). libgit2
 /// writes every file (with the repo's filters applied) into a staging folder
 /// in the checkout's git dir; each is then renamed into place, and removed
-/// paths are deleted. The index entries follow from the files written.
+/// paths are deleted first. The index entries follow from what was done,
+/// even when a step fails midway (then the error is returned).
 fn write_checkout(wrepo: &Repository, tree_id: Oid, changed: &BTreeSet<String>) -> Result<()> {
     let workdir = wrepo
         .workdir()
@@ -1304,9 +1390,13 @@ fn write_checkout(wrepo: &Repository, tree_id: Oid, changed: &BTreeSet<String>) 
     fs::create_dir_all(&stage).with_context(|| format!("creating {}", stage.display()))?;
 
     let mut writes = Vec::new();
+    let mut gitlinks = Vec::new();
     let mut removals = Vec::new();
     for p in changed {
         match tree.get_path(Path::new(p)) {
+            Ok(e) if e.kind() == Some(git2::ObjectType::Commit) => {
+                gitlinks.push((p.as_str(), e.id()))
+            }
             Ok(e) if e.kind() != Some(git2::ObjectType::Tree) => writes.push(p.as_str()),
             // Gone, or a file that became a folder (whose files are listed
             // themselves): the file goes.
@@ -1326,46 +1416,107 @@ fn write_checkout(wrepo: &Repository, tree_id: Oid, changed: &BTreeSet<String>) 
             .checkout_tree(tree.as_object(), Some(&mut cb))
             .with_context(|| format!("writing the merged files into {}", stage.display()))?;
     }
-    // Removals first: a file the merge deletes may sit where it adds a folder.
-    for p in &removals {
-        let path = workdir.join(p);
-        if path.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
-            fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-        }
-        prune_empty_parents(&workdir, &path);
-    }
-    for p in &writes {
-        let from = stage.join(p);
-        let to = workdir.join(p);
-        if let Some(parent) = to.parent() {
-            fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-        }
-        if to.symlink_metadata().is_ok_and(|m| m.is_dir()) {
-            // The merge replaces an (empty, else user_conflicts had refused)
-            // folder with a file.
-            let _ = fs::remove_dir(&to);
-        }
-        if let Err(e) = fs::rename(&from, &to) {
-            if e.raw_os_error() != Some(nix::libc::EXDEV) {
-                return Err(e).with_context(|| format!("moving {} into place", to.display()));
+    let mut removed = Vec::new();
+    let mut written = Vec::new();
+    let moved = (|| -> Result<()> {
+        // Removals first: a file the merge deletes may sit where it adds a folder.
+        for p in &removals {
+            let path = workdir.join(p);
+            if path.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
+                fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
             }
-            // Git dir on another file system: copy instead.
-            fs::copy(&from, &to).with_context(|| format!("writing {}", to.display()))?;
+            prune_empty_parents(&workdir, &path);
+            removed.push(*p);
         }
-    }
-    remove_stage(&stage)?;
+        for p in &writes {
+            place(&stage.join(p), &workdir.join(p))?;
+            written.push(*p);
+        }
+        for (p, _) in &gitlinks {
+            let to = workdir.join(p);
+            fs::create_dir_all(&to).with_context(|| format!("creating {}", to.display()))?;
+        }
+        Ok(())
+    })();
+    let _ = remove_stage(&stage);
 
+    // The index as it is now (the user's git may have written it meanwhile).
     let mut index = wrepo.index()?;
-    for p in &writes {
+    index.read(true)?;
+    for p in &written {
         index.add_path(Path::new(p))?;
     }
-    for p in &removals {
+    if moved.is_ok() {
+        for (p, id) in &gitlinks {
+            index.add(&gitlink_entry(p, *id))?;
+        }
+    }
+    for p in &removed {
         if index.get_path(Path::new(p), 0).is_some() {
             index.remove_path(Path::new(p))?;
         }
     }
     index.write()?;
-    Ok(())
+    moved
+}
+
+/// Moves the staged `from` over `to` in one rename. When the git dir is on
+/// another file system, a copy is made beside `to` first (a symlink as a
+/// symlink) and renamed over it: `to` itself is never written through, so
+/// a symlink there is replaced, not followed.
+fn place(from: &Path, to: &Path) -> Result<()> {
+    if let Some(parent) = to.parent() {
+        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    if to.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+        // A folder the merge turns into a file; empty by now, else it holds
+        // something of the user's (user_conflicts refuses that) and the
+        // rename below fails rather than touch it.
+        let _ = fs::remove_dir(to);
+    }
+    match fs::rename(from, to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(nix::libc::EXDEV) => {
+            let name = to
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let tmp = to.with_file_name(format!(".{name}.loki-tmp-{}", std::process::id()));
+            let _ = fs::remove_file(&tmp);
+            let meta = from
+                .symlink_metadata()
+                .with_context(|| format!("reading {}", from.display()))?;
+            if meta.file_type().is_symlink() {
+                let target =
+                    fs::read_link(from).with_context(|| format!("reading {}", from.display()))?;
+                std::os::unix::fs::symlink(&target, &tmp)
+                    .with_context(|| format!("writing {}", tmp.display()))?;
+            } else {
+                fs::copy(from, &tmp).with_context(|| format!("writing {}", tmp.display()))?;
+            }
+            fs::rename(&tmp, to).with_context(|| format!("moving {} into place", to.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("moving {} into place", to.display())),
+    }
+}
+
+/// The index entry of a submodule at `path` (a gitlink to commit `id`).
+fn gitlink_entry(path: &str, id: Oid) -> git2::IndexEntry {
+    let zero = git2::IndexTime::new(0, 0);
+    git2::IndexEntry {
+        ctime: zero,
+        mtime: zero,
+        dev: 0,
+        ino: 0,
+        mode: 0o160000,
+        uid: 0,
+        gid: 0,
+        file_size: 0,
+        id,
+        flags: path.len().min(0xfff) as u16,
+        flags_extended: 0,
+        path: path.as_bytes().to_vec(),
+    }
 }
 
 /// Removes the staging folder of [`write_checkout`] (loki's own, in the git

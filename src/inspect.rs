@@ -140,9 +140,14 @@ pub fn logs(root: &Path, id: &str, attempt: Option<u32>, follow: bool, raw: bool
                     .seek(SeekFrom::Current(-(got as i64)))
                     .context("seeking in the transcript")?;
             }
-            if attempt_running(&store, id, n) && supervisor_alive(&layout) {
-                std::thread::sleep(FOLLOW_POLL);
-                continue;
+            if attempt_running(&store, id, n) {
+                if supervisor_alive(&layout) {
+                    std::thread::sleep(FOLLOW_POLL);
+                    continue;
+                }
+                eprintln!(
+                    "the supervisor is gone while attempt {n} of `{id}` was running; `loki run` resumes it"
+                );
             }
             // The attempt has ended: what it wrote last (perhaps while we
             // looked at its state, perhaps without a final newline) is shown.

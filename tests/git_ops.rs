@@ -586,7 +586,12 @@ fn clean_merge_looks_like_git_merge_no_ff() {
     // The reflog says who moved main.
     assert!(git(&root, &["reflog", "-1", "main"]).contains("loki: merge stream ch01"));
 
-    assert_eq!(merge(&root, "ch01"), MergeOutcome::AlreadyMerged);
+    assert_eq!(
+        merge(&root, "ch01"),
+        MergeOutcome::AlreadyMerged {
+            checkout_behind: None
+        }
+    );
     assert_eq!(rev(&root, "main"), commit);
 }
 
@@ -861,7 +866,12 @@ fn sequential_and_concurrent_merges_lose_nothing() {
 fn a_stream_without_commits_is_already_merged() {
     let (_tmp, root) = repo();
     git::prepare_worktree(&root, "ch01", "main").unwrap();
-    assert_eq!(merge(&root, "ch01"), MergeOutcome::AlreadyMerged);
+    assert_eq!(
+        merge(&root, "ch01"),
+        MergeOutcome::AlreadyMerged {
+            checkout_behind: None
+        }
+    );
     let err = format!(
         "{:#}",
         git::merge_stream(&root, "nope", "main", "x", &[]).unwrap_err()
@@ -869,12 +879,6 @@ fn a_stream_without_commits_is_already_merged() {
     assert!(err.contains("loki/nope"), "{err}");
 }
 
-/// A supervisor killed while writing the merge into the user's checkout
-/// leaves the merged files on disk but the index behind (and, killed at
-/// the wrong instant, `.git/index.lock`). The next supervisor clears the
-/// abandoned lock and the merge's second pass brings the index up to date:
-/// the files on disk are the merge's, so they are not mistaken for the
-/// user's.
 /// The user's checkout is written file by file through a staging folder in
 /// the git dir (so a kill never leaves a half-written file): files that
 /// become folders and back, deletions, modes and symlinks all arrive, and
@@ -920,6 +924,90 @@ fn the_checkout_follows_type_changes_modes_and_deletions() {
     fsck_clean(&root);
 }
 
+/// A kill in the middle of the renames: some paths are the merge's on
+/// disk (written, or removed), others still the old ones (a folder not yet
+/// replaced by its file, an added file not yet there), and the index is
+/// the old one. The merge's second pass finishes every path.
+#[test]
+fn a_checkout_killed_midway_through_the_renames_is_finished() {
+    let (_tmp, root) = repo();
+    commit_on(&root, "was-dir/x.txt", "x\n", "a folder");
+    commit_on(&root, "gone/y.txt", "y\n", "to delete");
+    commit_on(&root, "notes.md", "old notes\n", "notes");
+    let wt = git::prepare_worktree(&root, "ch01", "main").unwrap();
+    fs::remove_dir_all(wt.path.join("was-dir")).unwrap();
+    write(&wt.path, "was-dir", "now a file\n");
+    fs::remove_dir_all(wt.path.join("gone")).unwrap();
+    write(&wt.path, "notes.md", "new notes\n");
+    write(&wt.path, "run.sh", "#!/bin/sh\n");
+    std::os::unix::fs::symlink("notes.md", wt.path.join("link")).unwrap();
+    git::commit_all(&wt.path, "loki: ch01 attempt 1", "", &trailers("ch01", 1))
+        .unwrap()
+        .unwrap();
+    merged_commit(merge(&root, "ch01"));
+    assert_eq!(status(&root), "");
+
+    // The state at the kill: the old index; `gone/` removed, notes.md and
+    // the link written; was-dir still the folder, run.sh not yet there.
+    git(&root, &["read-tree", "HEAD^1"]);
+    fs::remove_file(root.join("was-dir")).unwrap();
+    write(&root, "was-dir/x.txt", "x\n");
+    fs::remove_file(root.join("run.sh")).unwrap();
+    write(&root, ".git/loki-checkout/run.sh", "#!/bin/sh\n");
+    assert!(!status(&root).is_empty());
+
+    assert_eq!(
+        merge(&root, "ch01"),
+        MergeOutcome::AlreadyMerged {
+            checkout_behind: None
+        }
+    );
+    assert_eq!(status(&root), "", "the checkout was finished");
+    assert_eq!(read(&root, "was-dir"), "now a file\n");
+    assert_eq!(read(&root, "notes.md"), "new notes\n");
+    assert_eq!(read(&root, "run.sh"), "#!/bin/sh\n");
+    assert!(!root.join("gone").exists());
+    assert!(!root.join(".git/loki-checkout").exists());
+    fsck_clean(&root);
+}
+
+/// A folder the merge turns into a file must hold nothing but what the
+/// merge removes: an ignored file of the user's there (which `git status`
+/// does not show) makes the merge wait and names it; nothing is touched.
+#[test]
+fn an_ignored_file_in_a_folder_the_merge_replaces_blocks_it() {
+    let (_tmp, root) = repo();
+    commit_on(&root, ".gitignore", "*.pyc\n", "ignore");
+    commit_on(&root, "pkg/mod.py", "x = 1\n", "a package");
+    let main_before = rev(&root, "main");
+    let wt = git::prepare_worktree(&root, "ch01", "main").unwrap();
+    fs::remove_dir_all(wt.path.join("pkg")).unwrap();
+    write(&wt.path, "pkg", "now a file\n");
+    git::commit_all(&wt.path, "loki: ch01 attempt 1", "", &trailers("ch01", 1))
+        .unwrap()
+        .unwrap();
+    write(&root, "pkg/mod.pyc", "compiled");
+
+    assert_eq!(
+        merge(&root, "ch01"),
+        MergeOutcome::UserChanges {
+            paths: vec!["pkg/mod.pyc".into()]
+        }
+    );
+    assert_eq!(rev(&root, "main"), main_before);
+    assert_eq!(read(&root, "pkg/mod.pyc"), "compiled");
+    fs::remove_file(root.join("pkg/mod.pyc")).unwrap();
+    merged_commit(merge(&root, "ch01"));
+    assert_eq!(read(&root, "pkg"), "now a file\n");
+    assert_eq!(status(&root), "");
+}
+
+/// A supervisor killed while writing the merge into the user's checkout
+/// leaves the merged files on disk but the index behind (and, killed at
+/// the wrong instant, `.git/index.lock`). The next supervisor clears the
+/// abandoned lock and the merge's second pass brings the index up to date:
+/// the files on disk are the merge's, so they are not mistaken for the
+/// user's.
 #[test]
 fn a_checkout_cut_short_by_a_crash_is_completed_and_its_lock_cleared() {
     let (_tmp, root) = repo();
@@ -964,7 +1052,12 @@ fn a_checkout_cut_short_by_a_crash_is_completed_and_its_lock_cleared() {
     let r = git::clear_abandoned_target_locks(&root, "main", Duration::from_millis(100)).unwrap();
     assert_eq!(r.removed, vec![lock.clone()]);
     assert!(!root.join(".loki/checkout-in-flight").exists());
-    assert_eq!(merge(&root, "ch01"), MergeOutcome::AlreadyMerged);
+    assert_eq!(
+        merge(&root, "ch01"),
+        MergeOutcome::AlreadyMerged {
+            checkout_behind: None
+        }
+    );
     assert_eq!(status(&root), "", "the checkout was completed");
     assert_eq!(read(&root, "notes.md"), "new notes\n");
     // Even then, a lock some process holds open is never removed.
