@@ -11,7 +11,8 @@ use loki::state::{StateStore, Status, SupervisorLock};
 /// The agent: its file name is `claude`, so loki reads its stream-json.
 /// Stream `b` writes the forbidden word `dragon` on its first attempt;
 /// streams `x` and `y` also write the same unlisted file with different
-/// content (after a second, so that both branch off before either merges):
+/// content, each once both worktrees exist (so both branch off before
+/// either merges, however slow the machine):
 /// loki refuses a swarm file that gives one output to two unrelated
 /// streams, but agents can still collide on a file no one listed.
 const AGENT: &str = r#"#!/bin/sh
@@ -22,7 +23,9 @@ text="The lantern kept burning through the night while the river ran on."
 if [ "$id" = "b" ] && [ "$n" = "1" ]; then text="$text A dragon slept under the bridge."; fi
 file="out/$id.md"
 case "$id" in
-  x|y) printf 'This is the version of stream %s.\n' "$id" > shared.md; sleep 1 ;;
+  x|y) i=0
+       while { [ ! -d ../x ] || [ ! -d ../y ]; } && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
+       printf 'This is the version of stream %s.\n' "$id" > shared.md ;;
 esac
 mkdir -p "$(dirname "$file")"
 printf '# %s\n\n%s\n' "$id" "$text" > "$file"
