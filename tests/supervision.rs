@@ -1405,24 +1405,7 @@ fn an_auth_failure_keeps_the_users_pause() {
 #[test]
 fn a_held_back_attempt_keeps_the_session_to_resume() {
     let h = Harness::new();
-    let claude = h.fake_claude();
-    let args_log = h.scratch("args.jsonl");
-    let toml = format!(
-        "[swarm]\ntarget = \"main\"\nmax_parallel = 1\nspawn_interval = \"0s\"\n\n\
-         [agent]\ncommand = \"{}\"\ntimeout = \"60s\"\nidle_timeout = \"30s\"\nkill_grace = \"1s\"\nmax_attempts = 1\n\
-         env = {{ FAKE_AGENT_RESULT_STATUS = \"401@1\", FAKE_AGENT_SESSION_DIR = \"{}\", FAKE_AGENT_ARGS_LOG = \"{}\" }}\n\n{}",
-        toml_path(&claude),
-        toml_path(&h.scratch("sessions")),
-        toml_path(&args_log),
-        stream("a", &[], "chapters/a.md", "")
-    );
-    h.swarm(&toml);
-
-    // Attempt 1 is cut off by a refused key, inside its session.
-    let first = h.run();
-    assert_eq!(first.code, Some(1), "{}", first.both());
-    let a = h.state("a").expect("state of a");
-    assert_eq!(a["attempts"][0]["outcome"], "auth", "{a:#}");
+    let (a, args_log) = cut_off_in_its_session(&h);
     let session = a["session_id"].as_str().expect("session id").to_string();
 
     // Attempt 2 was then prepared and held back before its agent started.
@@ -1445,28 +1428,91 @@ fn a_held_back_attempt_keeps_the_session_to_resume() {
     let second = h.run();
     assert_eq!(second.code, Some(0), "{}", second.both());
     assert_eq!(h.state("a").expect("state")["status"], "merged");
-    let last: Value = serde_json::from_str(
-        std::fs::read_to_string(&args_log)
-            .expect("args log")
-            .lines()
-            .last()
-            .expect("a run"),
-    )
-    .expect("args line");
-    let argv: Vec<&str> = last["argv"]
-        .as_array()
-        .expect("argv")
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let argv = agent_runs(&args_log).pop().expect("a run");
     let at = argv
         .iter()
-        .position(|x| *x == "--resume")
+        .position(|x| x == "--resume")
         .unwrap_or_else(|| panic!("no --resume in {argv:?}"));
-    assert_eq!(argv.get(at + 1), Some(&session.as_str()));
+    assert_eq!(argv.get(at + 1), Some(&session));
     assert_eq!(
-        argv.get(1),
-        Some(&loki::attempt::CONTINUE_PROMPT),
+        argv.get(1).map(String::as_str),
+        Some(loki::attempt::CONTINUE_PROMPT),
         "the resumed session gets the continue prompt: {argv:?}"
+    );
+}
+
+/// Stream `a` of a one-stream swarm whose agent is the fake claude (one
+/// attempt allowed), cut off in its session by a refused key (401) on
+/// attempt 1. Returns its state after that run and the agent's args log.
+fn cut_off_in_its_session(h: &Harness) -> (Value, PathBuf) {
+    let claude = h.fake_claude();
+    let args_log = h.scratch("args.jsonl");
+    let toml = format!(
+        "[swarm]\ntarget = \"main\"\nmax_parallel = 1\nspawn_interval = \"0s\"\n\n\
+         [agent]\ncommand = \"{}\"\ntimeout = \"60s\"\nidle_timeout = \"30s\"\nkill_grace = \"1s\"\nmax_attempts = 1\n\
+         env = {{ FAKE_AGENT_RESULT_STATUS = \"401@1\", FAKE_AGENT_SESSION_DIR = \"{}\", FAKE_AGENT_ARGS_LOG = \"{}\" }}\n\n{}",
+        toml_path(&claude),
+        toml_path(&h.scratch("sessions")),
+        toml_path(&args_log),
+        stream("a", &[], "chapters/a.md", "")
+    );
+    h.swarm(&toml);
+    let first = h.run();
+    assert_eq!(first.code, Some(1), "{}", first.both());
+    let a = h.state("a").expect("state of a");
+    assert_eq!(a["attempts"][0]["outcome"], "auth", "{a:#}");
+    assert!(a["session_id"].is_string(), "{a:#}");
+    (a, args_log)
+}
+
+/// The argv of every agent run, from the fake agent's args log.
+fn agent_runs(args_log: &Path) -> Vec<Vec<String>> {
+    std::fs::read_to_string(args_log)
+        .expect("args log")
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("args line");
+            v["argv"]
+                .as_array()
+                .expect("argv")
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .collect()
+}
+
+/// The session the next run would resume is gone (claude's store cleared,
+/// or the agent killed before writing it): the fake claude, like claude,
+/// ends at once with "No conversation found". That attempt is recorded
+/// `session_lost`, uncounted, and the stream starts again in a new session
+/// with the full prompt, within its one allowed attempt.
+#[test]
+fn a_lost_session_starts_again_in_a_new_one() {
+    let h = Harness::new();
+    let (_, args_log) = cut_off_in_its_session(&h);
+    std::fs::remove_dir_all(h.scratch("sessions")).expect("removing the sessions");
+
+    let second = h.run();
+    assert_eq!(second.code, Some(0), "{}", second.both());
+    let a = h.state("a").expect("state");
+    assert_eq!(a["status"], "merged", "{a:#}");
+    let outcomes: Vec<&str> = a["attempts"]
+        .as_array()
+        .expect("attempts")
+        .iter()
+        .filter_map(|x| x["outcome"].as_str())
+        .collect();
+    assert_eq!(outcomes, ["auth", "session_lost", "ok"], "{a:#}");
+    assert_eq!(a["attempts"][1]["counted"], false, "{a:#}");
+    assert!(h.has_event("session", "could not resume session"));
+    let runs = agent_runs(&args_log);
+    assert!(runs[1].contains(&"--resume".to_string()), "{runs:?}");
+    let last = runs.last().expect("a run");
+    assert!(!last.contains(&"--resume".to_string()), "{last:?}");
+    assert!(
+        last.get(1).is_some_and(|p| p.contains("# Chapter a")),
+        "the new session gets the full prompt: {last:?}"
     );
 }
