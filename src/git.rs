@@ -440,6 +440,14 @@ pub fn merge_stream_with_hook(
     let sig = signature(&repo)?;
     let message = compose_message(subject, "", trailers);
     let ctx = || format!("merging {branch} into {target} in {}", root.display());
+    // A merge a killed supervisor left half-written into the checkouts is
+    // finished before anything else moves the target.
+    let journal = merge_journal(&repo, &target_ref);
+    let earlier = finish_journaled_merge(&repo, &target_ref, &journal).with_context(ctx)?;
+    let joined = |b: Option<String>| match (earlier.clone(), b) {
+        (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+        (a, b) => a.or(b),
+    };
 
     for attempt in 0..MAX_MERGE_TRIES {
         let t = branch_oid(&repo, root, target)?;
@@ -447,8 +455,10 @@ pub fn merge_stream_with_hook(
         if t == b || repo.graph_descendant_of(t, b).with_context(ctx)? {
             // A supervisor killed between moving the ref and updating the
             // checkout left the checkout behind: finish that now.
-            let checkout_behind = resync_checkouts(&repo, &target_ref, t).with_context(ctx)?;
-            return Ok(MergeOutcome::AlreadyMerged { checkout_behind });
+            let behind = resync_checkouts(&repo, &target_ref, t).with_context(ctx)?;
+            return Ok(MergeOutcome::AlreadyMerged {
+                checkout_behind: joined(behind),
+            });
         }
         let t_commit = repo.find_commit(t).with_context(ctx)?;
         let b_commit = repo.find_commit(b).with_context(ctx)?;
@@ -495,6 +505,9 @@ pub fn merge_stream_with_hook(
             )
             .with_context(ctx)?;
         before_ref_update(attempt);
+        // Says, should this process die before the checkouts are updated,
+        // which merge the next one must finish writing into them.
+        crate::util::write_atomic(&journal, format!("{commit}\n").as_bytes()).with_context(ctx)?;
         match repo.reference_matching(
             &target_ref,
             commit,
@@ -525,9 +538,10 @@ pub fn merge_stream_with_hook(
                 }
             }
         }
+        let _ = fs::remove_file(&journal);
         return Ok(MergeOutcome::Merged {
             commit: commit.to_string(),
-            checkout_behind: (!behind.is_empty()).then(|| behind.join("; ")),
+            checkout_behind: joined((!behind.is_empty()).then(|| behind.join("; "))),
         });
     }
     bail!(
@@ -960,14 +974,56 @@ fn checkouts_of(repo: &Repository, target_ref: &str) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// `<git common dir>/loki/merge-in-flight-<hash of the target ref>`: the
+/// merge commit whose checkout update is under way (one per target, so a
+/// rehearsal's scratch target and the real one never share it).
+fn merge_journal(repo: &Repository, target_ref: &str) -> PathBuf {
+    repo.commondir().join("loki").join(format!(
+        "merge-in-flight-{:016x}",
+        crate::util::fnv1a(target_ref.as_bytes())
+    ))
+}
+
+/// The journal file a merge into `target` keeps while it updates the
+/// checkouts (tests write it to stand for a supervisor killed then).
+pub fn merge_journal_path(root: &Path, target: &str) -> anyhow::Result<PathBuf> {
+    let repo = open_repo(root)?;
+    Ok(merge_journal(&repo, &format!("refs/heads/{target}")))
+}
+
+/// Finishes the checkout update of the merge the journal names, if that
+/// merge reached the target (a kill before the ref moved leaves a journal
+/// naming a commit that never landed: nothing to do). Returns what could
+/// not be brought up to date.
+fn finish_journaled_merge(
+    repo: &Repository,
+    target_ref: &str,
+    journal: &Path,
+) -> Result<Option<String>> {
+    let Ok(text) = fs::read_to_string(journal) else {
+        return Ok(None);
+    };
+    let mut behind = None;
+    if let Ok(merge) = Oid::from_str(text.trim()) {
+        let head = repo.refname_to_id(target_ref).ok();
+        let landed =
+            head.is_some_and(|h| h == merge || repo.graph_descendant_of(h, merge).unwrap_or(false));
+        if landed && repo.find_commit(merge).is_ok() {
+            behind = resync_checkouts(repo, target_ref, merge)?;
+        }
+    }
+    let _ = fs::remove_file(journal);
+    Ok(behind)
+}
+
 /// After a crash between a merge's ref update and its checkout update:
 /// every checkout of the target whose index still holds the pre-merge
 /// version of a merged path, with the file on disk either already the
 /// merge's or unchanged, gets that path from the merge. Paths the user
 /// changed are left alone. Returns what could not be brought up to date
 /// (the merge itself is done either way).
-fn resync_checkouts(repo: &Repository, target_ref: &str, head: Oid) -> Result<Option<String>> {
-    let commit = repo.find_commit(head)?;
+fn resync_checkouts(repo: &Repository, target_ref: &str, merge: Oid) -> Result<Option<String>> {
+    let commit = repo.find_commit(merge)?;
     if commit.parent_count() < 2 {
         return Ok(None);
     }
@@ -986,6 +1042,8 @@ fn resync_checkouts(repo: &Repository, target_ref: &str, head: Oid) -> Result<Op
         let index = wrepo.index()?;
         let new_tree = wrepo.find_tree(new_tree.id())?;
         let differs = differs_from_tree(&wrepo, &new_tree, &changed)?;
+        let old_tree = wrepo.find_tree(old_tree.id())?;
+        let differs_old = differs_from_tree(&wrepo, &old_tree, &changed)?;
         // The blob at `p`; a folder counts as no file.
         let blob = |t: &Tree, p: &Path| {
             t.get_path(p)
@@ -1002,9 +1060,11 @@ fn resync_checkouts(repo: &Repository, target_ref: &str, head: Oid) -> Result<Op
             if in_index == in_new || in_index != in_old {
                 continue; // up to date, or the user staged something else
             }
-            // The interrupted checkout already wrote (or removed) it: that
-            // is the merge's, not the user's.
-            if !differs.contains(p) {
+            // On disk as the merge has it (already written or removed), or
+            // still exactly as before the merge (not reached yet): the
+            // merge's to finish. Decided by content alone, ignored files
+            // included: anything else is the user's and stays.
+            if !differs.contains(p) || !differs_old.contains(p) {
                 stale.insert(p.clone());
                 continue;
             }
@@ -1012,21 +1072,13 @@ fn resync_checkouts(repo: &Repository, target_ref: &str, head: Oid) -> Result<Op
             // checkout removes it only once empty.
             if in_new.is_some() && dir.join(path).is_dir() && !dir.join(path).is_symlink() {
                 stale.insert(p.clone());
-                continue;
             }
-            let st = wrepo.status_file(path).unwrap_or(git2::Status::WT_MODIFIED);
-            let touched_on_disk = st.intersects(
-                git2::Status::WT_MODIFIED
-                    | git2::Status::WT_NEW
-                    | git2::Status::WT_TYPECHANGE
-                    | git2::Status::WT_RENAMED
-                    | git2::Status::WT_DELETED,
-            );
-            // A file the merge adds that is missing on disk is stale, not
-            // deleted by the user.
-            let missing_added = in_old.is_none() && dir.join(path).symlink_metadata().is_err();
-            if !touched_on_disk || missing_added {
-                stale.insert(p.clone());
+        }
+        // Copies the cross-file-system fallback of `place` left half-made.
+        for p in &changed {
+            let tmp = tmp_beside(&dir.join(p));
+            if tmp.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
+                let _ = fs::remove_file(&tmp);
             }
         }
         if !stale.is_empty() {
@@ -1053,6 +1105,8 @@ fn differs_from_tree(
     let mut opts = DiffOptions::new();
     opts.include_untracked(true)
         .recurse_untracked_dirs(true)
+        .include_ignored(true)
+        .recurse_ignored_dirs(true)
         .include_typechange(true)
         .disable_pathspec_match(true);
     for p in paths {
@@ -1477,27 +1531,39 @@ fn place(from: &Path, to: &Path) -> Result<()> {
     match fs::rename(from, to) {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(nix::libc::EXDEV) => {
-            let name = to
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let tmp = to.with_file_name(format!(".{name}.loki-tmp-{}", std::process::id()));
+            let tmp = tmp_beside(to);
             let _ = fs::remove_file(&tmp);
-            let meta = from
-                .symlink_metadata()
-                .with_context(|| format!("reading {}", from.display()))?;
-            if meta.file_type().is_symlink() {
-                let target =
-                    fs::read_link(from).with_context(|| format!("reading {}", from.display()))?;
-                std::os::unix::fs::symlink(&target, &tmp)
-                    .with_context(|| format!("writing {}", tmp.display()))?;
-            } else {
-                fs::copy(from, &tmp).with_context(|| format!("writing {}", tmp.display()))?;
+            let copied = (|| -> Result<()> {
+                let meta = from
+                    .symlink_metadata()
+                    .with_context(|| format!("reading {}", from.display()))?;
+                if meta.file_type().is_symlink() {
+                    let target = fs::read_link(from)
+                        .with_context(|| format!("reading {}", from.display()))?;
+                    std::os::unix::fs::symlink(&target, &tmp)
+                        .with_context(|| format!("writing {}", tmp.display()))?;
+                } else {
+                    fs::copy(from, &tmp).with_context(|| format!("writing {}", tmp.display()))?;
+                }
+                fs::rename(&tmp, to).with_context(|| format!("moving {} into place", to.display()))
+            })();
+            if copied.is_err() {
+                let _ = fs::remove_file(&tmp);
             }
-            fs::rename(&tmp, to).with_context(|| format!("moving {} into place", to.display()))
+            copied
         }
         Err(e) => Err(e).with_context(|| format!("moving {} into place", to.display())),
     }
+}
+
+/// `<folder>/.<name>.loki-tmp`: where [`place`] makes its copy when it
+/// cannot rename across file systems (removed by the resync after a kill).
+fn tmp_beside(to: &Path) -> PathBuf {
+    let name = to
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    to.with_file_name(format!(".{name}.loki-tmp"))
 }
 
 /// The index entry of a submodule at `path` (a gitlink to commit `id`).

@@ -971,6 +971,67 @@ fn a_checkout_killed_midway_through_the_renames_is_finished() {
     fsck_clean(&root);
 }
 
+/// After a kill before the index was written, the user makes their own
+/// file where the merge removed or added one, ignored by `.gitignore`
+/// (which `git status` does not show): it is theirs, kept as they wrote it.
+#[test]
+fn the_users_ignored_files_made_after_a_crash_are_kept() {
+    let (_tmp, root) = repo();
+    commit_on(&root, ".gitignore", "*.env\n", "ignore");
+    write(&root, "config.env", "old\n");
+    git(&root, &["add", "-f", "config.env"]);
+    git(&root, &["commit", "-q", "-m", "a tracked config"]);
+    let wt = git::prepare_worktree(&root, "ch01", "main").unwrap();
+    git(&wt.path, &["rm", "-q", "--cached", "config.env"]);
+    write(&wt.path, "build.env", "the merge's\n");
+    git(&wt.path, &["add", "-f", "build.env"]);
+    git(
+        &wt.path,
+        &["commit", "-q", "-m", "untrack one, add another"],
+    );
+    fs::remove_file(wt.path.join("config.env")).unwrap();
+    merged_commit(merge(&root, "ch01"));
+
+    // The kill: the old index; then the user's own files.
+    git(&root, &["read-tree", "HEAD^1"]);
+    write(&root, "config.env", "USER SECRET\n");
+    write(&root, "build.env", "USER BUILD\n");
+    let out = merge(&root, "ch01");
+    assert!(matches!(out, MergeOutcome::AlreadyMerged { .. }), "{out:?}");
+    assert_eq!(read(&root, "config.env"), "USER SECRET\n");
+    assert_eq!(read(&root, "build.env"), "USER BUILD\n");
+}
+
+/// A supervisor killed while it wrote a merge into the checkout, then
+/// another stream merged first on the next run: the journal of the merge
+/// in flight makes that next merge finish the first one's paths before it
+/// moves the target, instead of only looking at the newest merge.
+#[test]
+fn a_merge_killed_midway_is_finished_before_the_next_merge() {
+    let (_tmp, root) = repo();
+    commit_on(&root, "notes.md", "old notes\n", "notes");
+    stream_with(&root, "ch01", &[("notes.md", "new notes\n")]);
+    stream_with(&root, "ch02", &[("other.md", "other\n")]);
+    let first = merged_commit(merge(&root, "ch01"));
+    // The kill: the ref moved, nothing written yet, the journal left.
+    git(&root, &["read-tree", "HEAD^1"]);
+    write(&root, "notes.md", "old notes\n");
+    let journal = git::merge_journal_path(&root, "main").unwrap();
+    fs::create_dir_all(journal.parent().unwrap()).unwrap();
+    fs::write(&journal, format!("{first}\n")).unwrap();
+
+    merged_commit(merge(&root, "ch02"));
+    assert_eq!(status(&root), "", "the first merge was finished");
+    assert_eq!(read(&root, "notes.md"), "new notes\n");
+    assert!(!journal.exists());
+    // A journal naming a merge that never reached the target is dropped.
+    fs::write(&journal, "0123456789012345678901234567890123456789\n").unwrap();
+    stream_with(&root, "ch03", &[("third.md", "three\n")]);
+    merged_commit(merge(&root, "ch03"));
+    assert!(!journal.exists());
+    assert_eq!(status(&root), "");
+}
+
 /// A folder the merge turns into a file must hold nothing but what the
 /// merge removes: an ignored file of the user's there (which `git status`
 /// does not show) makes the merge wait and names it; nothing is touched.
