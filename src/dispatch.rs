@@ -210,10 +210,9 @@ struct Slot {
     /// Set when the current attempt hit a rate limit or auth failure.
     api_trouble: Option<u16>,
     agent_label: String,
-    /// The running attempt was launched with `--resume`, and whether claude
-    /// has since confirmed the session (system/init).
+    /// The running attempt was launched with `--resume` (claude confirms
+    /// the session with system/init, recorded in the attempt's record).
     resumed: bool,
-    session_seen: bool,
 }
 
 impl Slot {
@@ -776,7 +775,6 @@ impl Dispatcher {
                     api_trouble: None,
                     agent_label: String::new(),
                     resumed: false,
-                    session_seen: false,
                 },
             );
         }
@@ -1518,7 +1516,6 @@ impl Dispatcher {
         };
         slot.agent_label = label;
         slot.resumed = prepared.resumed;
-        slot.session_seen = false;
         let mut launch = prepared.launch.clone();
         if self.stand_in && self.stand_in_delay_ms > 0 {
             launch.env.push((
@@ -1574,9 +1571,6 @@ impl Dispatcher {
                 );
             }
             AgentEvent::Init { session_id } => {
-                if let Some(slot) = self.slots.get_mut(&id) {
-                    slot.session_seen = true;
-                }
                 let sid = session_id.clone();
                 self.write(&id, move |st| {
                     st.session_id = Some(sid.clone());
@@ -1818,7 +1812,11 @@ impl Dispatcher {
         // starts again in a new session, uncounted. Any other early exit
         // is an ordinary failure.
         let session_lost = slot.resumed
-            && !slot.session_seen
+            && slot
+                .st
+                .attempts
+                .last()
+                .is_none_or(|a| a.session_id.is_none())
             && out.ending == Ending::Exited
             && !auth_stop
             && api.is_none()
@@ -2213,21 +2211,13 @@ impl Dispatcher {
                     Some(&id),
                     &format!("merged into {} as {commit}", self.target),
                 );
-                if let Some(why) = checkout_behind {
-                    let msg = format!("{id} merged, but {why}");
-                    self.event("warning", Some(&id), &msg);
-                    self.ui.send(UiEvent::Note(msg));
-                }
+                self.checkout_behind_warning(&id, checkout_behind);
                 self.cleanup(&id);
             }
             Ok(MergeOutcome::AlreadyMerged { checkout_behind }) => {
                 self.transition(&id, Status::Merged, Some("already merged".into()), |_| {})
                     .await;
-                if let Some(why) = checkout_behind {
-                    let msg = format!("{id} merged, but {why}");
-                    self.event("warning", Some(&id), &msg);
-                    self.ui.send(UiEvent::Note(msg));
-                }
+                self.checkout_behind_warning(&id, checkout_behind);
                 self.cleanup(&id);
             }
             Ok(MergeOutcome::Conflict { paths }) => {
@@ -2263,6 +2253,15 @@ impl Dispatcher {
                 )
                 .await;
             }
+        }
+    }
+
+    /// A merged stream whose checkout update failed: said, never a failure.
+    fn checkout_behind_warning(&mut self, id: &str, why: Option<String>) {
+        if let Some(why) = why {
+            let msg = format!("{id} merged, but {why}");
+            self.event("warning", Some(id), &msg);
+            self.ui.send(UiEvent::Note(msg));
         }
     }
 

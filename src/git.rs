@@ -531,10 +531,7 @@ pub fn merge_stream_with_hook(
         if !changed.is_empty() {
             for wt in &checkouts {
                 if let Err(e) = update_checkout(wt, tree_id, &changed) {
-                    behind.push(format!(
-                        "the checkout in {} could not be brought up to date ({e}); run `git status` there, and `git checkout {target} -- <path>` for each merged path it shows",
-                        wt.display()
-                    ));
+                    behind.push(behind_note(wt, target, &e));
                 }
             }
         }
@@ -974,6 +971,14 @@ fn checkouts_of(repo: &Repository, target_ref: &str) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// What to tell the user about a checkout that could not be updated.
+fn behind_note(dir: &Path, target: &str, e: &anyhow::Error) -> String {
+    format!(
+        "the checkout in {} could not be brought up to date ({e:#}); run `git status` there, and `git checkout {target} -- <path>` for each merged path it shows",
+        dir.display()
+    )
+}
+
 /// `<git common dir>/loki/merge-in-flight-<hash of the target ref>`: the
 /// merge commit whose checkout update is under way (one per target, so a
 /// rehearsal's scratch target and the real one never share it).
@@ -1035,7 +1040,7 @@ fn resync_checkouts(repo: &Repository, target_ref: &str, merge: Oid) -> Result<O
     for dir in checkouts_of(repo, target_ref)? {
         let wrepo = open_repo(&dir)?;
         // A staging folder a kill left holds only copies of committed files.
-        let _ = remove_stage(&wrepo.path().join("loki-checkout"));
+        let _ = remove_stage(&stage_dir(&wrepo));
         if changed.is_empty() {
             continue;
         }
@@ -1083,10 +1088,10 @@ fn resync_checkouts(repo: &Repository, target_ref: &str, merge: Oid) -> Result<O
         }
         if !stale.is_empty() {
             if let Err(e) = update_checkout(&dir, new_tree.id(), &stale) {
-                behind.push(format!(
-                    "the checkout in {} could not be brought up to date ({e:#}); run `git status` there, and `git checkout {} -- <path>` for each merged path it shows",
-                    dir.display(),
-                    target_ref.trim_start_matches("refs/heads/")
+                behind.push(behind_note(
+                    &dir,
+                    target_ref.trim_start_matches("refs/heads/"),
+                    &e,
                 ));
             }
         }
@@ -1439,7 +1444,7 @@ fn write_checkout(wrepo: &Repository, tree_id: Oid, changed: &BTreeSet<String>) 
         .ok_or_else(|| anyhow!("{} has no working tree", wrepo.path().display()))?
         .to_path_buf();
     let tree = wrepo.find_tree(tree_id)?;
-    let stage = wrepo.path().join("loki-checkout");
+    let stage = stage_dir(wrepo);
     remove_stage(&stage)?;
     fs::create_dir_all(&stage).with_context(|| format!("creating {}", stage.display()))?;
 
@@ -1583,6 +1588,12 @@ fn gitlink_entry(path: &str, id: Oid) -> git2::IndexEntry {
         flags_extended: 0,
         path: path.as_bytes().to_vec(),
     }
+}
+
+/// `<checkout's git dir>/loki-checkout`: where [`write_checkout`] stages
+/// the merged files.
+fn stage_dir(wrepo: &Repository) -> PathBuf {
+    wrepo.path().join("loki-checkout")
 }
 
 /// Removes the staging folder of [`write_checkout`] (loki's own, in the git
