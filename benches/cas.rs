@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use loki::state::{StateStore, StoreError, StreamState};
+use loki::store::{StateStore, StoreError, StreamState};
 
 #[derive(Clone, Copy)]
 enum Case {

@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use loki::state::{StateStore, StoreError};
+use loki::store::{StateStore, StoreError};
 
 /// Longest wait for one reaction before the bench gives up.
 const REACTION_LIMIT: Duration = Duration::from_secs(10);
@@ -151,7 +151,10 @@ impl Bench {
             root.join("prompts/chapter.md"),
             "# {{CHAPTER}}\n\nWrite the chapter to {{OUTPUTS}}.\n",
         )?;
-        fs::write(root.join(".loki/.gitignore"), loki::init::LOKI_GITIGNORE)?;
+        fs::write(
+            root.join(".loki/.gitignore"),
+            loki::commands::init::LOKI_GITIGNORE,
+        )?;
         fs::write(
             root.join("loki.toml"),
             format!(

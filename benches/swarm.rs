@@ -303,7 +303,10 @@ impl BenchRepo {
             "# {{STREAM_ID}}\n\nWrite {{OUTPUTS}}.\n\n{{FEEDBACK}}\n",
         )?;
         fs::create_dir_all(root.join(".loki"))?;
-        fs::write(root.join(".loki/.gitignore"), loki::init::LOKI_GITIGNORE)?;
+        fs::write(
+            root.join(".loki/.gitignore"),
+            loki::commands::init::LOKI_GITIGNORE,
+        )?;
         let agent = root.join("bench-agent.sh");
         write_exec(&agent, AGENT)?;
 

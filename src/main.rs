@@ -1,7 +1,7 @@
 use clap::Parser;
 
 fn main() {
-    let cli = loki::cli::Cli::parse();
+    let cli = loki::commands::Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -12,7 +12,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let code = match rt.block_on(loki::cli::main(cli)) {
+    let code = match rt.block_on(loki::commands::main(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -18,6 +18,9 @@ use std::fs;
 use std::io::ErrorKind;
 use std::path::{Component, Path};
 
+/// Built-in retry preamble, used when the repo has no `prompts/retry.md`.
+pub const DEFAULT_RETRY: &str = include_str!("../prompts/retry.md");
+
 /// One placeholder occurrence in a template.
 struct Occurrence<'t> {
     /// Byte offset of the opening `{{`.

@@ -62,6 +62,20 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
+/// Trailer values must be one line.
+pub fn one_line(s: &str) -> String {
+    let mut out: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if out.len() > 300 {
+        let mut cut = 300;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push('…');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

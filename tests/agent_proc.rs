@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use loki::agent::{
     self, AgentEvent, AgentOutcome, Ending, Launch, ResultInfo, Spawner, StopRequest,
 };
-use loki::state::ProcessRecord;
+use loki::store::ProcessRecord;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::sync::{mpsc, watch};

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use loki::state::{StateStore, Status, SupervisorLock};
+use loki::store::{StateStore, Status, SupervisorLock};
 
 /// The agent: its file name is `claude`, so loki reads its stream-json.
 /// Stream `b` writes the forbidden word `dragon` on its first attempt;
@@ -79,7 +79,7 @@ impl Repo {
         std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         r.write("prompts/p.md", PROMPT);
         r.write("loki.toml", &format!("{HEADER}{swarm}"));
-        r.write(".loki/.gitignore", loki::init::LOKI_GITIGNORE);
+        r.write(".loki/.gitignore", loki::commands::init::LOKI_GITIGNORE);
         r.git(&["add", "-A"]);
         r.git(&["commit", "-q", "-m", "swarm"]);
         r
@@ -239,7 +239,7 @@ fn log_reads_the_audit_trail_from_a_fresh_clone() {
         "a clone has no run-time state"
     );
 
-    let audit = loki::audit::collect(&clone, "main").expect("collect");
+    let audit = loki::commands::log::collect(&clone, "main").expect("collect");
     let ids: Vec<&str> = audit.streams.iter().map(|s| s.id.as_str()).collect();
     assert_eq!(ids, vec!["a", "b"], "merge order, oldest first");
 
@@ -309,7 +309,7 @@ fn log_reads_the_audit_trail_from_a_fresh_clone() {
     );
 
     // The human text: one block per stream, then the totals.
-    let text = loki::audit::render(&audit);
+    let text = loki::commands::log::render(&audit);
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines[0].starts_with("a  merged "), "{text}");
     assert!(
@@ -347,22 +347,22 @@ fn log_reads_the_audit_trail_from_a_fresh_clone() {
     );
     assert_eq!(json["totals"]["attempts"], 3);
     assert_eq!(
-        loki::audit::run(&clone, "main", Some("b"), true).expect("run"),
+        loki::commands::log::run(&clone, "main", Some("b"), true).expect("run"),
         0
     );
     assert_eq!(
-        loki::audit::run(&clone, "main", None, false).expect("run"),
+        loki::commands::log::run(&clone, "main", None, false).expect("run"),
         0
     );
 
     // An id the history does not hold: an error with help.
-    let err = loki::audit::run(&clone, "main", Some("zz"), false).unwrap_err();
+    let err = loki::commands::log::run(&clone, "main", Some("zz"), false).unwrap_err();
     let msg = format!("{err:#}");
     assert!(
         msg.contains("zz") && msg.contains("help:") && msg.contains("a, b"),
         "{msg}"
     );
-    let err = loki::audit::collect(&clone, "nope").unwrap_err();
+    let err = loki::commands::log::collect(&clone, "nope").unwrap_err();
     assert!(format!("{err:#}").contains("nope"), "{err:#}");
 
     // The same through the binary, when the CLI has `loki log`.
@@ -549,7 +549,7 @@ fn clean_keeps_conflicted_work_until_all_and_touches_nothing_else() {
             .expect("lock")
             .expect("free lock");
         for dry in [false, true] {
-            let err = loki::clean::run(root, true, dry).unwrap_err();
+            let err = loki::commands::clean::run(root, true, dry).unwrap_err();
             let msg = format!("{err:#}");
             assert!(
                 msg.contains("supervisor") && msg.contains(&std::process::id().to_string()),
@@ -563,14 +563,17 @@ fn clean_keeps_conflicted_work_until_all_and_touches_nothing_else() {
     assert_eq!(refs(&repo, true), refs_before);
 
     // Without --all: the merged streams' leftovers go, the conflicted stream stays.
-    let plan = loki::clean::plan(root, false).expect("plan");
+    let plan = loki::commands::clean::plan(root, false).expect("plan");
     assert!(
         plan.kept_streams
             .iter()
             .any(|k| k.starts_with(&format!("{conflicted} (conflicted)"))),
         "{plan:?}"
     );
-    assert_eq!(loki::clean::run(root, false, false).expect("clean"), 0);
+    assert_eq!(
+        loki::commands::clean::run(root, false, false).expect("clean"),
+        0
+    );
     assert!(planted.is_file(), "the planted file survives `loki clean`");
     assert!(wt.join("shared.md").is_file());
     assert!(repo
@@ -596,7 +599,7 @@ fn clean_keeps_conflicted_work_until_all_and_touches_nothing_else() {
         "a non-empty stray folder stays"
     );
     // Idempotent: a second clean has nothing more to remove.
-    let again = loki::clean::plan(root, false).expect("plan");
+    let again = loki::commands::clean::plan(root, false).expect("plan");
     assert!(
         again.streams.is_empty() && again.extra.is_empty(),
         "{again:?}"
@@ -605,15 +608,18 @@ fn clean_keeps_conflicted_work_until_all_and_touches_nothing_else() {
     // --all --dry-run lists the conflicted worktree and removes nothing.
     let loki_before = tree(&root.join(".loki"));
     let refs_before = refs(&repo, true);
-    let plan = loki::clean::plan(root, true).expect("plan");
-    let lines = loki::clean::dry_run_lines(root, &plan);
+    let plan = loki::commands::clean::plan(root, true).expect("plan");
+    let lines = loki::commands::clean::dry_run_lines(root, &plan);
     let want = format!("would remove worktree .loki/worktrees/{conflicted}");
     assert!(lines.contains(&want), "{lines:?}");
     assert!(
         lines.contains(&format!("would delete branch loki/{conflicted}")),
         "{lines:?}"
     );
-    assert_eq!(loki::clean::run(root, true, true).expect("dry run"), 0);
+    assert_eq!(
+        loki::commands::clean::run(root, true, true).expect("dry run"),
+        0
+    );
     {
         let out = loki(root, &["clean", "--all", "--dry-run"]);
         assert_eq!(out.code, Some(0), "{}", out.both());
@@ -628,7 +634,10 @@ fn clean_keeps_conflicted_work_until_all_and_touches_nothing_else() {
     assert!(planted.is_file());
 
     // --all removes it: worktree, branch, run files and state file.
-    assert_eq!(loki::clean::run(root, true, false).expect("clean --all"), 0);
+    assert_eq!(
+        loki::commands::clean::run(root, true, false).expect("clean --all"),
+        0
+    );
     assert!(!wt.exists());
     assert!(repo.git(&["branch", "--list", "loki/*"]).trim().is_empty());
     assert!(!root.join(".loki/runs").join(conflicted).exists());
@@ -695,7 +704,7 @@ fn log_reports_interrupted_attempts_and_attempts_without_a_commit() {
     ]);
     repo.git(&["branch", "-q", "-D", "loki/z"]);
 
-    let audit = loki::audit::collect(root, "main").expect("collect");
+    let audit = loki::commands::log::collect(root, "main").expect("collect");
     assert_eq!(audit.streams.len(), 1, "{audit:?}");
     let z = &audit.streams[0];
     assert_eq!(z.id, "z");
@@ -707,7 +716,7 @@ fn log_reports_interrupted_attempts_and_attempts_without_a_commit() {
     assert_eq!((z.attempt_count, z.last_attempt), (2, Some(2)));
     assert_eq!(z.approved_by.as_deref(), Some("bob"));
     assert_eq!(z.checks.as_deref(), Some("PASS"));
-    let text = loki::audit::render(&audit);
+    let text = loki::commands::log::render(&audit);
     assert!(text.contains("  attempt 1  interrupted"), "{text}");
     assert!(text.contains("  attempt 2  no loki commit"), "{text}");
     assert!(
@@ -717,13 +726,13 @@ fn log_reports_interrupted_attempts_and_attempts_without_a_commit() {
 
     // No stream merged yet: says so.
     let empty = Repo::new("");
-    let audit = loki::audit::collect(empty.path(), "main").expect("collect");
+    let audit = loki::commands::log::collect(empty.path(), "main").expect("collect");
     assert!(audit.streams.is_empty());
     assert_eq!(
-        loki::audit::render(&audit),
+        loki::commands::log::render(&audit),
         "no stream has been merged into main yet\n"
     );
-    let err = loki::audit::run(empty.path(), "main", Some("z"), false).unwrap_err();
+    let err = loki::commands::log::run(empty.path(), "main", Some("z"), false).unwrap_err();
     assert!(format!("{err:#}").contains("help:"), "{err:#}");
 }
 
@@ -744,7 +753,7 @@ fn clean_keeps_uncommitted_work_of_a_failed_stream_unless_all() {
         .expect("state");
     std::fs::write(wt.path.join("draft.md"), "unsaved\n").expect("write");
 
-    let plan = loki::clean::plan(root, false).expect("plan");
+    let plan = loki::commands::clean::plan(root, false).expect("plan");
     assert!(
         plan.kept
             .iter()
@@ -753,12 +762,18 @@ fn clean_keeps_uncommitted_work_of_a_failed_stream_unless_all() {
     );
     assert_eq!(plan.streams.len(), 1, "{plan:?}");
     assert_eq!(plan.streams[0].id, "blk");
-    assert_eq!(loki::clean::run(root, false, false).expect("clean"), 0);
+    assert_eq!(
+        loki::commands::clean::run(root, false, false).expect("clean"),
+        0
+    );
     assert!(wt.path.join("draft.md").is_file());
     assert_eq!(repo.status("f"), Some(Status::Failed));
     assert_eq!(repo.status("blk"), None);
 
-    assert_eq!(loki::clean::run(root, true, false).expect("clean --all"), 0);
+    assert_eq!(
+        loki::commands::clean::run(root, true, false).expect("clean --all"),
+        0
+    );
     assert!(!wt.path.exists());
     assert_eq!(repo.status("f"), None);
     assert!(repo.git(&["branch", "--list", "loki/*"]).trim().is_empty());

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use loki::state::{StateStore, StoreError};
+use loki::store::{StateStore, StoreError};
 
 const CHILD_ENV: &str = "LOKI_CAS_CHILD";
 const STREAM: &str = "counter";

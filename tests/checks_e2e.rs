@@ -22,7 +22,7 @@ fn swarm(repo: &Repo, template: &str, max_parallel: usize, streams: &[String]) {
         toml.push_str(s);
     }
     repo.write("loki.toml", &toml);
-    repo.write(".loki/.gitignore", loki::init::LOKI_GITIGNORE);
+    repo.write(".loki/.gitignore", loki::commands::init::LOKI_GITIGNORE);
     repo.commit_all("swarm");
 }
 
@@ -284,7 +284,7 @@ fn a_stream_that_never_passes_fails_with_its_last_report_and_can_be_fixed_by_han
     let root = repo.path();
     let cfg = config(&repo);
     // `loki show` works for a failed stream (its worktree is kept).
-    let shown = loki::review::show_text(root, &cfg, "main", "ch01").expect("show");
+    let shown = loki::commands::show::show_text(root, &cfg, "main", "ch01").expect("show");
     assert!(shown.contains("stream ch01: failed"), "{shown}");
     assert!(shown.contains("attempt:   2 of 2"), "{shown}");
     assert!(shown.contains("== checks (attempt 2)"), "{shown}");
@@ -293,7 +293,7 @@ fn a_stream_that_never_passes_fails_with_its_last_report_and_can_be_fixed_by_han
     // A plain agent: its last output lines are the final message.
     assert!(shown.contains("done: Wrote chapters/ch01.md."), "{shown}");
     assert_eq!(
-        loki::review::show(root, &cfg, "main", "ch01").expect("show"),
+        loki::commands::show::show(root, &cfg, "main", "ch01").expect("show"),
         0
     );
 
@@ -301,7 +301,7 @@ fn a_stream_that_never_passes_fails_with_its_last_report_and_can_be_fixed_by_han
     let state_file = root.join(".loki/state/ch01.json");
     let state_before = std::fs::read(&state_file).expect("state");
     assert_eq!(
-        loki::review::check(root, &cfg, Some("ch01")).expect("check"),
+        loki::commands::show::check(root, &cfg, Some("ch01")).expect("check"),
         1
     );
     let manual = root.join(".loki/runs/ch01/manual-check.json");
@@ -316,7 +316,7 @@ fn a_stream_that_never_passes_fails_with_its_last_report_and_can_be_fixed_by_han
     assert!(draft.contains("dragon"));
     std::fs::write(&wt_file, draft.replace("dragon", "lantern")).expect("fix");
     assert_eq!(
-        loki::review::check(root, &cfg, Some("ch01")).expect("check"),
+        loki::commands::show::check(root, &cfg, Some("ch01")).expect("check"),
         0
     );
     assert_eq!(
@@ -324,10 +324,13 @@ fn a_stream_that_never_passes_fails_with_its_last_report_and_can_be_fixed_by_han
         Level::Pass
     );
     // Without an id: every stream with a worktree (only ch01 has one).
-    assert_eq!(loki::review::check(root, &cfg, None).expect("check all"), 0);
+    assert_eq!(
+        loki::commands::show::check(root, &cfg, None).expect("check all"),
+        0
+    );
     assert_eq!(std::fs::read(&state_file).expect("state"), state_before);
     // `loki show` shows the newer manual report after the attempt's.
-    let shown = loki::review::show_text(root, &cfg, "main", "ch01").expect("show");
+    let shown = loki::commands::show::show_text(root, &cfg, "main", "ch01").expect("show");
     assert!(
         shown.contains("later, by hand (`loki check ch01`"),
         "{shown}"
@@ -338,18 +341,18 @@ fn a_stream_that_never_passes_fails_with_its_last_report_and_can_be_fixed_by_han
     );
 
     // Clear refusals: a merged stream, a stream that never ran, an unknown id.
-    let e = loki::review::check(root, &cfg, Some("side")).expect_err("merged");
+    let e = loki::commands::show::check(root, &cfg, Some("side")).expect_err("merged");
     let msg = format!("{e:#}");
     assert!(
         msg.contains("no worktree") && msg.contains("help:"),
         "{msg}"
     );
-    let e = loki::review::check(root, &cfg, Some("nope")).expect_err("unknown");
+    let e = loki::commands::show::check(root, &cfg, Some("nope")).expect_err("unknown");
     assert!(format!("{e:#}").contains("unknown stream `nope`"), "{e:#}");
-    let e = loki::review::show_text(root, &cfg, "main", "side").expect_err("merged");
+    let e = loki::commands::show::show_text(root, &cfg, "main", "side").expect_err("merged");
     let msg = format!("{e:#}");
     assert!(msg.contains("is merged") && msg.contains("help:"), "{msg}");
-    let e = loki::review::show_text(root, &cfg, "main", "ch02").expect_err("never ran");
+    let e = loki::commands::show::show_text(root, &cfg, "main", "ch02").expect_err("never ran");
     let msg = format!("{e:#}");
     assert!(
         msg.contains("no branch or worktree") && msg.contains("help:"),
@@ -402,10 +405,10 @@ fn approve_and_reject_end_to_end_without_a_supervisor() {
     let root = repo.path();
     let cfg = config(&repo);
     assert_eq!(
-        loki::review::show(root, &cfg, "main", "ch01").expect("show"),
+        loki::commands::show::show(root, &cfg, "main", "ch01").expect("show"),
         0
     );
-    let shown = loki::review::show_text(root, &cfg, "main", "ch01").expect("show");
+    let shown = loki::commands::show::show_text(root, &cfg, "main", "ch01").expect("show");
     for needle in [
         "stream ch01: awaiting_approval",
         "attempt:   1 of 3",
@@ -436,7 +439,7 @@ fn approve_and_reject_end_to_end_without_a_supervisor() {
     assert!(p2.contains("make Mira braver"), "{p2}");
     assert_eq!(stream_status(&repo, "ch01"), "awaiting_approval");
     // The rejected attempt does not count.
-    let shown = loki::review::show_text(root, &cfg, "main", "ch01").expect("show");
+    let shown = loki::commands::show::show_text(root, &cfg, "main", "ch01").expect("show");
     assert!(
         shown.contains("attempt:   2 of 3; 1 did not count"),
         "{shown}"
@@ -472,7 +475,7 @@ fn a_draft_fixed_by_hand_and_approved_keeps_the_fix() {
     let fixed = format!("{draft}\nA closing line the editor wrote.\n");
     std::fs::write(&wt_file, &fixed).expect("edit");
     assert_eq!(
-        loki::review::check(root, &cfg, Some("ch01")).expect("check"),
+        loki::commands::show::check(root, &cfg, Some("ch01")).expect("check"),
         0
     );
 
@@ -767,7 +770,7 @@ fn an_agent_that_changes_nothing_fails_instead_of_merging_nothing() {
         header(1, "")
     );
     repo.write("loki.toml", &toml);
-    repo.write(".loki/.gitignore", loki::init::LOKI_GITIGNORE);
+    repo.write(".loki/.gitignore", loki::commands::init::LOKI_GITIGNORE);
     repo.commit_all("swarm");
     let head = repo.git(&["rev-parse", "main"]);
     let out = repo.loki(&["run", "--plain"]);
@@ -863,7 +866,7 @@ fn a_retry_resumes_the_claude_session_and_passes() {
             )
         ),
     );
-    repo.write(".loki/.gitignore", loki::init::LOKI_GITIGNORE);
+    repo.write(".loki/.gitignore", loki::commands::init::LOKI_GITIGNORE);
     repo.commit_all("swarm");
 
     let out = repo.loki(&["run", "--plain"]);

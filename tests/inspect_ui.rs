@@ -7,7 +7,7 @@ use common::*;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use loki::state::{StateStore, Status, SupervisorLock};
+use loki::store::{StateStore, Status, SupervisorLock};
 
 const LINE1: &str =
     r#"{"type":"system","subtype":"init","session_id":"s1","model":"m","cwd":"/w"}"#;

@@ -169,7 +169,7 @@ fn a_failed_rehearsal_keeps_its_logs_and_a_second_one_is_refused() {
     assert_eq!(repo.git(&["show-ref"]), refs, "branches left behind");
 
     // Another rehearsal holds the lock: refused, and the kept files stay.
-    let lock = loki::state::SupervisorLock::acquire_at(&repo.path().join(".loki/rehearsal.lock"))
+    let lock = loki::store::SupervisorLock::acquire_at(&repo.path().join(".loki/rehearsal.lock"))
         .expect("lock")
         .expect("free");
     let out = repo.loki(&["run", "--rehearse", "--plain"]);

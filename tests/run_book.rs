@@ -16,7 +16,7 @@ fn book(repo: &Repo) {
     toml.push_str(&stream("ch04", &["ch02", "ch03"], "chapters/ch04.md", ""));
     toml.push_str(&stream("epilogue", &["ch04"], "chapters/epilogue.md", ""));
     repo.write("loki.toml", &toml);
-    repo.write(".loki/.gitignore", loki::init::LOKI_GITIGNORE);
+    repo.write(".loki/.gitignore", loki::commands::init::LOKI_GITIGNORE);
     repo.commit_all("swarm");
 }
 
@@ -567,7 +567,7 @@ fn a_plain_agent_is_run_only_as_the_agent() {
         "loki.toml",
         &format!("{toml}{}", stream("a", &[], "out/a.md", "")),
     );
-    repo.write(".loki/.gitignore", loki::init::LOKI_GITIGNORE);
+    repo.write(".loki/.gitignore", loki::commands::init::LOKI_GITIGNORE);
     repo.commit_all("swarm");
 
     let out = repo.loki(&["run", "--plain"]);
@@ -611,7 +611,7 @@ fn a_swarm_file_in_a_subfolder_reads_its_own_prompts() {
     let mut toml = header(1, "");
     toml.push_str(&stream("b2ch01", &[], "books/two/ch01.md", ""));
     repo.write("books/two/loki.toml", &toml);
-    repo.write(".loki/.gitignore", loki::init::LOKI_GITIGNORE);
+    repo.write(".loki/.gitignore", loki::commands::init::LOKI_GITIGNORE);
     repo.commit_all("book two");
 
     let out = repo.loki(&["-c", "books/two/loki.toml", "run", "--plain"]);

@@ -101,7 +101,7 @@ impl Swarm {
             toml.push_str(s);
         }
         repo.write("prompts/chapter.md", CHAPTER);
-        repo.write(".loki/.gitignore", loki::init::LOKI_GITIGNORE);
+        repo.write(".loki/.gitignore", loki::commands::init::LOKI_GITIGNORE);
         repo.write("loki.toml", &toml);
         repo.commit_all("swarm");
         Swarm {

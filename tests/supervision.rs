@@ -137,7 +137,7 @@ impl Harness {
     fn swarm(&self, toml: &str) {
         self.repo.write("prompts/chapter.md", CHAPTER);
         self.repo
-            .write(".loki/.gitignore", loki::init::LOKI_GITIGNORE);
+            .write(".loki/.gitignore", loki::commands::init::LOKI_GITIGNORE);
         self.repo.write("loki.toml", toml);
         self.repo.commit_all("swarm");
     }
@@ -1409,12 +1409,12 @@ fn a_held_back_attempt_keeps_the_session_to_resume() {
     let session = a["session_id"].as_str().expect("session id").to_string();
 
     // Attempt 2 was then prepared and held back before its agent started.
-    let store = loki::state::StateStore::new(h.state_dir());
+    let store = loki::store::StateStore::new(h.state_dir());
     let version = a["version"].as_u64().expect("version");
     store
         .update("a", version, |st| {
             st.attempt = 2;
-            st.attempts.push(loki::state::AttemptRecord {
+            st.attempts.push(loki::store::AttemptRecord {
                 n: 2,
                 started_at: "2026-11-30T00:00:00Z".into(),
                 ended_at: Some("2026-11-30T00:00:01Z".into()),
@@ -1436,7 +1436,7 @@ fn a_held_back_attempt_keeps_the_session_to_resume() {
     assert_eq!(argv.get(at + 1), Some(&session));
     assert_eq!(
         argv.get(1).map(String::as_str),
-        Some(loki::attempt::CONTINUE_PROMPT),
+        Some(loki::supervisor::attempt::CONTINUE_PROMPT),
         "the resumed session gets the continue prompt: {argv:?}"
     );
 }

@@ -38,8 +38,8 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use git2::{BranchType, Repository, StatusOptions, WorktreeLockStatus};
 
-use crate::attempt::Layout;
-use crate::state::{StateStore, Status, SupervisorLock};
+use crate::model::Layout;
+use crate::store::{StateStore, Status, SupervisorLock};
 
 /// Something `loki clean` removes.
 #[derive(Debug, Clone, PartialEq, Eq)]

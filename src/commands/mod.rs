@@ -1,15 +1,23 @@
 //! The command line: clap definitions, and the glue that turns arguments
 //! into calls. No decisions live here.
 
+pub mod clean;
+pub mod demo;
+pub mod init;
+pub mod log;
+pub mod logs;
+pub mod show;
+pub mod steer;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use crate::config::SwarmFile;
-use crate::control::{self, Request};
-use crate::signals::Kind;
-use crate::state::{StateStore, Status, StreamState};
+use crate::signal_files::Kind;
+use crate::store::{StateStore, Status, StreamState};
+use steer::Request;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -143,7 +151,7 @@ pub async fn main(cli: Cli) -> Result<i32> {
     let cwd = std::env::current_dir().context("reading the current directory")?;
     match cli.command {
         Command::Init => {
-            let r = crate::init::init(&cwd)?;
+            let r = crate::commands::init::init(&cwd)?;
             println!(
                 "loki init in {} (target branch {})",
                 r.root.display(),
@@ -164,7 +172,7 @@ pub async fn main(cli: Cli) -> Result<i32> {
             keep,
         } => {
             let config = config_path(cli.config, &cwd)?;
-            crate::dispatch::run(crate::dispatch::RunOptions {
+            crate::supervisor::run(crate::supervisor::RunOptions {
                 config,
                 ui: crate::ui::Mode::detect(plain),
                 rehearse,
@@ -206,16 +214,16 @@ pub async fn main(cli: Cli) -> Result<i32> {
             raw,
         } => {
             let root = crate::git::repo_root(&cwd)?;
-            crate::inspect::logs(&root, &id, attempt, follow, raw)
+            crate::commands::logs::logs(&root, &id, attempt, follow, raw)
         }
-        Command::Doctor => crate::inspect::doctor(&cwd, cli.config.as_deref()),
+        Command::Doctor => crate::commands::logs::doctor(&cwd, cli.config.as_deref()),
         Command::Show { id } => {
             let (cfg, root, target) = load_config(cli.config, &cwd)?;
-            crate::review::show(&root, &cfg, &target, &id)
+            crate::commands::show::show(&root, &cfg, &target, &id)
         }
         Command::Check { id } => {
             let (cfg, root, _) = load_config(cli.config, &cwd)?;
-            crate::review::check(&root, &cfg, id.as_deref())
+            crate::commands::show::check(&root, &cfg, id.as_deref())
         }
         Command::Log { id, json, branch } => {
             let root = crate::git::repo_root(&cwd)?;
@@ -223,13 +231,13 @@ pub async fn main(cli: Cli) -> Result<i32> {
                 Some(b) => b,
                 None => log_target(cli.config, &cwd, &root)?,
             };
-            crate::audit::run(&root, &target, id.as_deref(), json)
+            crate::commands::log::run(&root, &target, id.as_deref(), json)
         }
         Command::Clean { all, dry_run } => {
             let root = crate::git::repo_root(&cwd)?;
-            crate::clean::run(&root, all, dry_run)
+            crate::commands::clean::run(&root, all, dry_run)
         }
-        Command::Demo { plain, dir } => crate::demo::run(plain, dir.as_deref()).await,
+        Command::Demo { plain, dir } => crate::commands::demo::run(plain, dir.as_deref()).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;
             // Generated into memory first: clap_complete panics on a closed pipe.
@@ -273,7 +281,7 @@ pub async fn main(cli: Cli) -> Result<i32> {
             // Agents inside a worktree reach the main repo through LOKI_SIGNALS_DIR.
             if let Ok(dir) = std::env::var("LOKI_SIGNALS_DIR") {
                 if cli.config.is_none() {
-                    let d = crate::signals::SignalDir::new(&dir);
+                    let d = crate::signal_files::SignalDir::new(&dir);
                     let p = d.write(k, id.as_deref(), expect_version, note.as_deref(), false)?;
                     println!("wrote {}", p.display());
                     return Ok(0);
@@ -281,7 +289,7 @@ pub async fn main(cli: Cli) -> Result<i32> {
             }
             steer(cli.config, &cwd, k, id, expect_version, note, false)
         }
-        Command::StandIn => crate::standin::main(),
+        Command::StandIn => crate::agent::standin::main(),
     }
 }
 
@@ -359,7 +367,7 @@ fn steer(
             );
         }
     }
-    let msg = control::steer(
+    let msg = steer::steer(
         &root,
         &target,
         &Request {
@@ -473,7 +481,7 @@ fn load_for_status(path: &Path) -> Option<SwarmFile> {
 /// What status views show.
 struct StatusData {
     rows: Vec<StreamState>,
-    swarm: crate::state::SwarmState,
+    swarm: crate::store::SwarmState,
     supervisor: Option<i32>,
     /// Words of each row's outputs, in row order.
     words: Vec<Option<u64>>,
@@ -489,7 +497,7 @@ fn status_data(config: Option<PathBuf>, cwd: &Path) -> Result<StatusData> {
     let store = StateStore::new(root.join(".loki").join("state"));
     let (rows, has_state) = status_rows(cfg.as_ref(), &store)?;
     let swarm = store.load_swarm()?;
-    let supervisor = crate::state::SupervisorLock::holder(store.dir()).unwrap_or(None);
+    let supervisor = crate::store::SupervisorLock::holder(store.dir()).unwrap_or(None);
     let words = rows
         .iter()
         .map(|st| output_words(&root, cfg.as_ref().and_then(|c| c.stream(&st.id))))
@@ -559,7 +567,7 @@ fn status_text(config: Option<PathBuf>, cwd: &Path) -> Result<String> {
             w.map(|w| w.to_string()).unwrap_or_else(|| "-".into()),
             format!("${:.2}", st.cost_usd),
             branch,
-            crate::attempt::one_line(&last)
+            crate::util::one_line(&last)
         );
     }
     let merged = rows.iter().filter(|s| s.status == Status::Merged).count();

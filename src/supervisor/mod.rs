@@ -24,6 +24,8 @@
 //!   authentication failure pauses the swarm and ends the run, and the next
 //!   `loki run` resumes it.
 
+pub mod attempt;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,16 +35,17 @@ use anyhow::{Context, Result};
 use tokio::sync::{mpsc, watch};
 
 use crate::agent::{self, AgentEvent, AgentOutcome, Ending, Spawner, StopRequest};
-use crate::attempt::{self, FinishInput, Finished, Kickoff, Layout, PrepareInput, Prepared};
 use crate::checks::Level;
 use crate::config::{StreamConfig, SwarmFile};
 use crate::git::{self, MergeOutcome};
-use crate::signals::{self, Kind, Signal, SignalDir, Taken};
-use crate::state::{
+use crate::model::Layout;
+use crate::signal_files::{self, Kind, Signal, SignalDir, Taken};
+use crate::store::{
     AttemptRecord, Event, StateStore, Status, StreamState, SupervisorLock, SwarmState,
 };
 use crate::ui::{self, Ui, UiEvent};
 use crate::util::now_rfc3339;
+use attempt::{FinishInput, Finished, Kickoff, PrepareInput, Prepared};
 
 /// How `loki run` was asked to run.
 #[derive(Debug, Clone)]
@@ -368,7 +371,7 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
     // ends it is stopped (which joins its thread) and drained, so a signal
     // it took is always applied.
     let (sig_tx, mut sig_rx) = mpsc::unbounded_channel::<Taken>();
-    let mut watch = Some(signals::watch(d.signals.clone(), sig_tx.clone())?);
+    let mut watch = Some(signal_files::watch(d.signals.clone(), sig_tx.clone())?);
 
     d.ui.send(UiEvent::Start {
         total: d.slots.len(),
@@ -414,7 +417,7 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
             for t in late {
                 d.on_signal(t).await;
             }
-            watch = Some(signals::watch(d.signals.clone(), sig_tx.clone())?);
+            watch = Some(signal_files::watch(d.signals.clone(), sig_tx.clone())?);
             continue;
         }
         let wake = d.next_wake();
@@ -1024,7 +1027,7 @@ impl Dispatcher {
                     }
                     return;
                 }
-                Ok(Err(crate::state::StoreError::Conflict { found, .. })) => {
+                Ok(Err(crate::store::StoreError::Conflict { found, .. })) => {
                     self.event(
                         "warning",
                         Some(id),
@@ -1798,7 +1801,7 @@ impl Dispatcher {
             if tail.is_empty() {
                 s
             } else {
-                format!("{s}; stderr: {}", attempt::one_line(&tail))
+                format!("{s}; stderr: {}", crate::util::one_line(&tail))
             }
         };
         let result_error = slot.result_error.clone();
@@ -1907,7 +1910,7 @@ impl Dispatcher {
                         false,
                         Some(format!(
                             "the agent reported an error: {}",
-                            attempt::one_line(&e)
+                            crate::util::one_line(&e)
                         )),
                     )
                 } else {
@@ -1962,7 +1965,7 @@ impl Dispatcher {
     async fn session_lost(&mut self, id: &str, exit: Option<i32>, error: Option<String>) {
         let old = self.slots[id].st.session_id.clone().unwrap_or_default();
         let detail = error
-            .map(|e| format!(" ({})", attempt::one_line(&e)))
+            .map(|e| format!(" ({})", crate::util::one_line(&e)))
             .unwrap_or_default();
         let why = format!(
             "claude could not resume session {old}{detail}; starting again in a new session"
@@ -2174,7 +2177,7 @@ impl Dispatcher {
             return;
         };
         let st = &slot.st;
-        let trailers = attempt::merge_trailers(st, &slot.cfg.agent.command);
+        let trailers = crate::model::trailers::merge_trailers(st, &slot.cfg.agent.command);
         let _ = self.merge_tx.send(MergeJob {
             id: id.to_string(),
             attempt: st.attempt,
@@ -2526,7 +2529,7 @@ impl Dispatcher {
                     .unwrap_or_else(|| "A reviewer rejected the draft without a note.".into());
                 let tests_failed = sig.kind == Kind::TestsFailed;
                 let fbc = format!("- Reviewer: {fb}");
-                let reason = format!("rejected: {}", attempt::one_line(&fb));
+                let reason = format!("rejected: {}", crate::util::one_line(&fb));
                 self.write(id, move |st| {
                     if tests_failed {
                         st.tests = Some(format!("failed: {fb}"));
@@ -2679,7 +2682,7 @@ impl Dispatcher {
             for s in slots {
                 let mut line = format!("  {:<12} {:<17}", s.st.id, status.as_str());
                 if let Some(r) = &s.st.reason {
-                    line.push_str(&format!(" {}", attempt::one_line(r)));
+                    line.push_str(&format!(" {}", crate::util::one_line(r)));
                 } else if *status == Status::Pending {
                     let waiting: Vec<&str> = s
                         .cfg

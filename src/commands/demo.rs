@@ -104,8 +104,8 @@ pub fn create(parent: Option<&Path>) -> Result<PathBuf> {
     w("outline.md", OUTLINE)?;
     w("bible.md", BIBLE)?;
     w("prompts/chapter.md", TEMPLATE)?;
-    w("prompts/retry.md", crate::init::RETRY_TEMPLATE)?;
-    w(".loki/.gitignore", crate::init::LOKI_GITIGNORE)?;
+    w("prompts/retry.md", crate::commands::init::RETRY_TEMPLATE)?;
+    w(".loki/.gitignore", crate::commands::init::LOKI_GITIGNORE)?;
     w("loki.toml", &swarm_file())?;
     git(&dir, &["add", "-A"])?;
     git(
@@ -125,7 +125,7 @@ pub async fn run(plain: bool, parent: Option<&Path>) -> Result<i32> {
     let dir = create(parent)?;
     println!("loki demo: a six-chapter book in {}", dir.display());
     println!("(the stand-in agent writes the chapters: no tokens, no API key)\n");
-    let code = crate::dispatch::run(crate::dispatch::RunOptions {
+    let code = crate::supervisor::run(crate::supervisor::RunOptions {
         config: dir.join("loki.toml"),
         ui: crate::ui::Mode::detect(plain),
         rehearse: false,

@@ -35,6 +35,8 @@
 //!   .loki/signals/APPROVE_ch01` is read whole. If inotify's limits are
 //!   exhausted it falls back to polling every 500 ms and says so on stderr.
 
+pub use crate::model::Kind;
+
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, OpenOptions};
@@ -50,74 +52,12 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{bail, Context};
 use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::config::valid_id;
 
 /// Largest body accepted.
 pub const MAX_BODY: u64 = 64 * 1024;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Kind {
-    MergeRequested,
-    FeatureReady,
-    TestsPassed,
-    TestsFailed,
-    Approve,
-    Reject,
-    Cancel,
-    Retry,
-    Pause,
-    Resume,
-    Stop,
-}
-
-impl Kind {
-    pub const ALL: &'static [Kind] = &[
-        Kind::MergeRequested,
-        Kind::FeatureReady,
-        Kind::TestsPassed,
-        Kind::TestsFailed,
-        Kind::Approve,
-        Kind::Reject,
-        Kind::Cancel,
-        Kind::Retry,
-        Kind::Pause,
-        Kind::Resume,
-        Kind::Stop,
-    ];
-
-    /// `MERGE_REQUESTED`, `APPROVE`, ...
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::MergeRequested => "MERGE_REQUESTED",
-            Kind::FeatureReady => "FEATURE_READY",
-            Kind::TestsPassed => "TESTS_PASSED",
-            Kind::TestsFailed => "TESTS_FAILED",
-            Kind::Approve => "APPROVE",
-            Kind::Reject => "REJECT",
-            Kind::Cancel => "CANCEL",
-            Kind::Retry => "RETRY",
-            Kind::Pause => "PAUSE",
-            Kind::Resume => "RESUME",
-            Kind::Stop => "STOP",
-        }
-    }
-
-    /// Case-insensitive.
-    pub fn parse(s: &str) -> Option<Kind> {
-        Kind::ALL
-            .iter()
-            .copied()
-            .find(|k| k.as_str().eq_ignore_ascii_case(s))
-    }
-
-    /// Kinds that may stand without a stream id (whole swarm).
-    pub fn allows_no_stream(self) -> bool {
-        matches!(self, Kind::Pause | Kind::Resume | Kind::Stop)
-    }
-}
 
 /// A signal that has been taken (it now lives in `processed/`).
 #[derive(Debug, Clone, PartialEq)]

@@ -392,23 +392,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     humantime::parse_duration(s).ok()
 }
 
-/// Valid stream id: `[a-z0-9][a-z0-9._-]{0,63}`.
-pub fn valid_id(id: &str) -> bool {
-    let b = id.as_bytes();
-    !b.is_empty()
-        && b.len() <= 64
-        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b[1..].iter().all(|c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-')
-        })
-}
-
-/// A stream id the swarm file accepts: [`valid_id`] and usable as a git ref
-/// component (no `..`, not ending in `.` or `.lock`), so `loki/<id>` is a
-/// valid branch name.
-pub fn valid_stream_id(id: &str) -> bool {
-    valid_id(id) && !id.contains("..") && !id.ends_with('.') && !id.ends_with(".lock")
-}
+pub use crate::model::id::{valid_id, valid_stream_id};
 
 /// 1-based (line, column) of byte `offset` in `text`; the column counts
 /// characters, not bytes.
@@ -775,7 +759,7 @@ fn utf8_text(path: &Path, bytes: Vec<u8>, what: &str, help: &str) -> Res<String>
 
 /// Why `agent.command` would not start, and how to fix it; `None` when it
 /// resolves. Resolved as a run resolves it
-/// ([`crate::attempt::resolve_command`]): a command with a `/` is a path,
+/// ([`crate::process::resolve_command`]): a command with a `/` is a path,
 /// relative to the repository root `repo_root`, that must be an executable
 /// file; a bare name must be an executable on PATH (the stream's `env`
 /// PATH when it sets one, as the spawned process would use).
@@ -784,8 +768,8 @@ pub fn agent_command_problem(repo_root: &Path, agent: &AgentSettings) -> Option<
     let claude_fix = "install Claude Code: npm install -g @anthropic-ai/claude-code (or set \
                       `command` to the path of your claude)";
     if c.contains('/') {
-        let resolved = crate::attempt::resolve_command(repo_root, c);
-        if crate::agent::find_executable(&resolved).is_some() {
+        let resolved = crate::process::resolve_command(repo_root, c);
+        if crate::process::find_executable(&resolved).is_some() {
             return None;
         }
         let p = Path::new(&resolved);
@@ -818,10 +802,10 @@ pub fn agent_command_problem(repo_root: &Path, agent: &AgentSettings) -> Option<
         Some(path) => (
             std::env::split_paths(path)
                 .filter(|d| !d.as_os_str().is_empty())
-                .any(|d| crate::agent::find_executable(&d.join(c).to_string_lossy()).is_some()),
+                .any(|d| crate::process::find_executable(&d.join(c).to_string_lossy()).is_some()),
             "the PATH set in the agent's `env`",
         ),
-        None => (crate::agent::find_executable(c).is_some(), "PATH"),
+        None => (crate::process::find_executable(c).is_some(), "PATH"),
     };
     if found {
         return None;
@@ -1955,7 +1939,7 @@ impl Parser<'_> {
                     "is a folder",
                     "point the command at a script file".to_string(),
                 )
-            } else if direct && crate::agent::find_executable(&script).is_none() {
+            } else if direct && crate::process::find_executable(&script).is_none() {
                 (
                     "is not executable",
                     format!("run `chmod +x {script}`, {shell}"),
@@ -3416,7 +3400,7 @@ command = "test -s review.md"
         );
         fs::write(
             dir.path().join("prompts/retry.md"),
-            crate::attempt::DEFAULT_RETRY,
+            crate::prompt::DEFAULT_RETRY,
         )
         .unwrap();
         parse_in(&dir, &one("")).unwrap();

@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 
 /// `.loki/.gitignore` (the repo's own `.loki/` folder is the source).
-pub const LOKI_GITIGNORE: &str = include_str!("../.loki/.gitignore");
+pub use crate::model::paths::LOKI_GITIGNORE;
 /// `prompts/chapter.md`.
-pub const CHAPTER_TEMPLATE: &str = include_str!("../prompts/chapter.md");
+pub const CHAPTER_TEMPLATE: &str = include_str!("../../prompts/chapter.md");
 /// `prompts/retry.md`.
-pub const RETRY_TEMPLATE: &str = include_str!("../prompts/retry.md");
+pub const RETRY_TEMPLATE: &str = include_str!("../../prompts/retry.md");
 /// `loki.toml`, with `{{TARGET}}` replaced by the current branch.
 pub const SWARM_TEMPLATE: &str = include_str!("templates/loki.toml");
 /// `outline.md`, the example's input (written only when missing).

@@ -8,11 +8,11 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use crate::attempt::Layout;
-use crate::dispatch::{decide, default_approver, Decision};
 use crate::git::{self, MergeOutcome};
-use crate::signals::{Kind, SignalDir};
-use crate::state::{Event, StateStore, Status, StreamState, SupervisorLock};
+use crate::model::Layout;
+use crate::signal_files::{Kind, SignalDir};
+use crate::store::{Event, StateStore, Status, StreamState, SupervisorLock};
+use crate::supervisor::{decide, default_approver, Decision};
 use crate::util::now_rfc3339;
 
 /// What a steering command asks.
@@ -248,8 +248,8 @@ fn apply_direct(
 /// Merges an approved stream while holding the supervisor lock.
 fn merge_now(layout: &Layout, store: &StateStore, target: &str, st: StreamState) -> Result<String> {
     let id = st.id.clone();
-    let trailers = crate::attempt::merge_trailers(&st, "unknown");
-    crate::attempt::commit_review_edits(layout, &id, st.attempt)?;
+    let trailers = crate::model::trailers::merge_trailers(&st, "unknown");
+    crate::supervisor::attempt::commit_review_edits(layout, &id, st.attempt)?;
     let outcome = git::merge_stream(
         &layout.root,
         &id,

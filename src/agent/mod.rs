@@ -30,6 +30,8 @@
 //!   (claude prints one `assistant` line per content block); the outcome
 //!   prefers claude's own `num_turns` from the `result` line.
 
+pub mod standin;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::os::unix::process::ExitStatusExt;
@@ -47,7 +49,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::config::AgentSettings;
-use crate::state::ProcessRecord;
+use crate::store::ProcessRecord;
 
 /// Prompts longer than this are not passed on the command line (Linux caps
 /// one argument at 128 KiB); the agent is told to read `LOKI_PROMPT_FILE`.
@@ -1132,23 +1134,6 @@ pub fn sweep_leftover(rec: &ProcessRecord, grace: Duration) -> usize {
         std::thread::sleep(poll);
     }
     found.len()
-}
-
-/// Where `command` is found: itself when it names a path, else the first
-/// executable of that name on `PATH`. `None` when there is none.
-pub fn find_executable(command: &str) -> Option<std::path::PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let runnable = |p: &std::path::Path| {
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
-    if command.contains('/') {
-        let p = std::path::PathBuf::from(command);
-        return runnable(&p).then_some(p);
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(command))
-        .find(|p| runnable(p))
 }
 
 static VERSIONS: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::attempt::Layout;
-use crate::state::{StateStore, Status, StreamState, SupervisorLock};
+use crate::model::Layout;
+use crate::store::{StateStore, Status, StreamState, SupervisorLock};
 
 /// One transcript line for a person: `None` for lines not worth showing.
 pub fn render_line(line: &str) -> Option<String> {
@@ -350,7 +350,7 @@ pub fn doctor(cwd: &Path, config: Option<&Path>) -> Result<i32> {
             f.push(finding("FAIL", "agent", problem, fix));
             continue;
         }
-        let resolved = crate::attempt::resolve_command(base, c);
+        let resolved = crate::process::resolve_command(base, c);
         if !a.is_claude() {
             // A plain agent is never run by doctor: it might do real work.
             f.push(finding("OK", "agent", format!("{c}: found"), ""));
@@ -446,7 +446,7 @@ pub fn doctor(cwd: &Path, config: Option<&Path>) -> Result<i32> {
                 "",
             )),
         }
-        if let Ok(Some(pid)) = crate::state::SupervisorLock::holder(&r.join(".loki/state")) {
+        if let Ok(Some(pid)) = crate::store::SupervisorLock::holder(&r.join(".loki/state")) {
             f.push(finding(
                 "OK",
                 "supervisor",

@@ -2,8 +2,8 @@
 //!
 //! Every finished stream is a `Merge stream <id>` commit on the target's
 //! first-parent line, and every attempt a commit on the stream branch with
-//! loki's `Loki-*` trailers (see [`crate::attempt::finish`] and the merge
-//! worker in [`crate::dispatch`]). The branch is deleted after the merge, but
+//! loki's `Loki-*` trailers (see [`crate::supervisor::attempt::finish`] and the merge
+//! worker in [`crate::supervisor`]). The branch is deleted after the merge, but
 //! its commits stay reachable through the merge's second parent. So this
 //! module needs nothing but the repository: it works in a fresh clone with no
 //! `.loki/` folder.

@@ -52,11 +52,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::attempt::Layout;
 use crate::checks::{self, CheckReport, Level};
 use crate::config::{StreamConfig, SwarmFile};
 use crate::git;
-use crate::state::{StateStore, Status, StreamState};
+use crate::model::Layout;
+use crate::store::{StateStore, Status, StreamState};
 
 /// An output of at most this many lines is shown whole.
 pub const WHOLE_FILE_LINES: usize = 60;
@@ -329,7 +329,7 @@ fn header(
     let id = &stream.id;
     let _ = writeln!(out, "stream {id}: {}", st.status);
     if let Some(r) = &st.reason {
-        let _ = writeln!(out, "  why:       {}", crate::attempt::one_line(r));
+        let _ = writeln!(out, "  why:       {}", crate::util::one_line(r));
     }
     let max = stream.agent.max_attempts;
     let n = st.attempt;
@@ -527,7 +527,7 @@ fn checks_section(out: &mut String, layout: &Layout, st: &StreamState) {
                     .rev()
                     .find(|a| a.n == st.attempt)
                     .and_then(|a| a.reason.clone())
-                    .map(|r| format!(": {}", crate::attempt::one_line(&r)))
+                    .map(|r| format!(": {}", crate::util::one_line(&r)))
                     .unwrap_or_default();
                 let _ = writeln!(
                     out,
@@ -606,7 +606,7 @@ fn final_message_section(out: &mut String, layout: &Layout, st: &StreamState) {
             } else {
                 let rendered: Vec<String> = text
                     .lines()
-                    .filter_map(crate::inspect::render_line)
+                    .filter_map(crate::commands::logs::render_line)
                     .flat_map(|s| s.lines().map(str::to_string).collect::<Vec<_>>())
                     .filter(|l| !l.trim().is_empty())
                     .collect();

@@ -12,87 +12,18 @@ use crate::agent::{self, Launch};
 use crate::checks::{self, CheckReport, Level};
 use crate::config::StreamConfig;
 use crate::git::{self, Worktree};
-use crate::prompt;
+use crate::model::Layout;
+use crate::process::resolve_command;
+use crate::prompt::{self, DEFAULT_RETRY};
+use crate::util::one_line;
 
 /// Marker in `prompts/retry.md`: text after it is used only on the last attempt.
 pub const LAST_ATTEMPT_MARKER: &str =
     "<!-- loki: the text below is added only on the last attempt -->";
 
-/// Built-in retry preamble, used when the repo has no `prompts/retry.md`.
-pub const DEFAULT_RETRY: &str = include_str!("../prompts/retry.md");
-
 /// Prompt sent when an interrupted claude session is resumed.
 pub const CONTINUE_PROMPT: &str = "You were interrupted. Continue the task where you stopped: \
 check what is already written in this directory, finish it, and stop when it is complete.";
-
-/// Where loki keeps its files inside a repo.
-#[derive(Debug, Clone)]
-pub struct Layout {
-    /// The main worktree's root.
-    pub root: PathBuf,
-    /// `.loki`, or `.loki/rehearsal` for a rehearsal.
-    loki: PathBuf,
-}
-
-impl Layout {
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        let root = root.into();
-        Layout {
-            loki: root.join(".loki"),
-            root,
-        }
-    }
-    /// A rehearsal keeps its state, signals, logs and runs apart from the real run's.
-    pub fn rehearsal(root: impl Into<PathBuf>) -> Self {
-        let root = root.into();
-        Layout {
-            loki: root.join(".loki").join("rehearsal"),
-            root,
-        }
-    }
-    pub fn loki(&self) -> PathBuf {
-        self.loki.clone()
-    }
-    pub fn state_dir(&self) -> PathBuf {
-        self.loki().join("state")
-    }
-    pub fn signals_dir(&self) -> PathBuf {
-        self.loki().join("signals")
-    }
-    pub fn logs_dir(&self, id: &str) -> PathBuf {
-        self.loki().join("logs").join(id)
-    }
-    pub fn transcript(&self, id: &str, n: u32) -> PathBuf {
-        self.logs_dir(id).join(format!("attempt-{n}.jsonl"))
-    }
-    pub fn stderr_log(&self, id: &str, n: u32) -> PathBuf {
-        self.logs_dir(id).join(format!("attempt-{n}.stderr.log"))
-    }
-    pub fn run_dir(&self, id: &str, n: u32) -> PathBuf {
-        self.loki()
-            .join("runs")
-            .join(id)
-            .join(format!("attempt-{n}"))
-    }
-    /// Always `.loki/worktrees/<id>` (the git module owns that place).
-    pub fn worktree(&self, id: &str) -> PathBuf {
-        self.root.join(".loki").join("worktrees").join(id)
-    }
-    /// Creates the run-time folders (and `.loki/.gitignore` if missing).
-    pub fn ensure(&self) -> Result<()> {
-        for d in ["state", "signals", "logs", "runs"] {
-            let p = self.loki().join(d);
-            std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
-        }
-        let wt = self.root.join(".loki").join("worktrees");
-        std::fs::create_dir_all(&wt).with_context(|| format!("creating {}", wt.display()))?;
-        let gi = self.root.join(".loki").join(".gitignore");
-        if !gi.exists() {
-            crate::util::write_atomic(&gi, crate::init::LOKI_GITIGNORE.as_bytes())?;
-        }
-        Ok(())
-    }
-}
 
 /// How the next attempt starts.
 #[derive(Debug, Clone, PartialEq)]
@@ -298,16 +229,6 @@ pub fn prepare(input: &PrepareInput) -> Result<Prepared> {
     })
 }
 
-/// A command with a slash is a path (relative to the repo root); otherwise
-/// it is looked up on PATH by the OS.
-pub fn resolve_command(root: &Path, command: &str) -> String {
-    if command.contains('/') && !Path::new(command).is_absolute() {
-        root.join(command).display().to_string()
-    } else {
-        command.to_string()
-    }
-}
-
 /// Vars plus loki's built-ins.
 pub fn base_values(
     s: &StreamConfig,
@@ -458,45 +379,6 @@ pub fn commit_review_edits(layout: &Layout, id: &str, attempt: u32) -> Result<Op
         ],
     )
     .with_context(|| format!("committing the edits in the worktree of {id}"))
-}
-
-/// The trailers of a `Merge stream <id>` commit, from the stream's state
-/// (`agent` names the agent when the state does not).
-pub fn merge_trailers(st: &crate::state::StreamState, agent: &str) -> Vec<(String, String)> {
-    let mut trailers = vec![
-        ("Loki-Stream".to_string(), st.id.clone()),
-        ("Loki-Attempt".to_string(), st.attempt.to_string()),
-        ("Loki-Attempts".to_string(), st.attempts.len().to_string()),
-        (
-            "Loki-Agent".to_string(),
-            st.agent.clone().unwrap_or_else(|| agent.to_string()),
-        ),
-    ];
-    if let Some(s) = &st.session_id {
-        trailers.push(("Loki-Session".into(), s.clone()));
-    }
-    trailers.push(("Loki-Cost-USD".into(), format!("{:.4}", st.cost_usd)));
-    if let Some(c) = st.attempts.iter().rev().find_map(|a| a.checks.clone()) {
-        trailers.push(("Loki-Checks".into(), c));
-    }
-    if let Some(a) = &st.approved_by {
-        trailers.push(("Loki-Approved-By".into(), a.clone()));
-    }
-    trailers
-}
-
-/// Trailer values must be one line.
-pub fn one_line(s: &str) -> String {
-    let mut out: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    if out.len() > 300 {
-        let mut cut = 300;
-        while !out.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        out.truncate(cut);
-        out.push('…');
-    }
-    out
 }
 
 #[cfg(test)]

@@ -1,0 +1,254 @@
+//! The state of a stream and of the swarm, as stored in `.loki/state/`,
+//! and the events appended to `events.jsonl`: plain data, no I/O.
+
+use serde::{Deserialize, Serialize};
+
+/// The lifecycle of a stream (see DESIGN.md).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    #[default]
+    Pending,
+    Ready,
+    Preparing,
+    Running,
+    Checking,
+    Retrying,
+    AwaitingApproval,
+    Merging,
+    Merged,
+    Failed,
+    Conflicted,
+    Blocked,
+    Cancelled,
+    Interrupted,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Ready => "ready",
+            Status::Preparing => "preparing",
+            Status::Running => "running",
+            Status::Checking => "checking",
+            Status::Retrying => "retrying",
+            Status::AwaitingApproval => "awaiting_approval",
+            Status::Merging => "merging",
+            Status::Merged => "merged",
+            Status::Failed => "failed",
+            Status::Conflicted => "conflicted",
+            Status::Blocked => "blocked",
+            Status::Cancelled => "cancelled",
+            Status::Interrupted => "interrupted",
+        }
+    }
+
+    /// A state in which the supervisor is working on the stream (an agent,
+    /// its checks or its merge).
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            Status::Preparing | Status::Running | Status::Checking | Status::Merging
+        )
+    }
+
+    /// A state a run ends in (nothing more happens without a human or a new run).
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Status::Merged
+                | Status::Failed
+                | Status::Conflicted
+                | Status::Blocked
+                | Status::Cancelled
+        )
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One run of the agent for a stream.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub n: u32,
+    pub started_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
+    /// "ok", "failed", "check_failed", "timeout", "idle", "interrupted", "rate_limited", "auth",
+    /// "session_lost" (a `--resume` of a session claude no longer had), "not_started" (held
+    /// back before its agent started), "stopped", "cancelled"
+    #[serde(default)]
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub cost_usd: f64,
+    #[serde(default)]
+    pub turns: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// Commit the supervisor made (or found) after the attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// PASS / WARN / FAIL of the checks, when they ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Whether it counts against max_attempts (a human reject or a rate-limit wait does not).
+    #[serde(default = "yes")]
+    pub counted: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The running agent of a stream, recorded so that a restarted supervisor
+/// can find and end leftovers without hitting a reused pid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessRecord {
+    pub pid: i32,
+    pub pgid: i32,
+    /// Field 22 of /proc/<pid>/stat (clock ticks since boot).
+    pub start_time: u64,
+    /// A hash of the kernel's boot id: start times mean nothing after a
+    /// reboot, so a record of another boot is never acted on (0: unknown).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub boot: u64,
+    /// `LOKI_AGENT_TOKEN` in the agent's environment, inherited by what it
+    /// starts: a leftover whose leader is gone is only signalled if its
+    /// environment carries it (0: none recorded).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub token: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Everything loki knows about one stream; `.loki/state/<id>.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StreamState {
+    pub id: String,
+    /// Bumped by every write (the compare-and-swap key).
+    pub version: u64,
+    pub status: Status,
+    /// Number of the current or last attempt (0 before the first).
+    pub attempt: u32,
+    #[serde(default)]
+    pub attempts: Vec<AttemptRecord>,
+    /// Counted attempts made before the current allowance of
+    /// `max_attempts` began (a failed stream run again, `loki retry`).
+    #[serde(default)]
+    pub allowance_floor: u32,
+    pub branch: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worktree: Option<String>,
+    /// Target head the branch started from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// Sum over attempts.
+    #[serde(default)]
+    pub cost_usd: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// Why the stream is failed / blocked / conflicted / waiting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Latest activity (tool use or output line), for status displays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_message: Option<String>,
+    /// Feedback for the next attempt (check violations, a reviewer's note).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge_commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
+    /// Set by PAUSE_<id>: no new attempt starts until RESUME_<id>.
+    #[serde(default)]
+    pub paused: bool,
+    /// Latest TESTS_PASSED / TESTS_FAILED signal, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests: Option<String>,
+    /// Agent command and version used, for commit trailers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+}
+
+impl StreamState {
+    pub fn new(id: &str) -> Self {
+        StreamState {
+            id: id.to_string(),
+            branch: format!("loki/{id}"),
+            ..Default::default()
+        }
+    }
+
+    /// Attempts that count against max_attempts.
+    pub fn counted_attempts(&self) -> u32 {
+        self.attempts.iter().filter(|a| a.counted).count() as u32
+    }
+
+    /// Counted attempts of the current allowance.
+    pub fn used_attempts(&self) -> u32 {
+        self.counted_attempts().saturating_sub(self.allowance_floor)
+    }
+
+    /// A fresh allowance of `max_attempts` starts now.
+    pub fn renew_allowance(&mut self) {
+        self.allowance_floor = self.counted_attempts();
+    }
+}
+
+/// Swarm-wide state; `.loki/state/swarm.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SwarmState {
+    pub version: u64,
+    #[serde(default)]
+    pub paused: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_reason: Option<String>,
+    /// The pause is the supervisor's own, after the API refused the
+    /// credentials: the next `loki run` lifts it. A pause asked for with
+    /// `loki pause` / PAUSE stays until `loki resume`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auth_paused: bool,
+}
+
+/// A line of `.loki/state/events.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub ts: String,
+    /// "transition", "signal", "signal_rejected", "attempt", "merge", "check", "warning", "supervisor"...
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Status>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<Status>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// For a signal the supervisor handled: its file in `processed/` or
+    /// `rejected/`. A taken file with no such event was never handled (the
+    /// supervisor died first) and is replayed at the next start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal_file: Option<String>,
+}

@@ -1,0 +1,33 @@
+//! The only place that spawns, signals or reaps a process: agents,
+//! validators, check commands, version probes. Every child gets its own
+//! process group, the parent-death signal and a record that lets a later
+//! supervisor sweep what is left of it.
+
+use std::path::Path;
+
+/// A command with a slash is a path (relative to the repo root); otherwise
+/// it is looked up on PATH by the OS.
+pub fn resolve_command(root: &Path, command: &str) -> String {
+    if command.contains('/') && !Path::new(command).is_absolute() {
+        root.join(command).display().to_string()
+    } else {
+        command.to_string()
+    }
+}
+
+/// Where `command` is found: itself when it names a path, else the first
+/// executable of that name on `PATH`. `None` when there is none.
+pub fn find_executable(command: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if command.contains('/') {
+        let p = std::path::PathBuf::from(command);
+        return runnable(&p).then_some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(command))
+        .find(|p| runnable(p))
+}
