@@ -159,7 +159,7 @@ fn apply_direct(
     });
     let step = machine::handle(&st, input, &ctx).map_err(|r| anyhow::anyhow!(r.0))?;
     let effects = step.effects.clone();
-    let written = door::commit(store, expected, &step, &ctx.now)?.state;
+    let written = door::commit(store, expected, &step, &now_rfc3339())?.state;
     let _ = door::note(
         store,
         &command_event(Some(id), &format!("{} applied directly", req.kind.as_str())),
@@ -185,7 +185,7 @@ fn unblock(store: &StateStore, dependents: &[String], ctx: &Ctx) {
     for dep in dependents {
         if let Ok(Some(st)) = store.load(dep) {
             if let Ok(step) = machine::handle(&st, Input::Unblock, ctx) {
-                let _ = door::commit(store, st.version, &step, &ctx.now);
+                let _ = door::commit(store, st.version, &step, &now_rfc3339());
             }
         }
     }
@@ -231,7 +231,11 @@ fn merge_now(layout: &Layout, store: &StateStore, ctx: &Ctx, st: StreamState) ->
     if let Some(why) = &checkout_behind {
         eprintln!("warning: {id} merged, but {why}");
     }
-    let step = machine::handle(&st, Input::Merge(result.clone()), ctx)
+    let ctx = Ctx {
+        now: now_rfc3339(),
+        ..ctx.clone()
+    };
+    let step = machine::handle(&st, Input::Merge(result.clone()), &ctx)
         .map_err(|r| anyhow::anyhow!(r.0))?;
     let written = door::commit(store, st.version, &step, &ctx.now)?.state;
     if step.effects.contains(&Effect::Cleanup) {

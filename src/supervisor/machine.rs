@@ -588,7 +588,13 @@ fn recover(b: &mut Builder<'_>) {
             b.st.process = None;
             b.st.renew_allowance();
         }
-        Merging | Conflicted => {
+        // A merge in flight is queued again (the merge is idempotent: an
+        // already merged branch is found so); only a conflicted stream
+        // changes status.
+        Merging => {
+            b.effect(Effect::QueueMerge);
+        }
+        Conflicted => {
             b.go(Merging, None);
             b.effect(Effect::QueueMerge);
         }

@@ -32,10 +32,15 @@ pub(super) async fn merge_worker(
 impl Dispatcher {
     // ----- merging --------------------------------------------------------
 
+    /// Hands the stream to the merge worker, once: a stream already queued
+    /// (a signal's approval before start-up queued it again) is not merged twice.
     pub(super) fn queue_merge(&mut self, id: &str) {
         let Some(slot) = self.slots.get(id) else {
             return;
         };
+        if !self.merge_queued.insert(id.to_string()) {
+            return;
+        }
         let st = &slot.st;
         let trailers = crate::model::trailers::merge_trailers(st, &slot.cfg.agent.command);
         let _ = self.merge_tx.send(MergeJob {
@@ -51,6 +56,7 @@ impl Dispatcher {
         id: String,
         result: std::result::Result<MergeOutcome, String>,
     ) {
+        self.merge_queued.remove(&id);
         if self
             .slots
             .get(&id)

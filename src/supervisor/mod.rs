@@ -172,6 +172,8 @@ struct Dispatcher {
     last_start: Option<Instant>,
     backoff_until: Option<Instant>,
     limit: usize,
+    /// Streams the merge worker has been handed and not yet answered for.
+    merge_queued: BTreeSet<String>,
     /// Merges waiting for the user's checkout, retried at this time.
     merge_retry: BTreeMap<String, Instant>,
     budget_noted: bool,
@@ -267,6 +269,7 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
         last_start: None,
         backoff_until: None,
         merge_retry: BTreeMap::new(),
+        merge_queued: BTreeSet::new(),
         budget_noted: false,
         notes: VecDeque::new(),
         cleanups: Vec::new(),
