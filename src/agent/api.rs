@@ -45,9 +45,22 @@ pub fn api_error_class(status: Option<u16>, result: &str) -> Option<ApiTrouble> 
     }
 }
 
+/// Whether claude's error says a `--resume` found no such session ("No
+/// conversation found with session ID …": a session killed before its
+/// transcript was written, or a cleared `~/.claude`).
+pub fn resume_failed(error: &str) -> bool {
+    error.to_lowercase().contains("no conversation found")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lost_session_is_told_by_claudes_words() {
+        assert!(resume_failed("No conversation found with session ID: 1234"));
+        assert!(!resume_failed("No conversation about it"));
+    }
 
     #[test]
     fn api_errors_are_classified_by_status_then_text() {

@@ -4,7 +4,7 @@
 //! is a machine input.
 
 use super::*;
-use crate::agent::api::{api_error_class, ApiTrouble};
+use crate::agent::api::{api_error_class, resume_failed, ApiTrouble};
 
 impl Dispatcher {
     // ----- attempts -------------------------------------------------------
@@ -419,9 +419,7 @@ impl Dispatcher {
             && out.ending == Ending::Exited
             && !auth_stop
             && api.is_none()
-            && result_error
-                .as_deref()
-                .is_some_and(|e| e.to_lowercase().contains("no conversation found"));
+            && result_error.as_deref().is_some_and(resume_failed);
         if session_lost {
             self.session_lost(&id, exit, result_error).await;
             return;
