@@ -92,3 +92,67 @@ pub fn commit_swarm(
 pub fn note(store: &StateStore, ev: &Event) -> Result<(), StoreError> {
     store.append_event(ev)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Kind, Status};
+    use crate::supervisor::machine::{handle, Ctx, Input, Steer};
+
+    fn ctx() -> Ctx {
+        Ctx {
+            now: "2026-12-01T00:00:00Z".into(),
+            max_attempts: 3,
+            max_budget_usd: None,
+            target: "main".into(),
+            approver: "ana".into(),
+            supervised: false,
+        }
+    }
+
+    #[test]
+    fn a_step_is_written_with_its_events_at_the_new_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        let st = create(&store, "ch01").unwrap();
+        let cancel = Input::Steer(Steer {
+            kind: Kind::Cancel,
+            note: None,
+            count: false,
+        });
+        let step = handle(&st, cancel, &ctx()).unwrap();
+        let c = commit(&store, st.version, &step, "t").unwrap();
+        assert_eq!(c.state.status, Status::Cancelled);
+        assert_eq!(c.state.version, st.version + 1);
+        let on_disk = store.load("ch01").unwrap().unwrap();
+        assert_eq!(on_disk, c.state);
+        let events = store.read_events().unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].kind, "transition");
+        assert_eq!(events[0].version, Some(c.state.version));
+        assert_eq!(events[0].to, Some(Status::Cancelled));
+    }
+
+    #[test]
+    fn a_stale_step_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        let st = create(&store, "ch01").unwrap();
+        let pause = Input::Steer(Steer {
+            kind: Kind::Pause,
+            note: None,
+            count: false,
+        });
+        let step = handle(&st, pause, &ctx()).unwrap();
+        commit(&store, st.version, &step, "t").unwrap();
+        // The same step again, at the version it was decided on: refused.
+        let e = commit(&store, st.version, &step, "t").unwrap_err();
+        assert!(matches!(e, StoreError::Conflict { .. }), "{e}");
+        assert_eq!(store.load("ch01").unwrap().unwrap().version, st.version + 1);
+        assert!(
+            store.read_events().unwrap().is_empty(),
+            "a pause is no transition"
+        );
+        assert!(create(&store, "ch01").is_err(), "exists already");
+    }
+}

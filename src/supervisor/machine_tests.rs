@@ -713,3 +713,141 @@ fn the_swarm_pauses_and_resumes_once() {
     assert!(a.paused && a.auth_paused);
     assert!(!handle_swarm(&a, SwarmInput::LiftAuthPause).unwrap().paused);
 }
+
+/// Every input other than a steering request, in every status: the status
+/// it leads to, or a refusal. Inputs that record what an agent did (its
+/// process, session, cost) apply whatever the status, because a cancel or
+/// STOP may overtake them and the record must still be kept.
+#[test]
+fn every_input_in_every_status() {
+    use Status::*;
+    let rec = ProcessRecord {
+        pid: 3,
+        pgid: 3,
+        start_time: 1,
+        boot: 0,
+        token: 0,
+    };
+    let inputs: Vec<(&str, Input)> = vec![
+        ("start", Input::Start { n: 2 }),
+        (
+            "prepared",
+            Input::Prepared {
+                worktree: "w".into(),
+                base: "b".into(),
+                agent: "a".into(),
+            },
+        ),
+        ("held_back", Input::HeldBack { why: "x".into() }),
+        ("agent_started", Input::AgentStarted(rec)),
+        ("session", Input::Session("s".into())),
+        (
+            "attempt_ended",
+            Input::AttemptEnded {
+                outcome: Outcome::Ok,
+                exit: Some(0),
+                reason: None,
+                cost_usd: 0.0,
+                turns: 1,
+            },
+        ),
+        (
+            "interrupted",
+            Input::Interrupted {
+                why: "x".into(),
+                forget_session: false,
+            },
+        ),
+        ("checking", Input::Checking { why: None }),
+        (
+            "checked",
+            Input::Checked {
+                commit: None,
+                level: None,
+            },
+        ),
+        (
+            "unsuccessful",
+            Input::Unsuccessful {
+                reason: "x".into(),
+                feedback: "y".into(),
+            },
+        ),
+        (
+            "checks_failed",
+            Input::ChecksFailed {
+                summary: "x".into(),
+                feedback: "y".into(),
+            },
+        ),
+        ("rate_limited", Input::RateLimited { why: "x".into() }),
+        ("fatal", Input::Fatal { reason: "x".into() }),
+        (
+            "passed",
+            Input::Passed {
+                summary: "x".into(),
+                needs_approval: false,
+                pre_approved: false,
+            },
+        ),
+        (
+            "merge",
+            Input::Merge(MergeResult::Merged { commit: "c".into() }),
+        ),
+        (
+            "dependency_lost",
+            Input::DependencyLost {
+                dep: "d".into(),
+                status: Failed,
+            },
+        ),
+        ("unblock", Input::Unblock),
+    ];
+    for &s in ALL {
+        for (name, input) in &inputs {
+            let got = status_after(&stream(s), input.clone()).ok();
+            let want = match (*name, s) {
+                ("start", Pending | Ready | Retrying | Interrupted) => Some(Preparing),
+                ("start", _) => None,
+                ("prepared", Preparing) => Some(Running),
+                ("held_back", Preparing) => Some(Interrupted),
+                ("prepared" | "held_back", _) => None,
+                ("agent_started" | "session" | "attempt_ended" | "checked", s) => Some(s),
+                ("interrupted", _) => Some(Interrupted),
+                ("checking", _) => Some(Checking),
+                ("unsuccessful" | "checks_failed" | "rate_limited", _) => Some(Retrying),
+                ("fatal", _) => Some(Failed),
+                ("passed", _) => Some(Merging),
+                ("merge", Merging) => Some(Merged),
+                ("merge", _) => None,
+                ("dependency_lost", Pending) => Some(Blocked),
+                ("dependency_lost", _) => None,
+                ("unblock", Blocked) => Some(Pending),
+                ("unblock", _) => None,
+                (other, _) => panic!("no expectation for {other}"),
+            };
+            assert_eq!(got, want, "{name} in {s}");
+        }
+    }
+}
+
+/// A step that changes status says so in a `transition` event whose
+/// from/to match; one that does not, has none.
+#[test]
+fn transition_events_match_the_status_change() {
+    for &s in ALL {
+        for &kind in Kind::ALL {
+            let st = stream(s);
+            if let Ok(step) = handle(&st, steer(kind), &ctx()) {
+                match step.transition() {
+                    Some((from, to)) => {
+                        assert_eq!(from, s);
+                        assert_eq!(to, step.state.status);
+                    }
+                    None => assert_eq!(step.state.status, s, "{} in {s}", kind.as_str()),
+                }
+                assert_eq!(step.state.version, st.version, "the door bumps versions");
+            }
+        }
+    }
+}
