@@ -33,15 +33,22 @@ fn sh(dir: &Path, script: &str) -> Launch {
     }
 }
 
-/// Alive = listed in /proc and not a zombie.
-fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => {
-            let state = s[s.rfind(')').unwrap() + 1..].split_whitespace().next();
-            !matches!(state, Some("Z") | Some("X"))
-        }
-        Err(_) => false,
-    }
+mod common;
+use common::{alive, stat, wait_until};
+
+/// The witness that no signal sent to `pid` before this call ends it: it
+/// is stopped (SIGSTOP), seen stopped, and continued. A fatal signal
+/// already sent would have doomed it at once (the kernel then drops the
+/// SIGSTOP) and it would die instead.
+fn stops_and_continues(pid: i32) -> bool {
+    let state = |pid| stat(pid).map(|s| s.state);
+    kill(Pid::from_raw(pid), Signal::SIGSTOP).expect("SIGSTOP");
+    let stopped = wait_until(Duration::from_secs(5), || {
+        state(pid) == Some('T') || !alive(pid)
+    }) && state(pid) == Some('T');
+    kill(Pid::from_raw(pid), Signal::SIGCONT).expect("SIGCONT");
+    let going = wait_until(Duration::from_secs(5), || state(pid) != Some('T'));
+    stopped && going && alive(pid)
 }
 
 fn started(events: &[AgentEvent]) -> ProcessRecord {
@@ -581,7 +588,10 @@ fn sweep_with_a_wrong_start_time_signals_nothing() {
     for rec in [older, newer] {
         assert_eq!(agent::group_members(&rec), Vec::<i32>::new());
         assert_eq!(agent::sweep_leftover(&rec, Duration::from_millis(100)), 0);
-        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            stops_and_continues(pid),
+            "the sweep with a wrong record signalled {pid}"
+        );
         assert!(alive(pid));
     }
     let right = ProcessRecord {

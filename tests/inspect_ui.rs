@@ -151,7 +151,21 @@ fn logs_follow_ends_when_the_supervisor_is_gone() {
         follow.stdout() == format!("{LINE1}\n")
     });
     assert!(first, "stdout: {}", follow.stdout());
-    std::thread::sleep(Duration::from_millis(300));
+    // The witness that it went on following after the end of what was
+    // there (and found the supervisor alive): a line written after the
+    // first one was printed is printed too.
+    {
+        use std::io::Write;
+        let mut transcript = std::fs::OpenOptions::new()
+            .append(true)
+            .open(repo.path().join(".loki/logs/ch01/attempt-1.jsonl"))
+            .expect("transcript");
+        writeln!(transcript, "{LINE2}").expect("append to the transcript");
+    }
+    let second = wait_until(Duration::from_secs(10), || {
+        follow.stdout() == format!("{LINE1}\n{LINE2}\n")
+    });
+    assert!(second, "stdout: {}", follow.stdout());
     assert!(!follow.exited(), "ended too early");
     drop(lock);
     let ended = wait_until(Duration::from_secs(10), || follow.exited());

@@ -447,9 +447,12 @@ fn pause_resume_and_stop_of_one_stream() {
         group_members(group, started).is_empty()
     });
 
-    // Paused: the free slot stays free and the supervisor waits.
+    // Paused: the free slot stays free and the supervisor waits. The
+    // witness: the supervisor has gone round its loop (where it starts what
+    // may start) since a's slot was freed.
     let b_before = s.state_bytes("b");
-    std::thread::sleep(Duration::from_millis(1500));
+    s.ping_paused();
+    assert!(!s.transitioned("b", "preparing"), "{}", s.events_text());
     assert_eq!(s.state("b")["status"], "pending");
     assert_eq!(s.state_bytes("b"), b_before, "b changed while paused");
     assert!(!run.exited(), "a paused supervisor must wait for RESUME");
@@ -871,7 +874,10 @@ fn a_pause_made_while_no_supervisor_runs_holds_until_resume() {
     s.wait_for("the run says it is paused", || {
         run.output().contains("paused")
     });
-    std::thread::sleep(Duration::from_millis(1000));
+    // The witness that it had its chance to start `a`: it went round its
+    // loop (where it starts what may start) and answered a signal.
+    s.ping_paused();
+    assert!(!s.transitioned("a", "preparing"), "{}", s.events_text());
     assert_eq!(s.state("a")["status"], "pending");
     assert!(!run.exited(), "a paused supervisor waits for RESUME");
     assert_sent(&s.loki(&["resume"]));

@@ -881,8 +881,21 @@ fn an_auth_failure_keeps_the_users_pause() {
         },
         || run.output(),
     );
-    // Nothing may start while it holds: give a wrong start time to show.
-    std::thread::sleep(Duration::from_millis(800));
+    // Nothing may start while it holds. The witness that it had its chance:
+    // it went round its loop (where it starts what may start) and answered
+    // a signal.
+    let preparing_before = h
+        .events()
+        .iter()
+        .filter(|e| e["stream"] == "a" && e["to"] == "preparing")
+        .count();
+    h.ping_paused();
+    let preparing_after = h
+        .events()
+        .iter()
+        .filter(|e| e["stream"] == "a" && e["to"] == "preparing")
+        .count();
+    assert_eq!(preparing_after, preparing_before, "{}", h.events_text());
     assert_eq!(h.try_state("a").expect("a")["status"], "interrupted");
     let out = h.repo.loki(&["resume"]);
     assert!(out.status.success(), "{}", both(&out));

@@ -327,6 +327,23 @@ impl Swarm {
         self.wait_rejected_n(name, 1).remove(0)
     }
 
+    /// A witness that the running supervisor went round its loop: a PAUSE
+    /// while the swarm is paused is rejected ("already paused") by the main
+    /// loop, and each turn of that loop first starts whatever may start. So
+    /// once it is rejected, every chance to start something that came
+    /// before this call has been taken, and a test can assert that nothing
+    /// started.
+    pub fn ping_paused(&self) {
+        let before = self.taken("rejected", "PAUSE").len();
+        self.drop_signal("PAUSE", b"");
+        let reasons = self.wait_rejected_n("PAUSE", before + 1);
+        assert!(
+            reasons.iter().any(|r| r.contains("already paused")),
+            "{reasons:?}"
+        );
+        self.wait_event("signal_rejected", "PAUSE: ", "already paused");
+    }
+
     /// Names in the signal folder itself (not in its subfolders).
     pub fn waiting_signals(&self) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(self.signals())
