@@ -8,12 +8,14 @@
 //!   agent process groups they caused;
 //! - `wait`: waiting for a witness instead of sleeping;
 //! - `procs`: `/proc` readings (alive, groups, leftovers);
-//! - `mock`: the scripted Messages API and the real Claude Code CLI.
+//! - `mock`: the scripted Messages API and the real Claude Code CLI;
+//! - `runner`: the runner of the `harness = false` targets.
 #![allow(dead_code, unused_imports)]
 
 mod mock;
 mod procs;
 mod repo;
+pub mod runner;
 mod supervisor;
 mod swarm;
 mod wait;
