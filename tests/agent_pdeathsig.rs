@@ -7,7 +7,7 @@
 //! from a test run, so the helper is never listed or run as a test.
 
 mod common;
-use common::alive;
+use common::{alive, wait_until};
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -103,11 +103,10 @@ fn pdeathsig_ends_the_agent_when_the_supervisor_dies() {
     }
     let rec = rec.expect("the helper supervisor printed no AGENT line");
     let gc_file = dir.path().join("grandchild");
-    let t0 = Instant::now();
-    while !gc_file.exists() {
-        assert!(t0.elapsed() < Duration::from_secs(10), "no grandchild file");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        wait_until(Duration::from_secs(10), || gc_file.exists()),
+        "no grandchild file"
+    );
     let grandchild: i32 = std::fs::read_to_string(&gc_file)
         .unwrap()
         .trim()
@@ -119,15 +118,11 @@ fn pdeathsig_ends_the_agent_when_the_supervisor_dies() {
     kill(Pid::from_raw(helper.id() as i32), Signal::SIGKILL).unwrap();
     helper.wait().unwrap();
 
-    let t0 = Instant::now();
-    while alive(rec.pid) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "agent {} outlived its supervisor",
-            rec.pid
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        wait_until(Duration::from_secs(5), || !alive(rec.pid)),
+        "agent {} outlived its supervisor",
+        rec.pid
+    );
     // The grandchild has no PDEATHSIG (fork clears it): it is a leftover
     // that a restarted supervisor sweeps. Its leader is gone, so it is
     // recognised by the token it inherited.
