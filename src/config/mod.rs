@@ -223,6 +223,16 @@ impl AgentSettings {
     }
 }
 
+/// The dependency graph sees a stream as its id and `depends_on`.
+impl plan::Node for StreamConfig {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn deps(&self) -> &[String] {
+        &self.depends_on
+    }
+}
+
 impl SwarmFile {
     pub fn stream(&self, id: &str) -> Option<&StreamConfig> {
         self.streams.iter().find(|s| s.id == id)
