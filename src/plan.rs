@@ -4,23 +4,42 @@
 //! Edges point from a stream to the streams in its `depends_on`. Ids that
 //! name no stream are ignored here (config refuses them before a plan is
 //! ever made); a duplicate id resolves to its first stream.
+//!
+//! The graph is over (id, deps) only, through [`Node`]: plan knows nothing
+//! of the swarm file, so config (which uses it to find cycles) can depend on
+//! it without a circle.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::config::StreamConfig;
+/// A vertex of the graph: an id and the ids it depends on.
+pub trait Node {
+    fn id(&self) -> &str;
+    /// In `depends_on` order; repeats and unknown ids are allowed.
+    fn deps(&self) -> &[String];
+}
+
+/// `(id, deps)`: a graph without any stream attached.
+impl Node for (String, Vec<String>) {
+    fn id(&self) -> &str {
+        &self.0
+    }
+    fn deps(&self) -> &[String] {
+        &self.1
+    }
+}
 
 /// For each stream (by index), the indexes of its known dependencies,
 /// without repeats, in `depends_on` order.
-fn dep_indexes(streams: &[StreamConfig]) -> Vec<Vec<usize>> {
+fn dep_indexes<N: Node>(streams: &[N]) -> Vec<Vec<usize>> {
     let mut index: HashMap<&str, usize> = HashMap::new();
     for (i, s) in streams.iter().enumerate() {
-        index.entry(s.id.as_str()).or_insert(i);
+        index.entry(s.id()).or_insert(i);
     }
     streams
         .iter()
         .map(|s| {
             let mut deps: Vec<usize> = Vec::new();
-            for d in &s.depends_on {
+            for d in s.deps() {
                 if let Some(&j) = index.get(d.as_str()) {
                     if !deps.contains(&j) {
                         deps.push(j);
@@ -65,11 +84,14 @@ fn kahn(deps: &[Vec<usize>]) -> (Vec<usize>, bool) {
 ///
 /// In the cycle each id depends on the next one; it starts at the cycle's
 /// stream that comes first in the file.
-pub fn topo_order(streams: &[StreamConfig]) -> Result<Vec<String>, Vec<String>> {
+pub fn topo_order<N: Node>(streams: &[N]) -> Result<Vec<String>, Vec<String>> {
     let deps = dep_indexes(streams);
     let (order, complete) = kahn(&deps);
     if complete {
-        return Ok(order.into_iter().map(|i| streams[i].id.clone()).collect());
+        return Ok(order
+            .into_iter()
+            .map(|i| streams[i].id().to_string())
+            .collect());
     }
     let mut placed = vec![false; streams.len()];
     for &i in &order {
@@ -78,7 +100,10 @@ pub fn topo_order(streams: &[StreamConfig]) -> Result<Vec<String>, Vec<String>> 
     // Every unplaced stream has at least one unplaced dependency, so a walk
     // along unplaced dependencies must come back to a stream it has seen.
     let Some(start) = (0..streams.len()).find(|&i| !placed[i]) else {
-        return Ok(order.into_iter().map(|i| streams[i].id.clone()).collect());
+        return Ok(order
+            .into_iter()
+            .map(|i| streams[i].id().to_string())
+            .collect());
     };
     let mut seen_at: Vec<Option<usize>> = vec![None; streams.len()];
     let mut path: Vec<usize> = Vec::new();
@@ -104,7 +129,7 @@ pub fn topo_order(streams: &[StreamConfig]) -> Result<Vec<String>, Vec<String>> 
     {
         cycle.rotate_left(min_pos);
     }
-    let mut ids: Vec<String> = cycle.iter().map(|&i| streams[i].id.clone()).collect();
+    let mut ids: Vec<String> = cycle.iter().map(|&i| streams[i].id().to_string()).collect();
     if let Some(first) = ids.first().cloned() {
         ids.push(first);
     }
@@ -116,8 +141,8 @@ pub fn topo_order(streams: &[StreamConfig]) -> Result<Vec<String>, Vec<String>> 
 ///
 /// With a cycle in the graph (which config refuses) the order falls back to
 /// file order.
-pub fn dependents_of(streams: &[StreamConfig], id: &str) -> Vec<String> {
-    let Some(root) = streams.iter().position(|s| s.id == id) else {
+pub fn dependents_of<N: Node>(streams: &[N], id: &str) -> Vec<String> {
+    let Some(root) = streams.iter().position(|s| s.id() == id) else {
         return Vec::new();
     };
     let deps = dep_indexes(streams);
@@ -147,14 +172,14 @@ pub fn dependents_of(streams: &[StreamConfig], id: &str) -> Vec<String> {
     order
         .into_iter()
         .filter(|&i| found[i])
-        .map(|i| streams[i].id.clone())
+        .map(|i| streams[i].id().to_string())
         .collect()
 }
 
 /// Every stream `id` depends on, directly or not (not `id` itself): what is
 /// merged into the target before `id` starts. In file order.
-pub fn dependencies_of(streams: &[StreamConfig], id: &str) -> Vec<String> {
-    let Some(root) = streams.iter().position(|s| s.id == id) else {
+pub fn dependencies_of<N: Node>(streams: &[N], id: &str) -> Vec<String> {
+    let Some(root) = streams.iter().position(|s| s.id() == id) else {
         return Vec::new();
     };
     let deps = dep_indexes(streams);
@@ -171,14 +196,14 @@ pub fn dependencies_of(streams: &[StreamConfig], id: &str) -> Vec<String> {
     found[root] = false;
     (0..streams.len())
         .filter(|&i| found[i])
-        .map(|i| streams[i].id.clone())
+        .map(|i| streams[i].id().to_string())
         .collect()
 }
 
 /// True when every dependency of `stream` is in `merged`.
-pub fn deps_met(stream: &StreamConfig, merged: &BTreeMap<String, bool>) -> bool {
+pub fn deps_met<N: Node>(stream: &N, merged: &BTreeMap<String, bool>) -> bool {
     stream
-        .depends_on
+        .deps()
         .iter()
         .all(|d| merged.get(d).copied().unwrap_or(false))
 }
@@ -186,20 +211,9 @@ pub fn deps_met(stream: &StreamConfig, merged: &BTreeMap<String, bool>) -> bool 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{AgentSettings, CheckSettings};
-    use std::path::PathBuf;
 
-    fn s(id: &str, deps: &[&str]) -> StreamConfig {
-        StreamConfig {
-            id: id.to_string(),
-            prompt: PathBuf::from("p.md"),
-            vars: BTreeMap::new(),
-            inputs: BTreeMap::new(),
-            outputs: Vec::new(),
-            depends_on: deps.iter().map(|d| d.to_string()).collect(),
-            agent: AgentSettings::default(),
-            checks: CheckSettings::default(),
-        }
+    fn s(id: &str, deps: &[&str]) -> (String, Vec<String>) {
+        (id.to_string(), deps.iter().map(|d| d.to_string()).collect())
     }
 
     fn ids(v: &[&str]) -> Vec<String> {
@@ -208,8 +222,9 @@ mod tests {
 
     #[test]
     fn empty_plan() {
-        assert_eq!(topo_order(&[]), Ok(vec![]));
-        assert!(dependents_of(&[], "a").is_empty());
+        let none: [(String, Vec<String>); 0] = [];
+        assert_eq!(topo_order(&none), Ok(vec![]));
+        assert!(dependents_of(&none, "a").is_empty());
     }
 
     #[test]

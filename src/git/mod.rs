@@ -37,6 +37,9 @@
 //!   design has one merge worker anyway); other writers (the user's
 //!   `git commit`, another tool) are handled by the compare-and-swap.
 
+pub mod tree;
+pub use tree::{valid_branch_name, BranchTree, TreeEntry};
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Component, Path, PathBuf};

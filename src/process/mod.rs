@@ -3,6 +3,9 @@
 //! process group, the parent-death signal and a record that lets a later
 //! supervisor sweep what is left of it.
 
+#[cfg(test)]
+pub mod test_support;
+
 use std::path::Path;
 
 /// A command with a slash is a path (relative to the repo root); otherwise

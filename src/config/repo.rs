@@ -1,0 +1,465 @@
+//! Pass 2: the typed swarm file checked against the repository it is in.
+//! Prompt templates are read (from the main checkout, relative to the swarm
+//! file's folder) and their placeholders matched to what the stream fills;
+//! `prompts/retry.md` likewise; and, in the target branch's tree, each
+//! input and check script must be there. Creates nothing.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Component, Path, PathBuf};
+
+use super::diag::{suggest, utf8_text, At, Res};
+use super::parse::{normal_path, Parsed, StreamAt};
+use super::{ConfigError, StreamConfig, BUILTIN_PLACEHOLDERS, RETRY_PLACEHOLDERS};
+use crate::git::{BranchTree, TreeEntry};
+use crate::{plan, prompt};
+
+/// Runs pass 2 on what pass 1 made. Refusals come in this order: prompt
+/// files and their placeholders (stream by stream), `prompts/retry.md`,
+/// outputs shared by unrelated streams, then each stream's inputs and check
+/// script. The tree checks are skipped when the swarm file is not in a
+/// repository with the target branch (`loki run` refuses that itself).
+pub(super) fn check(parsed: &Parsed) -> Res<()> {
+    let c = Checker {
+        file: &parsed.file,
+        streams: &parsed.swarm.streams,
+        at: &parsed.at,
+        check_command: parsed.check_command,
+    };
+    let root = &parsed.swarm.root;
+    let mut cache = HashMap::new();
+    for r in c.raws() {
+        c.check_template(r, root, &mut cache)?;
+    }
+
+    // Run time reads these from the main worktree's root, which is the
+    // swarm file's folder unless the file lives deeper in the repo.
+    let repo_root = crate::git::repo_root(root).ok();
+    check_retry_template(&repo_root.clone().unwrap_or_else(|| root.clone()))?;
+    let tree = repo_root
+        .as_deref()
+        .and_then(|r| BranchTree::open(r, parsed.swarm.swarm.target.as_deref()));
+    let in_target = |rel: &str| tree.as_ref().is_some_and(|t| t.entry(rel).is_some());
+    c.check_shared_outputs(&in_target)?;
+    if let Some(tree) = &tree {
+        for r in c.raws() {
+            let upstream = upstream_outputs(c.streams, &r.cfg.id);
+            c.check_inputs(r, tree, &upstream)?;
+            c.check_script(r, tree, &upstream)?;
+        }
+    }
+    Ok(())
+}
+
+/// A stream and where its parts stand in the swarm file.
+#[derive(Clone, Copy)]
+struct Raw<'a> {
+    cfg: &'a StreamConfig,
+    at: &'a StreamAt,
+}
+
+struct Checker<'a> {
+    /// The swarm file as the caller named it.
+    file: &'a Path,
+    streams: &'a [StreamConfig],
+    /// Parallel to `streams`.
+    at: &'a [StreamAt],
+    /// The `command` value in `[checks]`.
+    check_command: Option<At>,
+}
+
+impl Checker<'_> {
+    fn err(&self, at: At, message: impl Into<String>, help: impl Into<String>) -> ConfigError {
+        ConfigError::at(self.file, at, message, help)
+    }
+
+    fn raws(&self) -> Vec<Raw<'_>> {
+        self.streams
+            .iter()
+            .zip(self.at)
+            .map(|(cfg, at)| Raw { cfg, at })
+            .collect()
+    }
+
+    /// The prompt file of `r` exists and every placeholder in it is filled.
+    fn check_template(
+        &self,
+        r: Raw<'_>,
+        root: &Path,
+        cache: &mut HashMap<PathBuf, String>,
+    ) -> Res<()> {
+        let s = &r.cfg;
+        let shown = self.file.parent().unwrap_or(Path::new("")).join(&s.prompt);
+        let abs = root.join(&s.prompt);
+        if !cache.contains_key(&abs) {
+            let p = s.prompt.display();
+            let text = if abs.is_dir() {
+                Err(self.err(
+                    r.at.prompt,
+                    format!("prompt `{p}` is a folder, not a file"),
+                    "point `prompt` at a template file such as \"prompts/chapter.md\"",
+                ))
+            } else {
+                match fs::read(&abs) {
+                    Ok(b) => String::from_utf8(b).map_err(|_| {
+                        self.err(
+                            r.at.prompt,
+                            format!("prompt file `{p}` is not UTF-8 text"),
+                            "save the template as UTF-8",
+                        )
+                    }),
+                    Err(e) if e.kind() == ErrorKind::NotFound => Err(self.err(
+                        r.at.prompt,
+                        format!("prompt file `{p}` not found"),
+                        format!(
+                            "create {} or fix the path; prompt paths are relative to the swarm \
+                             file's folder ({}), and prompts are read from the main checkout \
+                             when the swarm file is validated",
+                            shown.display(),
+                            root.display()
+                        ),
+                    )),
+                    Err(e) => Err(self.err(
+                        r.at.prompt,
+                        format!("cannot read prompt file `{p}`: {e}"),
+                        "check that the file exists and that you may read it",
+                    )),
+                }
+            }?;
+            cache.insert(abs.clone(), text);
+        }
+        let Some(text) = cache.get(&abs) else {
+            return Ok(());
+        };
+        for (name, line, col) in prompt::placeholders(text) {
+            let filled = s.vars.contains_key(&name)
+                || s.inputs.contains_key(&name)
+                || BUILTIN_PLACEHOLDERS.contains(&name.as_str());
+            if filled {
+                continue;
+            }
+            let known: Vec<&String> = s.vars.keys().chain(s.inputs.keys()).collect();
+            let near = suggest(&name, &known)
+                .map(|k| format!("the stream fills {{{{{k}}}}}: is one of the two misspelt? "))
+                .unwrap_or_default();
+            return Err(ConfigError {
+                file: shown,
+                line,
+                col,
+                message: format!(
+                    "placeholder {{{{{name}}}}} is not filled for stream `{}`",
+                    s.id
+                ),
+                help: format!(
+                    "{near}add `vars = {{ {name} = \"...\" }}` or an input (`inputs = {{ {name} = \
+                     \"path/to/file.md\" }}`) to stream `{}` ({}:{}), or remove the placeholder \
+                     from the template; loki itself fills {}",
+                    s.id,
+                    self.file.display(),
+                    r.at.header.0,
+                    BUILTIN_PLACEHOLDERS.join(", ")
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Two streams may name the same new output only when one of them
+    /// depends on the other (it revises what the first merged); otherwise
+    /// both would create the file and the second merge would conflict,
+    /// hours into a run. A file already in the target (`in_target`) is
+    /// edited by both, which git may merge cleanly: allowed.
+    fn check_shared_outputs(&self, in_target: &dyn Fn(&str) -> bool) -> Res<()> {
+        let raws = self.raws();
+        let configs = self.streams;
+        // Every stream that lists a path so far: a new one must be related
+        // to each of them (two revisers of one draft collide too).
+        let mut owners: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut ups: Vec<Option<Vec<String>>> = vec![None; raws.len()];
+        let mut upstream = |k: usize| -> Vec<String> {
+            ups[k]
+                .get_or_insert_with(|| plan::dependencies_of(configs, &raws[k].cfg.id))
+                .clone()
+        };
+        for (j, r) in raws.iter().enumerate() {
+            for (out, span) in r.cfg.outputs.iter().zip(&r.at.outputs) {
+                let key = normal_path(out);
+                let before = owners.entry(key.clone()).or_default();
+                if before.is_empty() || in_target(&key) {
+                    before.push(j);
+                    continue;
+                }
+                let mut unrelated = None;
+                for &i in before.iter() {
+                    let related =
+                        upstream(j).contains(&raws[i].cfg.id) || upstream(i).contains(&r.cfg.id);
+                    if !related {
+                        unrelated = Some(i);
+                        break;
+                    }
+                }
+                let Some(i) = unrelated else {
+                    before.push(j);
+                    continue;
+                };
+                let first = &raws[i];
+                let at = first
+                    .cfg
+                    .outputs
+                    .iter()
+                    .position(|o| normal_path(o) == key)
+                    .and_then(|k| first.at.outputs.get(k))
+                    .map(|(l, c)| format!(" (line {l}, column {c})"))
+                    .unwrap_or_default();
+                return Err(self.err(
+                    *span,
+                    format!(
+                        "`outputs`: \"{out}\" is also an output of stream `{}`{at}, and neither \
+                         stream depends on the other: both would create it and the second merge \
+                         would conflict",
+                        first.cfg.id
+                    ),
+                    format!(
+                        "give the file to one stream, or add depends_on = [\"{}\"] to stream `{}` \
+                         so that it revises the merged version",
+                        first.cfg.id, r.cfg.id
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every input of `r` is a file in the target tree or an output of a
+    /// stream it depends on (directly or not): what its worktree will hold.
+    fn check_inputs(&self, r: Raw<'_>, tree: &BranchTree, upstream: &BTreeSet<String>) -> Res<()> {
+        let id = &r.cfg.id;
+        let b = tree.branch();
+        for (name, rel) in &r.cfg.inputs {
+            let key = normal_path(rel);
+            if upstream.contains(&key) {
+                continue;
+            }
+            let span = r.at.inputs.get(name).copied().unwrap_or(r.at.header);
+            let what = format!("input {{{{{name}}}}} of stream `{id}`");
+            match tree.entry(&key) {
+                Some(TreeEntry::Folder) => {
+                    return Err(self.err(
+                        span,
+                        format!("{what}: `{rel}` is a folder in branch `{b}`, not a file"),
+                        "point the input at a file: its contents fill the placeholder",
+                    ))
+                }
+                Some(_) => {}
+                None => {
+                    return Err(self.err(
+                        span,
+                        format!(
+                            "{what}: `{rel}` is not in branch `{b}`, and no stream `{id}` \
+                             depends on writes it"
+                        ),
+                        missing_file_help(&key, id, tree, self.streams),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The script a check command of `r` runs (see [`script_of`]) is there
+    /// when the command runs: in the target tree (executable when run
+    /// directly) or written by a stream `r` depends on; an absolute path on
+    /// this machine.
+    fn check_script(&self, r: Raw<'_>, tree: &BranchTree, upstream: &BTreeSet<String>) -> Res<()> {
+        let Some((script, direct)) = r.cfg.checks.command.as_deref().and_then(script_of) else {
+            return Ok(());
+        };
+        let id = &r.cfg.id;
+        let span =
+            r.at.check_command
+                .or(self.check_command)
+                .unwrap_or(r.at.header);
+        let what = format!("the check command of stream `{id}`");
+        let shell = format!("or run it through the shell: `command = \"sh {script}\"`");
+        let path = Path::new(&script);
+        if path.is_absolute() {
+            let (why, help) = if !path.exists() {
+                (
+                    "does not exist",
+                    "fix the path, or install the script there".to_string(),
+                )
+            } else if path.is_dir() {
+                (
+                    "is a folder",
+                    "point the command at a script file".to_string(),
+                )
+            } else if direct && crate::process::find_executable(&script).is_none() {
+                (
+                    "is not executable",
+                    format!("run `chmod +x {script}`, {shell}"),
+                )
+            } else {
+                return Ok(());
+            };
+            return Err(self.err(span, format!("{what}: `{script}` {why}"), help));
+        }
+        if path.components().any(|c| matches!(c, Component::ParentDir)) {
+            // It leaves the worktree: where it lands is not second-guessed.
+            return Ok(());
+        }
+        let key = normal_path(&script);
+        if upstream.contains(&key) {
+            return Ok(());
+        }
+        let b = tree.branch();
+        let (why, help) = match tree.entry(&key) {
+            None => (
+                format!(
+                    "is not in branch `{b}` (the command runs in the stream's worktree, which \
+                     starts from `{b}`)"
+                ),
+                missing_file_help(&key, id, tree, self.streams),
+            ),
+            Some(TreeEntry::Folder) => (
+                format!("is a folder in branch `{b}`"),
+                "point the command at a script file".to_string(),
+            ),
+            Some(TreeEntry::Other) if direct => (
+                format!("is not executable in branch `{b}`"),
+                format!(
+                    "make it executable and commit that (`chmod +x {key} && git add {key} && git \
+                     commit`; git keeps the executable bit), {shell}"
+                ),
+            ),
+            Some(_) => return Ok(()),
+        };
+        Err(self.err(span, format!("{what}: `{script}` {why}"), help))
+    }
+}
+
+/// Normalised outputs of every stream `id` depends on, directly or not:
+/// all of them are merged into the target before `id` starts.
+fn upstream_outputs(configs: &[StreamConfig], id: &str) -> BTreeSet<String> {
+    let upstream = plan::dependencies_of(configs, id);
+    configs
+        .iter()
+        .filter(|c| upstream.contains(&c.id))
+        .flat_map(|c| c.outputs.iter().map(|o| normal_path(o)))
+        .collect()
+}
+
+/// How a file `rel` that stream `id` needs can reach its worktree: from
+/// the stream that writes it, by committing the copy in the checkout, or
+/// by creating it.
+fn missing_file_help(rel: &str, id: &str, tree: &BranchTree, streams: &[StreamConfig]) -> String {
+    let b = tree.branch();
+    if let Some(w) = streams
+        .iter()
+        .find(|w| w.id != id && w.outputs.iter().any(|o| normal_path(o) == rel))
+    {
+        let w = &w.id;
+        return format!(
+            "stream `{w}` writes it: add \"{w}\" to the depends_on of stream `{id}`, so that it \
+             starts after `{w}` merged"
+        );
+    }
+    if tree.root().join(rel).exists() {
+        return format!(
+            "it is in your checkout but not committed to `{b}`, and a stream's worktree starts \
+             from `{b}`: commit it (`git add {rel} && git commit`)"
+        );
+    }
+    format!(
+        "create it and commit it to `{b}`, fix the path (relative to the repository root), or \
+         add the stream that writes it (lists it in `outputs`) to depends_on"
+    )
+}
+
+/// Shells and interpreters whose first argument is a script file.
+const INTERPRETERS: &[&str] = &[
+    "sh", "bash", "dash", "zsh", "python", "python3", "perl", "ruby", "node",
+];
+
+/// The script file a check command runs, and whether it is run directly
+/// (so it must be executable): the first word when it is a path
+/// (`scripts/check.sh --strict`), or the script given to a shell or an
+/// interpreter (`sh scripts/check.sh`), after any `NAME=value` words.
+/// `None` otherwise: a bare name (`make`, `test`) is looked up by the shell
+/// at run time and may be a builtin, and words with shell syntax (quotes,
+/// `$`, globs, redirections) are not second-guessed.
+pub(super) fn script_of(cmd: &str) -> Option<(String, bool)> {
+    let plain = |w: &str| !w.contains(|c: char| "'\"$`\\(){}<>|;&*?[]~#!=".contains(c));
+    let assignment = |w: &str| {
+        w.split_once('=')
+            .is_some_and(|(n, _)| prompt::valid_name(n))
+    };
+    let mut words = cmd.split_whitespace().skip_while(|w| assignment(w));
+    let first = words.next()?;
+    if !plain(first) {
+        return None;
+    }
+    if first.contains('/') {
+        return Some((first.to_string(), true));
+    }
+    if !INTERPRETERS.contains(&first) {
+        return None;
+    }
+    let script = words.next()?;
+    (plain(script) && !script.starts_with('-')).then(|| (script.to_string(), false))
+}
+
+/// `prompts/retry.md` under `repo_root` (where a retry reads it), when there
+/// is one, is UTF-8 text that uses only [`RETRY_PLACEHOLDERS`]: at run time a
+/// retry.md that cannot be read or filled is replaced, silently, by one
+/// built-in sentence.
+fn check_retry_template(repo_root: &Path) -> Res<()> {
+    let path = repo_root.join("prompts").join("retry.md");
+    let whole = |message: &str, help: String| ConfigError::whole(&path, message, help);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(_) if path.is_dir() => {
+            return Err(whole(
+                "prompts/retry.md is a folder, not a file",
+                "remove it to use the built-in retry text, or make it a template file".into(),
+            ))
+        }
+        Err(e) => {
+            return Err(whole(
+                &format!("cannot read prompts/retry.md: {e}"),
+                "check that you may read it, or remove it to use the built-in retry text".into(),
+            ))
+        }
+    };
+    let text = utf8_text(
+        &path,
+        bytes,
+        "prompts/retry.md",
+        "save prompts/retry.md as UTF-8",
+    )?;
+    let allowed = RETRY_PLACEHOLDERS
+        .iter()
+        .map(|n| format!("{{{{{n}}}}}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    for (name, line, col) in prompt::placeholders(&text) {
+        if RETRY_PLACEHOLDERS.contains(&name.as_str()) {
+            continue;
+        }
+        let near = suggest(&name, RETRY_PLACEHOLDERS)
+            .map(|k| format!("did you mean {{{{{k}}}}}? "))
+            .unwrap_or_default();
+        return Err(ConfigError {
+            file: path,
+            line,
+            col,
+            message: format!("placeholder {{{{{name}}}}} is not filled in prompts/retry.md"),
+            help: format!(
+                "{near}prompts/retry.md may use only {allowed}; remove or rename this one (a \
+                 retry text that cannot be filled would be replaced by a built-in sentence)"
+            ),
+        });
+    }
+    Ok(())
+}

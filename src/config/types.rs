@@ -1,0 +1,193 @@
+//! The typed swarm file: what pass 1 makes of `loki.toml`'s text, with
+//! every stream's settings resolved. Plain data, read by the rest of loki.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::plan;
+
+/// Placeholders loki fills itself; a template may use them without a var.
+pub const BUILTIN_PLACEHOLDERS: &[&str] = &[
+    "STREAM_ID",
+    "ATTEMPT",
+    "FEEDBACK",
+    "OUTPUTS",
+    "TARGET",
+    "BRANCH",
+];
+
+/// The whole swarm file, with every stream's settings resolved (defaults
+/// from `[agent]` / `[checks]` applied, overrides on top).
+#[derive(Debug, Clone)]
+pub struct SwarmFile {
+    /// Absolute path of the swarm file.
+    pub path: PathBuf,
+    /// Folder of the swarm file; prompt paths are relative to it.
+    pub root: PathBuf,
+    pub swarm: SwarmSettings,
+    /// In file order.
+    pub streams: Vec<StreamConfig>,
+    /// (line, column) per stream, in stream order, of where its agent
+    /// command is set: for [`super::check_agent_commands`], which runs at
+    /// the start of a run, not when loading.
+    pub(super) command_at: Vec<(usize, usize)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SwarmSettings {
+    /// `None`: the branch checked out in the main worktree.
+    pub target: Option<String>,
+    /// Streams running at once (default 4, at least 1).
+    pub max_parallel: usize,
+    /// Stop starting attempts once the swarm's total cost reaches this.
+    pub max_budget_usd: Option<f64>,
+    /// Pause between two agent starts (default 1 s).
+    pub spawn_interval: Duration,
+    /// (line, column) of the `target` value, for `loki run`'s refusal of a
+    /// branch that does not exist (only known once git is asked).
+    pub target_at: Option<(usize, usize)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentSettings {
+    /// Executable on PATH or a path (a relative path is relative to the repository root).
+    pub command: String,
+    pub args: Vec<String>,
+    /// Default "sonnet".
+    pub model: String,
+    /// Default "acceptEdits"; "bypassPermissions" maps to --dangerously-skip-permissions.
+    pub permission_mode: String,
+    /// Wall clock per attempt (default 40m).
+    pub timeout: Duration,
+    /// No stdout/stderr output for this long means hung (default 10m).
+    pub idle_timeout: Duration,
+    /// Default 3, at least 1.
+    pub max_attempts: u32,
+    pub env: BTreeMap<String, String>,
+    /// Between SIGTERM and SIGKILL when stopping an agent (default 10s).
+    pub kill_grace: Duration,
+    /// Retries resume the claude session (default true).
+    pub resume: bool,
+    /// Per-stream budget passed to claude as --max-budget-usd and enforced by loki.
+    pub max_budget_usd: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckSettings {
+    /// Word range per output.
+    pub words: Option<(u64, u64)>,
+    /// Default 0.10: inside range ± tolerance warns instead of failing.
+    pub word_tolerance: f64,
+    pub require: Vec<String>,
+    pub forbid: Vec<String>,
+    /// No versioned duplicates (default true).
+    pub canonical: bool,
+    /// Custom check command, run in the worktree through `sh -c`.
+    pub command: Option<String>,
+    /// Default 5m.
+    pub command_timeout: Duration,
+    /// Human approval gate before merging.
+    pub approve: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamConfig {
+    pub id: String,
+    /// Relative to the swarm file's folder ([`SwarmFile::root`]), where it
+    /// is read from at run time too (in the user's checkout).
+    pub prompt: PathBuf,
+    pub vars: BTreeMap<String, String>,
+    /// Placeholder name → path relative to the worktree root.
+    pub inputs: BTreeMap<String, String>,
+    /// Paths relative to the worktree root.
+    pub outputs: Vec<String>,
+    pub depends_on: Vec<String>,
+    pub agent: AgentSettings,
+    pub checks: CheckSettings,
+}
+
+impl Default for SwarmSettings {
+    fn default() -> Self {
+        SwarmSettings {
+            target: None,
+            max_parallel: 4,
+            max_budget_usd: None,
+            spawn_interval: Duration::from_secs(1),
+            target_at: None,
+        }
+    }
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        AgentSettings {
+            command: "claude".into(),
+            args: Vec::new(),
+            model: "sonnet".into(),
+            permission_mode: "acceptEdits".into(),
+            timeout: Duration::from_secs(40 * 60),
+            idle_timeout: Duration::from_secs(10 * 60),
+            max_attempts: 3,
+            env: BTreeMap::new(),
+            kill_grace: Duration::from_secs(10),
+            resume: true,
+            max_budget_usd: None,
+        }
+    }
+}
+
+impl Default for CheckSettings {
+    fn default() -> Self {
+        CheckSettings {
+            words: None,
+            word_tolerance: 0.10,
+            require: Vec::new(),
+            forbid: Vec::new(),
+            canonical: true,
+            command: None,
+            command_timeout: Duration::from_secs(5 * 60),
+            approve: false,
+        }
+    }
+}
+
+impl AgentSettings {
+    /// True when the command is Claude Code (its file name is `claude`):
+    /// loki then passes its own flags and reads stream-json.
+    pub fn is_claude(&self) -> bool {
+        Path::new(&self.command)
+            .file_name()
+            .map(|n| n == "claude")
+            .unwrap_or(false)
+    }
+}
+
+/// The dependency graph sees a stream as its id and `depends_on`.
+impl plan::Node for StreamConfig {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn deps(&self) -> &[String] {
+        &self.depends_on
+    }
+}
+
+impl SwarmFile {
+    pub fn stream(&self, id: &str) -> Option<&StreamConfig> {
+        self.streams.iter().find(|s| s.id == id)
+    }
+}
+
+/// `permission_mode` values Claude Code 2.1 accepts (`claude --help`).
+pub const PERMISSION_MODES: &[&str] = &[
+    "default",
+    "acceptEdits",
+    "plan",
+    "bypassPermissions",
+    "dontAsk",
+    "auto",
+];
+
+/// Placeholders `prompts/retry.md` may use: a retry fills exactly these.
+pub const RETRY_PLACEHOLDERS: &[&str] = &["ATTEMPT", "MAX_ATTEMPTS", "VIOLATIONS"];

@@ -1,0 +1,84 @@
+//! Reading a branch's tree without a checkout, for the swarm file's checks:
+//! a stream's worktree starts as exactly this tree, so what the tree holds
+//! (not the user's checkout) is what an input or a check script can rely on.
+
+use std::path::{Path, PathBuf};
+
+/// Git file modes of tree entries.
+const MODE_TREE: i32 = 0o040000;
+const MODE_EXEC: i32 = 0o100755;
+const MODE_LINK: i32 = 0o120000;
+
+/// What a path names in a tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TreeEntry {
+    Folder,
+    /// A file with git's executable bit.
+    Executable,
+    Symlink,
+    /// A plain file, or anything else (a submodule's commit).
+    Other,
+}
+
+/// A local branch's tree, opened once and asked about many paths.
+pub struct BranchTree {
+    repo: git2::Repository,
+    tree: git2::Oid,
+    branch: String,
+    root: PathBuf,
+}
+
+impl BranchTree {
+    /// The tree of `target` (the branch checked out in the main worktree
+    /// when `None`) of the repository at `root`. `None` when there is no
+    /// such branch, no repository, or a detached HEAD and no `target`.
+    pub fn open(root: &Path, target: Option<&str>) -> Option<BranchTree> {
+        let repo = git2::Repository::open(root).ok()?;
+        let branch = match target {
+            Some(t) => t.to_string(),
+            None => super::current_branch(root).ok()??,
+        };
+        let tree = repo
+            .find_branch(&branch, git2::BranchType::Local)
+            .ok()?
+            .get()
+            .peel_to_tree()
+            .ok()?
+            .id();
+        Some(BranchTree {
+            repo,
+            tree,
+            branch,
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// The branch's name.
+    pub fn branch(&self) -> &str {
+        &self.branch
+    }
+
+    /// The repository's root (the main worktree, the user's checkout).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// What `rel` (a `/`-separated path from the tree's root) is in the
+    /// tree; `None` when it is not there.
+    pub fn entry(&self, rel: &str) -> Option<TreeEntry> {
+        let tree = self.repo.find_tree(self.tree).ok()?;
+        let entry = tree.get_path(Path::new(rel)).ok()?;
+        Some(match entry.filemode() {
+            MODE_TREE => TreeEntry::Folder,
+            MODE_EXEC => TreeEntry::Executable,
+            MODE_LINK => TreeEntry::Symlink,
+            _ => TreeEntry::Other,
+        })
+    }
+}
+
+/// True when `name` may name a local branch (`refs/heads/<name>` is a valid
+/// reference name).
+pub fn valid_branch_name(name: &str) -> bool {
+    !name.contains('\0') && git2::Reference::is_valid_name(&format!("refs/heads/{name}"))
+}
