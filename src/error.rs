@@ -192,6 +192,14 @@ impl StdError for Error {
     }
 }
 
+/// An I/O error is the environment's (permissions, a full disk, a missing
+/// file), shown as it is.
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Error {
+        Error::classified(ErrorKind::Environment, e)
+    }
+}
+
 /// Classifies the typed errors of layers this module may not name
 /// (`ConfigError`, `StoreError`): `Some(kind)` for one it knows.
 pub type Classifier = fn(&(dyn StdError + 'static)) -> Option<ErrorKind>;
@@ -391,6 +399,13 @@ mod tests {
         let io = std::io::Error::new(std::io::ErrorKind::StorageFull, "full");
         let e = anyhow::Error::new(io).context("writing x");
         assert_eq!(kind_of(&e, none), ErrorKind::Environment);
+
+        let full = std::io::Error::new(std::io::ErrorKind::StorageFull, "full");
+        let e = Error::from(full);
+        assert_eq!(
+            (e.kind(), e.to_string()),
+            (ErrorKind::Environment, "full".into())
+        );
 
         let e = anyhow::anyhow!("stale: expected version 3, but stream a is at version 5");
         assert_eq!(kind_of(&e, none), ErrorKind::Refusal);
