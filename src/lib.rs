@@ -3,6 +3,7 @@ pub mod agent;
 pub mod checks;
 pub mod commands;
 pub mod config;
+pub mod error;
 pub mod git;
 pub mod model;
 pub mod plan;

@@ -1,5 +1,7 @@
 use clap::Parser;
 
+use loki::error::Error;
+
 fn main() {
     let cli = loki::commands::Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -7,19 +9,24 @@ fn main() {
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            std::process::exit(2);
-        }
+        Err(e) => fail(
+            &Error::environment("cannot start the async runtime")
+                .with_source(e)
+                .into(),
+        ),
     };
-    let code = match rt.block_on(loki::commands::main(cli)) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            2
-        }
-    };
+    let outcome = rt.block_on(loki::commands::main(cli));
     // Do not wait for blocking tasks that may still run (a stuck git call).
     rt.shutdown_timeout(std::time::Duration::from_secs(2));
-    std::process::exit(code);
+    match outcome {
+        Ok(code) => std::process::exit(code),
+        Err(e) => fail(&e),
+    }
+}
+
+/// The one renderer: `error: …` with its causes and `help:` lines on
+/// stderr, then the exit code of the error's kind.
+fn fail(e: &anyhow::Error) -> ! {
+    eprint!("{}", loki::error::render(e));
+    std::process::exit(loki::commands::error_kind(e).exit_code());
 }

@@ -38,6 +38,7 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use git2::{BranchType, Repository, StatusOptions, WorktreeLockStatus};
 
+use crate::error::Error;
 use crate::model::Layout;
 use crate::store::{StateStore, Status, SupervisorLock};
 
@@ -91,13 +92,13 @@ pub fn run(root: &Path, all: bool, dry_run: bool) -> Result<i32> {
     // Hold the supervisor lock while removing, so no run starts underneath.
     let _lock = if dry_run || !state_dir.is_dir() {
         if let Some(pid) = SupervisorLock::holder(&state_dir)? {
-            bail!("{}", supervisor_running(&root, Some(pid)));
+            return Err(supervisor_running(&root, Some(pid)).into());
         }
         None
     } else {
         match SupervisorLock::acquire(&state_dir)? {
             Ok(lock) => Some(lock),
-            Err(pid) => bail!("{}", supervisor_running(&root, pid)),
+            Err(pid) => return Err(supervisor_running(&root, pid).into()),
         }
     };
 
@@ -369,14 +370,16 @@ pub fn plan(root: &Path, all: bool) -> Result<Plan> {
 // ---------------------------------------------------------------------------
 // helpers
 
-fn supervisor_running(root: &Path, pid: Option<i32>) -> String {
+/// The refusal of `loki clean` while a supervisor runs.
+fn supervisor_running(root: &Path, pid: Option<i32>) -> Error {
     let who = pid
         .map(|p| format!("a loki supervisor (pid {p})"))
         .unwrap_or_else(|| "a loki supervisor".to_string());
-    format!(
-        "{who} is running in {}; loki clean changes nothing while it runs\n  help: let it finish, or stop it (`loki signal STOP`, or Ctrl-C in its terminal), then run `loki clean` again",
+    Error::refusal(format!(
+        "{who} is running in {}; loki clean changes nothing while it runs",
         root.display()
-    )
+    ))
+    .hint("let it finish, or stop it (`loki signal STOP`, or Ctrl-C in its terminal), then run `loki clean` again")
 }
 
 fn streams_word(n: usize) -> String {

@@ -8,6 +8,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 
+use crate::error::Error;
+
 const OUTLINE: &str = "# The Ferry at Kelp — outline\n\n\
 1. Arrival: Mira reaches the harbour town of Kelp at dusk.\n\
 2. The Ferryman: Mira meets Oskar, who will not cross to the island.\n\
@@ -79,11 +81,10 @@ pub fn create(parent: Option<&Path>) -> Result<PathBuf> {
     let dir = match parent {
         Some(p) => {
             // `--dir` names where the demo goes: made if it is not there yet.
-            std::fs::create_dir_all(p).with_context(|| {
-                format!(
-                    "creating {} for the demo\n  help: pass `--dir` a folder you can write to",
-                    p.display()
-                )
+            std::fs::create_dir_all(p).map_err(|e| {
+                Error::environment(format!("creating {} for the demo", p.display()))
+                    .hint("pass `--dir` a folder you can write to")
+                    .with_source(e)
             })?;
             b.tempdir_in(p)
         }

@@ -4,7 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::Result;
+
+use crate::error::Error;
 
 /// `.loki/.gitignore` (the repo's own `.loki/` folder is the source).
 pub use crate::model::paths::LOKI_GITIGNORE;
@@ -27,7 +29,7 @@ pub struct InitReport {
 
 /// Runs `loki init` in the repo containing `dir`.
 pub fn init(dir: &Path) -> Result<InitReport> {
-    let root = crate::git::repo_root(dir)?;
+    let root = super::repo_root(dir)?;
     let target = crate::git::current_branch(&root)?.unwrap_or_else(|| "main".to_string());
     let swarm = SWARM_TEMPLATE.replace("{{TARGET}}", &target);
     let files: Vec<(&str, String)> = vec![
@@ -42,13 +44,16 @@ pub fn init(dir: &Path) -> Result<InitReport> {
         .map(|(p, _)| *p)
         .collect();
     if !existing.is_empty() {
-        bail!(
-            "loki init would overwrite {} in {}; nothing was written.\n  help: move {} aside (or edit {} by hand) and run `loki init` again",
+        let them = if existing.len() == 1 { "it" } else { "them" };
+        return Err(Error::refusal(format!(
+            "loki init would overwrite {} in {}; nothing was written.",
             existing.join(", "),
             root.display(),
-            if existing.len() == 1 { "it" } else { "them" },
-            if existing.len() == 1 { "it" } else { "them" },
-        );
+        ))
+        .hint(format!(
+            "move {them} aside (or edit {them} by hand) and run `loki init` again"
+        ))
+        .into());
     }
     let mut written = Vec::new();
     for (p, content) in &files {

@@ -36,6 +36,8 @@ use anyhow::{bail, Context, Result};
 use git2::{Commit, ErrorCode, Oid, Repository, Sort};
 use serde::{Deserialize, Serialize};
 
+use crate::error::Error;
+
 /// The audit trail of one target branch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Audit {
@@ -132,7 +134,11 @@ pub fn run(root: &Path, target: &str, stream: Option<&str>, json: bool) -> Resul
                     ids.join(", ")
                 )
             };
-            bail!("no merge of stream `{id}` in the history of {target}\n  help: {help}");
+            return Err(Error::refusal(format!(
+                "no merge of stream `{id}` in the history of {target}"
+            ))
+            .hint(help)
+            .into());
         }
         audit.totals = totals(&audit.streams);
     }

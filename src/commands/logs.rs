@@ -6,8 +6,9 @@ use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
+use crate::error::Error;
 use crate::model::Layout;
 use crate::store::{StateStore, Status, StreamState, SupervisorLock};
 
@@ -223,7 +224,9 @@ fn open_transcript(
         // Following a stream that has not started: its first attempt.
         let first = st.as_ref().filter(|_| follow).map(|_| 1);
         let Some(n) = attempt.or(latest).or(first) else {
-            bail!("stream `{id}` has no attempt yet\n  help: `loki status` lists the streams and their attempts");
+            return Err(Error::refusal(format!("stream `{id}` has no attempt yet"))
+                .hint("`loki status` lists the streams and their attempts")
+                .into());
         };
         let path = layout.transcript(id, n);
         match std::fs::File::open(&path) {
@@ -234,16 +237,20 @@ fn open_transcript(
             }
         }
         let Some(st) = st.filter(|s| follow && transcript_may_come(s, n)) else {
-            bail!(
-                "no transcript for attempt {n} of `{id}` at {}\n  help: `loki status` shows which attempts exist",
+            return Err(Error::refusal(format!(
+                "no transcript for attempt {n} of `{id}` at {}",
                 path.display()
-            );
+            ))
+            .hint("`loki status` shows which attempts exist")
+            .into());
         };
         if st.attempt == n && !supervisor_alive(layout) {
-            bail!(
-                "stream `{id}` is recorded as {} in attempt {n}, but no supervisor is running, so no transcript is coming\n  help: `loki run` resumes it; then `loki logs {id} --follow`",
+            return Err(Error::refusal(format!(
+                "stream `{id}` is recorded as {} in attempt {n}, but no supervisor is running, so no transcript is coming",
                 st.status
-            );
+            ))
+            .hint(format!("`loki run` resumes it; then `loki logs {id} --follow`"))
+            .into());
         }
         if !told {
             eprintln!(

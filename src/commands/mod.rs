@@ -15,8 +15,9 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use crate::config::SwarmFile;
+use crate::error::{Error, ErrorKind};
 use crate::signal_files::Kind;
-use crate::store::{StateStore, Status, StreamState};
+use crate::store::{StateStore, Status, StoreError, StreamState};
 use steer::Request;
 
 #[derive(Debug, Parser)]
@@ -213,7 +214,7 @@ pub async fn main(cli: Cli) -> Result<i32> {
             follow,
             raw,
         } => {
-            let root = crate::git::repo_root(&cwd)?;
+            let root = repo_root(&cwd)?;
             crate::commands::logs::logs(&root, &id, attempt, follow, raw)
         }
         Command::Doctor => crate::commands::logs::doctor(&cwd, cli.config.as_deref()),
@@ -226,7 +227,7 @@ pub async fn main(cli: Cli) -> Result<i32> {
             crate::commands::show::check(&root, &cfg, id.as_deref())
         }
         Command::Log { id, json, branch } => {
-            let root = crate::git::repo_root(&cwd)?;
+            let root = repo_root(&cwd)?;
             let target = match branch {
                 Some(b) => b,
                 None => log_target(cli.config, &cwd, &root)?,
@@ -234,7 +235,7 @@ pub async fn main(cli: Cli) -> Result<i32> {
             crate::commands::log::run(&root, &target, id.as_deref(), json)
         }
         Command::Clean { all, dry_run } => {
-            let root = crate::git::repo_root(&cwd)?;
+            let root = repo_root(&cwd)?;
             crate::commands::clean::run(&root, all, dry_run)
         }
         Command::Demo { plain, dir } => crate::commands::demo::run(plain, dir.as_deref()).await,
@@ -271,12 +272,10 @@ pub async fn main(cli: Cli) -> Result<i32> {
             expect_version,
             note,
         } => {
-            let k = Kind::parse(&kind).with_context(|| {
+            let k = Kind::parse(&kind).ok_or_else(|| {
                 let known: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
-                format!(
-                    "unknown signal kind `{kind}`\n  help: one of {}",
-                    known.join(", ")
-                )
+                Error::refusal(format!("unknown signal kind `{kind}`"))
+                    .hint(format!("one of {}", known.join(", ")))
             })?;
             // Agents inside a worktree reach the main repo through LOKI_SIGNALS_DIR.
             if let Ok(dir) = std::env::var("LOKI_SIGNALS_DIR") {
@@ -321,12 +320,37 @@ fn current_or_main(root: &Path) -> Result<String> {
     Ok(crate::git::current_branch(root)?.unwrap_or_else(|| "main".into()))
 }
 
+/// The root of the repository around `dir`; not finding one is the
+/// environment's fault (no repository, no commit yet), not the user's input.
+pub(crate) fn repo_root(dir: &Path) -> Result<PathBuf> {
+    crate::git::repo_root(dir).map_err(|e| Error::classified(ErrorKind::Environment, e).into())
+}
+
+/// The kind of an error that reached the command line (see
+/// [`crate::error`]). The typed errors of lower layers are named here, the
+/// one layer that may import them all.
+pub fn error_kind(e: &anyhow::Error) -> ErrorKind {
+    crate::error::kind_of(e, foreign_kind)
+}
+
+/// `ConfigError` is the swarm file's; a compare-and-swap that lost
+/// (`StoreError::Conflict`) refuses the request as it was made.
+fn foreign_kind(cause: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
+    if cause.is::<crate::config::ConfigError>() {
+        return Some(ErrorKind::Config);
+    }
+    match cause.downcast_ref::<StoreError>() {
+        Some(StoreError::Conflict { .. }) => Some(ErrorKind::Refusal),
+        _ => None,
+    }
+}
+
 /// `--config`, or loki.toml at the root of the repo around `cwd`.
 pub fn config_path(given: Option<PathBuf>, cwd: &Path) -> Result<PathBuf> {
     match given {
         Some(p) => Ok(if p.is_absolute() { p } else { cwd.join(p) }),
         None => {
-            let root = crate::git::repo_root(cwd)?;
+            let root = repo_root(cwd)?;
             Ok(root.join("loki.toml"))
         }
     }
@@ -335,7 +359,7 @@ pub fn config_path(given: Option<PathBuf>, cwd: &Path) -> Result<PathBuf> {
 fn load_config(given: Option<PathBuf>, cwd: &Path) -> Result<(SwarmFile, PathBuf, String)> {
     let path = config_path(given, cwd)?;
     let cfg = crate::config::load(&path).map_err(anyhow::Error::new)?;
-    let root = crate::git::repo_root(&cfg.root)?;
+    let root = repo_root(&cfg.root)?;
     let target = match &cfg.swarm.target {
         Some(t) => t.clone(),
         None => crate::git::current_branch(&root)?.unwrap_or_else(|| "main".into()),
@@ -363,11 +387,13 @@ fn steer(
     if let Some(id) = &id {
         if cfg.stream(id).is_none() {
             let known: Vec<&str> = cfg.streams.iter().map(|s| s.id.as_str()).collect();
-            anyhow::bail!(
-                "unknown stream `{id}`\n  help: streams in {}: {}",
-                cfg.path.display(),
-                known.join(", ")
-            );
+            return Err(Error::refusal(format!("unknown stream `{id}`"))
+                .hint(format!(
+                    "streams in {}: {}",
+                    cfg.path.display(),
+                    known.join(", ")
+                ))
+                .into());
         }
     }
     let msg = steer::steer(
@@ -498,7 +524,7 @@ struct StatusData {
 fn status_data(config: Option<PathBuf>, cwd: &Path) -> Result<StatusData> {
     let path = config_path(config, cwd)?;
     let cfg = load_for_status(&path);
-    let root = crate::git::repo_root(path.parent().unwrap_or(cwd))?;
+    let root = repo_root(path.parent().unwrap_or(cwd))?;
     let store = StateStore::new(root.join(".loki").join("state"));
     let (rows, has_state) = status_rows(cfg.as_ref(), &store)?;
     let swarm = store.load_swarm()?;

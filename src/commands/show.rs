@@ -50,10 +50,11 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::checks::{self, CheckReport, Level};
 use crate::config::{StreamConfig, SwarmFile};
+use crate::error::Error;
 use crate::git;
 use crate::model::Layout;
 use crate::store::{StateStore, Status, StreamState};
@@ -97,14 +98,18 @@ pub fn show_text(root: &Path, cfg: &SwarmFile, target: &str, id: &str) -> Result
                 .as_deref()
                 .map(|c| c.chars().take(12).collect())
                 .unwrap_or_else(|| "?".into());
-            bail!(
-                "stream `{id}` is merged into {target} (merge commit {short}); its branch and worktree are gone, so there is nothing left to review\n  help: `git show --stat {short}` shows what it merged; `loki logs {id}` shows its transcript"
-            );
+            return Err(Error::refusal(format!(
+                "stream `{id}` is merged into {target} (merge commit {short}); its branch and worktree are gone, so there is nothing left to review"
+            ))
+            .hint(format!("`git show --stat {short}` shows what it merged; `loki logs {id}` shows its transcript"))
+            .into());
         }
-        bail!(
-            "stream `{id}` has no branch or worktree yet (status: {})\n  help: `loki run` starts it; `loki status` shows where every stream is",
+        return Err(Error::refusal(format!(
+            "stream `{id}` has no branch or worktree yet (status: {})",
             st.status
-        );
+        ))
+        .hint("`loki run` starts it; `loki status` shows where every stream is")
+        .into());
     }
 
     let cmd = loki_command(root, cfg);
@@ -173,10 +178,12 @@ pub fn check(root: &Path, cfg: &SwarmFile, id: Option<&str>) -> Result<i32> {
                 "`loki retry {id}` and `loki run` recreate it from branch loki/{id} (if the branch still exists)"
             ),
         };
-        bail!(
-            "stream `{id}` has no worktree at {} (status: {status})\n  help: {help}",
+        return Err(Error::refusal(format!(
+            "stream `{id}` has no worktree at {} (status: {status})",
             layout.worktree(id).display()
-        );
+        ))
+        .hint(help)
+        .into());
     }
     let report = check_and_print(root, cfg, &layout, &store, stream)?;
     Ok(if report.status == Level::Fail { 1 } else { 0 })
@@ -231,11 +238,13 @@ fn run_manual(
 ) -> Result<CheckReport> {
     let wt = layout.worktree(&stream.id);
     if !wt.is_dir() {
-        bail!(
-            "stream `{}` has no worktree at {}\n  help: `loki status` shows where it is",
+        return Err(Error::refusal(format!(
+            "stream `{}` has no worktree at {}",
             stream.id,
             wt.display()
-        );
+        ))
+        .hint("`loki status` shows where it is")
+        .into());
     }
     let base = st
         .and_then(|s| s.base_commit.clone())
@@ -283,11 +292,13 @@ fn find_stream<'a>(cfg: &'a SwarmFile, id: &str) -> Result<&'a StreamConfig> {
         Some(s) => Ok(s),
         None => {
             let known: Vec<&str> = cfg.streams.iter().map(|s| s.id.as_str()).collect();
-            bail!(
-                "unknown stream `{id}`\n  help: streams in {}: {}",
-                cfg.path.display(),
-                known.join(", ")
-            )
+            Err(Error::refusal(format!("unknown stream `{id}`"))
+                .hint(format!(
+                    "streams in {}: {}",
+                    cfg.path.display(),
+                    known.join(", ")
+                ))
+                .into())
         }
     }
 }

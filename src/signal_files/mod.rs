@@ -55,6 +55,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use serde::Deserialize;
 
 use crate::config::valid_id;
+use crate::error::Error;
 
 /// Largest body accepted.
 pub const MAX_BODY: u64 = 64 * 1024;
@@ -286,10 +287,14 @@ impl SignalDir {
             let path = self.dir.join(sub);
             match fs::symlink_metadata(&path) {
                 Ok(m) if m.is_dir() => {}
-                Ok(_) => bail!(
-                    "{} is not a folder (a symbolic link or a file); signals are never moved through it\n  help: remove it; loki recreates it",
-                    path.display()
-                ),
+                Ok(_) => {
+                    return Err(Error::environment(format!(
+                        "{} is not a folder (a symbolic link or a file); signals are never moved through it",
+                        path.display()
+                    ))
+                    .hint("remove it; loki recreates it")
+                    .into())
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     fs::create_dir(&path)
                         .with_context(|| format!("creating {}", path.display()))?;
