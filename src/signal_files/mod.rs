@@ -54,7 +54,7 @@ use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher};
 use serde::Deserialize;
 
-use crate::config::valid_id;
+use crate::model::valid_id;
 use crate::error::Error;
 
 /// Largest body accepted.

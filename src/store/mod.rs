@@ -165,7 +165,7 @@ impl StateStore {
             let Some(id) = name.strip_suffix(".json") else {
                 continue;
             };
-            if name == SWARM_FILE || !crate::config::valid_id(id) {
+            if name == SWARM_FILE || !crate::model::valid_id(id) {
                 continue;
             }
             ids.push(id.to_string());
@@ -305,7 +305,7 @@ impl StateStore {
     }
 
     fn stream_path(&self, id: &str) -> Result<PathBuf, StoreError> {
-        if !crate::config::valid_id(id) {
+        if !crate::model::valid_id(id) {
             return Err(anyhow!(
                 "`{}` is not a valid stream id (expected [a-z0-9][a-z0-9._-]{{0,63}})",
                 id.escape_debug()
