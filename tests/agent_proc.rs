@@ -8,9 +8,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use loki::agent::{
-    self, AgentEvent, AgentOutcome, Ending, Launch, ResultInfo, Spawner, StopRequest,
-};
+use loki::agent::{self, AgentEvent, AgentOutcome, Ending, Launch, ResultInfo, StopRequest};
+use loki::process::{self, Spawner};
 use loki::store::ProcessRecord;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -63,7 +62,7 @@ fn activities(events: &[AgentEvent]) -> Vec<String> {
 
 /// The group is gone: no member, leader not alive.
 fn assert_group_gone(rec: &ProcessRecord) {
-    assert_eq!(agent::group_members(rec), Vec::<i32>::new());
+    assert_eq!(process::group_members(rec), Vec::<i32>::new());
     assert!(!alive(rec.pid), "leader {} still alive", rec.pid);
 }
 
@@ -480,22 +479,22 @@ fn pdeathsig_ends_the_agent_when_the_supervisor_dies() {
     // recognised by the token it inherited.
     assert!(alive(grandchild));
     assert_ne!(rec.token, 0);
-    assert_eq!(rec.boot, agent::boot_hash());
-    assert_eq!(agent::leftover_members(&rec), vec![grandchild]);
+    assert_eq!(rec.boot, process::boot_hash());
+    assert_eq!(process::leftover_members(&rec), vec![grandchild]);
     let other_boot = ProcessRecord {
         boot: rec.boot ^ 1,
         ..rec
     };
-    assert!(agent::leftover_members(&other_boot).is_empty());
+    assert!(process::leftover_members(&other_boot).is_empty());
     assert!(alive(grandchild));
     let t0 = Instant::now();
-    assert_eq!(agent::sweep_leftover(&rec, Duration::from_millis(300)), 1);
+    assert_eq!(process::sweep_leftover(&rec, Duration::from_millis(300)), 1);
     assert!(
         t0.elapsed() >= Duration::from_millis(300),
         "it ignores TERM"
     );
     assert!(!alive(grandchild));
-    assert_eq!(agent::sweep_leftover(&rec, Duration::from_millis(300)), 0);
+    assert_eq!(process::sweep_leftover(&rec, Duration::from_millis(300)), 0);
 }
 
 /// A leftover group whose leader is gone (exited and reaped) is only
@@ -517,7 +516,7 @@ fn leftovers_without_a_leader_are_recognised_by_their_token() {
         .spawn()
         .unwrap();
     let pgid = leader.id() as i32;
-    let start_time = agent::proc_start_time(pgid).unwrap_or(0);
+    let start_time = process::proc_start_time(pgid).unwrap_or(0);
     leader.wait().unwrap();
     let grandchild: i32 = std::fs::read_to_string(dir.path().join("grandchild"))
         .unwrap()
@@ -528,23 +527,23 @@ fn leftovers_without_a_leader_are_recognised_by_their_token() {
         pid: pgid,
         pgid,
         start_time,
-        boot: agent::boot_hash(),
+        boot: process::boot_hash(),
         token,
     };
     let stranger = ProcessRecord {
         token: token ^ 1,
         ..rec
     };
-    assert!(agent::leftover_members(&stranger).is_empty());
+    assert!(process::leftover_members(&stranger).is_empty());
     assert_eq!(
-        agent::sweep_leftover(&stranger, Duration::from_millis(50)),
+        process::sweep_leftover(&stranger, Duration::from_millis(50)),
         0
     );
     assert!(alive(grandchild));
     // The supervisor that started it knows the group is its own.
-    assert_eq!(agent::group_members(&stranger), vec![grandchild]);
-    assert_eq!(agent::leftover_members(&rec), vec![grandchild]);
-    assert_eq!(agent::sweep_leftover(&rec, Duration::from_secs(5)), 1);
+    assert_eq!(process::group_members(&stranger), vec![grandchild]);
+    assert_eq!(process::leftover_members(&rec), vec![grandchild]);
+    assert_eq!(process::sweep_leftover(&rec, Duration::from_secs(5)), 1);
     let t0 = Instant::now();
     while alive(grandchild) {
         assert!(t0.elapsed() < Duration::from_secs(5), "the leftover lives");
@@ -561,7 +560,7 @@ fn sweep_with_a_wrong_start_time_signals_nothing() {
         .spawn()
         .unwrap();
     let pid = child.id() as i32;
-    let start_time = agent::proc_start_time(pid).unwrap();
+    let start_time = process::proc_start_time(pid).unwrap();
     // A record of an older process whose pid was reused by this one.
     let older = ProcessRecord {
         pid,
@@ -579,8 +578,8 @@ fn sweep_with_a_wrong_start_time_signals_nothing() {
         token: 0,
     };
     for rec in [older, newer] {
-        assert_eq!(agent::group_members(&rec), Vec::<i32>::new());
-        assert_eq!(agent::sweep_leftover(&rec, Duration::from_millis(100)), 0);
+        assert_eq!(process::group_members(&rec), Vec::<i32>::new());
+        assert_eq!(process::sweep_leftover(&rec, Duration::from_millis(100)), 0);
         std::thread::sleep(Duration::from_millis(50));
         assert!(alive(pid));
     }
@@ -591,8 +590,8 @@ fn sweep_with_a_wrong_start_time_signals_nothing() {
         boot: 0,
         token: 0,
     };
-    assert_eq!(agent::group_members(&right), vec![pid]);
-    assert_eq!(agent::sweep_leftover(&right, Duration::from_secs(5)), 1);
+    assert_eq!(process::group_members(&right), vec![pid]);
+    assert_eq!(process::sweep_leftover(&right, Duration::from_secs(5)), 1);
     let status = child.wait().unwrap();
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), Some(libc::SIGTERM));
@@ -600,9 +599,9 @@ fn sweep_with_a_wrong_start_time_signals_nothing() {
 
 #[test]
 fn agent_version_first_line_cached() {
-    let v = agent::agent_version("/bin/sh");
+    let v = process::agent_version("/bin/sh");
     // dash has no --version; bash does. Either way it is one line, cached.
     assert!(!v.contains('\n'));
-    assert_eq!(agent::agent_version("/bin/sh"), v);
-    assert_eq!(agent::agent_version("loki-test-no-such-agent"), "");
+    assert_eq!(process::agent_version("/bin/sh"), v);
+    assert_eq!(process::agent_version("loki-test-no-such-agent"), "");
 }

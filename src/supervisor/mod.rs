@@ -34,11 +34,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use tokio::sync::{mpsc, watch};
 
-use crate::agent::{self, AgentEvent, AgentOutcome, Ending, Spawner, StopRequest};
+use crate::agent::{self, AgentEvent, AgentOutcome, Ending, StopRequest};
 use crate::checks::Level;
 use crate::config::{StreamConfig, SwarmFile};
 use crate::git::{self, MergeOutcome};
 use crate::model::Layout;
+use crate::process::{self, Spawner};
 use crate::signal_files::{self, Kind, Signal, SignalDir, Taken};
 use crate::store::{
     AttemptRecord, Event, StateStore, Status, StreamState, SupervisorLock, SwarmState,
@@ -740,7 +741,7 @@ impl Dispatcher {
             .filter_map(|s| s.process.map(|p| (s.id.clone(), p)))
             .collect();
         for (id, rec) in leftovers {
-            let n = tokio::task::spawn_blocking(move || agent::sweep_leftover(&rec, grace))
+            let n = tokio::task::spawn_blocking(move || process::sweep_leftover(&rec, grace))
                 .await
                 .unwrap_or(0);
             if n > 0 {
