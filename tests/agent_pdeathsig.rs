@@ -14,7 +14,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use loki::agent::{self, AgentEvent, Launch, Spawner};
+use loki::agent::{self, AgentEvent, Launch};
+use loki::process::{self, Spawner};
 use loki::store::ProcessRecord;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -128,20 +129,20 @@ fn pdeathsig_ends_the_agent_when_the_supervisor_dies() {
     // recognised by the token it inherited.
     assert!(alive(grandchild));
     assert_ne!(rec.token, 0);
-    assert_eq!(rec.boot, agent::boot_hash());
-    assert_eq!(agent::leftover_members(&rec), vec![grandchild]);
+    assert_eq!(rec.boot, process::boot_hash());
+    assert_eq!(process::leftover_members(&rec), vec![grandchild]);
     let other_boot = ProcessRecord {
         boot: rec.boot ^ 1,
         ..rec
     };
-    assert!(agent::leftover_members(&other_boot).is_empty());
+    assert!(process::leftover_members(&other_boot).is_empty());
     assert!(alive(grandchild));
     let t0 = Instant::now();
-    assert_eq!(agent::sweep_leftover(&rec, Duration::from_millis(300)), 1);
+    assert_eq!(process::sweep_leftover(&rec, Duration::from_millis(300)), 1);
     assert!(
         t0.elapsed() >= Duration::from_millis(300),
         "it ignores TERM"
     );
     assert!(!alive(grandchild));
-    assert_eq!(agent::sweep_leftover(&rec, Duration::from_millis(300)), 0);
+    assert_eq!(process::sweep_leftover(&rec, Duration::from_millis(300)), 0);
 }

@@ -8,9 +8,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use loki::agent::{
-    self, AgentEvent, AgentOutcome, Ending, Launch, ResultInfo, Spawner, StopRequest,
-};
+use loki::agent::{self, AgentEvent, AgentOutcome, Ending, Launch, ResultInfo, StopRequest};
+use loki::process::{self, Spawner};
 use loki::store::ProcessRecord;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -68,7 +67,7 @@ fn activities(events: &[AgentEvent]) -> Vec<String> {
 
 /// The group is gone: no member, leader not alive.
 fn assert_group_gone(rec: &ProcessRecord) {
-    assert_eq!(agent::group_members(rec), Vec::<i32>::new());
+    assert_eq!(process::group_members(rec), Vec::<i32>::new());
     assert!(!alive(rec.pid), "leader {} still alive", rec.pid);
 }
 
@@ -407,7 +406,7 @@ fn leftovers_without_a_leader_are_recognised_by_their_token() {
         .spawn()
         .unwrap();
     let pgid = leader.id() as i32;
-    let start_time = agent::proc_start_time(pgid).unwrap_or(0);
+    let start_time = process::proc_start_time(pgid).unwrap_or(0);
     leader.wait().unwrap();
     let grandchild: i32 = std::fs::read_to_string(dir.path().join("grandchild"))
         .unwrap()
@@ -418,23 +417,23 @@ fn leftovers_without_a_leader_are_recognised_by_their_token() {
         pid: pgid,
         pgid,
         start_time,
-        boot: agent::boot_hash(),
+        boot: process::boot_hash(),
         token,
     };
     let stranger = ProcessRecord {
         token: token ^ 1,
         ..rec
     };
-    assert!(agent::leftover_members(&stranger).is_empty());
+    assert!(process::leftover_members(&stranger).is_empty());
     assert_eq!(
-        agent::sweep_leftover(&stranger, Duration::from_millis(50)),
+        process::sweep_leftover(&stranger, Duration::from_millis(50)),
         0
     );
     assert!(alive(grandchild));
     // The supervisor that started it knows the group is its own.
-    assert_eq!(agent::group_members(&stranger), vec![grandchild]);
-    assert_eq!(agent::leftover_members(&rec), vec![grandchild]);
-    assert_eq!(agent::sweep_leftover(&rec, Duration::from_secs(5)), 1);
+    assert_eq!(process::group_members(&stranger), vec![grandchild]);
+    assert_eq!(process::leftover_members(&rec), vec![grandchild]);
+    assert_eq!(process::sweep_leftover(&rec, Duration::from_secs(5)), 1);
     assert!(
         wait_until(Duration::from_secs(5), || !alive(grandchild)),
         "the leftover lives"
@@ -450,7 +449,7 @@ fn sweep_with_a_wrong_start_time_signals_nothing() {
         .spawn()
         .unwrap();
     let pid = child.id() as i32;
-    let start_time = agent::proc_start_time(pid).unwrap();
+    let start_time = process::proc_start_time(pid).unwrap();
     // A record of an older process whose pid was reused by this one.
     let older = ProcessRecord {
         pid,
@@ -468,8 +467,8 @@ fn sweep_with_a_wrong_start_time_signals_nothing() {
         token: 0,
     };
     for rec in [older, newer] {
-        assert_eq!(agent::group_members(&rec), Vec::<i32>::new());
-        assert_eq!(agent::sweep_leftover(&rec, Duration::from_millis(100)), 0);
+        assert_eq!(process::group_members(&rec), Vec::<i32>::new());
+        assert_eq!(process::sweep_leftover(&rec, Duration::from_millis(100)), 0);
         assert!(
             stops_and_continues(pid),
             "the sweep with a wrong record signalled {pid}"
@@ -483,8 +482,8 @@ fn sweep_with_a_wrong_start_time_signals_nothing() {
         boot: 0,
         token: 0,
     };
-    assert_eq!(agent::group_members(&right), vec![pid]);
-    assert_eq!(agent::sweep_leftover(&right, Duration::from_secs(5)), 1);
+    assert_eq!(process::group_members(&right), vec![pid]);
+    assert_eq!(process::sweep_leftover(&right, Duration::from_secs(5)), 1);
     let status = child.wait().unwrap();
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), Some(libc::SIGTERM));
@@ -492,9 +491,9 @@ fn sweep_with_a_wrong_start_time_signals_nothing() {
 
 #[test]
 fn agent_version_first_line_cached() {
-    let v = agent::agent_version("/bin/sh");
+    let v = process::agent_version("/bin/sh");
     // dash has no --version; bash does. Either way it is one line, cached.
     assert!(!v.contains('\n'));
-    assert_eq!(agent::agent_version("/bin/sh"), v);
-    assert_eq!(agent::agent_version("loki-test-no-such-agent"), "");
+    assert_eq!(process::agent_version("/bin/sh"), v);
+    assert_eq!(process::agent_version("loki-test-no-such-agent"), "");
 }

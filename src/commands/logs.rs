@@ -301,9 +301,9 @@ fn finding(
 /// and the swarm file. Exit code 1 when anything FAILs.
 pub fn doctor(cwd: &Path, config: Option<&Path>) -> Result<i32> {
     let mut f = Vec::new();
-    match std::process::Command::new("git").arg("--version").output() {
-        Ok(o) if o.status.success() => f.push(finding("OK", "git", String::from_utf8_lossy(&o.stdout).trim().to_string(), "")),
-        _ => f.push(finding("WARN", "git", "the git CLI is not on PATH", "loki run does not need it, but loki demo does, and you will want `git log` to read the audit trail: install git")),
+    match crate::process::query_version("git") {
+        Some(v) => f.push(finding("OK", "git", v, "")),
+        None => f.push(finding("WARN", "git", "the git CLI is not on PATH", "loki run does not need it, but loki demo does, and you will want `git log` to read the audit trail: install git")),
     }
     let root = crate::git::repo_root(cwd);
     match &root {
@@ -363,7 +363,7 @@ pub fn doctor(cwd: &Path, config: Option<&Path>) -> Result<i32> {
             f.push(finding("OK", "agent", format!("{c}: found"), ""));
             continue;
         }
-        let v = crate::agent::agent_version(&resolved);
+        let v = crate::process::agent_version(&resolved);
         if v.is_empty() {
             f.push(finding(
                 "FAIL",

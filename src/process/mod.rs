@@ -2,6 +2,32 @@
 //! validators, check commands, version probes. Every child gets its own
 //! process group, the parent-death signal and a record that lets a later
 //! supervisor sweep what is left of it.
+//!
+//! | file | owns |
+//! | --- | --- |
+//! | `spawn` | building a contained child (`contained`), the long-lived [`Spawner`] thread |
+//! | `run` | one async child to its end: pipes, logs, timeouts, stop requests ([`run_job`]) |
+//! | `capture` | one child run synchronously with its output tail ([`run_captured`]), or quietly ([`run_quiet`]) |
+//! | `group` | ending a group (SIGTERM, grace, SIGKILL, reap) and [`sweep_leftover`] |
+//! | `proc` | `/proc`: start times, boot hash, tokens, [`group_members`] |
+//! | `probe` | `--version` probes |
+//!
+//! Nothing here knows what it runs: what an agent's output means is
+//! `agent`'s, what a check's exit code means is `checks`'.
+
+mod capture;
+mod group;
+mod probe;
+mod proc;
+mod run;
+mod spawn;
+
+pub use capture::{run_captured, run_quiet, Capture, CaptureStartError, Captured, Exit, Ran};
+pub use group::sweep_leftover;
+pub use probe::{agent_version, query_version};
+pub use proc::{boot_hash, group_members, leftover_members, proc_start_time, TOKEN_ENV};
+pub use run::{run_job, End, Finished, Job, Output, StartError};
+pub use spawn::Spawner;
 
 #[cfg(test)]
 pub mod test_support;

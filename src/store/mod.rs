@@ -902,10 +902,7 @@ mod tests {
     }
 
     fn dead_pid() -> i32 {
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let pid = child.id() as i32;
-        child.wait().unwrap();
-        pid
+        crate::process::run_quiet("true", &[]).unwrap().pid
     }
 
     fn make_lock(path: &Path, content: &str, age_secs: u64) {

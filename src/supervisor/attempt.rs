@@ -13,7 +13,7 @@ use crate::checks::{self, CheckReport, Level};
 use crate::config::StreamConfig;
 use crate::git::{self, Worktree};
 use crate::model::Layout;
-use crate::process::resolve_command;
+use crate::process::{self, resolve_command};
 use crate::prompt::{self, DEFAULT_RETRY};
 use crate::util::one_line;
 
@@ -195,7 +195,7 @@ pub fn prepare(input: &PrepareInput) -> Result<Prepared> {
         };
         // Only claude is asked its version: a plain agent might run for real.
         let version = if claude {
-            agent::agent_version(&program)
+            process::agent_version(&program)
         } else {
             String::new()
         };

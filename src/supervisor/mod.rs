@@ -49,11 +49,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use tokio::sync::{mpsc, watch};
 
-use crate::agent::{self, AgentEvent, AgentOutcome, Ending, Spawner, StopRequest};
+use crate::agent::{self, AgentEvent, AgentOutcome, Ending, StopRequest};
 use crate::checks::Level;
 use crate::config::{StreamConfig, SwarmFile};
 use crate::git::{self, MergeOutcome};
 use crate::model::{Layout, Outcome};
+use crate::process::{self, Spawner};
 use crate::signal_files::{self, Kind, Signal, SignalDir, Taken};
 use crate::store::{Event, StateStore, Status, StreamState, SupervisorLock, SwarmState};
 use crate::ui::{self, Ui, UiEvent};

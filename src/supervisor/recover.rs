@@ -58,7 +58,7 @@ impl Dispatcher {
             .filter_map(|s| s.process.map(|p| (s.id.clone(), p)))
             .collect();
         for (id, rec) in leftovers {
-            let n = tokio::task::spawn_blocking(move || agent::sweep_leftover(&rec, grace))
+            let n = tokio::task::spawn_blocking(move || process::sweep_leftover(&rec, grace))
                 .await
                 .unwrap_or(0);
             if n > 0 {
