@@ -38,6 +38,7 @@ use crate::agent::{self, AgentEvent, AgentOutcome, Ending, Spawner, StopRequest}
 use crate::checks::Level;
 use crate::config::{StreamConfig, SwarmFile};
 use crate::git::{self, MergeOutcome};
+use crate::model::paths::rehearsal_branch_name;
 use crate::model::Layout;
 use crate::signal_files::{self, Kind, Signal, SignalDir, Taken};
 use crate::store::{
@@ -603,14 +604,10 @@ fn rehearsal_setup(
     cfg.swarm.max_budget_usd = None;
     let ids = cfg.streams.iter().map(|s| s.id.clone()).collect();
 
-    let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
-    let scratch = format!("loki-rehearsal/{stamp}-{}", std::process::id());
+    let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S").to_string();
+    let scratch = rehearsal_branch_name(&stamp, std::process::id());
     let head = git::branch_head(root, target)?;
-    let repo =
-        git2::Repository::open(root).with_context(|| format!("opening {}", root.display()))?;
-    let oid = git2::Oid::from_str(&head).context("reading the target head")?;
-    let commit = repo.find_commit(oid).context("reading the target head")?;
-    repo.branch(&scratch, &commit, false)
+    git::create_branch(root, &scratch, &head)
         .with_context(|| format!("creating the scratch branch {scratch}"))?;
     let guard = Rehearsal {
         layout,
@@ -664,11 +661,7 @@ impl Drop for Rehearsal {
             );
             return;
         }
-        if let Ok(repo) = git2::Repository::open(root) {
-            if let Ok(mut b) = repo.find_branch(&self.scratch, git2::BranchType::Local) {
-                let _ = b.delete();
-            }
-        }
+        let _ = git::delete_named_branch(root, &self.scratch);
         if self.keep_files {
             println!(
                 "rehearsal done; scratch branch deleted; its logs and check reports are kept in {} until the next rehearsal; {} is untouched",
