@@ -16,6 +16,7 @@
 //!   `refs/remotes/origin/<target>` (a clone that has not checked the branch
 //!   out), else any revision git understands.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -136,10 +137,9 @@ pub fn graph_oneline(root: &Path, branch: &str) -> Result<String> {
     let head = branch_oid(&repo, root, branch)?;
     let ctx = || format!("walking the history of {branch} in {}", root.display());
     let mut walk = repo.revwalk().with_context(ctx)?;
-    walk.set_sorting(Sort::TOPOLOGICAL | Sort::TIME)
-        .with_context(ctx)?;
     walk.push(head).with_context(ctx)?;
-    let mut rows = Vec::new();
+    let mut commits = HashMap::new();
+    let mut children: HashMap<Oid, usize> = HashMap::new();
     for oid in walk {
         let oid = oid.with_context(ctx)?;
         let commit = repo.find_commit(oid).with_context(ctx)?;
@@ -148,9 +148,31 @@ pub fn graph_oneline(root: &Path, branch: &str) -> Result<String> {
             .short_id()
             .ok()
             .and_then(|b| b.as_str().map(str::to_string))
-            .unwrap_or_else(|| oid.to_string()[..7].to_string());
+            .unwrap_or_else(|| oid.to_string().chars().take(7).collect());
         let text = format!("{short} {}", commit.summary().unwrap_or(""));
-        rows.push((oid, commit.parent_ids().collect::<Vec<_>>(), text));
+        let parents: Vec<Oid> = commit.parent_ids().collect();
+        for p in &parents {
+            *children.entry(*p).or_default() += 1;
+        }
+        commits.insert(oid, (parents, text));
+    }
+    // git's --topo-order: a commit once all its children are shown, the
+    // last one made ready first (so a merge's side branch comes right
+    // after it).
+    let mut rows = Vec::new();
+    let mut ready = vec![head];
+    while let Some(oid) = ready.pop() {
+        let Some((parents, text)) = commits.remove(&oid) else {
+            continue;
+        };
+        for p in &parents {
+            let left = children.entry(*p).or_default();
+            *left = left.saturating_sub(1);
+            if *left == 0 {
+                ready.push(*p);
+            }
+        }
+        rows.push((oid, parents, text));
     }
     Ok(draw_graph(&rows))
 }
@@ -257,8 +279,9 @@ fn commit_time(commit: &Commit) -> String {
 
 /// Draws `rows` (commit, parents, text; children before parents) as git's
 /// `--graph` does: each commit sits in a lane (`*`), other lanes pass by
-/// (`|`), and between rows the lanes move one column per line (`\` to the
-/// right, `/` to the left) until each edge reaches its parent's lane.
+/// (`|`). After a commit its parents take its place (a merge's other
+/// parents widen the graph to its right, `\`); then lanes that now wait
+/// for the same commit join the leftmost one, one column per line (`/`).
 fn draw_graph<K: PartialEq + Copy>(rows: &[(K, Vec<K>, String)]) -> String {
     let mut out = String::new();
     let mut lanes: Vec<K> = Vec::new();
@@ -270,27 +293,35 @@ fn draw_graph<K: PartialEq + Copy>(rows: &[(K, Vec<K>, String)]) -> String {
                 lanes.len() - 1
             }
         };
-        // The lanes after this commit: its first parent takes its lane
-        // (unless another lane already waits for it), other parents get
-        // new lanes beside it.
-        let mut next = lanes.clone();
-        let mut inserted = 0;
-        match parents.first() {
-            Some(p0) if lanes.iter().enumerate().any(|(j, l)| j != col && l == p0) => {
-                next.remove(col);
-            }
-            Some(p0) => next[col] = *p0,
-            None => {
-                next.remove(col);
-            }
-        }
-        for p in parents.iter().skip(1) {
-            if !next.contains(p) {
-                inserted += 1;
-                next.insert((col + inserted).min(next.len()), *p);
+        // Widened: the commit's lane replaced by its parents.
+        let mut widened: Vec<K> = Vec::new();
+        let mut widen_edges = Vec::new();
+        for (j, l) in lanes.iter().enumerate() {
+            if j == col {
+                for p in parents {
+                    widen_edges.push((2 * j, 2 * widened.len()));
+                    widened.push(*p);
+                }
+            } else {
+                widen_edges.push((2 * j, 2 * widened.len()));
+                widened.push(*l);
             }
         }
-        let width = 2 * lanes.len().max(next.len());
+        // Collapsed: the first lane waiting for a commit keeps it.
+        let mut next: Vec<K> = Vec::new();
+        let mut collapse_edges = Vec::new();
+        for (j, l) in widened.iter().enumerate() {
+            let to = match next.iter().position(|n| n == l) {
+                Some(t) => t,
+                None => {
+                    next.push(*l);
+                    next.len() - 1
+                }
+            };
+            collapse_edges.push((2 * j, 2 * to));
+        }
+
+        let width = 2 * lanes.len().max(widened.len());
         let mut line: String = (0..lanes.len())
             .map(|j| if j == col { "* " } else { "| " })
             .collect();
@@ -300,44 +331,37 @@ fn draw_graph<K: PartialEq + Copy>(rows: &[(K, Vec<K>, String)]) -> String {
         out.push_str(&line);
         out.push_str(text);
         out.push('\n');
-
-        // Edges (from lane, to lane), in doubled columns.
-        let mut edges: Vec<(usize, usize)> = Vec::new();
-        for (j, l) in lanes.iter().enumerate() {
-            if j == col {
-                for p in parents {
-                    if let Some(t) = next.iter().position(|n| n == p) {
-                        edges.push((2 * j, 2 * t));
-                    }
-                }
-            } else if let Some(t) = next.iter().position(|n| n == l) {
-                edges.push((2 * j, 2 * t));
-            }
-        }
-        while edges.iter().any(|(from, to)| from != to) {
-            let mut row = vec![b' '; width.max(1)];
-            for (from, to) in edges.iter_mut() {
-                let (x, c) = match (*from).cmp(to) {
-                    std::cmp::Ordering::Equal => (*from, b'|'),
-                    std::cmp::Ordering::Less => {
-                        *from += 2;
-                        (*from - 1, b'\\')
-                    }
-                    std::cmp::Ordering::Greater => {
-                        *from -= 2;
-                        (*from + 1, b'/')
-                    }
-                };
-                if x < row.len() {
-                    row[x] = c;
-                }
-            }
-            out.push_str(String::from_utf8_lossy(&row).trim_end());
-            out.push('\n');
-        }
+        draw_moves(&mut out, widen_edges, width);
+        draw_moves(&mut out, collapse_edges, width);
         lanes = next;
     }
     out
+}
+
+/// Lines moving each edge (from, to; doubled columns) one step per line
+/// until it arrives: `|` stays, `\` moves right, `/` moves left.
+fn draw_moves(out: &mut String, mut edges: Vec<(usize, usize)>, width: usize) {
+    while edges.iter().any(|(from, to)| from != to) {
+        let mut row = vec![b' '; width.max(1)];
+        for (from, to) in edges.iter_mut() {
+            let (x, c) = match (*from).cmp(to) {
+                std::cmp::Ordering::Equal => (*from, b'|'),
+                std::cmp::Ordering::Less => {
+                    *from += 2;
+                    (*from - 1, b'\\')
+                }
+                std::cmp::Ordering::Greater => {
+                    *from -= 2;
+                    (*from + 1, b'/')
+                }
+            };
+            if x < row.len() {
+                row[x] = c;
+            }
+        }
+        out.push_str(String::from_utf8_lossy(&row).trim_end());
+        out.push('\n');
+    }
 }
 
 #[cfg(test)]
@@ -367,6 +391,19 @@ mod tests {
         assert_eq!(
             draw_graph(&rows),
             "*   4 Merge stream a\n|\\\n| * 3 loki: a attempt 1\n* | 2 edit\n|/\n* 1 first\n"
+        );
+        // A merge beside another lane: it widens, then the lanes waiting
+        // for the same commit join (git draws exactly this).
+        let rows = vec![
+            row(6, &[5, 4], "6 Merge stream b"),
+            row(4, &[1], "4 b"),
+            row(5, &[1, 3], "5 Merge stream a"),
+            row(3, &[1], "3 a"),
+            row(1, &[], "1 first"),
+        ];
+        assert_eq!(
+            draw_graph(&rows),
+            "*   6 Merge stream b\n|\\\n| * 4 b\n* |   5 Merge stream a\n|\\ \\\n| |/\n|/|\n| * 3 a\n|/\n* 1 first\n"
         );
         let linear = vec![row(2, &[1], "2 b"), row(1, &[], "1 a")];
         assert_eq!(draw_graph(&linear), "* 2 b\n* 1 a\n");
