@@ -66,7 +66,6 @@ pub use worktree::{
 
 /// Identity used when the repo has no `user.name` / `user.email`.
 pub const FALLBACK_NAME: &str = "loki";
-
 pub const FALLBACK_EMAIL: &str = "loki@localhost";
 
 /// Changes to the repository's structure in this process run one at a
