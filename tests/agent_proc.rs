@@ -1,11 +1,11 @@
 //! Agent processes for real: spawning, output, timeouts, stopping whole
-//! process groups, PDEATHSIG and leftover sweeping. Agents are small `sh -c`
+//! process groups and leftover sweeping (PDEATHSIG, which needs a helper
+//! process, is in tests/agent_pdeathsig.rs). Agents are small `sh -c`
 //! scripts (never freshly written executables: exec'ing a file another test
 //! thread may still hold open for writing fails with ETXTBSY).
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use loki::agent::{
@@ -15,8 +15,6 @@ use loki::store::ProcessRecord;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::sync::{mpsc, watch};
-
-const HELPER_ENV: &str = "LOKI_AGENT_PROC_HELPER_DIR";
 
 fn sh(dir: &Path, script: &str) -> Launch {
     Launch {
@@ -33,15 +31,22 @@ fn sh(dir: &Path, script: &str) -> Launch {
     }
 }
 
-/// Alive = listed in /proc and not a zombie.
-fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => {
-            let state = s[s.rfind(')').unwrap() + 1..].split_whitespace().next();
-            !matches!(state, Some("Z") | Some("X"))
-        }
-        Err(_) => false,
-    }
+mod common;
+use common::{alive, stat, wait_until};
+
+/// The witness that no signal sent to `pid` before this call ends it: it
+/// is stopped (SIGSTOP), seen stopped, and continued. A fatal signal
+/// already sent would have doomed it at once (the kernel then drops the
+/// SIGSTOP) and it would die instead.
+fn stops_and_continues(pid: i32) -> bool {
+    let state = |pid| stat(pid).map(|s| s.state);
+    kill(Pid::from_raw(pid), Signal::SIGSTOP).expect("SIGSTOP");
+    let stopped = wait_until(Duration::from_secs(5), || {
+        state(pid) == Some('T') || !alive(pid)
+    }) && state(pid) == Some('T');
+    kill(Pid::from_raw(pid), Signal::SIGCONT).expect("SIGCONT");
+    let going = wait_until(Duration::from_secs(5), || state(pid) != Some('T'));
+    stopped && going && alive(pid)
 }
 
 fn started(events: &[AgentEvent]) -> ProcessRecord {
@@ -383,121 +388,6 @@ async fn spawn_failures_say_what_to_do() {
     }
 }
 
-/// Not a test on its own: the "supervisor" process of
-/// `pdeathsig_ends_the_agent_when_the_supervisor_dies`, run in a child
-/// process of the test binary when `LOKI_AGENT_PROC_HELPER_DIR` is set.
-#[test]
-fn helper_supervisor_process() {
-    let Ok(dir) = std::env::var(HELPER_ENV) else {
-        return;
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async move {
-        let spawner = Spawner::start().unwrap();
-        let dir = Path::new(&dir);
-        let mut l = sh(
-            dir,
-            r#"(trap '' TERM; exec sleep 1000) & echo $! > grandchild.tmp && mv grandchild.tmp grandchild; exec sleep 1000"#,
-        );
-        l.idle_timeout = Duration::from_secs(3600);
-        l.timeout = Duration::from_secs(3600);
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let (_stop_tx, stop_rx) = watch::channel(None);
-        let run = agent::run(&spawner, l, tx, stop_rx);
-        tokio::pin!(run);
-        loop {
-            tokio::select! {
-                _ = &mut run => panic!("the agent ended"),
-                Some(e) = rx.recv() => {
-                    if let AgentEvent::Started(r) = e {
-                        println!("AGENT {}", serde_json::to_string(&r).unwrap());
-                    }
-                }
-            }
-        }
-    });
-}
-
-#[test]
-fn pdeathsig_ends_the_agent_when_the_supervisor_dies() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut helper = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "helper_supervisor_process",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(HELPER_ENV, dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = helper.stdout.take().unwrap();
-    let mut rec = None;
-    for line in BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        // libtest prints `test helper_supervisor_process ... ` first, unterminated.
-        if let Some((_, rest)) = line.split_once("AGENT ") {
-            rec = Some(serde_json::from_str::<ProcessRecord>(rest.trim()).unwrap());
-            break;
-        }
-    }
-    let rec = rec.expect("the helper supervisor printed no AGENT line");
-    let gc_file = dir.path().join("grandchild");
-    let t0 = Instant::now();
-    while !gc_file.exists() {
-        assert!(t0.elapsed() < Duration::from_secs(10), "no grandchild file");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let grandchild: i32 = std::fs::read_to_string(&gc_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    assert!(alive(rec.pid));
-    assert!(alive(grandchild));
-
-    kill(Pid::from_raw(helper.id() as i32), Signal::SIGKILL).unwrap();
-    helper.wait().unwrap();
-
-    let t0 = Instant::now();
-    while alive(rec.pid) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "agent {} outlived its supervisor",
-            rec.pid
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // The grandchild has no PDEATHSIG (fork clears it): it is a leftover
-    // that a restarted supervisor sweeps. Its leader is gone, so it is
-    // recognised by the token it inherited.
-    assert!(alive(grandchild));
-    assert_ne!(rec.token, 0);
-    assert_eq!(rec.boot, agent::boot_hash());
-    assert_eq!(agent::leftover_members(&rec), vec![grandchild]);
-    let other_boot = ProcessRecord {
-        boot: rec.boot ^ 1,
-        ..rec
-    };
-    assert!(agent::leftover_members(&other_boot).is_empty());
-    assert!(alive(grandchild));
-    let t0 = Instant::now();
-    assert_eq!(agent::sweep_leftover(&rec, Duration::from_millis(300)), 1);
-    assert!(
-        t0.elapsed() >= Duration::from_millis(300),
-        "it ignores TERM"
-    );
-    assert!(!alive(grandchild));
-    assert_eq!(agent::sweep_leftover(&rec, Duration::from_millis(300)), 0);
-}
-
 /// A leftover group whose leader is gone (exited and reaped) is only
 /// signalled when its processes carry the recorded token: the group's
 /// number could otherwise belong to a stranger by now.
@@ -545,11 +435,10 @@ fn leftovers_without_a_leader_are_recognised_by_their_token() {
     assert_eq!(agent::group_members(&stranger), vec![grandchild]);
     assert_eq!(agent::leftover_members(&rec), vec![grandchild]);
     assert_eq!(agent::sweep_leftover(&rec, Duration::from_secs(5)), 1);
-    let t0 = Instant::now();
-    while alive(grandchild) {
-        assert!(t0.elapsed() < Duration::from_secs(5), "the leftover lives");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        wait_until(Duration::from_secs(5), || !alive(grandchild)),
+        "the leftover lives"
+    );
 }
 
 #[test]
@@ -581,7 +470,10 @@ fn sweep_with_a_wrong_start_time_signals_nothing() {
     for rec in [older, newer] {
         assert_eq!(agent::group_members(&rec), Vec::<i32>::new());
         assert_eq!(agent::sweep_leftover(&rec, Duration::from_millis(100)), 0);
-        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            stops_and_continues(pid),
+            "the sweep with a wrong record signalled {pid}"
+        );
         assert!(alive(pid));
     }
     let right = ProcessRecord {

@@ -2,9 +2,11 @@
 //! on real finished runs of the built binary with a small shell agent that
 //! speaks Claude Code's stream-json (session id and cost).
 
+mod common;
+use common::*;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use loki::store::{StateStore, Status, SupervisorLock};
 
@@ -55,164 +57,50 @@ max_attempts = 3
 
 "#;
 
-struct Repo {
-    dir: tempfile::TempDir,
+/// A git repo on `main` with the agent, the prompt and `swarm` as loki.toml, committed.
+fn audit_repo(swarm: &str) -> Repo {
+    let r = Repo::with_prefix("loki-audit-");
+    r.write("bin/claude", AGENT);
+    make_executable(&r.path().join("bin/claude"));
+    r.write("prompts/p.md", PROMPT);
+    r.write("loki.toml", &format!("{HEADER}{swarm}"));
+    r.write(".loki/.gitignore", loki::commands::init::LOKI_GITIGNORE);
+    r.commit_all("swarm");
+    r
 }
 
-impl Repo {
-    /// A git repo on `main` with the agent, the prompt and `swarm` as loki.toml, committed.
-    fn new(swarm: &str) -> Repo {
-        let dir = tempfile::Builder::new()
-            .prefix("loki-audit-")
-            .tempdir()
-            .expect("tempdir");
-        let r = Repo { dir };
-        r.git(&["init", "-q", "-b", "main"]);
-        r.git(&["config", "user.name", "Test User"]);
-        r.git(&["config", "user.email", "test@example.com"]);
-        r.write("README.md", "# a book\n");
-        r.git(&["add", "-A"]);
-        r.git(&["commit", "-q", "-m", "initial"]);
-        r.write("bin/claude", AGENT);
-        let agent = r.path().join("bin/claude");
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        r.write("prompts/p.md", PROMPT);
-        r.write("loki.toml", &format!("{HEADER}{swarm}"));
-        r.write(".loki/.gitignore", loki::commands::init::LOKI_GITIGNORE);
-        r.git(&["add", "-A"]);
-        r.git(&["commit", "-q", "-m", "swarm"]);
-        r
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn write(&self, rel: &str, content: &str) {
-        let p = self.path().join(rel);
-        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-        std::fs::write(p, content).expect("write");
-    }
-
-    fn git(&self, args: &[&str]) -> String {
-        git_in(self.path(), args)
-    }
-
-    fn store(&self) -> StateStore {
-        StateStore::new(self.path().join(".loki/state"))
-    }
-
-    fn status(&self, id: &str) -> Option<Status> {
-        self.store().load(id).ok().flatten().map(|s| s.status)
-    }
+fn store(repo: &Repo) -> StateStore {
+    StateStore::new(repo.path().join(".loki/state"))
 }
 
-fn git_in(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
+fn status(repo: &Repo, id: &str) -> Option<Status> {
+    store(repo).load(id).ok().flatten().map(|s| s.status)
 }
 
-struct Ran {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
+/// `loki <args>` in `dir` to its end (a slow machine gets three minutes).
+fn loki(dir: &Path, args: &[&str]) -> Done {
+    Running::spawn(dir, args).wait_within(Duration::from_secs(180))
 }
 
-impl Ran {
-    fn both(&self) -> String {
-        format!(
-            "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-/// Starts `loki <args>` in `dir`; output goes to files in a temp folder.
-struct Running {
-    child: std::process::Child,
-    out: tempfile::TempDir,
-}
-
-fn spawn_loki(dir: &Path, args: &[&str]) -> Running {
-    let out = tempfile::tempdir().expect("tempdir");
-    let stdout = std::fs::File::create(out.path().join("stdout")).expect("stdout file");
-    let stderr = std::fs::File::create(out.path().join("stderr")).expect("stderr file");
-    let child = Command::new(env!("CARGO_BIN_EXE_loki"))
-        .args(args)
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr)
-        .spawn()
-        .expect("spawning loki");
-    Running { child, out }
-}
-
-impl Running {
-    /// Waits up to `limit`; a loki still running then is killed and the test fails.
-    fn wait(mut self, limit: Duration) -> Ran {
-        let start = Instant::now();
-        let status = loop {
-            if let Some(st) = self.child.try_wait().expect("waiting for loki") {
-                break Some(st);
-            }
-            if start.elapsed() > limit {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let read =
-            |name: &str| std::fs::read_to_string(self.out.path().join(name)).unwrap_or_default();
-        let ran = Ran {
-            code: status.and_then(|s| s.code()),
-            stdout: read("stdout"),
-            stderr: read("stderr"),
-        };
-        assert!(
-            status.is_some(),
-            "loki did not finish within {limit:?}:\n{}",
-            ran.both()
-        );
-        ran
-    }
-}
-
-fn loki(dir: &Path, args: &[&str]) -> Ran {
-    spawn_loki(dir, args).wait(Duration::from_secs(180))
-}
-
-fn stream(id: &str, output: &str, extra: &str) -> String {
+fn swarm_stream(id: &str, output: &str, extra: &str) -> String {
     format!("[[streams]]\nid = \"{id}\"\nprompt = \"prompts/p.md\"\noutputs = [\"{output}\"]\n{extra}\n")
 }
 
 /// `a` waits for approval (given as alice between two runs); `b` depends on
 /// `a` and fails its first attempt's `forbid` check.
 fn audited_run() -> Repo {
-    let mut swarm = stream("a", "out/a.md", "approve = true");
-    swarm.push_str(&stream(
+    let mut swarm = swarm_stream("a", "out/a.md", "approve = true");
+    swarm.push_str(&swarm_stream(
         "b",
         "out/b.md",
         "depends_on = [\"a\"]\n[streams.checks]\nforbid = [\"dragon\"]",
     ));
-    let repo = Repo::new(&swarm);
+    let repo = audit_repo(&swarm);
     // The run stops when all that is left waits for a human.
     let first = loki(repo.path(), &["run", "--plain"]);
     assert_eq!(first.code, Some(1), "loki run: {}", first.both());
     assert_eq!(
-        repo.status("a"),
+        status(&repo, "a"),
         Some(Status::AwaitingApproval),
         "{}",
         first.both()
@@ -221,7 +109,7 @@ fn audited_run() -> Repo {
     assert_eq!(approve.code, Some(0), "loki approve: {}", approve.both());
     let second = loki(repo.path(), &["run", "--plain"]);
     assert_eq!(second.code, Some(0), "loki run: {}", second.both());
-    assert_eq!(repo.status("b"), Some(Status::Merged));
+    assert_eq!(status(&repo, "b"), Some(Status::Merged));
     repo
 }
 
@@ -502,10 +390,10 @@ fn refs(repo: &Repo, with_loki: bool) -> String {
 
 #[test]
 fn clean_keeps_conflicted_work_until_all_and_touches_nothing_else() {
-    let mut swarm = stream("a", "out/a.md", "");
-    swarm.push_str(&stream("x", "out/x.md", ""));
-    swarm.push_str(&stream("y", "out/y.md", ""));
-    let repo = Repo::new(&swarm);
+    let mut swarm = swarm_stream("a", "out/a.md", "");
+    swarm.push_str(&swarm_stream("x", "out/x.md", ""));
+    swarm.push_str(&swarm_stream("y", "out/y.md", ""));
+    let repo = audit_repo(&swarm);
     let ran = loki(repo.path(), &["run", "--plain"]);
     assert_eq!(
         ran.code,
@@ -513,8 +401,8 @@ fn clean_keeps_conflicted_work_until_all_and_touches_nothing_else() {
         "one stream must conflict: {}",
         ran.both()
     );
-    assert_eq!(repo.status("a"), Some(Status::Merged), "{}", ran.both());
-    let (merged, conflicted) = match (repo.status("x"), repo.status("y")) {
+    assert_eq!(status(&repo, "a"), Some(Status::Merged), "{}", ran.both());
+    let (merged, conflicted) = match (status(&repo, "x"), status(&repo, "y")) {
         (Some(Status::Merged), Some(Status::Conflicted)) => ("x", "y"),
         (Some(Status::Conflicted), Some(Status::Merged)) => ("y", "x"),
         other => panic!(
@@ -583,13 +471,13 @@ fn clean_keeps_conflicted_work_until_all_and_touches_nothing_else() {
         assert!(!root.join(".loki/runs").join(id).exists(), "runs of {id}");
         assert!(!root.join(".loki/logs").join(id).exists(), "logs of {id}");
         assert_eq!(
-            repo.status(id),
+            status(&repo, id),
             Some(Status::Merged),
             "a merged stream keeps its state file"
         );
     }
     assert!(root.join(".loki/runs").join(conflicted).is_dir());
-    assert_eq!(repo.status(conflicted), Some(Status::Conflicted));
+    assert_eq!(status(&repo, conflicted), Some(Status::Conflicted));
     assert!(
         !root.join(".loki/worktrees/empty-stray").exists(),
         "an empty stray folder goes"
@@ -643,11 +531,11 @@ fn clean_keeps_conflicted_work_until_all_and_touches_nothing_else() {
     assert!(!root.join(".loki/runs").join(conflicted).exists());
     assert!(!root.join(".loki/logs").join(conflicted).exists());
     assert_eq!(
-        repo.status(conflicted),
+        status(&repo, conflicted),
         None,
         "the next run starts it fresh"
     );
-    assert_eq!(repo.status("a"), Some(Status::Merged));
+    assert_eq!(status(&repo, "a"), Some(Status::Merged));
     let wts = repo.git(&["worktree", "list", "--porcelain"]);
     assert_eq!(wts.matches("worktree ").count(), 1, "{wts}");
     assert!(
@@ -666,7 +554,7 @@ fn clean_keeps_conflicted_work_until_all_and_touches_nothing_else() {
 /// committed itself (no loki commit), and merges that are not loki's.
 #[test]
 fn log_reports_interrupted_attempts_and_attempts_without_a_commit() {
-    let repo = Repo::new("");
+    let repo = audit_repo("");
     let root = repo.path();
     repo.git(&["switch", "-q", "-c", "loki/z"]);
     repo.write("z.md", "draft\n");
@@ -725,7 +613,7 @@ fn log_reports_interrupted_attempts_and_attempts_without_a_commit() {
     );
 
     // No stream merged yet: says so.
-    let empty = Repo::new("");
+    let empty = audit_repo("");
     let audit = loki::commands::log::collect(empty.path(), "main").expect("collect");
     assert!(audit.streams.is_empty());
     assert_eq!(
@@ -741,9 +629,9 @@ fn log_reports_interrupted_attempts_and_attempts_without_a_commit() {
 /// loses only its state file.
 #[test]
 fn clean_keeps_uncommitted_work_of_a_failed_stream_unless_all() {
-    let repo = Repo::new("");
+    let repo = audit_repo("");
     let root = repo.path();
-    let store = repo.store();
+    let store = store(&repo);
     let wt = loki::git::prepare_worktree(root, "f", "main").expect("worktree");
     store
         .update("f", 0, |s| s.status = Status::Failed)
@@ -767,15 +655,15 @@ fn clean_keeps_uncommitted_work_of_a_failed_stream_unless_all() {
         0
     );
     assert!(wt.path.join("draft.md").is_file());
-    assert_eq!(repo.status("f"), Some(Status::Failed));
-    assert_eq!(repo.status("blk"), None);
+    assert_eq!(status(&repo, "f"), Some(Status::Failed));
+    assert_eq!(status(&repo, "blk"), None);
 
     assert_eq!(
         loki::commands::clean::run(root, true, false).expect("clean --all"),
         0
     );
     assert!(!wt.path.exists());
-    assert_eq!(repo.status("f"), None);
+    assert_eq!(status(&repo, "f"), None);
     assert!(repo.git(&["branch", "--list", "loki/*"]).trim().is_empty());
     let wts = repo.git(&["worktree", "list", "--porcelain"]);
     assert_eq!(wts.matches("worktree ").count(), 1, "{wts}");

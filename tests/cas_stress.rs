@@ -8,8 +8,12 @@
 //! test exercises the protocol rather than the disk and takes seconds);
 //! `LOKI_CAS_DIR` names another folder.
 //!
-//! The multi-process tests re-run this test binary with `LOKI_CAS_CHILD`
-//! set, which turns the named test into a child worker.
+//! The multi-process tests re-run this test binary as a child worker
+//! (`cas_stress --child <mode> <dir>`): the target has `harness = false`, so
+//! its `main` tells a worker from a test run, and no worker is listed or run
+//! as a test.
+
+mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -18,8 +22,57 @@ use std::time::{Duration, Instant};
 
 use loki::store::{StateStore, StoreError};
 
-const CHILD_ENV: &str = "LOKI_CAS_CHILD";
 const STREAM: &str = "counter";
+
+/// The first argument that makes this binary a child worker.
+const CHILD_ARG: &str = "--child";
+
+/// Processes, threads per process and increments per thread of
+/// `cas_across_processes`.
+const PROCESSES: u64 = 4;
+const THREADS: u32 = 4;
+const PER_THREAD: u32 = 200;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(CHILD_ARG) {
+        match (args.get(1).map(String::as_str), args.get(2)) {
+            (Some("swaps"), Some(dir)) => child_swaps(Path::new(dir)),
+            (Some("hold"), Some(dir)) => child_hold(Path::new(dir)),
+            _ => {
+                eprintln!("usage: cas_stress --child swaps|hold <dir>");
+                std::process::exit(2);
+            }
+        }
+        return;
+    }
+    common::runner::run_tests(&[
+        ("cas_across_threads", cas_across_threads),
+        ("cas_across_processes", cas_across_processes),
+        (
+            "a_writer_killed_inside_the_lock_does_not_wedge_the_others",
+            a_writer_killed_inside_the_lock_does_not_wedge_the_others,
+        ),
+    ]);
+}
+
+/// Child worker of `cas_across_processes`: hammers the store in `dir` and
+/// prints how many swaps it made.
+fn child_swaps(dir: &Path) {
+    let swaps = hammer(dir, THREADS, PER_THREAD);
+    println!("LOKI_CAS_SWAPS={swaps}");
+}
+
+/// Child worker of `a_writer_killed_inside_the_lock_…`: takes the lock of
+/// the stream file in `dir`, says so, and holds it until it is killed.
+fn child_hold(dir: &Path) {
+    let store = StateStore::new(dir);
+    let _ = store.update(STREAM, 1, |_| {
+        println!("LOKI_CAS_LOCKED");
+        // Held until the test kills this process (it never waits that long).
+        std::thread::sleep(Duration::from_secs(60));
+    });
+}
 
 /// Increments `attempt` `n` times; returns the number of successful swaps.
 fn increment(store: &StateStore, n: u32) -> u64 {
@@ -78,13 +131,6 @@ fn assert_clean(dir: &Path) {
     );
 }
 
-/// `Some(dir)` when this process is a child started for `mode`.
-fn child_mode(mode: &str) -> Option<String> {
-    let value = std::env::var(CHILD_ENV).ok()?;
-    let (m, dir) = value.split_once(':')?;
-    (m == mode).then(|| dir.to_string())
-}
-
 /// A fresh folder for one test.
 fn scratch() -> tempfile::TempDir {
     let root = std::env::var_os("LOKI_CAS_DIR")
@@ -97,17 +143,17 @@ fn scratch() -> tempfile::TempDir {
         .expect("tempdir")
 }
 
-fn spawn_child(test_name: &str, mode: &str, dir: &Path) -> std::process::Child {
+/// This binary as a child worker of `mode` on the store in `dir`.
+fn spawn_child(mode: &str, dir: &Path) -> std::process::Child {
     Command::new(std::env::current_exe().expect("current exe"))
-        .args(["--exact", test_name, "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, format!("{mode}:{}", dir.display()))
+        .args([CHILD_ARG, mode])
+        .arg(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn child")
 }
 
-#[test]
 fn cas_across_threads() {
     let tmp = scratch();
     let started = Instant::now();
@@ -117,20 +163,11 @@ fn cas_across_threads() {
     assert_final(tmp.path(), 8000);
 }
 
-#[test]
 fn cas_across_processes() {
-    const PROCESSES: u64 = 4;
-    const THREADS: u32 = 4;
-    const PER_THREAD: u32 = 200;
-    if let Some(dir) = child_mode("swaps") {
-        let swaps = hammer(Path::new(&dir), THREADS, PER_THREAD);
-        println!("LOKI_CAS_SWAPS={swaps}");
-        return;
-    }
     let tmp = scratch();
     let started = Instant::now();
     let children: Vec<_> = (0..PROCESSES)
-        .map(|_| spawn_child("cas_across_processes", "swaps", tmp.path()))
+        .map(|_| spawn_child("swaps", tmp.path()))
         .collect();
     let mut swaps = 0;
     for child in children {
@@ -139,7 +176,6 @@ fn cas_across_processes() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         let n: u64 = stdout
             .lines()
-            // libtest prints "test <name> ... " on the same line first.
             .find_map(|l| l.split_once("LOKI_CAS_SWAPS=").map(|(_, n)| n))
             .unwrap_or_else(|| panic!("child printed no count:\n{stdout}"))
             .trim()
@@ -157,24 +193,11 @@ fn cas_across_processes() {
     assert_final(tmp.path(), total);
 }
 
-#[test]
 fn a_writer_killed_inside_the_lock_does_not_wedge_the_others() {
-    if let Some(dir) = child_mode("hold") {
-        let store = StateStore::new(&dir);
-        let _ = store.update(STREAM, 1, |_| {
-            println!("LOKI_CAS_LOCKED");
-            std::thread::sleep(Duration::from_secs(60));
-        });
-        return;
-    }
     let tmp = scratch();
     let store = StateStore::new(tmp.path());
     store.update(STREAM, 0, |_| {}).expect("first write");
-    let mut child = spawn_child(
-        "a_writer_killed_inside_the_lock_does_not_wedge_the_others",
-        "hold",
-        tmp.path(),
-    );
+    let mut child = spawn_child("hold", tmp.path());
     let stdout = child.stdout.take().expect("stdout");
     let locked = BufReader::new(stdout)
         .lines()

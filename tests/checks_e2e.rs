@@ -7,8 +7,6 @@
 mod common;
 use common::*;
 
-use std::path::Path;
-
 use loki::checks::{CheckReport, Level};
 
 /// A template without `{{FEEDBACK}}`: retries get the `prompts/retry.md`
@@ -16,14 +14,11 @@ use loki::checks::{CheckReport, Level};
 const NO_SLOT: &str = "# Chapter {{CHAPTER}}\n\nWrite the chapter to {{OUTPUTS}}.\n";
 
 fn swarm(repo: &Repo, template: &str, max_parallel: usize, streams: &[String]) {
-    repo.write("prompts/chapter.md", template);
     let mut toml = header(max_parallel, "");
     for s in streams {
         toml.push_str(s);
     }
-    repo.write("loki.toml", &toml);
-    repo.write(".loki/.gitignore", loki::commands::init::LOKI_GITIGNORE);
-    repo.commit_all("swarm");
+    repo.write_swarm(template, &toml);
 }
 
 /// A swarm of one stream `ch01` writing `chapters/ch01.md`, with `extra` keys.
@@ -47,16 +42,6 @@ fn report(repo: &Repo, id: &str, n: u32) -> CheckReport {
             .join(format!(".loki/runs/{id}/attempt-{n}/checks.json")),
     )
     .unwrap_or_else(|e| panic!("checks.json of {id} attempt {n}: {e:#}"))
-}
-
-fn stream_json(repo: &Repo, id: &str) -> serde_json::Value {
-    status_json(repo)["streams"]
-        .as_array()
-        .expect("streams")
-        .iter()
-        .find(|s| s["id"] == id)
-        .cloned()
-        .unwrap_or_else(|| panic!("no stream {id} in status"))
 }
 
 /// `git grep -i <term> <rev>` outside the swarm file (which names the
@@ -164,7 +149,7 @@ fn fails_twice_then_passes_with_feedback_and_three_attempts_in_history() {
     let out = repo.loki(&["run", "--plain"]);
     assert!(out.status.success(), "{}", both(&out));
     assert_eq!(stream_status(&repo, "ch01"), "merged");
-    assert_eq!(stream_json(&repo, "ch01")["attempts"], 3);
+    assert_eq!(status_stream(&repo, "ch01")["attempts"], 3);
 
     // Attempt 1's report names the lines where `dragon` really is.
     let r1 = report(&repo, "ch01", 1);
@@ -263,7 +248,7 @@ fn a_stream_that_never_passes_fails_with_its_last_report_and_can_be_fixed_by_han
     let text = stdout(&out);
     assert!(text.contains("forbid `dragon`"), "{text}");
 
-    let st = stream_json(&repo, "ch01");
+    let st = status_stream(&repo, "ch01");
     assert_eq!(st["status"], "failed", "{st}");
     assert_eq!(st["attempts"], 2, "{st}");
     let reason = st["reason"].as_str().unwrap_or("");
@@ -536,7 +521,7 @@ fn six_stream_book_with_checks_retries_every_violation_and_merges_only_clean_tex
         ("ch04", 1),
         ("epilogue", 3),
     ] {
-        let st = stream_json(&repo, id);
+        let st = status_stream(&repo, id);
         assert_eq!(st["status"], "merged", "{st}");
         assert_eq!(st["attempts"], attempts, "{st}");
         // Every violation was retried with its feedback.
@@ -604,7 +589,7 @@ fn word_counts_fail_then_pass_and_a_warning_still_merges() {
     assert!(out.status.success(), "{}", both(&out));
 
     // Too short: fails, is told by how much, then passes with enough words.
-    let st = stream_json(&repo, "short");
+    let st = status_stream(&repo, "short");
     assert_eq!(st["status"], "merged", "{st}");
     assert_eq!(st["attempts"], 2, "{st}");
     let r1 = report(&repo, "short", 1);
@@ -623,7 +608,7 @@ fn word_counts_fail_then_pass_and_a_warning_still_merges() {
     assert_eq!(report(&repo, "short", 2).status, Level::Pass);
 
     // Within the tolerance: a warning, merged on the first attempt.
-    let st = stream_json(&repo, "near");
+    let st = status_stream(&repo, "near");
     assert_eq!(st["status"], "merged", "{st}");
     assert_eq!(st["attempts"], 1, "{st}");
     let r = report(&repo, "near", 1);
@@ -670,7 +655,7 @@ fn a_versioned_duplicate_fails_and_passes_once_the_agent_stops_duplicating() {
     );
     let out = repo.loki(&["run", "--plain"]);
     assert!(out.status.success(), "{}", both(&out));
-    let st = stream_json(&repo, "ch01");
+    let st = status_stream(&repo, "ch01");
     assert_eq!(st["status"], "merged", "{st}");
     assert_eq!(st["attempts"], 2, "{st}");
 
@@ -709,7 +694,7 @@ fn a_custom_command_check_fails_then_passes() {
     one_chapter(&repo, "checks = { command = \"sh scripts/check.sh\" }\nenv = { FAKE_AGENT_INCLUDE = \"finale@2\" }");
     let out = repo.loki(&["run", "--plain"]);
     assert!(out.status.success(), "{}", both(&out));
-    assert_eq!(stream_json(&repo, "ch01")["attempts"], 2);
+    assert_eq!(status_stream(&repo, "ch01")["attempts"], 2);
     let r1 = report(&repo, "ch01", 1);
     assert_eq!(r1.status, Level::Fail);
     assert_eq!(r1.summary, "FAIL: command exit 3");
@@ -744,7 +729,7 @@ fn a_check_command_that_cannot_run_fails_the_stream_at_once() {
     );
     let out = repo.loki(&["run", "--plain"]);
     assert_eq!(out.status.code(), Some(1), "{}", both(&out));
-    let s = stream_json(&repo, "ch01");
+    let s = status_stream(&repo, "ch01");
     assert_eq!(s["status"], "failed", "{s:#}");
     assert_eq!(s["attempts"], 1, "one attempt, not max_attempts: {s:#}");
     let reason = s["reason"].as_str().unwrap_or("");
@@ -775,7 +760,7 @@ fn an_agent_that_changes_nothing_fails_instead_of_merging_nothing() {
     let head = repo.git(&["rev-parse", "main"]);
     let out = repo.loki(&["run", "--plain"]);
     assert_eq!(out.status.code(), Some(1), "{}", both(&out));
-    let s = stream_json(&repo, "idle");
+    let s = status_stream(&repo, "idle");
     assert_eq!(s["status"], "failed", "{s:#}");
     assert_eq!(s["attempts"], 2, "{s:#}");
     assert_eq!(report(&repo, "idle", 1).summary, "FAIL: no change");
@@ -793,7 +778,7 @@ fn cyrillic_terms_are_required_and_forbidden_in_any_case() {
     one_chapter(&repo, "checks = { require = [\"Мира\"], forbid = [\"дракон\"] }\nenv = { FAKE_AGENT_INCLUDE = \"Мира\", FAKE_AGENT_VIOLATE = \"Дракон@1\" }");
     let out = repo.loki(&["run", "--plain"]);
     assert!(out.status.success(), "{}", both(&out));
-    let st = stream_json(&repo, "ch01");
+    let st = status_stream(&repo, "ch01");
     assert_eq!(st["status"], "merged", "{st}");
     assert_eq!(st["attempts"], 2, "{st}");
 
@@ -824,11 +809,6 @@ fn cyrillic_terms_are_required_and_forbidden_in_any_case() {
     assert!(text.contains("Мира"), "{text}");
     assert!(!text.to_lowercase().contains("дракон"), "{text}");
     assert_clean_repo(&repo);
-}
-
-fn make_executable(p: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 }
 
 /// The fake agent as `claude` (loki detects claude by the file name): a
@@ -871,7 +851,7 @@ fn a_retry_resumes_the_claude_session_and_passes() {
 
     let out = repo.loki(&["run", "--plain"]);
     assert!(out.status.success(), "{}", both(&out));
-    let st = stream_json(&repo, "ch01");
+    let st = status_stream(&repo, "ch01");
     assert_eq!(st["status"], "merged", "{st}");
     assert_eq!(st["attempts"], 2, "{st}");
     assert_eq!(report(&repo, "ch01", 1).status, Level::Fail);

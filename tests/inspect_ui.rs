@@ -4,8 +4,7 @@
 mod common;
 use common::*;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use loki::store::{StateStore, Status, SupervisorLock};
 
@@ -27,36 +26,6 @@ fn swarm_repo() -> Repo {
 
 fn store(repo: &Repo) -> StateStore {
     StateStore::new(repo.path().join(".loki/state"))
-}
-
-/// Starts `loki <args>` in the repo; stdout and stderr go to files in `out`.
-fn spawn(repo: &Repo, out: &tempfile::TempDir, args: &[&str]) -> Child {
-    let file = |n: &str| std::fs::File::create(out.path().join(n)).expect("output file");
-    Command::new(loki_bin())
-        .args(args)
-        .current_dir(repo.path())
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(file("stdout"))
-        .stderr(file("stderr"))
-        .spawn()
-        .expect("spawning loki")
-}
-
-fn read(out: &tempfile::TempDir, name: &str) -> String {
-    std::fs::read_to_string(out.path().join(name)).unwrap_or_default()
-}
-
-/// Polls `cond` for up to `limit`.
-fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    cond()
 }
 
 #[test]
@@ -107,27 +76,25 @@ fn logs_follow_waits_for_the_transcript_and_keeps_the_last_line() {
             st.attempt = 1;
         })
         .expect("state");
-    let out = tempfile::tempdir().expect("tempdir");
-    let mut child = spawn(&repo, &out, &["logs", "ch01", "--follow", "--raw"]);
-    let told = wait_for(Duration::from_secs(10), || {
-        read(&out, "stderr").contains("waiting for attempt 1 of `ch01`")
+    let mut follow = Running::spawn(repo.path(), &["logs", "ch01", "--follow", "--raw"]);
+    let told = wait_until(Duration::from_secs(10), || {
+        follow.stderr().contains("waiting for attempt 1 of `ch01`")
     });
-    assert!(told, "stderr: {}", read(&out, "stderr"));
+    assert!(told, "stderr: {}", follow.stderr());
     assert!(
-        child.try_wait().expect("try_wait").is_none(),
-        "loki logs --follow ended before the transcript came:\n{}\n{}",
-        read(&out, "stdout"),
-        read(&out, "stderr")
+        !follow.exited(),
+        "loki logs --follow ended before the transcript came:\n{}",
+        follow.output()
     );
 
     let st = store(&repo)
         .update("ch01", st.version, |st| st.status = Status::Running)
         .expect("state");
     repo.write(".loki/logs/ch01/attempt-1.jsonl", &format!("{LINE1}\n"));
-    let first = wait_for(Duration::from_secs(10), || {
-        read(&out, "stdout") == format!("{LINE1}\n")
+    let first = wait_until(Duration::from_secs(10), || {
+        follow.stdout() == format!("{LINE1}\n")
     });
-    assert!(first, "stdout: {}", read(&out, "stdout"));
+    assert!(first, "stdout: {}", follow.stdout());
     // The agent's last line, without a newline, then the attempt ends.
     repo.write(
         ".loki/logs/ch01/attempt-1.jsonl",
@@ -136,15 +103,10 @@ fn logs_follow_waits_for_the_transcript_and_keeps_the_last_line() {
     store(&repo)
         .update("ch01", st.version, |st| st.status = Status::Checking)
         .expect("state");
-    let ended = wait_for(Duration::from_secs(10), || {
-        child.try_wait().ok().flatten().is_some()
-    });
-    if !ended {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    let ended = wait_until(Duration::from_secs(10), || follow.exited());
+    let done = if ended { follow.wait() } else { follow.kill() };
     assert!(ended, "loki logs --follow did not end with the attempt");
-    assert_eq!(read(&out, "stdout"), format!("{LINE1}\n{LINE2}\n"));
+    assert_eq!(done.stdout, format!("{LINE1}\n{LINE2}\n"));
 
     // Without --follow a missing transcript is still an error with help.
     let out = repo.loki(&["logs", "ch02"]);
@@ -184,24 +146,31 @@ fn logs_follow_ends_when_the_supervisor_is_gone() {
         })
         .expect("state");
     repo.write(".loki/logs/ch01/attempt-1.jsonl", &format!("{LINE1}\n"));
-    let out = tempfile::tempdir().expect("tempdir");
-    let mut child = spawn(&repo, &out, &["logs", "ch01", "--follow", "--raw"]);
-    let first = wait_for(Duration::from_secs(10), || {
-        read(&out, "stdout") == format!("{LINE1}\n")
+    let mut follow = Running::spawn(repo.path(), &["logs", "ch01", "--follow", "--raw"]);
+    let first = wait_until(Duration::from_secs(10), || {
+        follow.stdout() == format!("{LINE1}\n")
     });
-    assert!(first, "stdout: {}", read(&out, "stdout"));
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        child.try_wait().expect("try_wait").is_none(),
-        "ended too early"
-    );
+    assert!(first, "stdout: {}", follow.stdout());
+    // The witness that it went on following after the end of what was
+    // there (and found the supervisor alive): a line written after the
+    // first one was printed is printed too.
+    {
+        use std::io::Write;
+        let mut transcript = std::fs::OpenOptions::new()
+            .append(true)
+            .open(repo.path().join(".loki/logs/ch01/attempt-1.jsonl"))
+            .expect("transcript");
+        writeln!(transcript, "{LINE2}").expect("append to the transcript");
+    }
+    let second = wait_until(Duration::from_secs(10), || {
+        follow.stdout() == format!("{LINE1}\n{LINE2}\n")
+    });
+    assert!(second, "stdout: {}", follow.stdout());
+    assert!(!follow.exited(), "ended too early");
     drop(lock);
-    let ended = wait_for(Duration::from_secs(10), || {
-        child.try_wait().ok().flatten().is_some()
-    });
+    let ended = wait_until(Duration::from_secs(10), || follow.exited());
     if !ended {
-        let _ = child.kill();
-        let _ = child.wait();
+        follow.kill();
     }
     assert!(
         ended,
@@ -237,14 +206,11 @@ fn status_notes_when_there_is_no_run_state() {
 #[test]
 fn status_watch_into_a_file_has_no_escape_codes() {
     let repo = swarm_repo();
-    let out = tempfile::tempdir().expect("tempdir");
-    let mut child = spawn(&repo, &out, &["status", "--watch"]);
-    let two = wait_for(Duration::from_secs(10), || {
-        read(&out, "stdout").matches("STREAM").count() >= 2
+    let watch = Running::spawn(repo.path(), &["status", "--watch"]);
+    let two = wait_until(Duration::from_secs(10), || {
+        watch.stdout().matches("STREAM").count() >= 2
     });
-    let _ = child.kill();
-    let _ = child.wait();
-    let text = read(&out, "stdout");
+    let text = watch.kill().stdout;
     assert!(two, "{text}");
     assert!(!text.contains('\x1b'), "{text:?}");
     assert!(text.starts_with("STREAM"), "{text}");

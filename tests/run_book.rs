@@ -6,7 +6,6 @@ mod common;
 use common::*;
 
 fn book(repo: &Repo) {
-    repo.write("prompts/chapter.md", CHAPTER);
     repo.write("outline.md", "# Outline\n\nSix parts.\n");
     let mut toml = header(3, "");
     toml.push_str(&stream("bible", &[], "bible/characters.md", ""));
@@ -15,9 +14,7 @@ fn book(repo: &Repo) {
     toml.push_str(&stream("ch03", &["ch01"], "chapters/ch03.md", ""));
     toml.push_str(&stream("ch04", &["ch02", "ch03"], "chapters/ch04.md", ""));
     toml.push_str(&stream("epilogue", &["ch04"], "chapters/epilogue.md", ""));
-    repo.write("loki.toml", &toml);
-    repo.write(".loki/.gitignore", loki::commands::init::LOKI_GITIGNORE);
-    repo.commit_all("swarm");
+    repo.write_swarm(CHAPTER, &toml);
 }
 
 #[test]
@@ -553,11 +550,7 @@ fn a_plain_agent_is_run_only_as_the_agent() {
         "#!/bin/sh\nif [ -n \"$1\" ]; then echo probed > \"$PWD/PROBED-$1\"; fi\n\
          mkdir -p out && echo \"text of $LOKI_STREAM_ID\" > out/$LOKI_STREAM_ID.md\n",
     );
-    let mut perms = std::fs::metadata(repo.path().join("agent.sh"))
-        .expect("agent")
-        .permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-    std::fs::set_permissions(repo.path().join("agent.sh"), perms).expect("chmod");
+    make_executable(&repo.path().join("agent.sh"));
     repo.write("prompts/chapter.md", CHAPTER);
     let toml = header(1, "").replace(
         &format!("command = \"{}\"", fake_agent().display()),

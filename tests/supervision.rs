@@ -7,509 +7,21 @@
 //! `events.jsonl`, the state files' `process` field and the fake agent's pid
 //! file) and asserts, by walking `/proc`, that none of their processes is
 //! left; and that no commit is lost (every commit the state records is
-//! reachable, every stream merges exactly once). A [`Harness`] kills whatever
-//! is left of those groups when a test fails halfway, and a [`Loki`] kills its
-//! supervisor when dropped.
+//! reachable, every stream merges exactly once). The harness (tests/common:
+//! `Swarm`, `Running`) kills whatever is left of those groups when a test
+//! fails halfway, and a running supervisor when it is dropped.
 
 mod common;
 use common::*;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use serde_json::Value;
 
-/// Longest any single `loki run` of these tests may take.
-const RUN_LIMIT: Duration = Duration::from_secs(40);
-/// Longest wait for a state the run must reach.
-const STATE_LIMIT: Duration = Duration::from_secs(20);
-
-// ----- /proc ----------------------------------------------------------------
-
-#[derive(Debug, Clone, Copy)]
-struct Stat {
-    state: char,
-    pgrp: i32,
-    start: u64,
-}
-
-fn stat(pid: i32) -> Option<Stat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &text[text.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(Stat {
-        state: f.first()?.chars().next()?,
-        pgrp: f.get(2)?.parse().ok()?,
-        start: f.get(19)?.parse().ok()?,
-    })
-}
-
-/// Clock ticks since boot, comparable with field 22 of `/proc/<pid>/stat`.
-fn now_ticks() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let up = std::fs::read_to_string("/proc/uptime").expect("/proc/uptime");
-    let secs: f64 = up
-        .split_whitespace()
-        .next()
-        .and_then(|s| s.parse().ok())
-        .expect("uptime");
-    (secs * hz) as u64
-}
-
-fn alive(pid: i32) -> bool {
-    stat(pid).is_some_and(|s| !matches!(s.state, 'Z' | 'X'))
-}
-
-/// Live (non-zombie) processes whose group is one of `pgids` and that started
-/// no earlier than `since` (so a stranger with a reused number never counts).
-fn live_members(pgids: &BTreeSet<i32>, since: u64) -> Vec<(i32, i32)> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in dir.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        if let Some(s) = stat(pid) {
-            if pgids.contains(&s.pgrp) && s.start >= since && !matches!(s.state, 'Z' | 'X') {
-                out.push((pid, s.pgrp));
-            }
-        }
-    }
-    out.sort_unstable();
-    out
-}
-
-// ----- the harness: a repo plus the process groups its runs created ---------
-
-struct Harness {
-    repo: Repo,
-    /// Ticks since boot when the test began (minus a little slack).
-    since: u64,
-    /// Extra pids the test learnt (pid files): their groups are recorded too.
-    pgids: Mutex<BTreeSet<i32>>,
-    /// A scratch folder outside the repo (pid files, a bin dir).
-    scratch: tempfile::TempDir,
-}
-
-impl Harness {
-    fn new() -> Harness {
-        Harness {
-            repo: Repo::new(),
-            since: now_ticks().saturating_sub(2),
-            pgids: Mutex::new(BTreeSet::new()),
-            scratch: tempfile::Builder::new()
-                .prefix("loki-sup-")
-                .tempdir()
-                .expect("tempdir"),
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.repo.path()
-    }
-
-    fn scratch(&self, name: &str) -> PathBuf {
-        self.scratch.path().join(name)
-    }
-
-    /// The fake agent as `bin/claude` in the scratch folder (loki knows
-    /// claude by the file name and reads its stream-json).
-    fn fake_claude(&self) -> PathBuf {
-        let bin = self.scratch("bin");
-        std::fs::create_dir_all(&bin).expect("mkdir bin");
-        let claude = bin.join("claude");
-        std::os::unix::fs::symlink(fake_agent(), &claude).expect("symlink claude");
-        claude
-    }
-
-    /// Writes the chapter template, `.loki/.gitignore` and `loki.toml`, and
-    /// commits them.
-    fn swarm(&self, toml: &str) {
-        self.repo.write("prompts/chapter.md", CHAPTER);
-        self.repo
-            .write(".loki/.gitignore", loki::commands::init::LOKI_GITIGNORE);
-        self.repo.write("loki.toml", toml);
-        self.repo.commit_all("swarm");
-    }
-
-    fn state_dir(&self) -> PathBuf {
-        self.path().join(".loki/state")
-    }
-
-    /// `.loki/state/<id>.json`, if it exists and parses.
-    fn state(&self, id: &str) -> Option<Value> {
-        let text = std::fs::read_to_string(self.state_dir().join(format!("{id}.json"))).ok()?;
-        serde_json::from_str(&text).ok()
-    }
-
-    /// Every stream state file, by id.
-    fn states(&self) -> BTreeMap<String, Value> {
-        let mut out = BTreeMap::new();
-        let Ok(dir) = std::fs::read_dir(self.state_dir()) else {
-            return out;
-        };
-        for e in dir.flatten() {
-            let name = e.file_name().to_string_lossy().to_string();
-            let Some(id) = name.strip_suffix(".json") else {
-                continue;
-            };
-            if id == "swarm" {
-                continue;
-            }
-            if let Ok(text) = std::fs::read_to_string(e.path()) {
-                if let Ok(v) = serde_json::from_str::<Value>(&text) {
-                    out.insert(id.to_string(), v);
-                }
-            }
-        }
-        out
-    }
-
-    fn events(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.state_dir().join("events.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-
-    /// Whether some line of `events.jsonl` has this kind and a message containing `needle`.
-    fn has_event(&self, kind: &str, needle: &str) -> bool {
-        self.events()
-            .iter()
-            .any(|e| e["kind"] == kind && e["message"].as_str().unwrap_or("").contains(needle))
-    }
-
-    /// Learns every process group the runs recorded: `events.jsonl` ("attempt
-    /// n started: pid P (group G)"), the state files' `process` field, and
-    /// pids the test added.
-    fn collect_groups(&self) -> BTreeSet<i32> {
-        let mut set = self.pgids.lock().map(|g| g.clone()).unwrap_or_default();
-        for e in self.events() {
-            if e["kind"] != "agent" {
-                continue;
-            }
-            let msg = e["message"].as_str().unwrap_or("");
-            if let Some(g) = msg
-                .split("(group ")
-                .nth(1)
-                .and_then(|r| r.split(')').next())
-                .and_then(|g| g.trim().parse::<i32>().ok())
-            {
-                set.insert(g);
-            }
-        }
-        for st in self.states().values() {
-            if let Some(g) = st["process"]["pgid"].as_i64() {
-                set.insert(g as i32);
-            }
-        }
-        if let Ok(mut g) = self.pgids.lock() {
-            g.extend(set.iter().copied());
-        }
-        set
-    }
-
-    fn add_group(&self, pid: i32) {
-        let g = stat(pid).map(|s| s.pgrp).unwrap_or(pid);
-        if let Ok(mut set) = self.pgids.lock() {
-            set.insert(g);
-            set.insert(pid);
-        }
-    }
-
-    /// No process of any recorded group is alive.
-    fn assert_no_leftovers(&self, when: &str) {
-        let groups = self.collect_groups();
-        assert!(
-            !groups.is_empty(),
-            "{when}: no agent process group was recorded"
-        );
-        let left = live_members(&groups, self.since);
-        assert!(
-            left.is_empty(),
-            "{when}: processes of the run's agent groups are still alive (pid, pgid): {left:?}; groups {groups:?}"
-        );
-    }
-
-    /// Waits until `pred` holds for the stream's state file.
-    fn wait_state(&self, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let until = Instant::now() + STATE_LIMIT;
-        loop {
-            if let Some(v) = self.state(id) {
-                if pred(&v) {
-                    return v;
-                }
-            }
-            assert!(
-                Instant::now() < until,
-                "stream {id} never reached: {what}; state: {:?}",
-                self.state(id)
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Waits until the stream's agent is running and recorded; returns its pid.
-    fn wait_running(&self, id: &str) -> i32 {
-        let v = self.wait_state(id, "running with a recorded process", |v| {
-            v["status"] == "running" && v["process"]["pid"].as_i64().is_some()
-        });
-        let pid = v["process"]["pid"].as_i64().expect("pid") as i32;
-        self.collect_groups();
-        pid
-    }
-
-    fn wait_event(&self, kind: &str, needle: &str) {
-        let until = Instant::now() + STATE_LIMIT;
-        while !self.has_event(kind, needle) {
-            assert!(
-                Instant::now() < until,
-                "no `{kind}` event containing `{needle}` in events.jsonl"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Every commit the state records is still in the object store and
-    /// reachable from the target or the stream's branch.
-    fn assert_no_commit_lost(&self) {
-        for (id, st) in self.states() {
-            let mut commits: Vec<String> = st["attempts"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|x| x["commit"].as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
-            if let Some(m) = st["merge_commit"].as_str() {
-                commits.push(m.to_string());
-            }
-            for c in commits {
-                let reachable = ["main".to_string(), format!("loki/{id}")].iter().any(|r| {
-                    Command::new("git")
-                        .args(["merge-base", "--is-ancestor", &c, r])
-                        .current_dir(self.path())
-                        .stderr(Stdio::null())
-                        .status()
-                        .is_ok_and(|s| s.success())
-                });
-                assert!(
-                    reachable,
-                    "commit {c} of stream {id} is reachable from neither main nor loki/{id}"
-                );
-            }
-        }
-    }
-
-    /// The run is complete: every id merged exactly once into main, git is
-    /// healthy, nothing is left behind.
-    fn assert_all_merged_once(&self, ids: &[&str]) {
-        let subjects = first_parent_subjects(&self.repo, "main");
-        for id in ids {
-            let n = subjects
-                .iter()
-                .filter(|s| **s == format!("Merge stream {id}"))
-                .count();
-            assert_eq!(
-                n, 1,
-                "`Merge stream {id}` appears {n} times on main: {subjects:?}"
-            );
-            assert_eq!(stream_status(&self.repo, id), "merged", "stream {id}");
-        }
-        assert_clean_repo(&self.repo);
-        self.assert_no_commit_lost();
-    }
-
-    fn json_stream(&self, id: &str) -> Value {
-        status_json(&self.repo)["streams"]
-            .as_array()
-            .expect("streams")
-            .iter()
-            .find(|s| s["id"] == id)
-            .cloned()
-            .unwrap_or_else(|| panic!("stream {id} not in `loki status --json`"))
-    }
-
-    fn spawn(&self, args: &[&str]) -> Loki {
-        Loki::spawn(self.path(), args)
-    }
-
-    /// `loki run --plain` to its end.
-    fn run(&self) -> Done {
-        self.spawn(&["run", "--plain"]).wait()
-    }
-}
-
-impl Drop for Harness {
-    /// Whatever happened, nothing of the recorded groups outlives the test.
-    fn drop(&mut self) {
-        let groups = self.collect_groups();
-        for _ in 0..50 {
-            let left = live_members(&groups, self.since);
-            if left.is_empty() {
-                break;
-            }
-            for (pid, _) in left {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-// ----- a running `loki` -----------------------------------------------------
-
-struct Loki {
-    child: Option<Child>,
-    pid: i32,
-    out: Arc<Mutex<String>>,
-    err: Arc<Mutex<String>>,
-    readers: Vec<JoinHandle<()>>,
-}
-
-#[derive(Debug)]
-struct Done {
-    code: Option<i32>,
-    signal: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Done {
-    fn both(&self) -> String {
-        format!(
-            "exit {:?} (signal {:?})\n--- stdout\n{}\n--- stderr\n{}",
-            self.code, self.signal, self.stdout, self.stderr
-        )
-    }
-    fn text(&self) -> String {
-        format!("{}\n{}", self.stdout, self.stderr)
-    }
-}
-
-fn reader(mut pipe: impl Read + Send + 'static, buf: Arc<Mutex<String>>) -> JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut chunk = [0u8; 4096];
-        loop {
-            match pipe.read(&mut chunk) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if let Ok(mut b) = buf.lock() {
-                        b.push_str(&String::from_utf8_lossy(&chunk[..n]));
-                    }
-                }
-            }
-        }
-    })
-}
-
-impl Loki {
-    fn spawn(dir: &Path, args: &[&str]) -> Loki {
-        let mut child = Command::new(loki_bin())
-            .args(args)
-            .current_dir(dir)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting loki");
-        let out = Arc::new(Mutex::new(String::new()));
-        let err = Arc::new(Mutex::new(String::new()));
-        let readers = vec![
-            reader(child.stdout.take().expect("stdout"), out.clone()),
-            reader(child.stderr.take().expect("stderr"), err.clone()),
-        ];
-        Loki {
-            pid: child.id() as i32,
-            child: Some(child),
-            out,
-            err,
-            readers,
-        }
-    }
-
-    fn signal(&self, sig: Signal) {
-        kill(Pid::from_raw(self.pid), sig).expect("signalling loki");
-    }
-
-    fn output(&self) -> String {
-        let o = self.out.lock().map(|s| s.clone()).unwrap_or_default();
-        let e = self.err.lock().map(|s| s.clone()).unwrap_or_default();
-        format!("{o}\n{e}")
-    }
-
-    fn exited(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| c.try_wait().ok().flatten().is_some())
-    }
-
-    /// Waits for the exit (SIGKILL after [`RUN_LIMIT`], then a panic).
-    fn wait(mut self) -> Done {
-        use std::os::unix::process::ExitStatusExt;
-        let mut child = self.child.take().expect("child");
-        let until = Instant::now() + RUN_LIMIT;
-        let status = loop {
-            if let Some(st) = child.try_wait().expect("try_wait") {
-                break st;
-            }
-            if Instant::now() >= until {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "loki (pid {}) did not finish within {RUN_LIMIT:?}; output so far:\n{}",
-                    self.pid,
-                    self.output()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        for r in self.readers.drain(..) {
-            let _ = r.join();
-        }
-        Done {
-            code: status.code(),
-            signal: status.signal(),
-            stdout: self.out.lock().map(|s| s.clone()).unwrap_or_default(),
-            stderr: self.err.lock().map(|s| s.clone()).unwrap_or_default(),
-        }
-    }
-}
-
-impl Drop for Loki {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 // ----- swarm files ----------------------------------------------------------
-
-/// `stream()` with an `env = {...}` and extra keys.
-fn stream_env(id: &str, env: &[(&str, &str)], extra: &str) -> String {
-    let env: Vec<String> = env.iter().map(|(k, v)| format!("{k} = \"{v}\"")).collect();
-    let mut more = String::new();
-    if !env.is_empty() {
-        more.push_str(&format!("env = {{ {} }}\n", env.join(", ")));
-    }
-    more.push_str(extra);
-    stream(id, &[], &format!("chapters/{id}.md"), &more)
-}
 
 fn toml_path(p: &Path) -> String {
     p.display().to_string()
@@ -522,26 +34,28 @@ fn toml_path(p: &Path) -> String {
 /// stream fails with `idle` in its reason.
 #[test]
 fn idle_agent_is_stopped_counted_and_retried() {
-    let h = Harness::new();
+    let h = Swarm::empty();
     let mut toml = header(2, "");
-    toml.push_str(&stream_env(
+    toml.push_str(&stream_with(
         "hung-once",
+        &[],
         &[("FAKE_AGENT_HANG", "@1")],
         "idle_timeout = \"1s\"\nmax_attempts = 2\n",
     ));
-    toml.push_str(&stream_env(
+    toml.push_str(&stream_with(
         "hung",
+        &[],
         &[("FAKE_AGENT_HANG", "1")],
         "idle_timeout = \"1s\"\nmax_attempts = 1\n",
     ));
-    h.swarm(&toml);
+    h.write(&toml);
 
     let done = h.run();
     assert_eq!(done.code, Some(1), "{}", done.both());
     h.assert_no_leftovers("after the run");
 
     // Retried after an idle attempt that counted, then merged.
-    let st = h.state("hung-once").expect("state");
+    let st = h.try_state("hung-once").expect("state");
     assert_eq!(st["status"], "merged", "{st:#}");
     let attempts = st["attempts"].as_array().expect("attempts");
     assert_eq!(attempts.len(), 2, "{st:#}");
@@ -550,7 +64,7 @@ fn idle_agent_is_stopped_counted_and_retried() {
     assert_eq!(attempts[1]["outcome"], "ok", "{st:#}");
 
     // One attempt allowed: failed, `idle` in the reason, in status --json too.
-    let st = h.state("hung").expect("state");
+    let st = h.try_state("hung").expect("state");
     assert_eq!(st["status"], "failed", "{st:#}");
     assert_eq!(st["attempts"][0]["outcome"], "idle", "{st:#}");
     let js = h.json_stream("hung");
@@ -570,19 +84,21 @@ fn idle_agent_is_stopped_counted_and_retried() {
 /// `timeout`; the attempt fails with `timeout`, counts, and is retried.
 #[test]
 fn wall_clock_timeout_stops_a_chatty_agent() {
-    let h = Harness::new();
+    let h = Swarm::empty();
     let mut toml = header(2, "");
-    toml.push_str(&stream_env(
+    toml.push_str(&stream_with(
         "long-once",
+        &[],
         &[("FAKE_AGENT_SLOW", "30@1")],
         "timeout = \"2s\"\nmax_attempts = 2\n",
     ));
-    toml.push_str(&stream_env(
+    toml.push_str(&stream_with(
         "long",
+        &[],
         &[("FAKE_AGENT_SLOW", "30")],
         "timeout = \"2s\"\nmax_attempts = 1\n",
     ));
-    h.swarm(&toml);
+    h.write(&toml);
 
     let started = Instant::now();
     let done = h.run();
@@ -593,14 +109,14 @@ fn wall_clock_timeout_stops_a_chatty_agent() {
     );
     h.assert_no_leftovers("after the run");
 
-    let st = h.state("long-once").expect("state");
+    let st = h.try_state("long-once").expect("state");
     assert_eq!(st["status"], "merged", "{st:#}");
     let attempts = st["attempts"].as_array().expect("attempts");
     assert_eq!(attempts.len(), 2, "{st:#}");
     assert_eq!(attempts[0]["outcome"], "timeout", "{st:#}");
     assert_eq!(attempts[0]["counted"], true, "{st:#}");
 
-    let st = h.state("long").expect("state");
+    let st = h.try_state("long").expect("state");
     assert_eq!(st["status"], "failed", "{st:#}");
     assert_eq!(st["attempts"][0]["outcome"], "timeout", "{st:#}");
     let js = h.json_stream("long");
@@ -614,35 +130,29 @@ fn wall_clock_timeout_stops_a_chatty_agent() {
 /// the grace period): no process of the recorded group survives the attempt.
 #[test]
 fn grandchild_ignoring_sigterm_is_killed_with_the_group() {
-    let h = Harness::new();
+    let h = Swarm::empty();
     let pid_file = h.scratch("forker.pid");
     let pf = format!("{}@1", toml_path(&pid_file));
     let mut toml = header(1, "");
-    toml.push_str(&stream_env(
+    toml.push_str(&stream_with(
         "forker",
+        &[],
         &[
             ("FAKE_AGENT_FORK_IGNORE_TERM", "@1"),
             ("FAKE_AGENT_PID_FILE", &pf),
         ],
         "idle_timeout = \"1s\"\nmax_attempts = 2\n",
     ));
-    h.swarm(&toml);
+    h.write(&toml);
 
     let run = h.spawn(&["run", "--plain"]);
     // While it runs: learn the agent's and the grandchild's pids.
-    let until = Instant::now() + STATE_LIMIT;
-    let pids: Vec<i32> = loop {
+    let mut pids: Vec<i32> = Vec::new();
+    h.wait_for("the fake agent wrote both pids", || {
         let text = std::fs::read_to_string(&pid_file).unwrap_or_default();
-        let pids: Vec<i32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
-        if pids.len() == 2 {
-            break pids;
-        }
-        assert!(
-            Instant::now() < until,
-            "the fake agent never wrote both pids"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
+        pids = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        pids.len() == 2
+    });
     let (leader, grandchild) = (pids[0], pids[1]);
     let gstat = stat(grandchild);
     h.add_group(leader);
@@ -662,7 +172,7 @@ fn grandchild_ignoring_sigterm_is_killed_with_the_group() {
     );
     h.assert_no_leftovers("after the run");
 
-    let st = h.state("forker").expect("state");
+    let st = h.try_state("forker").expect("state");
     assert_eq!(st["attempts"][0]["outcome"], "idle", "{st:#}");
     assert_eq!(st["attempts"][1]["outcome"], "ok", "{st:#}");
     h.assert_all_merged_once(&["forker"]);
@@ -675,16 +185,16 @@ fn grandchild_ignoring_sigterm_is_killed_with_the_group() {
 /// Ctrl-C stops them. The next `loki run` finishes the rest.
 #[test]
 fn ctrl_c_once_lets_running_streams_finish_and_starts_nothing_new() {
-    let h = Harness::new();
+    let h = Swarm::empty();
     let mut toml = header(1, "");
-    toml.push_str(&stream_env("slow", &[("FAKE_AGENT_SLOW", "3")], ""));
-    toml.push_str(&stream_env("later", &[], ""));
-    h.swarm(&toml);
+    toml.push_str(&stream_with("slow", &[], &[("FAKE_AGENT_SLOW", "3")], ""));
+    toml.push_str(&stream_with("later", &[], &[], ""));
+    h.write(&toml);
 
     let run = h.spawn(&["run", "--plain"]);
-    h.wait_running("slow");
+    h.wait_running_pid("slow");
     assert_eq!(
-        h.state("later").map(|v| v["status"].clone()),
+        h.try_state("later").map(|v| v["status"].clone()),
         Some(Value::from("pending"))
     );
     run.signal(Signal::SIGINT);
@@ -723,7 +233,7 @@ fn ctrl_c_once_lets_running_streams_finish_and_starts_nothing_new() {
 /// Asserts the state after Ctrl-C twice / SIGTERM, puts some work into the
 /// interrupted worktree, and checks that the next `loki run` resumes and
 /// completes everything without losing that work.
-fn interrupted_then_resumed(h: &Harness, done: &Done) {
+fn interrupted_then_resumed(h: &Swarm, done: &Done) {
     assert_eq!(done.code, Some(130), "{}", done.both());
     assert!(
         done.text().contains("resume with `loki run`"),
@@ -736,7 +246,7 @@ fn interrupted_then_resumed(h: &Harness, done: &Done) {
     let later = h.json_stream("later");
     assert_eq!(later["status"], "pending", "{later:#}");
     assert_eq!(later["attempts"], 0, "{later:#}");
-    let st = h.state("slow").expect("state");
+    let st = h.try_state("slow").expect("state");
     assert_eq!(st["attempts"][0]["outcome"], "interrupted", "{st:#}");
     assert!(st.get("process").is_none_or(Value::is_null), "{st:#}");
 
@@ -749,7 +259,7 @@ fn interrupted_then_resumed(h: &Harness, done: &Done) {
     assert_eq!(again.code, Some(0), "{}", again.both());
     h.assert_no_leftovers("after the resumed run");
     h.assert_all_merged_once(&["slow", "later"]);
-    let st = h.state("slow").expect("state");
+    let st = h.try_state("slow").expect("state");
     let attempts = st["attempts"].as_array().expect("attempts");
     assert_eq!(attempts[0]["outcome"], "interrupted", "{st:#}");
     assert_eq!(attempts[0]["counted"], false, "{st:#}");
@@ -763,23 +273,28 @@ fn interrupted_then_resumed(h: &Harness, done: &Done) {
     assert_eq!(h.repo.git(&["show", "main:notes.md"]), "half a draft\n");
 }
 
-fn interruptible_swarm(h: &Harness) {
+fn interruptible_swarm(h: &Swarm) {
     let mut toml = header(1, "");
-    toml.push_str(&stream_env("slow", &[("FAKE_AGENT_SLOW", "30@1")], ""));
-    toml.push_str(&stream_env("later", &[], ""));
-    h.swarm(&toml);
+    toml.push_str(&stream_with(
+        "slow",
+        &[],
+        &[("FAKE_AGENT_SLOW", "30@1")],
+        "",
+    ));
+    toml.push_str(&stream_with("later", &[], &[], ""));
+    h.write(&toml);
 }
 
 /// Ctrl-C twice: the running agent is stopped, the stream is `interrupted`,
 /// the exit code is 130 and the next `loki run` resumes it.
 #[test]
 fn ctrl_c_twice_stops_agents_and_the_next_run_resumes() {
-    let h = Harness::new();
+    let h = Swarm::empty();
     interruptible_swarm(&h);
     let run = h.spawn(&["run", "--plain"]);
-    let agent = h.wait_running("slow");
+    let agent = h.wait_running_pid("slow");
     run.signal(Signal::SIGINT);
-    h.wait_event("supervisor", "Ctrl-C");
+    h.wait_event("supervisor", "", "Ctrl-C");
     assert!(alive(agent), "one Ctrl-C must not stop the agent");
     run.signal(Signal::SIGINT);
     let started = Instant::now();
@@ -796,10 +311,10 @@ fn ctrl_c_twice_stops_agents_and_the_next_run_resumes() {
 #[test]
 fn sigterm_and_sighup_behave_like_ctrl_c_twice() {
     for sig in [Signal::SIGTERM, Signal::SIGHUP] {
-        let h = Harness::new();
+        let h = Swarm::empty();
         interruptible_swarm(&h);
         let run = h.spawn(&["run", "--plain"]);
-        let agent = h.wait_running("slow");
+        let agent = h.wait_running_pid("slow");
         run.signal(sig);
         let done = run.wait();
         assert!(!alive(agent), "the agent {agent} survived {sig}");
@@ -811,14 +326,14 @@ fn sigterm_and_sighup_behave_like_ctrl_c_twice() {
 
 /// kill -9 of the supervisor, then the leftover check and a second run that
 /// must complete everything.
-fn kill9(run: Loki) -> Done {
+fn kill9(run: Running) -> Done {
     run.signal(Signal::SIGKILL);
     let done = run.wait();
     assert_eq!(done.signal, Some(9), "{}", done.both());
     done
 }
 
-fn resume_and_complete(h: &Harness, ids: &[&str]) -> Done {
+fn resume_and_complete(h: &Swarm, ids: &[&str]) -> Done {
     let again = h.run();
     assert_eq!(again.code, Some(0), "{}", again.both());
     h.assert_no_leftovers("after the second run");
@@ -831,49 +346,43 @@ fn resume_and_complete(h: &Harness, ids: &[&str]) -> Done {
 /// start-up sweep before anything else happens.
 #[test]
 fn kill_9_while_agents_run_then_resume() {
-    let h = Harness::new();
+    let h = Swarm::empty();
     let pid_file = h.scratch("b.pid");
     let pf = format!("{}@1", toml_path(&pid_file));
     let mut toml = header(2, "");
-    toml.push_str(&stream_env("a", &[("FAKE_AGENT_SLOW", "30@1")], ""));
-    toml.push_str(&stream_env(
+    toml.push_str(&stream_with("a", &[], &[("FAKE_AGENT_SLOW", "30@1")], ""));
+    toml.push_str(&stream_with(
         "b",
+        &[],
         &[
             ("FAKE_AGENT_FORK_IGNORE_TERM", "@1"),
             ("FAKE_AGENT_PID_FILE", &pf),
         ],
         "",
     ));
-    toml.push_str(&stream_env("c", &[], ""));
-    toml.push_str(&stream_env("d", &[], ""));
-    h.swarm(&toml);
+    toml.push_str(&stream_with("c", &[], &[], ""));
+    toml.push_str(&stream_with("d", &[], &[], ""));
+    h.write(&toml);
 
     let run = h.spawn(&["run", "--plain"]);
-    let a = h.wait_running("a");
-    let b = h.wait_running("b");
-    let until = Instant::now() + STATE_LIMIT;
-    let grandchild = loop {
+    let a = h.wait_running_pid("a");
+    let b = h.wait_running_pid("b");
+    let mut grandchild = 0;
+    h.wait_for("b forked its grandchild", || {
         let text = std::fs::read_to_string(&pid_file).unwrap_or_default();
-        if let Some(g) = text
-            .lines()
+        text.lines()
             .nth(1)
             .and_then(|l| l.trim().parse::<i32>().ok())
-        {
-            break g;
-        }
-        assert!(Instant::now() < until, "b never forked its grandchild");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+            .map(|g| grandchild = g)
+            .is_some()
+    });
     h.add_group(grandchild);
-    let groups = h.collect_groups();
+    let groups = h.groups();
     assert!(groups.contains(&a) && groups.contains(&b), "{groups:?}");
 
     kill9(run);
     // PDEATHSIG: the agents themselves die with the supervisor.
-    let until = Instant::now() + Duration::from_secs(3);
-    while (alive(a) || alive(b)) && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(Duration::from_secs(3), || !alive(a) && !alive(b));
     assert!(
         !alive(a),
         "agent a ({a}) outlived the supervisor (PDEATHSIG)"
@@ -890,7 +399,7 @@ fn kill_9_while_agents_run_then_resume() {
 
     let second = h.spawn(&["run", "--plain"]);
     let me = format!("started (pid {})", second.pid);
-    h.wait_event("supervisor", &me);
+    h.wait_event("supervisor", "", &me);
     let left = live_members(&groups, h.since);
     assert!(
         left.is_empty(),
@@ -906,7 +415,7 @@ fn kill_9_while_agents_run_then_resume() {
     h.assert_no_leftovers("after the second run");
     h.assert_all_merged_once(&["a", "b", "c", "d"]);
     for id in ["a", "b"] {
-        let st = h.state(id).expect("state");
+        let st = h.try_state(id).expect("state");
         assert_eq!(st["attempts"][0]["outcome"], "interrupted", "{st:#}");
     }
 }
@@ -916,31 +425,26 @@ fn kill_9_while_agents_run_then_resume() {
 /// (`c` waits for `b`): that instant has its own test below.
 #[test]
 fn kill_9_right_after_the_first_merge_then_resume() {
-    let h = Harness::new();
+    let h = Swarm::empty();
     let mut toml = header(2, "");
-    toml.push_str(&stream_env("a", &[], ""));
-    toml.push_str(&stream_env("b", &[("FAKE_AGENT_SLOW", "3@1")], ""));
+    toml.push_str(&stream_with("a", &[], &[], ""));
+    toml.push_str(&stream_with("b", &[], &[("FAKE_AGENT_SLOW", "3@1")], ""));
     toml.push_str(&stream("c", &["b"], "chapters/c.md", ""));
-    h.swarm(&toml);
+    h.write(&toml);
 
     let mut run = h.spawn(&["run", "--plain"]);
-    let until = Instant::now() + STATE_LIMIT;
-    loop {
-        if h.state("a").is_some_and(|v| v["status"] == "merged") {
-            break;
-        }
-        assert!(
-            !run.exited() && Instant::now() < until,
-            "a did not merge before the run ended"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    h.collect_groups();
-    let b = h.state("b").expect("state b");
+    let merged = wait_closely(
+        WAIT_LIMIT,
+        || run.exited(),
+        || h.try_state("a").is_some_and(|v| v["status"] == "merged"),
+    );
+    assert!(merged, "a did not merge before the run ended");
+    h.groups();
+    let b = h.try_state("b").expect("state b");
     assert_eq!(b["status"], "running", "b should still run: {b:#}");
     kill9(run);
     resume_and_complete(&h, &["a", "b", "c"]);
-    let b = h.state("b").expect("state b");
+    let b = h.try_state("b").expect("state b");
     assert_eq!(b["attempts"][0]["outcome"], "interrupted", "{b:#}");
 }
 
@@ -949,27 +453,28 @@ fn kill_9_right_after_the_first_merge_then_resume() {
 /// after the second run are not negotiable.
 #[test]
 fn kill_9_during_a_merge_then_resume() {
-    let h = Harness::new();
+    let h = Swarm::empty();
     let mut toml = header(2, "");
     let ids = ["a", "b", "c", "d"];
     for id in ids {
-        toml.push_str(&stream_env(id, &[], ""));
+        toml.push_str(&stream_with(id, &[], &[], ""));
     }
-    h.swarm(&toml);
+    h.write(&toml);
 
     let mut run = h.spawn(&["run", "--plain"]);
-    let until = Instant::now() + STATE_LIMIT;
     let mut hit = None;
-    while hit.is_none() && !run.exited() && Instant::now() < until {
-        hit = h
-            .states()
-            .into_iter()
-            .find(|(_, v)| v["status"] == "merging")
-            .map(|(id, _)| id);
-        if hit.is_none() {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
+    wait_closely(
+        WAIT_LIMIT,
+        || run.exited(),
+        || {
+            hit = h
+                .states()
+                .into_iter()
+                .find(|(_, v)| v["status"] == "merging")
+                .map(|(id, _)| id);
+            hit.is_some()
+        },
+    );
     if hit.is_some() {
         run.signal(Signal::SIGKILL);
     }
@@ -981,7 +486,7 @@ fn kill_9_during_a_merge_then_resume() {
             None => format!("missed (the run ended: {:?})", first.code),
         }
     );
-    h.collect_groups();
+    h.groups();
     resume_and_complete(&h, &ids);
 }
 
@@ -991,7 +496,7 @@ fn kill_9_during_a_merge_then_resume() {
 /// user's files.
 #[test]
 fn kill_9_while_a_worktree_is_checked_out_loses_no_user_file() {
-    let h = Harness::new();
+    let h = Swarm::empty();
     const FILES: usize = 3000;
     for i in 0..FILES {
         h.repo.write(
@@ -1000,8 +505,8 @@ fn kill_9_while_a_worktree_is_checked_out_loses_no_user_file() {
         );
     }
     let mut toml = header(1, "");
-    toml.push_str(&stream_env("a", &[], ""));
-    h.swarm(&toml);
+    toml.push_str(&stream_with("a", &[], &[], ""));
+    h.write(&toml);
     let tree_before = h.repo.git(&["ls-tree", "-r", "main"]);
     let toml_before = h.repo.read("loki.toml");
 
@@ -1023,15 +528,7 @@ fn kill_9_while_a_worktree_is_checked_out_loses_no_user_file() {
                 .map(|d| d.flatten().any(|e| e.file_name() != ".git"))
                 .unwrap_or(false)
     };
-    let until = Instant::now() + STATE_LIMIT;
-    let mut hit = false;
-    while !run.exited() && Instant::now() < until {
-        if in_checkout() {
-            hit = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let hit = wait_closely(WAIT_LIMIT, || run.exited(), in_checkout);
     run.signal(Signal::SIGKILL);
     let _ = run.wait();
     let present = walk_count(&wt);
@@ -1098,7 +595,7 @@ fn walk_count(dir: &Path) -> usize {
 /// leave the checkout matching main.
 #[test]
 fn kill_9_between_the_target_update_and_the_merge_record() {
-    let h = Harness::new();
+    let h = Swarm::empty();
     const OUTPUTS: usize = 400;
     let outs: Vec<String> = (0..OUTPUTS)
         .map(|i| format!("\"big/part-{i:03}.md\""))
@@ -1108,24 +605,22 @@ fn kill_9_between_the_target_update_and_the_merge_record() {
         "[[streams]]\nid = \"big\"\nprompt = \"prompts/chapter.md\"\nvars = {{ CHAPTER = \"big\" }}\noutputs = [{}]\nenv = {{ FAKE_AGENT_WORDS = \"20\" }}\n\n",
         outs.join(", ")
     ));
-    h.swarm(&toml);
+    h.write(&toml);
     let start = h.repo.git(&["rev-parse", "main"]).trim().to_string();
     let ref_file = h.path().join(".git/refs/heads/main");
 
     let mut run = h.spawn(&["run", "--plain"]);
-    let until = Instant::now() + STATE_LIMIT;
-    let mut hit = false;
-    while !run.exited() && Instant::now() < until {
-        let merging = h.state("big").is_some_and(|v| v["status"] == "merging");
-        if merging {
+    let hit = wait_closely(
+        WAIT_LIMIT,
+        || run.exited(),
+        || {
+            let merging = h.try_state("big").is_some_and(|v| v["status"] == "merging");
             let now = std::fs::read_to_string(&ref_file).unwrap_or_default();
-            if !now.trim().is_empty() && now.trim() != start {
-                run.signal(Signal::SIGKILL);
-                hit = true;
-                break;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(1));
+            merging && !now.trim().is_empty() && now.trim() != start
+        },
+    );
+    if hit {
+        run.signal(Signal::SIGKILL);
     }
     let first = run.wait();
     eprintln!(
@@ -1136,7 +631,7 @@ fn kill_9_between_the_target_update_and_the_merge_record() {
             format!("missed (the run ended: {:?})", first.code)
         }
     );
-    h.collect_groups();
+    h.groups();
     resume_and_complete(&h, &["big"]);
     for i in [0, OUTPUTS / 2, OUTPUTS - 1] {
         let f = format!("big/part-{i:03}.md");
@@ -1155,13 +650,13 @@ fn kill_9_between_the_target_update_and_the_merge_record() {
 /// must still complete the stream (the locks belong to the dead supervisor).
 #[test]
 fn stale_git_locks_of_a_killed_supervisor_do_not_fail_the_resumed_stream() {
-    let h = Harness::new();
+    let h = Swarm::empty();
     let mut toml = header(1, "");
-    toml.push_str(&stream_env("a", &[("FAKE_AGENT_SLOW", "30@1")], ""));
-    h.swarm(&toml);
+    toml.push_str(&stream_with("a", &[], &[("FAKE_AGENT_SLOW", "30@1")], ""));
+    h.write(&toml);
 
     let run = h.spawn(&["run", "--plain"]);
-    h.wait_running("a");
+    h.wait_running_pid("a");
     kill9(run);
 
     let wt = h.path().join(".loki/worktrees/a");
@@ -1187,10 +682,10 @@ fn stale_git_locks_of_a_killed_supervisor_do_not_fail_the_resumed_stream() {
 
 #[test]
 fn a_second_supervisor_is_refused_with_the_first_ones_pid() {
-    let h = Harness::new();
+    let h = Swarm::empty();
     interruptible_swarm(&h);
     let first = h.spawn(&["run", "--plain"]);
-    h.wait_running("slow");
+    h.wait_running_pid("slow");
 
     let head = h.repo.git(&["rev-parse", "main"]);
     let second = h.run();
@@ -1204,7 +699,7 @@ fn a_second_supervisor_is_refused_with_the_first_ones_pid() {
     let sw = status_json(&h.repo)["swarm"].clone();
     assert_eq!(sw["supervisor_pid"], first.pid, "{sw:#}");
     // The refusal changed nothing: the first one still runs its agent.
-    assert_eq!(h.state("slow").expect("state")["status"], "running");
+    assert_eq!(h.try_state("slow").expect("state")["status"], "running");
     assert_eq!(h.repo.git(&["rev-parse", "main"]), head);
 
     first.signal(Signal::SIGTERM);
@@ -1221,7 +716,7 @@ fn a_second_supervisor_is_refused_with_the_first_ones_pid() {
 /// after two attempts nothing new starts.
 #[test]
 fn swarm_budget_stops_new_attempts() {
-    let h = Harness::new();
+    let h = Swarm::empty();
     let claude = h.fake_claude();
 
     let mut toml = format!(
@@ -1233,7 +728,7 @@ fn swarm_budget_stops_new_attempts() {
     for id in ["s1", "s2", "s3"] {
         toml.push_str(&stream(id, &[], &format!("chapters/{id}.md"), ""));
     }
-    h.swarm(&toml);
+    h.write(&toml);
 
     let done = h.run();
     assert_ne!(done.code, Some(0), "{}", done.both());
@@ -1244,7 +739,7 @@ fn swarm_budget_stops_new_attempts() {
         done.both()
     );
     assert!(
-        h.has_event("budget", "budget reached"),
+        h.has_event("budget", "", "budget reached"),
         "events.jsonl should record the budget"
     );
     h.assert_no_leftovers("after the run");
@@ -1287,7 +782,7 @@ fn swarm_budget_stops_new_attempts() {
 /// stream fails instead of starting another attempt.
 #[test]
 fn a_stream_budget_spans_its_attempts() {
-    let h = Harness::new();
+    let h = Swarm::empty();
     let bin = h.scratch("bin");
     std::fs::create_dir_all(&bin).expect("mkdir bin");
     let args_log = h.scratch("args.log");
@@ -1302,9 +797,7 @@ fn a_stream_budget_spans_its_attempts() {
         ),
     )
     .expect("claude wrapper");
-    let mut perms = std::fs::metadata(&claude).expect("meta").permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-    std::fs::set_permissions(&claude, perms).expect("chmod");
+    make_executable(&claude);
 
     let mut toml = format!(
         "[swarm]\ntarget = \"main\"\nmax_parallel = 1\nspawn_interval = \"0s\"\n\n\
@@ -1315,7 +808,7 @@ fn a_stream_budget_spans_its_attempts() {
         toml_path(&claude)
     );
     toml.push_str(&stream("s1", &[], "chapters/s1.md", ""));
-    h.swarm(&toml);
+    h.write(&toml);
 
     let done = h.run();
     assert_eq!(done.code, Some(1), "{}", done.both());
@@ -1342,7 +835,7 @@ fn a_stream_budget_spans_its_attempts() {
 /// not lift it; `loki resume` does).
 #[test]
 fn an_auth_failure_keeps_the_users_pause() {
-    let h = Harness::new();
+    let h = Swarm::empty();
     let claude = h.fake_claude();
     let toml = format!(
         "[swarm]\ntarget = \"main\"\nmax_parallel = 1\nspawn_interval = \"0s\"\n\n\
@@ -1351,10 +844,10 @@ fn an_auth_failure_keeps_the_users_pause() {
         toml_path(&claude),
         stream("a", &[], "chapters/a.md", "")
     );
-    h.swarm(&toml);
+    h.write(&toml);
 
     let run = h.spawn(&["run", "--plain"]);
-    h.wait_running("a");
+    h.wait_running_pid("a");
     let out = h.repo.loki(&["pause"]);
     assert!(out.status.success(), "{}", both(&out));
     let done = run.wait();
@@ -1373,23 +866,37 @@ fn an_auth_failure_keeps_the_users_pause() {
         swarm["auth_paused"], true,
         "the user's pause was taken over: {swarm:#}"
     );
-    let a = h.state("a").expect("state of a");
+    let a = h.try_state("a").expect("state of a");
     assert_eq!(a["status"], "interrupted", "{a:#}");
     assert_eq!(a["attempts"][0]["counted"], false, "{a:#}");
 
     // The next run holds (paused by the user) until `loki resume`.
     let run = h.spawn(&["run", "--plain"]);
-    let until = Instant::now() + STATE_LIMIT;
-    while !run
-        .output()
-        .contains("starting nothing until `loki resume`")
-    {
-        assert!(Instant::now() < until, "no pause note: {}", run.output());
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    // Nothing may start while it holds: give a wrong start time to show.
-    std::thread::sleep(Duration::from_millis(800));
-    assert_eq!(h.state("a").expect("a")["status"], "interrupted");
+    wait_for(
+        "the pause note",
+        WAIT_LIMIT,
+        || {
+            run.output()
+                .contains("starting nothing until `loki resume`")
+        },
+        || run.output(),
+    );
+    // Nothing may start while it holds. The witness that it had its chance:
+    // it went round its loop (where it starts what may start) and answered
+    // a signal.
+    let preparing_before = h
+        .events()
+        .iter()
+        .filter(|e| e["stream"] == "a" && e["to"] == "preparing")
+        .count();
+    h.ping_paused();
+    let preparing_after = h
+        .events()
+        .iter()
+        .filter(|e| e["stream"] == "a" && e["to"] == "preparing")
+        .count();
+    assert_eq!(preparing_after, preparing_before, "{}", h.events_text());
+    assert_eq!(h.try_state("a").expect("a")["status"], "interrupted");
     let out = h.repo.loki(&["resume"]);
     assert!(out.status.success(), "{}", both(&out));
     let done = run.wait();
@@ -1404,7 +911,7 @@ fn an_auth_failure_keeps_the_users_pause() {
 /// session: the next run resumes that session with the "continue" prompt.
 #[test]
 fn a_held_back_attempt_keeps_the_session_to_resume() {
-    let h = Harness::new();
+    let h = Swarm::empty();
     let (a, args_log) = cut_off_in_its_session(&h);
     let session = a["session_id"].as_str().expect("session id").to_string();
 
@@ -1427,7 +934,7 @@ fn a_held_back_attempt_keeps_the_session_to_resume() {
 
     let second = h.run();
     assert_eq!(second.code, Some(0), "{}", second.both());
-    assert_eq!(h.state("a").expect("state")["status"], "merged");
+    assert_eq!(h.try_state("a").expect("state")["status"], "merged");
     let argv = agent_runs(&args_log).pop().expect("a run");
     let at = argv
         .iter()
@@ -1444,7 +951,7 @@ fn a_held_back_attempt_keeps_the_session_to_resume() {
 /// Stream `a` of a one-stream swarm whose agent is the fake claude (one
 /// attempt allowed), cut off in its session by a refused key (401) on
 /// attempt 1. Returns its state after that run and the agent's args log.
-fn cut_off_in_its_session(h: &Harness) -> (Value, PathBuf) {
+fn cut_off_in_its_session(h: &Swarm) -> (Value, PathBuf) {
     let claude = h.fake_claude();
     let args_log = h.scratch("args.jsonl");
     let toml = format!(
@@ -1456,10 +963,10 @@ fn cut_off_in_its_session(h: &Harness) -> (Value, PathBuf) {
         toml_path(&args_log),
         stream("a", &[], "chapters/a.md", "")
     );
-    h.swarm(&toml);
+    h.write(&toml);
     let first = h.run();
     assert_eq!(first.code, Some(1), "{}", first.both());
-    let a = h.state("a").expect("state of a");
+    let a = h.try_state("a").expect("state of a");
     assert_eq!(a["attempts"][0]["outcome"], "auth", "{a:#}");
     assert!(a["session_id"].is_string(), "{a:#}");
     (a, args_log)
@@ -1490,13 +997,13 @@ fn agent_runs(args_log: &Path) -> Vec<Vec<String>> {
 /// with the full prompt, within its one allowed attempt.
 #[test]
 fn a_lost_session_starts_again_in_a_new_one() {
-    let h = Harness::new();
+    let h = Swarm::empty();
     let (_, args_log) = cut_off_in_its_session(&h);
     std::fs::remove_dir_all(h.scratch("sessions")).expect("removing the sessions");
 
     let second = h.run();
     assert_eq!(second.code, Some(0), "{}", second.both());
-    let a = h.state("a").expect("state");
+    let a = h.try_state("a").expect("state");
     assert_eq!(a["status"], "merged", "{a:#}");
     let outcomes: Vec<&str> = a["attempts"]
         .as_array()
@@ -1506,7 +1013,7 @@ fn a_lost_session_starts_again_in_a_new_one() {
         .collect();
     assert_eq!(outcomes, ["auth", "session_lost", "ok"], "{a:#}");
     assert_eq!(a["attempts"][1]["counted"], false, "{a:#}");
-    assert!(h.has_event("session", "could not resume session"));
+    assert!(h.has_event("session", "", "could not resume session"));
     let runs = agent_runs(&args_log);
     assert!(runs[1].contains(&"--resume".to_string()), "{runs:?}");
     let last = runs.last().expect("a run");

@@ -30,6 +30,7 @@
 //!   (claude prints one `assistant` line per content block); the outcome
 //!   prefers claude's own `num_turns` from the `result` line.
 
+pub mod api;
 pub mod standin;
 
 use std::collections::{BTreeMap, VecDeque};

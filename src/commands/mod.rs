@@ -353,10 +353,13 @@ fn steer(
     count: bool,
 ) -> Result<i32> {
     let (cfg, root, target) = load_config(config, cwd)?;
-    let max_attempts = id
+    let stream_cfg = id.as_deref().and_then(|i| cfg.stream(i));
+    let max_attempts = stream_cfg.map(|s| s.agent.max_attempts);
+    let max_budget_usd = stream_cfg.and_then(|s| s.agent.max_budget_usd);
+    let dependents = id
         .as_deref()
-        .and_then(|i| cfg.stream(i))
-        .map(|s| s.agent.max_attempts);
+        .map(|i| crate::plan::dependents_of(&cfg.streams, i))
+        .unwrap_or_default();
     if let Some(id) = &id {
         if cfg.stream(id).is_none() {
             let known: Vec<&str> = cfg.streams.iter().map(|s| s.id.as_str()).collect();
@@ -377,6 +380,8 @@ fn steer(
             note,
             count,
             max_attempts,
+            max_budget_usd,
+            dependents,
         },
     )?;
     println!("{msg}");

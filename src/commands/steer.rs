@@ -1,18 +1,22 @@
 //! Steering commands (`loki approve`, `reject`, `cancel`, `retry`, `pause`,
 //! `resume`, `signal`): while a supervisor holds the lock they write a signal
-//! file for it; with none running they take the lock themselves and apply the
-//! same decision directly through the state store's compare-and-swap (an
-//! approval then merges at once).
+//! file for it; with none running they take the lock themselves and feed
+//! the same input to the same state machine, written through the same door
+//! ([`crate::supervisor::door`]), so both paths produce the same state and
+//! the same events. An approval then merges at once, and the merge's result
+//! goes through the machine as well.
 
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use crate::git::{self, MergeOutcome};
-use crate::model::Layout;
-use crate::signal_files::{Kind, SignalDir};
-use crate::store::{Event, StateStore, Status, StreamState, SupervisorLock};
-use crate::supervisor::{decide, default_approver, Decision};
+use crate::git;
+use crate::model::{Event, Kind, Layout, Status, StreamState};
+use crate::signal_files::SignalDir;
+use crate::store::{StateStore, SupervisorLock};
+use crate::supervisor::door;
+use crate::supervisor::machine::{self, Ctx, Effect, Input, MergeResult, Steer, SwarmInput};
+use crate::supervisor::{attempt, default_approver};
 use crate::util::now_rfc3339;
 
 /// What a steering command asks.
@@ -26,6 +30,10 @@ pub struct Request {
     pub count: bool,
     /// The stream's `max_attempts`, for a counted rejection applied directly.
     pub max_attempts: Option<u32>,
+    /// The stream's `max_budget_usd`.
+    pub max_budget_usd: Option<f64>,
+    /// Streams that depend on this one (a retry unblocks them).
+    pub dependents: Vec<String>,
 }
 
 /// Sends or applies `req` in the repo at `root`; returns what to tell the user.
@@ -62,59 +70,76 @@ pub fn steer(root: &Path, target: &str, req: &Request) -> Result<String> {
         }
     };
     let store = StateStore::new(&state_dir);
-    let result = apply_direct(&layout, &store, target, req);
+    let result = match req.stream.as_deref() {
+        None => apply_swarm(&store, req),
+        Some(id) => apply_direct(&layout, &store, target, id, req),
+    };
     drop(lock);
     result
+}
+
+/// The machine's context for a command applied with no supervisor running.
+pub fn direct_ctx(req: &Request, target: &str) -> Ctx {
+    Ctx {
+        now: now_rfc3339(),
+        max_attempts: req.max_attempts.unwrap_or(u32::MAX),
+        max_budget_usd: req.max_budget_usd,
+        target: target.to_string(),
+        approver: default_approver(),
+        supervised: false,
+    }
+}
+
+fn apply_swarm(store: &StateStore, req: &Request) -> Result<String> {
+    let sw = store.load_swarm()?;
+    let pause = match req.kind {
+        Kind::Pause => true,
+        Kind::Resume => false,
+        _ => bail!(
+            "{}: no supervisor is running, so there is nothing to stop",
+            req.kind.as_str()
+        ),
+    };
+    let expected = req.expected_version.unwrap_or(sw.version);
+    if expected != sw.version {
+        bail!(
+            "stale: expected swarm version {expected}, but swarm.json is at version {}\n  help: check `loki status --json` and try again",
+            sw.version
+        );
+    }
+    let input = if pause {
+        SwarmInput::Pause {
+            reason: req
+                .note
+                .clone()
+                .unwrap_or_else(|| "paused by `loki pause`".into()),
+        }
+    } else {
+        SwarmInput::Resume
+    };
+    let next = machine::handle_swarm(&sw, input).map_err(|r| anyhow::anyhow!(r.0))?;
+    let ev = command_event(
+        None,
+        &format!(
+            "{} applied directly (no supervisor running)",
+            req.kind.as_str()
+        ),
+    );
+    door::commit_swarm(store, expected, &next, Some(&ev))?;
+    Ok(if pause {
+        "swarm paused: `loki run` will start nothing new until `loki resume`".into()
+    } else {
+        "swarm resumed".into()
+    })
 }
 
 fn apply_direct(
     layout: &Layout,
     store: &StateStore,
     target: &str,
+    id: &str,
     req: &Request,
 ) -> Result<String> {
-    let Some(id) = req.stream.as_deref() else {
-        let sw = store.load_swarm()?;
-        return match req.kind {
-            Kind::Pause | Kind::Resume => {
-                let pause = req.kind == Kind::Pause;
-                let note = req.note.clone();
-                let expected = req.expected_version.unwrap_or(sw.version);
-                if expected != sw.version {
-                    bail!(
-                        "stale: expected swarm version {expected}, but swarm.json is at version {}\n  help: check `loki status --json` and try again",
-                        sw.version
-                    );
-                }
-                store.update_swarm(expected, |s| {
-                    s.paused = pause;
-                    s.auth_paused = false;
-                    s.pause_reason = if pause {
-                        Some(note.unwrap_or_else(|| "paused by `loki pause`".into()))
-                    } else {
-                        None
-                    };
-                })?;
-                log(
-                    store,
-                    None,
-                    &format!(
-                        "{} applied directly (no supervisor running)",
-                        req.kind.as_str()
-                    ),
-                );
-                Ok(if pause {
-                    "swarm paused: `loki run` will start nothing new until `loki resume`".into()
-                } else {
-                    "swarm resumed".into()
-                })
-            }
-            _ => bail!(
-                "{}: no supervisor is running, so there is nothing to stop",
-                req.kind.as_str()
-            ),
-        };
-    };
     let Some(st) = store.load(id)? else {
         bail!("no state for stream `{id}` yet\n  help: `loki status` lists the streams; a stream gets state when `loki run` first sees it");
     };
@@ -126,195 +151,118 @@ fn apply_direct(
             st.status
         );
     }
-    let decision = decide(req.kind, &st).map_err(|e| anyhow::anyhow!(e))?;
-    let note = req.note.clone();
-    let write = |change: &dyn Fn(&mut StreamState)| -> Result<StreamState> {
-        Ok(store.update(id, expected, |s| change(s))?)
-    };
-    let msg = match decision {
-        Decision::Approve => {
-            let who = note.clone().unwrap_or_else(default_approver);
-            let st = write(&|s| {
-                s.status = Status::Merging;
-                s.approved_by = Some(who.clone());
-                s.reason = Some(format!("approved by {who}"));
-            })?;
-            log(store, Some(id), &format!("approved by {who}; merging"));
-            merge_now(layout, store, target, st)?
+    let ctx = direct_ctx(req, target);
+    let input = Input::Steer(Steer {
+        kind: req.kind,
+        note: req.note.clone(),
+        count: req.count,
+    });
+    let step = machine::handle(&st, input, &ctx).map_err(|r| anyhow::anyhow!(r.0))?;
+    let effects = step.effects.clone();
+    let written = door::commit(store, expected, &step, &now_rfc3339())?.state;
+    let _ = door::note(
+        store,
+        &command_event(Some(id), &format!("{} applied directly", req.kind.as_str())),
+    );
+    for e in &effects {
+        if *e == Effect::UnblockDependents {
+            unblock(store, &req.dependents, &ctx);
         }
-        Decision::Reject => {
-            let fb = note
-                .clone()
-                .unwrap_or_else(|| "A reviewer rejected the draft without a note.".into());
-            let counted = req.count || req.kind == Kind::TestsFailed;
-            let tests_failed = req.kind == Kind::TestsFailed;
-            let max = req.max_attempts.unwrap_or(u32::MAX);
-            // Counted, it may use up the allowance, as a failed check does.
-            let used_up = counted && st.used_attempts() >= max;
-            let st = write(&|s| {
-                if tests_failed {
-                    s.tests = Some(format!("failed: {fb}"));
-                }
-                if let Some(a) = s.attempts.last_mut() {
-                    a.counted = counted;
-                    a.outcome = "rejected".into();
-                }
-                if used_up {
-                    s.status = Status::Failed;
-                    s.reason = Some(format!("rejected: {fb} (after {max} attempt(s))"));
-                    s.finished_at = Some(now_rfc3339());
-                } else {
-                    s.status = Status::Retrying;
-                    s.feedback = Some(format!("- Reviewer: {fb}"));
-                    s.reason = Some(format!("rejected: {fb}"));
-                }
-            })?;
-            if st.status == Status::Failed {
-                log(
-                    store,
-                    Some(id),
-                    "rejected (counted); no attempt left: failed",
-                );
-                format!("{id} rejected; that was its last attempt (max_attempts = {max}), so it is failed; `loki retry {id}` gives it a fresh allowance")
-            } else {
-                log(
-                    store,
-                    Some(id),
-                    "rejected; the next `loki run` starts another attempt with the note as feedback",
-                );
-                format!(
-                    "{id} rejected; `loki run` starts another attempt with your note as feedback"
-                )
-            }
+    }
+    if effects.contains(&Effect::QueueMerge) && written.status == Status::Merging {
+        if req.kind == Kind::Retry {
+            // A conflicted stream is merged again by the next `loki run`.
+            return Ok(format!("{id} will run again at the next `loki run`"));
         }
-        Decision::Cancel => {
-            write(&|s| {
-                s.status = Status::Cancelled;
-                s.reason = Some(
-                    note.clone()
-                        .map(|n| format!("cancelled: {n}"))
-                        .unwrap_or_else(|| "cancelled".into()),
-                );
-                s.finished_at = Some(now_rfc3339());
-            })?;
-            log(store, Some(id), "cancelled");
-            format!("{id} cancelled; its worktree and branch are kept (`loki clean` removes them)")
-        }
-        Decision::Retry => {
-            let conflicted = st.status == Status::Conflicted;
-            write(&|s| {
-                s.renew_allowance();
-                s.status = if conflicted {
-                    Status::Merging
-                } else if s.status == Status::Interrupted {
-                    Status::Interrupted
-                } else {
-                    Status::Pending
-                };
-                s.reason = Some("retry requested".into());
-            })?;
-            log(store, Some(id), "retry requested");
-            format!("{id} will run again at the next `loki run`")
-        }
-        Decision::RecordTests(what) => {
-            write(&|s| {
-                s.tests = Some(match &note {
-                    Some(n) => format!("{what}: {n}"),
-                    None => what.to_string(),
-                })
-            })?;
-            log(store, Some(id), &format!("tests {what}"));
-            format!("recorded: tests {what} for {id}")
-        }
-        Decision::PauseStream => {
-            write(&|s| s.paused = true)?;
-            format!("{id} paused")
-        }
-        Decision::ResumeStream => {
-            write(&|s| s.paused = false)?;
-            format!("{id} resumed")
-        }
-        Decision::FinishRunning { .. } | Decision::FailRunning | Decision::StopStream => {
-            bail!(
-                "{}: stream {id} is recorded as {} but no supervisor is running\n  help: `loki run` resumes it",
-                req.kind.as_str(),
-                st.status
-            )
-        }
-    };
-    Ok(msg)
+        return merge_now(layout, store, &ctx, written);
+    }
+    Ok(message(id, req, &written))
 }
 
-/// Merges an approved stream while holding the supervisor lock.
-fn merge_now(layout: &Layout, store: &StateStore, target: &str, st: StreamState) -> Result<String> {
+/// Blocked dependents of a retried stream get another chance, each through
+/// the machine.
+fn unblock(store: &StateStore, dependents: &[String], ctx: &Ctx) {
+    for dep in dependents {
+        if let Ok(Some(st)) = store.load(dep) {
+            if let Ok(step) = machine::handle(&st, Input::Unblock, ctx) {
+                let _ = door::commit(store, st.version, &step, &now_rfc3339());
+            }
+        }
+    }
+}
+
+/// What the user is told after a command applied directly.
+fn message(id: &str, req: &Request, st: &StreamState) -> String {
+    match req.kind {
+        Kind::Reject | Kind::TestsFailed if st.status == Status::Failed => format!(
+            "{id} rejected; that was its last attempt (max_attempts = {}), so it is failed; `loki retry {id}` gives it a fresh allowance",
+            req.max_attempts.unwrap_or(0)
+        ),
+        Kind::Reject | Kind::TestsFailed => {
+            format!("{id} rejected; `loki run` starts another attempt with your note as feedback")
+        }
+        Kind::Cancel => format!(
+            "{id} cancelled; its worktree and branch are kept (`loki clean` removes them)"
+        ),
+        Kind::Retry => format!("{id} will run again at the next `loki run`"),
+        Kind::TestsPassed => format!("recorded: tests passed for {id}"),
+        Kind::Pause => format!("{id} paused"),
+        Kind::Resume => format!("{id} resumed"),
+        _ => format!("{id}: {}", st.status),
+    }
+}
+
+/// Merges an approved stream while holding the supervisor lock; the
+/// result goes through the machine like the merge worker's.
+fn merge_now(layout: &Layout, store: &StateStore, ctx: &Ctx, st: StreamState) -> Result<String> {
     let id = st.id.clone();
+    let target = ctx.target.as_str();
     let trailers = crate::model::trailers::merge_trailers(&st, "unknown");
-    crate::supervisor::attempt::commit_review_edits(layout, &id, st.attempt)?;
+    attempt::commit_review_edits(layout, &id, st.attempt)?;
     let outcome = git::merge_stream(
         &layout.root,
         &id,
         target,
         &format!("Merge stream {id}"),
         &trailers,
-    )?;
-    let v = st.version;
-    match outcome {
-        MergeOutcome::Merged {
-            commit,
-            checkout_behind,
-        } => {
-            if let Some(why) = &checkout_behind {
-                eprintln!("warning: {id} merged, but {why}");
-            }
-            let c = commit.clone();
-            store.update(&id, v, |s| {
-                s.status = Status::Merged;
-                s.merge_commit = Some(c);
-                s.reason = None;
-                s.finished_at = Some(now_rfc3339());
-            })?;
-            let _ = git::remove_worktree(&layout.root, &id);
-            let _ = git::delete_branch(&layout.root, &id);
-            log(
-                store,
-                Some(&id),
-                &format!("merged into {target} as {commit}"),
-            );
-            Ok(format!(
-                "{id} approved and merged into {target} ({})",
-                &commit[..commit.len().min(12)]
-            ))
-        }
-        MergeOutcome::AlreadyMerged { checkout_behind } => {
-            if let Some(why) = &checkout_behind {
-                eprintln!("warning: {id} merged, but {why}");
-            }
-            store.update(&id, v, |s| {
-                s.status = Status::Merged;
-                s.finished_at = Some(now_rfc3339());
-            })?;
-            Ok(format!("{id} was already merged into {target}"))
-        }
-        MergeOutcome::Conflict { paths } => {
-            let why = format!("merge conflict in {}", paths.join(", "));
-            let w = why.clone();
-            store.update(&id, v, |s| {
-                s.status = Status::Conflicted;
-                s.reason = Some(w);
-            })?;
-            bail!("{id}: {why}; resolve it in .loki/worktrees/{id}, commit, then `loki retry {id}`")
-        }
-        MergeOutcome::UserChanges { paths } => {
-            bail!(
-                "{id} is approved, but your uncommitted changes touch {}; commit or stash them, then `loki run` merges it",
-                paths.join(", ")
-            )
-        }
+    )
+    .map_err(|e| format!("{e:#}"));
+    let (result, checkout_behind) = MergeResult::from_outcome(outcome, &layout.root);
+    if let Some(why) = &checkout_behind {
+        eprintln!("warning: {id} merged, but {why}");
+    }
+    let ctx = Ctx {
+        now: now_rfc3339(),
+        ..ctx.clone()
+    };
+    let step = machine::handle(&st, Input::Merge(result.clone()), &ctx)
+        .map_err(|r| anyhow::anyhow!(r.0))?;
+    let written = door::commit(store, st.version, &step, &ctx.now)?.state;
+    if step.effects.contains(&Effect::Cleanup) {
+        let _ = git::remove_worktree(&layout.root, &id);
+        let _ = git::delete_branch(&layout.root, &id);
+    }
+    match result {
+        MergeResult::Merged { commit } => Ok(format!(
+            "{id} approved and merged into {target} ({})",
+            &commit[..commit.len().min(12)]
+        )),
+        MergeResult::AlreadyMerged => Ok(format!("{id} was already merged into {target}")),
+        MergeResult::Conflict { paths } => bail!(
+            "{id}: merge conflict in {}; resolve it in .loki/worktrees/{id}, commit, then `loki retry {id}`",
+            paths.join(", ")
+        ),
+        MergeResult::UserChanges { paths, .. } => bail!(
+            "{id} is approved, but your uncommitted changes touch {}; commit or stash them, then `loki run` merges it",
+            paths.join(", ")
+        ),
+        MergeResult::Failed(e) => bail!("{id}: the merge failed: {e} ({})", written.status),
     }
 }
 
-fn log(store: &StateStore, stream: Option<&str>, message: &str) {
-    let _ = store.append_event(&Event {
+/// The line a command applied directly adds beside its transition.
+fn command_event(stream: Option<&str>, message: &str) -> Event {
+    Event {
         ts: now_rfc3339(),
         kind: "command".into(),
         stream: stream.map(str::to_string),
@@ -323,5 +271,5 @@ fn log(store: &StateStore, stream: Option<&str>, message: &str) {
         version: None,
         message: message.into(),
         signal_file: None,
-    });
+    }
 }

@@ -12,4 +12,4 @@ pub mod trailers;
 pub use id::{valid_id, valid_stream_id};
 pub use paths::Layout;
 pub use signal::Kind;
-pub use state::{AttemptRecord, Event, ProcessRecord, Status, StreamState, SwarmState};
+pub use state::{AttemptRecord, Event, Outcome, ProcessRecord, Status, StreamState, SwarmState};

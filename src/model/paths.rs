@@ -100,6 +100,11 @@ impl Layout {
     pub fn set_aside_dir(&self) -> PathBuf {
         self.root.join(".loki").join("set-aside")
     }
+    /// `.loki/rehearsal.lock`: held by a rehearsal from before its folder
+    /// is cleared until it ends, so two rehearsals never share it.
+    pub fn rehearsal_lock(&self) -> PathBuf {
+        self.root.join(".loki").join("rehearsal.lock")
+    }
     /// `.loki/checkout-in-flight`: names the index loki is writing while it
     /// updates the user's checkout after a merge (read after a crash).
     pub fn checkout_marker(&self) -> PathBuf {

@@ -252,3 +252,80 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal_file: Option<String>,
 }
+
+/// How an attempt ended, as written in [`AttemptRecord::outcome`]. The
+/// enum knows whether an attempt that ended so counts against
+/// `max_attempts`: an attempt cut off by the user, the API or the machine
+/// is not the agent's failure and is not counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Failed,
+    CheckFailed,
+    Timeout,
+    Idle,
+    Rejected,
+    Cancelled,
+    Interrupted,
+    NotStarted,
+    RateLimited,
+    Auth,
+    SessionLost,
+}
+
+impl Outcome {
+    pub const ALL: &'static [Outcome] = &[
+        Outcome::Ok,
+        Outcome::Failed,
+        Outcome::CheckFailed,
+        Outcome::Timeout,
+        Outcome::Idle,
+        Outcome::Rejected,
+        Outcome::Cancelled,
+        Outcome::Interrupted,
+        Outcome::NotStarted,
+        Outcome::RateLimited,
+        Outcome::Auth,
+        Outcome::SessionLost,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Failed => "failed",
+            Outcome::CheckFailed => "check_failed",
+            Outcome::Timeout => "timeout",
+            Outcome::Idle => "idle",
+            Outcome::Rejected => "rejected",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Interrupted => "interrupted",
+            Outcome::NotStarted => "not_started",
+            Outcome::RateLimited => "rate_limited",
+            Outcome::Auth => "auth",
+            Outcome::SessionLost => "session_lost",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Outcome> {
+        Outcome::ALL.iter().copied().find(|o| o.as_str() == s)
+    }
+
+    /// Whether an attempt that ended so uses up one of `max_attempts`
+    /// (a rejection's count is the reviewer's choice and set apart).
+    pub fn counts(self) -> bool {
+        !matches!(
+            self,
+            Outcome::Interrupted
+                | Outcome::NotStarted
+                | Outcome::RateLimited
+                | Outcome::Auth
+                | Outcome::SessionLost
+        )
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

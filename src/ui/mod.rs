@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc;
 
-use crate::store::Status;
+use crate::model::Status;
 
 /// What the dispatcher tells the UI.
 #[derive(Debug, Clone, PartialEq)]

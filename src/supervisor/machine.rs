@@ -1,0 +1,866 @@
+//! The state machine: the one place that decides how a stream's state
+//! changes.
+//!
+//! [`handle`] takes a stream's state, an [`Input`] (an attempt starting or
+//! ending, a check result, a merge result, a steering command, start-up
+//! recovery, a dependency's fate) and a [`Ctx`] of the facts it may not
+//! look up itself (the time, the stream's limits, whether a supervisor is
+//! running), and returns a [`Step`]: the new state, the events to append
+//! and the [`Effect`]s to carry out — or a [`Refusal`] saying why the input
+//! does not apply. It does no I/O, reads no clock and spawns nothing, so
+//! every transition is unit-tested below without a process or a
+//! repository.
+//!
+//! The caller writes the step through the one transaction door
+//! ([`super::door`]) and only then carries out its effects: the supervisor's
+//! loop when one runs, the steering commands (`loki approve`, …) when none
+//! does. Both go through this function, so the two paths cannot drift.
+//! This is nextest's dispatcher shape (a synchronous `handle_event`
+//! returning a `#[must_use]` response) and watchexec's supervisor `Job`.
+
+use super::attempt::Kickoff;
+use crate::git::MergeOutcome;
+use crate::model::{
+    AttemptRecord, Event, Kind, Outcome, ProcessRecord, Status, StreamState, SwarmState,
+};
+use crate::util::one_line;
+
+/// The facts a decision may depend on that the state does not hold.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// The time to record (RFC 3339), handed in so decisions are pure.
+    pub now: String,
+    /// The stream's `max_attempts`.
+    pub max_attempts: u32,
+    /// The stream's `max_budget_usd`.
+    pub max_budget_usd: Option<f64>,
+    /// The branch merges go into (for messages).
+    pub target: String,
+    /// Who approves when an approval names nobody.
+    pub approver: String,
+    /// A supervisor runs this stream (false: a command applies directly, so
+    /// nothing can stop or finish a running agent).
+    pub supervised: bool,
+}
+
+/// A steering request: a signal file or a command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Steer {
+    pub kind: Kind,
+    pub note: Option<String>,
+    /// REJECT counted against `max_attempts` (`loki reject --count`).
+    pub count: bool,
+}
+
+/// What a merge attempt came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MergeResult {
+    Merged {
+        commit: String,
+    },
+    AlreadyMerged,
+    Conflict {
+        paths: Vec<String>,
+    },
+    /// The user's uncommitted changes are in the way: the merge waits.
+    UserChanges {
+        root: String,
+        paths: Vec<String>,
+    },
+    Failed(String),
+}
+
+impl MergeResult {
+    /// The machine's view of what the git door answered (and the note that
+    /// the user's checkout could not be brought up to date, if any).
+    pub fn from_outcome(
+        result: Result<MergeOutcome, String>,
+        root: &std::path::Path,
+    ) -> (MergeResult, Option<String>) {
+        match result {
+            Ok(MergeOutcome::Merged {
+                commit,
+                checkout_behind,
+            }) => (MergeResult::Merged { commit }, checkout_behind),
+            Ok(MergeOutcome::AlreadyMerged { checkout_behind }) => {
+                (MergeResult::AlreadyMerged, checkout_behind)
+            }
+            Ok(MergeOutcome::Conflict { paths }) => (MergeResult::Conflict { paths }, None),
+            Ok(MergeOutcome::UserChanges { paths }) => (
+                MergeResult::UserChanges {
+                    root: root.display().to_string(),
+                    paths,
+                },
+                None,
+            ),
+            Err(e) => (MergeResult::Failed(e), None),
+        }
+    }
+}
+
+/// Everything that can happen to a stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// A slot is free: attempt `n` starts preparing.
+    Start { n: u32 },
+    /// The worktree and prompt are ready; the agent is about to start.
+    Prepared {
+        worktree: String,
+        base: String,
+        agent: String,
+    },
+    /// Preparing succeeded but new starts were stopped meanwhile: the
+    /// attempt ends unstarted (and uncounted); the stream resumes later.
+    HeldBack { why: String },
+    /// The agent's process group exists.
+    AgentStarted(ProcessRecord),
+    /// claude named its session.
+    Session(String),
+    /// The attempt's record closes (cost and turns of this attempt).
+    AttemptEnded {
+        outcome: Outcome,
+        exit: Option<i32>,
+        reason: Option<String>,
+        cost_usd: f64,
+        turns: u32,
+    },
+    /// The agent was cut off (Ctrl-C, STOP, a refused key, a lost session):
+    /// the stream waits, interrupted, to be resumed.
+    Interrupted { why: String, forget_session: bool },
+    /// The agent ended; its work is being committed and checked.
+    Checking { why: Option<String> },
+    /// The attempt's commit and check level.
+    Checked {
+        commit: Option<String>,
+        level: Option<String>,
+    },
+    /// The attempt did not pass: another attempt with `feedback` while the
+    /// allowance (and the stream budget) lasts, else failed.
+    Unsuccessful { reason: String, feedback: String },
+    /// The checks failed (the attempt's outcome becomes `check_failed`).
+    ChecksFailed { summary: String, feedback: String },
+    /// A rate limit ended the attempt: retried without counting it.
+    RateLimited { why: String },
+    /// Nothing another attempt could fix (a check that cannot run, a spent
+    /// budget, a missing input): failed now.
+    Fatal { reason: String },
+    /// Every check passed.
+    Passed {
+        summary: String,
+        needs_approval: bool,
+        pre_approved: bool,
+    },
+    /// The merge worker's answer.
+    Merge(MergeResult),
+    /// Start-up: whatever was in flight when the last supervisor stopped
+    /// becomes something this run resumes.
+    Recover,
+    /// A dependency can no longer merge.
+    DependencyLost { dep: String, status: Status },
+    /// A dependency is retried: a stream it blocked may run again.
+    Unblock,
+    /// A signal or a steering command.
+    Steer(Steer),
+}
+
+/// What the caller does after the step is written.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Hand the stream to the merge worker (or, with no supervisor, merge now).
+    QueueMerge,
+    /// Try the merge again later (the user's checkout is in the way).
+    RetryMergeLater,
+    /// Remove the worktree and branch of a merged stream.
+    Cleanup,
+    /// Ask the running agent to stop.
+    StopAgent(AgentStop),
+    /// MERGE_REQUESTED while running: the coming check result needs no
+    /// approval.
+    PreApprove,
+    /// TESTS_FAILED while running: the attempt fails with this note.
+    FailAttempt(String),
+    /// STOP_<id>: do not restart the stream in this run.
+    Hold,
+    /// RETRY: a held stream may start again.
+    Release,
+    /// Blocked dependents of this stream get another chance.
+    UnblockDependents,
+    /// Tell the user (not an event: the view's business).
+    Note(String),
+}
+
+/// How a running agent is asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentStop {
+    /// Its work is done (FEATURE_READY, MERGE_REQUESTED, TESTS_FAILED): end
+    /// it gracefully and check.
+    Finish,
+    Cancel,
+    Interrupt,
+}
+
+/// An event to append, without the version (the door fills it in once the
+/// state is written).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventDraft {
+    pub kind: &'static str,
+    pub from: Option<Status>,
+    pub to: Option<Status>,
+    pub message: String,
+}
+
+/// The answer to one input. Must be written (door) and carried out.
+#[must_use]
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub state: StreamState,
+    pub events: Vec<EventDraft>,
+    pub effects: Vec<Effect>,
+}
+
+impl Step {
+    /// The status change this step makes, if any.
+    pub fn transition(&self) -> Option<(Status, Status)> {
+        self.events
+            .iter()
+            .find(|e| e.kind == "transition")
+            .and_then(|e| Some((e.from?, e.to?)))
+    }
+
+    /// Whether anything in the stored state changes.
+    pub fn changes(&self, before: &StreamState) -> bool {
+        &self.state != before
+    }
+}
+
+/// Why an input does not apply to the stream as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal(pub String);
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A step being built: the state so far plus what the caller must do.
+struct Builder<'a> {
+    st: StreamState,
+    events: Vec<EventDraft>,
+    effects: Vec<Effect>,
+    ctx: &'a Ctx,
+}
+
+impl<'a> Builder<'a> {
+    fn new(st: &StreamState, ctx: &'a Ctx) -> Self {
+        Builder {
+            st: st.clone(),
+            events: Vec::new(),
+            effects: Vec::new(),
+            ctx,
+        }
+    }
+
+    /// A status change: the reason replaces the old one; a terminal status
+    /// records when the stream finished.
+    fn go(&mut self, to: Status, reason: Option<String>) -> &mut Self {
+        let from = self.st.status;
+        self.st.status = to;
+        self.st.reason = reason.clone();
+        if to.is_terminal() {
+            self.st.finished_at = Some(self.ctx.now.clone());
+        }
+        self.events.push(EventDraft {
+            kind: "transition",
+            from: Some(from),
+            to: Some(to),
+            message: reason.unwrap_or_default(),
+        });
+        self
+    }
+
+    fn event(&mut self, kind: &'static str, message: String) -> &mut Self {
+        self.events.push(EventDraft {
+            kind,
+            from: None,
+            to: None,
+            message,
+        });
+        self
+    }
+
+    fn effect(&mut self, e: Effect) -> &mut Self {
+        self.effects.push(e);
+        self
+    }
+
+    fn last_attempt(&mut self) -> Option<&mut AttemptRecord> {
+        self.st.attempts.last_mut()
+    }
+
+    /// Another attempt while the allowance and the budget last, else failed.
+    fn retry_or_fail(&mut self, reason: String, feedback: String) -> &mut Self {
+        if let Some(b) = self.ctx.max_budget_usd {
+            if self.st.cost_usd >= b {
+                let why = format!(
+                    "{reason}; stream budget reached (${:.2} of ${b:.2}), so no further attempt (raise max_budget_usd to go on)",
+                    self.st.cost_usd
+                );
+                return self.go(Status::Failed, Some(why));
+            }
+        }
+        let max = self.ctx.max_attempts;
+        let used = self.st.used_attempts();
+        if used < max {
+            self.go(
+                Status::Retrying,
+                Some(format!("{reason} ({} attempt(s) left)", max - used)),
+            );
+            self.st.feedback = Some(feedback);
+            self
+        } else {
+            self.go(
+                Status::Failed,
+                Some(format!("{reason} (after {max} attempt(s))")),
+            )
+        }
+    }
+
+    fn done(self) -> Step {
+        Step {
+            state: self.st,
+            events: self.events,
+            effects: self.effects,
+        }
+    }
+}
+
+/// Decides what `input` does to the stream in state `st`.
+pub fn handle(st: &StreamState, input: Input, ctx: &Ctx) -> Result<Step, Refusal> {
+    use Status::*;
+    let mut b = Builder::new(st, ctx);
+    let s = st.status;
+    let wrong = |what: &str| Refusal(format!("stream {} is {s}, {what}", st.id));
+    match input {
+        Input::Start { n } => {
+            if !matches!(s, Pending | Ready | Retrying | Interrupted) {
+                return Err(wrong("not waiting to start"));
+            }
+            b.go(Preparing, None);
+            b.st.attempt = n;
+            if b.st.started_at.is_none() {
+                b.st.started_at = Some(ctx.now.clone());
+            }
+            b.st.finished_at = None;
+            b.st.attempts.push(AttemptRecord {
+                n,
+                started_at: ctx.now.clone(),
+                counted: true,
+                ..Default::default()
+            });
+        }
+        Input::Prepared {
+            worktree,
+            base,
+            agent,
+        } => {
+            if s != Preparing {
+                return Err(wrong("not preparing"));
+            }
+            b.go(Running, None);
+            b.st.worktree = Some(worktree);
+            if b.st.base_commit.is_none() {
+                b.st.base_commit = Some(base);
+            }
+            b.st.agent = Some(agent);
+            b.st.last_message = None;
+        }
+        Input::HeldBack { why } => {
+            if s != Preparing {
+                return Err(wrong("not preparing"));
+            }
+            close_attempt(&mut b, Outcome::NotStarted, None, None, 0.0, 0);
+            b.go(Interrupted, Some(why));
+            if let Some(a) = b.last_attempt() {
+                a.counted = false;
+            }
+        }
+        Input::AgentStarted(rec) => {
+            b.st.process = Some(rec);
+            b.event(
+                "agent",
+                format!(
+                    "attempt {} started: pid {} (group {})",
+                    st.attempt, rec.pid, rec.pgid
+                ),
+            );
+        }
+        Input::Session(sid) => {
+            b.st.session_id = Some(sid.clone());
+            if let Some(a) = b.last_attempt() {
+                a.session_id = Some(sid);
+            }
+        }
+        Input::AttemptEnded {
+            outcome,
+            exit,
+            reason,
+            cost_usd,
+            turns,
+        } => close_attempt(&mut b, outcome, exit, reason, cost_usd, turns),
+        Input::Interrupted {
+            why,
+            forget_session,
+        } => {
+            b.go(Interrupted, Some(why));
+            if forget_session {
+                b.st.session_id = None;
+            }
+        }
+        Input::Checking { why } => {
+            b.go(Checking, why);
+        }
+        Input::Checked { commit, level } => {
+            if let Some(a) = b.last_attempt() {
+                a.commit = commit;
+                a.checks = level;
+            }
+        }
+        Input::Unsuccessful { reason, feedback } => {
+            b.retry_or_fail(reason, feedback);
+        }
+        Input::ChecksFailed { summary, feedback } => {
+            if let Some(a) = b.last_attempt() {
+                a.outcome = Outcome::CheckFailed.as_str().into();
+            }
+            b.retry_or_fail(summary, feedback);
+        }
+        Input::RateLimited { why } => {
+            b.go(Retrying, Some(why));
+            b.st.feedback = None;
+        }
+        Input::Fatal { reason } => {
+            b.go(Failed, Some(reason));
+        }
+        Input::Passed {
+            summary,
+            needs_approval,
+            pre_approved,
+        } => {
+            if needs_approval && !pre_approved {
+                b.go(
+                    AwaitingApproval,
+                    Some(format!("{summary}; approve with `loki approve {}`", st.id)),
+                );
+            } else {
+                b.go(Merging, None);
+                b.effect(Effect::QueueMerge);
+            }
+            b.st.feedback = None;
+        }
+        Input::Merge(result) => {
+            if s != Merging {
+                return Err(wrong("not merging"));
+            }
+            merge_result(&mut b, result);
+        }
+        Input::Recover => recover(&mut b),
+        Input::DependencyLost { dep, status } => {
+            if s != Pending {
+                return Err(wrong("not pending"));
+            }
+            b.go(Blocked, Some(format!("dependency {dep} is {status}")));
+        }
+        Input::Unblock => {
+            if s != Blocked {
+                return Err(wrong("not blocked"));
+            }
+            b.go(Pending, None);
+        }
+        Input::Steer(req) => steer(&mut b, req)?,
+    }
+    Ok(b.done())
+}
+
+/// Closes the current attempt's record: its cost joins the stream's, and
+/// an outcome that does not count leaves the allowance untouched.
+fn close_attempt(
+    b: &mut Builder<'_>,
+    outcome: Outcome,
+    exit: Option<i32>,
+    reason: Option<String>,
+    cost_usd: f64,
+    turns: u32,
+) {
+    let now = b.ctx.now.clone();
+    b.st.process = None;
+    if b.st.attempts.last().is_some_and(|a| a.ended_at.is_none()) {
+        b.st.cost_usd += cost_usd;
+    }
+    if let Some(a) = b.st.attempts.last_mut() {
+        if a.ended_at.is_none() {
+            a.ended_at = Some(now);
+            a.cost_usd = cost_usd;
+            a.turns = turns;
+        }
+        a.outcome = outcome.as_str().into();
+        a.exit_code = exit;
+        a.reason = reason;
+        if !outcome.counts() {
+            a.counted = false;
+        }
+    }
+}
+
+fn merge_result(b: &mut Builder<'_>, result: MergeResult) {
+    let id = b.st.id.clone();
+    let target = b.ctx.target.clone();
+    match result {
+        MergeResult::Merged { commit } => {
+            b.go(Status::Merged, None);
+            b.st.merge_commit = Some(commit.clone());
+            b.st.process = None;
+            b.event("merge", format!("merged into {target} as {commit}"));
+            b.effect(Effect::Cleanup);
+        }
+        MergeResult::AlreadyMerged => {
+            b.go(Status::Merged, Some("already merged".into()));
+            b.effect(Effect::Cleanup);
+        }
+        MergeResult::Conflict { paths } => {
+            let why = format!(
+                "merge conflict in {}: resolve it in .loki/worktrees/{id} (merge {target} into loki/{id} and commit), then `loki retry {id}`",
+                paths.join(", "),
+            );
+            b.go(Status::Conflicted, Some(why));
+        }
+        MergeResult::UserChanges { root, paths } => {
+            let why = format!(
+                "waiting to merge: your uncommitted changes in {root} touch {}; commit or stash them and the merge goes on",
+                paths.join(", ")
+            );
+            if b.st.reason.as_deref() != Some(why.as_str()) {
+                b.st.reason = Some(why.clone());
+                b.event("merge_wait", why.clone());
+                b.effect(Effect::Note(format!("{id}: {why}")));
+            }
+            b.effect(Effect::RetryMergeLater);
+        }
+        MergeResult::Failed(e) => {
+            b.go(Status::Failed, Some(format!("merge failed: {e}")));
+        }
+    }
+}
+
+fn recover(b: &mut Builder<'_>) {
+    use Status::*;
+    let now = b.ctx.now.clone();
+    // Leftover agents were swept before recovery: no record stays.
+    b.st.process = None;
+    match b.st.status {
+        Preparing | Running | Checking => {
+            let started = b.st.status != Preparing;
+            b.go(
+                Interrupted,
+                Some("the previous supervisor stopped during this attempt".into()),
+            );
+            b.st.process = None;
+            if let Some(a) = b.st.attempts.last_mut() {
+                if a.ended_at.is_none() {
+                    a.ended_at = Some(now);
+                    // An attempt whose agent never started left no work to salvage.
+                    a.outcome = if started {
+                        Outcome::Interrupted
+                    } else {
+                        Outcome::NotStarted
+                    }
+                    .as_str()
+                    .into();
+                    a.counted = false;
+                }
+            }
+        }
+        Ready => {
+            b.go(Pending, None);
+        }
+        Failed | Blocked => {
+            b.go(Pending, Some("running again".into()));
+            b.st.process = None;
+            b.st.renew_allowance();
+        }
+        // A merge in flight is queued again (the merge is idempotent: an
+        // already merged branch is found so); only a conflicted stream
+        // changes status.
+        Merging => {
+            b.effect(Effect::QueueMerge);
+        }
+        Conflicted => {
+            b.go(Merging, None);
+            b.effect(Effect::QueueMerge);
+        }
+        Merged => {
+            b.effect(Effect::Cleanup);
+        }
+        _ => {}
+    }
+}
+
+/// What a signal or command does, by kind and status.
+fn steer(b: &mut Builder<'_>, req: Steer) -> Result<(), Refusal> {
+    use Status::*;
+    let s = b.st.status;
+    let id = b.st.id.clone();
+    let kind = req.kind;
+    let no = |what: &str| {
+        Err(Refusal(format!(
+            "{}: stream {id} is {s}, {what}",
+            kind.as_str()
+        )))
+    };
+    let not_supervised = || {
+        Err(Refusal(format!(
+            "{}: stream {id} is recorded as {s} but no supervisor is running\n  help: `loki run` resumes it",
+            kind.as_str()
+        )))
+    };
+    let note = req.note.clone();
+    let approver = || note.clone().unwrap_or_else(|| b.ctx.approver.clone());
+    match kind {
+        Kind::Approve | Kind::MergeRequested if s == AwaitingApproval => {
+            let who = approver();
+            b.go(Merging, Some(format!("approved by {who}")));
+            b.st.approved_by = Some(who);
+            b.effect(Effect::QueueMerge);
+        }
+        Kind::MergeRequested | Kind::FeatureReady if s == Running => {
+            if !b.ctx.supervised {
+                return not_supervised();
+            }
+            if kind == Kind::MergeRequested {
+                b.st.approved_by = Some(approver());
+                b.effect(Effect::PreApprove);
+            }
+            b.effect(Effect::StopAgent(AgentStop::Finish));
+        }
+        Kind::Approve => return no("not awaiting approval"),
+        Kind::Reject if s != AwaitingApproval => return no("not awaiting approval"),
+        Kind::MergeRequested => return no("neither running nor awaiting approval"),
+        Kind::FeatureReady => return no("not running"),
+        Kind::TestsFailed if s == Running => {
+            if !b.ctx.supervised {
+                return not_supervised();
+            }
+            let n = note.unwrap_or_else(|| "the tests failed".into());
+            b.st.tests = Some(format!("failed: {n}"));
+            b.effect(Effect::FailAttempt(n));
+            b.effect(Effect::StopAgent(AgentStop::Finish));
+        }
+        Kind::TestsFailed if s != AwaitingApproval => {
+            return no("neither running nor awaiting approval")
+        }
+        Kind::Reject | Kind::TestsFailed => {
+            // Awaiting approval: the draft goes back to the agent.
+            let fb = note.unwrap_or_else(|| "A reviewer rejected the draft without a note.".into());
+            let tests_failed = kind == Kind::TestsFailed;
+            if tests_failed {
+                b.st.tests = Some(format!("failed: {fb}"));
+            }
+            if let Some(a) = b.last_attempt() {
+                a.outcome = Outcome::Rejected.as_str().into();
+            }
+            let feedback = format!("- Reviewer: {fb}");
+            let reason = format!("rejected: {}", one_line(&fb));
+            if tests_failed || req.count {
+                // Counted: like a failed check, it may use up the allowance.
+                if let Some(a) = b.last_attempt() {
+                    a.counted = true;
+                }
+                b.retry_or_fail(reason, feedback);
+            } else {
+                b.go(Retrying, Some(reason));
+                b.st.feedback = Some(feedback);
+                if let Some(a) = b.last_attempt() {
+                    a.counted = false;
+                }
+            }
+        }
+        Kind::TestsPassed => {
+            b.st.tests = Some(match &note {
+                Some(n) => format!("passed: {n}"),
+                None => "passed".into(),
+            });
+        }
+        Kind::Cancel => match s {
+            Merged | Cancelled => return no("already finished"),
+            Merging => return no("being merged"),
+            _ => {
+                if s == Preparing {
+                    // No agent yet: the attempt ends here.
+                    close_attempt(b, Outcome::Cancelled, None, None, 0.0, 0);
+                }
+                b.go(
+                    Cancelled,
+                    Some(
+                        note.map(|n| format!("cancelled: {n}"))
+                            .unwrap_or_else(|| "cancelled".into()),
+                    ),
+                );
+                b.effect(Effect::StopAgent(AgentStop::Cancel));
+            }
+        },
+        Kind::Retry => match s {
+            Failed | Blocked | Cancelled | Interrupted | Conflicted => {
+                b.st.renew_allowance();
+                b.effect(Effect::Release);
+                match s {
+                    Conflicted => {
+                        b.go(Merging, Some("merging again".into()));
+                        b.effect(Effect::QueueMerge);
+                    }
+                    // Stays interrupted: it resumes as soon as a slot is free.
+                    Interrupted => {
+                        b.effect(Effect::Note(format!("{id}: resuming")));
+                    }
+                    _ => {
+                        b.go(Pending, Some("retry requested".into()));
+                        b.effect(Effect::UnblockDependents);
+                    }
+                }
+            }
+            _ => return no("not failed, blocked, cancelled, interrupted or conflicted"),
+        },
+        Kind::Pause => match s {
+            Merged | Cancelled => return no("already finished"),
+            _ if b.st.paused => return no("already paused"),
+            _ => b.st.paused = true,
+        },
+        Kind::Resume => {
+            if !b.st.paused {
+                return no("not paused");
+            }
+            b.st.paused = false;
+        }
+        Kind::Stop => match s {
+            Running | Preparing => {
+                if !b.ctx.supervised {
+                    return not_supervised();
+                }
+                b.effect(Effect::Hold);
+                b.effect(Effect::StopAgent(AgentStop::Interrupt));
+                if s == Preparing {
+                    b.go(Interrupted, Some("stopped by STOP".into()));
+                }
+            }
+            _ => return no("not running"),
+        },
+    }
+    Ok(())
+}
+
+/// What can happen to the swarm as a whole.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SwarmInput {
+    /// PAUSE / `loki pause`: start nothing new.
+    Pause { reason: String },
+    /// RESUME / `loki resume`.
+    Resume,
+    /// The API refused the credentials: the supervisor's own pause, which
+    /// the next `loki run` lifts. A pause the user made stays theirs.
+    AuthPause { reason: String },
+    /// A new run lifts the supervisor's own pause.
+    LiftAuthPause,
+}
+
+/// Decides what `input` does to the swarm's state.
+pub fn handle_swarm(sw: &SwarmState, input: SwarmInput) -> Result<SwarmState, Refusal> {
+    let mut next = sw.clone();
+    match input {
+        SwarmInput::Pause { reason } => {
+            if sw.paused {
+                return Err(Refusal("the swarm is already paused".into()));
+            }
+            next.paused = true;
+            next.auth_paused = false;
+            next.pause_reason = Some(reason);
+        }
+        SwarmInput::Resume => {
+            if !sw.paused {
+                return Err(Refusal("the swarm is not paused".into()));
+            }
+            next.paused = false;
+            next.auth_paused = false;
+            next.pause_reason = None;
+        }
+        SwarmInput::AuthPause { reason } => {
+            if sw.paused {
+                return Err(Refusal("the swarm is already paused".into()));
+            }
+            next.paused = true;
+            next.auth_paused = true;
+            next.pause_reason = Some(reason);
+        }
+        SwarmInput::LiftAuthPause => {
+            if !(sw.paused && sw.auth_paused) {
+                return Err(Refusal("the swarm is not paused by the supervisor".into()));
+            }
+            next.paused = false;
+            next.auth_paused = false;
+            next.pause_reason = None;
+        }
+    }
+    Ok(next)
+}
+
+/// An interrupted attempt whose agent ran is continued; one stopped before
+/// its agent started is simply started again, as a retry if it was one.
+/// Attempts held back before their agent started are looked past: what
+/// counts is whether the last agent that did start was cut off (a crash,
+/// Ctrl-C, STOP, a refused key) or ended (a failed check: then this is a
+/// retry).
+pub fn next_start(st: &StreamState, max_attempts: u32) -> Kickoff {
+    let agent_ran = cut_off_attempt(st).is_some();
+    let retry = || Kickoff::Retry {
+        feedback: st.feedback.clone().unwrap_or_default(),
+        last: st.used_attempts() + 1 >= max_attempts,
+    };
+    match st.status {
+        Status::Interrupted if agent_ran => Kickoff::Continue,
+        Status::Interrupted if st.feedback.is_some() => retry(),
+        Status::Retrying => retry(),
+        _ => Kickoff::Fresh,
+    }
+}
+
+/// The attempt whose interrupted work the next attempt salvages, if any.
+pub fn cut_off_attempt(st: &StreamState) -> Option<u32> {
+    let ran = st
+        .attempts
+        .iter()
+        .rev()
+        .find(|a| a.outcome != Outcome::NotStarted.as_str())
+        .is_some_and(|a| {
+            matches!(
+                Outcome::parse(&a.outcome),
+                Some(Outcome::Interrupted | Outcome::Auth)
+            )
+        });
+    (st.status == Status::Interrupted && st.attempt > 0 && ran).then_some(st.attempt)
+}
+
+/// The event a step's draft becomes once the state is written at `version`.
+pub fn event_of(id: &str, draft: &EventDraft, version: u64, ts: &str) -> Event {
+    Event {
+        ts: ts.to_string(),
+        kind: draft.kind.into(),
+        stream: Some(id.to_string()),
+        from: draft.from,
+        to: draft.to,
+        version: Some(version),
+        message: draft.message.clone(),
+        signal_file: None,
+    }
+}
+
+#[cfg(test)]
+#[path = "machine_tests.rs"]
+mod tests;

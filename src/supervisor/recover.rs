@@ -1,0 +1,267 @@
+//! Start-up: loading or creating every stream's state, ending leftover
+//! agents of a dead supervisor, replaying signals it took but never
+//! handled, and turning whatever was in flight into something this run
+//! resumes (each through the machine's `Recover` input).
+
+use super::*;
+use crate::model::paths::branch_name;
+
+impl Dispatcher {
+    // ----- start-up -----------------------------------------------------
+
+    /// Loads or creates every stream's state, ends leftover agents of a dead
+    /// supervisor, and turns whatever was in flight into something resumable.
+    pub(super) async fn recover(&mut self) -> Result<()> {
+        let store = self.store.clone();
+        let existing = tokio::task::spawn_blocking(move || store.load_all())
+            .await
+            .context("loading state")??;
+        let mut existing: BTreeMap<String, StreamState> =
+            existing.into_iter().map(|s| (s.id.clone(), s)).collect();
+        let store = self.store.clone();
+        self.swarm = tokio::task::spawn_blocking(move || store.load_swarm())
+            .await
+            .context("loading state")??;
+        if self.swarm.paused && self.swarm.auth_paused {
+            // The supervisor's own pause after a refused key: a new run is
+            // the user's way of saying the credentials are fixed.
+            let why = self.swarm.pause_reason.clone().unwrap_or_default();
+            self.notes
+                .push_back(format!("resuming a paused swarm ({why})"));
+            let store = self.store.clone();
+            let v = self.swarm.version;
+            if let Ok(next) = machine::handle_swarm(&self.swarm, SwarmInput::LiftAuthPause) {
+                self.swarm =
+                    tokio::task::spawn_blocking(move || door::commit_swarm(&store, v, &next, None))
+                        .await
+                        .context("writing swarm state")??;
+            }
+        } else if self.swarm.paused {
+            let why = self.swarm.pause_reason.clone().unwrap_or_default();
+            self.notes.push_back(format!(
+                "the swarm is paused ({why}): starting nothing until `loki resume` (Ctrl-C leaves)"
+            ));
+        }
+
+        // Leftover agents first: nothing else happens until they are gone.
+        // Leftovers do not say which stream's settings they ran under
+        // (loki.toml may have changed): the longest grace any stream allows.
+        let grace = self
+            .cfg
+            .streams
+            .iter()
+            .map(|s| s.agent.kill_grace)
+            .max()
+            .unwrap_or(Duration::from_secs(10));
+        let leftovers: Vec<_> = existing
+            .values()
+            .filter_map(|s| s.process.map(|p| (s.id.clone(), p)))
+            .collect();
+        for (id, rec) in leftovers {
+            let n = tokio::task::spawn_blocking(move || agent::sweep_leftover(&rec, grace))
+                .await
+                .unwrap_or(0);
+            if n > 0 {
+                self.notes.push_back(format!(
+                    "ended {n} leftover process(es) of stream {id} from an earlier supervisor"
+                ));
+            }
+        }
+
+        for s in self.cfg.streams.clone() {
+            let st = match existing.remove(&s.id) {
+                Some(st) => st,
+                None => {
+                    let store = self.store.clone();
+                    let id = s.id.clone();
+                    tokio::task::spawn_blocking(move || door::create(&store, &id))
+                        .await
+                        .context("creating stream state")??
+                }
+            };
+            let tv = st.version;
+            self.slots.insert(
+                s.id.clone(),
+                Slot {
+                    cfg: s,
+                    st,
+                    transition_version: tv,
+                    stop: None,
+                    pre_approved: false,
+                    fail_note: None,
+                    held: false,
+                    turns: 0,
+                    attempt_cost: 0.0,
+                    result_error: None,
+                    api_trouble: None,
+                    agent_label: String::new(),
+                    resumed: false,
+                },
+            );
+        }
+        for id in existing.keys() {
+            self.notes.push_back(format!(
+                "state for stream {id} is kept, but loki.toml no longer names it"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Signals the previous supervisor took into `processed/` but died
+    /// before handling (no `signal` event names their file), applied now,
+    /// before anything newer. Only that supervisor's files count (their
+    /// names end in its pid, from its `started` event): older ones were
+    /// handled or given up by theirs. A swarm-wide STOP was meant for the
+    /// supervisor that died and is not replayed. If `events.jsonl` cannot
+    /// be read, nothing is replayed (and the user is told).
+    pub(super) async fn replay_unhandled_signals(&mut self) {
+        let store = self.store.clone();
+        let dir = self.signals.clone();
+        let found = tokio::task::spawn_blocking(move || -> Result<Vec<Taken>, String> {
+            let events = store.read_events().map_err(|e| e.to_string())?;
+            let Some(pid) = events.iter().rev().find_map(|e| {
+                let rest = e.message.strip_prefix("started (pid ")?;
+                (e.kind == "supervisor")
+                    .then(|| rest.split(')').next())??
+                    .parse::<u32>()
+                    .ok()
+            }) else {
+                return Ok(Vec::new());
+            };
+            let handled: BTreeSet<String> =
+                events.into_iter().filter_map(|e| e.signal_file).collect();
+            let suffix = format!("-{pid}");
+            Ok(dir
+                .processed()
+                .into_iter()
+                .filter(|f| f.ends_with(&suffix) && !handled.contains(f))
+                .filter_map(|f| dir.retake(&f))
+                .collect())
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        let taken = match found {
+            Ok(t) => t,
+            Err(e) => {
+                self.notes.push_back(format!(
+                    "signals taken by the stopped supervisor are not replayed: {e}"
+                ));
+                return;
+            }
+        };
+        for t in taken {
+            if let Taken::Signal(s) = &t {
+                if s.kind == Kind::Stop && s.stream.is_none() {
+                    self.signal_event(
+                        None,
+                        &format!(
+                            "{}: not replayed (it was meant for the stopped supervisor)",
+                            s.name
+                        ),
+                        s,
+                    );
+                    continue;
+                }
+                self.notes.push_back(format!(
+                    "applying signal {} taken by the stopped supervisor but not yet handled",
+                    s.name
+                ));
+            }
+            self.on_signal(t).await;
+        }
+    }
+
+    /// Signals written while no supervisor ran, applied to the state as it
+    /// was left (before start-up turns failed streams into pending ones), so
+    /// that a RETRY of a failed stream means what its writer meant.
+    pub(super) async fn apply_waiting_signals(&mut self) {
+        let dir = self.signals.clone();
+        let taken = tokio::task::spawn_blocking(move || dir.scan())
+            .await
+            .unwrap_or_default();
+        for t in taken {
+            self.on_signal(t).await;
+        }
+    }
+
+    /// Turns whatever was in flight when the last supervisor stopped into
+    /// something this run resumes.
+    pub(super) async fn normalize(&mut self) -> Result<()> {
+        // Git locks a killed supervisor left in loki's own refs and
+        // worktrees would fail every resumed attempt: clear them (we hold
+        // the supervisor lock, so nothing else of loki's can hold them).
+        let in_flight: Vec<String> = self
+            .slots
+            .values()
+            .filter(|s| {
+                matches!(
+                    s.st.status,
+                    Status::Preparing
+                        | Status::Running
+                        | Status::Checking
+                        | Status::Merging
+                        | Status::Interrupted
+                )
+            })
+            .map(|s| s.st.id.clone())
+            .collect();
+        let any_merging = self.slots.values().any(|s| s.st.status == Status::Merging);
+        let root = self.layout.root.clone();
+        let target = self.target.clone();
+        let (removed, kept) = tokio::task::spawn_blocking(move || {
+            let mut removed = Vec::new();
+            for id in &in_flight {
+                if let Ok(r) = git::clear_stale_locks(&root, id) {
+                    removed.extend(r);
+                }
+            }
+            let mut kept = Vec::new();
+            if any_merging {
+                if let Ok(r) =
+                    git::clear_abandoned_target_locks(&root, &target, Duration::from_secs(2))
+                {
+                    removed.extend(r.removed);
+                    kept = r.kept;
+                }
+            }
+            (removed, kept)
+        })
+        .await
+        .unwrap_or_default();
+        for r in removed {
+            self.notes.push_back(format!(
+                "removed a git lock left by the stopped supervisor: {}",
+                r.display()
+            ));
+        }
+        for k in kept {
+            self.notes.push_back(format!(
+                "{} exists: if no git command of yours is running, the stopped supervisor left it; remove it so the merge can update your checkout",
+                k.display()
+            ));
+        }
+
+        for id in self.order.clone() {
+            let Ok(effects) = self.step(&id, Input::Recover).await else {
+                continue;
+            };
+            let (cleanup, effects): (Vec<Effect>, Vec<Effect>) =
+                effects.into_iter().partition(|e| *e == Effect::Cleanup);
+            self.perform(&id, effects).await;
+            if !cleanup.is_empty() {
+                // A merged stream whose worktree or branch a crash left behind.
+                let wt = self.layout.worktree(&id);
+                let root = self.layout.root.clone();
+                let idc = id.clone();
+                if wt.exists() || git::branch_head(&root, &branch_name(&id)).is_ok() {
+                    let _ = tokio::task::spawn_blocking(move || {
+                        let _ = git::remove_worktree(&root, &idc);
+                        let _ = git::delete_branch(&root, &idc);
+                    })
+                    .await;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,194 @@
+//! Scheduling: which streams may start, how many at once, when the loop
+//! must wake up, and when the run is over.
+
+use super::*;
+
+impl Dispatcher {
+    // ----- scheduling -----------------------------------------------------
+
+    pub(super) fn running(&self) -> usize {
+        self.slots
+            .values()
+            .filter(|s| {
+                matches!(
+                    s.st.status,
+                    Status::Preparing | Status::Running | Status::Checking
+                )
+            })
+            .count()
+    }
+
+    pub(super) fn merged(&self, id: &str) -> bool {
+        self.slots
+            .get(id)
+            .map(|s| s.st.status == Status::Merged)
+            .unwrap_or(false)
+    }
+
+    pub(super) fn total_cost(&self) -> f64 {
+        self.slots.values().map(|s| s.st.cost_usd).sum()
+    }
+
+    pub(super) fn budget_reached(&self) -> bool {
+        match self.cfg.swarm.max_budget_usd {
+            Some(b) => self.total_cost() >= b,
+            None => false,
+        }
+    }
+
+    /// Whether a stream in this state would start an attempt if a slot were free.
+    pub(super) fn startable(&self, slot: &Slot) -> bool {
+        if slot.st.paused || slot.held {
+            return false;
+        }
+        match slot.st.status {
+            Status::Pending => slot.cfg.depends_on.iter().all(|d| self.merged(d)),
+            Status::Retrying | Status::Interrupted => true,
+            _ => false,
+        }
+    }
+
+    /// Blocks streams whose dependencies can no longer merge, then starts as
+    /// many attempts as the limits allow.
+    pub(super) async fn schedule(&mut self) {
+        // Blocked: a dependency failed, was cancelled, conflicted or is blocked.
+        loop {
+            let mut changed = false;
+            for id in self.order.clone() {
+                let slot = &self.slots[&id];
+                if slot.st.status != Status::Pending {
+                    continue;
+                }
+                let bad = slot.cfg.depends_on.iter().find(|d| {
+                    self.slots
+                        .get(*d)
+                        .map(|s| {
+                            matches!(
+                                s.st.status,
+                                Status::Failed
+                                    | Status::Blocked
+                                    | Status::Cancelled
+                                    | Status::Conflicted
+                            )
+                        })
+                        .unwrap_or(false)
+                });
+                if let Some(dep) = bad.cloned() {
+                    let status = self.slots[&dep].st.status;
+                    self.feed(&id, Input::DependencyLost { dep, status }).await;
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+
+        if self.draining || self.interrupting || self.swarm.paused || self.auth_failed.is_some() {
+            return;
+        }
+        if self.budget_reached() {
+            if !self.budget_noted && self.slots.values().any(|s| self.startable(s)) {
+                self.budget_noted = true;
+                let msg = format!(
+                    "swarm budget reached: ${:.2} spent of ${:.2}; starting no new attempts, letting running ones finish (raise [swarm] max_budget_usd to go on)",
+                    self.total_cost(),
+                    self.cfg.swarm.max_budget_usd.unwrap_or(0.0)
+                );
+                self.event("budget", None, &msg);
+                self.ui.send(UiEvent::Note(msg));
+            }
+            return;
+        }
+        let now = Instant::now();
+        if self.backoff_until.is_some_and(|t| t > now) {
+            return;
+        }
+        let limit = self.limit.min(self.cfg.swarm.max_parallel).max(1);
+        for id in self.order.clone() {
+            if self.running() >= limit {
+                break;
+            }
+            if !self.startable(&self.slots[&id]) {
+                continue;
+            }
+            if let Some(last) = self.last_start {
+                if last.elapsed() < self.cfg.swarm.spawn_interval {
+                    break; // the timer wakes us
+                }
+            }
+            self.last_start = Some(Instant::now());
+            self.start_attempt(&id).await;
+        }
+    }
+
+    pub(super) fn next_wake(&self) -> Option<Instant> {
+        let mut t: Option<Instant> = None;
+        let mut consider = |x: Instant| t = Some(t.map_or(x, |y| y.min(x)));
+        if let Some(b) = self.backoff_until {
+            consider(b);
+        }
+        if let Some(last) = self.last_start {
+            if self.slots.values().any(|s| self.startable(s)) {
+                consider(last + self.cfg.swarm.spawn_interval);
+            }
+        }
+        for at in self.merge_retry.values() {
+            consider(*at);
+        }
+        t
+    }
+
+    pub(super) fn fire_timers(&mut self) {
+        let now = Instant::now();
+        if self.backoff_until.is_some_and(|t| t <= now) {
+            self.backoff_until = None;
+        }
+        let due: Vec<String> = self
+            .merge_retry
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for id in due {
+            self.merge_retry.remove(&id);
+            if self
+                .slots
+                .get(&id)
+                .is_some_and(|s| s.st.status == Status::Merging)
+            {
+                self.queue_merge(&id);
+            }
+        }
+    }
+
+    /// True when nothing runs and nothing more can start in this run.
+    pub(super) fn finished(&self) -> bool {
+        // An agent that is still being stopped (cancelled, interrupted)
+        // keeps the run alive until it is reaped and recorded.
+        if self.slots.values().any(|s| s.stop.is_some()) {
+            return false;
+        }
+        let active = self.slots.values().any(|s| {
+            matches!(
+                s.st.status,
+                Status::Preparing | Status::Running | Status::Checking | Status::Merging
+            )
+        });
+        if active {
+            return false;
+        }
+        if self.interrupting || self.draining || self.auth_failed.is_some() {
+            return true;
+        }
+        if self.swarm.paused {
+            // A manual pause waits for RESUME (or Ctrl-C), while there is
+            // anything a RESUME would start.
+            return !self.slots.values().any(|s| self.startable(s));
+        }
+        if self.budget_reached() {
+            return true;
+        }
+        !self.slots.values().any(|s| self.startable(s))
+    }
+}
