@@ -36,9 +36,10 @@ use std::fs;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use git2::{BranchType, Repository, StatusOptions, WorktreeLockStatus};
 
 use crate::error::Error;
+use crate::git::Registration;
+use crate::model::paths::{branch_name, stream_of_branch};
 use crate::model::Layout;
 use crate::store::{StateStore, Status, SupervisorLock};
 
@@ -189,9 +190,7 @@ pub fn dry_run_lines(root: &Path, plan: &Plan) -> Vec<String> {
 /// What `loki clean` would remove in the repo whose main worktree is `root`.
 /// Reads only; see the module doc for the rules.
 pub fn plan(root: &Path, all: bool) -> Result<Plan> {
-    let repo = Repository::open(root)
-        .with_context(|| format!("opening the git repository at {}", root.display()))?;
-    let regs = registrations(&repo)?;
+    let regs = crate::git::registrations(root)?;
     let mut plan = Plan::default();
     let mut removed_paths = BTreeSet::new();
     let mut named_paths = BTreeSet::new();
@@ -231,7 +230,7 @@ pub fn plan(root: &Path, all: bool) -> Result<Plan> {
                 }
                 (Some(_), Some(_)) => {
                     if !all {
-                        match dirty(&wt_path) {
+                        match crate::git::uncommitted_paths(&wt_path) {
                             Ok(paths) if paths.is_empty() => {}
                             Ok(paths) => {
                                 keep_reason = Some(format!(
@@ -273,22 +272,12 @@ pub fn plan(root: &Path, all: bool) -> Result<Plan> {
             }
 
             // The branch.
-            let branch = format!("loki/{}", st.id);
-            match repo.find_branch(&branch, BranchType::Local) {
-                Ok(_) => actions.push(Action::DeleteBranch { id: st.id.clone() }),
-                Err(e) if e.code() == git2::ErrorCode::NotFound => {}
-                Err(e) => {
-                    return Err(e).with_context(|| {
-                        format!("looking up branch {branch} in {}", root.display())
-                    })
-                }
+            if crate::git::branch_exists(root, &branch_name(&st.id))? {
+                actions.push(Action::DeleteBranch { id: st.id.clone() });
             }
 
             // Run records and transcripts.
-            for dir in [
-                layout.loki().join("runs").join(&st.id),
-                layout.logs_dir(&st.id),
-            ] {
+            for dir in [layout.runs_dir(&st.id), layout.logs_dir(&st.id)] {
                 if dir.symlink_metadata().is_ok() {
                     actions.push(Action::RemoveDir { path: dir });
                 }
@@ -302,7 +291,7 @@ pub fn plan(root: &Path, all: bool) -> Result<Plan> {
                         id: st.id.clone(),
                         status: st.status,
                         actions: vec![Action::RemoveStateFile {
-                            path: state_dir.join(format!("{}.json", st.id)),
+                            path: layout.state_file(&st.id),
                         }],
                     });
                 }
@@ -321,7 +310,7 @@ pub fn plan(root: &Path, all: bool) -> Result<Plan> {
             }
             if st.status != Status::Merged {
                 actions.push(Action::RemoveStateFile {
-                    path: state_dir.join(format!("{}.json", st.id)),
+                    path: layout.state_file(&st.id),
                 });
             }
             removed_paths.insert(wt_path);
@@ -337,13 +326,8 @@ pub fn plan(root: &Path, all: bool) -> Result<Plan> {
     plan.extra = extra;
 
     // Branches no stream state names: reported only.
-    let branches = repo
-        .branches(Some(BranchType::Local))
-        .with_context(|| format!("listing the branches of {}", root.display()))?;
-    for b in branches {
-        let (b, _) = b.with_context(|| format!("listing the branches of {}", root.display()))?;
-        let Ok(Some(name)) = b.name() else { continue };
-        if let Some(id) = name.strip_prefix("loki/") {
+    for name in crate::git::local_branches(root)? {
+        if let Some(id) = stream_of_branch(&name) {
             if !named.contains(id) {
                 kept.push(format!(
                     "branch {name}: no stream state names it (delete it with `git branch -D {name}` if you do not need it)"
@@ -408,7 +392,9 @@ fn describe(root: &Path, action: &Action, done: bool) -> String {
             v("pruned", "prune"),
             rel(root, path)
         ),
-        Action::DeleteBranch { id } => format!("{} branch loki/{id}", v("deleted", "delete")),
+        Action::DeleteBranch { id } => {
+            format!("{} branch {}", v("deleted", "delete"), branch_name(id))
+        }
         Action::RemoveDir { path } => format!("{} {}", v("removed", "remove"), rel(root, path)),
         Action::RemoveStateFile { path } => {
             format!("{} state file {}", v("removed", "remove"), rel(root, path))
@@ -459,21 +445,7 @@ fn apply(root: &Path, action: &Action) -> Result<()> {
             }
         }
         Action::PruneRegistration { name, path } => {
-            let repo = Repository::open(root)
-                .with_context(|| format!("opening the git repository at {}", root.display()))?;
-            let wt = repo
-                .find_worktree(name)
-                .with_context(|| format!("finding the worktree registration {name}"))?;
-            // Default options: prunes only an invalid (folder gone), unlocked one.
-            if wt.is_prunable(None).unwrap_or(false) {
-                wt.prune(None).with_context(|| {
-                    format!(
-                        "pruning the worktree registration {name} of {}",
-                        path.display()
-                    )
-                })?;
-            }
-            Ok(())
+            crate::git::prune_registration(root, name, path)
         }
         Action::RemoveEmptyFolder { path } => {
             check_inside_loki(root, path)?;
@@ -487,7 +459,7 @@ fn apply(root: &Path, action: &Action) -> Result<()> {
 /// Every folder from `<root>/.loki` down to `path`'s parent must be a plain
 /// folder (no symlink), so a removal cannot reach outside `.loki/`.
 fn check_inside_loki(root: &Path, path: &Path) -> Result<()> {
-    let loki = root.join(".loki");
+    let loki = Layout::new(root).loki();
     let rest = path
         .strip_prefix(&loki)
         .with_context(|| format!("{} is not inside {}", path.display(), loki.display()))?;
@@ -519,32 +491,6 @@ fn check_inside_loki(root: &Path, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A git worktree registration.
-struct Registration {
-    name: String,
-    path: PathBuf,
-    locked: bool,
-}
-
-fn registrations(repo: &Repository) -> Result<Vec<Registration>> {
-    let names = repo
-        .worktrees()
-        .with_context(|| format!("listing the worktrees of {}", repo.path().display()))?;
-    let mut out = Vec::new();
-    for name in names.iter().flatten() {
-        let Ok(wt) = repo.find_worktree(name) else {
-            continue;
-        };
-        let locked = matches!(wt.is_locked(), Ok(WorktreeLockStatus::Locked(_)));
-        out.push(Registration {
-            name: name.to_string(),
-            path: wt.path().to_path_buf(),
-            locked,
-        });
-    }
-    Ok(out)
-}
-
 /// Registrations to prune and empty folders to remove in `.loki/worktrees/`,
 /// plus what is kept there and why. `removed` are the stream worktrees the
 /// plan removes already; `named` the worktree folders of every stream with a
@@ -555,26 +501,21 @@ fn leftovers(
     removed: &BTreeSet<PathBuf>,
     named: &BTreeSet<PathBuf>,
 ) -> Result<(Vec<Action>, Vec<String>)> {
-    let repo = Repository::open(root)
-        .with_context(|| format!("opening the git repository at {}", root.display()))?;
     let mut actions = Vec::new();
     let mut kept = Vec::new();
     for r in regs {
         if stream_folder(root, &r.path).is_none() || removed.iter().any(|p| same_path(p, &r.path)) {
             continue;
         }
-        let Ok(wt) = repo.find_worktree(&r.name) else {
-            continue;
-        };
-        // Default options: only an invalid (folder gone), unlocked registration.
-        if wt.is_prunable(None).unwrap_or(false) {
+        // Only an invalid (folder gone), unlocked registration.
+        if r.prunable {
             actions.push(Action::PruneRegistration {
                 name: r.name.clone(),
                 path: r.path.clone(),
             });
         }
     }
-    let dir = root.join(".loki").join("worktrees");
+    let dir = Layout::new(root).worktrees_dir();
     let is_plain_dir = dir.symlink_metadata().map(|m| m.is_dir()).unwrap_or(false);
     if is_plain_dir {
         let entries = fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))?;
@@ -607,31 +548,13 @@ fn leftovers(
 fn stream_folder(root: &Path, path: &Path) -> Option<String> {
     let name = path.file_name()?.to_str()?.to_string();
     let parent = path.parent()?;
-    same_path(parent, &root.join(".loki").join("worktrees")).then_some(name)
+    same_path(parent, &Layout::new(root).worktrees_dir()).then_some(name)
 }
 
 fn is_empty_dir(p: &Path) -> bool {
     fs::read_dir(p)
         .map(|mut entries| entries.next().is_none())
         .unwrap_or(false)
-}
-
-/// Staged, unstaged and untracked paths of the worktree at `path`.
-fn dirty(path: &Path) -> Result<Vec<String>> {
-    let repo = Repository::open(path)
-        .with_context(|| format!("opening the worktree {}", path.display()))?;
-    let mut opts = StatusOptions::new();
-    opts.include_untracked(true)
-        .recurse_untracked_dirs(true)
-        .include_ignored(false)
-        .exclude_submodules(false);
-    let statuses = repo
-        .statuses(Some(&mut opts))
-        .with_context(|| format!("reading the status of {}", path.display()))?;
-    Ok(statuses
-        .iter()
-        .map(|e| String::from_utf8_lossy(e.path_bytes()).into_owned())
-        .collect())
 }
 
 fn summarize(paths: &[String]) -> String {

@@ -2,13 +2,15 @@
 //! character bible, six chapter streams with a dependency chain, a fan-in
 //! and checks), run with the built-in stand-in agent (no tokens, no API
 //! key) with live progress, then the merged book's `git log --graph`.
+//! The repository is made and its graph drawn through [`crate::git`]
+//! (no git CLI).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context, Result};
 
 use crate::error::Error;
+use crate::model::Layout;
 
 const OUTLINE: &str = "# The Ferry at Kelp — outline\n\n\
 1. Arrival: Mira reaches the harbour town of Kelp at dusk.\n\
@@ -58,22 +60,6 @@ inputs = {{ OUTLINE = \"outline.md\", BIBLE = \"bible.md\" }}\noutputs = [\"chap
     s
 }
 
-fn git(dir: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .with_context(|| format!("running git {}", args.join(" ")))?;
-    if !out.status.success() {
-        anyhow::bail!(
-            "git {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).to_string())
-}
-
 /// Creates the sample repo; returns its folder (kept after the demo).
 pub fn create(parent: Option<&Path>) -> Result<PathBuf> {
     let mut b = tempfile::Builder::new();
@@ -92,31 +78,30 @@ pub fn create(parent: Option<&Path>) -> Result<PathBuf> {
     }
     .context("creating a temporary folder for the demo")?;
     let dir = dir.keep();
-    let w = |rel: &str, text: &str| -> Result<()> {
-        let p = dir.join(rel);
-        if let Some(d) = p.parent() {
+    let w = |path: PathBuf, text: &str| -> Result<()> {
+        if let Some(d) = path.parent() {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
         }
-        std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
     };
-    git(&dir, &["init", "-q", "-b", "main"])?;
-    git(&dir, &["config", "user.name", "loki demo"])?;
-    git(&dir, &["config", "user.email", "demo@loki.invalid"])?;
-    w("outline.md", OUTLINE)?;
-    w("bible.md", BIBLE)?;
-    w("prompts/chapter.md", TEMPLATE)?;
-    w("prompts/retry.md", crate::commands::init::RETRY_TEMPLATE)?;
-    w(".loki/.gitignore", crate::commands::init::LOKI_GITIGNORE)?;
-    w("loki.toml", &swarm_file())?;
-    git(&dir, &["add", "-A"])?;
-    git(
+    w(dir.join("outline.md"), OUTLINE)?;
+    w(dir.join("bible.md"), BIBLE)?;
+    w(dir.join("prompts/chapter.md"), TEMPLATE)?;
+    w(
+        dir.join("prompts/retry.md"),
+        crate::commands::init::RETRY_TEMPLATE,
+    )?;
+    w(
+        Layout::new(&dir).loki().join(".gitignore"),
+        crate::commands::init::LOKI_GITIGNORE,
+    )?;
+    w(dir.join("loki.toml"), &swarm_file())?;
+    crate::git::init_with_commit(
         &dir,
-        &[
-            "commit",
-            "-q",
-            "-m",
-            "The Ferry at Kelp: outline, characters and the swarm file",
-        ],
+        "main",
+        "loki demo",
+        "demo@loki.invalid",
+        "The Ferry at Kelp: outline, characters and the swarm file",
     )?;
     Ok(dir)
 }
@@ -136,7 +121,7 @@ pub async fn run(plain: bool, parent: Option<&Path>) -> Result<i32> {
     })
     .await?;
     println!("\n$ git log --graph --oneline");
-    match git(&dir, &["log", "--graph", "--oneline", "main"]) {
+    match crate::git::graph_oneline(&dir, "main") {
         Ok(g) => print!("{g}"),
         Err(e) => println!("(cannot show the graph: {e:#})"),
     }

@@ -27,16 +27,21 @@
 //! - The target is `refs/heads/<target>`, else `refs/remotes/origin/<target>`
 //!   (a clone that has not checked the branch out), else any revision git
 //!   understands.
+//!
+//! The walk itself and the trailer parsing are git's
+//! ([`crate::git::stream_merges`]); this module turns what it finds into
+//! the audit and its text.
 
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
-use git2::{Commit, ErrorCode, Oid, Repository, Sort};
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::git::{trailer, CommitInfo, StreamMerge};
+use crate::model::trailers as keys;
 
 /// The audit trail of one target branch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -158,42 +163,12 @@ pub fn run(root: &Path, target: &str, stream: Option<&str>, json: bool) -> Resul
 
 /// Reads the audit trail of `target` from the repository at `root`.
 pub fn collect(root: &Path, target: &str) -> Result<Audit> {
-    let repo = Repository::discover(root)
-        .with_context(|| format!("opening the git repository at {}", root.display()))?;
-    let head = resolve_target(&repo, root, target)?;
-    let ctx = || format!("walking the history of {target} in {}", root.display());
-
-    let mut walk = repo.revwalk().with_context(ctx)?;
-    walk.push(head).with_context(ctx)?;
-    walk.simplify_first_parent().with_context(ctx)?;
-    let mut first_parent = Vec::new();
-    for oid in walk {
-        first_parent.push(oid.with_context(ctx)?);
-    }
-    first_parent.reverse();
-
-    let mut streams = Vec::new();
-    for oid in first_parent {
-        let commit = repo
-            .find_commit(oid)
-            .with_context(|| format!("reading commit {oid} in {}", root.display()))?;
-        if commit.parent_count() < 2 {
-            continue;
-        }
-        let message = commit_message(&commit);
-        let trailers = parse_trailers(&message);
-        let Some(id) = trailer(&trailers, "Loki-Stream") else {
-            continue;
-        };
-        if subject(&message) != format!("Merge stream {id}") {
-            continue;
-        }
-        streams.push(stream_audit(&repo, root, &commit, id, &trailers)?);
-    }
+    let history = crate::git::stream_merges(root, target)?;
+    let streams: Vec<StreamAudit> = history.merges.iter().map(stream_audit).collect();
     let totals = totals(&streams);
     Ok(Audit {
         target: target.to_string(),
-        head: head.to_string(),
+        head: history.head,
         streams,
         totals,
     })
@@ -259,117 +234,71 @@ pub fn render(audit: &Audit) -> String {
 // ---------------------------------------------------------------------------
 // helpers
 
-fn resolve_target(repo: &Repository, root: &Path, target: &str) -> Result<Oid> {
-    for name in [
-        format!("refs/heads/{target}"),
-        format!("refs/remotes/origin/{target}"),
-    ] {
-        match repo.find_reference(&name) {
-            Ok(r) => {
-                let commit = r
-                    .peel_to_commit()
-                    .with_context(|| format!("reading the head of {name} in {}", root.display()))?;
-                return Ok(commit.id());
-            }
-            Err(e) if matches!(e.code(), ErrorCode::NotFound | ErrorCode::InvalidSpec) => {}
-            Err(e) => {
-                return Err(e).with_context(|| format!("looking up {name} in {}", root.display()))
-            }
-        }
-    }
-    match repo.revparse_single(target).and_then(|o| o.peel_to_commit()) {
-        Ok(c) => Ok(c.id()),
-        Err(_) => bail!(
-            "branch {target} does not exist in {}\n  help: `git branch -a` lists the branches; pass the branch loki merges into (the target in loki.toml)",
-            root.display()
-        ),
-    }
-}
+fn stream_audit(m: &StreamMerge) -> StreamAudit {
+    let id = m.stream.as_str();
+    let trailers = &m.merge.trailers;
+    let attempts: Vec<AttemptAudit> = m
+        .brought_in
+        .iter()
+        .filter_map(|c| attempt_audit(c, id))
+        .collect();
 
-fn stream_audit(
-    repo: &Repository,
-    root: &Path,
-    merge: &Commit,
-    id: &str,
-    trailers: &[(String, String)],
-) -> Result<StreamAudit> {
-    let ctx = || {
-        format!(
-            "reading the attempts of stream {id} (merge {}) in {}",
-            merge.id(),
-            root.display()
-        )
-    };
-    let first = merge.parent_id(0).with_context(ctx)?;
-    let second = merge.parent_id(1).with_context(ctx)?;
-    let mut walk = repo.revwalk().with_context(ctx)?;
-    walk.set_sorting(Sort::TOPOLOGICAL | Sort::REVERSE)
-        .with_context(ctx)?;
-    walk.push(second).with_context(ctx)?;
-    walk.hide(first).with_context(ctx)?;
-
-    let mut attempts = Vec::new();
-    for oid in walk {
-        let oid = oid.with_context(ctx)?;
-        let commit = repo.find_commit(oid).with_context(ctx)?;
-        let message = commit_message(&commit);
-        let t = parse_trailers(&message);
-        if trailer(&t, "Loki-Stream") != Some(id) {
-            continue;
-        }
-        let Some(attempt) = trailer(&t, "Loki-Attempt") else {
-            continue;
-        };
-        let Some(n) = leading_number(attempt) else {
-            continue;
-        };
-        let interrupted = attempt.contains("interrupted");
-        let verdict = if interrupted {
-            "interrupted".to_string()
-        } else {
-            verdict_of(subject(&message), trailer(&t, "Loki-Checks"))
-        };
-        let duration = trailer(&t, "Loki-Duration").map(str::to_string);
-        attempts.push(AttemptAudit {
-            n,
-            commit: oid.to_string(),
-            verdict,
-            checks: trailer(&t, "Loki-Checks").map(str::to_string),
-            outcome: trailer(&t, "Loki-Outcome").map(str::to_string),
-            cost_usd: trailer(&t, "Loki-Cost-USD").and_then(parse_f64),
-            duration_secs: duration.as_deref().and_then(parse_secs),
-            duration,
-            session: trailer(&t, "Loki-Session").map(str::to_string),
-            agent: trailer(&t, "Loki-Agent").map(str::to_string),
-            interrupted,
-        });
-    }
-
-    let last_attempt = trailer(trailers, "Loki-Attempt").and_then(leading_number);
+    let last_attempt = trailer(trailers, keys::ATTEMPT).and_then(leading_number);
     let seen: BTreeSet<u32> = attempts.iter().map(|a| a.n).collect();
     let attempts_without_commit = (1..=last_attempt.unwrap_or(0))
         .filter(|n| !seen.contains(n))
         .collect();
-    let attempt_count = trailer(trailers, "Loki-Attempts")
+    let attempt_count = trailer(trailers, keys::ATTEMPTS)
         .and_then(leading_number)
         .unwrap_or(seen.len() as u32);
-    let cost_usd = trailer(trailers, "Loki-Cost-USD")
+    let cost_usd = trailer(trailers, keys::COST_USD)
         .and_then(parse_f64)
         .unwrap_or_else(|| attempts.iter().filter_map(|a| a.cost_usd).sum());
 
-    Ok(StreamAudit {
+    StreamAudit {
         id: id.to_string(),
-        merge_commit: merge.id().to_string(),
-        merged_at: commit_time(merge),
+        merge_commit: m.merge.id.clone(),
+        merged_at: m.merge.committed_at.clone(),
         attempts,
         attempt_count,
         last_attempt,
         attempts_without_commit,
         cost_usd,
-        checks: trailer(trailers, "Loki-Checks").map(str::to_string),
-        agent: trailer(trailers, "Loki-Agent").map(str::to_string),
-        session: trailer(trailers, "Loki-Session").map(str::to_string),
-        approved_by: trailer(trailers, "Loki-Approved-By").map(str::to_string),
+        checks: trailer(trailers, keys::CHECKS).map(str::to_string),
+        agent: trailer(trailers, keys::AGENT).map(str::to_string),
+        session: trailer(trailers, keys::SESSION).map(str::to_string),
+        approved_by: trailer(trailers, keys::APPROVED_BY).map(str::to_string),
+    }
+}
+
+/// The attempt commit `c` of stream `id`, or `None` when it is not one (a
+/// commit the agent made itself carries no `Loki-Attempt`).
+fn attempt_audit(c: &CommitInfo, id: &str) -> Option<AttemptAudit> {
+    let t = &c.trailers;
+    if trailer(t, keys::STREAM) != Some(id) {
+        return None;
+    }
+    let attempt = trailer(t, keys::ATTEMPT)?;
+    let n = leading_number(attempt)?;
+    let interrupted = attempt.contains("interrupted");
+    let verdict = if interrupted {
+        "interrupted".to_string()
+    } else {
+        verdict_of(c.subject(), trailer(t, keys::CHECKS))
+    };
+    let duration = trailer(t, keys::DURATION).map(str::to_string);
+    Some(AttemptAudit {
+        n,
+        commit: c.id.clone(),
+        verdict,
+        checks: trailer(t, keys::CHECKS).map(str::to_string),
+        outcome: trailer(t, keys::OUTCOME).map(str::to_string),
+        cost_usd: trailer(t, keys::COST_USD).and_then(parse_f64),
+        duration_secs: duration.as_deref().and_then(parse_secs),
+        duration,
+        session: trailer(t, keys::SESSION).map(str::to_string),
+        agent: trailer(t, keys::AGENT).map(str::to_string),
+        interrupted,
     })
 }
 
@@ -379,14 +308,6 @@ fn totals(streams: &[StreamAudit]) -> Totals {
         attempts: streams.iter().map(|s| s.attempt_count).sum(),
         cost_usd: streams.iter().map(|s| s.cost_usd).sum(),
     }
-}
-
-fn commit_message(commit: &Commit) -> String {
-    String::from_utf8_lossy(commit.message_bytes()).into_owned()
-}
-
-fn subject(message: &str) -> &str {
-    message.lines().next().unwrap_or("").trim()
 }
 
 /// The verdict in the subject's last parentheses (`loki: b attempt 1 (checks
@@ -405,42 +326,6 @@ fn verdict_of(subject: &str, checks: Option<&str>) -> String {
         Some(c) if c.starts_with("FAIL") => "checks failed".into(),
         _ => "unknown".into(),
     }
-}
-
-/// The trailers of a commit message, in order.
-pub fn parse_trailers(message: &str) -> Vec<(String, String)> {
-    match git2::message_trailers_strs(message) {
-        Ok(t) => t
-            .iter()
-            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-            .collect(),
-        Err(_) => last_paragraph_trailers(message),
-    }
-}
-
-/// Fallback: `Key: value` lines of the last paragraph, if every line is one.
-fn last_paragraph_trailers(message: &str) -> Vec<(String, String)> {
-    let text = message.trim_end();
-    let last = text.rsplit("\n\n").next().unwrap_or("");
-    let mut out = Vec::new();
-    for line in last.lines() {
-        let Some((k, v)) = line.split_once(':') else {
-            return Vec::new();
-        };
-        if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-            return Vec::new();
-        }
-        out.push((k.to_string(), v.trim().to_string()));
-    }
-    out
-}
-
-/// The first value of `key` (case-insensitive, like git).
-fn trailer<'a>(trailers: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    trailers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(key))
-        .map(|(_, v)| v.as_str())
 }
 
 fn leading_number(s: &str) -> Option<u32> {
@@ -467,19 +352,6 @@ fn parse_secs(s: &str) -> Option<f64> {
         return Some(v);
     }
     humantime::parse_duration(s).ok().map(|d| d.as_secs_f64())
-}
-
-/// Committer time as RFC 3339 in the committer's own offset.
-fn commit_time(commit: &Commit) -> String {
-    let t = commit.committer().when();
-    let offset = chrono::FixedOffset::east_opt(t.offset_minutes() * 60)
-        .or_else(|| chrono::FixedOffset::east_opt(0));
-    match (chrono::DateTime::from_timestamp(t.seconds(), 0), offset) {
-        (Some(utc), Some(off)) => utc
-            .with_timezone(&off)
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
-        _ => t.seconds().to_string(),
-    }
 }
 
 /// `2026-11-21T12:03:44+01:00` → `2026-11-21 12:03`.
@@ -544,6 +416,7 @@ fn ellipsize(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::git::parse_trailers;
 
     #[test]
     fn trailers_come_from_the_last_paragraph() {
@@ -556,12 +429,7 @@ mod tests {
             Some("FAIL: forbidden term `dragon`")
         );
         assert!(parse_trailers("just a subject\n").is_empty());
-        let fallback = last_paragraph_trailers("s\n\nbody\n\nA-B: 1\nC: two words\n");
-        assert_eq!(
-            fallback,
-            vec![("A-B".into(), "1".into()), ("C".into(), "two words".into())]
-        );
-        assert!(last_paragraph_trailers("s\n\nnot a trailer\n").is_empty());
+        // The fallback parser's own test is in git::history.
     }
 
     #[test]

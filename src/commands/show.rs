@@ -50,12 +50,13 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::checks::{self, CheckReport, Level};
 use crate::config::{StreamConfig, SwarmFile};
 use crate::error::Error;
 use crate::git;
+use crate::model::paths::branch_name;
 use crate::model::Layout;
 use crate::store::{StateStore, Status, StreamState};
 
@@ -88,7 +89,7 @@ pub fn show_text(root: &Path, cfg: &SwarmFile, target: &str, id: &str) -> Result
         .unwrap_or_else(|| StreamState::new(&stream.id));
     let wt = layout.worktree(id);
     let has_worktree = wt.is_dir();
-    let branch = format!("loki/{id}");
+    let branch = branch_name(id);
     let has_branch = git::branch_head(root, &branch).is_ok();
     if !has_worktree && !has_branch {
         if st.status == Status::Merged {
@@ -175,7 +176,8 @@ pub fn check(root: &Path, cfg: &SwarmFile, id: Option<&str>) -> Result<i32> {
                 "it has not started yet; `loki run` creates its worktree".to_string()
             }
             _ => format!(
-                "`loki retry {id}` and `loki run` recreate it from branch loki/{id} (if the branch still exists)"
+                "`loki retry {id}` and `loki run` recreate it from branch {} (if the branch still exists)",
+                branch_name(id)
             ),
         };
         return Err(Error::refusal(format!(
@@ -269,22 +271,11 @@ fn fallback_base(root: &Path, cfg: &SwarmFile, id: &str) -> Option<String> {
         Some(t) => t.clone(),
         None => git::current_branch(root).ok().flatten()?,
     };
-    let repo = git2::Repository::open(root).ok()?;
-    let oid = |name: &str| -> Option<git2::Oid> {
-        repo.find_branch(name, git2::BranchType::Local)
-            .ok()?
-            .get()
-            .peel_to_commit()
-            .ok()
-            .map(|c| c.id())
-    };
-    let b = oid(&format!("loki/{id}"))?;
-    let t = oid(&target)?;
-    repo.merge_base(b, t).ok().map(|o| o.to_string())
+    git::branch_merge_base(root, &branch_name(id), &target).ok()
 }
 
 fn manual_check_path(layout: &Layout, id: &str) -> PathBuf {
-    layout.loki().join("runs").join(id).join(MANUAL_CHECK_FILE)
+    layout.runs_dir(id).join(MANUAL_CHECK_FILE)
 }
 
 fn find_stream<'a>(cfg: &'a SwarmFile, id: &str) -> Result<&'a StreamConfig> {
@@ -370,7 +361,11 @@ fn header(
     } else {
         "(none)".to_string()
     };
-    let _ = writeln!(out, "  branch:    loki/{id}   worktree: {wt_text}");
+    let _ = writeln!(
+        out,
+        "  branch:    {}   worktree: {wt_text}",
+        branch_name(id)
+    );
     let approval = if st.status == Status::AwaitingApproval {
         format!(
             "waiting for you: `{cmd} approve {id}` merges it; `{cmd} reject {id} --note \"what to change\"` sends it back for another attempt"
@@ -392,7 +387,8 @@ fn header(
         Status::Interrupted => Some(format!("`{cmd} run` resumes it")),
         Status::Retrying | Status::Pending => Some(format!("`{cmd} run` starts its next attempt")),
         Status::Conflicted => Some(format!(
-            "resolve the conflict in its worktree (merge the target into loki/{id} and commit), then `{cmd} retry {id}`"
+            "resolve the conflict in its worktree (merge the target into {} and commit), then `{cmd} retry {id}`",
+            branch_name(id)
         )),
         _ => None,
     };
@@ -400,7 +396,7 @@ fn header(
         let _ = writeln!(out, "  next:      {n}");
     }
     if has_worktree {
-        if let Ok(dirty) = uncommitted(wt) {
+        if let Ok(dirty) = git::uncommitted_paths(wt) {
             if !dirty.is_empty() {
                 let _ = writeln!(
                     out,
@@ -410,20 +406,6 @@ fn header(
             }
         }
     }
-}
-
-/// Paths with uncommitted changes in a worktree.
-fn uncommitted(wt: &Path) -> Result<Vec<String>> {
-    let repo = git2::Repository::open(wt).with_context(|| format!("opening {}", wt.display()))?;
-    let mut opts = git2::StatusOptions::new();
-    opts.include_untracked(true).recurse_untracked_dirs(true);
-    let statuses = repo
-        .statuses(Some(&mut opts))
-        .with_context(|| format!("reading the status of {}", wt.display()))?;
-    Ok(statuses
-        .iter()
-        .map(|e| String::from_utf8_lossy(e.path_bytes()).to_string())
-        .collect())
 }
 
 /// An output's bytes: from the worktree, or from the branch when there is none.
@@ -437,16 +419,7 @@ fn read_output(
     if has_worktree {
         return std::fs::read(wt.join(path)).ok();
     }
-    let repo = git2::Repository::open(root).ok()?;
-    let tree = repo
-        .find_branch(branch, git2::BranchType::Local)
-        .ok()?
-        .get()
-        .peel_to_tree()
-        .ok()?;
-    let entry = tree.get_path(Path::new(path)).ok()?;
-    let blob = entry.to_object(&repo).ok()?.peel_to_blob().ok()?;
-    Some(blob.content().to_vec())
+    git::file_on_branch(root, branch, path).ok()
 }
 
 fn outputs_section(

@@ -54,8 +54,8 @@ use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher};
 use serde::Deserialize;
 
-use crate::model::valid_id;
 use crate::error::Error;
+use crate::model::valid_id;
 
 /// Largest body accepted.
 pub const MAX_BODY: u64 = 64 * 1024;

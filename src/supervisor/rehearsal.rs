@@ -3,6 +3,7 @@
 //! undone when it ends.
 
 use super::*;
+use crate::model::paths::rehearsal_branch_name;
 
 /// Rehearsal: stream ids get an `rh-` prefix (their own branches and
 /// worktrees), state lives in `.loki/rehearsal/`, and merges go into a
@@ -14,7 +15,7 @@ pub(super) fn rehearsal_setup(
     target: &str,
     keep: bool,
 ) -> Result<(SwarmFile, Rehearsal)> {
-    let lock = match SupervisorLock::acquire_at(&root.join(".loki").join("rehearsal.lock"))? {
+    let lock = match SupervisorLock::acquire_at(&Layout::new(root).rehearsal_lock())? {
         Ok(lock) => lock,
         Err(pid) => {
             let who = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
@@ -43,14 +44,10 @@ pub(super) fn rehearsal_setup(
     cfg.swarm.max_budget_usd = None;
     let ids = cfg.streams.iter().map(|s| s.id.clone()).collect();
 
-    let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
-    let scratch = format!("loki-rehearsal/{stamp}-{}", std::process::id());
+    let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S").to_string();
+    let scratch = rehearsal_branch_name(&stamp, std::process::id());
     let head = git::branch_head(root, target)?;
-    let repo =
-        git2::Repository::open(root).with_context(|| format!("opening {}", root.display()))?;
-    let oid = git2::Oid::from_str(&head).context("reading the target head")?;
-    let commit = repo.find_commit(oid).context("reading the target head")?;
-    repo.branch(&scratch, &commit, false)
+    git::create_branch(root, &scratch, &head)
         .with_context(|| format!("creating the scratch branch {scratch}"))?;
     let guard = Rehearsal {
         layout,
@@ -104,11 +101,7 @@ impl Drop for Rehearsal {
             );
             return;
         }
-        if let Ok(repo) = git2::Repository::open(root) {
-            if let Ok(mut b) = repo.find_branch(&self.scratch, git2::BranchType::Local) {
-                let _ = b.delete();
-            }
-        }
+        let _ = git::delete_named_branch(root, &self.scratch);
         if self.keep_files {
             println!(
                 "rehearsal done; scratch branch deleted; its logs and check reports are kept in {} until the next rehearsal; {} is untouched",

@@ -1,0 +1,356 @@
+//! Merging a stream into its target, one at a time, in memory, and what a
+//! merge killed midway leaves for the next supervisor to finish: the journal
+//! naming the merge in flight and the target's abandoned git locks.
+//!
+//! Decisions worth knowing:
+//!
+//! - **Already merged.** A branch whose head is the target's head or one of
+//!   its ancestors has nothing to merge: [`MergeOutcome::AlreadyMerged`]. That
+//!   includes a branch without any commit of its own, so commit the worktree
+//!   ([`super::commit_all`]) before merging.
+//! - **Compare-and-swap.** The target ref moves with `reference_matching`:
+//!   if it moved underneath (the user's `git commit`, another tool), the merge
+//!   is redone on the new head, up to `MAX_MERGE_TRIES` times.
+//! - **The journal.** Between the ref update and the checkout update a file
+//!   in the git dir names the merge commit, so a supervisor killed then has
+//!   its checkout update finished by the next merge (see `checkout.rs`).
+//! - **Serialised merges.** Merges inside one process take the global lock
+//!   (the design has one merge worker anyway).
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use git2::{ErrorCode, Oid, Repository};
+
+use super::checkout::{
+    behind_note, checkout_marker, checkouts_of, read_checkout_marker, resync_checkouts,
+    update_checkout, user_conflicts,
+};
+use super::{branch_oid, check_id, compose_message, diff_paths, open_repo, repo_lock, signature};
+use crate::model::paths::branch_name;
+
+/// How often a merge is redone because the target moved (or its ref was
+/// locked) before giving up.
+const MAX_MERGE_TRIES: u32 = 50;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum MergeOutcome {
+    /// The target now points at this merge commit. `checkout_behind`: the
+    /// user's checkout could not be brought up to date (why, and how to do
+    /// it by hand); the merge itself is done.
+    Merged {
+        commit: String,
+        checkout_behind: Option<String>,
+    },
+    /// The branch was merged before (its head is already in the target).
+    /// `checkout_behind`: a checkout that a killed merge left half-updated
+    /// could not be completed (why, and how to do it by hand).
+    AlreadyMerged { checkout_behind: Option<String> },
+    /// Conflicting paths; the target is untouched.
+    Conflict { paths: Vec<String> },
+    /// The user's checkout has changes on paths the merge touches.
+    UserChanges { paths: Vec<String> },
+}
+
+/// Merges branch `loki/<id>` into `target` as described in the module doc.
+pub fn merge_stream(
+    root: &Path,
+    id: &str,
+    target: &str,
+    subject: &str,
+    trailers: &[(String, String)],
+) -> anyhow::Result<MergeOutcome> {
+    merge_stream_with_hook(root, id, target, subject, trailers, &mut |_| {})
+}
+
+/// [`merge_stream`], calling `before_ref_update(try)` after the merge commit
+/// is made and before the target ref is swapped (`try` counts from 0). Tests
+/// use it to move the target underneath a merge.
+#[doc(hidden)]
+pub fn merge_stream_with_hook(
+    root: &Path,
+    id: &str,
+    target: &str,
+    subject: &str,
+    trailers: &[(String, String)],
+    before_ref_update: &mut dyn FnMut(u32),
+) -> anyhow::Result<MergeOutcome> {
+    check_id(id)?;
+    let _serial = repo_lock();
+    let repo = open_repo(root)?;
+    let branch = branch_name(id);
+    let target_ref = format!("refs/heads/{target}");
+    let sig = signature(&repo)?;
+    let message = compose_message(subject, "", trailers);
+    let ctx = || format!("merging {branch} into {target} in {}", root.display());
+    // A merge a killed supervisor left half-written into the checkouts is
+    // finished before anything else moves the target.
+    let journal = merge_journal(&repo, &target_ref);
+    let earlier = finish_journaled_merge(&repo, &target_ref, &journal).with_context(ctx)?;
+    let joined = |b: Option<String>| match (earlier.clone(), b) {
+        (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+        (a, b) => a.or(b),
+    };
+
+    for attempt in 0..MAX_MERGE_TRIES {
+        let t = branch_oid(&repo, root, target)?;
+        let b = branch_oid(&repo, root, &branch)?;
+        if t == b || repo.graph_descendant_of(t, b).with_context(ctx)? {
+            // A supervisor killed between moving the ref and updating the
+            // checkout left the checkout behind: finish that now.
+            let behind = resync_checkouts(&repo, &target_ref, t).with_context(ctx)?;
+            return Ok(MergeOutcome::AlreadyMerged {
+                checkout_behind: joined(behind),
+            });
+        }
+        let t_commit = repo.find_commit(t).with_context(ctx)?;
+        let b_commit = repo.find_commit(b).with_context(ctx)?;
+        let mut index = repo
+            .merge_commits(&t_commit, &b_commit, None)
+            .with_context(ctx)?;
+        if index.has_conflicts() {
+            return Ok(MergeOutcome::Conflict {
+                paths: conflict_paths(&index).with_context(ctx)?,
+            });
+        }
+        let tree_id = index.write_tree_to(&repo).with_context(ctx)?;
+        let new_tree = repo.find_tree(tree_id).with_context(ctx)?;
+        let t_tree = t_commit.tree().with_context(ctx)?;
+        let changed = {
+            let diff = repo
+                .diff_tree_to_tree(Some(&t_tree), Some(&new_tree), None)
+                .with_context(ctx)?;
+            diff_paths(&diff)
+        };
+
+        let checkouts = checkouts_of(&repo, &target_ref).with_context(ctx)?;
+        let mut blocked = BTreeSet::new();
+        for wt in &checkouts {
+            blocked.extend(
+                user_conflicts(wt, &t_tree, &changed)
+                    .with_context(|| format!("checking your changes in {}", wt.display()))?,
+            );
+        }
+        if !blocked.is_empty() {
+            return Ok(MergeOutcome::UserChanges {
+                paths: blocked.into_iter().collect(),
+            });
+        }
+
+        let commit = repo
+            .commit(
+                None,
+                &sig,
+                &sig,
+                &message,
+                &new_tree,
+                &[&t_commit, &b_commit],
+            )
+            .with_context(ctx)?;
+        before_ref_update(attempt);
+        // Says, should this process die before the checkouts are updated,
+        // which merge the next one must finish writing into them.
+        crate::util::write_atomic(&journal, format!("{commit}\n").as_bytes()).with_context(ctx)?;
+        match repo.reference_matching(
+            &target_ref,
+            commit,
+            true,
+            t,
+            &format!("loki: merge stream {id}"),
+        ) {
+            Ok(_) => {}
+            Err(e) if e.code() == ErrorCode::Modified => continue,
+            Err(e) if e.code() == ErrorCode::Locked => {
+                std::thread::sleep(Duration::from_millis(20 * u64::from(attempt + 1).min(10)));
+                continue;
+            }
+            Err(e) => return Err(e).with_context(ctx),
+        }
+
+        // The merge is done once the ref moved: a checkout that cannot be
+        // updated now (its index locked by the user's own git, say) is
+        // reported, never a reason to call the merge failed.
+        let mut behind = Vec::new();
+        if !changed.is_empty() {
+            for wt in &checkouts {
+                if let Err(e) = update_checkout(wt, tree_id, &changed) {
+                    behind.push(behind_note(wt, target, &e));
+                }
+            }
+        }
+        let _ = fs::remove_file(&journal);
+        return Ok(MergeOutcome::Merged {
+            commit: commit.to_string(),
+            checkout_behind: joined((!behind.is_empty()).then(|| behind.join("; "))),
+        });
+    }
+    bail!(
+        "{target} kept moving while merging {branch} in {} ({MAX_MERGE_TRIES} tries)\n  help: try again when nothing else is committing to {target}",
+        root.display()
+    )
+}
+
+fn conflict_paths(index: &git2::Index) -> Result<Vec<String>, git2::Error> {
+    let mut paths = BTreeSet::new();
+    for conflict in index.conflicts()? {
+        let conflict = conflict?;
+        for entry in [&conflict.our, &conflict.their, &conflict.ancestor]
+            .into_iter()
+            .flatten()
+        {
+            paths.insert(String::from_utf8_lossy(&entry.path).into_owned());
+        }
+    }
+    Ok(paths.into_iter().collect())
+}
+
+/// `<git common dir>/loki/merge-in-flight-<hash of the target ref>`: the
+/// merge commit whose checkout update is under way (one per target, so a
+/// rehearsal's scratch target and the real one never share it).
+fn merge_journal(repo: &Repository, target_ref: &str) -> PathBuf {
+    repo.commondir().join("loki").join(format!(
+        "merge-in-flight-{:016x}",
+        crate::util::fnv1a(target_ref.as_bytes())
+    ))
+}
+
+/// The journal file a merge into `target` keeps while it updates the
+/// checkouts (tests write it to stand for a supervisor killed then).
+pub fn merge_journal_path(root: &Path, target: &str) -> anyhow::Result<PathBuf> {
+    let repo = open_repo(root)?;
+    Ok(merge_journal(&repo, &format!("refs/heads/{target}")))
+}
+
+/// Finishes the checkout update of the merge the journal names, if that
+/// merge reached the target (a kill before the ref moved leaves a journal
+/// naming a commit that never landed: nothing to do). Returns what could
+/// not be brought up to date.
+fn finish_journaled_merge(
+    repo: &Repository,
+    target_ref: &str,
+    journal: &Path,
+) -> Result<Option<String>> {
+    let Ok(text) = fs::read_to_string(journal) else {
+        return Ok(None);
+    };
+    let mut behind = None;
+    if let Ok(merge) = Oid::from_str(text.trim()) {
+        let head = repo.refname_to_id(target_ref).ok();
+        let landed =
+            head.is_some_and(|h| h == merge || repo.graph_descendant_of(h, merge).unwrap_or(false));
+        if landed && repo.find_commit(merge).is_ok() {
+            behind = resync_checkouts(repo, target_ref, merge)?;
+        }
+    }
+    let _ = fs::remove_file(journal);
+    Ok(behind)
+}
+
+/// What [`clear_abandoned_target_locks`] did.
+#[derive(Debug, Default, PartialEq)]
+pub struct LockCleanup {
+    pub removed: Vec<PathBuf>,
+    /// Locks left alone because they may be the user's own (`git commit -a`
+    /// keeps `index.lock`, closed, for as long as its editor is open).
+    pub kept: Vec<PathBuf>,
+}
+
+/// Removes the git locks a merge killed midway can leave on the target.
+///
+/// - `refs/heads/<target>.lock`: git holds a ref lock only for the instant
+///   of the update, so one that no process has open and that is at least
+///   `min_age` old (a younger one is waited for) is abandoned.
+/// - The `index.lock` of a checkout of the target: only when loki's own
+///   checkout of it was in flight (the marker [`update_checkout`] leaves
+///   names it) and the lock dates from then; any other is kept and
+///   reported, since the user's `git commit -a` holds one, closed, while
+///   its editor is open.
+///
+/// Call only under the supervisor lock, and only when the previous
+/// supervisor had a merge in flight.
+pub fn clear_abandoned_target_locks(
+    root: &Path,
+    target: &str,
+    min_age: Duration,
+) -> anyhow::Result<LockCleanup> {
+    let _serial = repo_lock();
+    let repo = open_repo(root)?;
+    let target_ref = format!("refs/heads/{target}");
+    let marker = checkout_marker(&repo);
+    let in_flight = marker.as_deref().and_then(read_checkout_marker);
+    let mut locks = vec![(repo.path().join(format!("{target_ref}.lock")), false)];
+    for dir in checkouts_of(&repo, &target_ref)? {
+        if let Ok(w) = Repository::open(&dir) {
+            locks.push((w.path().join("index.lock"), true));
+        }
+    }
+    let mut out = LockCleanup::default();
+    for (lock, is_index) in locks {
+        let Ok(meta) = lock.symlink_metadata() else {
+            continue;
+        };
+        let mtime = meta.modified().ok();
+        let age = mtime.and_then(|m| m.elapsed().ok()).unwrap_or_default();
+        if is_index {
+            let ours = in_flight.as_ref().is_some_and(|(path, started)| {
+                *path == lock
+                    && mtime.is_some_and(|m| {
+                        m + Duration::from_secs(1) >= *started
+                            && m <= *started + Duration::from_secs(60)
+                    })
+            });
+            if !ours {
+                out.kept.push(lock);
+                continue;
+            }
+        }
+        if age < min_age {
+            std::thread::sleep(min_age - age);
+        }
+        if !lock.exists() {
+            continue;
+        }
+        if is_open_by_any_process(&lock) {
+            out.kept.push(lock);
+            continue;
+        }
+        fs::remove_file(&lock)
+            .with_context(|| format!("removing the abandoned lock {}", lock.display()))?;
+        out.removed.push(lock);
+    }
+    if let Some(m) = marker {
+        let _ = fs::remove_file(m);
+    }
+    Ok(out)
+}
+
+/// Whether some process has `path` open (a link in `/proc/<pid>/fd/`).
+/// Processes whose descriptors cannot be read count as not having it.
+fn is_open_by_any_process(path: &Path) -> bool {
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return true; // cannot tell: assume it is in use
+    };
+    for p in procs.flatten() {
+        if !p
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
+            continue;
+        }
+        let Ok(fds) = fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        if fds
+            .flatten()
+            .any(|fd| fs::read_link(fd.path()).is_ok_and(|t| t == path))
+        {
+            return true;
+        }
+    }
+    false
+}

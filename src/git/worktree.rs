@@ -1,0 +1,451 @@
+//! Stream worktrees: `.loki/worktrees/<id>` on branch `loki/<id>`, made,
+//! reused, repaired and removed here, plus their git registrations, locks
+//! and status. Nothing outside `.loki/worktrees/` is ever removed.
+//!
+//! Decisions worth knowing:
+//!
+//! - **Worktree names.** git's administrative name of a stream's worktree is
+//!   `loki-<id>` (`.git/worktrees/loki-<id>`), with a numeric suffix if that
+//!   name is taken. Existing worktrees are found by *path*, so a worktree the
+//!   user made with `git worktree add .loki/worktrees/<id> loki/<id>` is
+//!   reused too.
+//! - **Base.** [`Worktree::base`] is the commit the branch forked from the
+//!   target: the target's head for a new branch, the merge base of branch and
+//!   target for an existing one.
+//! - **Never delete work.** A folder in the way that is no usable worktree is
+//!   moved to `.loki/set-aside/`, not deleted; a locked worktree is left alone.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use git2::build::CheckoutBuilder;
+use git2::{
+    BranchType, ErrorCode, Reference, Repository, StatusOptions, WorktreeAddOptions,
+    WorktreeLockStatus, WorktreePruneOptions,
+};
+
+use super::{branch_oid, check_id, head_branch_ref, merge_base, open_repo, repo_lock, same_path};
+use crate::model::paths::{branch_name, Layout};
+
+/// A stream's worktree, ready for an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Worktree {
+    pub path: PathBuf,
+    pub branch: String,
+    /// Commit the branch started from (the target's head then).
+    pub base: String,
+    /// The worktree existed and was reused.
+    pub reused: bool,
+}
+
+/// Creates (or reuses) branch `loki/<id>` and worktree `.loki/worktrees/<id>`.
+/// A new branch starts at the target's head. An existing branch is reused
+/// as it is (it holds earlier attempts); an existing healthy worktree is
+/// reused; a stale worktree registration (folder gone) is pruned first.
+pub fn prepare_worktree(root: &Path, id: &str, target: &str) -> anyhow::Result<Worktree> {
+    check_id(id)?;
+    let _serial = repo_lock();
+    let repo = open_repo(root)?;
+    let branch = branch_name(id);
+    let layout = Layout::new(root);
+    let path = layout.worktree(id);
+    let dir = layout.worktrees_dir();
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let target_head = branch_oid(&repo, root, target)?;
+
+    // A registration for this folder: reuse it when healthy, prune it when
+    // its folder is gone.
+    if let Some(wt) = find_registration(&repo, &path)? {
+        let folder_exists = path.symlink_metadata().is_ok();
+        if folder_exists {
+            let wrepo = match (wt.validate(), Repository::open(&path)) {
+                (Ok(()), Ok(wrepo)) => Some(wrepo),
+                // A registration half-written by a killed supervisor: the
+                // folder is set aside (nothing is deleted) and made again.
+                _ => None,
+            };
+            let Some(wrepo) = wrepo else {
+                set_aside(root, &path)?;
+                let _ = wt.prune(Some(
+                    WorktreePruneOptions::new()
+                        .valid(true)
+                        .locked(true)
+                        .working_tree(false),
+                ));
+                drop(repo);
+                drop(_serial);
+                return prepare_worktree(root, id, target);
+            };
+            let head = head_branch_ref(&wrepo)
+                .with_context(|| format!("reading HEAD of the worktree {}", path.display()))?;
+            let wanted = format!("refs/heads/{branch}");
+            if head.as_deref() != Some(wanted.as_str()) {
+                let on = head
+                    .map(|h| format!("branch {}", h.trim_start_matches("refs/heads/")))
+                    .unwrap_or_else(|| "a detached HEAD".to_string());
+                bail!(
+                    "the worktree {} is on {on}, not on {branch}\n  help: switch it back (`git -C {} switch {branch}`) or remove it with `loki clean {id}`",
+                    path.display(),
+                    path.display()
+                );
+            }
+            // A supervisor killed while libgit2 was checking the worktree out
+            // leaves files missing and no index (written last). Finish the
+            // checkout rather than reuse a half-empty tree, whose "deleted"
+            // files a salvage commit would otherwise record.
+            if !wrepo.path().join("index").exists() {
+                let mut cb = CheckoutBuilder::new();
+                cb.force();
+                wrepo.checkout_head(Some(&mut cb)).with_context(|| {
+                    format!("completing the interrupted checkout of {}", path.display())
+                })?;
+            }
+            let head = branch_oid(&repo, root, &branch)?;
+            let base = merge_base(&repo, head, target_head, &branch, target)?;
+            return Ok(Worktree {
+                path,
+                branch,
+                base: base.to_string(),
+                reused: true,
+            });
+        }
+        wt.prune(Some(
+            WorktreePruneOptions::new()
+                .valid(true)
+                .locked(true)
+                .working_tree(false),
+        ))
+        .with_context(|| {
+            format!(
+                "pruning the stale worktree registration {} (its folder {} is gone) in {}",
+                wt.name().unwrap_or("?"),
+                path.display(),
+                root.display()
+            )
+        })?;
+    }
+
+    // A folder that is no worktree: never delete what is in it.
+    if let Ok(meta) = path.symlink_metadata() {
+        let empty_dir = meta.is_dir()
+            && fs::read_dir(&path)
+                .map(|mut entries| entries.next().is_none())
+                .unwrap_or(false);
+        if empty_dir {
+            fs::remove_dir(&path)
+                .with_context(|| format!("removing the empty folder {}", path.display()))?;
+        } else {
+            // .loki/worktrees/ is loki's, but what is in it may be work:
+            // set it aside under .loki/set-aside/ instead of deleting it.
+            set_aside(root, &path)?;
+        }
+    }
+
+    let base = match repo.find_branch(&branch, BranchType::Local) {
+        Ok(b) => {
+            let head = b
+                .get()
+                .peel_to_commit()
+                .with_context(|| format!("reading the head of {branch} in {}", root.display()))?
+                .id();
+            merge_base(&repo, head, target_head, &branch, target)?
+        }
+        Err(e) if e.code() == ErrorCode::NotFound => {
+            let commit = repo
+                .find_commit(target_head)
+                .with_context(|| format!("reading the head of {target} in {}", root.display()))?;
+            repo.branch(&branch, &commit, false).with_context(|| {
+                format!("creating branch {branch} at {target} in {}", root.display())
+            })?;
+            target_head
+        }
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("looking up branch {branch} in {}", root.display()))
+        }
+    };
+
+    let reference = repo
+        .find_reference(&format!("refs/heads/{branch}"))
+        .with_context(|| format!("looking up branch {branch} in {}", root.display()))?;
+    let name = free_worktree_name(&repo, id)?;
+    add_worktree(&repo, &name, &path, &reference).with_context(|| {
+        format!(
+            "adding the worktree {} for branch {branch} in {}",
+            path.display(),
+            root.display()
+        )
+    })?;
+    Ok(Worktree {
+        path,
+        branch,
+        base: base.to_string(),
+        reused: false,
+    })
+}
+
+/// Removes the worktree folder and its registration (like `git worktree
+/// remove --force` followed by prune). Only ever under `.loki/worktrees/`.
+pub fn remove_worktree(root: &Path, id: &str) -> anyhow::Result<()> {
+    check_id(id)?;
+    let _serial = repo_lock();
+    let repo = open_repo(root)?;
+    let layout = Layout::new(root);
+    let path = layout.worktree(id);
+    let dir = layout.worktrees_dir();
+
+    // `.loki` or `.loki/worktrees` being a symlink would put the folder
+    // somewhere else: refuse rather than delete outside the repo.
+    for p in [layout.loki(), dir.clone()] {
+        if let Ok(meta) = p.symlink_metadata() {
+            if !meta.is_dir() {
+                bail!(
+                    "{} is not a plain folder (a symlink?); loki removes worktrees only inside {}/",
+                    p.display(),
+                    dir.display()
+                );
+            }
+        }
+    }
+
+    let registration = find_registration(&repo, &path)?;
+    if let Some(wt) = &registration {
+        if let WorktreeLockStatus::Locked(reason) = wt
+            .is_locked()
+            .with_context(|| format!("reading the lock of the worktree {}", path.display()))?
+        {
+            bail!(
+                "the worktree {} is locked{}; loki leaves it alone\n  help: `git worktree unlock {}` lets loki remove it",
+                path.display(),
+                reason.map(|r| format!(" ({r})")).unwrap_or_default(),
+                path.display()
+            );
+        }
+    }
+
+    if let Ok(meta) = path.symlink_metadata() {
+        if meta.is_dir() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        }
+        .with_context(|| format!("removing the worktree folder {}", path.display()))?;
+    }
+
+    if let Some(wt) = registration {
+        wt.prune(Some(
+            WorktreePruneOptions::new()
+                .valid(true)
+                .locked(false)
+                .working_tree(false),
+        ))
+        .with_context(|| {
+            format!(
+                "pruning the worktree registration {} of {} in {}",
+                wt.name().unwrap_or("?"),
+                path.display(),
+                root.display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Removes git lock files that only loki could have left for stream `id`
+/// (its worktree's `index.lock` and `HEAD.lock`, and the lock of
+/// `refs/heads/loki/<id>`). Call only while holding the supervisor lock and
+/// only for streams the previous supervisor had in flight: then no process
+/// can be holding them. Returns what it removed.
+pub fn clear_stale_locks(root: &Path, id: &str) -> anyhow::Result<Vec<PathBuf>> {
+    check_id(id)?;
+    let _serial = repo_lock();
+    let repo = open_repo(root)?;
+    let mut candidates = vec![repo
+        .path()
+        .join(format!("refs/heads/{}.lock", branch_name(id)))];
+    let wt = Layout::new(root).worktree(id);
+    if let Ok(wrepo) = Repository::open(&wt) {
+        candidates.push(wrepo.path().join("index.lock"));
+        candidates.push(wrepo.path().join("HEAD.lock"));
+    }
+    let mut removed = Vec::new();
+    for c in candidates {
+        if c.symlink_metadata().is_ok() {
+            fs::remove_file(&c)
+                .with_context(|| format!("removing the stale lock {}", c.display()))?;
+            removed.push(c);
+        }
+    }
+    Ok(removed)
+}
+
+/// The linked worktree registered for `path`, whatever its name.
+pub(super) fn find_registration(repo: &Repository, path: &Path) -> Result<Option<git2::Worktree>> {
+    let names = repo
+        .worktrees()
+        .with_context(|| format!("listing the worktrees of {}", repo.path().display()))?;
+    for name in names.iter().flatten() {
+        let Ok(wt) = repo.find_worktree(name) else {
+            continue;
+        };
+        if same_path(wt.path(), path) {
+            return Ok(Some(wt));
+        }
+    }
+    Ok(None)
+}
+
+/// `loki-<id>`, or `loki-<id>-<n>` if git already uses that name.
+fn free_worktree_name(repo: &Repository, id: &str) -> Result<String> {
+    let admin = repo.commondir().join("worktrees");
+    let taken: BTreeSet<String> = repo
+        .worktrees()
+        .with_context(|| format!("listing the worktrees of {}", repo.path().display()))?
+        .iter()
+        .flatten()
+        .map(str::to_string)
+        .collect();
+    (1..1000)
+        .map(|n| {
+            if n == 1 {
+                format!("loki-{id}")
+            } else {
+                format!("loki-{id}-{n}")
+            }
+        })
+        .find(|name| !taken.contains(name) && admin.join(name).symlink_metadata().is_err())
+        .ok_or_else(|| {
+            anyhow!(
+                "no free worktree name for stream {id} in {}",
+                admin.display()
+            )
+        })
+}
+
+/// `git worktree add` for an existing branch. libgit2 leaves a half-made
+/// registration behind when it fails midway; remove what it made.
+fn add_worktree(repo: &Repository, name: &str, path: &Path, reference: &Reference) -> Result<()> {
+    let mut opts = WorktreeAddOptions::new();
+    opts.reference(Some(reference));
+    match repo.worktree(name, path, Some(&opts)) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let admin = repo.commondir().join("worktrees").join(name);
+            if admin.is_dir() {
+                let _ = fs::remove_dir_all(&admin);
+            }
+            if path.symlink_metadata().is_ok() {
+                let _ = fs::remove_dir_all(path);
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// Moves a folder that cannot serve as the stream's worktree to
+/// `.loki/set-aside/<name>-<unix time>` (never deletes it).
+fn set_aside(root: &Path, path: &Path) -> Result<PathBuf> {
+    let aside = Layout::new(root).set_aside_dir();
+    fs::create_dir_all(&aside).with_context(|| format!("creating {}", aside.display()))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "worktree".into());
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let dest = aside.join(format!("{name}-{stamp}"));
+    fs::rename(path, &dest).with_context(|| {
+        format!(
+            "moving the unusable folder {} to {}",
+            path.display(),
+            dest.display()
+        )
+    })?;
+    eprintln!(
+        "loki: {} was not a usable worktree; moved it to {} (nothing deleted)",
+        path.display(),
+        dest.display()
+    );
+    Ok(dest)
+}
+
+/// A git worktree registration (`.git/worktrees/<name>`), as plain data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registration {
+    /// git's administrative name.
+    pub name: String,
+    /// The folder it names (which may be gone).
+    pub path: PathBuf,
+    /// `git worktree lock` is in force.
+    pub locked: bool,
+    /// Its folder is gone and it is not locked: `git worktree prune` would
+    /// remove it.
+    pub prunable: bool,
+}
+
+/// Every linked worktree registered in the repo at `root`.
+pub fn registrations(root: &Path) -> Result<Vec<Registration>> {
+    let repo = open_repo(root)?;
+    let names = repo
+        .worktrees()
+        .with_context(|| format!("listing the worktrees of {}", repo.path().display()))?;
+    let mut out = Vec::new();
+    for name in names.iter().flatten() {
+        let Ok(wt) = repo.find_worktree(name) else {
+            continue;
+        };
+        let locked = matches!(wt.is_locked(), Ok(WorktreeLockStatus::Locked(_)));
+        // Default options: only an invalid (folder gone), unlocked registration.
+        let prunable = wt.is_prunable(None).unwrap_or(false);
+        out.push(Registration {
+            name: name.to_string(),
+            path: wt.path().to_path_buf(),
+            locked,
+            prunable,
+        });
+    }
+    Ok(out)
+}
+
+/// Prunes registration `name` if its folder is gone and it is not locked
+/// (`path` is the folder it names, for the message); otherwise does nothing.
+pub fn prune_registration(root: &Path, name: &str, path: &Path) -> Result<()> {
+    let _serial = repo_lock();
+    let repo = open_repo(root)?;
+    let wt = repo
+        .find_worktree(name)
+        .with_context(|| format!("finding the worktree registration {name}"))?;
+    // Default options: prunes only an invalid (folder gone), unlocked one.
+    if wt.is_prunable(None).unwrap_or(false) {
+        wt.prune(None).with_context(|| {
+            format!(
+                "pruning the worktree registration {name} of {}",
+                path.display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Staged, unstaged and untracked paths (untracked folders recursed into,
+/// ignored files left out) of the worktree at `path`, as git reports them.
+pub fn uncommitted_paths(path: &Path) -> Result<Vec<String>> {
+    let repo = Repository::open(path)
+        .with_context(|| format!("opening the worktree {}", path.display()))?;
+    let mut opts = StatusOptions::new();
+    opts.include_untracked(true)
+        .recurse_untracked_dirs(true)
+        .include_ignored(false)
+        .exclude_submodules(false);
+    let statuses = repo
+        .statuses(Some(&mut opts))
+        .with_context(|| format!("reading the status of {}", path.display()))?;
+    Ok(statuses
+        .iter()
+        .map(|e| String::from_utf8_lossy(e.path_bytes()).into_owned())
+        .collect())
+}
