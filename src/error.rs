@@ -32,11 +32,13 @@
 //! | [`ErrorKind::Internal`] | 2 | a fault of loki's, or an error no layer has classified yet | |
 //!
 //! Every kind exits 2 because scripts and tests already rely on 2 for each
-//! of them: refusals (`loki init` over files, a stale version), swarm files,
-//! a missing repository (`loki init` outside one) and the supervisor's lock
-//! refusals, which still reach the command line unclassified. Giving a kind
-//! its own code (Environment 3, Internal 70 as `EX_SOFTWARE`) is a change of
-//! [`ErrorKind::exit_code`] alone, once every error of that kind says so.
+//! of them: refusals (`loki init` over files, a stale version, a second
+//! supervisor), swarm files, a missing repository (`loki init` outside
+//! one). And an error no layer has classified yet is more often the
+//! environment's (an I/O failure deep in git) than a bug, so giving
+//! Internal a code of its own (70, `EX_SOFTWARE`) would mislabel it. The
+//! kind still decides the wording and the hints; a distinct code per kind
+//! is a change of [`ErrorKind::exit_code`] alone.
 
 use std::error::Error as StdError;
 use std::fmt;

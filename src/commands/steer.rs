@@ -8,8 +8,9 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
+use crate::error::Error;
 use crate::git;
 use crate::model::{Event, Kind, Layout, Status, StreamState};
 use crate::signal_files::SignalDir;
@@ -40,10 +41,10 @@ pub struct Request {
 pub fn steer(root: &Path, target: &str, req: &Request) -> Result<String> {
     let layout = Layout::new(root);
     if req.stream.is_none() && !req.kind.allows_no_stream() {
-        bail!(
-            "{} needs a stream id\n  help: loki signal {} <id>",
-            req.kind.as_str(),
-            req.kind.as_str()
+        return Err(
+            Error::refusal(format!("{} needs a stream id", req.kind.as_str()))
+                .hint(format!("loki signal {} <id>", req.kind.as_str()))
+                .into(),
         );
     }
     let state_dir = layout.state_dir();
@@ -95,17 +96,22 @@ fn apply_swarm(store: &StateStore, req: &Request) -> Result<String> {
     let pause = match req.kind {
         Kind::Pause => true,
         Kind::Resume => false,
-        _ => bail!(
-            "{}: no supervisor is running, so there is nothing to stop",
-            req.kind.as_str()
-        ),
+        _ => {
+            return Err(Error::refusal(format!(
+                "{}: no supervisor is running, so there is nothing to stop",
+                req.kind.as_str()
+            ))
+            .into())
+        }
     };
     let expected = req.expected_version.unwrap_or(sw.version);
     if expected != sw.version {
-        bail!(
-            "stale: expected swarm version {expected}, but swarm.json is at version {}\n  help: check `loki status --json` and try again",
+        return Err(Error::refusal(format!(
+            "stale: expected swarm version {expected}, but swarm.json is at version {}",
             sw.version
-        );
+        ))
+        .hint("check `loki status --json` and try again")
+        .into());
     }
     let input = if pause {
         SwarmInput::Pause {
@@ -117,7 +123,7 @@ fn apply_swarm(store: &StateStore, req: &Request) -> Result<String> {
     } else {
         SwarmInput::Resume
     };
-    let next = machine::handle_swarm(&sw, input).map_err(|r| anyhow::anyhow!(r.0))?;
+    let next = machine::handle_swarm(&sw, input).map_err(Error::from)?;
     let ev = command_event(
         None,
         &format!(
@@ -141,15 +147,18 @@ fn apply_direct(
     req: &Request,
 ) -> Result<String> {
     let Some(st) = store.load(id)? else {
-        bail!("no state for stream `{id}` yet\n  help: `loki status` lists the streams; a stream gets state when `loki run` first sees it");
+        return Err(Error::refusal(format!("no state for stream `{id}` yet"))
+            .hint("`loki status` lists the streams; a stream gets state when `loki run` first sees it")
+            .into());
     };
     let expected = req.expected_version.unwrap_or(st.version);
     if expected != st.version {
-        bail!(
-            "stale: expected version {expected}, but stream {id} is at version {} ({})\n  help: check `loki status --json` and try again",
-            st.version,
-            st.status
-        );
+        return Err(Error::refusal(format!(
+            "stale: expected version {expected}, but stream {id} is at version {} ({})",
+            st.version, st.status
+        ))
+        .hint("check `loki status --json` and try again")
+        .into());
     }
     let ctx = direct_ctx(req, target);
     let input = Input::Steer(Steer {
@@ -157,7 +166,7 @@ fn apply_direct(
         note: req.note.clone(),
         count: req.count,
     });
-    let step = machine::handle(&st, input, &ctx).map_err(|r| anyhow::anyhow!(r.0))?;
+    let step = machine::handle(&st, input, &ctx).map_err(Error::from)?;
     let effects = step.effects.clone();
     let written = door::commit(store, expected, &step, &now_rfc3339())?.state;
     let _ = door::note(
@@ -235,8 +244,7 @@ fn merge_now(layout: &Layout, store: &StateStore, ctx: &Ctx, st: StreamState) ->
         now: now_rfc3339(),
         ..ctx.clone()
     };
-    let step = machine::handle(&st, Input::Merge(result.clone()), &ctx)
-        .map_err(|r| anyhow::anyhow!(r.0))?;
+    let step = machine::handle(&st, Input::Merge(result.clone()), &ctx).map_err(Error::from)?;
     let written = door::commit(store, st.version, &step, &ctx.now)?.state;
     if step.effects.contains(&Effect::Cleanup) {
         let _ = git::remove_worktree(&layout.root, &id);
@@ -248,15 +256,25 @@ fn merge_now(layout: &Layout, store: &StateStore, ctx: &Ctx, st: StreamState) ->
             &commit[..commit.len().min(12)]
         )),
         MergeResult::AlreadyMerged => Ok(format!("{id} was already merged into {target}")),
-        MergeResult::Conflict { paths } => bail!(
-            "{id}: merge conflict in {}; resolve it in .loki/worktrees/{id}, commit, then `loki retry {id}`",
+        MergeResult::Conflict { paths } => Err(Error::refusal(format!(
+            "{id}: merge conflict in {}",
             paths.join(", ")
-        ),
-        MergeResult::UserChanges { paths, .. } => bail!(
-            "{id} is approved, but your uncommitted changes touch {}; commit or stash them, then `loki run` merges it",
+        ))
+        .hint(format!(
+            "resolve it in .loki/worktrees/{id}, commit, then `loki retry {id}`"
+        ))
+        .into()),
+        MergeResult::UserChanges { paths, .. } => Err(Error::refusal(format!(
+            "{id} is approved, but your uncommitted changes touch {}",
             paths.join(", ")
-        ),
-        MergeResult::Failed(e) => bail!("{id}: the merge failed: {e} ({})", written.status),
+        ))
+        .hint("commit or stash them, then `loki run` merges it")
+        .into()),
+        MergeResult::Failed(e) => Err(Error::internal(format!(
+            "{id}: the merge failed: {e} (the stream is now {})",
+            written.status
+        ))
+        .into()),
     }
 }
 

@@ -19,10 +19,12 @@ pub(super) fn rehearsal_setup(
         Ok(lock) => lock,
         Err(pid) => {
             let who = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
-            anyhow::bail!(
-                "another rehearsal{who} is running in {}\n  help: wait for it to end; a rehearsal takes seconds",
+            return Err(crate::error::Error::refusal(format!(
+                "another rehearsal{who} is running in {}",
                 root.display()
-            );
+            ))
+            .hint("wait for it to end; a rehearsal takes seconds")
+            .into());
         }
     };
     let layout = Layout::rehearsal(root);
