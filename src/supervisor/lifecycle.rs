@@ -46,6 +46,9 @@ impl Dispatcher {
         slot.result_error = None;
         slot.api_trouble = None;
         slot.fail_note = None;
+        // An approval given to an earlier attempt (MERGE_REQUESTED) is not
+        // one for this attempt's draft.
+        slot.pre_approved = false;
         let input = PrepareInput {
             layout: self.layout.clone(),
             stream: stream_cfg,
@@ -392,6 +395,14 @@ impl Dispatcher {
         let slot = &self.slots[&id];
         let status = slot.st.status;
         let exit = out.exit_code;
+        if status == Status::Cancelled {
+            // Cancelled while its agent was ending (a FEATURE_READY or STOP
+            // under way): whatever the ending, the attempt ends there and
+            // nothing of it is checked or merged.
+            self.end_attempt_record(&id, Outcome::Cancelled, exit, None)
+                .await;
+            return;
+        }
         let tail = out.stderr_tail.trim().to_string();
         let with_tail = |s: String| {
             if tail.is_empty() {

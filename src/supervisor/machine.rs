@@ -233,13 +233,40 @@ impl Step {
     }
 }
 
-/// Why an input does not apply to the stream as it is.
+/// Why an input does not apply to the stream as it is, and what to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal(pub String);
+pub struct Refusal {
+    pub why: String,
+    pub hint: Option<String>,
+}
+
+impl Refusal {
+    pub fn new(why: impl Into<String>) -> Refusal {
+        Refusal {
+            why: why.into(),
+            hint: None,
+        }
+    }
+
+    fn hint(mut self, hint: impl Into<String>) -> Refusal {
+        self.hint = Some(hint.into());
+        self
+    }
+}
 
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.why)
+    }
+}
+
+impl From<Refusal> for crate::error::Error {
+    fn from(r: Refusal) -> Self {
+        let e = crate::error::Error::refusal(r.why);
+        match r.hint {
+            Some(h) => e.hint(h),
+            None => e,
+        }
     }
 }
 
@@ -340,7 +367,7 @@ pub fn handle(st: &StreamState, input: Input, ctx: &Ctx) -> Result<Step, Refusal
     use Status::*;
     let mut b = Builder::new(st, ctx);
     let s = st.status;
-    let wrong = |what: &str| Refusal(format!("stream {} is {s}, {what}", st.id));
+    let wrong = |what: &str| Refusal::new(format!("stream {} is {s}, {what}", st.id));
     match input {
         Input::Start { n } => {
             if !matches!(s, Pending | Ready | Retrying | Interrupted) {
@@ -348,6 +375,8 @@ pub fn handle(st: &StreamState, input: Input, ctx: &Ctx) -> Result<Step, Refusal
             }
             b.go(Preparing, None);
             b.st.attempt = n;
+            // An approval of an earlier attempt's draft is not one of this one.
+            b.st.approved_by = None;
             if b.st.started_at.is_none() {
                 b.st.started_at = Some(ctx.now.clone());
             }
@@ -412,12 +441,18 @@ pub fn handle(st: &StreamState, input: Input, ctx: &Ctx) -> Result<Step, Refusal
             why,
             forget_session,
         } => {
+            if !matches!(s, Running | Preparing) {
+                return Err(wrong("not running"));
+            }
             b.go(Interrupted, Some(why));
             if forget_session {
                 b.st.session_id = None;
             }
         }
         Input::Checking { why } => {
+            if s != Running {
+                return Err(wrong("not running"));
+            }
             b.go(Checking, why);
         }
         Input::Checked { commit, level } => {
@@ -590,8 +625,10 @@ fn recover(b: &mut Builder<'_>) {
         }
         // A merge in flight is queued again (the merge is idempotent: an
         // already merged branch is found so); only a conflicted stream
-        // changes status.
+        // changes status. The old reason (a wait for the user's checkout)
+        // is said again by this run if it still holds.
         Merging => {
+            b.st.reason = None;
             b.effect(Effect::QueueMerge);
         }
         Conflicted => {
@@ -612,16 +649,17 @@ fn steer(b: &mut Builder<'_>, req: Steer) -> Result<(), Refusal> {
     let id = b.st.id.clone();
     let kind = req.kind;
     let no = |what: &str| {
-        Err(Refusal(format!(
-            "{}: stream {id} is {s}, {what}",
-            kind.as_str()
-        )))
+        Err(
+            Refusal::new(format!("{}: stream {id} is {s}, {what}", kind.as_str()))
+                .hint("`loki status` shows where every stream is"),
+        )
     };
     let not_supervised = || {
-        Err(Refusal(format!(
-            "{}: stream {id} is recorded as {s} but no supervisor is running\n  help: `loki run` resumes it",
+        Err(Refusal::new(format!(
+            "{}: stream {id} is recorded as {s} but no supervisor is running",
             kind.as_str()
-        )))
+        ))
+        .hint("`loki run` resumes it"))
     };
     let note = req.note.clone();
     let approver = || note.clone().unwrap_or_else(|| b.ctx.approver.clone());
@@ -748,6 +786,8 @@ fn steer(b: &mut Builder<'_>, req: Steer) -> Result<(), Refusal> {
                 b.effect(Effect::Hold);
                 b.effect(Effect::StopAgent(AgentStop::Interrupt));
                 if s == Preparing {
+                    // No agent yet: the attempt ends unstarted and uncounted.
+                    close_attempt(b, Outcome::NotStarted, None, None, 0.0, 0);
                     b.go(Interrupted, Some("stopped by STOP".into()));
                 }
             }
@@ -776,8 +816,10 @@ pub fn handle_swarm(sw: &SwarmState, input: SwarmInput) -> Result<SwarmState, Re
     let mut next = sw.clone();
     match input {
         SwarmInput::Pause { reason } => {
-            if sw.paused {
-                return Err(Refusal("the swarm is already paused".into()));
+            // Over the supervisor's own pause (a refused key), the user's
+            // pause takes its place, so the next run does not lift it.
+            if sw.paused && !sw.auth_paused {
+                return Err(Refusal::new("the swarm is already paused"));
             }
             next.paused = true;
             next.auth_paused = false;
@@ -785,7 +827,7 @@ pub fn handle_swarm(sw: &SwarmState, input: SwarmInput) -> Result<SwarmState, Re
         }
         SwarmInput::Resume => {
             if !sw.paused {
-                return Err(Refusal("the swarm is not paused".into()));
+                return Err(Refusal::new("the swarm is not paused"));
             }
             next.paused = false;
             next.auth_paused = false;
@@ -793,7 +835,7 @@ pub fn handle_swarm(sw: &SwarmState, input: SwarmInput) -> Result<SwarmState, Re
         }
         SwarmInput::AuthPause { reason } => {
             if sw.paused {
-                return Err(Refusal("the swarm is already paused".into()));
+                return Err(Refusal::new("the swarm is already paused"));
             }
             next.paused = true;
             next.auth_paused = true;
@@ -801,7 +843,7 @@ pub fn handle_swarm(sw: &SwarmState, input: SwarmInput) -> Result<SwarmState, Re
         }
         SwarmInput::LiftAuthPause => {
             if !(sw.paused && sw.auth_paused) {
-                return Err(Refusal("the swarm is not paused by the supervisor".into()));
+                return Err(Refusal::new("the swarm is not paused by the supervisor"));
             }
             next.paused = false;
             next.auth_paused = false;

@@ -108,11 +108,11 @@ fn every_signal_in_every_status() {
 fn a_refusal_names_the_signal_the_stream_and_its_status() {
     let e = handle(&stream(Status::Running), steer(Kind::Approve), &ctx()).unwrap_err();
     assert_eq!(
-        e.0,
+        e.why,
         "APPROVE: stream ch01 is running, not awaiting approval"
     );
     let e = handle(&stream(Status::Merged), steer(Kind::Cancel), &ctx()).unwrap_err();
-    assert_eq!(e.0, "CANCEL: stream ch01 is merged, already finished");
+    assert_eq!(e.why, "CANCEL: stream ch01 is merged, already finished");
 }
 
 #[test]
@@ -158,7 +158,8 @@ fn signals_to_a_running_agent_need_a_supervisor() {
     ] {
         let e = handle(&stream(Status::Running), steer(kind), &direct).unwrap_err();
         assert!(
-            e.0.contains("is recorded as running but no supervisor is running"),
+            e.why
+                .contains("is recorded as running but no supervisor is running"),
             "{}: {e}",
             kind.as_str()
         );
@@ -311,7 +312,7 @@ fn pause_resume_and_tests_passed_change_only_their_fields() {
     assert_eq!(
         handle(&paused.state, steer(Kind::Pause), &ctx())
             .unwrap_err()
-            .0,
+            .why,
         "PAUSE: stream ch01 is pending, already paused"
     );
     let resumed = handle(&paused.state, steer(Kind::Resume), &ctx()).unwrap();
@@ -813,8 +814,10 @@ fn every_input_in_every_status() {
                 ("held_back", Preparing) => Some(Interrupted),
                 ("prepared" | "held_back", _) => None,
                 ("agent_started" | "session" | "attempt_ended" | "checked", s) => Some(s),
-                ("interrupted", _) => Some(Interrupted),
-                ("checking", _) => Some(Checking),
+                ("interrupted", Running | Preparing) => Some(Interrupted),
+                ("interrupted", _) => None,
+                ("checking", Running) => Some(Checking),
+                ("checking", _) => None,
                 ("unsuccessful" | "checks_failed" | "rate_limited", _) => Some(Retrying),
                 ("fatal", _) => Some(Failed),
                 ("passed", _) => Some(Merging),
@@ -850,4 +853,54 @@ fn transition_events_match_the_status_change() {
             }
         }
     }
+}
+
+#[test]
+fn stop_before_the_agent_started_ends_the_attempt_uncounted() {
+    let mut st = stream(Status::Preparing);
+    st.attempts[0].ended_at = None;
+    st.attempts[0].outcome = String::new();
+    let step = handle(&st, steer(Kind::Stop), &ctx()).unwrap();
+    assert_eq!(step.state.status, Status::Interrupted);
+    let a = &step.state.attempts[0];
+    assert_eq!((a.outcome.as_str(), a.counted), ("not_started", false));
+    assert!(a.ended_at.is_some());
+}
+
+#[test]
+fn an_approval_does_not_outlive_its_attempt() {
+    let mut st = stream(Status::Retrying);
+    st.approved_by = Some("maria".into());
+    let step = handle(&st, Input::Start { n: 2 }, &ctx()).unwrap();
+    assert_eq!(step.state.approved_by, None);
+}
+
+#[test]
+fn a_cancelled_stream_is_never_checked_or_interrupted() {
+    let st = stream(Status::Cancelled);
+    assert!(handle(&st, Input::Checking { why: None }, &ctx()).is_err());
+    let stop = Input::Interrupted {
+        why: "x".into(),
+        forget_session: false,
+    };
+    assert!(handle(&st, stop, &ctx()).is_err());
+}
+
+#[test]
+fn the_users_pause_replaces_the_supervisors_own() {
+    let auth = SwarmState {
+        paused: true,
+        auth_paused: true,
+        pause_reason: Some("401".into()),
+        ..Default::default()
+    };
+    let p = handle_swarm(
+        &auth,
+        SwarmInput::Pause {
+            reason: "mine".into(),
+        },
+    )
+    .unwrap();
+    assert!(p.paused && !p.auth_paused);
+    assert_eq!(p.pause_reason.as_deref(), Some("mine"));
 }

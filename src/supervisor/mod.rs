@@ -52,6 +52,7 @@ use tokio::sync::{mpsc, watch};
 use crate::agent::{self, AgentEvent, AgentOutcome, Ending, StopRequest};
 use crate::checks::Level;
 use crate::config::{StreamConfig, SwarmFile};
+use crate::error::Error;
 use crate::git::{self, MergeOutcome};
 use crate::model::{Layout, Outcome};
 use crate::process::{self, Spawner};
@@ -190,19 +191,24 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
     let root = git::repo_root(&cfg.root)?;
     let target_branch = match &cfg.swarm.target {
         Some(t) => t.clone(),
-        None => git::current_branch(&root)?.context(
-            "the main worktree is on a detached HEAD and loki.toml names no target\n  help: set `target = \"main\"` in [swarm]",
-        )?,
+        None => git::current_branch(&root)?.ok_or_else(|| {
+            Error::config("the main worktree is on a detached HEAD and loki.toml names no target")
+                .hint("set `target = \"main\"` in [swarm]")
+        })?,
     };
     if git::branch_head(&root, &target_branch).is_err() {
         let place = match cfg.swarm.target_at {
             Some((line, col)) => format!("{}:{line}:{col}: ", cfg.path.display()),
             None => String::new(),
         };
-        anyhow::bail!(
-            "{place}the target branch `{target_branch}` does not exist\n  help: create it (git branch {target_branch}) or set `target` in [swarm] of {} to an existing branch",
+        return Err(Error::config(format!(
+            "{place}the target branch `{target_branch}` does not exist"
+        ))
+        .hint(format!(
+            "create it (git branch {target_branch}) or set `target` in [swarm] of {} to an existing branch",
             cfg.path.display()
-        );
+        ))
+        .into());
     }
 
     // The agent must be there before anything is created (a rehearsal and
@@ -227,10 +233,12 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
         Ok(lock) => lock,
         Err(pid) => {
             let who = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
-            anyhow::bail!(
-                "another loki supervisor{who} is already running this swarm in {}\n  help: watch it with `loki status`, or stop it with `loki signal STOP` before starting another",
+            return Err(Error::refusal(format!(
+                "another loki supervisor{who} is already running this swarm in {}",
                 root.display()
-            );
+            ))
+            .hint("watch it with `loki status`, or stop it with `loki signal STOP` before starting another")
+            .into());
         }
     };
 
@@ -404,7 +412,7 @@ impl Dispatcher {
     /// (nothing written).
     async fn step(&mut self, id: &str, input: Input) -> Result<Vec<Effect>, Refusal> {
         let Some(slot) = self.slots.get(id) else {
-            return Err(Refusal(format!("unknown stream `{id}`")));
+            return Err(Refusal::new(format!("unknown stream `{id}`")));
         };
         let step = machine::handle(&slot.st, input, &self.ctx(slot))?;
         Ok(self.commit(id, step).await)
@@ -477,13 +485,7 @@ impl Dispatcher {
                         .send(UiEvent::Note(format!("cannot append to events.jsonl: {e}")));
                 }
                 if let Some(slot) = self.slots.get_mut(id) {
-                    // What the view shows in memory only (the agent's last
-                    // words) survives the write.
-                    let last = slot.st.last_message.take();
                     slot.st = c.state;
-                    if slot.st.last_message.is_none() {
-                        slot.st.last_message = last;
-                    }
                 }
             }
             None => {
@@ -494,6 +496,13 @@ impl Dispatcher {
                     let v = slot.st.version;
                     slot.st = step.state.clone();
                     slot.st.version = v;
+                }
+                // The history keeps what happened even though the state
+                // file could not say it yet.
+                let ts = now_rfc3339();
+                for d in &step.events {
+                    let v = self.slots.get(id).map_or(0, |s| s.st.version);
+                    self.append(machine::event_of(id, d, v, &ts));
                 }
             }
         }

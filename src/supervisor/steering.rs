@@ -46,7 +46,7 @@ impl Dispatcher {
                     count: sig.count,
                 };
                 match self.step(&id, Input::Steer(steer)).await {
-                    Err(why) => self.reject(&sig, &why.0),
+                    Err(why) => self.reject(&sig, &why.why),
                     Ok(effects) => {
                         // Applied first, then recorded as handled: a crash in
                         // between replays it, and the replay is then stale
@@ -107,7 +107,7 @@ impl Dispatcher {
                 let next = match machine::handle_swarm(&self.swarm, input) {
                     Ok(n) => n,
                     Err(why) => {
-                        self.reject(sig, &why.0);
+                        self.reject(sig, &why.why);
                         return;
                     }
                 };
