@@ -547,6 +547,9 @@ fn close_attempt(
     }
 }
 
+/// How the reason of a merge that waits for the user's checkout begins.
+const MERGE_WAIT: &str = "waiting to merge";
+
 fn merge_result(b: &mut Builder<'_>, result: MergeResult) {
     let id = b.st.id.clone();
     let target = b.ctx.target.clone();
@@ -571,7 +574,7 @@ fn merge_result(b: &mut Builder<'_>, result: MergeResult) {
         }
         MergeResult::UserChanges { root, paths } => {
             let why = format!(
-                "waiting to merge: your uncommitted changes in {root} touch {}; commit or stash them and the merge goes on",
+                "{MERGE_WAIT}: your uncommitted changes in {root} touch {}; commit or stash them and the merge goes on",
                 paths.join(", ")
             );
             if b.st.reason.as_deref() != Some(why.as_str()) {
@@ -625,10 +628,16 @@ fn recover(b: &mut Builder<'_>) {
         }
         // A merge in flight is queued again (the merge is idempotent: an
         // already merged branch is found so); only a conflicted stream
-        // changes status. The old reason (a wait for the user's checkout)
-        // is said again by this run if it still holds.
+        // changes status. A wait for the user's checkout is forgotten, so
+        // this run says it again if it still holds.
         Merging => {
-            b.st.reason = None;
+            if b.st
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with(MERGE_WAIT))
+            {
+                b.st.reason = None;
+            }
             b.effect(Effect::QueueMerge);
         }
         Conflicted => {

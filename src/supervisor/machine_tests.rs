@@ -904,3 +904,14 @@ fn the_users_pause_replaces_the_supervisors_own() {
     assert!(p.paused && !p.auth_paused);
     assert_eq!(p.pause_reason.as_deref(), Some("mine"));
 }
+
+#[test]
+fn recovery_forgets_only_a_merge_wait() {
+    let mut st = stream(Status::Merging);
+    st.reason = Some("waiting to merge: your uncommitted changes in /r touch a.md; …".into());
+    let step = handle(&st, Input::Recover, &ctx()).unwrap();
+    assert_eq!(step.state.reason, None);
+    st.reason = Some("approved by maria".into());
+    let step = handle(&st, Input::Recover, &ctx()).unwrap();
+    assert!(!step.changes(&st), "nothing to write");
+}
