@@ -420,6 +420,64 @@ fn kill_9_while_agents_run_then_resume() {
     }
 }
 
+/// During a check command: its group is recorded like an agent's, so a
+/// child of the check that ignores SIGTERM (and has no death signal of its
+/// own) is ended by the next supervisor's start-up sweep, which then runs
+/// the stream's checks again to the end.
+#[test]
+fn kill_9_during_a_check_command_then_the_next_run_sweeps_it() {
+    let h = Swarm::empty();
+    let pid_file = h.scratch("check-child.pid");
+    let mark = h.scratch("check-ran-once");
+    let check = format!(
+        "if [ -e {mark} ]; then exit 0; fi; : > {mark}; (trap '' TERM; exec sleep 1000) & echo $! > {pid}.tmp && mv {pid}.tmp {pid}; wait",
+        mark = toml_path(&mark),
+        pid = toml_path(&pid_file),
+    );
+    let mut toml = header(1, "");
+    toml.push_str(&stream_with(
+        "a",
+        &[],
+        &[],
+        &format!("checks = {{ command = \"{check}\" }}\n"),
+    ));
+    h.write(&toml);
+
+    let run = h.spawn(&["run", "--plain"]);
+    let mut child = 0;
+    h.wait_for("the check command forked its child", || {
+        std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+            .map(|c| child = c)
+            .is_some()
+    });
+    h.wait_event("process", "the check command of attempt 1", "started");
+    let st = h.try_state("a").expect("state");
+    assert_eq!(st["status"], "checking", "{st:#}");
+    let pgid = st["process"]["pgid"]
+        .as_i64()
+        .expect("the check's group is recorded") as i32;
+    h.add_group(pgid);
+
+    kill9(run);
+    assert!(
+        alive(child),
+        "test precondition: the check's child ignores SIGTERM and outlives the supervisor"
+    );
+    let second = h.spawn(&["run", "--plain"]);
+    let me = format!("started (pid {})", second.pid);
+    h.wait_event("supervisor", "", &me);
+    assert!(
+        !alive(child),
+        "the check command's child {child} is alive after the next supervisor started"
+    );
+    let again = second.wait();
+    assert_eq!(again.code, Some(0), "{}", again.both());
+    h.assert_no_leftovers("after the second run");
+    h.assert_all_merged_once(&["a"]);
+}
+
 /// Right after the first merge (its worktree and branch are being removed),
 /// while another agent runs. No worktree is being created at that moment
 /// (`c` waits for `b`): that instant has its own test below.

@@ -377,6 +377,19 @@ pub fn run_checks(
     touched: Option<&[String]>,
     env: &[(String, String)],
 ) -> CheckReport {
+    run_checks_watched(worktree, stream, touched, env, None)
+}
+
+/// [`run_checks`], telling `on_start` the process group of the check
+/// command as soon as it runs (the supervisor records it, so a sweep after
+/// a crash ends what is left of it, as it does an agent's).
+pub fn run_checks_watched(
+    worktree: &Path,
+    stream: &StreamConfig,
+    touched: Option<&[String]>,
+    env: &[(String, String)],
+    on_start: Option<process::OnStart<'_>>,
+) -> CheckReport {
     let settings = &stream.checks;
     let mut items: Vec<(CheckEntry, String)> = Vec::new();
 
@@ -440,6 +453,7 @@ pub fn run_checks(
             cmd,
             &full_env,
             settings.command_timeout,
+            on_start,
         ));
     }
 
@@ -1049,6 +1063,7 @@ fn check_command(
     cmd: &str,
     env: &[(String, String)],
     timeout: Duration,
+    on_start: Option<process::OnStart<'_>>,
 ) -> (CheckEntry, String) {
     let fail = |details: String, short: String| {
         (
@@ -1079,6 +1094,7 @@ fn check_command(
         env: &env,
         timeout,
         tail: OUTPUT_TAIL,
+        on_start,
     };
     let ran = match process::run_captured(&job) {
         Ok(r) => r,

@@ -20,8 +20,12 @@ use crate::model::ProcessRecord;
 /// How long to wait for the output to close once the group is gone.
 const READ_LIMIT: Duration = Duration::from_secs(2);
 
+/// Told the child's group as soon as it exists, so the caller can record
+/// it where a later supervisor's sweep finds it.
+pub type OnStart<'a> = &'a (dyn Fn(ProcessRecord) + Sync);
+
 /// One child to run to its end, stdin closed.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Capture<'a> {
     pub program: &'a str,
     pub args: &'a [String],
@@ -31,6 +35,7 @@ pub struct Capture<'a> {
     pub timeout: Duration,
     /// How many bytes of the end of the output to keep.
     pub tail: usize,
+    pub on_start: Option<OnStart<'a>>,
 }
 
 /// Why a captured child could not be started.
@@ -94,6 +99,9 @@ pub fn run_captured(job: &Capture<'_>) -> Result<Captured, CaptureStartError> {
         return Err(CaptureStartError::Pid);
     };
     let record = record_of(pid, token);
+    if let Some(tell) = job.on_start {
+        tell(record);
+    }
 
     let (tx, rx) = mpsc::channel();
     let file = fs::File::from(reader);

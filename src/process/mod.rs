@@ -22,7 +22,9 @@ mod proc;
 mod run;
 mod spawn;
 
-pub use capture::{run_captured, run_quiet, Capture, CaptureStartError, Captured, Exit, Ran};
+pub use capture::{
+    run_captured, run_quiet, Capture, CaptureStartError, Captured, Exit, OnStart, Ran,
+};
 pub use group::sweep_leftover;
 pub use probe::{agent_version, query_version};
 pub use proc::{boot_hash, group_members, leftover_members, proc_start_time, TOKEN_ENV};

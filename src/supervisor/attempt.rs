@@ -12,7 +12,7 @@ use crate::agent::{self, Launch};
 use crate::checks::{self, CheckReport, Level};
 use crate::config::StreamConfig;
 use crate::git::{self, Worktree};
-use crate::model::Layout;
+use crate::model::{Layout, ProcessRecord};
 use crate::process::{self, resolve_command};
 use crate::prompt::{self, DEFAULT_RETRY};
 use crate::util::one_line;
@@ -297,6 +297,19 @@ pub struct FinishInput {
     /// Why the agent failed, when it did.
     pub agent_failure: Option<String>,
     pub trailers: Vec<(String, String)>,
+    /// Told the group of each check command as it starts.
+    pub on_process: Option<ProcessSink>,
+}
+
+/// Where the process group of a child started during an attempt's blocking
+/// work (a check command) is reported, so the supervisor records it.
+#[derive(Clone)]
+pub struct ProcessSink(pub std::sync::Arc<dyn Fn(ProcessRecord) + Send + Sync>);
+
+impl std::fmt::Debug for ProcessSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProcessSink")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -318,7 +331,11 @@ pub fn finish(input: &FinishInput) -> Result<Finished> {
             ("LOKI_STREAM_ID".into(), s.id.clone()),
             ("LOKI_ATTEMPT".into(), input.attempt.to_string()),
         ];
-        let report = checks::run_checks(&wt, s, touched.as_deref(), &env);
+        let on_start = input
+            .on_process
+            .as_ref()
+            .map(|sink| &*sink.0 as process::OnStart<'_>);
+        let report = checks::run_checks_watched(&wt, s, touched.as_deref(), &env, on_start);
         let path = input
             .layout
             .run_dir(&s.id, input.attempt)

@@ -3,6 +3,8 @@
 //! The blocking work itself is in [`super::attempt`]; every state change
 //! is a machine input.
 
+use super::attempt::ProcessSink;
+use super::machine::Role;
 use super::*;
 use crate::agent::api::{api_error_class, resume_failed, ApiTrouble};
 
@@ -200,7 +202,13 @@ impl Dispatcher {
             return;
         }
         match ev {
-            AgentEvent::Started(rec) => self.feed(&id, Input::AgentStarted(rec)).await,
+            AgentEvent::Started(rec) => {
+                let input = Input::ProcessStarted {
+                    rec,
+                    role: Role::Agent,
+                };
+                self.feed(&id, input).await
+            }
             AgentEvent::Init { session_id } => self.feed(&id, Input::Session(session_id)).await,
             AgentEvent::Activity(text) => {
                 if let Some(slot) = self.slots.get_mut(&id) {
@@ -560,6 +568,7 @@ impl Dispatcher {
             agent_ok: ok,
             agent_failure: why.clone(),
             trailers,
+            on_process: Some(self.process_sink(&id, n)),
         };
         if self.step(&id, Input::Checking { why }).await.is_err() {
             return;
@@ -615,6 +624,19 @@ impl Dispatcher {
             forget_session: false,
         };
         self.feed(id, input).await;
+    }
+
+    /// Where the attempt's blocking work reports a check command's group.
+    fn process_sink(&self, id: &str, attempt: u32) -> ProcessSink {
+        let tx = self.tx.clone();
+        let id = id.to_string();
+        ProcessSink(std::sync::Arc::new(move |rec| {
+            let _ = tx.send(Msg::Process {
+                id: id.clone(),
+                attempt,
+                rec,
+            });
+        }))
     }
 
     pub(super) fn attempt_trailers(&self, slot: &Slot) -> Vec<(String, String)> {

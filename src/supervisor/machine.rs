@@ -112,8 +112,9 @@ pub enum Input {
     /// Preparing succeeded but new starts were stopped meanwhile: the
     /// attempt ends unstarted (and uncounted); the stream resumes later.
     HeldBack { why: String },
-    /// The agent's process group exists.
-    AgentStarted(ProcessRecord),
+    /// A process group of the attempt exists: the agent's, or a check
+    /// command's. Recorded, so a later supervisor's sweep can end it.
+    ProcessStarted { rec: ProcessRecord, role: Role },
     /// claude named its session.
     Session(String),
     /// The attempt's record closes (cost and turns of this attempt).
@@ -161,6 +162,13 @@ pub enum Input {
     Unblock,
     /// A signal or a steering command.
     Steer(Steer),
+}
+
+/// Whose process group was started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Agent,
+    Check,
 }
 
 /// What the caller does after the step is written.
@@ -414,12 +422,16 @@ pub fn handle(st: &StreamState, input: Input, ctx: &Ctx) -> Result<Step, Refusal
                 a.counted = false;
             }
         }
-        Input::AgentStarted(rec) => {
+        Input::ProcessStarted { rec, role } => {
             b.st.process = Some(rec);
+            let (kind, what) = match role {
+                Role::Agent => ("agent", "attempt"),
+                Role::Check => ("process", "the check command of attempt"),
+            };
             b.event(
-                "agent",
+                kind,
                 format!(
-                    "attempt {} started: pid {} (group {})",
+                    "{what} {} started: pid {} (group {})",
                     st.attempt, rec.pid, rec.pgid
                 ),
             );
@@ -456,6 +468,8 @@ pub fn handle(st: &StreamState, input: Input, ctx: &Ctx) -> Result<Step, Refusal
             b.go(Checking, why);
         }
         Input::Checked { commit, level } => {
+            // The check command, if any, has ended and been reaped.
+            b.st.process = None;
             if let Some(a) = b.last_attempt() {
                 a.commit = commit;
                 a.checks = level;

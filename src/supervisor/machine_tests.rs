@@ -360,7 +360,15 @@ fn an_attempt_starts_prepares_runs_and_is_checked() {
         boot: 0,
         token: 0,
     };
-    let started = handle(&run.state, Input::AgentStarted(rec), &ctx()).unwrap();
+    let started = handle(
+        &run.state,
+        Input::ProcessStarted {
+            rec,
+            role: Role::Agent,
+        },
+        &ctx(),
+    )
+    .unwrap();
     assert_eq!(started.state.process, Some(rec));
     assert_eq!(started.events[0].kind, "agent");
     let session = handle(&started.state, Input::Session("s-1".into()), &ctx()).unwrap();
@@ -740,7 +748,13 @@ fn every_input_in_every_status() {
             },
         ),
         ("held_back", Input::HeldBack { why: "x".into() }),
-        ("agent_started", Input::AgentStarted(rec)),
+        (
+            "agent_started",
+            Input::ProcessStarted {
+                rec,
+                role: Role::Agent,
+            },
+        ),
         ("session", Input::Session("s".into())),
         (
             "attempt_ended",

@@ -105,6 +105,12 @@ pub enum Msg {
         id: String,
         result: std::result::Result<MergeOutcome, String>,
     },
+    /// A check command of the attempt started (its group, to record).
+    Process {
+        id: String,
+        attempt: u32,
+        rec: crate::model::ProcessRecord,
+    },
     Signal(Taken),
     /// SIGINT.
     Interrupt,
@@ -628,6 +634,15 @@ impl Dispatcher {
                 result,
             } => self.on_finished(id, attempt, result).await,
             Msg::MergeDone { id, result } => self.on_merge_done(id, result).await,
+            Msg::Process { id, attempt, rec } => {
+                if self.current(&id, attempt) {
+                    let input = Input::ProcessStarted {
+                        rec,
+                        role: machine::Role::Check,
+                    };
+                    self.feed(&id, input).await;
+                }
+            }
             Msg::Signal(t) => self.on_signal(t).await,
             Msg::Interrupt => {
                 if self.draining {
