@@ -69,7 +69,7 @@ fn run(case: Case, root: &Path, secs: f64) -> anyhow::Result<Outcome> {
     match case {
         Case::Baseline => {
             let path = dir.path().join("s0.json");
-            let mut state = StreamState::new("s0");
+            let mut state = StreamState::new(&loki::model::StreamId::parse("s0")?);
             while started.elapsed() < duration {
                 state.version += 1;
                 state.attempt += 1;

@@ -17,7 +17,7 @@ fn write(dir: &Path, rel: &str, content: &str) {
 
 fn chapter_stream() -> StreamConfig {
     StreamConfig {
-        id: "ch01".into(),
+        id: loki::model::StreamId::parse("ch01").unwrap(),
         prompt: "prompts/chapter.md".into(),
         vars: [("CHAPTER".to_string(), "1".to_string())]
             .into_iter()

@@ -446,7 +446,7 @@ pub fn run_checks_watched(
             full_env.push((format!("LOKI_VAR_{k}"), v.clone()));
         }
         full_env.extend(env.iter().cloned());
-        full_env.push(("LOKI_STREAM_ID".into(), stream.id.clone()));
+        full_env.push(("LOKI_STREAM_ID".into(), stream.id.to_string()));
         full_env.push(("LOKI_OUTPUTS".into(), stream.outputs.join(" ")));
         items.push(check_command(
             worktree,

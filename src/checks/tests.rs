@@ -6,7 +6,7 @@ use std::time::Instant;
 
 fn stream(outputs: &[&str], checks: CheckSettings) -> StreamConfig {
     StreamConfig {
-        id: "ch01".into(),
+        id: crate::model::StreamId::parse("ch01").unwrap(),
         prompt: "prompts/chapter.md".into(),
         vars: BTreeMap::new(),
         inputs: BTreeMap::new(),

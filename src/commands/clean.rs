@@ -207,7 +207,7 @@ pub fn plan(root: &Path, all: bool) -> Result<Plan> {
             .map_err(anyhow::Error::from)
             .with_context(|| format!("reading the stream states in {}", state_dir.display()))?;
         for st in states {
-            named.insert(st.id.clone());
+            named.insert(st.id.to_string());
             let removable = all
                 || matches!(
                     st.status,
@@ -248,12 +248,12 @@ pub fn plan(root: &Path, all: bool) -> Result<Plan> {
                         }
                     }
                     actions.push(Action::RemoveWorktree {
-                        id: st.id.clone(),
+                        id: st.id.to_string(),
                         path: wt_path.clone(),
                     });
                 }
                 (Some(_), None) => actions.push(Action::PruneStreamRegistration {
-                    id: st.id.clone(),
+                    id: st.id.to_string(),
                     path: wt_path.clone(),
                 }),
                 (None, Some(meta)) => {
@@ -273,7 +273,9 @@ pub fn plan(root: &Path, all: bool) -> Result<Plan> {
 
             // The branch.
             if crate::git::branch_exists(root, &branch_name(&st.id))? {
-                actions.push(Action::DeleteBranch { id: st.id.clone() });
+                actions.push(Action::DeleteBranch {
+                    id: st.id.to_string(),
+                });
             }
 
             // Run records and transcripts.
@@ -288,7 +290,7 @@ pub fn plan(root: &Path, all: bool) -> Result<Plan> {
                 if removable && st.status != Status::Merged && st.status.is_terminal() {
                     // Only its state: a failed stream with no work left starts fresh.
                     plan.streams.push(StreamPlan {
-                        id: st.id.clone(),
+                        id: st.id.to_string(),
                         status: st.status,
                         actions: vec![Action::RemoveStateFile {
                             path: layout.state_file(&st.id),
@@ -315,7 +317,7 @@ pub fn plan(root: &Path, all: bool) -> Result<Plan> {
             }
             removed_paths.insert(wt_path);
             plan.streams.push(StreamPlan {
-                id: st.id.clone(),
+                id: st.id.to_string(),
                 status: st.status,
                 actions,
             });

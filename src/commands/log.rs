@@ -123,7 +123,7 @@ pub struct Totals {
 pub fn run(root: &Path, target: &str, stream: Option<&str>, json: bool) -> Result<i32> {
     let mut audit = collect(root, target)?;
     if let Some(id) = stream {
-        let known: Vec<String> = audit.streams.iter().map(|s| s.id.clone()).collect();
+        let known: Vec<String> = audit.streams.iter().map(|s| s.id.to_string()).collect();
         audit.streams.retain(|s| s.id == id);
         if audit.streams.is_empty() {
             let help = if known.is_empty() {
@@ -257,7 +257,7 @@ fn stream_audit(m: &StreamMerge) -> StreamAudit {
 
     StreamAudit {
         id: id.to_string(),
-        merge_commit: m.merge.id.clone(),
+        merge_commit: m.merge.id.to_string(),
         merged_at: m.merge.committed_at.clone(),
         attempts,
         attempt_count,
@@ -289,7 +289,7 @@ fn attempt_audit(c: &CommitInfo, id: &str) -> Option<AttemptAudit> {
     let duration = trailer(t, keys::DURATION).map(str::to_string);
     Some(AttemptAudit {
         n,
-        commit: c.id.clone(),
+        commit: c.id.to_string(),
         verdict,
         checks: trailer(t, keys::CHECKS).map(str::to_string),
         outcome: trailer(t, keys::OUTCOME).map(str::to_string),

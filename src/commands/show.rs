@@ -253,7 +253,7 @@ fn run_manual(
         .or_else(|| fallback_base(root, cfg, &stream.id));
     let touched = base.and_then(|b| git::touched_paths(&wt, &b).ok());
     let env = vec![
-        ("LOKI_STREAM_ID".to_string(), stream.id.clone()),
+        ("LOKI_STREAM_ID".to_string(), stream.id.to_string()),
         (
             "LOKI_ATTEMPT".to_string(),
             st.map(|s| s.attempt).unwrap_or(0).to_string(),

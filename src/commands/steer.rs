@@ -224,7 +224,7 @@ fn message(id: &str, req: &Request, st: &StreamState) -> String {
 /// Merges an approved stream while holding the supervisor lock; the
 /// result goes through the machine like the merge worker's.
 fn merge_now(layout: &Layout, store: &StateStore, ctx: &Ctx, st: StreamState) -> Result<String> {
-    let id = st.id.clone();
+    let id = st.id.to_string();
     let target = ctx.target.as_str();
     let trailers = crate::model::trailers::merge_trailers(&st, "unknown");
     attempt::commit_review_edits(layout, &id, st.attempt)?;

@@ -139,4 +139,4 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     humantime::parse_duration(s).ok()
 }
 
-pub use crate::model::id::{valid_id, valid_stream_id};
+pub use crate::model::id::valid_stream_id;

@@ -13,6 +13,7 @@ use super::diag::{line_col, suggest, At, Res};
 use super::values::{entries, type_name, Entry, Val};
 use super::{AgentSettings, CheckSettings, ConfigError, StreamConfig, SwarmFile, SwarmSettings};
 use crate::model::id::valid_stream_id;
+use crate::model::StreamId;
 use crate::plan;
 
 /// Pass 1's result: the typed swarm file, and where in the text the things
@@ -303,8 +304,9 @@ impl Parser<'_> {
                  `id = \"ch01\"` (it names the branch loki/<id>)",
             ));
         };
-        let id = self.string("id", id_e.val)?;
-        if !valid_stream_id(&id) {
+        let raw_id = self.string("id", id_e.val)?;
+        let Ok(id) = StreamId::parse(&raw_id) else {
+            let id = raw_id;
             let mut help = "ids are 1 to 64 characters: lowercase letters, digits, `.`, `_` and \
                             `-`, starting with a letter or digit, without `..` and not ending \
                             in `.` or `.lock` (the id names the branch loki/<id>)"
@@ -313,8 +315,8 @@ impl Parser<'_> {
                 help.push_str(&format!("; try `{s}`"));
             }
             return Err(self.err(&id_e.val.span(), format!("invalid stream id `{id}`"), help));
-        }
-        if let Some(first) = ids.get(&id) {
+        };
+        if let Some(first) = ids.get(id.as_str()) {
             return Err(self.err(
                 &id_e.val.span(),
                 format!(
@@ -325,7 +327,7 @@ impl Parser<'_> {
                  them",
             ));
         }
-        ids.insert(id.clone(), id_e.val.span());
+        ids.insert(id.to_string(), id_e.val.span());
         self.check_keys(&es, Section::Stream(&id))?;
 
         let mut prompt_path: Option<(PathBuf, Range<usize>)> = None;
@@ -596,7 +598,7 @@ impl Parser<'_> {
         for r in &raws {
             for (d, span) in &r.deps {
                 let id = &r.cfg.id;
-                if d == id {
+                if *id == *d {
                     return Err(self.err(
                         span,
                         format!("stream `{id}` depends on itself"),

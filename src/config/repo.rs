@@ -192,8 +192,8 @@ impl Checker<'_> {
                 }
                 let mut unrelated = None;
                 for &i in before.iter() {
-                    let related =
-                        upstream(j).contains(&raws[i].cfg.id) || upstream(i).contains(&r.cfg.id);
+                    let related = upstream(j).iter().any(|u| raws[i].cfg.id == *u)
+                        || upstream(i).iter().any(|u| r.cfg.id == *u);
                     if !related {
                         unrelated = Some(i);
                         break;
@@ -344,7 +344,7 @@ fn upstream_outputs(configs: &[StreamConfig], id: &str) -> BTreeSet<String> {
     let upstream = plan::dependencies_of(configs, id);
     configs
         .iter()
-        .filter(|c| upstream.contains(&c.id))
+        .filter(|c| upstream.iter().any(|u| c.id == *u))
         .flat_map(|c| c.outputs.iter().map(|o| normal_path(o)))
         .collect()
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::model::StreamId;
 use crate::plan;
 
 /// Placeholders loki fills itself; a template may use them without a var.
@@ -93,7 +94,7 @@ pub struct CheckSettings {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamConfig {
-    pub id: String,
+    pub id: StreamId,
     /// Relative to the swarm file's folder ([`SwarmFile::root`]), where it
     /// is read from at run time too (in the user's checkout).
     pub prompt: PathBuf,

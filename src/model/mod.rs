@@ -9,7 +9,7 @@ pub mod signal;
 pub mod state;
 pub mod trailers;
 
-pub use id::{valid_id, valid_stream_id};
+pub use id::{valid_stream_id, InvalidId, StreamId};
 pub use paths::Layout;
 pub use signal::Kind;
 pub use state::{AttemptRecord, Event, Outcome, ProcessRecord, Status, StreamState, SwarmState};

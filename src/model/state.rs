@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::id::StreamId;
+
 /// The lifecycle of a stream (see DESIGN.md).
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord,
@@ -137,7 +139,7 @@ fn is_zero(n: &u64) -> bool {
 /// Everything loki knows about one stream; `.loki/state/<id>.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StreamState {
-    pub id: String,
+    pub id: StreamId,
     /// Bumped by every write (the compare-and-swap key).
     pub version: u64,
     pub status: Status,
@@ -191,10 +193,10 @@ pub struct StreamState {
 }
 
 impl StreamState {
-    pub fn new(id: &str) -> Self {
+    pub fn new(id: &StreamId) -> Self {
         StreamState {
-            id: id.to_string(),
-            branch: format!("loki/{id}"),
+            id: id.clone(),
+            branch: super::paths::branch_name(id),
             ..Default::default()
         }
     }

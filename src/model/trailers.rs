@@ -18,7 +18,7 @@ pub const APPROVED_BY: &str = "Loki-Approved-By";
 /// (`agent` names the agent when the state does not).
 pub fn merge_trailers(st: &StreamState, agent: &str) -> Vec<(String, String)> {
     let mut trailers = vec![
-        ("Loki-Stream".to_string(), st.id.clone()),
+        ("Loki-Stream".to_string(), st.id.to_string()),
         ("Loki-Attempt".to_string(), st.attempt.to_string()),
         ("Loki-Attempts".to_string(), st.attempts.len().to_string()),
         (

@@ -55,7 +55,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use serde::Deserialize;
 
 use crate::error::Error;
-use crate::model::valid_id;
+use crate::model::StreamId;
 
 /// Largest body accepted.
 pub const MAX_BODY: u64 = 64 * 1024;
@@ -64,7 +64,7 @@ pub const MAX_BODY: u64 = 64 * 1024;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Signal {
     pub kind: Kind,
-    pub stream: Option<String>,
+    pub stream: Option<StreamId>,
     pub expected_version: Option<u64>,
     pub note: Option<String>,
     /// REJECT: the rejected attempt counts against `max_attempts`
@@ -186,8 +186,8 @@ impl SignalDir {
         count: bool,
     ) -> anyhow::Result<PathBuf> {
         let base = match stream {
-            Some(id) if !valid_id(id) => bail!(
-                "`{}` is not a valid stream id (lowercase letters, digits, `.`, `_` and `-`, at most 64, starting with a letter or digit)",
+            Some(id) if StreamId::parse(id).is_err() => bail!(
+                "`{}` is not a valid stream id (lowercase letters, digits, `.`, `_` and `-`, at most 64, starting with a letter or digit, without `..` and not ending in `.` or `.lock`)",
                 id.escape_debug()
             ),
             Some(id) => format!("{}_{id}", kind.as_str()),
@@ -480,7 +480,7 @@ fn sync_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Validates a signal file name: `(kind, stream id)` or a reason.
-pub fn parse_name(name: &str) -> Result<(Kind, Option<String>), String> {
+pub fn parse_name(name: &str) -> Result<(Kind, Option<StreamId>), String> {
     if name.is_empty() {
         return Err("the name is empty".into());
     }
@@ -525,13 +525,13 @@ pub fn parse_name(name: &str) -> Result<(Kind, Option<String>), String> {
                 "the stream id after `{k}_` is missing: name it `{k}_<stream-id>`"
             ));
         }
-        if !valid_id(id) {
+        let Ok(id) = StreamId::parse(id) else {
             return Err(format!(
-                "`{}` is not a valid stream id (lowercase letters, digits, `.`, `_` and `-`, at most 64, starting with a letter or digit)",
+                "`{}` is not a valid stream id (lowercase letters, digits, `.`, `_` and `-`, at most 64, starting with a letter or digit, without `..` and not ending in `.` or `.lock`)",
                 id.escape_debug()
             ));
-        }
-        return Ok((kind, Some(id.to_string())));
+        };
+        return Ok((kind, Some(id)));
     }
     let known: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
     Err(format!(
@@ -854,7 +854,10 @@ mod tests {
 
     #[test]
     fn names_parse() {
-        let ok = |n: &str| parse_name(n).unwrap();
+        let ok = |n: &str| {
+            let (k, id) = parse_name(n).unwrap();
+            (k, id.map(String::from))
+        };
         assert_eq!(
             ok("MERGE_REQUESTED_ch01"),
             (Kind::MergeRequested, Some("ch01".into()))
@@ -943,7 +946,7 @@ mod tests {
             .scan()
             .into_iter()
             .map(|t| match t {
-                Taken::Signal(s) => (s.kind, s.stream, s.expected_version),
+                Taken::Signal(s) => (s.kind, s.stream.map(String::from), s.expected_version),
                 other => panic!("{other:?}"),
             })
             .collect();

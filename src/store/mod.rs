@@ -39,6 +39,7 @@
 //! Readers never lock: the rename makes them see the old or the new file.
 
 pub use crate::model::state::*;
+use crate::model::StreamId;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -165,7 +166,7 @@ impl StateStore {
             let Some(id) = name.strip_suffix(".json") else {
                 continue;
             };
-            if name == SWARM_FILE || !crate::model::valid_id(id) {
+            if name == SWARM_FILE || StreamId::parse(id).is_err() {
                 continue;
             }
             ids.push(id.to_string());
@@ -192,15 +193,16 @@ impl StateStore {
         change: impl FnOnce(&mut StreamState),
     ) -> Result<StreamState, StoreError> {
         let path = self.stream_path(id)?;
+        let sid = StreamId::parse(id).map_err(|e| StoreError::Io(anyhow!(e)))?;
         self.compare_and_swap(
             &path,
             id,
             expected,
-            || StreamState::new(id),
+            || StreamState::new(&sid),
             |state: &mut StreamState| {
                 change(state);
                 // The file name is the identity; the content must agree.
-                state.id = id.to_string();
+                state.id = sid.clone();
             },
         )
     }
@@ -305,9 +307,10 @@ impl StateStore {
     }
 
     fn stream_path(&self, id: &str) -> Result<PathBuf, StoreError> {
-        if !crate::model::valid_id(id) {
+        // The same rule as every other door ids come in by.
+        if StreamId::parse(id).is_err() {
             return Err(anyhow!(
-                "`{}` is not a valid stream id (expected [a-z0-9][a-z0-9._-]{{0,63}})",
+                "`{}` is not a valid stream id (expected [a-z0-9][a-z0-9._-]{{0,63}}, without `..` and not ending in `.` or `.lock`)",
                 id.escape_debug()
             )
             .into());
@@ -965,7 +968,7 @@ mod tests {
         let s = store
             .update("ch01", 1, |s| {
                 s.attempt = 2;
-                s.id = "tampered".into();
+                s.id = StreamId::parse("tampered").unwrap();
                 s.version = 99;
             })
             .unwrap();
@@ -1040,7 +1043,7 @@ mod tests {
             .load_all()
             .unwrap()
             .into_iter()
-            .map(|s| s.id)
+            .map(|s| s.id.to_string())
             .collect();
         assert_eq!(ids, vec!["a", "b"]);
     }

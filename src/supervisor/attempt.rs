@@ -92,7 +92,7 @@ pub fn prepare(input: &PrepareInput) -> Result<Prepared> {
             &format!("loki: {} attempt {n} (interrupted)", s.id),
             "Work the interrupted attempt left in the worktree, committed when the stream resumed.",
             &[
-                ("Loki-Stream".into(), s.id.clone()),
+                ("Loki-Stream".into(), s.id.to_string()),
                 ("Loki-Attempt".into(), format!("{n} (interrupted)")),
             ],
         )
@@ -157,7 +157,7 @@ pub fn prepare(input: &PrepareInput) -> Result<Prepared> {
     crate::util::write_atomic(&prompt_file, text.as_bytes())?;
 
     let mut env: Vec<(String, String)> = vec![
-        ("LOKI_STREAM_ID".into(), s.id.clone()),
+        ("LOKI_STREAM_ID".into(), s.id.to_string()),
         ("LOKI_ATTEMPT".into(), input.attempt.to_string()),
         ("LOKI_PROMPT_FILE".into(), prompt_file.display().to_string()),
         (
@@ -237,7 +237,7 @@ pub fn base_values(
     feedback: &str,
 ) -> BTreeMap<String, String> {
     let mut values = s.vars.clone();
-    values.insert("STREAM_ID".into(), s.id.clone());
+    values.insert("STREAM_ID".into(), s.id.to_string());
     values.insert("ATTEMPT".into(), attempt.to_string());
     values.insert("FEEDBACK".into(), feedback.to_string());
     values.insert("TARGET".into(), target.to_string());
@@ -328,7 +328,7 @@ pub fn finish(input: &FinishInput) -> Result<Finished> {
         // Unknown (git could not say) is not "nothing changed".
         let touched = git::touched_paths(&wt, &input.base).ok();
         let env: Vec<(String, String)> = vec![
-            ("LOKI_STREAM_ID".into(), s.id.clone()),
+            ("LOKI_STREAM_ID".into(), s.id.to_string()),
             ("LOKI_ATTEMPT".into(), input.attempt.to_string()),
         ];
         let on_start = input

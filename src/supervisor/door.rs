@@ -34,7 +34,7 @@ pub fn commit(
     ts: &str,
 ) -> Result<Committed, StoreError> {
     let content = step.state.clone();
-    let id = content.id.clone();
+    let id = content.id.to_string();
     let state = store.update(&id, expected, move |st| {
         let v = st.version;
         *st = content;

@@ -642,7 +642,7 @@ impl Dispatcher {
     pub(super) fn attempt_trailers(&self, slot: &Slot) -> Vec<(String, String)> {
         let st = &slot.st;
         let mut t = vec![
-            ("Loki-Stream".to_string(), st.id.clone()),
+            ("Loki-Stream".to_string(), st.id.to_string()),
             ("Loki-Attempt".to_string(), st.attempt.to_string()),
             (
                 "Loki-Agent".to_string(),

@@ -565,7 +565,7 @@ fn close_attempt(
 const MERGE_WAIT: &str = "waiting to merge";
 
 fn merge_result(b: &mut Builder<'_>, result: MergeResult) {
-    let id = b.st.id.clone();
+    let id = b.st.id.to_string();
     let target = b.ctx.target.clone();
     match result {
         MergeResult::Merged { commit } => {
@@ -669,7 +669,7 @@ fn recover(b: &mut Builder<'_>) {
 fn steer(b: &mut Builder<'_>, req: Steer) -> Result<(), Refusal> {
     use Status::*;
     let s = b.st.status;
-    let id = b.st.id.clone();
+    let id = b.st.id.to_string();
     let kind = req.kind;
     let no = |what: &str| {
         Err(

@@ -35,7 +35,7 @@ fn ctx() -> Ctx {
 /// A stream in `status` with one finished, counted attempt.
 fn stream(status: Status) -> StreamState {
     StreamState {
-        id: "ch01".into(),
+        id: crate::model::StreamId::parse("ch01").unwrap(),
         version: 7,
         status,
         attempt: 1,

@@ -14,7 +14,7 @@ pub(super) async fn merge_worker(
     while let Some(job) = rx.recv().await {
         let root = root.clone();
         let target = target.clone();
-        let id = job.id.clone();
+        let id = job.id.to_string();
         let result = tokio::task::spawn_blocking(move || {
             attempt::commit_review_edits(&Layout::new(&root), &job.id, job.attempt)
                 .map_err(|e| format!("{e:#}"))?;

@@ -263,7 +263,7 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
     let mut d = Dispatcher {
         limit: cfg.swarm.max_parallel.max(1),
         order: crate::plan::topo_order(&cfg.streams)
-            .unwrap_or_else(|_| cfg.streams.iter().map(|s| s.id.clone()).collect()),
+            .unwrap_or_else(|_| cfg.streams.iter().map(|s| s.id.to_string()).collect()),
         cfg,
         signals: SignalDir::new(layout.signals_dir()),
         layout,
@@ -653,7 +653,7 @@ impl Dispatcher {
                         .slots
                         .values()
                         .filter(|s| s.st.status.is_active())
-                        .map(|s| s.st.id.clone())
+                        .map(|s| s.st.id.to_string())
                         .collect();
                     let msg = if running.is_empty() {
                         "Ctrl-C: stopping".to_string()
@@ -691,5 +691,5 @@ pub fn default_approver() -> String {
 
 /// Streams a signal can reach, for messages.
 pub fn known_ids(cfg: &SwarmFile) -> BTreeSet<String> {
-    cfg.streams.iter().map(|s| s.id.clone()).collect()
+    cfg.streams.iter().map(|s| s.id.to_string()).collect()
 }

@@ -16,8 +16,10 @@ impl Dispatcher {
         let existing = tokio::task::spawn_blocking(move || store.load_all())
             .await
             .context("loading state")??;
-        let mut existing: BTreeMap<String, StreamState> =
-            existing.into_iter().map(|s| (s.id.clone(), s)).collect();
+        let mut existing: BTreeMap<String, StreamState> = existing
+            .into_iter()
+            .map(|s| (s.id.to_string(), s))
+            .collect();
         let store = self.store.clone();
         self.swarm = tokio::task::spawn_blocking(move || store.load_swarm())
             .await
@@ -55,7 +57,7 @@ impl Dispatcher {
             .unwrap_or(Duration::from_secs(10));
         let leftovers: Vec<_> = existing
             .values()
-            .filter_map(|s| s.process.map(|p| (s.id.clone(), p)))
+            .filter_map(|s| s.process.map(|p| (s.id.to_string(), p)))
             .collect();
         for (id, rec) in leftovers {
             let n = tokio::task::spawn_blocking(move || process::sweep_leftover(&rec, grace))
@@ -69,11 +71,11 @@ impl Dispatcher {
         }
 
         for s in self.cfg.streams.clone() {
-            let st = match existing.remove(&s.id) {
+            let st = match existing.remove(s.id.as_str()) {
                 Some(st) => st,
                 None => {
                     let store = self.store.clone();
-                    let id = s.id.clone();
+                    let id = s.id.to_string();
                     tokio::task::spawn_blocking(move || door::create(&store, &id))
                         .await
                         .context("creating stream state")??
@@ -81,7 +83,7 @@ impl Dispatcher {
             };
             let tv = st.version;
             self.slots.insert(
-                s.id.clone(),
+                s.id.to_string(),
                 Slot {
                     cfg: s,
                     st,
@@ -203,7 +205,7 @@ impl Dispatcher {
                         | Status::Interrupted
                 )
             })
-            .map(|s| s.st.id.clone())
+            .map(|s| s.st.id.to_string())
             .collect();
         let any_merging = self.slots.values().any(|s| s.st.status == Status::Merging);
         let root = self.layout.root.clone();

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::model::paths::rehearsal_branch_name;
+use crate::model::StreamId;
 
 /// Rehearsal: stream ids get an `rh-` prefix (their own branches and
 /// worktrees), state lives in `.loki/rehearsal/`, and merges go into a
@@ -37,14 +38,14 @@ pub(super) fn rehearsal_setup(
         }
     }
     for s in &mut cfg.streams {
-        s.id = rehearsal_id(&s.id);
+        s.id = StreamId::parse(&rehearsal_id(&s.id))?;
         s.depends_on = s.depends_on.iter().map(|d| rehearsal_id(d)).collect();
         s.checks.approve = false;
         s.agent.max_attempts = 1;
     }
     cfg.swarm.spawn_interval = Duration::ZERO;
     cfg.swarm.max_budget_usd = None;
-    let ids = cfg.streams.iter().map(|s| s.id.clone()).collect();
+    let ids = cfg.streams.iter().map(|s| s.id.to_string()).collect();
 
     let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S").to_string();
     let scratch = rehearsal_branch_name(&stamp, std::process::id());

@@ -19,7 +19,7 @@ impl Dispatcher {
         match sig.stream.clone() {
             None => self.swarm_signal(&sig).await,
             Some(id) => {
-                let Some(slot) = self.slots.get(&id) else {
+                let Some(slot) = self.slots.get(id.as_str()) else {
                     let known: Vec<&str> = self.order.iter().map(String::as_str).collect();
                     self.reject(
                         &sig,
