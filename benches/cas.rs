@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use loki::store::{StateStore, StoreError, StreamState};
+use loki::model::StreamState;
+use loki::store::{StateStore, StoreError};
 
 #[derive(Clone, Copy)]
 enum Case {

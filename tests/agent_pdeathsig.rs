@@ -15,8 +15,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use loki::agent::{self, AgentEvent, Launch};
+use loki::model::ProcessRecord;
 use loki::process::{self, Spawner};
-use loki::store::ProcessRecord;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::sync::{mpsc, watch};

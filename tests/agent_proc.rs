@@ -9,8 +9,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use loki::agent::{self, AgentEvent, AgentOutcome, Ending, Launch, ResultInfo, StopRequest};
+use loki::model::ProcessRecord;
 use loki::process::{self, Spawner};
-use loki::store::ProcessRecord;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::sync::{mpsc, watch};

@@ -8,7 +8,8 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use loki::store::{StateStore, Status, SupervisorLock};
+use loki::model::Status;
+use loki::store::{StateStore, SupervisorLock};
 
 /// The agent: its file name is `claude`, so loki reads its stream-json.
 /// Stream `b` writes the forbidden word `dragon` on its first attempt;

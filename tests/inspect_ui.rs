@@ -6,7 +6,8 @@ use common::*;
 
 use std::time::Duration;
 
-use loki::store::{StateStore, Status, SupervisorLock};
+use loki::model::Status;
+use loki::store::{StateStore, SupervisorLock};
 
 const LINE1: &str =
     r#"{"type":"system","subtype":"init","session_id":"s1","model":"m","cwd":"/w"}"#;

@@ -979,7 +979,7 @@ fn a_held_back_attempt_keeps_the_session_to_resume() {
     store
         .update("a", version, |st| {
             st.attempt = 2;
-            st.attempts.push(loki::store::AttemptRecord {
+            st.attempts.push(loki::model::AttemptRecord {
                 n: 2,
                 started_at: "2026-11-30T00:00:00Z".into(),
                 ended_at: Some("2026-11-30T00:00:01Z".into()),

@@ -41,7 +41,8 @@ use crate::error::Error;
 use crate::git::Registration;
 use crate::model::paths::{branch_name, stream_of_branch};
 use crate::model::Layout;
-use crate::store::{StateStore, Status, SupervisorLock};
+use crate::model::Status;
+use crate::store::{StateStore, SupervisorLock};
 
 /// Something `loki clean` removes.
 #[derive(Debug, Clone, PartialEq, Eq)]

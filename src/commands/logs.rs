@@ -10,7 +10,8 @@ use anyhow::{Context, Result};
 
 use crate::error::Error;
 use crate::model::Layout;
-use crate::store::{StateStore, Status, StreamState, SupervisorLock};
+use crate::model::{Status, StreamState};
+use crate::store::{StateStore, SupervisorLock};
 
 /// One transcript line for a person: `None` for lines not worth showing.
 pub fn render_line(line: &str) -> Option<String> {

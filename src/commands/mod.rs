@@ -16,8 +16,9 @@ use clap::{Parser, Subcommand};
 
 use crate::config::SwarmFile;
 use crate::error::{Error, ErrorKind};
-use crate::signal_files::Kind;
-use crate::store::{StateStore, Status, StoreError, StreamState};
+use crate::model::Kind;
+use crate::model::{Status, StreamState};
+use crate::store::{StateStore, StoreError};
 use steer::Request;
 
 #[derive(Debug, Parser)]
@@ -512,7 +513,7 @@ fn load_for_status(path: &Path) -> Option<SwarmFile> {
 /// What status views show.
 struct StatusData {
     rows: Vec<StreamState>,
-    swarm: crate::store::SwarmState,
+    swarm: crate::model::SwarmState,
     supervisor: Option<i32>,
     /// Words of each row's outputs, in row order.
     words: Vec<Option<u64>>,

@@ -58,7 +58,8 @@ use crate::error::Error;
 use crate::git;
 use crate::model::paths::branch_name;
 use crate::model::Layout;
-use crate::store::{StateStore, Status, StreamState};
+use crate::model::{Status, StreamState};
+use crate::store::StateStore;
 
 /// An output of at most this many lines is shown whole.
 pub const WHOLE_FILE_LINES: usize = 60;

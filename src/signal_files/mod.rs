@@ -35,8 +35,6 @@
 //!   .loki/signals/APPROVE_ch01` is read whole. If inotify's limits are
 //!   exhausted it falls back to polling every 500 ms and says so on stderr.
 
-pub use crate::model::Kind;
-
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, OpenOptions};
@@ -55,7 +53,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use serde::Deserialize;
 
 use crate::error::Error;
-use crate::model::StreamId;
+use crate::model::{Kind, StreamId};
 
 /// Largest body accepted.
 pub const MAX_BODY: u64 = 64 * 1024;

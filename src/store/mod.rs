@@ -38,8 +38,7 @@
 //!
 //! Readers never lock: the rename makes them see the old or the new file.
 
-pub use crate::model::state::*;
-use crate::model::StreamId;
+use crate::model::{Event, StreamId, StreamState, SwarmState};
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -894,6 +893,7 @@ fn read_pid_of_holder(file: &File) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Status;
 
     fn store_with(dir: &Path, stale_after_ms: u64, give_up_ms: u64) -> StateStore {
         let mut store = StateStore::new(dir);
