@@ -43,6 +43,7 @@ use crate::model::paths::{branch_name, stream_of_branch};
 use crate::model::Layout;
 use crate::model::Status;
 use crate::store::{StateStore, SupervisorLock};
+use crate::supervisor::door;
 
 /// Something `loki clean` removes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,8 +56,15 @@ pub enum Action {
     DeleteBranch { id: String },
     /// `.loki/runs/<id>` or `.loki/logs/<id>`.
     RemoveDir { path: PathBuf },
-    /// `.loki/state/<id>.json` of a stream that is not merged.
-    RemoveStateFile { path: PathBuf },
+    /// `.loki/state/<id>.json` of a stream that is not merged, at the
+    /// version it was read at (removed through the state door, so a change
+    /// made meanwhile wins).
+    RemoveStateFile {
+        path: PathBuf,
+        state_dir: PathBuf,
+        id: String,
+        version: u64,
+    },
     /// A registration under `.loki/worktrees/` whose folder is gone.
     PruneRegistration { name: String, path: PathBuf },
     /// An empty folder in `.loki/worktrees/` that is no worktree.
@@ -295,6 +303,9 @@ pub fn plan(root: &Path, all: bool) -> Result<Plan> {
                         status: st.status,
                         actions: vec![Action::RemoveStateFile {
                             path: layout.state_file(&st.id),
+                            state_dir: state_dir.clone(),
+                            id: st.id.to_string(),
+                            version: st.version,
                         }],
                     });
                 }
@@ -314,6 +325,9 @@ pub fn plan(root: &Path, all: bool) -> Result<Plan> {
             if st.status != Status::Merged {
                 actions.push(Action::RemoveStateFile {
                     path: layout.state_file(&st.id),
+                    state_dir: state_dir.clone(),
+                    id: st.id.to_string(),
+                    version: st.version,
                 });
             }
             removed_paths.insert(wt_path);
@@ -399,7 +413,7 @@ fn describe(root: &Path, action: &Action, done: bool) -> String {
             format!("{} branch {}", v("deleted", "delete"), branch_name(id))
         }
         Action::RemoveDir { path } => format!("{} {}", v("removed", "remove"), rel(root, path)),
-        Action::RemoveStateFile { path } => {
+        Action::RemoveStateFile { path, .. } => {
             format!("{} state file {}", v("removed", "remove"), rel(root, path))
         }
         Action::PruneRegistration { name, path } => format!(
@@ -438,14 +452,16 @@ fn apply(root: &Path, action: &Action) -> Result<()> {
             }
             .with_context(|| format!("removing {}", path.display()))
         }
-        Action::RemoveStateFile { path } => {
+        Action::RemoveStateFile {
+            path,
+            state_dir,
+            id,
+            version,
+        } => {
             check_inside_loki(root, path)?;
-            match fs::remove_file(path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    Err(e).with_context(|| format!("removing {}", path.display()))
-                }
-                _ => Ok(()),
-            }
+            let store = StateStore::new(state_dir);
+            door::forget(&store, id, *version, "removed by `loki clean`")
+                .with_context(|| format!("removing {}", path.display()))
         }
         Action::PruneRegistration { name, path } => {
             crate::git::prune_registration(root, name, path)

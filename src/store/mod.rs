@@ -144,6 +144,33 @@ impl StateStore {
         read_json(&path)
     }
 
+    /// Removes the state of stream `id` if it is still at version
+    /// `expected` (under the same lock as a compare-and-swap, so a writer
+    /// that moved it on wins and this is a [`StoreError::Conflict`]). A
+    /// file already gone is not an error (`false`: nothing was removed).
+    pub fn remove(&self, id: &str, expected: u64) -> Result<bool, StoreError> {
+        let path = self.stream_path(id)?;
+        let lock = LockFile::acquire(&self.dir, &lock_path_for(&path), self.timing)?;
+        let current: Option<StreamState> = read_json(&path)?;
+        let Some(current) = current else {
+            return Ok(false);
+        };
+        let found = current.version.max(1);
+        if found != expected {
+            return Err(StoreError::Conflict {
+                name: id.to_string(),
+                expected,
+                found,
+            });
+        }
+        fs::remove_file(&path)
+            .with_context(|| format!("removing {}", path.display()))
+            .map_err(StoreError::Io)?;
+        sync_dir(&self.dir).map_err(StoreError::Io)?;
+        drop(lock);
+        Ok(true)
+    }
+
     /// Every stream state file, sorted by id.
     pub fn load_all(&self) -> Result<Vec<StreamState>, StoreError> {
         let entries = match fs::read_dir(&self.dir) {

@@ -87,6 +87,25 @@ pub fn commit_swarm(
     Ok(sw)
 }
 
+/// Removes a stream's state at version `expected` (`loki clean`), with an
+/// event saying so: the state goes through the door on its way out too.
+pub fn forget(store: &StateStore, id: &str, expected: u64, why: &str) -> Result<(), StoreError> {
+    if !store.remove(id, expected)? {
+        return Ok(());
+    }
+    let _ = store.append_event(&Event {
+        ts: crate::util::now_rfc3339(),
+        kind: "forgotten".into(),
+        stream: Some(id.to_string()),
+        from: None,
+        to: None,
+        version: Some(expected),
+        message: why.into(),
+        signal_file: None,
+    });
+    Ok(())
+}
+
 /// A line that is not a stream's transition (the supervisor's own notes,
 /// signals, commands), appended through the same door.
 pub fn note(store: &StateStore, ev: &Event) -> Result<(), StoreError> {
@@ -154,5 +173,23 @@ mod tests {
             "a pause is no transition"
         );
         assert!(create(&store, "ch01").is_err(), "exists already");
+    }
+
+    #[test]
+    fn forget_removes_only_the_version_it_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        let st = create(&store, "ch01").unwrap();
+        // Moved on meanwhile: the removal loses, the state stays.
+        store.update("ch01", st.version, |_| {}).unwrap();
+        let e = forget(&store, "ch01", st.version, "clean").unwrap_err();
+        assert!(matches!(e, StoreError::Conflict { .. }), "{e}");
+        assert!(store.load("ch01").unwrap().is_some());
+        forget(&store, "ch01", st.version + 1, "clean").unwrap();
+        assert!(store.load("ch01").unwrap().is_none());
+        let events = store.read_events().unwrap();
+        assert_eq!(events.last().map(|e| e.kind.as_str()), Some("forgotten"));
+        // Already gone: nothing to do.
+        forget(&store, "ch01", 9, "clean").unwrap();
     }
 }
