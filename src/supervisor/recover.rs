@@ -192,6 +192,9 @@ impl Dispatcher {
         // Git locks a killed supervisor left in loki's own refs and
         // worktrees would fail every resumed attempt: clear them (we hold
         // the supervisor lock, so nothing else of loki's can hold them).
+        // A merged stream whose clean-up (worktree removal, branch
+        // deletion) was cut short counts too: a lock left on its branch
+        // would keep the branch forever.
         let in_flight: Vec<String> = self
             .slots
             .values()
@@ -203,7 +206,10 @@ impl Dispatcher {
                         | Status::Checking
                         | Status::Merging
                         | Status::Interrupted
-                )
+                ) || (s.st.status == Status::Merged
+                    && self.layout.worktree(&s.st.id).symlink_metadata().is_ok())
+                    || (s.st.status == Status::Merged
+                        && git::branch_head(&self.layout.root, &branch_name(&s.st.id)).is_ok())
             })
             .map(|s| s.st.id.to_string())
             .collect();
@@ -256,11 +262,16 @@ impl Dispatcher {
                 let root = self.layout.root.clone();
                 let idc = id.clone();
                 if wt.exists() || git::branch_head(&root, &branch_name(&id)).is_ok() {
-                    let _ = tokio::task::spawn_blocking(move || {
-                        let _ = git::remove_worktree(&root, &idc);
-                        let _ = git::delete_branch(&root, &idc);
+                    let done = tokio::task::spawn_blocking(move || -> Result<()> {
+                        git::remove_worktree(&root, &idc)?;
+                        git::delete_branch(&root, &idc)
                     })
                     .await;
+                    if let Ok(Err(e)) = done {
+                        self.notes.push_back(format!(
+                            "{id} is merged, but its worktree or branch could not be removed: {e:#}"
+                        ));
+                    }
                 }
             }
         }
