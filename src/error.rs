@@ -20,7 +20,7 @@
 //! | code | meaning |
 //! | ---: | --- |
 //! | 0 | done: every stream merged, or the command did what it was asked |
-//! | 1 | done, but streams were left unmerged (failed, blocked, conflicted, awaiting approval), or `loki check` found a failing check |
+//! | 1 | `loki run` ended with streams left unmerged (failed, blocked, conflicted, cancelled, awaiting approval); `loki check` or `loki doctor` found a failing check; `loki clean` could not remove something |
 //! | 2 | an error, of any kind below; also a command line clap cannot parse |
 //! | 130 | interrupted (Ctrl-C, `SIGTERM`) |
 //!

@@ -295,7 +295,7 @@ fn tests_failed_fails_the_running_attempt_and_the_retry_gets_the_note() {
     s.assert_no_agent_left();
 }
 
-/// The state's `tests` field is documented (src/state.rs) as the latest
+/// The state's `tests` field is documented (src/model/state.rs) as the latest
 /// TESTS_PASSED / TESTS_FAILED signal: after TESTS_PASSED then TESTS_FAILED it
 /// must not still say "passed".
 #[test]

@@ -137,7 +137,12 @@ fn via_supervisor(repo: &Repo, file: &str, body: &str) {
     let _ = child.wait();
 }
 
+fn swarm(repo: &Repo) -> serde_json::Value {
+    serde_json::from_str(&repo.read(".loki/state/swarm.json")).expect("swarm json")
+}
+
 fn compare(direct: &Repo, supervised: &Repo, what: &str) {
+    assert_eq!(swarm(direct), swarm(supervised), "swarm state after {what}");
     assert_eq!(
         state(direct),
         state(supervised),
@@ -209,4 +214,33 @@ fn retry_of_a_cancelled_stream_is_the_same_either_way() {
     // The supervisor goes on to start the retried stream only after RESUME:
     // the swarm is paused, so what it wrote is the retry alone.
     compare(&direct, &supervised, "retry");
+}
+
+#[test]
+fn resume_of_a_paused_stream_and_of_the_swarm_is_the_same_either_way() {
+    // The stream: paused (directly) in both, then resumed one way or the other.
+    let direct = awaiting_approval();
+    let supervised = awaiting_approval();
+    for r in [&direct, &supervised] {
+        let out = r.loki(&["signal", "PAUSE", "ch01"]);
+        assert!(out.status.success(), "{}", both(&out));
+    }
+    let out = direct.loki(&["signal", "RESUME", "ch01"]);
+    assert!(out.status.success(), "{}", both(&out));
+    via_supervisor(&supervised, "RESUME_ch01", "");
+    compare(&direct, &supervised, "RESUME ch01");
+    assert_eq!(state(&direct)["paused"], false);
+
+    // The swarm: paused by awaiting_approval(), resumed one way or the other.
+    let direct = awaiting_approval();
+    let supervised = awaiting_approval();
+    let out = direct.loki(&["resume"]);
+    assert!(out.status.success(), "{}", both(&out));
+    via_supervisor(&supervised, "RESUME", "");
+    compare(&direct, &supervised, "RESUME");
+    assert_eq!(swarm(&direct)["paused"], false);
+    // Resuming what is not paused is refused both ways.
+    let out = direct.loki(&["resume"]);
+    assert_eq!(out.status.code(), Some(2), "{}", both(&out));
+    assert!(stderr(&out).contains("the swarm is not paused"), "{}", both(&out));
 }

@@ -454,7 +454,7 @@ pub fn doctor(cwd: &Path, config: Option<&Path>) -> Result<i32> {
                 "",
             )),
         }
-        if let Ok(Some(pid)) = crate::store::SupervisorLock::holder(&r.join(".loki/state")) {
+        if let Ok(Some(pid)) = crate::store::SupervisorLock::holder(&Layout::new(r).state_dir()) {
             f.push(finding(
                 "OK",
                 "supervisor",

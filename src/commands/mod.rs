@@ -409,6 +409,9 @@ fn steer(
             max_attempts,
             max_budget_usd,
             dependents,
+            agent: stream_cfg
+                .map(|s| s.agent.command.clone())
+                .unwrap_or_default(),
         },
     )?;
     println!("{msg}");
@@ -526,7 +529,7 @@ fn status_data(config: Option<PathBuf>, cwd: &Path) -> Result<StatusData> {
     let path = config_path(config, cwd)?;
     let cfg = load_for_status(&path);
     let root = repo_root(path.parent().unwrap_or(cwd))?;
-    let store = StateStore::new(root.join(".loki").join("state"));
+    let store = StateStore::new(crate::model::Layout::new(&root).state_dir());
     let (rows, has_state) = status_rows(cfg.as_ref(), &store)?;
     let swarm = store.load_swarm()?;
     let supervisor = crate::store::SupervisorLock::holder(store.dir()).unwrap_or(None);
@@ -548,7 +551,7 @@ fn status_data(config: Option<PathBuf>, cwd: &Path) -> Result<StatusData> {
 /// output exists yet.
 fn output_words(root: &Path, stream: Option<&crate::config::StreamConfig>) -> Option<u64> {
     let s = stream?;
-    let wt = root.join(".loki").join("worktrees").join(&s.id);
+    let wt = crate::model::Layout::new(root).worktree(&s.id);
     let base = if wt.is_dir() { wt } else { root.to_path_buf() };
     let mut total = None;
     for o in &s.outputs {

@@ -35,6 +35,9 @@ pub struct Request {
     pub max_budget_usd: Option<f64>,
     /// Streams that depend on this one (a retry unblocks them).
     pub dependents: Vec<String>,
+    /// The stream's agent command, for the merge's `Loki-Agent` trailer
+    /// when the state does not name the agent (as the merge worker does).
+    pub agent: String,
 }
 
 /// Sends or applies `req` in the repo at `root`; returns what to tell the user.
@@ -183,7 +186,7 @@ fn apply_direct(
             // A conflicted stream is merged again by the next `loki run`.
             return Ok(format!("{id} will run again at the next `loki run`"));
         }
-        return merge_now(layout, store, &ctx, written);
+        return merge_now(layout, store, &ctx, written, &req.agent);
     }
     Ok(message(id, req, &written))
 }
@@ -204,15 +207,15 @@ fn unblock(store: &StateStore, dependents: &[String], ctx: &Ctx) {
 fn message(id: &str, req: &Request, st: &StreamState) -> String {
     match req.kind {
         Kind::Reject | Kind::TestsFailed if st.status == Status::Failed => format!(
-            "{id} rejected; that was its last attempt (max_attempts = {}), so it is failed; `loki retry {id}` gives it a fresh allowance",
-            req.max_attempts.unwrap_or(0)
+            "{id} rejected and failed ({}); `loki retry {id}` gives it a fresh allowance",
+            st.reason.as_deref().unwrap_or("no attempt left")
         ),
         Kind::Reject | Kind::TestsFailed => {
             format!("{id} rejected; `loki run` starts another attempt with your note as feedback")
         }
-        Kind::Cancel => format!(
-            "{id} cancelled; its worktree and branch are kept (`loki clean` removes them)"
-        ),
+        Kind::Cancel => {
+            format!("{id} cancelled; its worktree and branch are kept (`loki clean` removes them)")
+        }
         Kind::Retry => format!("{id} will run again at the next `loki run`"),
         Kind::TestsPassed => format!("recorded: tests passed for {id}"),
         Kind::Pause => format!("{id} paused"),
@@ -223,10 +226,16 @@ fn message(id: &str, req: &Request, st: &StreamState) -> String {
 
 /// Merges an approved stream while holding the supervisor lock; the
 /// result goes through the machine like the merge worker's.
-fn merge_now(layout: &Layout, store: &StateStore, ctx: &Ctx, st: StreamState) -> Result<String> {
+fn merge_now(
+    layout: &Layout,
+    store: &StateStore,
+    ctx: &Ctx,
+    st: StreamState,
+    agent: &str,
+) -> Result<String> {
     let id = st.id.to_string();
     let target = ctx.target.as_str();
-    let trailers = crate::model::trailers::merge_trailers(&st, "unknown");
+    let trailers = crate::model::trailers::merge_trailers(&st, agent);
     attempt::commit_review_edits(layout, &id, st.attempt)?;
     let outcome = git::merge_stream(
         &layout.root,

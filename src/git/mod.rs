@@ -142,25 +142,16 @@ pub fn repo_root(dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(root)
 }
 
-/// Stream ids become folder and branch names: `[a-z0-9][a-z0-9._-]{0,63}`,
-/// and whatever git refuses in a ref name (`..`, a trailing `.` or `.lock`).
+/// Stream ids become folder and branch names: the one rule
+/// ([`crate::model::valid_stream_id`]), checked again here because this is
+/// where an id touches the disk and the refs.
 fn check_id(id: &str) -> Result<()> {
-    let ok_chars = id
-        .bytes()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(&c));
-    let ok_first = id
-        .bytes()
-        .next()
-        .map(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        .unwrap_or(false);
-    if !ok_chars
-        || !ok_first
-        || id.len() > 64
+    if !crate::model::valid_stream_id(id)
         || !Reference::is_valid_name(&format!("refs/heads/{}", branch_name(id)))
     {
-        bail!(
-            "{id:?} is not a valid stream id\n  help: ids are 1-64 characters of a-z, 0-9, '.', '_' and '-', starting with a letter or digit (no '..', no trailing '.' or '.lock')"
-        );
+        return Err(crate::error::Error::refusal(format!("{id:?} is not a valid stream id"))
+            .hint("ids are 1-64 characters of a-z, 0-9, '.', '_' and '-', starting with a letter or digit (no '..', no trailing '.' or '.lock')")
+            .into());
     }
     Ok(())
 }

@@ -21,10 +21,12 @@ pub fn valid_stream_id(id: &str) -> bool {
     valid_id(id) && !id.contains("..") && !id.ends_with('.') && !id.ends_with(".lock")
 }
 
-/// A stream id that passed [`valid_stream_id`]. The only ways to make one
-/// are [`StreamId::parse`] and deserializing (which parses), so code that
-/// holds a `StreamId` never checks it again: the swarm file, the state
-/// files and the signal names are the doors ids come in by.
+/// A stream id that passed [`valid_stream_id`]. The ways to make one are
+/// [`StreamId::parse`] and deserializing (which parses), so code that holds
+/// a `StreamId` never checks it again: the swarm file, the state files and
+/// the signal names are the doors ids come in by. (`Default`, the empty id,
+/// exists only for `StreamState::default()` in tests and is never stored:
+/// the store sets the id from the file name it validated.)
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(transparent)]
 pub struct StreamId(String);

@@ -18,23 +18,48 @@ pub const APPROVED_BY: &str = "Loki-Approved-By";
 /// (`agent` names the agent when the state does not).
 pub fn merge_trailers(st: &StreamState, agent: &str) -> Vec<(String, String)> {
     let mut trailers = vec![
-        ("Loki-Stream".to_string(), st.id.to_string()),
-        ("Loki-Attempt".to_string(), st.attempt.to_string()),
-        ("Loki-Attempts".to_string(), st.attempts.len().to_string()),
+        (STREAM.to_string(), st.id.to_string()),
+        (ATTEMPT.to_string(), st.attempt.to_string()),
+        (ATTEMPTS.to_string(), st.attempts.len().to_string()),
         (
-            "Loki-Agent".to_string(),
+            AGENT.to_string(),
             st.agent.clone().unwrap_or_else(|| agent.to_string()),
         ),
     ];
     if let Some(s) = &st.session_id {
-        trailers.push(("Loki-Session".into(), s.clone()));
+        trailers.push((SESSION.into(), s.clone()));
     }
-    trailers.push(("Loki-Cost-USD".into(), format!("{:.4}", st.cost_usd)));
+    trailers.push((COST_USD.into(), format!("{:.4}", st.cost_usd)));
     if let Some(c) = st.attempts.iter().rev().find_map(|a| a.checks.clone()) {
-        trailers.push(("Loki-Checks".into(), c));
+        trailers.push((CHECKS.into(), c));
     }
     if let Some(a) = &st.approved_by {
-        trailers.push(("Loki-Approved-By".into(), a.clone()));
+        trailers.push((APPROVED_BY.into(), a.clone()));
     }
     trailers
+}
+
+/// The trailers of an attempt's commit: who ran it, in which session, what
+/// this attempt cost and how long it took.
+pub fn attempt_trailers(st: &StreamState, agent: &str) -> Vec<(String, String)> {
+    let mut t = vec![
+        (STREAM.to_string(), st.id.to_string()),
+        (ATTEMPT.to_string(), st.attempt.to_string()),
+        (AGENT.to_string(), agent.to_string()),
+    ];
+    if let Some(s) = &st.session_id {
+        t.push((SESSION.into(), s.clone()));
+    }
+    let cost = st.attempts.last().map(|a| a.cost_usd).unwrap_or(0.0);
+    t.push((COST_USD.into(), format!("{cost:.4}")));
+    if let Some(a) = st.attempts.last() {
+        if let Some(secs) = a
+            .ended_at
+            .as_deref()
+            .and_then(|e| crate::util::secs_between(&a.started_at, e))
+        {
+            t.push((DURATION.into(), format!("{secs:.1}s")));
+        }
+    }
+    t
 }

@@ -1,5 +1,5 @@
-//! The only place that spawns, signals or reaps a process: agents,
-//! validators, check commands, version probes. Every child gets its own
+//! The only place that spawns, signals or reaps a process: agents, check
+//! commands, version probes. Every child gets its own
 //! process group, the parent-death signal and a record that lets a later
 //! supervisor sweep what is left of it.
 //!
@@ -27,7 +27,10 @@ pub use capture::{
 };
 pub use group::sweep_leftover;
 pub use probe::{agent_version, query_version};
-pub use proc::{boot_hash, group_members, leftover_members, proc_start_time, TOKEN_ENV};
+pub use proc::{
+    boot_hash, group_members, is_alive, leftover_members, own_start_time, proc_start_time,
+    TOKEN_ENV,
+};
 pub use run::{run_job, End, Finished, Job, Output, StartError};
 pub use spawn::Spawner;
 

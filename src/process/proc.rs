@@ -42,6 +42,32 @@ pub fn proc_start_time(pid: i32) -> Option<u64> {
     read_stat(pid).map(|s| s.start_time)
 }
 
+/// Whether process `pid` still runs and is the one that started at
+/// `start_time` (0: unknown, any start time counts); a zombie does not run.
+/// Where /proc cannot tell (hidden), a live pid counts.
+pub fn is_alive(pid: i32, start_time: u64) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Err(nix::errno::Errno::ESRCH) => false,
+        // Alive (EPERM: alive but someone else's).
+        _ => match read_stat(pid) {
+            Some(s) => {
+                !matches!(s.state, 'Z' | 'X' | 'x')
+                    && (start_time == 0 || s.start_time == 0 || s.start_time == start_time)
+            }
+            None => true,
+        },
+    }
+}
+
+/// This process's own start time (field 22 of its `/proc/self/stat`).
+pub fn own_start_time() -> u64 {
+    static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *START.get_or_init(|| proc_start_time(std::process::id() as i32).unwrap_or(0))
+}
+
 /// A hash of `/proc/sys/kernel/random/boot_id` (0 when unreadable).
 pub fn boot_hash() -> u64 {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id")

@@ -45,7 +45,6 @@ use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, Context};
@@ -478,24 +477,6 @@ fn flock(file: &impl AsRawFd, op: libc::c_int) -> io::Result<Flock> {
     }
 }
 
-/// Field 22 of `/proc/<pid>/stat` (start time in clock ticks since boot),
-/// and whether the process is a zombie or dead.
-fn proc_stat(pid: i32) -> Option<(u64, bool)> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: fields
-    // after the last ')' start at field 3 (the state).
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?;
-    let start = fields.nth(18)?.parse().ok()?;
-    Some((start, matches!(state, "Z" | "X" | "x")))
-}
-
-fn own_start_time() -> u64 {
-    static START: OnceLock<u64> = OnceLock::new();
-    *START.get_or_init(|| proc_stat(std::process::id() as i32).map_or(0, |(s, _)| s))
-}
-
 /// Who created a lock file: the first line `loki-lock <pid> <start-time>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Owner {
@@ -507,7 +488,7 @@ impl Owner {
     fn me() -> Owner {
         Owner {
             pid: std::process::id() as i32,
-            start_time: own_start_time(),
+            start_time: crate::process::own_start_time(),
         }
     }
 
@@ -536,20 +517,7 @@ impl Owner {
     /// Whether the process that wrote this line still runs (a reused pid
     /// has another start time).
     fn alive(self) -> bool {
-        if self.pid <= 0 {
-            return false;
-        }
-        match nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), None) {
-            Err(nix::errno::Errno::ESRCH) => false,
-            // Alive (EPERM: alive but someone else's).
-            _ => match proc_stat(self.pid) {
-                Some((start, dead)) => {
-                    !dead && (self.start_time == 0 || start == 0 || start == self.start_time)
-                }
-                // No /proc (or hidden): trust kill.
-                None => true,
-            },
-        }
+        crate::process::is_alive(self.pid, self.start_time)
     }
 }
 

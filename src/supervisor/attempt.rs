@@ -12,6 +12,7 @@ use crate::agent::{self, Launch};
 use crate::checks::{self, CheckReport, Level};
 use crate::config::StreamConfig;
 use crate::git::{self, Worktree};
+use crate::model::trailers as keys;
 use crate::model::{Layout, ProcessRecord};
 use crate::process::{self, resolve_command};
 use crate::prompt::{self, DEFAULT_RETRY};
@@ -25,16 +26,7 @@ pub const LAST_ATTEMPT_MARKER: &str =
 pub const CONTINUE_PROMPT: &str = "You were interrupted. Continue the task where you stopped: \
 check what is already written in this directory, finish it, and stop when it is complete.";
 
-/// How the next attempt starts.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Kickoff {
-    /// The full prompt.
-    Fresh,
-    /// After a failed attempt or a rejection: feedback for the agent.
-    Retry { feedback: String, last: bool },
-    /// After an interruption: continue where it stopped.
-    Continue,
-}
+pub use super::machine::Kickoff;
 
 /// What `prepare` needs.
 #[derive(Debug, Clone)]
@@ -92,8 +84,8 @@ pub fn prepare(input: &PrepareInput) -> Result<Prepared> {
             &format!("loki: {} attempt {n} (interrupted)", s.id),
             "Work the interrupted attempt left in the worktree, committed when the stream resumed.",
             &[
-                ("Loki-Stream".into(), s.id.to_string()),
-                ("Loki-Attempt".into(), format!("{n} (interrupted)")),
+                (keys::STREAM.into(), s.id.to_string()),
+                (keys::ATTEMPT.into(), format!("{n} (interrupted)")),
             ],
         )
         .with_context(|| format!("committing the interrupted work of stream {}", s.id))?;
@@ -241,7 +233,7 @@ pub fn base_values(
     values.insert("ATTEMPT".into(), attempt.to_string());
     values.insert("FEEDBACK".into(), feedback.to_string());
     values.insert("TARGET".into(), target.to_string());
-    values.insert("BRANCH".into(), format!("loki/{}", s.id));
+    values.insert("BRANCH".into(), crate::model::paths::branch_name(&s.id));
     let outs: Vec<String> = s.outputs.iter().map(|o| format!("`{o}`")).collect();
     values.insert("OUTPUTS".into(), outs.join(", "));
     values
@@ -350,7 +342,7 @@ pub fn finish(input: &FinishInput) -> Result<Finished> {
     let mut trailers = input.trailers.clone();
     let (subject, body) = match (&report, &input.agent_failure) {
         (Some(r), _) => {
-            trailers.push(("Loki-Checks".into(), one_line(&r.summary)));
+            trailers.push((keys::CHECKS.into(), one_line(&r.summary)));
             let verdict = match r.status {
                 Level::Fail => "checks failed",
                 Level::Warn => "checks passed with warnings",
@@ -362,7 +354,7 @@ pub fn finish(input: &FinishInput) -> Result<Finished> {
             )
         }
         (None, Some(why)) => {
-            trailers.push(("Loki-Outcome".into(), one_line(why)));
+            trailers.push((keys::OUTCOME.into(), one_line(why)));
             (
                 format!("loki: {} attempt {} (agent failed)", s.id, input.attempt),
                 why.clone(),
@@ -391,8 +383,8 @@ pub fn commit_review_edits(layout: &Layout, id: &str, attempt: u32) -> Result<Op
         &format!("loki: {id} edits made in the worktree before the merge"),
         "Changes found uncommitted in the stream's worktree when it was merged (a reviewer's hand edits).",
         &[
-            ("Loki-Stream".into(), id.to_string()),
-            ("Loki-Attempt".into(), format!("{attempt} (edited)")),
+            (keys::STREAM.into(), id.to_string()),
+            (keys::ATTEMPT.into(), format!("{attempt} (edited)")),
         ],
     )
     .with_context(|| format!("committing the edits in the worktree of {id}"))

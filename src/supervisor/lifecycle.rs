@@ -51,6 +51,8 @@ impl Dispatcher {
         // An approval given to an earlier attempt (MERGE_REQUESTED) is not
         // one for this attempt's draft.
         slot.pre_approved = false;
+        slot.activity = None;
+        slot.activity_written = None;
         let input = PrepareInput {
             layout: self.layout.clone(),
             stream: stream_cfg,
@@ -211,10 +213,21 @@ impl Dispatcher {
             }
             AgentEvent::Init { session_id } => self.feed(&id, Input::Session(session_id)).await,
             AgentEvent::Activity(text) => {
-                if let Some(slot) = self.slots.get_mut(&id) {
-                    slot.st.last_message = Some(text.clone());
+                self.ui.send(UiEvent::Activity {
+                    id: id.clone(),
+                    text: text.clone(),
+                });
+                let due = match self.slots.get_mut(&id) {
+                    Some(slot) => {
+                        slot.activity = Some(text);
+                        slot.activity_written
+                            .is_none_or(|t| t.elapsed() >= ACTIVITY_EVERY)
+                    }
+                    None => false,
+                };
+                if due {
+                    self.write_activity(&id).await;
                 }
-                self.ui.send(UiEvent::Activity { id, text });
             }
             AgentEvent::Turns(t) => {
                 let cost = match self.slots.get_mut(&id) {
@@ -393,6 +406,8 @@ impl Dispatcher {
         if !self.current(&id, n) {
             return;
         }
+        // The agent's last words are kept with its state.
+        self.write_activity(&id).await;
         if let Some(slot) = self.slots.get_mut(&id) {
             slot.stop = None;
             if let Some(r) = &out.result {
@@ -626,6 +641,17 @@ impl Dispatcher {
         self.feed(id, input).await;
     }
 
+    /// Writes the agent's latest words, if any are waiting.
+    pub(super) async fn write_activity(&mut self, id: &str) {
+        let Some(text) = self.slots.get_mut(id).and_then(|s| {
+            s.activity_written = Some(Instant::now());
+            s.activity.take()
+        }) else {
+            return;
+        };
+        self.feed(id, Input::Activity(text)).await;
+    }
+
     /// Where the attempt's blocking work reports a check command's group.
     fn process_sink(&self, id: &str, attempt: u32) -> ProcessSink {
         let tx = self.tx.clone();
@@ -640,34 +666,12 @@ impl Dispatcher {
     }
 
     pub(super) fn attempt_trailers(&self, slot: &Slot) -> Vec<(String, String)> {
-        let st = &slot.st;
-        let mut t = vec![
-            ("Loki-Stream".to_string(), st.id.to_string()),
-            ("Loki-Attempt".to_string(), st.attempt.to_string()),
-            (
-                "Loki-Agent".to_string(),
-                if slot.agent_label.is_empty() {
-                    slot.cfg.agent.command.clone()
-                } else {
-                    slot.agent_label.clone()
-                },
-            ),
-        ];
-        if let Some(s) = &st.session_id {
-            t.push(("Loki-Session".into(), s.clone()));
-        }
-        let cost = st.attempts.last().map(|a| a.cost_usd).unwrap_or(0.0);
-        t.push(("Loki-Cost-USD".into(), format!("{cost:.4}")));
-        if let Some(a) = st.attempts.last() {
-            if let Some(secs) = a
-                .ended_at
-                .as_deref()
-                .and_then(|e| crate::util::secs_between(&a.started_at, e))
-            {
-                t.push(("Loki-Duration".into(), format!("{secs:.1}s")));
-            }
-        }
-        t
+        let agent = if slot.agent_label.is_empty() {
+            &slot.cfg.agent.command
+        } else {
+            &slot.agent_label
+        };
+        crate::model::trailers::attempt_trailers(&slot.st, agent)
     }
 
     pub(super) async fn on_finished(

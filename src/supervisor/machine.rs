@@ -18,7 +18,6 @@
 //! This is nextest's dispatcher shape (a synchronous `handle_event`
 //! returning a `#[must_use]` response) and watchexec's supervisor `Job`.
 
-use super::attempt::Kickoff;
 use crate::git::MergeOutcome;
 use crate::model::{
     AttemptRecord, Event, Kind, Outcome, ProcessRecord, Status, StreamState, SwarmState,
@@ -117,6 +116,9 @@ pub enum Input {
     ProcessStarted { rec: ProcessRecord, role: Role },
     /// claude named its session.
     Session(String),
+    /// The agent's latest words, for `loki status` (no event: views follow
+    /// the agent live from the transcript and the UI).
+    Activity(String),
     /// The attempt's record closes (cost and turns of this attempt).
     AttemptEnded {
         outcome: Outcome,
@@ -217,7 +219,8 @@ pub struct EventDraft {
     pub message: String,
 }
 
-/// The answer to one input. Must be written (door) and carried out.
+/// The answer to one input. Must be written (door) and carried out; only
+/// [`handle`] makes one.
 #[must_use]
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
@@ -442,6 +445,7 @@ pub fn handle(st: &StreamState, input: Input, ctx: &Ctx) -> Result<Step, Refusal
                 a.session_id = Some(sid);
             }
         }
+        Input::Activity(text) => b.st.last_message = Some(text),
         Input::AttemptEnded {
             outcome,
             exit,
@@ -476,7 +480,24 @@ pub fn handle(st: &StreamState, input: Input, ctx: &Ctx) -> Result<Step, Refusal
             }
         }
         Input::Unsuccessful { reason, feedback } => {
+            // Preparing failed, or the agent or the work after it did.
+            if !matches!(s, Preparing | Checking) {
+                return Err(wrong("not preparing or checking"));
+            }
             b.retry_or_fail(reason, feedback);
+        }
+        Input::ChecksFailed { .. } | Input::RateLimited { .. } | Input::Passed { .. }
+            if s != Checking =>
+        {
+            return Err(wrong("not checking"));
+        }
+        Input::Fatal { .. }
+            if !matches!(
+                s,
+                Pending | Ready | Retrying | Interrupted | Preparing | Running | Checking
+            ) =>
+        {
+            return Err(wrong("not starting, running or checking"));
         }
         Input::ChecksFailed { summary, feedback } => {
             if let Some(a) = b.last_attempt() {
@@ -874,6 +895,17 @@ pub fn handle_swarm(sw: &SwarmState, input: SwarmInput) -> Result<SwarmState, Re
         }
     }
     Ok(next)
+}
+
+/// How the next attempt starts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kickoff {
+    /// The full prompt.
+    Fresh,
+    /// After a failed attempt or a rejection: feedback for the agent.
+    Retry { feedback: String, last: bool },
+    /// After an interruption: continue where it stopped.
+    Continue,
 }
 
 /// An interrupted attempt whose agent ran is continued; one stopped before

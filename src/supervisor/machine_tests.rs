@@ -756,6 +756,7 @@ fn every_input_in_every_status() {
             },
         ),
         ("session", Input::Session("s".into())),
+        ("activity", Input::Activity("writing".into())),
         (
             "attempt_ended",
             Input::AttemptEnded {
@@ -827,14 +828,22 @@ fn every_input_in_every_status() {
                 ("prepared", Preparing) => Some(Running),
                 ("held_back", Preparing) => Some(Interrupted),
                 ("prepared" | "held_back", _) => None,
-                ("agent_started" | "session" | "attempt_ended" | "checked", s) => Some(s),
+                ("agent_started" | "session" | "activity" | "attempt_ended" | "checked", s) => {
+                    Some(s)
+                }
                 ("interrupted", Running | Preparing) => Some(Interrupted),
                 ("interrupted", _) => None,
                 ("checking", Running) => Some(Checking),
                 ("checking", _) => None,
-                ("unsuccessful" | "checks_failed" | "rate_limited", _) => Some(Retrying),
-                ("fatal", _) => Some(Failed),
-                ("passed", _) => Some(Merging),
+                ("unsuccessful", Preparing | Checking) => Some(Retrying),
+                ("checks_failed" | "rate_limited", Checking) => Some(Retrying),
+                ("passed", Checking) => Some(Merging),
+                ("unsuccessful" | "checks_failed" | "rate_limited" | "passed", _) => None,
+                (
+                    "fatal",
+                    Pending | Ready | Retrying | Interrupted | Preparing | Running | Checking,
+                ) => Some(Failed),
+                ("fatal", _) => None,
                 ("merge", Merging) => Some(Merged),
                 ("merge", _) => None,
                 ("dependency_lost", Pending) => Some(Blocked),

@@ -1,12 +1,16 @@
-//! The dispatcher: the one task that owns the state of every stream and the
-//! only code that changes it.
+//! The supervisor: the loop that owns the in-memory state of every stream
+//! while a run lasts.
 //!
 //! Workers (agent tasks, the signal watcher, the merge worker, blocking git
-//! and check work, timers, OS signals) send it [`Msg`]s over one channel. For
-//! each message it decides, writes the new state through the state store's
-//! compare-and-swap (before acting on it), appends the transition to
-//! `events.jsonl`, tells the UI, and only then tells a worker what to do.
-//! This is nextest's runner split (dispatcher + executors) applied to agents.
+//! and check work, timers, OS signals) send it [`Msg`]s over one channel.
+//! For each message the loop feeds an input to the pure state machine
+//! ([`machine`]), which decides; writes the resulting step through the one
+//! transaction door ([`door`]: compare-and-swap of the state file, then its
+//! events); tells the UI; and only then carries out the step's effects
+//! (start a worker, stop an agent, queue a merge). The steering commands
+//! run with no supervisor (`commands/steer.rs`, `commands/clean.rs`) go
+//! through the same machine and door. This is nextest's runner split
+//! (a synchronous decision, then an executor) applied to agents.
 //!
 //! Decisions written down here:
 //! - A new `loki run` runs failed and blocked streams again with a fresh
@@ -63,6 +67,9 @@ use crate::ui::{self, Ui, UiEvent};
 use crate::util::now_rfc3339;
 use attempt::{FinishInput, Finished, PrepareInput, Prepared};
 use machine::{AgentStop, Ctx, Effect, Input, MergeResult, Refusal, Steer, Step, SwarmInput};
+
+/// How often an agent's latest words are written to its state at most.
+const ACTIVITY_EVERY: Duration = Duration::from_secs(2);
 
 /// How `loki run` was asked to run.
 #[derive(Debug, Clone)]
@@ -147,6 +154,10 @@ struct Slot {
     /// The running attempt was launched with `--resume` (claude confirms
     /// the session with system/init, recorded in the attempt's record).
     resumed: bool,
+    /// The agent's latest words not yet written, and when they last were:
+    /// written at most every [`ACTIVITY_EVERY`], and when the agent ends.
+    activity: Option<String>,
+    activity_written: Option<Instant>,
 }
 
 struct MergeJob {

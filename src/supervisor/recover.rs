@@ -98,6 +98,8 @@ impl Dispatcher {
                     api_trouble: None,
                     agent_label: String::new(),
                     resumed: false,
+                    activity: None,
+                    activity_written: None,
                 },
             );
         }
