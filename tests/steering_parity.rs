@@ -242,5 +242,9 @@ fn resume_of_a_paused_stream_and_of_the_swarm_is_the_same_either_way() {
     // Resuming what is not paused is refused both ways.
     let out = direct.loki(&["resume"]);
     assert_eq!(out.status.code(), Some(2), "{}", both(&out));
-    assert!(stderr(&out).contains("the swarm is not paused"), "{}", both(&out));
+    assert!(
+        stderr(&out).contains("the swarm is not paused"),
+        "{}",
+        both(&out)
+    );
 }

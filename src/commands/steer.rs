@@ -206,9 +206,18 @@ fn unblock(store: &StateStore, dependents: &[String], ctx: &Ctx) {
 /// What the user is told after a command applied directly.
 fn message(id: &str, req: &Request, st: &StreamState) -> String {
     match req.kind {
+        Kind::Reject | Kind::TestsFailed
+            if st.status == Status::Failed
+                && st.reason.as_deref().is_some_and(|r| r.contains("budget")) =>
+        {
+            format!(
+                "{id} rejected and failed: {}; `loki retry {id}` gives it a fresh allowance",
+                st.reason.as_deref().unwrap_or_default()
+            )
+        }
         Kind::Reject | Kind::TestsFailed if st.status == Status::Failed => format!(
-            "{id} rejected and failed ({}); `loki retry {id}` gives it a fresh allowance",
-            st.reason.as_deref().unwrap_or("no attempt left")
+            "{id} rejected; that was its last attempt (max_attempts = {}), so it is failed; `loki retry {id}` gives it a fresh allowance",
+            req.max_attempts.unwrap_or(0)
         ),
         Kind::Reject | Kind::TestsFailed => {
             format!("{id} rejected; `loki run` starts another attempt with your note as feedback")
