@@ -322,6 +322,48 @@ fn sigterm_and_sighup_behave_like_ctrl_c_twice() {
     }
 }
 
+/// A merge that waits for the user's checkout (their own untracked file
+/// where the merge would write) does not keep the supervisor up after a stop
+/// request: SIGTERM and STOP both end the run promptly, the stream stays
+/// merging with the user's file untouched, and the next run merges it once
+/// the file is out of the way.
+#[test]
+fn a_stop_ends_a_run_whose_merge_waits_for_the_users_checkout() {
+    for how in ["SIGTERM", "STOP"] {
+        let h = Swarm::empty();
+        let mut toml = header(1, "");
+        toml.push_str(&stream("a", &[], "chapters/a.md", ""));
+        h.write(&toml);
+        let mine = h.path().join("chapters/a.md");
+        std::fs::create_dir_all(h.path().join("chapters")).expect("mkdir");
+        std::fs::write(&mine, "the user's own notes\n").expect("write");
+
+        let run = h.spawn(&["run", "--plain"]);
+        h.wait_event("merge_wait", "waiting to merge", "chapters/a.md");
+        match how {
+            "SIGTERM" => run.signal(Signal::SIGTERM),
+            _ => {
+                let out = h.loki(&["signal", "STOP"]);
+                assert!(out.status.success(), "{}", both(&out));
+            }
+        }
+        let done = run.wait_within(Duration::from_secs(20));
+        let want = if how == "SIGTERM" { 130 } else { 1 };
+        assert_eq!(done.code, Some(want), "{how}: {}", done.both());
+        assert_eq!(h.state("a")["status"], "merging", "{how}");
+        assert_eq!(
+            std::fs::read_to_string(&mine).expect("the user's file"),
+            "the user's own notes\n",
+            "{how}: the user's file was touched"
+        );
+
+        std::fs::remove_file(&mine).expect("rm");
+        let again = h.run();
+        assert_eq!(again.code, Some(0), "{how}: {}", again.both());
+        h.assert_all_merged_once(&["a"]);
+    }
+}
+
 // ----- kill -9 of the supervisor ---------------------------------------------
 
 /// kill -9 of the supervisor, then the leftover check and a second run that

@@ -169,11 +169,18 @@ impl Dispatcher {
         if self.slots.values().any(|s| s.stop.is_some()) {
             return false;
         }
-        let active = self.slots.values().any(|s| {
-            matches!(
-                s.st.status,
-                Status::Preparing | Status::Running | Status::Checking | Status::Merging
-            )
+        // A merge that waits for the user's checkout is not work under way:
+        // a stop request (STOP, a second Ctrl-C, SIGTERM) ends the run
+        // anyway, the stream stays merging, and the next run merges it.
+        let stopping = self.interrupting || self.draining;
+        let active = self.slots.values().any(|s| match s.st.status {
+            Status::Preparing | Status::Running | Status::Checking => true,
+            Status::Merging => {
+                !(stopping
+                    && self.merge_retry.contains_key(s.st.id.as_str())
+                    && !self.merge_queued.contains(s.st.id.as_str()))
+            }
+            _ => false,
         });
         if active {
             return false;
