@@ -62,6 +62,33 @@ fn logs_raw_prints_only_the_json_lines() {
     );
 }
 
+/// A transcript or stderr log with bytes that are not UTF-8 (an agent may
+/// print anything) is shown with replacement characters, not refused.
+#[test]
+fn logs_show_invalid_utf8_as_replacement_characters() {
+    let repo = swarm_repo();
+    store(&repo)
+        .update("ch01", 0, |st| {
+            st.status = Status::Failed;
+            st.attempt = 1;
+        })
+        .expect("state");
+    let dir = repo.path().join(".loki/logs/ch01");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let mut transcript = format!("{LINE1}\n").into_bytes();
+    transcript.extend_from_slice(b"plain words \xff\xfe from the agent\n");
+    transcript.extend_from_slice(format!("{LINE2}\n").as_bytes());
+    std::fs::write(dir.join("attempt-1.jsonl"), &transcript).expect("write");
+    std::fs::write(dir.join("attempt-1.stderr.log"), b"bad \xc3 byte\n").expect("write");
+    for args in [&["logs", "ch01"][..], &["logs", "ch01", "--raw"][..]] {
+        let out = repo.loki(args);
+        assert!(out.status.success(), "{args:?}: {}", both(&out));
+        let text = stdout(&out);
+        assert!(text.contains('\u{FFFD}'), "{args:?}: {text}");
+        assert!(text.contains("session s1") || args.len() == 3, "{text}");
+    }
+}
+
 /// `--follow` waits for a transcript that is not there yet, and prints the
 /// last line of an ended attempt even without its newline.
 #[test]

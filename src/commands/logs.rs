@@ -125,12 +125,15 @@ pub fn logs(root: &Path, id: &str, attempt: Option<u32>, follow: bool, raw: bool
     }
     let mut reader = BufReader::new(file);
     let mut out = std::io::stdout();
-    let mut line = String::new();
+    // Bytes, not text: an agent may write anything, and one invalid UTF-8
+    // byte is shown as a replacement character, never an error.
+    let mut bytes = Vec::new();
     loop {
-        line.clear();
+        bytes.clear();
         let got = reader
-            .read_line(&mut line)
+            .read_until(b'\n', &mut bytes)
             .with_context(|| format!("reading {}", path.display()))?;
+        let line = String::from_utf8_lossy(&bytes);
         if got > 0 && line.ends_with('\n') {
             print_line(&mut out, line.trim_end(), raw);
             continue;
@@ -153,11 +156,11 @@ pub fn logs(root: &Path, id: &str, attempt: Option<u32>, follow: bool, raw: bool
             }
             // The attempt has ended: what it wrote last (perhaps while we
             // looked at its state, perhaps without a final newline) is shown.
-            let mut rest = String::new();
+            let mut rest = Vec::new();
             reader
-                .read_to_string(&mut rest)
+                .read_to_end(&mut rest)
                 .with_context(|| format!("reading {}", path.display()))?;
-            for l in rest.lines() {
+            for l in String::from_utf8_lossy(&rest).lines() {
                 print_line(&mut out, l, raw);
             }
         } else if got > 0 {
@@ -167,7 +170,7 @@ pub fn logs(root: &Path, id: &str, attempt: Option<u32>, follow: bool, raw: bool
     }
     let stderr = layout.stderr_log(id, n);
     if !raw {
-        if let Ok(text) = std::fs::read_to_string(&stderr) {
+        if let Ok(text) = std::fs::read(&stderr).map(|b| String::from_utf8_lossy(&b).into_owned()) {
             if !text.trim().is_empty() {
                 println!("# stderr ({})", stderr.display());
                 print!("{text}");
