@@ -248,3 +248,70 @@ fn resume_of_a_paused_stream_and_of_the_swarm_is_the_same_either_way() {
         both(&out)
     );
 }
+
+/// Eight `loki cancel` at once with no supervisor running: each is applied
+/// exactly once, and none mistakes another command for a supervisor (they
+/// used to: 1 or 2 of 8 applied, the others "sent" signals to a command).
+#[test]
+fn concurrent_commands_without_a_supervisor_are_each_applied_once() {
+    let repo = Repo::new();
+    repo.write("prompts/chapter.md", CHAPTER);
+    let ids: Vec<String> = (1..=8).map(|i| format!("s{i}")).collect();
+    let mut toml = header(8, "");
+    for id in &ids {
+        toml.push_str(&stream(
+            id,
+            &[],
+            &format!("chapters/{id}.md"),
+            "approve = true",
+        ));
+    }
+    repo.write("loki.toml", &toml);
+    repo.commit_all("swarm");
+    let out = repo.loki(&["run", "--plain"]);
+    for id in &ids {
+        assert_eq!(
+            stream_status(&repo, id),
+            "awaiting_approval",
+            "{}",
+            both(&out)
+        );
+    }
+    let children: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            Command::new(loki_bin())
+                .args(["cancel", id])
+                .current_dir(repo.path())
+                .env("NO_COLOR", "1")
+                .env("PATH", fast_path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("starting loki cancel")
+        })
+        .collect();
+    for (id, child) in ids.iter().zip(children) {
+        let out = child.wait_with_output().expect("loki cancel");
+        assert!(out.status.success(), "{id}: {}", both(&out));
+        assert!(
+            stdout(&out).contains("cancelled") && !stdout(&out).contains("sent"),
+            "{id}: {}",
+            both(&out)
+        );
+        assert_eq!(stream_status(&repo, id), "cancelled", "{id}");
+    }
+    let left: Vec<_> = std::fs::read_dir(repo.path().join(".loki/signals"))
+        .expect("signals")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_file())
+        .collect();
+    assert!(left.is_empty(), "signal files written: {left:?}");
+    let cancels = repo
+        .read(".loki/state/events.jsonl")
+        .lines()
+        .filter(|l| l.contains("\"to\":\"cancelled\""))
+        .count();
+    assert_eq!(cancels, 8, "each cancel is one transition");
+}

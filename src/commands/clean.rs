@@ -42,7 +42,7 @@ use crate::git::Registration;
 use crate::model::paths::{branch_name, stream_of_branch};
 use crate::model::Layout;
 use crate::model::Status;
-use crate::store::{StateStore, SupervisorLock};
+use crate::store::{StateStore, SteerLock, SupervisorLock};
 use crate::supervisor::door;
 
 /// Something `loki clean` removes.
@@ -99,18 +99,16 @@ pub struct Plan {
 pub fn run(root: &Path, all: bool, dry_run: bool) -> Result<i32> {
     let root = crate::git::repo_root(root)?;
     let state_dir = Layout::new(&root).state_dir();
-    // Hold the supervisor lock while removing, so no run starts underneath.
-    let _lock = if dry_run || !state_dir.is_dir() {
-        if let Some(pid) = SupervisorLock::holder(&state_dir)? {
-            return Err(supervisor_running(&root, Some(pid)).into());
-        }
+    // Hold the steering lock while removing: a run that starts meanwhile
+    // waits for it before it reads any state (see `SteerLock`).
+    let _gate = if dry_run || !state_dir.is_dir() {
         None
     } else {
-        match SupervisorLock::acquire(&state_dir)? {
-            Ok(lock) => Some(lock),
-            Err(pid) => return Err(supervisor_running(&root, pid).into()),
-        }
+        Some(SteerLock::acquire(&state_dir)?)
     };
+    if let Some(pid) = SupervisorLock::holder(&state_dir)? {
+        return Err(supervisor_running(&root, Some(pid)).into());
+    }
 
     let plan = plan(&root, all)?;
     if dry_run {

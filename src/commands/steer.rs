@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::git;
 use crate::model::{Event, Kind, Layout, Status, StreamState};
 use crate::signal_files::SignalDir;
-use crate::store::{StateStore, SupervisorLock};
+use crate::store::{StateStore, SteerLock, SupervisorLock};
 use crate::supervisor::door;
 use crate::supervisor::machine::{self, Ctx, Effect, Input, MergeResult, Steer, SwarmInput};
 use crate::supervisor::{attempt, default_approver};
@@ -53,32 +53,32 @@ pub fn steer(root: &Path, target: &str, req: &Request) -> Result<String> {
     let state_dir = layout.state_dir();
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("creating {}", state_dir.display()))?;
-    let lock = match SupervisorLock::acquire(&state_dir)? {
-        Ok(lock) => lock,
-        Err(pid) => {
-            let dir = SignalDir::new(layout.signals_dir());
-            let path = dir.write(
-                req.kind,
-                req.stream.as_deref(),
-                req.expected_version,
-                req.note.as_deref(),
-                req.count,
-            )?;
-            let who = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
-            return Ok(format!(
-                "sent {} to the running supervisor{who}; follow it with `loki status`",
-                path.file_name()
-                    .map(|n| n.to_string_lossy().to_string())
-                    .unwrap_or_default()
-            ));
-        }
-    };
+    // One command at a time changes state directly; a supervisor that
+    // starts meanwhile waits for it (see `SteerLock`).
+    let gate = SteerLock::acquire(&state_dir)?;
+    if let Some(pid) = SupervisorLock::holder(&state_dir)? {
+        drop(gate);
+        let dir = SignalDir::new(layout.signals_dir());
+        let path = dir.write(
+            req.kind,
+            req.stream.as_deref(),
+            req.expected_version,
+            req.note.as_deref(),
+            req.count,
+        )?;
+        return Ok(format!(
+            "sent {} to the running supervisor (pid {pid}); follow it with `loki status`",
+            path.file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default()
+        ));
+    }
     let store = StateStore::new(&state_dir);
     let result = match req.stream.as_deref() {
         None => apply_swarm(&store, req),
         Some(id) => apply_direct(&layout, &store, target, id, req),
     };
-    drop(lock);
+    drop(gate);
     result
 }
 

@@ -99,6 +99,7 @@ const LOCK_MAGIC: &str = "loki-lock";
 const SWARM_FILE: &str = "swarm.json";
 const EVENTS_FILE: &str = "events.jsonl";
 const SUPERVISOR_LOCK: &str = "supervisor.lock";
+const STEER_LOCK: &str = "steer.lock";
 
 /// A state document with a compare-and-swap version.
 trait Versioned: Serialize + DeserializeOwned {
@@ -806,8 +807,21 @@ pub struct SupervisorLock {
 
 impl SupervisorLock {
     /// `Ok(Err(pid))` when another live supervisor holds it.
+    ///
+    /// A reader (`loki status`, a steering command asking whether a
+    /// supervisor runs) holds the lock shared for an instant: a busy lock is
+    /// tried again for up to [`BUSY_PATIENCE`] before it counts as another
+    /// supervisor's, so a run is never refused because of a reader.
     pub fn acquire(state_dir: &Path) -> anyhow::Result<Result<SupervisorLock, Option<i32>>> {
-        Self::acquire_at(&state_dir.join(SUPERVISOR_LOCK))
+        let started = Instant::now();
+        loop {
+            match Self::acquire_at(&state_dir.join(SUPERVISOR_LOCK))? {
+                Err(_) if started.elapsed() < BUSY_PATIENCE => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                other => return Ok(other),
+            }
+        }
     }
 
     /// The same lock on another file (a rehearsal's, which must be held
@@ -865,6 +879,46 @@ impl SupervisorLock {
             // Nobody holds it; our shared lock ends when `file` closes.
             Flock::Taken => Ok(None),
             Flock::Unsupported => Ok(None),
+        }
+    }
+}
+
+/// How long a busy supervisor lock is tried again (see
+/// [`SupervisorLock::acquire`]).
+const BUSY_PATIENCE: Duration = Duration::from_secs(1);
+
+/// `.loki/state/steer.lock`: serialises what changes state with no
+/// supervisor running (the steering commands, `loki clean`), and a
+/// supervisor that starts meanwhile with them: it takes its own lock, then
+/// waits here for a command under way before it reads any state. A command
+/// holding this lock asks [`SupervisorLock::holder`] whether a supervisor
+/// runs, so it never mistakes another command for one.
+#[derive(Debug)]
+pub struct SteerLock {
+    _file: File,
+}
+
+impl SteerLock {
+    /// Waits for the lock (a command holds it while it applies one change).
+    pub fn acquire(state_dir: &Path) -> anyhow::Result<SteerLock> {
+        fs::create_dir_all(state_dir)
+            .with_context(|| format!("creating {}", state_dir.display()))?;
+        let path = state_dir.join(STEER_LOCK);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        match flock(&file, libc::LOCK_EX).with_context(|| format!("locking {}", path.display()))? {
+            Flock::Taken => Ok(SteerLock { _file: file }),
+            Flock::Busy => Err(anyhow!("{} stayed locked", path.display())),
+            Flock::Unsupported => Err(anyhow!(
+                "cannot lock {}: the file system does not support flock; keep .loki on a local disk",
+                path.display()
+            )),
         }
     }
 }

@@ -259,6 +259,9 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
             .into());
         }
     };
+    // A steering command or `loki clean` applying a change directly right
+    // now finishes before this run reads any state.
+    drop(crate::store::SteerLock::acquire(&layout.state_dir())?);
 
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
     let (ui, ui_task) = ui::start(opts.ui);
