@@ -25,6 +25,16 @@ fn swarm_repo() -> Repo {
     repo
 }
 
+/// `id` has failed its first attempt (state only; the test writes the logs).
+fn failed_once(repo: &Repo, id: &str) {
+    store(repo)
+        .update(id, 0, |st| {
+            st.status = Status::Failed;
+            st.attempt = 1;
+        })
+        .expect("state");
+}
+
 fn store(repo: &Repo) -> StateStore {
     StateStore::new(repo.path().join(".loki/state"))
 }
@@ -32,12 +42,7 @@ fn store(repo: &Repo) -> StateStore {
 #[test]
 fn logs_raw_prints_only_the_json_lines() {
     let repo = swarm_repo();
-    store(&repo)
-        .update("ch01", 0, |st| {
-            st.status = Status::Failed;
-            st.attempt = 1;
-        })
-        .expect("state");
+    failed_once(&repo, "ch01");
     let transcript = format!("{LINE1}\n{LINE2}\n");
     repo.write(".loki/logs/ch01/attempt-1.jsonl", &transcript);
     repo.write(".loki/logs/ch01/attempt-1.stderr.log", "boom on stderr\n");
@@ -67,12 +72,7 @@ fn logs_raw_prints_only_the_json_lines() {
 #[test]
 fn logs_show_invalid_utf8_as_replacement_characters() {
     let repo = swarm_repo();
-    store(&repo)
-        .update("ch01", 0, |st| {
-            st.status = Status::Failed;
-            st.attempt = 1;
-        })
-        .expect("state");
+    failed_once(&repo, "ch01");
     let dir = repo.path().join(".loki/logs/ch01");
     std::fs::create_dir_all(&dir).expect("mkdir");
     let mut transcript = format!("{LINE1}\n").into_bytes();

@@ -827,17 +827,7 @@ impl SupervisorLock {
     /// The same lock on another file (a rehearsal's, which must be held
     /// before the rehearsal's own folder is cleared).
     pub fn acquire_at(path: &Path) -> anyhow::Result<Result<SupervisorLock, Option<i32>>> {
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(path)
-            .with_context(|| format!("opening {}", path.display()))?;
+        let file = open_lock_file(path)?;
         match flock(&file, libc::LOCK_EX | libc::LOCK_NB)
             .with_context(|| format!("locking {}", path.display()))?
         {
@@ -883,6 +873,21 @@ impl SupervisorLock {
     }
 }
 
+/// Opens (creating it and its folder) a file that is only ever flocked.
+fn open_lock_file(path: &Path) -> anyhow::Result<File> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))
+}
+
 /// How long a busy supervisor lock is tried again (see
 /// [`SupervisorLock::acquire`]).
 const BUSY_PATIENCE: Duration = Duration::from_secs(1);
@@ -901,17 +906,8 @@ pub struct SteerLock {
 impl SteerLock {
     /// Waits for the lock (a command holds it while it applies one change).
     pub fn acquire(state_dir: &Path) -> anyhow::Result<SteerLock> {
-        fs::create_dir_all(state_dir)
-            .with_context(|| format!("creating {}", state_dir.display()))?;
         let path = state_dir.join(STEER_LOCK);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
+        let file = open_lock_file(&path)?;
         match flock(&file, libc::LOCK_EX).with_context(|| format!("locking {}", path.display()))? {
             Flock::Taken => Ok(SteerLock { _file: file }),
             Flock::Busy => Err(anyhow!("{} stayed locked", path.display())),
