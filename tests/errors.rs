@@ -130,3 +130,38 @@ fn an_unknown_stream_or_a_stale_version_is_a_refusal() {
     let e = loki::commands::show::show_text(repo.path(), &cfg, "main", "a").expect_err("never ran");
     assert_eq!(loki::commands::error_kind(&e), ErrorKind::Refusal);
 }
+
+/// Numbers and names that used to be accepted and broke a run later: a
+/// target that is a stream's branch (its merge deleted the user's branch)
+/// and a duration so long that adding it to the clock panicked mid-run.
+/// Both are refused at load, at their file:line:col, before anything is
+/// created.
+#[test]
+fn a_stream_branch_as_target_and_an_endless_duration_are_refused_at_load() {
+    for (line, want) in [
+        (
+            "target = \"loki/a\"",
+            "loki.toml:2:10: `target` \"loki/a\" is a stream's branch",
+        ),
+        (
+            "spawn_interval = 18446744073709551615",
+            "loki.toml:2:18: `spawn_interval` is too long: at most 365 days",
+        ),
+    ] {
+        let repo = Repo::new();
+        repo.write("prompts/chapter.md", CHAPTER);
+        let mut toml = format!(
+            "[swarm]\n{line}\n\n[agent]\ncommand = \"{}\"\n\n",
+            fake_agent().display()
+        );
+        toml.push_str(&stream("a", &[], "chapters/a.md", ""));
+        repo.write("loki.toml", &toml);
+        repo.commit_all("swarm");
+        let out = repo.loki(&["run", "--plain"]);
+        assert_error(&out, ErrorKind::Config, want, "");
+        assert!(
+            !repo.path().join(".loki/state").exists(),
+            "{line}: state was created"
+        );
+    }
+}

@@ -60,6 +60,9 @@ fn number(v: &Val<'_>) -> Option<f64> {
     }
 }
 
+/// The longest duration any key takes.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 const DURATION_HELP: &str = "write a duration such as \"40m\", \"1h30m\", \"10s\" or \"500ms\", \
                              or a whole number of seconds";
 
@@ -170,6 +173,7 @@ impl Parser<'_> {
         ))
     }
 
+    /// A duration key's value, within 0 (where `allow_zero`) ..= 365 days.
     pub(super) fn duration(&self, key: &str, v: &Val<'_>, allow_zero: bool) -> Res<Duration> {
         let help = format!("{DURATION_HELP}, e.g. `{key} = \"10m\"`");
         let d = match v.get_ref() {
@@ -208,6 +212,14 @@ impl Parser<'_> {
         };
         if !allow_zero && d.is_zero() {
             return Err(self.err(&v.span(), format!("`{key}` must be longer than zero"), help));
+        }
+        // A longer wait is a typo, and adding it to the clock would overflow.
+        if d > MAX_DURATION {
+            return Err(self.err(
+                &v.span(),
+                format!("`{key}` is too long: at most 365 days"),
+                help,
+            ));
         }
         Ok(d)
     }
@@ -299,6 +311,15 @@ impl Parser<'_> {
                         format!("`target` \"{t}\" is not a valid branch name"),
                         "name an existing branch such as \"main\", or leave `target` out to use \
                          the branch checked out in the main worktree",
+                    ));
+                }
+                if t.starts_with(crate::model::paths::BRANCH_PREFIX) {
+                    return Err(self.err(
+                        &v.span(),
+                        format!(
+                            "`target` \"{t}\" is a stream's branch: loki makes `loki/<id>` for each stream and deletes it after the merge"
+                        ),
+                        "merge into a branch of your own, such as \"main\"",
                     ));
                 }
                 s.target = Some(t);

@@ -387,6 +387,22 @@ fn wrong_types_say_what_was_expected_and_found() {
             (2, 10, "`target` must be a string, found integer"),
         ),
         (
+            "[swarm]\ntarget = \"loki/a\"\n",
+            (
+                2,
+                10,
+                "`target` \"loki/a\" is a stream's branch: loki makes `loki/<id>` for each stream and deletes it after the merge",
+            ),
+        ),
+        (
+            "[swarm]\nspawn_interval = 18446744073709551615\n",
+            (2, 18, "`spawn_interval` is too long: at most 365 days"),
+        ),
+        (
+            "[agent]\ntimeout = \"400days\"\n",
+            (2, 11, "`timeout` is too long: at most 365 days"),
+        ),
+        (
             "[swarm]\ntarget = \"a..b\"\n",
             (2, 10, "`target` \"a..b\" is not a valid branch name"),
         ),
