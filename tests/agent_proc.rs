@@ -224,6 +224,7 @@ async fn claude_stream_json_becomes_events() {
         result: "Chapter written.".into(),
         session_id: Some("sess-42".into()),
         api_status: None,
+        cost_invalid: None,
     };
     assert_eq!(
         events,

@@ -811,6 +811,50 @@ fn a_second_supervisor_is_refused_with_the_first_ones_pid() {
 
 // ----- budget -------------------------------------------------------------------
 
+/// An agent that reports a negative cost cannot lift the swarm budget: the
+/// attempt is counted as what was left of it, with a warning, and nothing
+/// more starts (it used to merge all five streams at "cost $-999.92").
+#[test]
+fn a_negative_cost_counts_as_the_budget_left() {
+    let h = Swarm::empty();
+    let claude = h.fake_claude();
+    let mut toml = format!(
+        "[swarm]\ntarget = \"main\"\nmax_parallel = 1\nspawn_interval = \"0s\"\nmax_budget_usd = 0.05\n\n\
+         [agent]\ncommand = \"{}\"\ntimeout = \"60s\"\nidle_timeout = \"30s\"\nkill_grace = \"1s\"\nmax_attempts = 3\n\
+         env = {{ FAKE_AGENT_COST = \"-999.92\" }}\n\n",
+        toml_path(&claude)
+    );
+    let ids = ["s1", "s2", "s3", "s4", "s5"];
+    for id in ids {
+        toml.push_str(&stream(id, &[], &format!("chapters/{id}.md"), ""));
+    }
+    h.write(&toml);
+    let done = h.run();
+    assert_ne!(done.code, Some(0), "{}", done.both());
+    assert!(
+        h.has_event("warning", "", "which is not a cost"),
+        "events:\n{}",
+        h.events_text()
+    );
+    assert!(done.text().contains("budget reached"), "{}", done.both());
+    let st = status_json(&h.repo);
+    let streams = st["streams"].as_array().expect("streams");
+    let total: f64 = streams
+        .iter()
+        .map(|s| s["cost_usd"].as_f64().unwrap_or(0.0))
+        .sum();
+    assert!(
+        (total - 0.05).abs() < 1e-9,
+        "counted as the budget left: {st:#}"
+    );
+    let attempts: u64 = streams
+        .iter()
+        .map(|s| s["attempts"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(attempts, 1, "nothing more starts once it is spent: {st:#}");
+    h.assert_no_leftovers("after the run");
+}
+
 /// The fake agent as `claude` (loki detects claude by the file name), in
 /// stream-json mode, each attempt costing $0.01, a swarm budget of $0.015:
 /// after two attempts nothing new starts.

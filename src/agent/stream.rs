@@ -26,7 +26,14 @@ pub struct ResultInfo {
     /// `api_error_status`: the HTTP status of the API error that ended the
     /// run (401, 429, …), when claude gives it.
     pub api_status: Option<u16>,
+    /// The cost the agent reported when it was not a cost (negative, not
+    /// finite, or more than [`MAX_PLAUSIBLE_COST`]); `cost_usd` is then 0
+    /// and the supervisor counts the attempt conservatively.
+    pub cost_invalid: Option<f64>,
 }
+
+/// More than this for one attempt is not a cost but a bad number.
+pub const MAX_PLAUSIBLE_COST: f64 = 1_000_000.0;
 
 /// A stateful reader of claude's stream-json (it counts turns across lines).
 #[derive(Debug, Clone, Default)]
@@ -179,13 +186,19 @@ fn result_info(v: &Value) -> ResultInfo {
         .get("is_error")
         .and_then(Value::as_bool)
         .unwrap_or(!subtype.is_empty() && subtype != "success");
+    let reported = v
+        .get("total_cost_usd")
+        .or_else(|| v.get("cost_usd"))
+        .and_then(Value::as_f64);
+    let (cost_usd, cost_invalid) = match reported {
+        Some(c) if c.is_finite() && (0.0..=MAX_PLAUSIBLE_COST).contains(&c) => (c, None),
+        Some(c) => (0.0, Some(c)),
+        None => (0.0, None),
+    };
     ResultInfo {
         is_error,
-        cost_usd: v
-            .get("total_cost_usd")
-            .or_else(|| v.get("cost_usd"))
-            .and_then(Value::as_f64)
-            .unwrap_or(0.0),
+        cost_usd,
+        cost_invalid,
         turns: v
             .get("num_turns")
             .and_then(Value::as_u64)
@@ -309,8 +322,22 @@ mod tests {
                 result: "ok".into(),
                 session_id: Some("abc".into()),
                 api_status: None,
+                cost_invalid: None,
             })]
         );
+        // A cost that is not one is reported as such, and counts 0 here.
+        for bad in ["-999.92", "1e308"] {
+            let line = format!(
+                r#"{{"type":"result","subtype":"success","is_error":false,"total_cost_usd":{bad}}}"#
+            );
+            match &p.parse_line(&line)[..] {
+                [AgentEvent::Result(r)] => {
+                    assert_eq!(r.cost_usd, 0.0, "{bad}");
+                    assert_eq!(r.cost_invalid, Some(bad.parse().unwrap()), "{bad}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
         let err = r#"{"type":"result","subtype":"error_max_turns"}"#;
         match &p.parse_line(err)[..] {
             [AgentEvent::Result(r)] => assert!(r.is_error),

@@ -271,8 +271,16 @@ impl Dispatcher {
             }
             AgentEvent::Result(info) => {
                 let budget = self.slots.get(&id).and_then(|s| s.cfg.agent.max_budget_usd);
+                let cost = self.counted_cost(&id, &info);
+                if let Some(bad) = info.cost_invalid {
+                    let msg = format!(
+                        "{id}: the agent reported a cost of {bad}, which is not a cost; the attempt is counted as ${cost:.2}, what was left of its budget"
+                    );
+                    self.event("warning", Some(&id), &msg);
+                    self.ui.send(UiEvent::Note(msg));
+                }
                 if let Some(slot) = self.slots.get_mut(&id) {
-                    slot.attempt_cost = info.cost_usd;
+                    slot.attempt_cost = cost;
                     slot.turns = info.turns.max(slot.turns);
                     if info.is_error {
                         slot.result_error = Some(if info.result.is_empty() {
@@ -281,7 +289,7 @@ impl Dispatcher {
                             info.result.clone()
                         });
                     }
-                    let total = slot.st.cost_usd + info.cost_usd;
+                    let total = slot.st.cost_usd + cost;
                     let turns = slot.turns;
                     self.ui.send(UiEvent::Progress {
                         id: id.clone(),
@@ -408,10 +416,11 @@ impl Dispatcher {
         }
         // The agent's last words are kept with its state.
         self.write_activity(&id).await;
+        let cost = out.result.as_ref().map(|r| self.counted_cost(&id, r));
         if let Some(slot) = self.slots.get_mut(&id) {
             slot.stop = None;
             if let Some(r) = &out.result {
-                slot.attempt_cost = r.cost_usd;
+                slot.attempt_cost = cost.unwrap_or(0.0);
                 slot.turns = slot.turns.max(r.turns);
             }
         }
@@ -639,6 +648,30 @@ impl Dispatcher {
             forget_session: false,
         };
         self.feed(id, input).await;
+    }
+
+    /// What an attempt's result counts as spent: its cost, or, when the
+    /// agent reported no valid cost, the most it could have spent: what was
+    /// left of the stream's budget (claude's `--max-budget-usd`), else of
+    /// the swarm's. A bad number can never lift a budget.
+    fn counted_cost(&self, id: &str, info: &crate::agent::ResultInfo) -> f64 {
+        if info.cost_invalid.is_none() {
+            return info.cost_usd;
+        }
+        let Some(slot) = self.slots.get(id) else {
+            return 0.0;
+        };
+        let stream_left = slot
+            .cfg
+            .agent
+            .max_budget_usd
+            .map(|b| (b - slot.st.cost_usd).max(0.0));
+        let swarm_left = self
+            .cfg
+            .swarm
+            .max_budget_usd
+            .map(|b| (b - self.total_cost()).max(0.0));
+        stream_left.or(swarm_left).unwrap_or(0.0)
     }
 
     /// Writes the agent's latest words, if any are waiting.
