@@ -337,28 +337,7 @@ fn log_reads_the_audit_trail_from_a_fresh_clone() {
 
 /// Files and folders outside `.git` and `.loki`, with contents.
 fn snapshot_outside_loki(root: &Path) -> Vec<(String, Vec<u8>)> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            let rel = p.strip_prefix(root).expect("prefix").display().to_string();
-            if rel == ".git" || rel == ".loki" {
-                continue;
-            }
-            if p.is_dir() {
-                out.push((format!("{rel}/"), Vec::new()));
-                walk(root, &p, out);
-            } else {
-                out.push((rel, std::fs::read(&p).unwrap_or_default()));
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(root, root, &mut out);
-    out.sort();
-    out
+    snapshot_except(root, &[".git", ".loki"])
 }
 
 /// Every file under `dir` (relative paths), for before/after comparisons.

@@ -47,15 +47,7 @@ fn swarm_repo() -> Repo {
 #[test]
 fn no_repository_is_an_environment_error() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = std::process::Command::new(loki_bin())
-        .arg("status")
-        .current_dir(dir.path())
-        .env(
-            "GIT_CEILING_DIRECTORIES",
-            dir.path().parent().expect("parent"),
-        )
-        .output()
-        .expect("run");
+    let out = loki_outside_a_repo(dir.path(), &["status"]);
     assert_error(
         &out,
         ErrorKind::Environment,

@@ -508,15 +508,7 @@ fn init_writes_an_example_and_refuses_to_overwrite() {
 #[test]
 fn init_refuses_outside_a_repo_and_in_a_repo_without_commits() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = std::process::Command::new(loki_bin())
-        .arg("init")
-        .current_dir(dir.path())
-        .env(
-            "GIT_CEILING_DIRECTORIES",
-            dir.path().parent().expect("parent"),
-        )
-        .output()
-        .expect("run");
+    let out = loki_outside_a_repo(dir.path(), &["init"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("not a git repository"),

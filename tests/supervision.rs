@@ -811,24 +811,30 @@ fn a_second_supervisor_is_refused_with_the_first_ones_pid() {
 
 // ----- budget -------------------------------------------------------------------
 
+/// A swarm of `ids` whose agent is the fake agent as `claude` (loki detects
+/// claude by the file name, so it reads stream-json), every attempt
+/// reporting `cost`, with a swarm budget of `budget` and one stream at a time.
+fn budget_swarm(h: &Swarm, budget: &str, cost: &str, ids: &[&str]) {
+    let claude = h.fake_claude();
+    let mut toml = format!(
+        "[swarm]\ntarget = \"main\"\nmax_parallel = 1\nspawn_interval = \"0s\"\nmax_budget_usd = {budget}\n\n\
+         [agent]\ncommand = \"{}\"\ntimeout = \"60s\"\nidle_timeout = \"30s\"\nkill_grace = \"1s\"\nmax_attempts = 3\n\
+         env = {{ FAKE_AGENT_COST = \"{cost}\" }}\n\n",
+        toml_path(&claude)
+    );
+    for id in ids {
+        toml.push_str(&stream(id, &[], &format!("chapters/{id}.md"), ""));
+    }
+    h.write(&toml);
+}
+
 /// An agent that reports a negative cost cannot lift the swarm budget: the
 /// attempt is counted as what was left of it, with a warning, and nothing
 /// more starts (it used to merge all five streams at "cost $-999.92").
 #[test]
 fn a_negative_cost_counts_as_the_budget_left() {
     let h = Swarm::empty();
-    let claude = h.fake_claude();
-    let mut toml = format!(
-        "[swarm]\ntarget = \"main\"\nmax_parallel = 1\nspawn_interval = \"0s\"\nmax_budget_usd = 0.05\n\n\
-         [agent]\ncommand = \"{}\"\ntimeout = \"60s\"\nidle_timeout = \"30s\"\nkill_grace = \"1s\"\nmax_attempts = 3\n\
-         env = {{ FAKE_AGENT_COST = \"-999.92\" }}\n\n",
-        toml_path(&claude)
-    );
-    let ids = ["s1", "s2", "s3", "s4", "s5"];
-    for id in ids {
-        toml.push_str(&stream(id, &[], &format!("chapters/{id}.md"), ""));
-    }
-    h.write(&toml);
+    budget_swarm(&h, "0.05", "-999.92", &["s1", "s2", "s3", "s4", "s5"]);
     let done = h.run();
     assert_ne!(done.code, Some(0), "{}", done.both());
     assert!(
@@ -861,18 +867,7 @@ fn a_negative_cost_counts_as_the_budget_left() {
 #[test]
 fn swarm_budget_stops_new_attempts() {
     let h = Swarm::empty();
-    let claude = h.fake_claude();
-
-    let mut toml = format!(
-        "[swarm]\ntarget = \"main\"\nmax_parallel = 1\nspawn_interval = \"0s\"\nmax_budget_usd = 0.015\n\n\
-         [agent]\ncommand = \"{}\"\ntimeout = \"60s\"\nidle_timeout = \"30s\"\nkill_grace = \"1s\"\nmax_attempts = 3\n\
-         env = {{ FAKE_AGENT_COST = \"0.01\" }}\n\n",
-        toml_path(&claude)
-    );
-    for id in ["s1", "s2", "s3"] {
-        toml.push_str(&stream(id, &[], &format!("chapters/{id}.md"), ""));
-    }
-    h.write(&toml);
+    budget_swarm(&h, "0.015", "0.01", &["s1", "s2", "s3"]);
 
     let done = h.run();
     assert_ne!(done.code, Some(0), "{}", done.both());

@@ -118,14 +118,11 @@ mod tests {
     use crate::model::{Kind, Status};
     use crate::supervisor::machine::{handle, Ctx, Input, Steer};
 
+    /// The machine tests' context, as a command with no supervisor sees it.
     fn ctx() -> Ctx {
         Ctx {
-            now: "2026-12-01T00:00:00Z".into(),
-            max_attempts: 3,
-            max_budget_usd: None,
-            target: "main".into(),
-            approver: "ana".into(),
             supervised: false,
+            ..crate::supervisor::machine::tests::ctx()
         }
     }
 

@@ -960,4 +960,4 @@ pub fn event_of(id: &str, draft: &EventDraft, version: u64, ts: &str) -> Event {
 
 #[cfg(test)]
 #[path = "machine_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -21,7 +21,9 @@ const ALL: &[Status] = &[
     Status::Interrupted,
 ];
 
-fn ctx() -> Ctx {
+/// The context the machine's and the door's tests decide in: a fixed
+/// time, 3 attempts, no budget, a supervisor running.
+pub(crate) fn ctx() -> Ctx {
     Ctx {
         now: "2026-12-01T00:00:00Z".into(),
         max_attempts: 3,

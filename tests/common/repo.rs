@@ -95,30 +95,46 @@ impl Repo {
 
     /// Files and folders under the repo (excluding .git), for before/after comparisons.
     pub fn snapshot(&self) -> Vec<(String, Vec<u8>)> {
-        let mut out = Vec::new();
-        walk(self.path(), self.path(), &mut out);
-        out.sort();
-        out
+        snapshot_except(self.path(), &[".git"])
     }
 }
 
-fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let p = e.path();
-        let rel = p.strip_prefix(root).expect("prefix").display().to_string();
-        if rel == ".git" {
-            continue;
-        }
-        if p.is_dir() {
-            out.push((format!("{rel}/"), Vec::new()));
-            walk(root, &p, out);
-        } else {
-            out.push((rel, std::fs::read(&p).unwrap_or_default()));
+/// Files and folders under `root` with their contents, sorted, leaving out
+/// the top-level entries named in `skip`; for before/after comparisons.
+pub fn snapshot_except(root: &Path, skip: &[&str]) -> Vec<(String, Vec<u8>)> {
+    fn walk(root: &Path, dir: &Path, skip: &[&str], out: &mut Vec<(String, Vec<u8>)>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(root).expect("prefix").display().to_string();
+            if skip.contains(&rel.as_str()) {
+                continue;
+            }
+            if p.is_dir() {
+                out.push((format!("{rel}/"), Vec::new()));
+                walk(root, &p, skip, out);
+            } else {
+                out.push((rel, std::fs::read(&p).unwrap_or_default()));
+            }
         }
     }
+    let mut out = Vec::new();
+    walk(root, root, skip, &mut out);
+    out.sort();
+    out
+}
+
+/// `loki <args>` in `dir`, with git told not to look above it for a
+/// repository (so a folder that is none stays none).
+pub fn loki_outside_a_repo(dir: &Path, args: &[&str]) -> Output {
+    Command::new(loki_bin())
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CEILING_DIRECTORIES", dir.parent().expect("parent"))
+        .output()
+        .expect("run")
 }
 
 /// Makes the file at `p` executable (an agent or a check written by a test).
