@@ -197,6 +197,7 @@ impl Dispatcher {
         // A merged stream whose clean-up (worktree removal, branch
         // deletion) was cut short counts too: a lock left on its branch
         // would keep the branch forever.
+        let merged_leftovers = self.merged_leftovers();
         let in_flight: Vec<String> = self
             .slots
             .values()
@@ -208,10 +209,7 @@ impl Dispatcher {
                         | Status::Checking
                         | Status::Merging
                         | Status::Interrupted
-                ) || (s.st.status == Status::Merged
-                    && self.layout.worktree(&s.st.id).symlink_metadata().is_ok())
-                    || (s.st.status == Status::Merged
-                        && git::branch_head(&self.layout.root, &branch_name(&s.st.id)).is_ok())
+                ) || merged_leftovers.contains(s.st.id.as_str())
             })
             .map(|s| s.st.id.to_string())
             .collect();
@@ -258,25 +256,41 @@ impl Dispatcher {
             let (cleanup, effects): (Vec<Effect>, Vec<Effect>) =
                 effects.into_iter().partition(|e| *e == Effect::Cleanup);
             self.perform(&id, effects).await;
-            if !cleanup.is_empty() {
+            if !cleanup.is_empty() && merged_leftovers.contains(id.as_str()) {
                 // A merged stream whose worktree or branch a crash left behind.
-                let wt = self.layout.worktree(&id);
                 let root = self.layout.root.clone();
                 let idc = id.clone();
-                if wt.exists() || git::branch_head(&root, &branch_name(&id)).is_ok() {
-                    let done = tokio::task::spawn_blocking(move || -> Result<()> {
-                        git::remove_worktree(&root, &idc)?;
-                        git::delete_branch(&root, &idc)
-                    })
-                    .await;
-                    if let Ok(Err(e)) = done {
-                        self.notes.push_back(format!(
-                            "{id} is merged, but its worktree or branch could not be removed: {e:#}"
-                        ));
-                    }
+                let done = tokio::task::spawn_blocking(move || -> Result<()> {
+                    git::remove_worktree(&root, &idc)?;
+                    git::delete_branch(&root, &idc)
+                })
+                .await;
+                if let Ok(Err(e)) = done {
+                    self.notes.push_back(format!(
+                        "{id} is merged, but its worktree or branch could not be removed: {e:#}"
+                    ));
                 }
             }
         }
         Ok(())
+    }
+
+    /// Merged streams whose worktree folder or branch is still there (a
+    /// crash cut their clean-up short): one listing of the branches, not a
+    /// lookup per stream.
+    fn merged_leftovers(&self) -> BTreeSet<String> {
+        let branches: BTreeSet<String> = git::local_branches(&self.layout.root)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        self.slots
+            .values()
+            .filter(|s| s.st.status == Status::Merged)
+            .filter(|s| {
+                self.layout.worktree(&s.st.id).symlink_metadata().is_ok()
+                    || branches.contains(&branch_name(&s.st.id))
+            })
+            .map(|s| s.st.id.to_string())
+            .collect()
     }
 }
