@@ -130,15 +130,21 @@ fn stream_with(root: &Path, id: &str, files: &[(&str, &str)]) -> git::Worktree {
     for (rel, text) in files {
         write(&wt.path, rel, text);
     }
-    git::commit_all(
-        &wt.path,
+    commit_attempt(root, id)
+        .unwrap()
+        .expect("something to commit");
+    wt
+}
+
+/// Commits stream `id`'s worktree as its attempt 1.
+fn commit_attempt(root: &Path, id: &str) -> anyhow::Result<Option<String>> {
+    git::commit_stream(
+        root,
+        id,
         &format!("loki: {id} attempt 1"),
         "",
         &trailers(id, 1),
     )
-    .unwrap()
-    .expect("something to commit");
-    wt
 }
 
 fn merge(root: &Path, id: &str) -> MergeOutcome {
@@ -238,7 +244,7 @@ fn prepare_reuses_a_healthy_worktree_with_its_work() {
     let (_tmp, root) = repo();
     let first = git::prepare_worktree(&root, "ch01", "main").unwrap();
     write(&first.path, "draft.md", "work in progress\n");
-    git::commit_all(&first.path, "attempt 1", "", &trailers("ch01", 1)).unwrap();
+    git::commit_stream(&root, "ch01", "attempt 1", "", &trailers("ch01", 1)).unwrap();
     write(&first.path, "uncommitted.md", "still here\n");
     // The target moves on meanwhile: base stays where the branch forked.
     commit_on(&root, "other.txt", "x\n", "other work");
@@ -281,7 +287,7 @@ fn prepare_prunes_a_stale_registration() {
     let (_tmp, root) = repo();
     let wt = git::prepare_worktree(&root, "ch03", "main").unwrap();
     write(&wt.path, "x.md", "x\n");
-    let commit = git::commit_all(&wt.path, "attempt 1", "", &[])
+    let commit = git::commit_stream(&root, "ch03", "attempt 1", "", &[])
         .unwrap()
         .unwrap();
     fs::remove_dir_all(&wt.path).unwrap();
@@ -380,10 +386,10 @@ fn bad_ids_and_targets_are_refused() {
 }
 
 // ---------------------------------------------------------------------------
-// commit_all and touched_paths
+// commit_stream and touched_paths
 
 #[test]
-fn commit_all_stages_everything_with_trailers() {
+fn commit_stream_stages_everything_with_trailers() {
     let (_tmp, root) = repo();
     let wt = git::prepare_worktree(&root, "ch01", "main").unwrap();
     write(&wt.path, "chapters/ch01.md", "It was a dark night.\n");
@@ -393,8 +399,9 @@ fn commit_all_stages_everything_with_trailers() {
     write(&wt.path, ".gitignore", "*.tmp\n");
     write(&wt.path, "scratch.tmp", "ignored\n");
 
-    let commit = git::commit_all(
-        &wt.path,
+    let commit = git::commit_stream(
+        &root,
+        "ch01",
         "loki: ch01 attempt 1 (checks passed)",
         "All checks passed.\nwords: 5",
         &trailers("ch01", 1),
@@ -457,18 +464,21 @@ fn commit_all_stages_everything_with_trailers() {
     );
 
     // Nothing left: no commit.
-    assert_eq!(git::commit_all(&wt.path, "again", "", &[]).unwrap(), None);
+    assert_eq!(
+        git::commit_stream(&root, "ch01", "again", "", &[]).unwrap(),
+        None
+    );
     fsck_clean(&root);
 }
 
 #[test]
-fn commit_all_uses_the_configured_identity() {
+fn commit_stream_uses_the_configured_identity() {
     let (_tmp, root) = repo();
     git(&root, &["config", "user.name", "Ada Writer"]);
     git(&root, &["config", "user.email", "ada@example.com"]);
     let wt = git::prepare_worktree(&root, "ch01", "main").unwrap();
     write(&wt.path, "x.md", "x\n");
-    git::commit_all(&wt.path, "subject only", "", &[])
+    git::commit_stream(&root, "ch01", "subject only", "", &[])
         .unwrap()
         .unwrap();
     assert_eq!(
@@ -478,15 +488,13 @@ fn commit_all_uses_the_configured_identity() {
 }
 
 #[test]
-fn commit_all_after_the_agent_committed_itself() {
+fn commit_stream_after_the_agent_committed_itself() {
     let (_tmp, root) = repo();
     let wt = git::prepare_worktree(&root, "ch01", "main").unwrap();
     let agent_commit = commit_on(&wt.path, "agent.md", "by the agent\n", "agent: draft");
     write(&wt.path, "left-over.md", "not committed by the agent\n");
 
-    let commit = git::commit_all(&wt.path, "loki: ch01 attempt 1", "", &trailers("ch01", 1))
-        .unwrap()
-        .unwrap();
+    let commit = commit_attempt(&root, "ch01").unwrap().unwrap();
     assert_eq!(
         git(&wt.path, &["log", "-1", "--format=%P", &commit]).trim(),
         agent_commit
@@ -502,7 +510,10 @@ fn commit_all_after_the_agent_committed_itself() {
 
     // The agent committed everything: nothing for loki to commit.
     commit_on(&wt.path, "more.md", "more\n", "agent: more");
-    assert_eq!(git::commit_all(&wt.path, "x", "", &[]).unwrap(), None);
+    assert_eq!(
+        git::commit_stream(&root, "ch01", "x", "", &[]).unwrap(),
+        None
+    );
 }
 
 #[test]
@@ -529,7 +540,7 @@ fn touched_paths_covers_commits_index_worktree_and_untracked() {
         ]
     );
     // After committing, the same paths (from the commits alone).
-    git::commit_all(&wt.path, "attempt", "", &[])
+    git::commit_stream(&root, "ch01", "attempt", "", &[])
         .unwrap()
         .unwrap();
     assert_eq!(git::touched_paths(&wt.path, &wt.base).unwrap(), touched);
@@ -546,9 +557,7 @@ fn clean_merge_looks_like_git_merge_no_ff() {
     write(&wt.path, "chapters/ch01.md", "Chapter one.\n");
     write(&wt.path, "a.txt", "one\ntwo\nthree\nfour\n");
     fs::remove_file(wt.path.join("b.txt")).unwrap();
-    git::commit_all(&wt.path, "loki: ch01 attempt 1", "", &trailers("ch01", 1))
-        .unwrap()
-        .unwrap();
+    commit_attempt(&root, "ch01").unwrap().unwrap();
     let branch_head = rev(&root, "loki/ch01");
 
     let commit = merged_commit(merge(&root, "ch01"));
@@ -862,15 +871,28 @@ fn sequential_and_concurrent_merges_lose_nothing() {
     fsck_clean(&root);
 }
 
+/// Git is the truth: a branch already in the target counts as merged only
+/// through loki's merge commit. One without commits changed nothing; one
+/// that something else moved the target to (an agent's `git update-ref`) is
+/// no merge of loki's either.
 #[test]
-fn a_stream_without_commits_is_already_merged() {
+fn a_branch_in_the_target_without_lokis_merge_is_not_credited() {
     let (_tmp, root) = repo();
     git::prepare_worktree(&root, "ch01", "main").unwrap();
-    assert_eq!(
-        merge(&root, "ch01"),
-        MergeOutcome::AlreadyMerged {
-            checkout_behind: None
-        }
+    let out = merge(&root, "ch01");
+    let MergeOutcome::NotCredited { why } = &out else {
+        panic!("{out:?}");
+    };
+    assert!(why.contains("no `Merge stream ch01` commit"), "{why}");
+    assert!(why.contains("help: "), "{why}");
+
+    let wt = stream_with(&root, "ch02", &[("b.md", "b\n")]);
+    git(&wt.path, &["update-ref", "refs/heads/main", "HEAD"]);
+    let out = merge(&root, "ch02");
+    assert!(matches!(out, MergeOutcome::NotCredited { .. }), "{out:?}");
+    assert!(
+        git(&root, &["branch", "--list", "loki/ch02"]).contains("loki/ch02"),
+        "the branch is kept"
     );
     let err = format!(
         "{:#}",
@@ -899,9 +921,7 @@ fn the_checkout_follows_type_changes_modes_and_deletions() {
     write(&wt.path, "run.sh", "#!/bin/sh\necho hi\n");
     fs::set_permissions(wt.path.join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
     std::os::unix::fs::symlink("a.txt", wt.path.join("link")).unwrap();
-    git::commit_all(&wt.path, "loki: ch01 attempt 1", "", &trailers("ch01", 1))
-        .unwrap()
-        .unwrap();
+    commit_attempt(&root, "ch01").unwrap().unwrap();
     // What a crash during an earlier checkout left in the git dir.
     write(&root, ".git/loki-checkout/a.txt", "half");
 
@@ -941,9 +961,7 @@ fn a_checkout_killed_midway_through_the_renames_is_finished() {
     write(&wt.path, "notes.md", "new notes\n");
     write(&wt.path, "run.sh", "#!/bin/sh\n");
     std::os::unix::fs::symlink("notes.md", wt.path.join("link")).unwrap();
-    git::commit_all(&wt.path, "loki: ch01 attempt 1", "", &trailers("ch01", 1))
-        .unwrap()
-        .unwrap();
+    commit_attempt(&root, "ch01").unwrap().unwrap();
     merged_commit(merge(&root, "ch01"));
     assert_eq!(status(&root), "");
 
@@ -1044,9 +1062,7 @@ fn an_ignored_file_in_a_folder_the_merge_replaces_blocks_it() {
     let wt = git::prepare_worktree(&root, "ch01", "main").unwrap();
     fs::remove_dir_all(wt.path.join("pkg")).unwrap();
     write(&wt.path, "pkg", "now a file\n");
-    git::commit_all(&wt.path, "loki: ch01 attempt 1", "", &trailers("ch01", 1))
-        .unwrap()
-        .unwrap();
+    commit_attempt(&root, "ch01").unwrap().unwrap();
     write(&root, "pkg/mod.pyc", "compiled");
 
     assert_eq!(

@@ -6,81 +6,122 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use git2::{
-    Commit, Diff, DiffFormat, DiffOptions, ErrorCode, IndexAddOption, Repository, RepositoryState,
+    Commit, Diff, DiffFormat, DiffOptions, ErrorCode, Index, IndexAddOption, Repository,
+    RepositoryState,
 };
 
+use super::integrity::open_stream_worktree;
 use super::worktree::find_registration;
 use super::{
-    branch_oid, check_id, compose_message, diff_paths, dirty_paths, head_branch_ref, merge_base,
-    open_repo, signature,
+    branch_oid, check_id, compose_message, diff_paths, dirty_paths, merge_base, open_repo,
+    signature,
 };
 use crate::model::paths::{branch_name, Layout};
 
-/// Stages everything in the worktree (new, changed and deleted files,
-/// honouring .gitignore) and commits it on the worktree's branch if anything
-/// changed. Returns the new commit, or `None` when there was nothing to commit.
-/// `trailers` are appended after a blank line as `Key: value`.
-pub fn commit_all(
-    worktree: &Path,
+/// Commits stream `id`'s worktree onto `loki/<id>`: every file in it (new,
+/// changed and deleted, honouring .gitignore), with `trailers` after a blank
+/// line as `Key: value`. Returns the new commit, or `None` when nothing
+/// changed.
+///
+/// Made through the main repository and the worktree's registration, never
+/// the worktree's own `.git` file, HEAD or index contents (an agent may have
+/// altered them; see `integrity.rs`): the index is rebuilt from the branch's
+/// tree and every file hashed again, so what is committed is exactly what
+/// is in the folder, and the branch moves by compare-and-swap. The
+/// worktree's index is then written to match, so `git status` there is clean.
+pub fn commit_stream(
+    root: &Path,
+    id: &str,
     subject: &str,
     body: &str,
     trailers: &[(String, String)],
 ) -> anyhow::Result<Option<String>> {
-    let repo = open_repo(worktree)?;
-    let head_ref = head_branch_ref(&repo)
-        .with_context(|| format!("reading HEAD of {}", worktree.display()))?;
-    let Some(head_ref) = head_ref else {
-        bail!(
-            "HEAD of {} is detached (a rebase or checkout left in progress?); loki commits only on a branch\n  help: finish or abort it (`git -C {} rebase --abort`, `git -C {} switch -`)",
-            worktree.display(),
-            worktree.display(),
-            worktree.display()
-        );
-    };
-    let mut index = repo
-        .index()
-        .with_context(|| format!("reading the index of {}", worktree.display()))?;
+    check_id(id)?;
+    let repo = open_repo(root)?;
+    let (wrepo, admin) = open_stream_worktree(&repo, root, id)?;
+    let branch = branch_name(id);
+    let branch_ref = format!("refs/heads/{branch}");
+    let path = Layout::new(root).worktree(id);
+    let ctx = || format!("committing {} onto {branch}", path.display());
+    let parent = repo
+        .find_reference(&branch_ref)
+        .and_then(|r| r.peel_to_commit())
+        .with_context(ctx)?;
+    let mut index = Index::open(&admin.join("index")).with_context(ctx)?;
+    // Nothing the agent staged or stat-cached is trusted: the branch's tree,
+    // then the folder's files, each hashed.
+    index.clear().with_context(ctx)?;
+    index
+        .read_tree(&parent.tree().with_context(ctx)?)
+        .with_context(ctx)?;
+    wrepo.set_index(&mut index).with_context(ctx)?;
+    // Untracked ignored files stay out; tracked ones are updated (as git).
     index
         .add_all(["*"], IndexAddOption::DEFAULT, None)
-        .with_context(|| format!("staging the files of {}", worktree.display()))?;
+        .with_context(ctx)?;
+    index.update_all(["*"], None).with_context(ctx)?;
+    let tree_id = index.write_tree_to(&repo).with_context(ctx)?;
+    index.write().with_context(ctx)?;
+    if parent.tree_id() == tree_id {
+        return Ok(None);
+    }
+    let tree = repo.find_tree(tree_id).with_context(ctx)?;
+    let sig = signature(&repo)?;
+    let message = compose_message(subject, body, trailers);
+    let id_new = repo
+        .commit(None, &sig, &sig, &message, &tree, &[&parent])
+        .with_context(ctx)?;
+    repo.reference_matching(
+        &branch_ref,
+        id_new,
+        true,
+        parent.id(),
+        &format!("loki: commit of the worktree of stream {id}"),
+    )
+    .with_context(ctx)?;
+    if wrepo.state() != RepositoryState::Clean {
+        // An agent's half-done merge or cherry-pick: its result is committed now.
+        wrepo.cleanup_state().with_context(ctx)?;
+    }
+    Ok(Some(id_new.to_string()))
+}
+
+/// Stages everything in the folder `dir` and commits it on its HEAD branch
+/// (only for a repository loki made itself: the demo's first commit).
+pub(super) fn commit_all(dir: &Path, subject: &str) -> anyhow::Result<Option<String>> {
+    let repo = open_repo(dir)?;
+    let mut index = repo
+        .index()
+        .with_context(|| format!("reading the index of {}", dir.display()))?;
     index
-        .update_all(["*"], None)
-        .with_context(|| format!("staging deletions in {}", worktree.display()))?;
-    index
-        .write()
-        .with_context(|| format!("writing the index of {}", worktree.display()))?;
+        .add_all(["*"], IndexAddOption::DEFAULT, None)
+        .and_then(|()| index.write())
+        .with_context(|| format!("staging the files of {}", dir.display()))?;
     let tree_id = index
         .write_tree()
-        .with_context(|| format!("writing the tree of {}", worktree.display()))?;
+        .with_context(|| format!("writing the tree of {}", dir.display()))?;
     let parent = match repo.head() {
         Ok(head) => Some(
             head.peel_to_commit()
-                .with_context(|| format!("reading the head commit of {}", worktree.display()))?,
+                .with_context(|| format!("reading the head commit of {}", dir.display()))?,
         ),
         Err(e) if e.code() == ErrorCode::UnbornBranch => None,
-        Err(e) => return Err(e).with_context(|| format!("reading HEAD of {}", worktree.display())),
+        Err(e) => return Err(e).with_context(|| format!("reading HEAD of {}", dir.display())),
     };
-    if let Some(parent) = &parent {
-        if parent.tree_id() == tree_id {
-            return Ok(None);
-        }
+    if parent.as_ref().is_some_and(|p| p.tree_id() == tree_id) {
+        return Ok(None);
     }
     let tree = repo
         .find_tree(tree_id)
-        .with_context(|| format!("reading the new tree of {}", worktree.display()))?;
+        .with_context(|| format!("reading the new tree of {}", dir.display()))?;
     let sig = signature(&repo)?;
-    let message = compose_message(subject, body, trailers);
+    let message = compose_message(subject, "", &[]);
     let parents: Vec<&Commit> = parent.iter().collect();
     let id = repo
         .commit(Some("HEAD"), &sig, &sig, &message, &tree, &parents)
-        .with_context(|| format!("committing on {head_ref} in {}", worktree.display()))?;
-    if repo.state() != RepositoryState::Clean {
-        // An agent's half-done merge or cherry-pick: its result is committed now.
-        repo.cleanup_state()
-            .with_context(|| format!("clearing the merge state of {}", worktree.display()))?;
-    }
+        .with_context(|| format!("committing in {}", dir.display()))?;
     Ok(Some(id.to_string()))
 }
 

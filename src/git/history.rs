@@ -16,7 +16,7 @@
 //!   `refs/remotes/origin/<target>` (a clone that has not checked the branch
 //!   out), else any revision git understands.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -72,13 +72,7 @@ pub fn stream_merges(root: &Path, target: &str) -> Result<MergeHistory> {
     let head = resolve_target(&repo, root, target)?;
     let ctx = || format!("walking the history of {target} in {}", root.display());
 
-    let mut walk = repo.revwalk().with_context(ctx)?;
-    walk.push(head).with_context(ctx)?;
-    walk.simplify_first_parent().with_context(ctx)?;
-    let mut first_parent = Vec::new();
-    for oid in walk {
-        first_parent.push(oid.with_context(ctx)?);
-    }
+    let mut first_parent = first_parent_line(&repo, head).with_context(ctx)?;
     first_parent.reverse();
 
     let mut merges = Vec::new();
@@ -86,17 +80,10 @@ pub fn stream_merges(root: &Path, target: &str) -> Result<MergeHistory> {
         let commit = repo
             .find_commit(oid)
             .with_context(|| format!("reading commit {oid} in {}", root.display()))?;
-        if commit.parent_count() < 2 {
-            continue;
-        }
-        let info = commit_info(&commit);
-        let Some(id) = trailer(&info.trailers, trailers::STREAM) else {
+        let Some(stream) = merged_stream_of(&commit) else {
             continue;
         };
-        if info.subject() != format!("Merge stream {id}") {
-            continue;
-        }
-        let stream = id.to_string();
+        let info = commit_info(&commit);
         let brought_in = brought_in(&repo, root, &commit, &stream)?;
         merges.push(StreamMerge {
             stream,
@@ -108,6 +95,41 @@ pub fn stream_merges(root: &Path, target: &str) -> Result<MergeHistory> {
         head: head.to_string(),
         merges,
     })
+}
+
+/// `head` and its first parents, newest first.
+pub(super) fn first_parent_line(repo: &Repository, head: Oid) -> Result<Vec<Oid>, git2::Error> {
+    let mut walk = repo.revwalk()?;
+    walk.push(head)?;
+    walk.simplify_first_parent()?;
+    walk.collect()
+}
+
+/// The stream a commit is loki's merge of (see the module doc), if it is one.
+pub(super) fn merged_stream_of(commit: &Commit) -> Option<String> {
+    if commit.parent_count() < 2 {
+        return None;
+    }
+    let message = String::from_utf8_lossy(commit.message_bytes());
+    let trailers = parse_trailers(&message);
+    let id = trailer(&trailers, trailers::STREAM)?;
+    (subject(&message) == format!("Merge stream {id}")).then(|| id.to_string())
+}
+
+/// Every stream the target's first-parent line has a merge of, with its
+/// newest merge commit: what start-up checks the state files against.
+pub fn merged_streams(root: &Path, target: &str) -> Result<BTreeMap<String, String>> {
+    let repo = open_repo(root)?;
+    let head = resolve_target(&repo, root, target)?;
+    let ctx = || format!("walking the history of {target} in {}", root.display());
+    let mut found = BTreeMap::new();
+    for oid in first_parent_line(&repo, head).with_context(ctx)? {
+        let commit = repo.find_commit(oid).with_context(ctx)?;
+        if let Some(id) = merged_stream_of(&commit) {
+            found.entry(id).or_insert_with(|| oid.to_string());
+        }
+    }
+    Ok(found)
 }
 
 /// The trailers of a commit message, in order.

@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use git2::{Repository, RepositoryInitOptions};
 
-use super::commit_all;
+use super::commit::commit_all;
 
 /// Initialises a repository in `dir` whose first branch is `branch`, sets
 /// its local `user.name` and `user.email`, and commits every file in `dir`
@@ -33,6 +33,5 @@ pub fn init_with_commit(
         .and_then(|()| config.set_str("user.email", email))
         .with_context(|| format!("setting the commit identity in {}", dir.display()))?;
     drop(repo);
-    commit_all(dir, message, "", &[])?
-        .with_context(|| format!("nothing to commit in {}", dir.display()))
+    commit_all(dir, message)?.with_context(|| format!("nothing to commit in {}", dir.display()))
 }

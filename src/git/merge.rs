@@ -4,10 +4,15 @@
 //!
 //! Decisions worth knowing:
 //!
-//! - **Already merged.** A branch whose head is the target's head or one of
-//!   its ancestors has nothing to merge: [`MergeOutcome::AlreadyMerged`]. That
-//!   includes a branch without any commit of its own, so commit the worktree
-//!   ([`super::commit_all`]) before merging.
+//! - **Already merged, by git's word.** A branch whose head is already in
+//!   the target counts as merged ([`MergeOutcome::AlreadyMerged`]) only when
+//!   the target's first-parent line holds loki's `Merge stream <id>` commit
+//!   (with its `Loki-Stream` trailer) whose second parent is or descends from
+//!   that head: a supervisor killed after moving the ref. Otherwise
+//!   ([`MergeOutcome::NotCredited`]) the stream changed nothing, or something
+//!   other than loki moved the target or the branch (an agent's
+//!   `git update-ref`): no credit for work loki never merged. Commit the
+//!   worktree ([`super::commit_stream`]) before merging.
 //! - **Compare-and-swap.** The target ref moves with `reference_matching`:
 //!   if it moved underneath (the user's `git commit`, another tool), the merge
 //!   is redone on the new head, up to `MAX_MERGE_TRIES` times.
@@ -49,6 +54,9 @@ pub enum MergeOutcome {
     /// `checkout_behind`: a checkout that a killed merge left half-updated
     /// could not be completed (why, and how to do it by hand).
     AlreadyMerged { checkout_behind: Option<String> },
+    /// The branch's head is in the target, but no merge of loki's brought it
+    /// there (why, and what to do).
+    NotCredited { why: String },
     /// Conflicting paths; the target is untouched.
     Conflict { paths: Vec<String> },
     /// The user's checkout has changes on paths the merge touches.
@@ -99,6 +107,14 @@ pub fn merge_stream_with_hook(
         let t = branch_oid(&repo, root, target)?;
         let b = branch_oid(&repo, root, &branch)?;
         if t == b || repo.graph_descendant_of(t, b).with_context(ctx)? {
+            if loki_merge_of(&repo, t, id, b).with_context(ctx)?.is_none() {
+                let short = &b.to_string()[..10];
+                return Ok(MergeOutcome::NotCredited {
+                    why: format!(
+                        "{branch} ({short}) is already in {target}, but no `Merge stream {id}` commit of loki's brought it there: the stream changed nothing, or something other than loki moved {target} or {branch} (an agent's `git update-ref` or `git checkout`?)\n  help: `git log --oneline -3 {target}` shows what moved it; `loki retry {id}` runs the stream again"
+                    ),
+                });
+            }
             // A supervisor killed between moving the ref and updating the
             // checkout left the checkout behind: finish that now.
             let behind = resync_checkouts(&repo, &target_ref, t).with_context(ctx)?;
@@ -191,6 +207,22 @@ pub fn merge_stream_with_hook(
         "{target} kept moving while merging {branch} in {} ({MAX_MERGE_TRIES} tries)\n  help: try again when nothing else is committing to {target}",
         root.display()
     )
+}
+
+/// loki's merge of stream `id` on `t`'s first-parent line that brought in
+/// `b` (its second parent is `b` or descends from it), if any.
+fn loki_merge_of(repo: &Repository, t: Oid, id: &str, b: Oid) -> Result<Option<Oid>, git2::Error> {
+    for oid in super::history::first_parent_line(repo, t)? {
+        let commit = repo.find_commit(oid)?;
+        if super::history::merged_stream_of(&commit).as_deref() != Some(id) {
+            continue;
+        }
+        let p2 = commit.parent_id(1)?;
+        if p2 == b || repo.graph_descendant_of(p2, b)? {
+            return Ok(Some(oid));
+        }
+    }
+    Ok(None)
 }
 
 fn conflict_paths(index: &git2::Index) -> Result<Vec<String>, git2::Error> {

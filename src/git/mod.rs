@@ -19,7 +19,8 @@
 //! | `mod.rs` | finding the repository, the id check, the shared helpers (signature, message, paths, status), the process-wide lock |
 //! | `branch.rs` | reading, creating and deleting branches; files and merge bases on a branch |
 //! | `worktree.rs` | preparing, reusing and removing stream worktrees, their registrations and locks |
-//! | `commit.rs` | committing a worktree, what it touched, its diff against the target |
+//! | `commit.rs` | committing a stream's worktree onto its branch, what it touched, its diff against the target |
+//! | `integrity.rs` | opening a stream's worktree through its registration; what an agent changed in its `.git`, HEAD or branch, put back |
 //! | `merge.rs` | merging a stream into the target, the journal of a merge in flight, the target's abandoned locks |
 //! | `checkout.rs` | the safe update of the user's checkout after a merge, and its resync after a crash |
 //! | `history.rs` | reading history back: stream merges and their attempts, trailers, the graph |
@@ -46,6 +47,7 @@ mod checkout;
 mod commit;
 mod history;
 mod init;
+mod integrity;
 mod merge;
 mod worktree;
 
@@ -53,11 +55,13 @@ pub use branch::{
     branch_exists, branch_head, branch_merge_base, create_branch, current_branch, delete_branch,
     delete_named_branch, file_on_branch, local_branches,
 };
-pub use commit::{commit_all, diff_against_target, touched_paths};
+pub use commit::{commit_stream, diff_against_target, touched_paths};
 pub use history::{
-    graph_oneline, parse_trailers, stream_merges, trailer, CommitInfo, MergeHistory, StreamMerge,
+    graph_oneline, merged_streams, parse_trailers, stream_merges, trailer, CommitInfo,
+    MergeHistory, StreamMerge,
 };
 pub use init::init_with_commit;
+pub use integrity::guard_worktree;
 pub use merge::{
     clear_abandoned_target_locks, merge_journal_path, merge_stream, merge_stream_with_hook,
     LockCleanup, MergeOutcome,

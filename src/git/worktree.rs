@@ -346,7 +346,7 @@ fn add_worktree(repo: &Repository, name: &str, path: &Path, reference: &Referenc
 
 /// Moves a folder that cannot serve as the stream's worktree to
 /// `.loki/set-aside/<name>-<unix time>` (never deletes it).
-fn set_aside(root: &Path, path: &Path) -> Result<PathBuf> {
+pub(super) fn set_aside(root: &Path, path: &Path) -> Result<PathBuf> {
     let aside = Layout::new(root).set_aside_dir();
     fs::create_dir_all(&aside).with_context(|| format!("creating {}", aside.display()))?;
     let name = path

@@ -48,6 +48,8 @@ pub struct PrepareInput {
     pub stand_in: bool,
     /// The worktree's previous attempt was interrupted: commit what it holds first.
     pub interrupted_attempt: Option<u32>,
+    /// The commit the branch started from, once an attempt prepared it.
+    pub base: Option<String>,
 }
 
 #[derive(Debug)]
@@ -74,15 +76,32 @@ pub struct Fatal(pub String);
 pub fn prepare(input: &PrepareInput) -> Result<Prepared> {
     let s = &input.stream;
     let lay = &input.layout;
+    // An interrupted attempt's agent may have left HEAD or `.git` changed:
+    // put them back before the worktree is reused and its work salvaged.
+    let mut tampered = Vec::new();
+    if input.interrupted_attempt.is_some()
+        && lay.worktree(&s.id).join(".git").symlink_metadata().is_ok()
+    {
+        if let Some(base) = &input.base {
+            tampered = git::guard_worktree(&lay.root, &s.id, base).unwrap_or_default();
+        }
+    }
     let wt = git::prepare_worktree(&lay.root, &s.id, &input.target)
         .with_context(|| format!("preparing the worktree of stream {}", s.id))?;
 
     let mut salvaged = None;
     if let Some(n) = input.interrupted_attempt {
-        salvaged = git::commit_all(
-            &wt.path,
+        let mut body =
+            "Work the interrupted attempt left in the worktree, committed when the stream resumed."
+                .to_string();
+        for t in &tampered {
+            body.push_str(&format!("\n\nPut back: {t}"));
+        }
+        salvaged = git::commit_stream(
+            &lay.root,
+            &s.id,
             &format!("loki: {} attempt {n} (interrupted)", s.id),
-            "Work the interrupted attempt left in the worktree, committed when the stream resumed.",
+            &body,
             &[
                 (keys::STREAM.into(), s.id.to_string()),
                 (keys::ATTEMPT.into(), format!("{n} (interrupted)")),
@@ -308,6 +327,9 @@ impl std::fmt::Debug for ProcessSink {
 pub struct Finished {
     pub commit: Option<String>,
     pub report: Option<CheckReport>,
+    /// What the agent changed in the worktree's `.git`, HEAD or branch (put
+    /// back now): each a reason the attempt fails.
+    pub tampered: Vec<String>,
 }
 
 /// Runs the checks (when the agent succeeded), writes
@@ -316,7 +338,11 @@ pub struct Finished {
 pub fn finish(input: &FinishInput) -> Result<Finished> {
     let s = &input.stream;
     let wt = input.layout.worktree(&s.id);
-    let report = if input.agent_ok {
+    // First put back what the agent changed in git's view of the worktree,
+    // so the checks and the commit below see it as loki made it.
+    let tampered = git::guard_worktree(&input.layout.root, &s.id, &input.base)
+        .with_context(|| format!("checking the worktree of stream {}", s.id))?;
+    let report = if input.agent_ok && tampered.is_empty() {
         // Unknown (git could not say) is not "nothing changed".
         let touched = git::touched_paths(&wt, &input.base).ok();
         let env: Vec<(String, String)> = vec![
@@ -341,6 +367,17 @@ pub fn finish(input: &FinishInput) -> Result<Finished> {
 
     let mut trailers = input.trailers.clone();
     let (subject, body) = match (&report, &input.agent_failure) {
+        _ if !tampered.is_empty() => {
+            let why = tampered.join("; ");
+            trailers.push((keys::OUTCOME.into(), one_line(&why)));
+            (
+                format!(
+                    "loki: {} attempt {} (refused: the worktree was altered)",
+                    s.id, input.attempt
+                ),
+                tampered.join("\n"),
+            )
+        }
         (Some(r), _) => {
             trailers.push((keys::CHECKS.into(), one_line(&r.summary)));
             let verdict = match r.status {
@@ -365,9 +402,13 @@ pub fn finish(input: &FinishInput) -> Result<Finished> {
             String::new(),
         ),
     };
-    let commit = git::commit_all(&wt, &subject, &body, &trailers)
+    let commit = git::commit_stream(&input.layout.root, &s.id, &subject, &body, &trailers)
         .with_context(|| format!("committing attempt {} of stream {}", input.attempt, s.id))?;
-    Ok(Finished { commit, report })
+    Ok(Finished {
+        commit,
+        report,
+        tampered,
+    })
 }
 
 /// Commits whatever a reviewer changed by hand in the stream's worktree
@@ -378,8 +419,9 @@ pub fn commit_review_edits(layout: &Layout, id: &str, attempt: u32) -> Result<Op
     if !wt.join(".git").exists() {
         return Ok(None);
     }
-    git::commit_all(
-        &wt,
+    git::commit_stream(
+        &layout.root,
+        id,
         &format!("loki: {id} edits made in the worktree before the merge"),
         "Changes found uncommitted in the stream's worktree when it was merged (a reviewer's hand edits).",
         &[

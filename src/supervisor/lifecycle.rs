@@ -65,6 +65,7 @@ impl Dispatcher {
             state_version: slot.st.version,
             stand_in: self.stand_in,
             interrupted_attempt,
+            base: slot.st.base_commit.clone(),
         };
         let tx = self.tx.clone();
         let idc = id.to_string();
@@ -743,6 +744,22 @@ impl Dispatcher {
                 self.feed(&id, checked).await;
                 if let Some(s) = &summary {
                     self.event("check", Some(&id), s);
+                }
+                if !f.tampered.is_empty() {
+                    // Counted like failed checks: the agent did it, and is
+                    // told what not to do again.
+                    let feedback = f
+                        .tampered
+                        .iter()
+                        .map(|t| format!("- {t}"))
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                    let input = Input::ChecksFailed {
+                        summary: format!("the worktree was altered: {}", f.tampered.join("; ")),
+                        feedback,
+                    };
+                    self.feed(&id, input).await;
+                    return;
                 }
                 if agent_failed {
                     let why = self.slots[&id]

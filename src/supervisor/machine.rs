@@ -85,6 +85,8 @@ impl MergeResult {
                 (MergeResult::AlreadyMerged, checkout_behind)
             }
             Ok(MergeOutcome::Conflict { paths }) => (MergeResult::Conflict { paths }, None),
+            // Git has no merge of loki's for it: the stream fails, uncredited.
+            Ok(MergeOutcome::NotCredited { why }) => (MergeResult::Failed(why), None),
             Ok(MergeOutcome::UserChanges { paths }) => (
                 MergeResult::UserChanges {
                     root: root.display().to_string(),
@@ -158,6 +160,10 @@ pub enum Input {
     /// Start-up: whatever was in flight when the last supervisor stopped
     /// becomes something this run resumes.
     Recover,
+    /// Start-up: the state says merged, but the target's history has no
+    /// merge of the stream (a forged or stale state file). Git is the truth:
+    /// the stream is pending again.
+    NotOnTarget,
     /// A dependency can no longer merge.
     DependencyLost { dep: String, status: Status },
     /// A dependency is retried: a stream it blocked may run again.
@@ -535,6 +541,21 @@ pub fn handle(st: &StreamState, input: Input, ctx: &Ctx) -> Result<Step, Refusal
             merge_result(&mut b, result);
         }
         Input::Recover => recover(&mut b),
+        Input::NotOnTarget => {
+            if s != Merged {
+                return Err(wrong("not merged"));
+            }
+            let target = b.ctx.target.clone();
+            let why = format!(
+                "its state said merged, but {target} has no `Merge stream {}` commit: corrected from git, it runs again",
+                st.id
+            );
+            b.go(Pending, Some(why.clone()));
+            b.st.merge_commit = None;
+            b.st.finished_at = None;
+            b.st.renew_allowance();
+            b.effect(Effect::Note(format!("{}: {why}", st.id)));
+        }
         Input::DependencyLost { dep, status } => {
             if s != Pending {
                 return Err(wrong("not pending"));

@@ -621,6 +621,29 @@ fn recovery_of_every_status() {
     }
 }
 
+/// A merged state the target's history does not back is pending again, with
+/// its allowance renewed; no other status may be corrected so.
+#[test]
+fn a_merged_state_git_does_not_back_is_pending_again() {
+    for &s in ALL {
+        let mut st = stream(s);
+        st.merge_commit = Some("abc".into());
+        st.allowance_floor = 0;
+        let step = handle(&st, Input::NotOnTarget, &ctx());
+        if s != Status::Merged {
+            assert!(step.is_err(), "{s}");
+            continue;
+        }
+        let step = step.unwrap();
+        assert_eq!(step.state.status, Status::Pending);
+        assert_eq!(step.state.merge_commit, None);
+        assert_eq!(step.state.allowance_floor, st.counted_attempts());
+        let why = step.state.reason.clone().unwrap_or_default();
+        assert!(why.contains("corrected from git"), "{why}");
+        assert!(why.contains("`Merge stream ch01`"), "{why}");
+    }
+}
+
 #[test]
 fn dependencies_block_and_unblock() {
     let st = stream(Status::Pending);

@@ -191,6 +191,7 @@ impl Dispatcher {
     /// Turns whatever was in flight when the last supervisor stopped into
     /// something this run resumes.
     pub(super) async fn normalize(&mut self) -> Result<()> {
+        self.check_merges_against_git().await;
         // Git locks a killed supervisor left in loki's own refs and
         // worktrees would fail every resumed attempt: clear them (we hold
         // the supervisor lock, so nothing else of loki's can hold them).
@@ -273,6 +274,45 @@ impl Dispatcher {
             }
         }
         Ok(())
+    }
+
+    /// Git is the truth: a state that says merged (written by anything, an
+    /// agent included) while the target's history has no merge of that
+    /// stream is corrected to pending, and said so. If the history cannot be
+    /// read, the states are kept and the user is told.
+    async fn check_merges_against_git(&mut self) {
+        let claimed: Vec<String> = self
+            .order
+            .iter()
+            .filter(|id| self.slots[id.as_str()].st.status == Status::Merged)
+            .cloned()
+            .collect();
+        if claimed.is_empty() {
+            return;
+        }
+        let root = self.layout.root.clone();
+        let target = self.target.clone();
+        let merged = tokio::task::spawn_blocking(move || git::merged_streams(&root, &target))
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r);
+        let merged = match merged {
+            Ok(m) => m,
+            Err(e) => {
+                self.notes.push_back(format!(
+                    "merged streams are not checked against {}'s history: {e:#}",
+                    self.target
+                ));
+                return;
+            }
+        };
+        for id in claimed {
+            if !merged.contains_key(&id) {
+                if let Ok(effects) = self.step(&id, Input::NotOnTarget).await {
+                    self.perform(&id, effects).await;
+                }
+            }
+        }
     }
 
     /// Merged streams whose worktree folder or branch is still there (a

@@ -70,6 +70,23 @@ impl Swarm {
         self.scratch.path().join(name)
     }
 
+    /// A shell script `name` in the scratch folder that runs `before`, the
+    /// fake agent with loki's arguments, then `after`, and exits with the
+    /// fake agent's status: a hostile agent's extra steps around honest work.
+    pub fn agent_script(&self, name: &str, before: &str, after: &str) -> PathBuf {
+        let path = self.scratch(name);
+        std::fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\n{before}\n'{}' \"$@\"\nrc=$?\n{after}\nexit $rc\n",
+                fake_agent().display()
+            ),
+        )
+        .expect("agent script");
+        make_executable(&path);
+        path
+    }
+
     /// The fake agent as `bin/claude` in the scratch folder (loki knows
     /// claude by the file name and reads its stream-json).
     pub fn fake_claude(&self) -> PathBuf {
