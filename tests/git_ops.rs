@@ -528,7 +528,7 @@ fn touched_paths_covers_commits_index_worktree_and_untracked() {
     write(&wt.path, "new/deep/file.md", "u\n");
     write(&wt.path, ".loki/logs/x.log", "ignored\n");
 
-    let touched = git::touched_paths(&wt.path, &wt.base).unwrap();
+    let touched = git::touched_paths(&root, "ch01", &wt.base).unwrap();
     assert_eq!(
         touched,
         [
@@ -543,7 +543,7 @@ fn touched_paths_covers_commits_index_worktree_and_untracked() {
     git::commit_stream(&root, "ch01", "attempt", "", &[])
         .unwrap()
         .unwrap();
-    assert_eq!(git::touched_paths(&wt.path, &wt.base).unwrap(), touched);
+    assert_eq!(git::touched_paths(&root, "ch01", &wt.base).unwrap(), touched);
 }
 
 // ---------------------------------------------------------------------------

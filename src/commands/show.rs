@@ -252,7 +252,7 @@ fn run_manual(
     let base = st
         .and_then(|s| s.base_commit.clone())
         .or_else(|| fallback_base(root, cfg, &stream.id));
-    let touched = base.and_then(|b| git::touched_paths(&wt, &b).ok());
+    let touched = base.and_then(|b| git::touched_paths(root, &stream.id, &b).ok());
     let env = vec![
         ("LOKI_STREAM_ID".to_string(), stream.id.to_string()),
         (

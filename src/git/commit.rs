@@ -125,10 +125,15 @@ pub(super) fn commit_all(dir: &Path, subject: &str) -> anyhow::Result<Option<Str
     Ok(Some(id.to_string()))
 }
 
-/// Paths (relative to the worktree) that differ between `base` and the
-/// worktree's current state: committed since base, staged, unstaged, untracked.
-pub fn touched_paths(worktree: &Path, base: &str) -> anyhow::Result<Vec<String>> {
-    let repo = open_repo(worktree)?;
+/// Paths (relative to the worktree) of stream `id` that differ between
+/// `base` and the worktree's current state: committed since base, staged,
+/// unstaged, untracked. Read through the worktree's registration, never its
+/// `.git` file.
+pub fn touched_paths(root: &Path, id: &str, base: &str) -> anyhow::Result<Vec<String>> {
+    check_id(id)?;
+    let main = open_repo(root)?;
+    let (repo, _) = open_stream_worktree(&main, root, id)?;
+    let worktree = Layout::new(root).worktree(id);
     let base_tree = repo
         .revparse_single(base)
         .and_then(|o| o.peel_to_tree())

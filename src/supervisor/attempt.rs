@@ -344,7 +344,7 @@ pub fn finish(input: &FinishInput) -> Result<Finished> {
         .with_context(|| format!("checking the worktree of stream {}", s.id))?;
     let report = if input.agent_ok && tampered.is_empty() {
         // Unknown (git could not say) is not "nothing changed".
-        let touched = git::touched_paths(&wt, &input.base).ok();
+        let touched = git::touched_paths(&input.layout.root, &s.id, &input.base).ok();
         let env: Vec<(String, String)> = vec![
             ("LOKI_STREAM_ID".into(), s.id.to_string()),
             ("LOKI_ATTEMPT".into(), input.attempt.to_string()),
