@@ -543,7 +543,10 @@ fn touched_paths_covers_commits_index_worktree_and_untracked() {
     git::commit_stream(&root, "ch01", "attempt", "", &[])
         .unwrap()
         .unwrap();
-    assert_eq!(git::touched_paths(&root, "ch01", &wt.base).unwrap(), touched);
+    assert_eq!(
+        git::touched_paths(&root, "ch01", &wt.base).unwrap(),
+        touched
+    );
 }
 
 // ---------------------------------------------------------------------------

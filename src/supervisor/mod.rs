@@ -190,6 +190,10 @@ struct Dispatcher {
     interrupting: bool,
     auth_failed: Option<String>,
     last_start: Option<Instant>,
+    /// When the pacing (`spawn_interval`) lets the next waiting stream
+    /// start: set only when a start was held back by it alone, so a full
+    /// set of slots never wakes the loop (that was a busy loop).
+    pace_wake: Option<Instant>,
     backoff_until: Option<Instant>,
     limit: usize,
     /// Streams the merge worker has been handed and not yet answered for.
@@ -297,6 +301,7 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
         interrupting: false,
         auth_failed: None,
         last_start: None,
+        pace_wake: None,
         backoff_until: None,
         merge_retry: BTreeMap::new(),
         merge_queued: BTreeSet::new(),

@@ -51,6 +51,7 @@ impl Dispatcher {
     /// Blocks streams whose dependencies can no longer merge, then starts as
     /// many attempts as the limits allow.
     pub(super) async fn schedule(&mut self) {
+        self.pace_wake = None;
         // Blocked: a dependency failed, was cancelled, conflicted or is blocked.
         loop {
             let mut changed = false;
@@ -114,6 +115,7 @@ impl Dispatcher {
             }
             if let Some(last) = self.last_start {
                 if last.elapsed() < self.cfg.swarm.spawn_interval {
+                    self.pace_wake = Some(last + self.cfg.swarm.spawn_interval);
                     break; // the timer wakes us
                 }
             }
@@ -128,10 +130,8 @@ impl Dispatcher {
         if let Some(b) = self.backoff_until {
             consider(b);
         }
-        if let Some(last) = self.last_start {
-            if self.slots.values().any(|s| self.startable(s)) {
-                consider(last + self.cfg.swarm.spawn_interval);
-            }
+        if let Some(p) = self.pace_wake {
+            consider(p);
         }
         for at in self.merge_retry.values() {
             consider(*at);
