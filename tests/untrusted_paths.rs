@@ -169,3 +169,60 @@ fn symlinked_outputs_and_links_out_of_the_worktree_fail_their_checks() {
         );
     }
 }
+
+/// An agent that makes one output a link to `/dev/zero` and another a FIFO
+/// used to hang `loki status` and `loki show` (they read outputs to count
+/// words) and the checks themselves (reading the FIFO blocks; `/dev/zero`
+/// fills the memory). They read outputs as the checks do now: the two
+/// commands answer while the agent runs, and the attempt fails its checks.
+#[test]
+fn outputs_that_are_a_fifo_or_a_link_to_dev_zero_hang_nothing() {
+    let s = Swarm::empty();
+    let ready = s.scratch("ready");
+    let go = s.scratch("go");
+    let agent = s.scratch("agent.sh");
+    std::fs::write(
+        &agent,
+        format!(
+            "#!/bin/sh\nset -e\nmkdir -p chapters\nln -s /dev/zero chapters/zero.md\n\
+             mkfifo chapters/fifo.md\ntouch '{}'\nwhile [ ! -e '{}' ]; do sleep 0.05; done\n",
+            ready.display(),
+            go.display()
+        ),
+    )
+    .expect("agent");
+    make_executable(&agent);
+    s.write(&format!(
+        "[swarm]\ntarget = \"main\"\nspawn_interval = \"0s\"\n\n\
+         [agent]\ncommand = \"{}\"\ntimeout = \"60s\"\nkill_grace = \"1s\"\nmax_attempts = 1\n\n\
+         [[streams]]\nid = \"a\"\nprompt = \"prompts/chapter.md\"\nvars = {{ CHAPTER = \"1\" }}\n\
+         outputs = [\"chapters/zero.md\", \"chapters/fifo.md\"]\n",
+        agent.display()
+    ));
+    let run = s.start();
+    s.wait_for("the agent made its outputs", || ready.exists());
+    for args in [&["status"][..], &["show", "a"][..]] {
+        let done = s.spawn(args).wait_within(WAIT_LIMIT);
+        assert_eq!(done.code, Some(0), "loki {args:?}: {}", done.both());
+    }
+    std::fs::write(&go, "").expect("go");
+    let done = run.wait();
+    let fails = failures(&s, "a");
+    let outputs: Vec<(&str, &str)> = fails
+        .iter()
+        .filter(|(c, _, _)| c == "outputs")
+        .map(|(_, t, d)| (t.as_str(), d.as_str()))
+        .collect();
+    assert_eq!(outputs.len(), 2, "{fails:?}\n{}", done.both());
+    assert!(
+        outputs[0]
+            .1
+            .contains("`chapters/zero.md` points to `/dev/zero`"),
+        "{outputs:?}"
+    );
+    assert_eq!(
+        outputs[1].1,
+        "unreadable: chapters/fifo.md is a FIFO (named pipe), not a regular file"
+    );
+    assert_eq!(stream_status(&s.repo, "a"), "failed", "{}", done.both());
+}
