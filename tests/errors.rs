@@ -313,6 +313,13 @@ fn special_files_nul_bytes_and_huge_numbers_are_refused_at_load() {
         &format!("prompt = \"prompts/big.md\"\n{outputs}"),
         "loki.toml:9:10: prompt file `prompts/big.md` is larger than 8 MiB",
     );
+    refused_at_load(
+        &|r: &Repo| r.write("notes.md", &"x".repeat(8 * 1024 * 1024 + 1)),
+        "",
+        &format!("{PROMPT}\ninputs = {{ NOTES = \"notes.md\" }}\n{outputs}"),
+        "loki.toml:11:20: input {{NOTES}} of stream `a`: `notes.md` is larger than 8 MiB in \
+         branch `main`",
+    );
     for (head, want) in [
         (
             "env = { X = \"a\\u0000b\" }",

@@ -326,6 +326,14 @@ impl Checker<'_> {
                         "point the input at a file: its contents fill the placeholder",
                     ))
                 }
+                Some(_) if tree.file_size(&key).is_some_and(|n| n > MAX_PROMPT_FILE) => {
+                    return Err(self.err(
+                        span,
+                        format!("{what}: `{rel}` is larger than 8 MiB in branch `{b}`"),
+                        "its contents fill a placeholder of a prompt that is sent whole: give \
+                         the stream a shorter file (loki reads at most 8 MiB of an input)",
+                    ))
+                }
                 Some(_) => {}
                 None => {
                     return Err(self.err(

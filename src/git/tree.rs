@@ -76,6 +76,15 @@ impl BranchTree {
         })
     }
 
+    /// The size in bytes of the file `rel`, read from the object's header
+    /// (the content is not loaded); `None` when it is not a file there.
+    pub fn file_size(&self, rel: &str) -> Option<u64> {
+        let tree = self.repo.find_tree(self.tree).ok()?;
+        let entry = tree.get_path(Path::new(rel)).ok()?;
+        let (size, kind) = self.repo.odb().ok()?.read_header(entry.id()).ok()?;
+        (kind == git2::ObjectType::Blob).then_some(size as u64)
+    }
+
     /// The first symlink on the way to `rel` (`rel` itself included): its
     /// path and what it points to. What a worktree checks out of such a
     /// path is a link, not a file of the tree.
