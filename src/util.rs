@@ -86,6 +86,9 @@ pub const MAX_PROMPT_FILE: u64 = 8 * 1024 * 1024;
 /// The most loki reads of an output to check it.
 pub const MAX_OUTPUT_FILE: u64 = 64 * 1024 * 1024;
 
+/// What [`FileRefusal::NotFile`] says of a folder (match on it).
+pub const FOLDER: &str = "a folder";
+
 /// Why a file inside a repository may not be read (see [`check_inside`]).
 #[derive(Debug)]
 pub enum FileRefusal {
@@ -135,7 +138,7 @@ fn not_a_file(t: fs::FileType) -> Option<&'static str> {
     Some(if t.is_file() {
         return None;
     } else if t.is_dir() {
-        "a folder"
+        FOLDER
     } else if t.is_symlink() {
         "a symlink"
     } else if t.is_fifo() {
@@ -306,7 +309,7 @@ mod tests {
         ));
         assert!(matches!(
             read_inside(root, &rel("real"), 10),
-            Err(FileRefusal::NotFile("a folder"))
+            Err(FileRefusal::NotFile(FOLDER))
         ));
         assert!(matches!(
             read_inside(root, &rel("real/a.md"), 1),

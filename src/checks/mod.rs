@@ -95,7 +95,7 @@ use unicode_segmentation::UnicodeSegmentation;
 
 use crate::config::StreamConfig;
 use crate::process::{self, CaptureStartError, Exit};
-use crate::util::{read_inside, FileRefusal, MAX_OUTPUT_FILE};
+use crate::util::{read_inside, FileRefusal, FOLDER, MAX_OUTPUT_FILE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -546,7 +546,7 @@ fn check_outputs(
                         format!("missing: {out} was not written"),
                         format!("missing {out}"),
                     ),
-                    FileRefusal::NotFile("a folder") => (
+                    FileRefusal::NotFile(FOLDER) => (
                         format!("not a file: {out} is a folder"),
                         format!("{out} is a folder"),
                     ),

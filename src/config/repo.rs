@@ -11,7 +11,7 @@ use super::diag::{suggest, utf8_text, At, Res};
 use super::parse::{normal_path, Parsed, StreamAt};
 use super::{ConfigError, StreamConfig, BUILTIN_PLACEHOLDERS, RETRY_PLACEHOLDERS};
 use crate::git::{BranchTree, TreeEntry};
-use crate::util::{read_inside, read_under, FileRefusal, MAX_PROMPT_FILE};
+use crate::util::{read_inside, read_under, FileRefusal, FOLDER, MAX_PROMPT_FILE};
 use crate::{plan, prompt};
 
 /// Runs pass 2 on what pass 1 made. Refusals come in this order: prompt
@@ -128,7 +128,7 @@ impl Checker<'_> {
                     "copy the template into the repository (e.g. prompts/) and point `prompt` \
                      at it, relative to the swarm file's folder",
                 )),
-                Err(FileRefusal::NotFile("a folder")) => Err(self.err(
+                Err(FileRefusal::NotFile(FOLDER)) => Err(self.err(
                     at,
                     format!("prompt `{p}` is a folder, not a file"),
                     "point `prompt` at a template file such as \"prompts/chapter.md\"",
