@@ -14,12 +14,38 @@
 //! literally and never expanded again.
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::io::ErrorKind;
 use std::path::{Component, Path};
+
+use crate::util::FileRefusal;
 
 /// Built-in retry preamble, used when the repo has no `prompts/retry.md`.
 pub const DEFAULT_RETRY: &str = include_str!("../prompts/retry.md");
+
+/// Where a retry's preamble template lives, relative to the repository root.
+pub const RETRY_FILE: &str = "prompts/retry.md";
+
+/// The repository's `prompts/retry.md` under `root`, or the built-in text
+/// when it cannot be read as loki reads every prompt file
+/// ([`crate::util::read_inside`]: no link, no FIFO, at most 8 MiB) or is
+/// not UTF-8.
+pub fn retry_template(root: &Path) -> String {
+    crate::util::read_inside(root, Path::new(RETRY_FILE), crate::util::MAX_PROMPT_FILE)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .unwrap_or_else(|| DEFAULT_RETRY.to_string())
+}
+
+/// The template `path` (relative to the swarm file's folder `base`) from
+/// the checkout at `root`, read as the swarm file's check read it: inside
+/// the repository, no link on the way, a regular file of at most 8 MiB, UTF-8.
+pub fn read_template(root: &Path, base: &Path, path: &Path) -> Result<String, String> {
+    let shown = base.join(path);
+    let bytes = crate::util::read_under(root, base, path, crate::util::MAX_PROMPT_FILE)
+        .map_err(|why| format!("the prompt template {} {why}", shown.display()))?
+        .1;
+    String::from_utf8(bytes)
+        .map_err(|_| format!("the prompt template {} is not UTF-8 text", shown.display()))
+}
 
 /// One placeholder occurrence in a template.
 struct Occurrence<'t> {
@@ -170,8 +196,9 @@ fn refuse_path(rel: &str) -> Option<&'static str> {
 /// Reads each input file (path relative to `worktree`) into `values` under
 /// its placeholder name. `Err` says which input and which path is missing.
 ///
-/// Paths that leave the worktree are refused: absolute paths, `..`, and
-/// symlinks that resolve outside it. Files must be UTF-8 text.
+/// Paths that leave the worktree are refused: absolute paths, `..`, and a
+/// symlink anywhere on the path. Files must be regular, UTF-8 text and at
+/// most [`crate::util::MAX_PROMPT_FILE`] bytes.
 pub fn read_inputs(
     worktree: &Path,
     inputs: &BTreeMap<String, String>,
@@ -185,32 +212,21 @@ pub fn read_inputs(
                  the worktree {wt} and stay inside it"
             ));
         }
-        let full = worktree.join(rel);
-        // A symlink must not lead out of the worktree either.
-        if let (Ok(real), Ok(real_wt)) = (fs::canonicalize(&full), fs::canonicalize(worktree)) {
-            if !real.starts_with(&real_wt) {
-                return Err(format!(
-                    "input {{{{{name}}}}}: `{rel}` resolves to {}, outside the worktree {wt}",
-                    real.display()
-                ));
-            }
-        }
-        if full.is_dir() {
-            return Err(format!(
-                "input {{{{{name}}}}}: `{rel}` is a folder, not a file, in the worktree {wt}"
-            ));
-        }
-        let bytes = match fs::read(&full) {
+        let bytes = match crate::util::read_inside(
+            worktree,
+            Path::new(rel),
+            crate::util::MAX_PROMPT_FILE,
+        ) {
             Ok(b) => b,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
+            Err(FileRefusal::Missing) => {
                 return Err(format!(
                     "input {{{{{name}}}}}: `{rel}` not found in the worktree {wt} (commit it to \
                      the target branch, or list the stream that writes it in depends_on)"
                 ));
             }
-            Err(e) => {
+            Err(why) => {
                 return Err(format!(
-                    "input {{{{{name}}}}}: cannot read `{rel}` in the worktree {wt}: {e}"
+                    "input {{{{{name}}}}}: `{rel}` in the worktree {wt} {why}"
                 ));
             }
         };
@@ -367,7 +383,21 @@ mod tests {
             .unwrap();
         let inputs = vals(&[("X", "link.md")]);
         let err = read_inputs(dir.path(), &inputs, &mut BTreeMap::new()).unwrap_err();
-        assert!(err.contains("outside the worktree"), "{err}");
+        assert!(
+            err.contains(&format!(
+                "`link.md` points to `{}`",
+                outside.path().join("secret.md").display()
+            )),
+            "{err}"
+        );
+        // A link inside the worktree is refused too: a symlink anywhere on
+        // the path is.
+        std::fs::create_dir(dir.path().join("real")).unwrap();
+        std::fs::write(dir.path().join("real/a.md"), "a").unwrap();
+        std::os::unix::fs::symlink("real", dir.path().join("via")).unwrap();
+        let inputs = vals(&[("X", "via/a.md")]);
+        let err = read_inputs(dir.path(), &inputs, &mut BTreeMap::new()).unwrap_err();
+        assert!(err.contains("`via` points to `real`"), "{err}");
     }
 
     #[test]

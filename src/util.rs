@@ -1,9 +1,11 @@
 //! Small helpers shared by several modules: atomic file writes, time stamps,
-//! duration formatting.
+//! duration formatting, and the one bounded read of a file inside a
+//! repository ([`read_inside`]).
 
 use std::fs;
-use std::io::Write;
-use std::path::Path;
+use std::io::{Read, Write};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -76,6 +78,191 @@ pub fn one_line(s: &str) -> String {
     out
 }
 
+/// The most loki reads of a file that feeds a prompt (a template, an
+/// input, `prompts/retry.md`): a prompt is sent whole, and a larger file is
+/// a mistake (or `/dev/zero`) that would fill the memory.
+pub const MAX_PROMPT_FILE: u64 = 8 * 1024 * 1024;
+
+/// The most loki reads of an output to check it.
+pub const MAX_OUTPUT_FILE: u64 = 64 * 1024 * 1024;
+
+/// What [`FileRefusal::NotFile`] says of a folder (match on it).
+pub const FOLDER: &str = "a folder";
+
+/// Why a file inside a repository may not be read (see [`check_inside`]).
+#[derive(Debug)]
+pub enum FileRefusal {
+    /// Nothing there (or a component on the way is not a folder).
+    Missing,
+    /// `link` (relative to the root) is a symlink to `target`.
+    Symlink {
+        link: PathBuf,
+        target: PathBuf,
+    },
+    /// The path is not a regular file: "a folder", "a FIFO (named pipe)"…
+    NotFile(&'static str),
+    /// Larger than the limit, in bytes.
+    TooLarge(u64),
+    /// The path is absolute, or has `..` or no file name.
+    NotRelative,
+    /// The path leads out of the repository (see [`read_under`]).
+    Outside,
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for FileRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FileRefusal::Missing => f.write_str("does not exist"),
+            FileRefusal::Symlink { link, target } => write!(
+                f,
+                "is reached through a symlink: `{}` points to `{}` (a symlink anywhere on the \
+                 path is refused)",
+                link.display(),
+                target.display()
+            ),
+            FileRefusal::NotFile(kind) => write!(f, "is {kind}, not a regular file"),
+            FileRefusal::TooLarge(limit) => {
+                write!(f, "is larger than {} MiB", limit / (1024 * 1024))
+            }
+            FileRefusal::NotRelative => f.write_str("is not a relative path inside the repository"),
+            FileRefusal::Outside => f.write_str("is outside the repository"),
+            FileRefusal::Io(e) => write!(f, "cannot be read: {e}"),
+        }
+    }
+}
+
+/// What a file type is, for a refusal: "a folder", "a FIFO (named pipe)"…;
+/// `None` for a regular file.
+fn not_a_file(t: fs::FileType) -> Option<&'static str> {
+    Some(if t.is_file() {
+        return None;
+    } else if t.is_dir() {
+        FOLDER
+    } else if t.is_symlink() {
+        "a symlink"
+    } else if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else {
+        "a special file"
+    })
+}
+
+/// `rel` under `root` is a regular file reached without a symlink: each
+/// component is looked at with `symlink_metadata`, so nothing is followed
+/// and nothing is opened (a FIFO cannot block). The root itself is the
+/// caller's and may lie behind links. Returns the file's metadata.
+pub fn check_inside(root: &Path, rel: &Path) -> Result<fs::Metadata, FileRefusal> {
+    let mut at = PathBuf::new();
+    let mut parts = rel.components().peekable();
+    if parts.peek().is_none() {
+        return Err(FileRefusal::NotRelative);
+    }
+    while let Some(c) = parts.next() {
+        match c {
+            Component::Normal(n) => at.push(n),
+            Component::CurDir => continue,
+            _ => return Err(FileRefusal::NotRelative),
+        }
+        let full = root.join(&at);
+        let meta = match fs::symlink_metadata(&full) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(FileRefusal::Missing),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Err(FileRefusal::Missing),
+            Err(e) => return Err(FileRefusal::Io(e)),
+        };
+        if meta.file_type().is_symlink() {
+            let target = fs::read_link(&full).unwrap_or_default();
+            return Err(FileRefusal::Symlink { link: at, target });
+        }
+        if parts.peek().is_some() {
+            if !meta.is_dir() {
+                return Err(FileRefusal::Missing);
+            }
+            continue;
+        }
+        return match not_a_file(meta.file_type()) {
+            Some(kind) => Err(FileRefusal::NotFile(kind)),
+            None => Ok(meta),
+        };
+    }
+    Err(FileRefusal::NotRelative)
+}
+
+/// Reads `rel` under `root` when [`check_inside`] allows it and it holds
+/// at most `limit` bytes. Opened without following a link and without
+/// blocking, and checked again once open, so a file swapped for a FIFO or a
+/// link in between is refused too.
+pub fn read_inside(root: &Path, rel: &Path, limit: u64) -> Result<Vec<u8>, FileRefusal> {
+    let meta = check_inside(root, rel)?;
+    if meta.len() > limit {
+        return Err(FileRefusal::TooLarge(limit));
+    }
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(root.join(rel))
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => FileRefusal::NotFile("a symlink"),
+            Some(libc::ENOENT) => FileRefusal::Missing,
+            _ => FileRefusal::Io(e),
+        })?;
+    let meta = file.metadata().map_err(FileRefusal::Io)?;
+    if let Some(kind) = not_a_file(meta.file_type()) {
+        return Err(FileRefusal::NotFile(kind));
+    }
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(FileRefusal::Io)?;
+    if bytes.len() as u64 > limit {
+        return Err(FileRefusal::TooLarge(limit));
+    }
+    Ok(bytes)
+}
+
+/// `path` (relative to `base`, or absolute) as a path relative to `root`
+/// with only normal components, when it lies inside `root`; `..` is resolved
+/// by the letter, which is what [`read_inside`] then reads. `base` and
+/// `root` should be spelt alike (both canonical).
+pub fn inside(root: &Path, base: &Path, path: &Path) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in base.join(path).components() {
+        match c {
+            Component::ParentDir => {
+                if !out.pop() {
+                    return None;
+                }
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    let rel = out.strip_prefix(root).ok()?;
+    (rel.components().next().is_some()).then(|| rel.to_path_buf())
+}
+
+/// Reads `path` (relative to the folder `base`, or absolute) when it lies
+/// inside `root` and [`read_inside`] allows it there; the path relative to
+/// `root` comes back too. Both folders are made canonical first, so a
+/// checkout reached through a link of the user's still matches.
+pub fn read_under(
+    root: &Path,
+    base: &Path,
+    path: &Path,
+    limit: u64,
+) -> Result<(PathBuf, Vec<u8>), FileRefusal> {
+    let canonical = |p: &Path| fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let root = canonical(root);
+    let rel = inside(&root, &canonical(base), path).ok_or(FileRefusal::Outside)?;
+    let bytes = read_inside(&root, &rel, limit)?;
+    Ok((rel, bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +282,64 @@ mod tests {
         write_atomic(&p, b"two").unwrap();
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "two");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_file_behind_a_link_or_not_a_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("real")).unwrap();
+        fs::write(root.join("real/a.md"), "hi").unwrap();
+        std::os::unix::fs::symlink("real", root.join("via")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", root.join("pw")).unwrap();
+        nix::unistd::mkfifo(&root.join("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let rel = |p: &str| PathBuf::from(p);
+        assert_eq!(read_inside(root, &rel("real/a.md"), 10).unwrap(), b"hi");
+        assert!(matches!(
+            read_inside(root, &rel("via/a.md"), 10),
+            Err(FileRefusal::Symlink { link, target }) if link == rel("via") && target == rel("real")
+        ));
+        assert!(matches!(
+            read_inside(root, &rel("pw"), 10),
+            Err(FileRefusal::Symlink { target, .. }) if target == rel("/etc/passwd")
+        ));
+        assert!(matches!(
+            read_inside(root, &rel("fifo"), 10),
+            Err(FileRefusal::NotFile("a FIFO (named pipe)"))
+        ));
+        assert!(matches!(
+            read_inside(root, &rel("real"), 10),
+            Err(FileRefusal::NotFile(FOLDER))
+        ));
+        assert!(matches!(
+            read_inside(root, &rel("real/a.md"), 1),
+            Err(FileRefusal::TooLarge(1))
+        ));
+        assert!(matches!(
+            read_inside(root, &rel("real/a.md/x"), 10),
+            Err(FileRefusal::Missing)
+        ));
+        assert!(matches!(
+            read_inside(root, &rel("../a"), 10),
+            Err(FileRefusal::NotRelative)
+        ));
+    }
+
+    #[test]
+    fn inside_resolves_dots_by_the_letter() {
+        let r = Path::new("/repo");
+        assert_eq!(
+            inside(r, Path::new("/repo/sub"), Path::new("../p/a.md")),
+            Some(PathBuf::from("p/a.md"))
+        );
+        assert_eq!(inside(r, Path::new("/repo"), Path::new("../x.md")), None);
+        assert_eq!(
+            inside(r, Path::new("/repo"), Path::new("/etc/hostname")),
+            None
+        );
+        assert_eq!(
+            inside(r, Path::new("/repo"), Path::new("/repo/a.md")),
+            Some(PathBuf::from("a.md"))
+        );
     }
 }

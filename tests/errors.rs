@@ -157,3 +157,197 @@ fn a_stream_branch_as_target_and_an_endless_duration_are_refused_at_load() {
         );
     }
 }
+
+/// A one-stream swarm whose stream has `extra` (and its header `head` in
+/// `[agent]`), after `setup` made what the case needs; committed. `loki run`
+/// must refuse it with `want` (`loki.toml:line:col: …`, or a whole-file
+/// refusal of another file), before anything is created.
+fn refused_at_load(setup: &dyn Fn(&Repo), head: &str, extra: &str, want: &str) {
+    let repo = Repo::new();
+    repo.write("prompts/chapter.md", CHAPTER);
+    repo.write("outline.md", "The outline.\n");
+    setup(&repo);
+    let mut toml = format!(
+        "[swarm]\ntarget = \"main\"\n\n[agent]\ncommand = \"{}\"\n{head}\n",
+        fake_agent().display()
+    );
+    // `{REPO}` is the repository's folder name.
+    let name = repo
+        .path()
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    toml.push_str(&format!(
+        "[[streams]]\nid = \"a\"\n{}\n",
+        extra.replace("{REPO}", &name)
+    ));
+    repo.write("loki.toml", &toml);
+    repo.commit_all("swarm");
+    let out = repo.loki(&["run", "--plain"]);
+    assert_error(&out, ErrorKind::Config, &want.replace("{REPO}", &name), "");
+    assert!(
+        !repo.path().join(".loki/state").exists(),
+        "{extra}: state was created"
+    );
+}
+
+const PROMPT: &str = "prompt = \"prompts/chapter.md\"\nvars = { CHAPTER = \"1\" }";
+
+fn link(repo: &Repo, target: &str, at: &str) {
+    let p = repo.path().join(at);
+    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+    std::os::unix::fs::symlink(target, p).expect("symlink");
+}
+
+/// Prompts, inputs, check scripts and outputs that are not regular files
+/// of the repository reached without a symlink used to be read (a prompt
+/// outside the repo, a link to /etc/passwd as an input or a prompt), or
+/// refused only once a worktree existed (a folder output): all are refused
+/// at load, at their file:line:col, naming the link's target.
+#[test]
+fn files_outside_the_repo_or_behind_a_symlink_are_refused_at_load() {
+    let none = |_: &Repo| {};
+    let outputs = "outputs = [\"chapters/a.md\"]";
+    // The prompt.
+    refused_at_load(
+        &none,
+        "",
+        &format!("prompt = \"/etc/hostname\"\n{outputs}"),
+        "loki.toml:9:10: prompt `/etc/hostname` is outside the repository",
+    );
+    refused_at_load(
+        &|r: &Repo| {
+            let outside = r.path().with_extension("outside.md");
+            std::fs::write(&outside, "Write {{OUTPUTS}}.\n").expect("outside");
+        },
+        "",
+        &format!("prompt = \"../{{REPO}}.outside.md\"\n{outputs}"),
+        "loki.toml:9:10: prompt `../{REPO}.outside.md` is outside the repository",
+    );
+    refused_at_load(
+        &|r: &Repo| link(r, "/etc/hostname", "prompts/linked.md"),
+        "",
+        &format!("prompt = \"prompts/linked.md\"\n{outputs}"),
+        "loki.toml:9:10: prompt `prompts/linked.md` is reached through a symlink: \
+         `prompts/linked.md` points to `/etc/hostname`",
+    );
+    refused_at_load(
+        &|r: &Repo| link(r, "prompts", "templates"),
+        "",
+        &format!("prompt = \"templates/chapter.md\"\nvars = {{ CHAPTER = \"1\" }}\n{outputs}"),
+        "loki.toml:9:10: prompt `templates/chapter.md` is reached through a symlink: \
+         `templates` points to `prompts`",
+    );
+    // An input and a check script committed as links.
+    refused_at_load(
+        &|r: &Repo| link(r, "/etc/passwd", "notes.md"),
+        "",
+        &format!("{PROMPT}\ninputs = {{ NOTES = \"notes.md\" }}\n{outputs}"),
+        "loki.toml:11:20: input {{NOTES}} of stream `a`: `notes.md` is reached through a \
+         symlink in branch `main`: `notes.md` points to `/etc/passwd`",
+    );
+    refused_at_load(
+        &|r: &Repo| link(r, "/bin/true", "scripts/check.sh"),
+        "",
+        &format!("{PROMPT}\n{outputs}\n[streams.checks]\ncommand = \"scripts/check.sh\""),
+        "loki.toml:13:11: the check command of stream `a`: `scripts/check.sh` is reached \
+         through a symlink in branch `main`: `scripts/check.sh` points to `/bin/true`",
+    );
+    // Outputs behind a committed folder link, in `.GIT`, or folders.
+    refused_at_load(
+        &|r: &Repo| link(r, "/tmp", "out"),
+        "",
+        &format!("{PROMPT}\noutputs = [\"out/a.md\"]"),
+        "loki.toml:11:12: `outputs`: \"out/a.md\" is reached through a symlink in branch \
+         `main`: `out` points to `/tmp`",
+    );
+    refused_at_load(
+        &none,
+        "",
+        &format!("{PROMPT}\noutputs = [\".GIT/a.md\"]"),
+        "loki.toml:11:12: `outputs`: path \".GIT/a.md\" must not be inside `.git` (in any \
+         letter case)",
+    );
+    refused_at_load(
+        &|r: &Repo| r.write("chapters/old.md", "old\n"),
+        "",
+        &format!("{PROMPT}\noutputs = [\"chapters\"]"),
+        "loki.toml:11:12: `outputs`: \"chapters\" is a folder in the repository, not a file",
+    );
+    refused_at_load(
+        &none,
+        "",
+        &format!("{PROMPT}\noutputs = [\"chapters/\"]"),
+        "loki.toml:11:12: `outputs`: path \"chapters/\" names a folder: it must name a file",
+    );
+}
+
+/// What used to pass the load and break later: a prompt that is a FIFO
+/// (the load blocked on it) or larger than loki reads (`/dev/zero` filled
+/// the memory), NUL bytes (refused only once a worktree existed), and
+/// integers with more digits than any integer type (a misleading "must not
+/// be negative, found "). All are refused at load, at their file:line:col.
+#[test]
+fn special_files_nul_bytes_and_huge_numbers_are_refused_at_load() {
+    let none = |_: &Repo| {};
+    let outputs = "outputs = [\"chapters/a.md\"]";
+    refused_at_load(
+        &|r: &Repo| {
+            nix::unistd::mkfifo(
+                &r.path().join("prompts/fifo.md"),
+                nix::sys::stat::Mode::S_IRWXU,
+            )
+            .expect("mkfifo")
+        },
+        "",
+        &format!("prompt = \"prompts/fifo.md\"\n{outputs}"),
+        "loki.toml:9:10: prompt `prompts/fifo.md` is a FIFO (named pipe), not a regular file",
+    );
+    refused_at_load(
+        &|r: &Repo| {
+            let big = format!("Write {{{{OUTPUTS}}}}.\n{}", "x".repeat(8 * 1024 * 1024));
+            r.write("prompts/big.md", &big)
+        },
+        "",
+        &format!("prompt = \"prompts/big.md\"\n{outputs}"),
+        "loki.toml:9:10: prompt file `prompts/big.md` is larger than 8 MiB",
+    );
+    refused_at_load(
+        &|r: &Repo| r.write("notes.md", &"x".repeat(8 * 1024 * 1024 + 1)),
+        "",
+        &format!("{PROMPT}\ninputs = {{ NOTES = \"notes.md\" }}\n{outputs}"),
+        "loki.toml:11:20: input {{NOTES}} of stream `a`: `notes.md` is larger than 8 MiB in \
+         branch `main`",
+    );
+    for (head, want) in [
+        (
+            "env = { X = \"a\\u0000b\" }",
+            "loki.toml:6:13: `env.X` contains a NUL byte",
+        ),
+        (
+            "args = [\"--x\\u0000\"]",
+            "loki.toml:6:9: `args` contains a NUL byte",
+        ),
+        (
+            "timeout = 99999999999999999999999999999999999999999",
+            "loki.toml:6:11: `timeout` is too long: at most 365 days",
+        ),
+        (
+            "max_attempts = 99999999999999999999999999999999999999999",
+            "loki.toml:6:16: `max_attempts` is too large: at most 4294967295",
+        ),
+        (
+            "max_attempts = -99999999999999999999999999999999999999999",
+            "loki.toml:6:16: `max_attempts` must be a positive integer, found a negative integer",
+        ),
+    ] {
+        refused_at_load(&none, head, &format!("{PROMPT}\n{outputs}"), want);
+    }
+    refused_at_load(
+        &none,
+        "",
+        &format!("{PROMPT}\noutputs = [\"a\\u0000.md\"]"),
+        "loki.toml:11:12: `outputs` contains a NUL byte",
+    );
+}

@@ -7,7 +7,8 @@
 //!
 //! | check | entries | passes when |
 //! | --- | --- | --- |
-//! | `outputs` | one per output | the file exists and is not empty (for `.md` / `.txt`: not only whitespace) |
+//! | `symlinks` | one per changed path that is a symlink leading out of the worktree (none otherwise) | never: an absolute target or `..` past the root fails |
+//! | `outputs` | one per output | the file exists, is a regular file reached without a symlink (read up to 64 MiB), and is not empty (for `.md` / `.txt`: not only whitespace) |
 //! | `utf8` | one per `.md` / `.txt` output that exists | the file is valid UTF-8 |
 //! | `words` | one per output that is UTF-8 text | the word count is inside `[min, max]`; inside the tolerance it warns |
 //! | `require` | one per term | the term appears in at least one output |
@@ -94,6 +95,7 @@ use unicode_segmentation::UnicodeSegmentation;
 
 use crate::config::StreamConfig;
 use crate::process::{self, CaptureStartError, Exit};
+use crate::util::{read_inside, FileRefusal, FOLDER, MAX_OUTPUT_FILE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -122,7 +124,8 @@ impl std::fmt::Display for Level {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckEntry {
-    /// "changes", "outputs", "utf8", "words", "require", "forbid", "canonical", "command".
+    /// "changes", "symlinks", "outputs", "utf8", "words", "require", "forbid", "canonical",
+    /// "command".
     pub check: String,
     /// The file or term the entry is about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -295,8 +298,12 @@ fn violation_line(e: &CheckEntry) -> String {
             format!("{d}. Do the work the prompt asks for and write its files in the repository.")
         }
         "outputs" => format!(
-            "{d}. Write `{target}` at exactly this path (relative to the repository root), \
-             with its full content."
+            "{d}. Write `{target}` as a regular file (not a symlink) at exactly this path \
+             (relative to the repository root), with its full content."
+        ),
+        "symlinks" => format!(
+            "{d}. Remove the link: write the files themselves inside the repository, and \
+             link, if at all, only to files inside it."
         ),
         "utf8" => {
             format!("`{target}` is not valid UTF-8 text ({d}). Rewrite it as plain UTF-8 text.")
@@ -407,6 +414,7 @@ pub fn run_checks_watched(
         ));
     }
     let touched = touched.unwrap_or_default();
+    items.extend(check_symlinks(worktree, touched));
 
     let files = check_outputs(worktree, &stream.outputs, &mut items);
 
@@ -460,6 +468,59 @@ pub fn run_checks_watched(
     build_report(items)
 }
 
+// --------------------------------------------------------------- symlinks
+
+/// One failure per changed path that is a symlink pointing out of the
+/// worktree (an absolute target, or `..` past its root): merged, it would
+/// let a later agent or the user's tools write through it to a file
+/// outside the repository.
+fn check_symlinks(worktree: &Path, touched: &[String]) -> Vec<(CheckEntry, String)> {
+    let mut out = Vec::new();
+    for t in touched {
+        let Ok(target) = fs::read_link(worktree.join(t)) else {
+            continue;
+        };
+        let rel = Path::new(t);
+        if !leaves(rel.parent().unwrap_or(Path::new("")), &target) {
+            continue;
+        }
+        out.push((
+            entry(
+                "symlinks",
+                Some(t),
+                Level::Fail,
+                format!(
+                    "`{t}` is a symlink to `{}`, outside the repository",
+                    target.display()
+                ),
+            ),
+            format!("{t} links outside the repository"),
+        ));
+    }
+    out
+}
+
+/// Whether a link in folder `dir` (relative to the worktree root) to
+/// `target` points out of the worktree, by the letter of its target.
+fn leaves(dir: &Path, target: &Path) -> bool {
+    if target.has_root() {
+        return true;
+    }
+    let mut depth = dir
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .count();
+    for c in target.components() {
+        match c {
+            Component::ParentDir if depth == 0 => return true,
+            Component::ParentDir => depth -= 1,
+            Component::Normal(_) => depth += 1,
+            _ => {}
+        }
+    }
+    false
+}
+
 // ---------------------------------------------------------------- outputs
 
 fn is_text_name(path: &str) -> bool {
@@ -474,40 +535,31 @@ fn check_outputs(
 ) -> Vec<OutputFile> {
     let mut files = Vec::new();
     for out in outputs {
-        let full = worktree.join(out);
         let text_name = is_text_name(out);
-        let bytes = match fs::metadata(&full) {
-            Ok(m) if m.is_dir() => {
-                items.push((
-                    entry(
-                        "outputs",
-                        Some(out),
-                        Level::Fail,
-                        format!("not a file: {out} is a folder"),
-                    ),
-                    format!("{out} is a folder"),
-                ));
-                files.push(OutputFile {
-                    path: out.clone(),
-                    text: None,
-                });
-                continue;
-            }
-            Ok(_) => fs::read(&full),
-            Err(e) => Err(e),
-        };
-        let bytes = match bytes {
+        // Through a link the file would be somewhere else (outside the
+        // repository, or where git never commits it): not written here.
+        let bytes = match read_inside(worktree, Path::new(out), MAX_OUTPUT_FILE) {
             Ok(b) => b,
-            Err(e) => {
-                let details = if e.kind() == std::io::ErrorKind::NotFound {
-                    format!("missing: {out} was not written")
-                } else {
-                    format!("unreadable: {out}: {e}")
+            Err(why) => {
+                let (details, short) = match &why {
+                    FileRefusal::Missing => (
+                        format!("missing: {out} was not written"),
+                        format!("missing {out}"),
+                    ),
+                    FileRefusal::NotFile(FOLDER) => (
+                        format!("not a file: {out} is a folder"),
+                        format!("{out} is a folder"),
+                    ),
+                    FileRefusal::Symlink { .. } => (
+                        format!("not written as a file: {out} {why}"),
+                        format!("{out} through a symlink"),
+                    ),
+                    _ => (
+                        format!("unreadable: {out} {why}"),
+                        format!("unreadable {out}"),
+                    ),
                 };
-                items.push((
-                    entry("outputs", Some(out), Level::Fail, details),
-                    format!("missing {out}"),
-                ));
+                items.push((entry("outputs", Some(out), Level::Fail, details), short));
                 files.push(OutputFile {
                     path: out.clone(),
                     text: None,

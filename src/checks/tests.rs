@@ -264,8 +264,9 @@ fn outputs_pass_and_fail_exactly() {
     assert_eq!(v.len(), 4);
     assert_eq!(
         v[1],
-        "missing: chapters/ch03.md was not written. Write `chapters/ch03.md` at exactly this \
-             path (relative to the repository root), with its full content."
+        "missing: chapters/ch03.md was not written. Write `chapters/ch03.md` as a regular file \
+             (not a symlink) at exactly this path (relative to the repository root), with its \
+             full content."
     );
 }
 

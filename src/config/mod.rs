@@ -37,7 +37,15 @@
 //!   to text); `env` values must be strings. A var or input may not reuse a
 //!   built-in placeholder name, and a name may not be both a var and an input.
 //! - `outputs` and `inputs` paths are relative to the worktree root, without
-//!   `..`, outside `.loki/` and `.git`. `depends_on` repeats are ignored; an
+//!   `..`, outside `.loki/` and `.git` (in any letter case: on a
+//!   case-insensitive disk `.GIT` is `.git`). No string may hold a NUL byte.
+//! - Nothing outside the repository: prompt files (read from the checkout)
+//!   must lie inside it, and prompts, inputs and check scripts must be
+//!   regular files reached without a symlink (in the checkout for prompts,
+//!   in the target's tree for the others), read with
+//!   [`crate::util::read_inside`] (at most 8 MiB, nothing opened that is
+//!   not a regular file). An output may not be a folder or lie behind a
+//!   link committed to the target. `depends_on` repeats are ignored; an
 //!   output listed twice (`a.md` and `./a.md` too) is refused, as a typo.
 //!   Two streams may share a new output only when one depends on the other
 //!   (a revision pass); otherwise both would create it and the second merge
@@ -65,7 +73,8 @@
 //! - Errors are reported one at a time, in this order: TOML syntax, the
 //!   `[swarm]` / `[agent]` / `[checks]` tables, each stream in file order,
 //!   `depends_on` ids, cycles, prompt files and their placeholders,
-//!   `prompts/retry.md`, then each stream's inputs and check script.
+//!   `prompts/retry.md`, shared outputs, outputs that are folders or behind
+//!   links, then each stream's inputs and check script.
 
 mod diag;
 mod parse;

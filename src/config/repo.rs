@@ -5,21 +5,21 @@
 //! input and check script must be there. Creates nothing.
 
 use std::collections::{BTreeSet, HashMap};
-use std::fs;
-use std::io::ErrorKind;
 use std::path::{Component, Path, PathBuf};
 
 use super::diag::{suggest, utf8_text, At, Res};
 use super::parse::{normal_path, Parsed, StreamAt};
 use super::{ConfigError, StreamConfig, BUILTIN_PLACEHOLDERS, RETRY_PLACEHOLDERS};
 use crate::git::{BranchTree, TreeEntry};
+use crate::util::{read_inside, read_under, FileRefusal, FOLDER, MAX_PROMPT_FILE};
 use crate::{plan, prompt};
 
 /// Runs pass 2 on what pass 1 made. Refusals come in this order: prompt
 /// files and their placeholders (stream by stream), `prompts/retry.md`,
-/// outputs shared by unrelated streams, then each stream's inputs and check
-/// script. The tree checks are skipped when the swarm file is not in a
-/// repository with the target branch (`loki run` refuses that itself).
+/// outputs shared by unrelated streams, outputs that are folders or behind
+/// links, then each stream's inputs and check script. The tree checks are
+/// skipped when the swarm file is not in a repository with the target
+/// branch (`loki run` refuses that itself).
 pub(super) fn check(parsed: &Parsed) -> Res<()> {
     let c = Checker {
         file: &parsed.file,
@@ -28,20 +28,23 @@ pub(super) fn check(parsed: &Parsed) -> Res<()> {
         check_command: parsed.check_command,
     };
     let root = &parsed.swarm.root;
-    let mut cache = HashMap::new();
-    for r in c.raws() {
-        c.check_template(r, root, &mut cache)?;
-    }
-
     // Run time reads these from the main worktree's root, which is the
     // swarm file's folder unless the file lives deeper in the repo.
     let repo_root = crate::git::repo_root(root).ok();
-    check_retry_template(&repo_root.clone().unwrap_or_else(|| root.clone()))?;
+    let top = repo_root.clone().unwrap_or_else(|| root.clone());
+    let mut cache = HashMap::new();
+    for r in c.raws() {
+        c.check_template(r, root, &top, &mut cache)?;
+    }
+    check_retry_template(&top)?;
     let tree = repo_root
         .as_deref()
         .and_then(|r| BranchTree::open(r, parsed.swarm.swarm.target.as_deref()));
     let in_target = |rel: &str| tree.as_ref().is_some_and(|t| t.entry(rel).is_some());
     c.check_shared_outputs(&in_target)?;
+    for r in c.raws() {
+        c.check_output_kinds(r, &top, tree.as_ref())?;
+    }
     if let Some(tree) = &tree {
         for r in c.raws() {
             let upstream = upstream_outputs(c.streams, &r.cfg.id);
@@ -87,6 +90,7 @@ impl Checker<'_> {
         &self,
         r: Raw<'_>,
         root: &Path,
+        top: &Path,
         cache: &mut HashMap<PathBuf, String>,
     ) -> Res<()> {
         let s = &r.cfg;
@@ -94,38 +98,57 @@ impl Checker<'_> {
         let abs = root.join(&s.prompt);
         if !cache.contains_key(&abs) {
             let p = s.prompt.display();
-            let text = if abs.is_dir() {
-                Err(self.err(
-                    r.at.prompt,
+            let at = r.at.prompt;
+            let text = match read_under(top, root, &s.prompt, MAX_PROMPT_FILE) {
+                Ok((_, b)) => String::from_utf8(b).map_err(|_| {
+                    self.err(
+                        at,
+                        format!("prompt file `{p}` is not UTF-8 text"),
+                        "save the template as UTF-8",
+                    )
+                }),
+                Err(FileRefusal::Missing) => Err(self.err(
+                    at,
+                    format!("prompt file `{p}` not found"),
+                    format!(
+                        "create {} or fix the path; prompt paths are relative to the swarm \
+                         file's folder ({}), and prompts are read from the main checkout \
+                         when the swarm file is validated",
+                        shown.display(),
+                        root.display()
+                    ),
+                )),
+                Err(FileRefusal::Outside | FileRefusal::NotRelative) => Err(self.err(
+                    at,
+                    format!(
+                        "prompt `{p}` is outside the repository ({}): loki reads only files \
+                         inside it",
+                        top.display()
+                    ),
+                    "copy the template into the repository (e.g. prompts/) and point `prompt` \
+                     at it, relative to the swarm file's folder",
+                )),
+                Err(FileRefusal::NotFile(FOLDER)) => Err(self.err(
+                    at,
                     format!("prompt `{p}` is a folder, not a file"),
                     "point `prompt` at a template file such as \"prompts/chapter.md\"",
-                ))
-            } else {
-                match fs::read(&abs) {
-                    Ok(b) => String::from_utf8(b).map_err(|_| {
-                        self.err(
-                            r.at.prompt,
-                            format!("prompt file `{p}` is not UTF-8 text"),
-                            "save the template as UTF-8",
-                        )
-                    }),
-                    Err(e) if e.kind() == ErrorKind::NotFound => Err(self.err(
-                        r.at.prompt,
-                        format!("prompt file `{p}` not found"),
-                        format!(
-                            "create {} or fix the path; prompt paths are relative to the swarm \
-                             file's folder ({}), and prompts are read from the main checkout \
-                             when the swarm file is validated",
-                            shown.display(),
-                            root.display()
-                        ),
-                    )),
-                    Err(e) => Err(self.err(
-                        r.at.prompt,
-                        format!("cannot read prompt file `{p}`: {e}"),
-                        "check that the file exists and that you may read it",
-                    )),
-                }
+                )),
+                Err(why @ FileRefusal::Symlink { .. }) => Err(self.err(
+                    at,
+                    format!("prompt `{p}` {why}"),
+                    "put the template itself in the repository, not a link to it",
+                )),
+                Err(why @ FileRefusal::TooLarge(_)) => Err(self.err(
+                    at,
+                    format!("prompt file `{p}` {why}"),
+                    "a prompt is sent to the agent whole: shorten the template (loki reads at \
+                     most 8 MiB of a template or an input)",
+                )),
+                Err(why) => Err(self.err(
+                    at,
+                    format!("prompt `{p}` {why}"),
+                    "point `prompt` at a regular, readable template file in the repository",
+                )),
             }?;
             cache.insert(abs.clone(), text);
         }
@@ -231,6 +254,57 @@ impl Checker<'_> {
         Ok(())
     }
 
+    /// No output of `r` is a folder (in the target tree or the checkout at
+    /// `top`) or lies behind a symlink committed to the target: the agent
+    /// could not write it as a file, or would write through the link to
+    /// wherever it points, and the checks would count it as written.
+    fn check_output_kinds(&self, r: Raw<'_>, top: &Path, tree: Option<&BranchTree>) -> Res<()> {
+        for (out, at) in r.cfg.outputs.iter().zip(&r.at.outputs) {
+            let key = normal_path(out);
+            let what = format!("`outputs`: \"{out}\"");
+            if let Some((link, to)) = tree.and_then(|t| t.link_on_path(&key)) {
+                let b = tree.map(BranchTree::branch).unwrap_or_default();
+                return Err(self.err(
+                    *at,
+                    format!(
+                        "{what} is reached through a symlink in branch `{b}`: `{link}` points \
+                         to `{to}` (a symlink anywhere on the path is refused)"
+                    ),
+                    "write outputs to plain folders of the repository: replace the link with \
+                     a folder, or choose another path",
+                ));
+            }
+            let folder_in_tree = tree.is_some_and(|t| t.entry(&key) == Some(TreeEntry::Folder));
+            let folder_here = std::fs::symlink_metadata(top.join(&key)).is_ok_and(|m| m.is_dir());
+            if folder_in_tree || folder_here {
+                return Err(self.err(
+                    *at,
+                    format!("{what} is a folder in the repository, not a file"),
+                    "list the files the stream writes, e.g. \"chapters/ch01.md\", not their \
+                     folder",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The first symlink committed on the way to `key` in `tree`, as a
+    /// refusal of `what` at `at`.
+    fn link_in_tree(&self, at: At, what: &str, key: &str, tree: &BranchTree) -> Res<()> {
+        let Some((link, to)) = tree.link_on_path(key) else {
+            return Ok(());
+        };
+        Err(self.err(
+            at,
+            format!(
+                "{what}: `{key}` is reached through a symlink in branch `{}`: `{link}` points to \
+                 `{to}` (a symlink anywhere on the path is refused)",
+                tree.branch()
+            ),
+            "commit the file itself, in plain folders of the repository, instead of a link to it",
+        ))
+    }
+
     /// Every input of `r` is a file in the target tree or an output of a
     /// stream it depends on (directly or not): what its worktree will hold.
     fn check_inputs(&self, r: Raw<'_>, tree: &BranchTree, upstream: &BTreeSet<String>) -> Res<()> {
@@ -243,12 +317,21 @@ impl Checker<'_> {
             }
             let span = r.at.inputs.get(name).copied().unwrap_or(r.at.header);
             let what = format!("input {{{{{name}}}}} of stream `{id}`");
+            self.link_in_tree(span, &what, &key, tree)?;
             match tree.entry(&key) {
                 Some(TreeEntry::Folder) => {
                     return Err(self.err(
                         span,
                         format!("{what}: `{rel}` is a folder in branch `{b}`, not a file"),
                         "point the input at a file: its contents fill the placeholder",
+                    ))
+                }
+                Some(_) if tree.file_size(&key).is_some_and(|n| n > MAX_PROMPT_FILE) => {
+                    return Err(self.err(
+                        span,
+                        format!("{what}: `{rel}` is larger than 8 MiB in branch `{b}`"),
+                        "its contents fill a placeholder of a prompt that is sent whole: give \
+                         the stream a shorter file (loki reads at most 8 MiB of an input)",
                     ))
                 }
                 Some(_) => {}
@@ -305,13 +388,19 @@ impl Checker<'_> {
             return Err(self.err(span, format!("{what}: `{script}` {why}"), help));
         }
         if path.components().any(|c| matches!(c, Component::ParentDir)) {
-            // It leaves the worktree: where it lands is not second-guessed.
-            return Ok(());
+            return Err(self.err(
+                span,
+                format!("{what}: `{script}` leaves the repository (it has `..`)"),
+                "commit the script to the target branch and name it relative to the \
+                 repository root (the command runs in the stream's worktree), or give its \
+                 absolute path",
+            ));
         }
         let key = normal_path(&script);
         if upstream.contains(&key) {
             return Ok(());
         }
+        self.link_in_tree(span, &what, &key, tree)?;
         let b = tree.branch();
         let (why, help) = match tree.entry(&key) {
             None => (
@@ -414,21 +503,17 @@ pub(super) fn script_of(cmd: &str) -> Option<(String, bool)> {
 /// retry.md that cannot be read or filled is replaced, silently, by one
 /// built-in sentence.
 fn check_retry_template(repo_root: &Path) -> Res<()> {
-    let path = repo_root.join("prompts").join("retry.md");
+    let path = repo_root.join(prompt::RETRY_FILE);
     let whole = |message: &str, help: String| ConfigError::whole(&path, message, help);
-    let bytes = match fs::read(&path) {
+    let bytes = match read_inside(repo_root, Path::new(prompt::RETRY_FILE), MAX_PROMPT_FILE) {
         Ok(b) => b,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-        Err(_) if path.is_dir() => {
+        Err(FileRefusal::Missing) => return Ok(()),
+        Err(why) => {
             return Err(whole(
-                "prompts/retry.md is a folder, not a file",
-                "remove it to use the built-in retry text, or make it a template file".into(),
-            ))
-        }
-        Err(e) => {
-            return Err(whole(
-                &format!("cannot read prompts/retry.md: {e}"),
-                "check that you may read it, or remove it to use the built-in retry text".into(),
+                &format!("prompts/retry.md {why}"),
+                "make it a regular template file in the repository, or remove it to use the \
+                 built-in retry text"
+                    .into(),
             ))
         }
     };

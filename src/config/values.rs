@@ -52,6 +52,12 @@ fn integer(v: &Val<'_>) -> Option<i128> {
     }
 }
 
+/// An integer written with a `-` (also one with too many digits for
+/// [`integer`], which says `None` either way).
+fn negative(v: &Val<'_>) -> bool {
+    matches!(v.get_ref(), DeValue::Integer(i) if i.as_str().starts_with('-'))
+}
+
 fn number(v: &Val<'_>) -> Option<f64> {
     match v.get_ref() {
         DeValue::Integer(_) => integer(v).map(|n| n as f64),
@@ -103,13 +109,29 @@ impl Parser<'_> {
 
     pub(super) fn string(&self, key: &str, v: &Val<'_>) -> Res<String> {
         match v.get_ref() {
-            DeValue::String(s) => Ok(s.to_string()),
+            DeValue::String(s) => {
+                self.no_nul(key, s, &v.span())?;
+                Ok(s.to_string())
+            }
             _ => Err(self.err(
                 &v.span(),
                 format!("`{key}` must be a string, found {}", type_name(v)),
                 format!("put the value in quotes: {key} = \"...\""),
             )),
         }
+    }
+
+    /// Refuses a NUL byte in a string: no path, argument or environment
+    /// variable can hold one, and it would fail only once a worktree exists.
+    pub(super) fn no_nul(&self, key: &str, s: &str, span: &Range<usize>) -> Res<()> {
+        if s.contains('\0') {
+            return Err(self.err(
+                span,
+                format!("`{key}` contains a NUL byte (\\u0000)"),
+                "remove it: paths, arguments and environment variables cannot hold one",
+            ));
+        }
+        Ok(())
     }
 
     /// A string that must not be empty.
@@ -149,7 +171,15 @@ impl Parser<'_> {
                     ))
                 }
                 Some(n) => n.to_string(),
-                None => "integer".to_string(),
+                None if negative(v) => "a negative integer".to_string(),
+                // Too many digits for any integer.
+                None => {
+                    return Err(self.err(
+                        &v.span(),
+                        format!("`{key}` is too large: at most {max}"),
+                        help,
+                    ))
+                }
             },
             _ => type_name(v).to_string(),
         };
@@ -189,14 +219,18 @@ impl Parser<'_> {
             },
             DeValue::Integer(_) => match integer(v) {
                 Some(n) if n >= 0 => Duration::from_secs(u64::try_from(n).unwrap_or(u64::MAX)),
-                n => {
-                    let found = n.map(|n| n.to_string()).unwrap_or_default();
+                Some(n) => {
                     return Err(self.err(
                         &v.span(),
-                        format!("`{key}` must not be negative, found {found}"),
+                        format!("`{key}` must not be negative, found {n}"),
                         help,
                     ));
                 }
+                // Too many digits for any integer: a negative one says `-`.
+                None if negative(v) => {
+                    return Err(self.err(&v.span(), format!("`{key}` must not be negative"), help))
+                }
+                None => Duration::MAX,
             },
             _ => {
                 return Err(self.err(
@@ -246,7 +280,10 @@ impl Parser<'_> {
                         "remove the empty string",
                     ))
                 }
-                DeValue::String(s) => out.push((s.to_string(), item.span())),
+                DeValue::String(s) => {
+                    self.no_nul(key, s, &item.span())?;
+                    out.push((s.to_string(), item.span()))
+                }
                 _ => {
                     return Err(self.err(
                         &item.span(),
@@ -295,6 +332,12 @@ impl Parser<'_> {
                     ));
                 }
             };
+            self.no_nul(&format!("{key}.{}", e.key.escape_default()), e.key, &e.span)?;
+            self.no_nul(
+                &format!("{key}.{}", e.key.escape_default()),
+                &value,
+                &e.val.span(),
+            )?;
             out.push((e.key.to_string(), e.span.clone(), value, e.val.span()));
         }
         Ok(out)
@@ -463,6 +506,10 @@ impl Parser<'_> {
         for (slot, item) in nums.iter_mut().zip(a.iter()) {
             match integer(item) {
                 Some(n) if n >= 0 => *slot = u64::try_from(n).unwrap_or(u64::MAX),
+                // Too many digits for any integer: more words than any text has.
+                None if matches!(item.get_ref(), DeValue::Integer(_)) && !negative(item) => {
+                    *slot = u64::MAX
+                }
                 n => {
                     let found = match n {
                         Some(n) => n.to_string(),
@@ -505,10 +552,14 @@ impl Parser<'_> {
             "must not contain `..`"
         } else if normal.is_empty() {
             "must name a file"
-        } else if normal[0] == ".loki" {
+        } else if p.ends_with('/') || p.ends_with("/.") {
+            "names a folder: it must name a file"
+        } else if normal[0].eq_ignore_ascii_case(".loki") {
             "must not be under `.loki/` (loki's own folder)"
-        } else if normal.iter().any(|c| *c == ".git") {
-            "must not be inside `.git`"
+        } else if normal.iter().any(|c| c.eq_ignore_ascii_case(".git")) {
+            // In any letter case: on a case-insensitive disk `.GIT` is `.git`,
+            // and git never commits either, so the file would never merge.
+            "must not be inside `.git` (in any letter case)"
         } else {
             return Ok(());
         };

@@ -75,6 +75,35 @@ impl BranchTree {
             _ => TreeEntry::Other,
         })
     }
+
+    /// The size in bytes of the file `rel`, read from the object's header
+    /// (the content is not loaded); `None` when it is not a file there.
+    pub fn file_size(&self, rel: &str) -> Option<u64> {
+        let tree = self.repo.find_tree(self.tree).ok()?;
+        let entry = tree.get_path(Path::new(rel)).ok()?;
+        let (size, kind) = self.repo.odb().ok()?.read_header(entry.id()).ok()?;
+        (kind == git2::ObjectType::Blob).then_some(size as u64)
+    }
+
+    /// The first symlink on the way to `rel` (`rel` itself included): its
+    /// path and what it points to. What a worktree checks out of such a
+    /// path is a link, not a file of the tree.
+    pub fn link_on_path(&self, rel: &str) -> Option<(String, String)> {
+        let tree = self.repo.find_tree(self.tree).ok()?;
+        let mut at = String::new();
+        for part in rel.split('/').filter(|p| !p.is_empty()) {
+            if !at.is_empty() {
+                at.push('/');
+            }
+            at.push_str(part);
+            let entry = tree.get_path(Path::new(&at)).ok()?;
+            if entry.filemode() == MODE_LINK {
+                let blob = self.repo.find_blob(entry.id()).ok()?;
+                return Some((at, String::from_utf8_lossy(blob.content()).into_owned()));
+            }
+        }
+        None
+    }
 }
 
 /// True when `name` may name a local branch (`refs/heads/<name>` is a valid

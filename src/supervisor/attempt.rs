@@ -15,7 +15,7 @@ use crate::git::{self, Worktree};
 use crate::model::trailers as keys;
 use crate::model::{Layout, ProcessRecord};
 use crate::process::{self, resolve_command};
-use crate::prompt::{self, DEFAULT_RETRY};
+use crate::prompt;
 use crate::util::one_line;
 
 /// Marker in `prompts/retry.md`: text after it is used only on the last attempt.
@@ -111,12 +111,7 @@ pub fn prepare(input: &PrepareInput) -> Result<Prepared> {
     }
 
     let template_path = input.prompt_dir.join(&s.prompt);
-    let template = std::fs::read_to_string(&template_path).map_err(|e| {
-        Fatal(format!(
-            "cannot read the prompt template {}: {e}",
-            template_path.display()
-        ))
-    })?;
+    let template = prompt::read_template(&lay.root, &input.prompt_dir, &s.prompt).map_err(Fatal)?;
     // On a retry, {{FEEDBACK}} (and the preamble when the template has no
     // such slot) is the rendered `prompts/retry.md`: the violations, and on
     // the last attempt the insistent part.
@@ -262,8 +257,7 @@ pub fn base_values(
 /// part before the last-attempt marker always, the part after it only on the
 /// last attempt.
 pub fn retry_preamble(root: &Path, attempt: u32, max: u32, feedback: &str, last: bool) -> String {
-    let text = std::fs::read_to_string(root.join("prompts/retry.md"))
-        .unwrap_or_else(|_| DEFAULT_RETRY.to_string());
+    let text = prompt::retry_template(root);
     let (first, rest) = match text.find(LAST_ATTEMPT_MARKER) {
         Some(i) => (&text[..i], &text[i + LAST_ATTEMPT_MARKER.len()..]),
         None => (text.as_str(), ""),

@@ -761,8 +761,21 @@ fn output_paths_stay_in_the_worktree() {
             "./.loki/x",
             "must not be under `.loki/` (loki's own folder)",
         ),
-        (".git/config", "must not be inside `.git`"),
-        ("sub/.git/x", "must not be inside `.git`"),
+        (
+            ".git/config",
+            "must not be inside `.git` (in any letter case)",
+        ),
+        (
+            "sub/.git/x",
+            "must not be inside `.git` (in any letter case)",
+        ),
+        (".GIT/x", "must not be inside `.git` (in any letter case)"),
+        (
+            "sub/.Git/x",
+            "must not be inside `.git` (in any letter case)",
+        ),
+        (".LOKI/x", "must not be under `.loki/` (loki's own folder)"),
+        ("chapters/", "names a folder: it must name a file"),
         (".", "must name a file"),
     ];
     for (p, why) in cases {
