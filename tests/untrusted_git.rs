@@ -10,15 +10,7 @@ use common::*;
 /// A swarm of `streams` whose agent is `agent` (a script around the fake
 /// agent), `max_attempts` attempts each.
 fn swarm_with_agent(h: &Swarm, agent: &std::path::Path, max_attempts: u32, streams: &[String]) {
-    let mut toml = header(1, "")
-        .replace(
-            &format!("command = \"{}\"", fake_agent().display()),
-            &format!("command = \"{}\"", agent.display()),
-        )
-        .replace(
-            "max_attempts = 3",
-            &format!("max_attempts = {max_attempts}"),
-        );
+    let mut toml = header_with(agent, 1, max_attempts);
     for s in streams {
         toml.push_str(s);
     }

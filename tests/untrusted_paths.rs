@@ -226,3 +226,43 @@ fn outputs_that_are_a_fifo_or_a_link_to_dev_zero_hang_nothing() {
     );
     assert_eq!(stream_status(&s.repo, "a"), "failed", "{}", done.both());
 }
+
+/// An agent that rewrites the script its check command runs (to `exit 0`)
+/// does not pass by it: the attempt fails the `script` check, and nothing
+/// reaches the target.
+#[test]
+fn an_agent_that_edits_its_check_script_fails() {
+    let s = Swarm::empty();
+    let agent = s.agent_script(
+        "agent.sh",
+        "printf '#!/bin/sh\\nexit 0\\n' > scripts/check.sh",
+        "",
+    );
+    s.repo.write(
+        "scripts/check.sh",
+        "#!/bin/sh\necho 'the draft is not good yet' >&2\nexit 1\n",
+    );
+    make_executable(&s.path().join("scripts/check.sh"));
+    let toml = header_with(&agent, 1, 1);
+    s.write(&format!(
+        "{toml}{}",
+        stream(
+            "s1",
+            &[],
+            "chapters/s1.md",
+            "checks = { command = \"sh scripts/check.sh\" }"
+        )
+    ));
+
+    let done = s.run();
+    assert_eq!(done.code, Some(1), "{}", done.both());
+    let failed = failures(&s, "s1");
+    assert!(
+        failed
+            .iter()
+            .any(|(c, t, d)| c == "script" && t == "scripts/check.sh" && d.contains("changed")),
+        "{failed:?}"
+    );
+    assert_eq!(stream_status(&s.repo, "s1"), "failed");
+    assert!(!first_parent_subjects(&s.repo, "main").contains(&"Merge stream s1".to_string()));
+}

@@ -7,6 +7,7 @@
 //!
 //! | check | entries | passes when |
 //! | --- | --- | --- |
+//! | `script` | one when the attempt changed the check command's script (none otherwise) | never: the script in the worktree is what runs, so an agent may not edit its own judge |
 //! | `symlinks` | one per changed path that is a symlink leading out of the worktree (none otherwise) | never: an absolute target or `..` past the root fails |
 //! | `outputs` | one per output | the file exists, is a regular file reached without a symlink (read up to 64 MiB), and is not empty (for `.md` / `.txt`: not only whitespace) |
 //! | `utf8` | one per `.md` / `.txt` output that exists | the file is valid UTF-8 |
@@ -124,7 +125,7 @@ impl std::fmt::Display for Level {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckEntry {
-    /// "changes", "symlinks", "outputs", "utf8", "words", "require", "forbid", "canonical",
+    /// "changes", "script", "symlinks", "outputs", "utf8", "words", "require", "forbid", "canonical",
     /// "command".
     pub check: String,
     /// The file or term the entry is about.
@@ -301,6 +302,10 @@ fn violation_line(e: &CheckEntry) -> String {
             "{d}. Write `{target}` as a regular file (not a symlink) at exactly this path \
              (relative to the repository root), with its full content."
         ),
+        "script" => format!(
+            "{d}. Leave `{target}` exactly as it is on the target branch: it judges your \
+             work and is not yours to edit."
+        ),
         "symlinks" => format!(
             "{d}. Remove the link: write the files themselves inside the repository, and \
              link, if at all, only to files inside it."
@@ -415,6 +420,7 @@ pub fn run_checks_watched(
     }
     let touched = touched.unwrap_or_default();
     items.extend(check_symlinks(worktree, touched));
+    items.extend(check_script_kept(stream, touched));
 
     let files = check_outputs(worktree, &stream.outputs, &mut items);
 
@@ -466,6 +472,26 @@ pub fn run_checks_watched(
     }
 
     build_report(items)
+}
+
+// --------------------------------------------------------------- script
+
+/// A failure when the attempt changed the script its check command runs:
+/// the command runs in the worktree, so an edited script (`exit 0`) would
+/// pass whatever the agent wrote.
+fn check_script_kept(stream: &StreamConfig, touched: &[String]) -> Option<(CheckEntry, String)> {
+    let script = crate::config::check_script_path(stream.checks.command.as_deref()?)?;
+    touched.contains(&script).then(|| {
+        (
+            entry(
+                "script",
+                Some(&script),
+                Level::Fail,
+                format!("the attempt changed `{script}`, the script the check command runs"),
+            ),
+            format!("{script} was changed"),
+        )
+    })
 }
 
 // --------------------------------------------------------------- symlinks

@@ -140,6 +140,21 @@ pub fn parse(text: &str, path: &Path) -> Result<SwarmFile, ConfigError> {
 }
 
 /// Parses "40m", "1h30m", "10s", "500ms" (humantime) or a bare number of seconds.
+/// The script file inside the repository a check command runs (relative,
+/// normalised), when it names one: what an attempt must not change.
+pub fn check_script_path(command: &str) -> Option<String> {
+    let (script, _) = repo::script_of(command)?;
+    let p = Path::new(&script);
+    if p.is_absolute() {
+        return None;
+    }
+    let parts: Vec<&str> = script
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    Some(parts.join("/"))
+}
+
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     if let Ok(n) = s.parse::<u64>() {

@@ -268,6 +268,19 @@ pub fn header(max_parallel: usize, extra_agent: &str) -> String {
     )
 }
 
+/// [`header`] with `agent` as the command and `max_attempts` attempts.
+pub fn header_with(agent: &Path, max_parallel: usize, max_attempts: u32) -> String {
+    header(max_parallel, "")
+        .replace(
+            &format!("command = \"{}\"", fake_agent().display()),
+            &format!("command = \"{}\"", agent.display()),
+        )
+        .replace(
+            "max_attempts = 3",
+            &format!("max_attempts = {max_attempts}"),
+        )
+}
+
 /// A stream table.
 pub fn stream(id: &str, deps: &[&str], output: &str, extra: &str) -> String {
     let deps: Vec<String> = deps.iter().map(|d| format!("\"{d}\"")).collect();
