@@ -12,7 +12,6 @@ use common::*;
 
 use std::fs;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 /// How far `git_worktree_add` got before the kill.
@@ -93,48 +92,12 @@ fn cut_registration(s: &Swarm, cut: Cut) {
     }
 }
 
-/// What `git worktree prune --dry-run --verbose` would do (nothing, when
-/// every registration is sound).
-fn prune_would(s: &Swarm) -> String {
-    let out = Command::new("git")
-        .args(["worktree", "prune", "--dry-run", "--verbose"])
-        .current_dir(s.path())
-        .output()
-        .expect("git worktree prune");
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// `git fsck`'s complaints (it reports a HEAD that points at nothing on
-/// stderr, with exit 0 in some git versions).
-fn fsck_complaints(s: &Swarm) -> String {
-    let out = Command::new("git")
-        .args(["fsck", "--strict"])
-        .current_dir(s.path())
-        .output()
-        .expect("git fsck");
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    if out.status.success() && !err.contains("error") && !err.contains("points at nothing") {
-        String::new()
-    } else {
-        err
-    }
-}
-
 /// Git has nothing to say: no prunable entry, nothing to prune, a clean
 /// fsck, and no `loki-*` registration left at all.
 fn assert_git_quiet(s: &Swarm, when: &str) {
-    let list = s.repo.git(&["worktree", "list", "--porcelain"]);
-    assert!(!list.contains("prunable"), "{when}: {list}");
-    let prune = prune_would(s);
-    assert!(
-        prune.trim().is_empty(),
-        "{when}: git worktree prune: {prune}"
-    );
-    let fsck = fsck_complaints(s);
+    let wt = worktree_complaints(&s.repo);
+    assert!(wt.is_empty(), "{when}: {wt}");
+    let fsck = fsck_complaints(&s.repo);
     assert!(fsck.is_empty(), "{when}: git fsck: {fsck}");
     let admin = s.path().join(".git/worktrees");
     let left: Vec<String> = fs::read_dir(&admin)

@@ -30,7 +30,6 @@ use common::*;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -237,33 +236,13 @@ fn trial(kill_at: Option<Duration>, delays: &[u64]) -> Report {
             ));
         }
     }
-    let fsck = Command::new("git")
-        .args(["fsck", "--strict"])
-        .current_dir(s.path())
-        .output()
-        .expect("git fsck");
-    let fsck_err = String::from_utf8_lossy(&fsck.stderr).to_string();
-    if !fsck.status.success()
-        || fsck_err.contains("error")
-        || fsck_err.contains("points at nothing")
-    {
-        report.problems.push(("git fsck", fsck_err));
+    let fsck = fsck_complaints(&s.repo);
+    if !fsck.is_empty() {
+        report.problems.push(("git fsck", fsck));
     }
-    let list = s.repo.git(&["worktree", "list", "--porcelain"]);
-    let prune = Command::new("git")
-        .args(["worktree", "prune", "--dry-run", "--verbose"])
-        .current_dir(s.path())
-        .output()
-        .expect("git worktree prune");
-    let prune_says = format!(
-        "{}{}",
-        String::from_utf8_lossy(&prune.stdout),
-        String::from_utf8_lossy(&prune.stderr)
-    );
-    if list.contains("prunable") || !prune_says.trim().is_empty() {
-        report
-            .problems
-            .push(("prunable worktree", format!("{list}{prune_says}")));
+    let wt = worktree_complaints(&s.repo);
+    if !wt.is_empty() {
+        report.problems.push(("prunable worktree", wt));
     }
     let left = agent_processes(&repo);
     if !left.is_empty() {
