@@ -184,6 +184,30 @@ fn a_registration_whose_folder_is_gone_is_pruned_by_the_next_run() {
     }
 }
 
+/// A kill while libgit2 prunes a registration (after the folder went, in
+/// [`remove_worktree`]'s order) can leave its administrative folder without
+/// `gitdir` but with `HEAD` and the rest: libgit2 no longer lists it, git
+/// says "gitdir file does not exist" until it is pruned.
+#[test]
+fn a_registration_whose_prune_was_cut_short_is_gone_after_the_next_run() {
+    let s = one_stream();
+    s.repo.git(&["branch", "loki/a", "main"]);
+    s.repo
+        .git(&["worktree", "add", "-q", ".loki/worktrees/a", "loki/a"]);
+    let admin = s.path().join(".git/worktrees");
+    fs::rename(admin.join("a"), admin.join("loki-a")).expect("rename");
+    fs::remove_dir_all(s.path().join(".loki/worktrees/a")).expect("rm folder");
+    fs::remove_file(admin.join("loki-a/gitdir")).expect("rm gitdir");
+    assert!(
+        !worktree_complaints(&s.repo).is_empty(),
+        "not what a kill leaves"
+    );
+    let done = s.run();
+    assert_eq!(done.code, Some(0), "{}", done.both());
+    s.assert_all_merged_once(&["a"]);
+    assert_git_quiet(&s, "prune cut short");
+}
+
 #[test]
 fn the_users_own_worktrees_are_never_touched() {
     let s = one_stream();

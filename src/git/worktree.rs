@@ -474,7 +474,8 @@ pub struct RegistrationRepair {
 ///   at all), together with its stream folder when that holds nothing but
 ///   the `.git` file libgit2 wrote (nothing was checked out yet);
 /// - one whose folder or `.git` file is gone (what `git worktree prune`
-///   would remove; a kill during [`remove_worktree`]).
+///   would remove; a kill during [`remove_worktree`]), or whose own pruning
+///   was cut short (`gitdir` gone, `HEAD` still on a `loki/` branch).
 ///
 /// Only registrations named `loki-*` whose folder is (or, with no `gitdir`
 /// file yet, whose stream folder's `.git` names them as) under
@@ -534,9 +535,11 @@ fn repair_locked(repo: &Repository, root: &Path, apply: bool) -> Result<Vec<Regi
         };
         let ours = match &folder {
             Some(f) => f.parent().is_some_and(|p| same_path(p, &wt_dir)),
-            // Nothing names it: only an empty administrative folder (the
-            // kill came right after libgit2 made it) is surely loki's.
-            None => is_empty_dir(&admin),
+            // Nothing names its folder: an empty administrative folder (the
+            // kill came right after libgit2 made it), or what a kill while
+            // pruning it leaves (`gitdir` already removed, `HEAD` still on
+            // a `loki/` branch) is loki's.
+            None => is_empty_dir(&admin) || head_on_loki_branch(&admin),
         };
         if !ours {
             continue;
@@ -613,6 +616,12 @@ fn repair_locked(repo: &Repository, root: &Path, apply: bool) -> Result<Vec<Regi
         });
     }
     Ok(out)
+}
+
+/// Whether the registration's `HEAD` is on a `loki/` branch.
+fn head_on_loki_branch(admin: &Path) -> bool {
+    fs::read_to_string(admin.join("HEAD"))
+        .is_ok_and(|h| h.trim_end().starts_with("ref: refs/heads/loki/"))
 }
 
 /// The administrative folder a worktree folder's `.git` file names.
