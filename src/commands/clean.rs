@@ -25,7 +25,8 @@
 //!   locked). A folder in `.loki/worktrees/` that is no registered git
 //!   worktree is removed only when it is empty; otherwise it is reported and
 //!   kept. Worktrees and `loki/*` branches that no stream state names are
-//!   reported, never removed. A symlinked `.loki` (or a folder in it) is
+//!   reported, never removed. A `loki-*` registration a killed supervisor
+//!   cut short is removed first ([`crate::git::repair_registrations`]). A symlinked `.loki` (or a folder in it) is
 //!   never followed.
 //! - **Errors do not stop the rest.** An action that fails is reported, the
 //!   rest of that stream is left alone, the other streams go on, and the exit
@@ -110,9 +111,22 @@ pub fn run(root: &Path, all: bool, dry_run: bool) -> Result<i32> {
         return Err(supervisor_running(&root, Some(pid)).into());
     }
 
+    // Registrations a killed supervisor left half-made (`git fsck` flags
+    // them; libgit2 does not even list them, so the plan cannot see them).
+    let repairs: Vec<_> = crate::git::repair_registrations(&root, !dry_run)?
+        .into_iter()
+        .filter(|r| !dry_run || r.cut_short)
+        .collect();
+    for r in &repairs {
+        let verb = if dry_run { "would remove" } else { "removed" };
+        println!("{verb} the worktree registration {} ({})", r.name, r.why);
+    }
     let plan = plan(&root, all)?;
     if dry_run {
         for line in dry_run_lines(&root, &plan) {
+            if !repairs.is_empty() && line == "nothing to clean" {
+                continue;
+            }
             println!("{line}");
         }
         return Ok(0);
@@ -155,7 +169,7 @@ pub fn run(root: &Path, all: bool, dry_run: bool) -> Result<i32> {
     for k in plan.kept_streams.iter().chain(&plan.kept) {
         println!("kept {k}");
     }
-    if plan.streams.is_empty() && plan.extra.is_empty() {
+    if plan.streams.is_empty() && plan.extra.is_empty() && repairs.is_empty() {
         println!("nothing to clean");
     } else {
         println!("cleaned {}", streams_word(cleaned));

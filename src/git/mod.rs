@@ -68,7 +68,7 @@ pub use merge::{
 };
 pub use worktree::{
     clear_stale_locks, prepare_worktree, prune_registration, registrations, remove_worktree,
-    uncommitted_paths, Registration, Worktree,
+    repair_registrations, uncommitted_paths, Registration, RegistrationRepair, Worktree,
 };
 
 /// Identity used when the repo has no `user.name` / `user.email`.

@@ -449,3 +449,221 @@ pub fn uncommitted_paths(path: &Path) -> Result<Vec<String>> {
         .map(|e| String::from_utf8_lossy(e.path_bytes()).into_owned())
         .collect())
 }
+
+/// A broken `loki-*` worktree registration that [`repair_registrations`]
+/// removed (or, in a dry run, would remove), for the user to read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegistrationRepair {
+    /// git's administrative name (`loki-<id>`).
+    pub name: String,
+    /// The stream folder it named, when known.
+    pub path: Option<PathBuf>,
+    /// Why it was broken.
+    pub why: &'static str,
+    /// It was cut short while being added (rather than left with its
+    /// folder gone, which `git worktree prune` would remove too).
+    pub cut_short: bool,
+}
+
+/// Removes the `loki-*` worktree registrations a killed supervisor left
+/// broken, so that `git worktree list`, `git worktree prune` and `git fsck`
+/// have nothing to say about them:
+///
+/// - one cut short while libgit2 was adding it (no `HEAD` yet: git lists it
+///   with a detached HEAD that "points at nothing", libgit2 does not list it
+///   at all), together with its stream folder when that holds nothing but
+///   the `.git` file libgit2 wrote (nothing was checked out yet);
+/// - one whose folder or `.git` file is gone (what `git worktree prune`
+///   would remove; a kill during [`remove_worktree`]), or whose own pruning
+///   was cut short (`gitdir` gone, `HEAD` still on a `loki/` branch).
+///
+/// Only registrations named `loki-*` whose folder is (or, with no `gitdir`
+/// file yet, whose stream folder's `.git` names them as) under
+/// `.loki/worktrees/` are touched, never a locked one, never the user's own.
+/// With `apply` false nothing is changed (for `loki clean --dry-run`).
+pub fn repair_registrations(root: &Path, apply: bool) -> Result<Vec<RegistrationRepair>> {
+    let _serial = repo_lock();
+    let repo = open_repo(root)?;
+    repair_locked(&repo, root, apply)
+}
+
+/// [`repair_registrations`] with the repo lock already held.
+fn repair_locked(repo: &Repository, root: &Path, apply: bool) -> Result<Vec<RegistrationRepair>> {
+    let admin_root = repo.commondir().join("worktrees");
+    let wt_dir = Layout::new(root).worktrees_dir();
+    let mut names: Vec<String> = match fs::read_dir(&admin_root) {
+        Ok(entries) => entries
+            .flatten()
+            .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.starts_with("loki-"))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(e).with_context(|| format!("listing {}", admin_root.display()));
+        }
+    };
+    names.sort();
+    // Stream folders by the registration their `.git` file names.
+    let mut pointing: Vec<(PathBuf, PathBuf)> = Vec::new();
+    if let Ok(entries) = fs::read_dir(&wt_dir) {
+        for e in entries.flatten() {
+            let folder = e.path();
+            if let Some(admin) = read_dot_git(&folder) {
+                pointing.push((admin, folder));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for name in names {
+        let admin = admin_root.join(&name);
+        if admin.join("locked").symlink_metadata().is_ok() {
+            continue;
+        }
+        // `gitdir` holds `<folder>/.git`; empty or missing when the kill
+        // came before libgit2 wrote it.
+        let gitdir = fs::read_to_string(admin.join("gitdir"))
+            .ok()
+            .map(|s| PathBuf::from(s.trim_end_matches('\n')))
+            .filter(|p| p.is_absolute());
+        let folder = match &gitdir {
+            Some(g) => g.parent().map(Path::to_path_buf),
+            None => pointing
+                .iter()
+                .find(|(a, _)| same_path(a, &admin))
+                .map(|(_, f)| f.clone()),
+        };
+        let ours = match &folder {
+            Some(f) => f.parent().is_some_and(|p| same_path(p, &wt_dir)),
+            // Nothing names its folder: an empty administrative folder (the
+            // kill came right after libgit2 made it), or what a kill while
+            // pruning it leaves (`gitdir` already removed, `HEAD` still on
+            // a `loki/` branch) is loki's.
+            None => is_empty_dir(&admin) || head_on_loki_branch(&admin),
+        };
+        if !ours {
+            continue;
+        }
+        let complete = admin.join("HEAD").is_file() && gitdir.is_some();
+        let why = if !complete {
+            "a supervisor was killed while git was adding it"
+        } else if !gitdir.as_ref().is_some_and(|g| g.is_file()) {
+            "its folder is gone"
+        } else {
+            continue;
+        };
+        if apply {
+            if !complete {
+                if let Some(f) = &folder {
+                    remove_unused_folder(root, f, &admin)?;
+                }
+            }
+            fs::remove_dir_all(&admin).with_context(|| {
+                format!(
+                    "removing the broken worktree registration {}",
+                    admin.display()
+                )
+            })?;
+        }
+        out.push(RegistrationRepair {
+            name,
+            path: folder,
+            why,
+            cut_short: !complete,
+        });
+    }
+    // A stream folder holding nothing but a `.git` that is empty (the kill
+    // came between its creation and its writing) or names a `loki-*`
+    // registration that is gone: nothing was ever checked out into it.
+    for (admin, folder) in fs::read_dir(&wt_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| (read_dot_git(&e.path()), e.path()))
+    {
+        let empty_dot_git =
+            fs::metadata(folder.join(".git")).is_ok_and(|m| m.is_file() && m.len() == 0);
+        let dangling = admin.as_ref().is_some_and(|a| {
+            a.parent().is_some_and(|p| same_path(p, &admin_root))
+                && a.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("loki-"))
+                && a.symlink_metadata().is_err()
+        });
+        let only_dot_git = holds_only_dot_git(&folder);
+        if !(only_dot_git && (empty_dot_git || dangling))
+            || out
+                .iter()
+                .any(|r| r.path.as_ref().is_some_and(|p| same_path(p, &folder)))
+        {
+            continue;
+        }
+        if apply {
+            fs::remove_file(folder.join(".git"))
+                .and_then(|()| fs::remove_dir(&folder))
+                .with_context(|| format!("removing the unused folder {}", folder.display()))?;
+        }
+        let name = admin
+            .as_ref()
+            .and_then(|a| a.file_name())
+            .unwrap_or_else(|| folder.file_name().unwrap_or_default())
+            .to_string_lossy()
+            .into_owned();
+        out.push(RegistrationRepair {
+            name,
+            path: Some(folder),
+            why: "a supervisor was killed while git was adding it",
+            cut_short: true,
+        });
+    }
+    Ok(out)
+}
+
+/// Whether the registration's `HEAD` is on a `loki/` branch.
+fn head_on_loki_branch(admin: &Path) -> bool {
+    fs::read_to_string(admin.join("HEAD"))
+        .is_ok_and(|h| h.trim_end().starts_with("ref: refs/heads/loki/"))
+}
+
+/// The administrative folder a worktree folder's `.git` file names.
+fn read_dot_git(folder: &Path) -> Option<PathBuf> {
+    let dot_git = folder.join(".git");
+    if !dot_git.symlink_metadata().ok()?.is_file() {
+        return None;
+    }
+    let text = fs::read_to_string(dot_git).ok()?;
+    let p = PathBuf::from(text.strip_prefix("gitdir: ")?.trim_end_matches('\n'));
+    p.is_absolute().then_some(p)
+}
+
+/// The stream folder of a registration cut short: nothing was checked out
+/// into it yet, so one holding only the `.git` file naming `admin` (or
+/// nothing) is removed; anything else in it is set aside, never deleted.
+fn remove_unused_folder(root: &Path, folder: &Path, admin: &Path) -> Result<()> {
+    let Ok(meta) = folder.symlink_metadata() else {
+        return Ok(());
+    };
+    let only_dot_git = meta.is_dir()
+        && holds_only_dot_git(folder)
+        && read_dot_git(folder).is_none_or(|a| same_path(&a, admin));
+    if only_dot_git {
+        let _ = fs::remove_file(folder.join(".git"));
+        fs::remove_dir(folder)
+            .with_context(|| format!("removing the unused folder {}", folder.display()))?;
+    } else {
+        set_aside(root, folder)?;
+    }
+    Ok(())
+}
+
+/// A folder with nothing in it but (maybe) a `.git` entry.
+fn holds_only_dot_git(folder: &Path) -> bool {
+    fs::read_dir(folder)
+        .map(|entries| entries.flatten().all(|e| e.file_name() == ".git"))
+        .unwrap_or(false)
+}
+
+fn is_empty_dir(p: &Path) -> bool {
+    fs::read_dir(p)
+        .map(|mut entries| entries.next().is_none())
+        .unwrap_or(false)
+}

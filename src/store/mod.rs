@@ -797,45 +797,36 @@ impl Backoff {
     }
 }
 
-/// The advisory lock `.loki/state/supervisor.lock` (flock). Held for the
-/// life of a supervisor; the kernel frees it if the process dies. The file
-/// holds the holder's pid.
+/// The lock `.loki/state/supervisor.lock`, held for the life of a
+/// supervisor; the kernel frees it if the process dies. The file holds the
+/// holder's pid.
+///
+/// It is an open-file-description record lock (`F_OFD_SETLK`), not a
+/// flock, so that asking whether a supervisor runs ([`holder`](Self::holder),
+/// `F_OFD_GETLK`) takes nothing: a reader (`loki status`, `show`, `log`, a
+/// steering command) can never make a starting `loki run` think another
+/// supervisor holds it, and a command is never taken for a supervisor.
 #[derive(Debug)]
 pub struct SupervisorLock {
     _file: std::fs::File,
 }
 
 impl SupervisorLock {
-    /// `Ok(Err(pid))` when another live supervisor holds it.
-    ///
-    /// A reader (`loki status`, a steering command asking whether a
-    /// supervisor runs) holds the lock shared for an instant: a busy lock is
-    /// tried again for up to [`BUSY_PATIENCE`] before it counts as another
-    /// supervisor's, so a run is never refused because of a reader.
+    /// `Ok(Err(pid))` when another live supervisor holds it (`None`: it
+    /// wrote no pid).
     pub fn acquire(state_dir: &Path) -> anyhow::Result<Result<SupervisorLock, Option<i32>>> {
-        let started = Instant::now();
-        loop {
-            match Self::acquire_at(&state_dir.join(SUPERVISOR_LOCK))? {
-                Err(_) if started.elapsed() < BUSY_PATIENCE => {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                other => return Ok(other),
-            }
-        }
+        Self::acquire_at(&state_dir.join(SUPERVISOR_LOCK))
     }
 
     /// The same lock on another file (a rehearsal's, which must be held
     /// before the rehearsal's own folder is cleared).
     pub fn acquire_at(path: &Path) -> anyhow::Result<Result<SupervisorLock, Option<i32>>> {
         let file = open_lock_file(path)?;
-        match flock(&file, libc::LOCK_EX | libc::LOCK_NB)
+        match record_lock(&file, libc::F_OFD_SETLK)
             .with_context(|| format!("locking {}", path.display()))?
         {
             Flock::Busy => Ok(Err(read_pid_of_holder(&file))),
-            Flock::Unsupported => Err(anyhow!(
-                "cannot lock {}: the file system does not support flock; keep .loki on a local disk",
-                path.display()
-            )),
+            Flock::Unsupported => Err(no_record_locks(path)),
             Flock::Taken => {
                 let pid = format!("{}\n", std::process::id());
                 file.set_len(0)
@@ -847,7 +838,8 @@ impl SupervisorLock {
         }
     }
 
-    /// Pid of the supervisor holding the lock, if any (without taking it).
+    /// Pid of the supervisor holding the lock, if any. Only asks the kernel
+    /// (`F_OFD_GETLK`): nothing is taken, not even for an instant.
     pub fn holder(state_dir: &Path) -> anyhow::Result<Option<i32>> {
         let path = state_dir.join(SUPERVISOR_LOCK);
         let file = match File::open(&path) {
@@ -857,7 +849,7 @@ impl SupervisorLock {
                 return Err(anyhow::Error::new(e).context(format!("opening {}", path.display())))
             }
         };
-        match flock(&file, libc::LOCK_SH | libc::LOCK_NB)
+        match record_lock(&file, libc::F_OFD_GETLK)
             .with_context(|| format!("examining {}", path.display()))?
         {
             Flock::Busy => read_pid_of_holder(&file).map(Some).ok_or_else(|| {
@@ -866,11 +858,45 @@ impl SupervisorLock {
                     path.display()
                 )
             }),
-            // Nobody holds it; our shared lock ends when `file` closes.
             Flock::Taken => Ok(None),
-            Flock::Unsupported => Ok(None),
+            Flock::Unsupported => Err(no_record_locks(&path)),
         }
     }
+}
+
+/// A write lock on the whole of `file`: `F_OFD_SETLK` takes it (`Taken`,
+/// or `Busy` when another open file description holds it), `F_OFD_GETLK`
+/// only asks (`Taken` meaning it is free).
+fn record_lock(file: &File, cmd: libc::c_int) -> io::Result<Flock> {
+    // SAFETY: an all-zero `flock` is a valid value of this plain C struct.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    loop {
+        // SAFETY: fcntl on a file descriptor we own, with a pointer to a
+        // `flock` that lives across the call.
+        let rc = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut fl as *mut libc::flock) };
+        if rc == 0 {
+            let free = cmd != libc::F_OFD_GETLK || fl.l_type == libc::F_UNLCK as libc::c_short;
+            return Ok(if free { Flock::Taken } else { Flock::Busy });
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN) | Some(libc::EACCES) => return Ok(Flock::Busy),
+            Some(libc::ENOLCK) | Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => {
+                return Ok(Flock::Unsupported)
+            }
+            _ => return Err(err),
+        }
+    }
+}
+
+fn no_record_locks(path: &Path) -> anyhow::Error {
+    anyhow!(
+        "cannot lock {}: the file system (or a kernel older than Linux 3.15) does not support open file description locks\n  help: keep .loki on a local disk",
+        path.display()
+    )
 }
 
 /// Opens (creating it and its folder) a file that is only ever flocked.
@@ -887,10 +913,6 @@ fn open_lock_file(path: &Path) -> anyhow::Result<File> {
         .open(path)
         .with_context(|| format!("opening {}", path.display()))
 }
-
-/// How long a busy supervisor lock is tried again (see
-/// [`SupervisorLock::acquire`]).
-const BUSY_PATIENCE: Duration = Duration::from_secs(1);
 
 /// `.loki/state/steer.lock`: serialises what changes state with no
 /// supervisor running (the steering commands, `loki clean`), and a

@@ -319,6 +319,20 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
         &format!("started (pid {}), target {}", std::process::id(), d.target),
     );
     d.apply_waiting_signals().await;
+    // Worktree registrations a killed supervisor left half-made or
+    // orphaned, which git would list as prunable or fsck would flag.
+    let root = d.layout.root.clone();
+    match tokio::task::spawn_blocking(move || git::repair_registrations(&root, true)).await {
+        Ok(Ok(repairs)) => d.notes.extend(
+            repairs
+                .iter()
+                .map(|r| format!("removed the worktree registration {} ({})", r.name, r.why)),
+        ),
+        Ok(Err(e)) => d
+            .notes
+            .push_back(format!("could not repair worktree registrations: {e:#}")),
+        Err(_) => {}
+    }
     d.normalize().await?;
 
     // The watcher sends what it takes straight to this loop; before the run

@@ -324,3 +324,43 @@ pub fn fast_path() -> String {
         None => path,
     }
 }
+
+/// `git fsck --strict`'s complaints, empty when it has none (a HEAD that
+/// "points at nothing" is reported on stderr, with exit 0 in some git
+/// versions).
+pub fn fsck_complaints(repo: &Repo) -> String {
+    let out = Command::new("git")
+        .args(["fsck", "--strict"])
+        .current_dir(repo.path())
+        .output()
+        .expect("git fsck");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    if out.status.success() && !err.contains("error") && !err.contains("points at nothing") {
+        String::new()
+    } else {
+        err
+    }
+}
+
+/// What git has to say about the worktree registrations: prunable entries
+/// in `git worktree list --porcelain` and what `git worktree prune` would
+/// remove; empty when every registration is sound.
+pub fn worktree_complaints(repo: &Repo) -> String {
+    let list = repo.git(&["worktree", "list", "--porcelain"]);
+    let prune = Command::new("git")
+        .args(["worktree", "prune", "--dry-run", "--verbose"])
+        .current_dir(repo.path())
+        .output()
+        .expect("git worktree prune");
+    let mut out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&prune.stdout),
+        String::from_utf8_lossy(&prune.stderr)
+    )
+    .trim()
+    .to_string();
+    if list.contains("prunable") {
+        out.push_str(&format!("\ngit worktree list:\n{list}"));
+    }
+    out
+}
