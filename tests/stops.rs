@@ -57,16 +57,9 @@ fn ends_promptly(run: Running, how: Stop, state: &str) -> Done {
     done
 }
 
-/// The exit code a stop gives: 130 for an interruption; STOP drains (start
-/// nothing new, let running attempts finish), so a run it ends with streams
-/// left unmerged exits 1, as documented in README's exit codes.
-fn expected_code(how: Stop) -> i32 {
-    if how == Stop::SignalFile {
-        1
-    } else {
-        130
-    }
-}
+/// Every stop request ends a run it cut short with 130, STOP included
+/// (README's exit codes).
+const STOPPED: i32 = 130;
 
 /// A rate-limit wait: `a`'s first attempt ends with claude's "rate limited"
 /// result (api_error_status 429, no retry time: loki waits 30 s before it
@@ -94,7 +87,7 @@ fn a_stop_ends_a_run_that_waits_out_a_rate_limit() {
         let done = ends_promptly(run, how, "rate-limit wait");
         assert_eq!(
             done.code,
-            Some(expected_code(how)),
+            Some(STOPPED),
             "{how:?}: {}",
             done.both()
         );
@@ -133,7 +126,7 @@ fn a_stop_ends_a_run_held_by_the_budget() {
         let done = ends_promptly(run, how, "budget hold");
         assert_eq!(
             done.code,
-            Some(expected_code(how)),
+            Some(STOPPED),
             "{how:?}: {}",
             done.both()
         );
@@ -169,7 +162,7 @@ fn a_stop_ends_a_run_of_a_paused_swarm() {
         let done = ends_promptly(run, how, "paused swarm");
         assert_eq!(
             done.code,
-            Some(expected_code(how)),
+            Some(STOPPED),
             "{how:?}: {}",
             done.both()
         );

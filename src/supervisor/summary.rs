@@ -5,12 +5,17 @@ use super::*;
 impl Dispatcher {
     // ----- the end ----------------------------------------------------------
 
+    /// 0 when every stream merged; 130 when a stop request (a signal, a
+    /// Ctrl-C, STOP) ended the run before that; 1 when it ran to its end
+    /// with streams left unmerged.
     pub(super) fn summary(&self) -> i32 {
         if self.interrupting {
             return 130;
         }
         if self.slots.values().all(|s| s.st.status == Status::Merged) {
             0
+        } else if self.draining {
+            130
         } else {
             1
         }
