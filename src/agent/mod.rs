@@ -1,6 +1,6 @@
 //! Agents: claude's command line, what its output means, and one attempt
 //! of an agent run to its end through [`process`], which
-//! owns the spawning (own process group, `PR_SET_PDEATHSIG`, the token a
+//! owns the spawning (own process group, the keeper, the token a
 //! later sweep needs), the timeouts and stopping the whole group.
 //!
 //! Decisions worth knowing:
@@ -275,7 +275,7 @@ impl Collector {
 }
 
 /// Runs one agent to its end: spawn (own process group, stdin closed,
-/// PDEATHSIG), stream stdout/stderr to the logs and `events`, enforce the
+/// keeper), stream stdout/stderr to the logs and `events`, enforce the
 /// timeouts, obey `stop`, stop the group, reap.
 pub async fn run(
     spawner: &Spawner,
