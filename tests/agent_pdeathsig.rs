@@ -76,6 +76,7 @@ fn supervisor(dir: &Path) {
             timeout: Duration::from_secs(3600),
             idle_timeout: Duration::from_secs(3600),
             kill_grace: KILL_GRACE,
+            sandbox: None,
         };
         let (tx, mut rx) = mpsc::unbounded_channel();
         let (_stop_tx, stop_rx) = watch::channel(None);

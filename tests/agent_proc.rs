@@ -27,6 +27,7 @@ fn sh(dir: &Path, script: &str) -> Launch {
         timeout: Duration::from_secs(20),
         idle_timeout: Duration::from_secs(10),
         kill_grace: Duration::from_millis(300),
+        sandbox: None,
     }
 }
 

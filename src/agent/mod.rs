@@ -24,6 +24,7 @@
 //!   prefers claude's own `num_turns` from the `result` line.
 
 pub mod api;
+pub mod sandbox;
 pub mod standin;
 mod stream;
 
@@ -67,6 +68,8 @@ pub struct Launch {
     pub timeout: Duration,
     pub idle_timeout: Duration,
     pub kill_grace: Duration,
+    /// Run under bubblewrap (`[agent] sandbox = "bwrap"`).
+    pub sandbox: Option<sandbox::Sandbox>,
 }
 
 /// Why the supervisor stops an agent.
@@ -307,9 +310,13 @@ pub async fn run(
         turns: 0,
         tail: VecDeque::new(),
     };
+    let (program, args) = match &launch.sandbox {
+        Some(sb) => sb.wrap(&launch.program, &launch.args, &launch.cwd),
+        None => (launch.program.clone(), launch.args),
+    };
     let job = Job {
-        program: launch.program.clone(),
-        args: launch.args,
+        program,
+        args,
         cwd: launch.cwd.clone(),
         env: launch.env,
         stdout_log: launch.transcript,
