@@ -69,15 +69,15 @@ pub fn keep(grace: Duration, report_fd: Option<i32>, program: &OsString, args: &
     // SAFETY: prctl with these arguments only sets a flag of this process.
     let subreaper = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     if subreaper == -1 {
-        eprintln!(
-            "loki keeper: cannot become a subreaper ({}); processes that leave the agent's \
-             group may outlive it",
+        say(&format!(
+            "cannot become a subreaper ({}); processes that leave the agent's group may \
+             outlive it",
             std::io::Error::last_os_error()
-        );
+        ));
     }
     let set = waited_signals();
     if let Err(e) = set.thread_block() {
-        eprintln!("loki keeper: cannot block signals: {e}");
+        say(&format!("cannot block signals: {e}"));
     }
     // SAFETY: getpid has no preconditions.
     let me = unsafe { libc::getpid() };
@@ -116,10 +116,7 @@ pub fn keep(grace: Duration, report_fd: Option<i32>, program: &OsString, args: &
                 Some(fd) => {
                     let _ = std::fs::File::from(fd).write_all(&errno.to_ne_bytes());
                 }
-                None => eprintln!(
-                    "loki keeper: cannot start {}: {e}",
-                    program.to_string_lossy()
-                ),
+                None => say(&format!("cannot start {}: {e}", program.to_string_lossy())),
             }
             return 127;
         }
@@ -184,6 +181,12 @@ fn watch(child: Pid, grace: Duration, set: &SigSet) -> Ended {
             Some(_) => begin_end(&mut ending),
         }
     }
+}
+
+/// A line on stderr, if it can still be written (never a panic: the
+/// supervisor reading it may be gone).
+fn say(what: &str) {
+    let _ = writeln!(std::io::stderr(), "loki keeper: {what}");
 }
 
 /// Sends `sig` to every live descendant (the program included).

@@ -1,7 +1,9 @@
 //! The only place that spawns, signals or reaps a process: agents, check
 //! commands, version probes. Every child gets its own
 //! process group, the parent-death signal and a record that lets a later
-//! supervisor sweep what is left of it.
+//! supervisor sweep what is left of it; agents and check commands also run
+//! under the keeper (`loki __keep`), a subreaper that ends everything they
+//! leave, the supervisor's death included.
 //!
 //! | file | owns |
 //! | --- | --- |
