@@ -4,6 +4,11 @@ use loki::error::Error;
 
 fn main() {
     let cli = loki::commands::Cli::parse();
+    // The keeper is this very binary, whatever happens to the file on disk.
+    if let Some(code) = cli.command.keeper() {
+        std::process::exit(code);
+    }
+    loki::process::use_keeper("/proc/self/exe");
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -27,11 +27,24 @@ fn sh(dir: &Path, script: &str) -> Launch {
         timeout: Duration::from_secs(20),
         idle_timeout: Duration::from_secs(10),
         kill_grace: Duration::from_millis(300),
+        sandbox: None,
     }
 }
 
 mod common;
-use common::{alive, stat, wait_until};
+use common::{alive, pids_with_env, stat, wait_until};
+
+/// Every agent runs under the keeper, as in `loki run` (this test binary
+/// is not loki, so the keeper is the built loki binary).
+fn spawner() -> Spawner {
+    process::use_keeper(env!("CARGO_BIN_EXE_loki"));
+    Spawner::start().unwrap()
+}
+
+/// The `LOKI_AGENT_TOKEN=…` entry a record's processes carry.
+fn token_entry(rec: &ProcessRecord) -> String {
+    format!("{}={:016x}", process::TOKEN_ENV, rec.token)
+}
 
 /// The witness that no signal sent to `pid` before this call ends it: it
 /// is stopped (SIGSTOP), seen stopped, and continued. A fatal signal
@@ -72,7 +85,7 @@ fn assert_group_gone(rec: &ProcessRecord) {
 }
 
 async fn run_to_end(launch: Launch) -> (AgentOutcome, Vec<AgentEvent>) {
-    let spawner = Spawner::start().unwrap();
+    let spawner = spawner();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (_stop_tx, stop_rx) = watch::channel(None);
     let outcome = agent::run(&spawner, launch, tx, stop_rx).await;
@@ -91,7 +104,7 @@ async fn run_and_stop(
     trigger: &str,
     req: StopRequest,
 ) -> (AgentOutcome, Vec<AgentEvent>, Duration) {
-    let spawner = Spawner::start().unwrap();
+    let spawner = spawner();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(None);
     let mut events = Vec::new();
@@ -335,7 +348,7 @@ async fn finish_request_stops_promptly_with_sigterm() {
 #[tokio::test]
 async fn a_stop_requested_before_the_start_spawns_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let spawner = Spawner::start().unwrap();
+    let spawner = spawner();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (_stop_tx, stop_rx) = watch::channel(Some(StopRequest::Cancel));
     let l = sh(dir.path(), "touch started");
@@ -360,6 +373,77 @@ async fn leftovers_of_an_exited_leader_are_ended() {
     let grandchild = child_pid(&activities(&events));
     assert!(!alive(grandchild), "grandchild {grandchild} survived");
     assert_group_gone(&started(&events));
+}
+
+/// Starts a grandchild that calls `setsid()` (a new session and group) and
+/// ignores SIGTERM, and prints `child <its pid>` once it runs.
+const SETSID_ESCAPEE: &str = r#"setsid sh -c 'trap "" TERM; echo $$ > escapee.tmp; mv escapee.tmp escapee; exec sleep 1000' &
+    while [ ! -s escapee ]; do sleep 0.01; done; echo "child $(cat escapee)""#;
+
+/// A grandchild that calls `setsid()` leaves the agent's process group (so
+/// `killpg` misses it) and ignores SIGTERM; it still carries the token and
+/// is still below the keeper: it must not outlive a normal end of its
+/// attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setsid_escapee_ends_with_its_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = sh(dir.path(), &format!("{SETSID_ESCAPEE}; exit 0"));
+    let t0 = Instant::now();
+    let (out, events) = run_to_end(l).await;
+    assert_eq!(out.ending, Ending::Exited);
+    assert_eq!(out.exit_code, Some(0));
+    let escapee = child_pid(&activities(&events));
+    let rec = started(&events);
+    assert!(
+        !alive(escapee),
+        "the setsid() escapee {escapee} survived its attempt"
+    );
+    assert_eq!(pids_with_env(&token_entry(&rec)), Vec::<i32>::new());
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    assert_group_gone(&rec);
+}
+
+/// A setsid() escapee whose keeper and supervisor were both killed outright
+/// (nothing of the run could end it) is recognised by its token alone and
+/// swept, though it is in no recorded group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_ends_a_setsid_escapee_by_its_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = sh(dir.path(), &format!("{SETSID_ESCAPEE}; exec sleep 1000"));
+    let spawner = spawner();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (_stop_tx, stop_rx) = watch::channel(None);
+    let run = agent::run(&spawner, l, tx, stop_rx);
+    tokio::pin!(run);
+    let mut rec = None;
+    let escapee = loop {
+        tokio::select! {
+            o = &mut run => panic!("the agent ended: {o:?}"),
+            Some(e) = rx.recv() => match e {
+                AgentEvent::Started(r) => rec = Some(r),
+                AgentEvent::Activity(a) => if let Some(p) = a.strip_prefix("child ") {
+                    break p.trim().parse::<i32>().unwrap();
+                },
+                _ => {}
+            }
+        }
+    };
+    let rec = rec.expect("Started comes first");
+    // As if the whole group died with the supervisor: the leader (the
+    // keeper) and the agent get SIGKILL, which nothing can catch.
+    kill(Pid::from_raw(-rec.pgid), Signal::SIGKILL).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            common::group_members(rec.pgid, rec.start_time).is_empty()
+        }),
+        "the group did not die"
+    );
+    assert!(alive(escapee), "the escapee is outside the group");
+    assert_ne!(stat(escapee).map(|s| s.pgrp), Some(rec.pgid));
+    assert_eq!(process::leftover_members(&rec), vec![escapee]);
+    assert_eq!(process::sweep_leftover(&rec, Duration::from_millis(200)), 1);
+    assert!(!alive(escapee), "the sweep left the escapee {escapee}");
+    assert_eq!(process::sweep_leftover(&rec, Duration::from_millis(200)), 0);
 }
 
 #[tokio::test]

@@ -313,3 +313,44 @@ fn a_session_claude_no_longer_has_is_started_again_without_using_an_attempt() {
     }
     assert_clean_repo(&repo);
 }
+
+/// `sandbox = "bwrap"` with the real claude: it runs inside bubblewrap
+/// (its config in the test's home folder writable, the rest of the home
+/// and the user's checkout read-only) and its Write tool still writes the
+/// chapter in the worktree, which is merged.
+#[test]
+fn claude_runs_in_the_bwrap_sandbox_and_its_chapter_is_merged() {
+    require_claude();
+    let api = MockApi::start(&["--mode", "write"]);
+    let home = tempfile::tempdir().expect("home");
+    let repo = Repo::new();
+    repo.write("prompts/chapter.md", TEMPLATE);
+    let streams = stream("ch01", &[], "chapters/ch01.md", "sandbox = \"bwrap\"\n");
+    repo.write(
+        "loki.toml",
+        &claude_swarm(&api.url(), home.path(), 1, &streams),
+    );
+    repo.commit_all("swarm");
+    let before = std::fs::read_to_string(repo.path().join("loki.toml")).expect("loki.toml");
+
+    let out = loki_clean_env(&repo, &["run", "--plain"]);
+    assert!(
+        out.status.success(),
+        "loki run with claude under bwrap failed:\n{}",
+        both(&out)
+    );
+    let ch01 = repo.git(&["show", "main:chapters/ch01.md"]);
+    assert!(ch01.contains("ch01"), "{ch01}");
+    assert_eq!(repo.read("loki.toml"), before);
+    // Its config folder was writable (claude keeps the session there), the
+    // rest of the home folder was not: without the sandbox claude creates
+    // ~/.claude.json there.
+    let kept = std::fs::read_dir(home.path().join(".claude"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert!(kept > 0, "claude wrote nothing in ~/.claude");
+    assert!(
+        !home.path().join(".claude.json").exists(),
+        "claude wrote ~/.claude.json: it did not run in the sandbox"
+    );
+}

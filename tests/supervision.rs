@@ -159,7 +159,7 @@ fn grandchild_ignoring_sigterm_is_killed_with_the_group() {
     h.add_group(grandchild);
     assert_eq!(
         gstat.map(|s| s.pgrp),
-        Some(leader),
+        stat(leader).map(|s| s.pgrp),
         "the grandchild should be in the agent's group"
     );
 
@@ -374,6 +374,15 @@ fn kill9(run: Running) -> Done {
     done
 }
 
+/// SIGKILL for the supervisor and `leader` (an agent's or a check's
+/// keeper) at once: the supervisor is stopped first, so it cannot react to
+/// the leader's death, and the leader dies before its death signal comes.
+fn kill9_with(run: Running, leader: i32) -> Done {
+    run.signal(Signal::SIGSTOP);
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(leader), Signal::SIGKILL);
+    kill9(run)
+}
+
 fn resume_and_complete(h: &Swarm, ids: &[&str]) -> Done {
     let again = h.run();
     assert_eq!(again.code, Some(0), "{}", again.both());
@@ -382,9 +391,10 @@ fn resume_and_complete(h: &Swarm, ids: &[&str]) -> Done {
     again
 }
 
-/// While agents run: they die with the supervisor (PDEATHSIG) and a
-/// grandchild that ignores SIGTERM is ended by the next supervisor's
-/// start-up sweep before anything else happens.
+/// While agents run: they die with the supervisor, and so does a
+/// grandchild that ignores SIGTERM, within `kill_grace` (1 s here): each
+/// agent's keeper gets SIGTERM as its death signal and ends all it started.
+/// The next run resumes.
 #[test]
 fn kill_9_while_agents_run_then_resume() {
     let h = Swarm::empty();
@@ -422,29 +432,81 @@ fn kill_9_while_agents_run_then_resume() {
     assert!(groups.contains(&a) && groups.contains(&b), "{groups:?}");
 
     kill9(run);
-    // PDEATHSIG: the agents themselves die with the supervisor.
-    wait_until(Duration::from_secs(3), || !alive(a) && !alive(b));
+    let killed = Instant::now();
+    // kill_grace is 1 s; the margin is for a loaded machine.
+    let gone = wait_until(Duration::from_secs(3), || {
+        !alive(a) && !alive(b) && !alive(grandchild)
+    });
+    let took = killed.elapsed();
     assert!(
-        !alive(a),
-        "agent a ({a}) outlived the supervisor (PDEATHSIG)"
+        gone,
+        "processes of the killed run are alive {took:?} after it (a {a}: {}, b {b}: {}, b's grandchild {grandchild}: {})",
+        alive(a),
+        alive(b),
+        alive(grandchild)
     );
-    assert!(
-        !alive(b),
-        "agent b ({b}) outlived the supervisor (PDEATHSIG)"
+    assert_eq!(live_members(&groups, h.since), Vec::<(i32, i32)>::new());
+
+    let again = h.run();
+    assert_eq!(again.code, Some(0), "{}", again.both());
+    h.assert_no_leftovers("after the second run");
+    h.assert_all_merged_once(&["a", "b", "c", "d"]);
+    for id in ["a", "b"] {
+        let st = h.try_state(id).expect("state");
+        assert_eq!(st["attempts"][0]["outcome"], "interrupted", "{st:#}");
+    }
+}
+
+/// When the keeper dies with the supervisor (both get SIGKILL, as from an
+/// OOM kill), an agent's grandchild that called `setsid()` (out of the
+/// agent's group) and ignores SIGTERM is left: the next supervisor's
+/// start-up sweep finds it by the token it carries and ends it before
+/// anything else happens.
+#[test]
+fn kill_9_of_supervisor_and_keeper_then_the_next_run_sweeps_a_setsid_escapee() {
+    let h = Swarm::empty();
+    let pid_file = h.scratch("b.pid");
+    let pf = format!("{}@1", toml_path(&pid_file));
+    let mut toml = header(1, "");
+    toml.push_str(&stream_with(
+        "b",
+        &[],
+        &[
+            ("FAKE_AGENT_FORK_IGNORE_TERM", "@1"),
+            ("FAKE_AGENT_FORK_SETSID", "@1"),
+            ("FAKE_AGENT_PID_FILE", &pf),
+        ],
+        "",
+    ));
+    h.write(&toml);
+
+    let run = h.spawn(&["run", "--plain"]);
+    let leader = h.wait_running_pid("b");
+    let mut pids: Vec<i32> = Vec::new();
+    h.wait_for("b forked its grandchild", || {
+        let text = std::fs::read_to_string(&pid_file).unwrap_or_default();
+        pids = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        pids.len() == 2
+    });
+    let escapee = pids[1];
+    h.add_group(leader);
+    assert_ne!(
+        stat(escapee).map(|s| s.pgrp),
+        stat(leader).map(|s| s.pgrp),
+        "test precondition: the grandchild left the agent's group"
     );
-    // The grandchild has no PDEATHSIG and ignores SIGTERM: the sweep's job.
+    kill9_with(run, leader);
     assert!(
-        alive(grandchild),
-        "test precondition: the grandchild should still be alive"
+        alive(escapee),
+        "test precondition: nothing was left to end the escapee"
     );
 
     let second = h.spawn(&["run", "--plain"]);
     let me = format!("started (pid {})", second.pid);
     h.wait_event("supervisor", "", &me);
-    let left = live_members(&groups, h.since);
     assert!(
-        left.is_empty(),
-        "processes of the first run's groups are alive after the second run started: {left:?}"
+        wait_until(Duration::from_secs(3), || !alive(escapee)),
+        "the setsid() escapee {escapee} is alive after the next supervisor started"
     );
     let again = second.wait();
     assert_eq!(again.code, Some(0), "{}", again.both());
@@ -454,11 +516,7 @@ fn kill_9_while_agents_run_then_resume() {
         again.both()
     );
     h.assert_no_leftovers("after the second run");
-    h.assert_all_merged_once(&["a", "b", "c", "d"]);
-    for id in ["a", "b"] {
-        let st = h.try_state(id).expect("state");
-        assert_eq!(st["attempts"][0]["outcome"], "interrupted", "{st:#}");
-    }
+    h.assert_all_merged_once(&["b"]);
 }
 
 /// During a check command: its group is recorded like an agent's, so a
@@ -501,7 +559,9 @@ fn kill_9_during_a_check_command_then_the_next_run_sweeps_it() {
         .expect("the check's group is recorded") as i32;
     h.add_group(pgid);
 
-    kill9(run);
+    // The check's keeper dies with the supervisor (both SIGKILL), so
+    // nothing of this run is left to end the child.
+    kill9_with(run, pgid);
     assert!(
         alive(child),
         "test precondition: the check's child ignores SIGTERM and outlives the supervisor"

@@ -1,6 +1,6 @@
 //! Agents: claude's command line, what its output means, and one attempt
 //! of an agent run to its end through [`process`], which
-//! owns the spawning (own process group, `PR_SET_PDEATHSIG`, the token a
+//! owns the spawning (own process group, the keeper, the token a
 //! later sweep needs), the timeouts and stopping the whole group.
 //!
 //! Decisions worth knowing:
@@ -24,6 +24,7 @@
 //!   prefers claude's own `num_turns` from the `result` line.
 
 pub mod api;
+pub mod sandbox;
 pub mod standin;
 mod stream;
 
@@ -67,6 +68,8 @@ pub struct Launch {
     pub timeout: Duration,
     pub idle_timeout: Duration,
     pub kill_grace: Duration,
+    /// Run under bubblewrap (`[agent] sandbox = "bwrap"`).
+    pub sandbox: Option<sandbox::Sandbox>,
 }
 
 /// Why the supervisor stops an agent.
@@ -275,7 +278,7 @@ impl Collector {
 }
 
 /// Runs one agent to its end: spawn (own process group, stdin closed,
-/// PDEATHSIG), stream stdout/stderr to the logs and `events`, enforce the
+/// keeper), stream stdout/stderr to the logs and `events`, enforce the
 /// timeouts, obey `stop`, stop the group, reap.
 pub async fn run(
     spawner: &Spawner,
@@ -307,9 +310,13 @@ pub async fn run(
         turns: 0,
         tail: VecDeque::new(),
     };
+    let (program, args) = match &launch.sandbox {
+        Some(sb) => sb.wrap(&launch.program, &launch.args, &launch.cwd),
+        None => (launch.program.clone(), launch.args),
+    };
     let job = Job {
-        program: launch.program.clone(),
-        args: launch.args,
+        program,
+        args,
         cwd: launch.cwd.clone(),
         env: launch.env,
         stdout_log: launch.transcript,

@@ -326,6 +326,7 @@ pub fn doctor(cwd: &Path, config: Option<&Path>) -> Result<i32> {
     };
     // One entry per distinct agent command, with the settings it runs under.
     let mut agents: Vec<crate::config::AgentSettings> = Vec::new();
+    let mut wants_bwrap = false;
     if let Some(p) = &cfg_path {
         match crate::config::load(p) {
             Ok(cfg) => {
@@ -336,6 +337,7 @@ pub fn doctor(cwd: &Path, config: Option<&Path>) -> Result<i32> {
                     "",
                 ));
                 for s in &cfg.streams {
+                    wants_bwrap |= s.agent.sandbox == crate::config::Sandbox::Bwrap;
                     if !agents.iter().any(|a| a.command == s.agent.command) {
                         agents.push(s.agent.clone());
                     }
@@ -411,6 +413,25 @@ pub fn doctor(cwd: &Path, config: Option<&Path>) -> Result<i32> {
                 "export ANTHROPIC_API_KEY=… or run `claude` once and /login",
             ));
         }
+    }
+    // The sandbox: a failure matters only to a swarm that asks for it.
+    match crate::agent::sandbox::probe() {
+        Ok(bwrap) => f.push(finding(
+            "OK",
+            "sandbox",
+            format!("{} works (`--ro-bind / / true`)", bwrap.display()),
+            "",
+        )),
+        Err((problem, fix)) => f.push(finding(
+            if wants_bwrap { "FAIL" } else { "WARN" },
+            "sandbox",
+            if wants_bwrap {
+                format!("sandbox = \"bwrap\" is set, but {problem}")
+            } else {
+                format!("{problem} (needed only for sandbox = \"bwrap\")")
+            },
+            fix,
+        )),
     }
     let read_num = |p: &str| {
         std::fs::read_to_string(p)

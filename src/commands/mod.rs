@@ -146,6 +146,42 @@ pub enum Command {
     /// The built-in stand-in agent used by `loki run --rehearse`.
     #[command(hide = true, name = "stand-in")]
     StandIn,
+    /// The keeper every agent and check command runs under (see
+    /// `process::keep`); started by loki itself, never by a person.
+    #[command(hide = true, name = "__keep")]
+    Keep {
+        /// Between SIGTERM and SIGKILL for what the program leaves.
+        #[arg(long, default_value_t = 10_000)]
+        grace_ms: u64,
+        /// The pipe on which a failed start is reported.
+        #[arg(long)]
+        report_fd: Option<i32>,
+        /// The program and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
+}
+
+impl Command {
+    /// `loki __keep`: runs without the async runtime, as the process
+    /// module's keeper. `None` for every other command.
+    pub fn keeper(&self) -> Option<i32> {
+        let Command::Keep {
+            grace_ms,
+            report_fd,
+            command,
+        } = self
+        else {
+            return None;
+        };
+        let (program, args) = command.split_first()?;
+        Some(crate::process::keep(
+            std::time::Duration::from_millis(*grace_ms),
+            *report_fd,
+            program,
+            args,
+        ))
+    }
 }
 
 /// Runs the parsed command; returns the process exit code.
@@ -219,6 +255,7 @@ pub async fn main(cli: Cli) -> Result<i32> {
             crate::commands::logs::logs(&root, &id, attempt, follow, raw)
         }
         Command::Doctor => crate::commands::logs::doctor(&cwd, cli.config.as_deref()),
+        Command::Keep { .. } => Ok(cli.command.keeper().unwrap_or(2)),
         Command::Show { id } => {
             let (cfg, root, target) = load_config(cli.config, &cwd)?;
             crate::commands::show::show(&root, &cfg, &target, &id)

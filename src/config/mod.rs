@@ -94,8 +94,8 @@ use std::time::Duration;
 pub use diag::{line_col, ConfigError};
 pub use preflight::{agent_command_problem, check_agent_commands};
 pub use types::{
-    AgentSettings, CheckSettings, StreamConfig, SwarmFile, SwarmSettings, BUILTIN_PLACEHOLDERS,
-    PERMISSION_MODES, RETRY_PLACEHOLDERS,
+    AgentSettings, CheckSettings, Sandbox, StreamConfig, SwarmFile, SwarmSettings,
+    BUILTIN_PLACEHOLDERS, PERMISSION_MODES, RETRY_PLACEHOLDERS, SANDBOXES,
 };
 
 use diag::utf8_text;

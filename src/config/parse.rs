@@ -56,6 +56,7 @@ pub(super) const AGENT_KEYS: &[&str] = &[
     "kill_grace",
     "resume",
     "max_budget_usd",
+    "sandbox",
 ];
 pub(super) const CHECK_KEYS: &[&str] = &[
     "words",

@@ -72,7 +72,23 @@ pub struct AgentSettings {
     pub resume: bool,
     /// Per-stream budget passed to claude as --max-budget-usd and enforced by loki.
     pub max_budget_usd: Option<f64>,
+    /// How the agent is contained beyond its process group (default none).
+    pub sandbox: Sandbox,
 }
+
+/// `[agent] sandbox`: what an agent may write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sandbox {
+    /// No containment beyond the process group and the keeper.
+    #[default]
+    None,
+    /// bubblewrap: the filesystem read-only but for the worktree, the git
+    /// dir entries a commit needs, a private /tmp and the agent's config.
+    Bwrap,
+}
+
+/// `sandbox` values, as written in the swarm file.
+pub const SANDBOXES: &[&str] = &["none", "bwrap"];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckSettings {
@@ -134,6 +150,7 @@ impl Default for AgentSettings {
             kill_grace: Duration::from_secs(10),
             resume: true,
             max_budget_usd: None,
+            sandbox: Sandbox::None,
         }
     }
 }

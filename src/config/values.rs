@@ -12,8 +12,8 @@ use toml::Spanned;
 use super::diag::{line_col, suggest, Res};
 use super::parse::Parser;
 use super::{
-    parse_duration, AgentSettings, CheckSettings, SwarmSettings, BUILTIN_PLACEHOLDERS,
-    PERMISSION_MODES,
+    parse_duration, AgentSettings, CheckSettings, Sandbox, SwarmSettings, BUILTIN_PLACEHOLDERS,
+    PERMISSION_MODES, SANDBOXES,
 };
 use crate::prompt;
 
@@ -432,6 +432,29 @@ impl Parser<'_> {
             "kill_grace" => a.kill_grace = self.duration(key, v, true)?,
             "resume" => a.resume = self.boolean(key, v)?,
             "max_budget_usd" => a.max_budget_usd = Some(self.money(key, v)?),
+            "sandbox" => {
+                a.sandbox = match self.string(key, v)?.as_str() {
+                    "none" => Sandbox::None,
+                    "bwrap" => Sandbox::Bwrap,
+                    other => {
+                        let near = suggest(other, SANDBOXES)
+                            .map(|s| format!("did you mean \"{s}\"? "))
+                            .unwrap_or_default();
+                        return Err(self.err(
+                            &v.span(),
+                            format!(
+                                "`sandbox` must be one of {}; found \"{other}\"",
+                                SANDBOXES.join(", ")
+                            ),
+                            format!(
+                                "{near}\"bwrap\" runs each agent under bubblewrap (the \
+                                 filesystem read-only but for its worktree); \"none\" (the \
+                                 default) does not"
+                            ),
+                        ));
+                    }
+                }
+            }
             _ => {}
         }
         Ok(())

@@ -314,3 +314,9 @@ fn dirty_paths(repo: &Repository) -> Result<BTreeSet<String>, git2::Error> {
         })
         .collect())
 }
+
+/// The common git dir of the repository at `root` (what every linked
+/// worktree shares: objects, refs, the worktrees' registrations).
+pub fn common_dir(root: &Path) -> Result<PathBuf> {
+    Ok(open_repo(root)?.commondir().to_path_buf())
+}

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use super::group::kill_now;
 use super::proc::{new_token, record_of};
-use super::spawn::{contained, kill_group};
+use super::spawn::{contained, Contained};
 use crate::model::ProcessRecord;
 
 /// How long to wait for the output to close once the group is gone.
@@ -84,7 +85,18 @@ pub fn run_captured(job: &Capture<'_>) -> Result<Captured, CaptureStartError> {
         .try_clone()
         .map_err(|e| CaptureStartError::Pipe(e.to_string()))?;
     let token = new_token();
-    let mut command = contained(job.program, job.args, job.cwd, job.env, token);
+    // Under a keeper that ends what the command leaves at once (no grace:
+    // a check's leftovers were always killed outright).
+    let kept = contained(
+        job.program,
+        job.args,
+        job.cwd,
+        job.env,
+        token,
+        Some(Duration::ZERO),
+    )
+    .map_err(CaptureStartError::Spawn)?;
+    let (mut command, report) = kept.into_parts();
     command
         .stdin(Stdio::null())
         .stdout(Stdio::from(writer))
@@ -92,7 +104,17 @@ pub fn run_captured(job: &Capture<'_>) -> Result<Captured, CaptureStartError> {
     let spawned = command.spawn();
     // The parent's copies of the write end must close, or reading never ends.
     drop(command);
-    let mut child = spawned.map_err(CaptureStartError::Spawn)?;
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            drop(report);
+            return Err(CaptureStartError::Spawn(e));
+        }
+    };
+    if let Err(e) = Contained::started(report) {
+        let _ = child.wait();
+        return Err(CaptureStartError::Spawn(e));
+    }
     let Ok(pid) = i32::try_from(child.id()) else {
         let _ = child.kill();
         let _ = child.wait();
@@ -132,8 +154,8 @@ pub fn run_captured(job: &Capture<'_>) -> Result<Captured, CaptureStartError> {
         std::thread::sleep(pause.min(timeout - elapsed));
         pause = (pause * 2).min(Duration::from_millis(50));
     };
-    // Whatever the command left running in its group ends with it.
-    kill_group(pid);
+    // Whatever the command left running (in its group or not) ends with it.
+    kill_now(&record);
     let status = child.wait();
 
     let (output, truncated) = rx
@@ -191,7 +213,8 @@ pub struct Ran {
 /// standard streams closed, and waits for it. Blocking.
 pub fn run_quiet(program: &str, args: &[String]) -> io::Result<Ran> {
     let cwd = std::env::current_dir()?;
-    let mut child = contained(program, args, &cwd, &[], new_token())
+    let (mut cmd, _) = contained(program, args, &cwd, &[], new_token(), None)?.into_parts();
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

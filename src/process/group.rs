@@ -50,8 +50,11 @@ impl Drop for GroupGuard {
             return;
         }
         // While the leader is unreaped its pid (= the pgid) cannot be reused.
-        if !self.leader_reaped || !group_members(&self.rec).is_empty() {
+        if !self.leader_reaped {
             let _ = killpg(Pid::from_raw(self.rec.pgid), Signal::SIGKILL);
+        }
+        for pid in group_members(&self.rec) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
 }
@@ -60,6 +63,21 @@ pub(crate) async fn members_now(rec: ProcessRecord) -> Vec<i32> {
     tokio::task::spawn_blocking(move || group_members(&rec))
         .await
         .unwrap_or_default()
+}
+
+/// Sends `sig` to the whole run: the group (by `killpg` while the leader
+/// is unreaped, so its number is still ours) and every member one by one
+/// (token carriers and descendants that left the group). Returns whether
+/// any member was left to signal.
+async fn signal_run(rec: ProcessRecord, sig: Signal, leader_unreaped: bool) -> bool {
+    if leader_unreaped {
+        let _ = killpg(Pid::from_raw(rec.pgid), sig);
+    }
+    let members = members_now(rec).await;
+    for &pid in &members {
+        let _ = kill(Pid::from_raw(pid), sig);
+    }
+    !members.is_empty()
 }
 
 /// Waits until no member of the group is left or `until` passes; true if
@@ -76,20 +94,20 @@ async fn wait_group_empty(rec: ProcessRecord, until: Instant) -> bool {
     }
 }
 
-/// Ends the whole group: SIGTERM, up to `grace` for the leader to exit and
-/// the group to empty, SIGKILL, reap. `status` is the leader's exit status if
-/// it has already been reaped.
+/// Ends the whole run: SIGTERM, up to `grace` for the leader to exit and
+/// every member to go, SIGKILL (repeated until none is left, so a member
+/// forked meanwhile goes too), reap. `status` is the leader's exit status
+/// if it has already been reaped.
 pub(crate) async fn end_group(
     child: &mut tokio::process::Child,
     rec: ProcessRecord,
     grace: Duration,
     status: &mut Option<ExitStatus>,
 ) {
-    let pgid = Pid::from_raw(rec.pgid);
     if status.is_some() && members_now(rec).await.is_empty() {
         return;
     }
-    let _ = killpg(pgid, Signal::SIGTERM);
+    signal_run(rec, Signal::SIGTERM, status.is_none()).await;
     let until = Instant::now() + grace;
     if status.is_none() {
         if let Ok(Ok(st)) = tokio::time::timeout_at(until, child.wait()).await {
@@ -99,20 +117,46 @@ pub(crate) async fn end_group(
     if status.is_some() && wait_group_empty(rec, until).await {
         return;
     }
-    if status.is_none() || !members_now(rec).await.is_empty() {
-        let _ = killpg(pgid, Signal::SIGKILL);
-    }
-    if status.is_none() {
-        if let Ok(Ok(st)) = tokio::time::timeout(KILL_LIMIT, child.wait()).await {
-            *status = Some(st);
+    let until = Instant::now() + KILL_LIMIT;
+    loop {
+        let unreaped = status.is_none();
+        let left = signal_run(rec, Signal::SIGKILL, unreaped).await;
+        if unreaped {
+            if let Ok(Ok(st)) = tokio::time::timeout(POLL, child.wait()).await {
+                *status = Some(st);
+            }
+        }
+        if (!left && status.is_some()) || Instant::now() >= until {
+            break;
+        }
+        if !unreaped {
+            tokio::time::sleep(POLL).await;
         }
     }
-    wait_group_empty(rec, Instant::now() + KILL_LIMIT).await;
 }
 
-/// Ends what is left of a group recorded by an earlier supervisor:
+/// SIGKILLs the whole run at once, repeated until nothing of it is left
+/// (at most [`KILL_LIMIT`]). For a run whose leader is not yet reaped.
+/// Blocking.
+pub(crate) fn kill_now(rec: &ProcessRecord) {
+    let until = std::time::Instant::now() + KILL_LIMIT;
+    let _ = killpg(Pid::from_raw(rec.pgid), Signal::SIGKILL);
+    loop {
+        let members = group_members(rec);
+        if members.is_empty() || std::time::Instant::now() >= until {
+            return;
+        }
+        for pid in members {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Ends what is left of a run recorded by an earlier supervisor:
 /// SIGTERM, `grace`, SIGKILL. Returns how many processes it found.
-/// Nothing outside the group members above is ever signalled. Blocking.
+/// Nothing but [`leftover_members`] (the group, the token's carriers, a
+/// live leader's descendants) is ever signalled. Blocking.
 ///
 /// Members are signalled one by one (never `killpg`), re-listed before every
 /// round, so a member forked meanwhile is caught by a later round.

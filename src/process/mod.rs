@@ -1,11 +1,14 @@
 //! The only place that spawns, signals or reaps a process: agents, check
 //! commands, version probes. Every child gets its own
 //! process group, the parent-death signal and a record that lets a later
-//! supervisor sweep what is left of it.
+//! supervisor sweep what is left of it; agents and check commands also run
+//! under the keeper (`loki __keep`), a subreaper that ends everything they
+//! leave, the supervisor's death included.
 //!
 //! | file | owns |
 //! | --- | --- |
 //! | `spawn` | building a contained child (`contained`), the long-lived [`Spawner`] thread |
+//! | `keep` | the keeper every agent and check command runs under: a subreaper that ends all it left ([`keep`]) |
 //! | `run` | one async child to its end: pipes, logs, timeouts, stop requests ([`run_job`]) |
 //! | `capture` | one child run synchronously with its output tail ([`run_captured`]), or quietly ([`run_quiet`]) |
 //! | `group` | ending a group (SIGTERM, grace, SIGKILL, reap) and [`sweep_leftover`] |
@@ -17,6 +20,7 @@
 
 mod capture;
 mod group;
+mod keep;
 mod probe;
 mod proc;
 mod run;
@@ -26,13 +30,14 @@ pub use capture::{
     run_captured, run_quiet, Capture, CaptureStartError, Captured, Exit, OnStart, Ran,
 };
 pub use group::sweep_leftover;
+pub use keep::{keep, KEEP_SUBCOMMAND};
 pub use probe::{agent_version, query_version};
 pub use proc::{
     boot_hash, group_members, is_alive, leftover_members, own_start_time, proc_start_time,
     TOKEN_ENV,
 };
 pub use run::{run_job, End, Finished, Job, Output, StartError};
-pub use spawn::Spawner;
+pub use spawn::{use_keeper, Spawner};
 
 #[cfg(test)]
 pub mod test_support;

@@ -36,13 +36,16 @@ pub fn agent_version(command: &str) -> String {
 /// start, fails, or does not answer within 5 seconds. Run from the temporary
 /// folder, never from the user's checkout. Blocking.
 pub fn query_version(command: &str) -> Option<String> {
-    let mut cmd = contained(
+    let (mut cmd, _) = contained(
         command,
         &["--version".to_string()],
         &std::env::temp_dir(),
         &[],
         new_token(),
-    );
+        None,
+    )
+    .ok()?
+    .into_parts();
     let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

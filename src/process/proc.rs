@@ -12,6 +12,7 @@ pub const TOKEN_ENV: &str = "LOKI_AGENT_TOKEN";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Stat {
     pub(crate) state: char,
+    pub(crate) ppid: i32,
     pub(crate) pgrp: i32,
     pub(crate) start_time: u64,
 }
@@ -24,6 +25,7 @@ pub(crate) fn parse_stat(text: &str) -> Option<Stat> {
     // fields[0] is field 3 (state); field n is fields[n - 3].
     Some(Stat {
         state: fields.first()?.chars().next()?,
+        ppid: fields.get(4 - 3)?.parse().ok()?,
         pgrp: fields.get(5 - 3)?.parse().ok()?,
         start_time: fields.get(22 - 3)?.parse().ok()?,
     })
@@ -93,7 +95,7 @@ pub(crate) fn token_text(token: u64) -> String {
 }
 
 /// Whether `/proc/<pid>/environ` holds `LOKI_AGENT_TOKEN=<token>`.
-fn carries_token(pid: i32, token: u64) -> bool {
+pub(crate) fn carries_token(pid: i32, token: u64) -> bool {
     let want = format!("{TOKEN_ENV}={}", token_text(token));
     std::fs::read(format!("/proc/{pid}/environ"))
         .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == want.as_bytes()))
@@ -110,16 +112,19 @@ pub(crate) fn record_of(pid: i32, token: u64) -> ProcessRecord {
     }
 }
 
-/// Live processes in the recorded group that started no earlier than its
-/// leader did (so a reused pid is never mistaken for ours), for a group this
-/// supervisor started and has watched since: while any member lives the
-/// kernel never hands the group's number to another process.
+/// Every live process of the run a record names, listed from `/proc`:
+/// the members of its group, every process whose environment carries its
+/// token (a `setsid()` escapee keeps it), and, while the recorded leader
+/// runs, every descendant of the leader (one that cleared its
+/// environment). Only processes that started no earlier than the leader
+/// count, so a reused pid is never mistaken for ours.
 ///
-/// Zombies are not counted (they cannot be signalled and vanish when
-/// reaped). Nothing is returned for a record of another boot, or when a
-/// live process holds the group's number as its pid but started at another
-/// time than the recorded leader (the number was reused for a stranger's
-/// group).
+/// This is for a group this supervisor started and has watched since:
+/// while any member lives the kernel never hands the group's number to
+/// another process. Zombies are not counted (they cannot be signalled and
+/// vanish when reaped). Nothing is returned for a record of another boot,
+/// or when a live process holds the group's number as its pid but started
+/// at another time than the recorded leader (the number was reused).
 pub fn group_members(rec: &ProcessRecord) -> Vec<i32> {
     members(rec, false)
 }
@@ -149,21 +154,67 @@ fn members(rec: &ProcessRecord, leftover: bool) -> Vec<i32> {
         }
     }
     let need_token = leftover && rec.token != 0 && !leader_ours;
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
+    let procs: std::collections::HashMap<i32, Stat> = all_stats()
+        .into_iter()
+        .filter(|(_, s)| s.start_time >= rec.start_time && !matches!(s.state, 'Z' | 'X'))
+        .collect();
+    // A descendant of the leader: its chain of parents reaches the leader
+    // through processes that are all ours (started after it).
+    let descends = |mut pid: i32| {
+        for _ in 0..procs.len() {
+            match procs.get(&pid) {
+                Some(s) if s.ppid == rec.pid => return true,
+                Some(s) => pid = s.ppid,
+                None => return false,
+            }
+        }
+        false
     };
-    let mut members: Vec<i32> = dir
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| {
-            read_stat(pid).is_some_and(|s| {
-                s.pgrp == rec.pgid
-                    && s.start_time >= rec.start_time
-                    && !matches!(s.state, 'Z' | 'X')
-            }) && (!need_token || carries_token(pid, rec.token))
+    let mut members: Vec<i32> = procs
+        .iter()
+        .filter(|(&pid, s)| {
+            let token = || rec.token != 0 && carries_token(pid, rec.token);
+            (s.pgrp == rec.pgid && !need_token)
+                || (leader_ours && rec.pid != 0 && (pid == rec.pid || descends(pid)))
+                || token()
         })
+        .map(|(&pid, _)| pid)
         .collect();
     members.sort_unstable();
     members
+}
+
+/// Every process `/proc` lists, with its stat fields.
+pub(crate) fn all_stats() -> Vec<(i32, Stat)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| Some((pid, read_stat(pid)?)))
+        .collect()
+}
+
+/// Live descendants of `root` (by parent links as `/proc` shows them now).
+pub(crate) fn descendants(root: i32) -> Vec<i32> {
+    let stats = all_stats();
+    let parent: std::collections::HashMap<i32, i32> =
+        stats.iter().map(|(pid, s)| (*pid, s.ppid)).collect();
+    stats
+        .iter()
+        .filter(|(_, s)| !matches!(s.state, 'Z' | 'X'))
+        .filter(|(pid, _)| {
+            let mut p = *pid;
+            for _ in 0..parent.len() {
+                match parent.get(&p) {
+                    Some(&pp) if pp == root => return true,
+                    Some(&pp) if pp > 1 => p = pp,
+                    _ => return false,
+                }
+            }
+            false
+        })
+        .map(|(pid, _)| *pid)
+        .collect()
 }
 
 #[cfg(test)]
@@ -176,6 +227,7 @@ mod tests {
                     1 2 0 0 20 0 1 0 987654 1000 10 18446744073709551615";
         let s = parse_stat(line).unwrap();
         assert_eq!(s.state, 'S');
+        assert_eq!(s.ppid, 1);
         assert_eq!(s.pgrp, 4240);
         assert_eq!(s.start_time, 987654);
         assert_eq!(parse_stat("12 (x) S 1"), None);

@@ -132,6 +132,7 @@ pub async fn run_job<S: Copy>(
         cwd: job.cwd.clone(),
         env: job.env.clone(),
         token,
+        kill_grace: job.kill_grace,
     };
     let mut child = spawner.spawn(spec).await.map_err(StartError::Spawn)?;
     let start = Instant::now();

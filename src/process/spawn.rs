@@ -9,22 +9,82 @@
 //! synchronous caller that waits for its child on its own thread may build
 //! the command with [`contained`] directly.
 
-use std::io;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::Duration;
 
 use anyhow::Context;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::sync::oneshot;
 
+use super::keep::KEEP_SUBCOMMAND;
 use super::proc::{token_text, TOKEN_ENV};
+
+/// Where the keeper is (see [`super::keep`]); set once by the loki
+/// binary. Without one, children are started directly: a library caller
+/// then gets only the group, the death signal of the leader and the token.
+static KEEPER: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Makes `exe` (a loki binary that knows `__keep`, normally
+/// `/proc/self/exe`) the keeper of every agent and check command started
+/// from now on. The first call wins.
+pub fn use_keeper(exe: impl Into<PathBuf>) {
+    let _ = KEEPER.set(exe.into());
+}
+
+/// A child to start: the command, and, when it runs under a keeper, the
+/// pipe on which the keeper says whether the program itself started.
+pub(crate) struct Contained {
+    pub(crate) cmd: std::process::Command,
+    report: Option<(OwnedFd, OwnedFd)>,
+}
+
+impl Contained {
+    /// To be called right after the spawn (successful or not), with the
+    /// command dropped: the keeper's word on the program's start, as the
+    /// error the spawn itself would have given without a keeper.
+    pub(crate) fn started(report: Option<(OwnedFd, OwnedFd)>) -> io::Result<()> {
+        let Some((read, write)) = report else {
+            return Ok(());
+        };
+        drop(write);
+        let mut buf = [0u8; 4];
+        let mut got = 0;
+        let mut file = std::fs::File::from(read);
+        while got < buf.len() {
+            match file.read(&mut buf[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        if got == buf.len() {
+            return Err(io::Error::from_raw_os_error(i32::from_ne_bytes(buf)));
+        }
+        Ok(())
+    }
+
+    /// Splits it for the caller: set stdio on the command, spawn, drop the
+    /// command, then [`Contained::started`] with the report.
+    pub(crate) fn into_parts(self) -> (std::process::Command, Option<(OwnedFd, OwnedFd)>) {
+        (self.cmd, self.report)
+    }
+}
 
 /// `program args…` in `cwd` with `env` added to ours and [`TOKEN_ENV`] set
 /// to `token` (last, so nothing overrides it), to be the leader of a new
-/// process group that gets SIGKILL when the thread that forks it ends.
-/// Stdio is left to the caller.
+/// process group that gets a death signal when the thread that forks it
+/// ends. Stdio is left to the caller.
+///
+/// With `kept` (the grace between SIGTERM and SIGKILL) and a keeper set by
+/// [`use_keeper`], the leader is the keeper running the program: its death
+/// signal is SIGTERM, which it catches to end every descendant. Otherwise
+/// the program is the leader and its death signal SIGKILL.
 ///
 /// The child refuses to start (ESRCH) when the supervisor died before the
 /// death signal was armed: nobody would ever stop it.
@@ -34,22 +94,48 @@ pub(crate) fn contained(
     cwd: &Path,
     env: &[(String, String)],
     token: u64,
-) -> std::process::Command {
+    kept: Option<Duration>,
+) -> io::Result<Contained> {
     // SAFETY: getpid has no preconditions.
     let supervisor = unsafe { libc::getpid() };
-    let mut cmd = std::process::Command::new(program);
-    cmd.args(args)
-        .current_dir(cwd)
+    let keeper = kept.and_then(|grace| Some((KEEPER.get()?, grace)));
+    let mut report = None;
+    let (mut cmd, death) = match keeper {
+        Some((exe, grace)) => {
+            // Close-on-exec here; only the keeper's copy is made inheritable.
+            let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+            let fd = write.as_raw_fd();
+            let mut cmd = std::process::Command::new(exe);
+            cmd.arg0("loki-keep")
+                .arg(KEEP_SUBCOMMAND)
+                .arg("--grace-ms")
+                .arg(grace.as_millis().to_string())
+                .arg("--report-fd")
+                .arg(fd.to_string())
+                .arg("--")
+                .arg(program)
+                .args(args);
+            report = Some((read, write));
+            (cmd, (libc::SIGTERM, fd))
+        }
+        None => {
+            let mut cmd = std::process::Command::new(program);
+            cmd.args(args);
+            (cmd, (libc::SIGKILL, -1))
+        }
+    };
+    cmd.current_dir(cwd)
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env(TOKEN_ENV, token_text(token))
         .process_group(0);
+    let (signal, report_fd) = death;
     // SAFETY: the closure runs between fork and exec and only calls
-    // async-signal-safe functions (prctl, getppid) without allocating.
+    // async-signal-safe functions (prctl, getppid, fcntl) without allocating.
     unsafe {
         cmd.pre_exec(move || {
             if libc::prctl(
                 libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
+                signal as libc::c_ulong,
                 0 as libc::c_ulong,
                 0 as libc::c_ulong,
                 0 as libc::c_ulong,
@@ -61,10 +147,13 @@ pub(crate) fn contained(
             if libc::getppid() != supervisor {
                 return Err(io::Error::from_raw_os_error(libc::ESRCH));
             }
+            if report_fd >= 0 && libc::fcntl(report_fd, libc::F_SETFD, 0) == -1 {
+                return Err(io::Error::last_os_error());
+            }
             Ok(())
         });
     }
-    cmd
+    Ok(Contained { cmd, report })
 }
 
 /// Ends a group at once. Only for a group whose leader is not yet reaped
@@ -83,6 +172,8 @@ pub(crate) struct SpawnSpec {
     pub env: Vec<(String, String)>,
     /// The value of [`TOKEN_ENV`].
     pub token: u64,
+    /// Between SIGTERM and SIGKILL, for the keeper.
+    pub kill_grace: Duration,
 }
 
 /// One spawn, done on the spawner thread.
@@ -152,11 +243,30 @@ impl Spawner {
 
 /// Runs on the spawner thread, inside the runtime's context.
 fn spawn_child(spec: &SpawnSpec) -> io::Result<tokio::process::Child> {
-    let mut cmd = contained(&spec.program, &spec.args, &spec.cwd, &spec.env, spec.token);
+    let contained = contained(
+        &spec.program,
+        &spec.args,
+        &spec.cwd,
+        &spec.env,
+        spec.token,
+        Some(spec.kill_grace),
+    )?;
+    let (mut cmd, report) = contained.into_parts();
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    tokio::process::Command::from(cmd).spawn()
+    let spawned = tokio::process::Command::from(cmd).spawn();
+    let child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            drop(report);
+            return Err(e);
+        }
+    };
+    // When the keeper could not start the program it exits by itself; the
+    // runtime reaps it.
+    Contained::started(report)?;
+    Ok(child)
 }
 
 #[cfg(test)]

@@ -213,6 +213,7 @@ pub fn prepare(input: &PrepareInput) -> Result<Prepared> {
         (program, args, claude, label)
     };
 
+    let sandbox = sandbox_for(&s.agent, lay, &wt.path)?;
     let launch = Launch {
         program,
         args,
@@ -224,6 +225,7 @@ pub fn prepare(input: &PrepareInput) -> Result<Prepared> {
         timeout: s.agent.timeout,
         idle_timeout: s.agent.idle_timeout,
         kill_grace: s.agent.kill_grace,
+        sandbox,
     };
     Ok(Prepared {
         worktree: wt,
@@ -233,6 +235,52 @@ pub fn prepare(input: &PrepareInput) -> Result<Prepared> {
         agent_label,
         resumed: resuming,
     })
+}
+
+/// The bubblewrap sandbox of an attempt whose agent asks for one: what it
+/// may write is computed here, from the layout and the git dir.
+fn sandbox_for(
+    agent: &crate::config::AgentSettings,
+    lay: &Layout,
+    worktree: &Path,
+) -> Result<Option<agent::sandbox::Sandbox>> {
+    if agent.sandbox != crate::config::Sandbox::Bwrap {
+        return Ok(None);
+    }
+    let bwrap = agent::sandbox::locate().context(
+        "bwrap (bubblewrap) is gone since the run started\n  help: install bubblewrap again, \
+         or set `sandbox = \"none\"` in [agent]",
+    )?;
+    let common = crate::git::common_dir(&lay.root)?;
+    let same = |a: &Path| std::fs::canonicalize(a).ok() == std::fs::canonicalize(worktree).ok();
+    let registration = crate::git::registrations(&lay.root)?
+        .into_iter()
+        .find(|r| same(&r.path))
+        .map(|r| common.join("worktrees").join(r.name))
+        .with_context(|| {
+            format!(
+                "the worktree {} has no git registration to sandbox",
+                worktree.display()
+            )
+        })?;
+    let home = agent
+        .env
+        .get("HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(PathBuf::from));
+    let signals = lay.signals_dir();
+    let places = agent::sandbox::Places {
+        root: &lay.root,
+        worktree,
+        git_common: &common,
+        registration: &registration,
+        signals: &signals,
+        home: home.as_deref(),
+        claude: agent.is_claude(),
+    };
+    let sandbox = agent::sandbox::Sandbox::for_attempt(bwrap, &places)
+        .with_context(|| format!("preparing the sandbox of {}", worktree.display()))?;
+    Ok(Some(sandbox))
 }
 
 /// Vars plus loki's built-ins.

@@ -238,6 +238,23 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
     if !opts.rehearse && !opts.stand_in {
         crate::config::check_agent_commands(&cfg, &root).map_err(anyhow::Error::new)?;
     }
+    // A sandbox that cannot work is refused now, never skipped.
+    if cfg
+        .streams
+        .iter()
+        .any(|s| s.agent.sandbox == crate::config::Sandbox::Bwrap)
+    {
+        let probed = tokio::task::spawn_blocking(crate::agent::sandbox::probe)
+            .await
+            .map_err(|e| Error::internal(format!("probing bwrap: {e}")))?;
+        if let Err((problem, help)) = probed {
+            return Err(Error::environment(format!(
+                "`sandbox = \"bwrap\"` is set but the sandbox cannot run: {problem}"
+            ))
+            .hint(help)
+            .into());
+        }
+    }
 
     // A rehearsal's guard undoes it (branches, worktrees, scratch branch)
     // however this function returns, error or not.

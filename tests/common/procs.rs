@@ -115,3 +115,32 @@ pub fn pids_in(dir: &Path) -> Vec<i32> {
         })
         .collect()
 }
+
+/// Pids of live processes whose environment holds the entry `key=value`
+/// (say an attempt's `LOKI_AGENT_TOKEN`), this process excluded.
+pub fn pids_with_env(entry: &str) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let mut pids: Vec<i32> = all_pids()
+        .into_iter()
+        .filter(|&pid| pid != me && alive(pid))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == entry.as_bytes()))
+        })
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// Waits up to `limit` for no live process to hold `entry` in its
+/// environment; returns those left.
+pub fn wait_env_gone(entry: &str, limit: Duration) -> Vec<i32> {
+    let until = Instant::now() + limit;
+    loop {
+        let left = pids_with_env(entry);
+        if left.is_empty() || Instant::now() >= until {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

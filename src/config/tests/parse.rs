@@ -89,6 +89,7 @@ outputs = ["ch01.md"]
             kill_grace: Duration::ZERO,
             resume: false,
             max_budget_usd: Some(2.5),
+            sandbox: crate::config::Sandbox::None,
         }
     );
     assert!(!s.agent.is_claude());
@@ -266,7 +267,7 @@ fn unknown_keys_name_key_table_position_and_valid_keys() {
     assert!(
         e.help.ends_with(
             "valid keys in [agent]: command, args, model, permission_mode, timeout, \
-             idle_timeout, max_attempts, env, kill_grace, resume, max_budget_usd"
+             idle_timeout, max_attempts, env, kill_grace, resume, max_budget_usd, sandbox"
         ),
         "{}",
         e.help
@@ -550,6 +551,27 @@ fn every_claude_permission_mode_is_accepted() {
         let f = ok(&format!("[agent]\npermission_mode = \"{m}\"\n{}", one("")));
         assert_eq!(f.streams[0].agent.permission_mode, *m);
     }
+}
+
+#[test]
+fn sandbox_is_none_or_bwrap_per_swarm_and_per_stream() {
+    use crate::config::Sandbox;
+    let f = ok(&format!("[agent]\nsandbox = \"bwrap\"\n{}", one("")));
+    assert_eq!(f.streams[0].agent.sandbox, Sandbox::Bwrap);
+    let f = ok(&format!(
+        "[agent]\nsandbox = \"bwrap\"\n{}[streams.agent]\nsandbox = \"none\"\n",
+        one("")
+    ));
+    assert_eq!(f.streams[0].agent.sandbox, Sandbox::None);
+    let e = err(&format!("[agent]\nsandbox = \"docker\"\n{}", one("")));
+    assert_eq!((e.line, e.col), (2, 11));
+    assert!(
+        e.message
+            .contains("`sandbox` must be one of none, bwrap; found \"docker\""),
+        "{}",
+        e.message
+    );
+    assert!(e.help.contains("bubblewrap"), "{}", e.help);
 }
 
 #[test]

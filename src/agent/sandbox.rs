@@ -1,0 +1,244 @@
+//! `[agent] sandbox = "bwrap"`: the agent runs under bubblewrap with the
+//! whole filesystem read-only except what it must write: its worktree, the
+//! git dir entries a commit there writes, the signal folder, a private
+//! `/tmp`, and the agent's own config (for claude `~/.claude` and
+//! `~/.claude.json`). So it cannot write the user's checkout (`.loki/state/`
+//! included) or anything outside the repo. The network stays shared: the
+//! agent needs its API.
+//!
+//! bwrap runs under the keeper (see `process`), with `--die-with-parent`;
+//! no pid namespace is made, so the keeper still sees, and ends, every
+//! process the agent starts.
+
+use std::path::{Path, PathBuf};
+
+use crate::process;
+
+/// Where bwrap is looked for first (Debian's package `bubblewrap`).
+const BWRAP: &str = "/usr/bin/bwrap";
+
+/// What one sandboxed agent may see and write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sandbox {
+    /// The bwrap executable.
+    pub bwrap: PathBuf,
+    /// Shown read-only again after the private `/tmp` (which would hide
+    /// them when they live under `/tmp`): the repo, the home folder.
+    pub readable: Vec<PathBuf>,
+    /// Writable; each must exist.
+    pub writable: Vec<PathBuf>,
+}
+
+/// What a sandboxed agent needs, as the supervisor knows it.
+#[derive(Debug, Clone)]
+pub struct Places<'a> {
+    /// The repository root (the user's checkout).
+    pub root: &'a Path,
+    /// The stream's worktree.
+    pub worktree: &'a Path,
+    /// The repository's common git dir.
+    pub git_common: &'a Path,
+    /// The worktree's registration, `<common>/worktrees/<name>`.
+    pub registration: &'a Path,
+    /// `.loki/signals/`: agents write their signal files there.
+    pub signals: &'a Path,
+    /// The agent's home folder, if it has one.
+    pub home: Option<&'a Path>,
+    /// Whether the agent is claude (its config in the home folder is
+    /// writable).
+    pub claude: bool,
+}
+
+impl Sandbox {
+    /// The sandbox for one attempt. Creates the git dir folders a commit
+    /// writes to when they are missing (bwrap binds only what exists).
+    pub fn for_attempt(bwrap: PathBuf, p: &Places<'_>) -> std::io::Result<Sandbox> {
+        let git = p.git_common;
+        let made = [
+            git.join("objects"),
+            git.join("refs/heads/loki"),
+            git.join("logs"),
+        ];
+        for dir in &made {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut readable = vec![p.root.to_path_buf(), git.to_path_buf()];
+        let mut writable = vec![
+            p.worktree.to_path_buf(),
+            p.registration.to_path_buf(),
+            p.signals.to_path_buf(),
+        ];
+        writable.extend(made);
+        if let Some(home) = p.home.filter(|h| h.is_dir()) {
+            readable.push(home.to_path_buf());
+            if p.claude {
+                // claude keeps its sessions there: it must be writable even
+                // on a first run.
+                std::fs::create_dir_all(home.join(".claude"))?;
+                for config in [home.join(".claude"), home.join(".claude.json")] {
+                    if config.exists() {
+                        writable.push(config);
+                    }
+                }
+            }
+        }
+        Ok(Sandbox {
+            bwrap,
+            readable,
+            writable,
+        })
+    }
+
+    /// `program args…` wrapped: bwrap's command line to run instead.
+    pub fn wrap(&self, program: &str, args: &[String], cwd: &Path) -> (String, Vec<String>) {
+        let mut out: Vec<String> = [
+            "--die-with-parent",
+            "--ro-bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--tmpfs",
+            "/tmp",
+            "--setenv",
+            "TMPDIR",
+            "/tmp",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // Outer folders first, so a writable one inside a read-only one
+        // is bound on top of it.
+        let depth = |p: &PathBuf| p.components().count();
+        let mut ro = self.readable.clone();
+        ro.sort_by_key(depth);
+        let mut rw = self.writable.clone();
+        rw.sort_by_key(depth);
+        for (flag, paths) in [("--ro-bind", ro), ("--bind", rw)] {
+            for path in paths {
+                let text = path.display().to_string();
+                out.extend([flag.to_string(), text.clone(), text]);
+            }
+        }
+        out.extend([
+            "--chdir".to_string(),
+            cwd.display().to_string(),
+            "--".to_string(),
+            program.to_string(),
+        ]);
+        out.extend(args.iter().cloned());
+        (self.bwrap.display().to_string(), out)
+    }
+}
+
+/// Names the bwrap to use instead of looking for one.
+pub const BWRAP_ENV: &str = "LOKI_BWRAP";
+
+/// The bwrap executable: `$LOKI_BWRAP` when set, else /usr/bin/bwrap, else
+/// the first on PATH.
+pub fn locate() -> Option<PathBuf> {
+    if let Some(chosen) = std::env::var_os(BWRAP_ENV) {
+        return process::find_executable(&chosen.to_string_lossy());
+    }
+    process::find_executable(BWRAP).or_else(|| process::find_executable("bwrap"))
+}
+
+/// bwrap when it is installed and can make its namespaces here (it runs
+/// `bwrap --ro-bind / / true`); otherwise why not and what to do, as
+/// `(problem, help)`. Blocking (at most a few seconds).
+pub fn probe() -> Result<PathBuf, (String, String)> {
+    let install = "install bubblewrap (`apt-get install bubblewrap`), or set \
+                   `sandbox = \"none\"` in [agent] to run agents unsandboxed";
+    let Some(bwrap) = locate() else {
+        return Err((
+            match std::env::var_os(BWRAP_ENV) {
+                Some(p) => format!(
+                    "bwrap (bubblewrap) is not installed at {} (named by ${BWRAP_ENV})",
+                    p.to_string_lossy()
+                ),
+                None => "bwrap (bubblewrap) is not installed: neither /usr/bin/bwrap nor \
+                         `bwrap` on PATH"
+                    .to_string(),
+            },
+            install.to_string(),
+        ));
+    };
+    let program = bwrap.display().to_string();
+    let args: Vec<String> = ["--ro-bind", "/", "/", "true"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let job = process::Capture {
+        program: &program,
+        args: &args,
+        cwd: &std::env::temp_dir(),
+        env: &[],
+        timeout: std::time::Duration::from_secs(10),
+        tail: 2000,
+        on_start: None,
+    };
+    let namespaces = "bwrap needs user namespaces (sysctl kernel.unprivileged_userns_clone=1, \
+                      or a container started with them allowed) or to run as root; or set \
+                      `sandbox = \"none\"` in [agent]";
+    match process::run_captured(&job) {
+        Ok(ran) => match ran.exit {
+            process::Exit::Status(st) if st.success() => Ok(bwrap),
+            process::Exit::Status(st) => {
+                let said = String::from_utf8_lossy(&ran.output).trim().to_string();
+                let said = if said.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {said}")
+                };
+                Err((
+                    format!("`{program} --ro-bind / / true` failed ({st}){said}"),
+                    namespaces.to_string(),
+                ))
+            }
+            process::Exit::TimedOut => Err((
+                format!("`{program} --ro-bind / / true` did not finish within 10 s"),
+                namespaces.to_string(),
+            )),
+            process::Exit::WaitFailed(e) => Err((
+                format!("could not wait for `{program}`: {e}"),
+                namespaces.to_string(),
+            )),
+        },
+        Err(e) => Err((
+            format!("cannot run `{program}`: {e:?}"),
+            install.to_string(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrap_binds_outer_folders_first_and_writable_ones_last() {
+        let sb = Sandbox {
+            bwrap: PathBuf::from("/usr/bin/bwrap"),
+            readable: vec![PathBuf::from("/tmp/r/.git"), PathBuf::from("/tmp/r")],
+            writable: vec![
+                PathBuf::from("/tmp/r/.git/objects"),
+                PathBuf::from("/tmp/r/.loki/worktrees/a"),
+            ],
+        };
+        let (program, args) = sb.wrap("agent", &["-x".to_string()], Path::new("/tmp/r/wt"));
+        assert_eq!(program, "/usr/bin/bwrap");
+        let at = |s: &str| args.iter().position(|a| a == s).unwrap();
+        assert_eq!(args[0], "--die-with-parent");
+        assert!(at("--tmpfs") < at("/tmp/r"));
+        assert!(at("/tmp/r") < at("/tmp/r/.git"));
+        assert!(at("/tmp/r/.git") < at("/tmp/r/.git/objects"));
+        assert_eq!(args[at("/tmp/r/.git/objects") - 1], "--bind");
+        assert_eq!(args[at("/tmp/r/.git") - 1], "--ro-bind");
+        assert_eq!(
+            &args[args.len() - 5..],
+            ["--chdir", "/tmp/r/wt", "--", "agent", "-x"]
+        );
+    }
+}
