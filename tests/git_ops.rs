@@ -893,6 +893,28 @@ fn a_branch_in_the_target_without_lokis_merge_is_not_credited() {
     git(&wt.path, &["update-ref", "refs/heads/main", "HEAD"]);
     let out = merge(&root, "ch02");
     assert!(matches!(out, MergeOutcome::NotCredited { .. }), "{out:?}");
+
+    // A commit that only says it is loki's merge (made with commit-tree,
+    // keeping main's tree without the stream's work) is none.
+    stream_with(&root, "ch03", &[("c.md", "c\n")]);
+    let fake = git(
+        &root,
+        &[
+            "commit-tree",
+            "main^{tree}",
+            "-p",
+            "main",
+            "-p",
+            "loki/ch03",
+            "-m",
+            "Merge stream ch03",
+            "-m",
+            "Loki-Stream: ch03",
+        ],
+    );
+    git(&root, &["update-ref", "refs/heads/main", fake.trim()]);
+    let out = merge(&root, "ch03");
+    assert!(matches!(out, MergeOutcome::NotCredited { .. }), "{out:?}");
     assert!(
         git(&root, &["branch", "--list", "loki/ch02"]).contains("loki/ch02"),
         "the branch is kept"

@@ -85,12 +85,7 @@ fn a_stop_ends_a_run_that_waits_out_a_rate_limit() {
         s.wait_event("rate_limit", "", "rate limited");
         stop(&s, &run, how);
         let done = ends_promptly(run, how, "rate-limit wait");
-        assert_eq!(
-            done.code,
-            Some(STOPPED),
-            "{how:?}: {}",
-            done.both()
-        );
+        assert_eq!(done.code, Some(STOPPED), "{how:?}: {}", done.both());
         assert_ne!(s.state("a")["status"], "merged", "{how:?}");
         s.assert_no_leftovers(&format!("{how:?}"));
         // Nothing was lost: the next run (the limit long gone) merges it.
@@ -124,12 +119,7 @@ fn a_stop_ends_a_run_held_by_the_budget() {
         assert_eq!(s.state("s2")["status"], "running", "{how:?}");
         stop(&s, &run, how);
         let done = ends_promptly(run, how, "budget hold");
-        assert_eq!(
-            done.code,
-            Some(STOPPED),
-            "{how:?}: {}",
-            done.both()
-        );
+        assert_eq!(done.code, Some(STOPPED), "{how:?}: {}", done.both());
         let s2 = s.state("s2")["status"].clone();
         if how == Stop::SignalFile {
             assert_eq!(s2, "merged", "{how:?}: STOP lets running attempts finish");
@@ -160,12 +150,7 @@ fn a_stop_ends_a_run_of_a_paused_swarm() {
         s.ping_paused();
         stop(&s, &run, how);
         let done = ends_promptly(run, how, "paused swarm");
-        assert_eq!(
-            done.code,
-            Some(STOPPED),
-            "{how:?}: {}",
-            done.both()
-        );
+        assert_eq!(done.code, Some(STOPPED), "{how:?}: {}", done.both());
         assert_eq!(s.state("a")["status"], "pending", "{how:?}");
         assert_eq!(
             s.swarm_state()["paused"],

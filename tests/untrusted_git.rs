@@ -186,3 +186,25 @@ fn a_forged_merged_state_is_corrected_from_git_after_a_crash() {
     );
     h.assert_all_merged_once(&["a", "b"]);
 }
+
+/// A FIFO where the worktree's `.git` file was: reading it must neither
+/// block loki nor be followed; the attempt is refused, `.git` put back,
+/// and the next attempt merges.
+#[test]
+fn a_fifo_in_place_of_the_worktree_git_file_hangs_nothing() {
+    let h = Swarm::empty();
+    let agent = h.agent_script(
+        "agent.sh",
+        "if [ \"$LOKI_ATTEMPT\" = 1 ]; then rm .git && mkfifo .git || exit 9; fi",
+        "",
+    );
+    swarm_with_agent(&h, &agent, 3, &[stream("s1", &[], "chapters/s1.md", "")]);
+    let done = h.start().wait_within(std::time::Duration::from_secs(60));
+    assert_eq!(done.code, Some(0), "{}", done.both());
+    let reasons = attempt_reasons(&h, "s1").join("\n");
+    assert!(
+        reasons.contains("the worktree's .git was replaced by something that is not a file"),
+        "{reasons}"
+    );
+    h.assert_all_merged_once(&["s1"]);
+}

@@ -117,8 +117,9 @@ pub(super) fn merged_stream_of(commit: &Commit) -> Option<String> {
 }
 
 /// Every stream the target's first-parent line has a merge of, with its
-/// newest merge commit: what start-up checks the state files against.
-pub fn merged_streams(root: &Path, target: &str) -> Result<BTreeMap<String, String>> {
+/// merge commits (newest first): what start-up checks the state files
+/// against.
+pub fn merged_streams(root: &Path, target: &str) -> Result<BTreeMap<String, Vec<String>>> {
     let repo = open_repo(root)?;
     let head = resolve_target(&repo, root, target)?;
     let ctx = || format!("walking the history of {target} in {}", root.display());
@@ -126,7 +127,10 @@ pub fn merged_streams(root: &Path, target: &str) -> Result<BTreeMap<String, Stri
     for oid in first_parent_line(&repo, head).with_context(ctx)? {
         let commit = repo.find_commit(oid).with_context(ctx)?;
         if let Some(id) = merged_stream_of(&commit) {
-            found.entry(id).or_insert_with(|| oid.to_string());
+            found
+                .entry(id)
+                .or_insert_with(Vec::new)
+                .push(oid.to_string());
         }
     }
     Ok(found)

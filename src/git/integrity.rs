@@ -86,8 +86,7 @@ pub fn guard_worktree(root: &Path, id: &str, base: &str) -> Result<Vec<String>> 
     // The `.git` file must point at the registration.
     let dotgit = path.join(".git");
     let points_home = match dotgit.symlink_metadata() {
-        Ok(m) if m.file_type().is_file() => fs::read_to_string(&dotgit)
-            .ok()
+        Ok(m) if m.file_type().is_file() => read_dotgit(&path)
             .and_then(|t| t.strip_prefix("gitdir:").map(|s| s.trim().to_string()))
             .map(|gd| {
                 let gd = Path::new(&gd);
@@ -183,6 +182,14 @@ pub fn guard_worktree(root: &Path, id: &str, base: &str) -> Result<Vec<String>> 
     Ok(problems)
 }
 
+/// The worktree's `.git` file as text: a bounded read that neither follows
+/// a link nor blocks on a FIFO the agent put there.
+fn read_dotgit(worktree: &Path) -> Option<String> {
+    crate::util::read_inside(worktree, Path::new(".git"), 4096)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+}
+
 /// What the worktree's `.git` is now, for the reason the attempt fails.
 fn describe_dotgit(dotgit: &Path) -> String {
     match dotgit.symlink_metadata() {
@@ -194,8 +201,11 @@ fn describe_dotgit(dotgit: &Path) -> String {
                 .unwrap_or_default()
         ),
         Ok(m) if m.is_dir() => "was replaced by a repository of its own".into(),
+        Ok(m) if !m.file_type().is_file() => "was replaced by something that is not a file".into(),
         Ok(_) => {
-            let text = fs::read_to_string(dotgit).unwrap_or_default();
+            let Some(text) = dotgit.parent().and_then(read_dotgit) else {
+                return "was replaced by a file loki cannot read as text (or over 4 KiB)".into();
+            };
             let first = text.lines().next().unwrap_or("").trim();
             format!("was changed to `{}`", crate::util::one_line(first))
         }

@@ -218,11 +218,23 @@ fn loki_merge_of(repo: &Repository, t: Oid, id: &str, b: Oid) -> Result<Option<O
             continue;
         }
         let p2 = commit.parent_id(1)?;
-        if p2 == b || repo.graph_descendant_of(p2, b)? {
+        if (p2 == b || repo.graph_descendant_of(p2, b)?) && merge_tree_is_honest(repo, &commit)? {
             return Ok(Some(oid));
         }
     }
     Ok(None)
+}
+
+/// Whether a merge commit's tree is what merging its two parents gives: a
+/// commit that only says `Merge stream <id>` (made by hand, or by an agent
+/// with `git commit-tree`) with some other tree is no merge of loki's.
+fn merge_tree_is_honest(repo: &Repository, merge: &git2::Commit) -> Result<bool, git2::Error> {
+    let (p1, p2) = (merge.parent(0)?, merge.parent(1)?);
+    let mut index = repo.merge_commits(&p1, &p2, None)?;
+    if index.has_conflicts() {
+        return Ok(false);
+    }
+    Ok(index.write_tree_to(repo)? == merge.tree_id())
 }
 
 fn conflict_paths(index: &git2::Index) -> Result<Vec<String>, git2::Error> {

@@ -307,7 +307,13 @@ impl Dispatcher {
             }
         };
         for id in claimed {
-            if !merged.contains_key(&id) {
+            // The state's own merge commit must be one of them: a state that
+            // names no merge, or another one, is not backed by git.
+            let named = self.slots[id.as_str()].st.merge_commit.clone();
+            let backed = merged.get(&id).is_some_and(|found| {
+                named.is_none() || named.as_ref().is_some_and(|c| found.contains(c))
+            });
+            if !backed {
                 if let Ok(effects) = self.step(&id, Input::NotOnTarget).await {
                     self.perform(&id, effects).await;
                 }
