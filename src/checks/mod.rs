@@ -7,8 +7,8 @@
 //!
 //! | check | entries | passes when |
 //! | --- | --- | --- |
-//! | `script` | one when the attempt changed the check command's script (none otherwise) | never: the script in the worktree is what runs, so an agent may not edit its own judge |
-//! | `symlinks` | one per changed path that is a symlink leading out of the worktree (none otherwise) | never: an absolute target or `..` past the root fails |
+//! | `script` | one when the attempt changed the check command's script or a file in its folder (none otherwise) | never: the script in the worktree is what runs, so an agent may not edit its own judge |
+//! | `symlinks` | one per changed path that is a symlink leading out of the worktree or into a `.git` or `.loki` folder (none otherwise) | never: an absolute target, `..` past the root, or a `.git`/`.loki` component fails |
 //! | `outputs` | one per output | the file exists, is a regular file reached without a symlink (read up to 64 MiB), and is not empty (for `.md` / `.txt`: not only whitespace) |
 //! | `utf8` | one per `.md` / `.txt` output that exists | the file is valid UTF-8 |
 //! | `words` | one per output that is UTF-8 text | the word count is inside `[min, max]`; inside the tolerance it warns |
@@ -481,17 +481,27 @@ pub fn run_checks_watched(
 /// pass whatever the agent wrote.
 fn check_script_kept(stream: &StreamConfig, touched: &[String]) -> Option<(CheckEntry, String)> {
     let script = crate::config::check_script_path(stream.checks.command.as_deref()?)?;
-    touched.contains(&script).then(|| {
-        (
-            entry(
-                "script",
-                Some(&script),
-                Level::Fail,
-                format!("the attempt changed `{script}`, the script the check command runs"),
-            ),
-            format!("{script} was changed"),
-        )
-    })
+    // The script's folder too: what it sources or imports (`lib.sh`, a
+    // Python module beside it) judges as much as the script does.
+    let folder = Path::new(&script)
+        .parent()
+        .filter(|f| !f.as_os_str().is_empty());
+    let hit = touched
+        .iter()
+        .find(|t| **t == script || folder.is_some_and(|f| Path::new(t.as_str()).starts_with(f)))?;
+    Some((
+        entry(
+            "script",
+            Some(&script),
+            Level::Fail,
+            if *hit == script {
+                format!("the attempt changed `{script}`, the script the check command runs")
+            } else {
+                format!("the attempt changed `{hit}`, beside `{script}`, the script the check command runs")
+            },
+        ),
+        format!("{hit} was changed"),
+    ))
 }
 
 // --------------------------------------------------------------- symlinks
@@ -507,20 +517,29 @@ fn check_symlinks(worktree: &Path, touched: &[String]) -> Vec<(CheckEntry, Strin
             continue;
         };
         let rel = Path::new(t);
-        if !leaves(rel.parent().unwrap_or(Path::new("")), &target) {
+        let into_admin = target.components().any(|c| {
+            matches!(c, Component::Normal(n) if {
+                let n = n.to_string_lossy().to_ascii_lowercase();
+                n == ".git" || n == ".loki"
+            })
+        });
+        let escapes = leaves(rel.parent().unwrap_or(Path::new("")), &target);
+        if !escapes && !into_admin {
             continue;
         }
+        let where_ = if escapes {
+            "outside the repository"
+        } else {
+            "into a .git or .loki folder"
+        };
         out.push((
             entry(
                 "symlinks",
                 Some(t),
                 Level::Fail,
-                format!(
-                    "`{t}` is a symlink to `{}`, outside the repository",
-                    target.display()
-                ),
+                format!("`{t}` is a symlink to `{}`, {where_}", target.display()),
             ),
-            format!("{t} links outside the repository"),
+            format!("{t} links {where_}"),
         ));
     }
     out

@@ -880,3 +880,50 @@ fn summary_is_capped() {
         "FAIL: item 0; item 1; item 2; item 3; item 4; item 5; … and 3 more"
     );
 }
+
+// ------------------------------------------------------------ untrusted changes
+
+/// A link into `.git` or `.loki` stays "inside" by the letter of its
+/// target, but merged it points into the user's git dir or loki's state:
+/// it fails like a link out of the repository.
+#[test]
+fn links_into_git_or_loki_folders_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::os::unix::fs::symlink(".git/hooks", d.join("hooks")).unwrap();
+    std::os::unix::fs::symlink("../.LOKI/state", d.join("sub-state")).unwrap();
+    std::os::unix::fs::symlink("notes.md", d.join("alias.md")).unwrap();
+    let touched: Vec<String> = ["hooks", "sub-state", "alias.md"]
+        .map(String::from)
+        .to_vec();
+    let r = run_checks(d, &stream(&[], only()), Some(&touched), &[]);
+    let failed: Vec<&str> = r
+        .entries
+        .iter()
+        .filter(|e| e.check == "symlinks" && e.status == Level::Fail)
+        .filter_map(|e| e.target.as_deref())
+        .collect();
+    assert_eq!(failed, ["hooks", "sub-state"], "{:#?}", r.entries);
+}
+
+/// What the check command's script sources or imports judges as much as
+/// the script: a changed file in its folder fails the `script` check; a
+/// change elsewhere does not.
+#[test]
+fn a_change_beside_the_check_script_fails() {
+    let checks = CheckSettings {
+        command: Some("python3 checks/verify.py --strict".into()),
+        ..only()
+    };
+    let s = stream(&[], checks);
+    let script = |touched: &[&str]| {
+        let t: Vec<String> = touched.iter().map(|s| s.to_string()).collect();
+        check_script_kept(&s, &t).map(|(e, _)| e.details)
+    };
+    assert_eq!(
+        script(&["checks/json.py"]).as_deref(),
+        Some("the attempt changed `checks/json.py`, beside `checks/verify.py`, the script the check command runs")
+    );
+    assert!(script(&["checks/verify.py"]).is_some());
+    assert_eq!(script(&["chapters/ch01.md", "checksum.txt"]), None);
+}

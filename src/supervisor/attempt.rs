@@ -385,8 +385,13 @@ pub fn finish(input: &FinishInput) -> Result<Finished> {
     let tampered = git::guard_worktree(&input.layout.root, &s.id, &input.base)
         .with_context(|| format!("checking the worktree of stream {}", s.id))?;
     let report = if input.agent_ok && tampered.is_empty() {
-        // Unknown (git could not say) is not "nothing changed".
-        let touched = git::touched_paths(&input.layout.root, &s.id, &input.base).ok();
+        // Unknown (git could not say) is neither "nothing changed" nor a
+        // pass for the checks that judge the changes: the attempt fails.
+        let touched = Some(
+            git::touched_paths(&input.layout.root, &s.id, &input.base).with_context(|| {
+                format!("reading what attempt {} of {} changed", input.attempt, s.id)
+            })?,
+        );
         let env: Vec<(String, String)> = vec![
             ("LOKI_STREAM_ID".into(), s.id.to_string()),
             ("LOKI_ATTEMPT".into(), input.attempt.to_string()),
