@@ -91,10 +91,12 @@ fn feature_ready_from_the_agent_stops_it_and_the_stream_merges() {
     s.assert_no_agent_left();
 }
 
-/// MERGE_REQUESTED from the running agent of an `approve = true` stream: it
-/// merges without waiting for approval.
+/// MERGE_REQUESTED from the running agent of an `approve = true` stream:
+/// the agent may say it is done (its attempt ends and is checked), but an
+/// agent can write any signal file, so only a person approves: the stream
+/// waits for `loki approve`, which then merges it with the person's name.
 #[test]
-fn merge_requested_by_a_running_agent_merges_without_approval() {
+fn merge_requested_by_a_running_agent_never_stands_for_approval() {
     let s = Swarm::new(
         1,
         &[st(
@@ -105,21 +107,20 @@ fn merge_requested_by_a_running_agent_merges_without_approval() {
         )],
     );
     let done = s.run();
-    assert_eq!(done.code, Some(0), "{}", done.both());
+    assert_eq!(done.code, Some(1), "{}", done.both());
     let st = s.state("mr");
-    assert_eq!(st["status"], "merged", "{st:#}");
+    assert_eq!(st["status"], "awaiting_approval", "{st:#}");
     assert_eq!(st["attempts"][0]["outcome"], "ok", "{st:#}");
-    assert!(
-        !s.transitioned("mr", "awaiting_approval"),
-        "{}",
-        s.events_text()
-    );
     assert!(s.has_event("signal", "MERGE_REQUESTED_mr", ""));
+    assert!(s.merges().is_empty());
+
+    let out = s.loki(&["approve", "mr", "--by", "maria"]);
+    assert!(out.status.success(), "{}", both(&out));
     assert_eq!(s.merges(), vec!["Merge stream mr"]);
     let t = trailers(&s.repo, "main");
     assert!(
-        t.iter().any(|(k, _)| k == "Loki-Approved-By"),
-        "the merge records who approved it: {t:?}"
+        t.contains(&("Loki-Approved-By".into(), "maria".into())),
+        "the merge records the person who approved it: {t:?}"
     );
     s.assert_no_agent_left();
 }

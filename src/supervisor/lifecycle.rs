@@ -48,9 +48,6 @@ impl Dispatcher {
         slot.result_error = None;
         slot.api_trouble = None;
         slot.fail_note = None;
-        // An approval given to an earlier attempt (MERGE_REQUESTED) is not
-        // one for this attempt's draft.
-        slot.pre_approved = false;
         slot.activity = None;
         slot.activity_written = None;
         let input = PrepareInput {
@@ -806,7 +803,6 @@ impl Dispatcher {
                 let passed = Input::Passed {
                     summary: report.summary.clone(),
                     needs_approval: slot.cfg.checks.approve,
-                    pre_approved: slot.pre_approved,
                 };
                 self.feed(&id, passed).await;
             }

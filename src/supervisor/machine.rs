@@ -153,7 +153,6 @@ pub enum Input {
     Passed {
         summary: String,
         needs_approval: bool,
-        pre_approved: bool,
     },
     /// The merge worker's answer.
     Merge(MergeResult),
@@ -190,9 +189,6 @@ pub enum Effect {
     Cleanup,
     /// Ask the running agent to stop.
     StopAgent(AgentStop),
-    /// MERGE_REQUESTED while running: the coming check result needs no
-    /// approval.
-    PreApprove,
     /// TESTS_FAILED while running: the attempt fails with this note.
     FailAttempt(String),
     /// STOP_<id>: do not restart the stream in this run.
@@ -521,9 +517,8 @@ pub fn handle(st: &StreamState, input: Input, ctx: &Ctx) -> Result<Step, Refusal
         Input::Passed {
             summary,
             needs_approval,
-            pre_approved,
         } => {
-            if needs_approval && !pre_approved {
+            if needs_approval {
                 b.go(
                     AwaitingApproval,
                     Some(format!("{summary}; approve with `loki approve {}`", st.id)),
@@ -739,10 +734,8 @@ fn steer(b: &mut Builder<'_>, req: Steer) -> Result<(), Refusal> {
             if !b.ctx.supervised {
                 return not_supervised();
             }
-            if kind == Kind::MergeRequested {
-                b.st.approved_by = Some(approver());
-                b.effect(Effect::PreApprove);
-            }
+            // The agent may say it is done; only a person approves (an
+            // agent can write this signal, so it never passes `approve`).
             b.effect(Effect::StopAgent(AgentStop::Finish));
         }
         Kind::Approve => return no("not awaiting approval"),

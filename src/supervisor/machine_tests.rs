@@ -172,10 +172,10 @@ fn signals_to_a_running_agent_need_a_supervisor() {
         &ctx(),
     )
     .unwrap();
-    assert_eq!(
-        step.effects,
-        vec![Effect::PreApprove, Effect::StopAgent(AgentStop::Finish)]
-    );
+    // An agent can write MERGE_REQUESTED: it ends the attempt, and never
+    // stands for a person's approval.
+    assert_eq!(step.effects, vec![Effect::StopAgent(AgentStop::Finish)]);
+    assert_eq!(step.state.approved_by, None);
     let step = handle(&stream(Status::Running), steer(Kind::TestsFailed), &ctx()).unwrap();
     assert_eq!(
         step.state.tests.as_deref(),
@@ -515,25 +515,22 @@ fn a_failed_attempt_retries_until_the_allowance_or_the_budget_is_spent() {
 }
 
 #[test]
-fn a_passed_attempt_waits_for_approval_unless_pre_approved() {
+fn a_passed_attempt_waits_for_approval_when_asked() {
     let st = stream(Status::Checking);
-    let pass = |needs_approval, pre_approved| Input::Passed {
+    let pass = |needs_approval| Input::Passed {
         summary: "PASS".into(),
         needs_approval,
-        pre_approved,
     };
-    let step = handle(&st, pass(true, false), &ctx()).unwrap();
+    let step = handle(&st, pass(true), &ctx()).unwrap();
     assert_eq!(step.state.status, Status::AwaitingApproval);
     assert_eq!(
         step.state.reason.as_deref(),
         Some("PASS; approve with `loki approve ch01`")
     );
     assert!(step.effects.is_empty());
-    for (n, p) in [(true, true), (false, false)] {
-        let step = handle(&st, pass(n, p), &ctx()).unwrap();
-        assert_eq!(step.state.status, Status::Merging);
-        assert_eq!(step.effects, vec![Effect::QueueMerge]);
-    }
+    let step = handle(&st, pass(false), &ctx()).unwrap();
+    assert_eq!(step.state.status, Status::Merging);
+    assert_eq!(step.effects, vec![Effect::QueueMerge]);
 }
 
 #[test]
@@ -828,7 +825,6 @@ fn every_input_in_every_status() {
             Input::Passed {
                 summary: "x".into(),
                 needs_approval: false,
-                pre_approved: false,
             },
         ),
         (

@@ -139,8 +139,6 @@ struct Slot {
     /// Version at the last status change: signals naming an older version are stale.
     transition_version: u64,
     stop: Option<watch::Sender<Option<StopRequest>>>,
-    /// Approval already given (MERGE_REQUESTED while running).
-    pre_approved: bool,
     /// TESTS_FAILED arrived while running: the attempt fails with this feedback.
     fail_note: Option<String>,
     /// STOP_<id> in this run: do not restart until RETRY or the next run.
@@ -597,11 +595,6 @@ impl Dispatcher {
                             AgentStop::Cancel => StopRequest::Cancel,
                             AgentStop::Interrupt => StopRequest::Interrupt,
                         }));
-                    }
-                }
-                Effect::PreApprove => {
-                    if let Some(slot) = self.slots.get_mut(id) {
-                        slot.pre_approved = true;
                     }
                 }
                 Effect::FailAttempt(note) => {

@@ -89,7 +89,6 @@ impl Dispatcher {
                     st,
                     transition_version: tv,
                     stop: None,
-                    pre_approved: false,
                     fail_note: None,
                     held: false,
                     turns: 0,
