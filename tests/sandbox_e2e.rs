@@ -23,6 +23,13 @@ try checkout "$USER_CHECKOUT/user.md"
 try state "$USER_CHECKOUT/.loki/state/forged.json"
 try outside "$OUTSIDE/outside.txt"
 try tmp /tmp/loki-sandbox-probe-$$
+# The user's objects, refs and reflogs: a folder one may create a file in is
+# one whose every file one may delete.
+try objects "$USER_CHECKOUT/.git/objects/probe"
+try refs "$USER_CHECKOUT/.git/refs/heads/probe"
+try logs "$USER_CHECKOUT/.git/logs/probe"
+# A process outside the sandbox (the test itself): not even visible.
+if kill -0 "$HOST_PID" 2>/dev/null; then echo "wrote host"; else echo "refused host"; fi
 exit 0
 "#;
 
@@ -44,7 +51,7 @@ idle_timeout = "30s"
 kill_grace = "1s"
 max_attempts = 1
 sandbox = "{sandbox}"
-env = {{ USER_CHECKOUT = "{root}", OUTSIDE = "{outside}" }}
+env = {{ USER_CHECKOUT = "{root}", OUTSIDE = "{outside}", HOST_PID = "{pid}" }}
 
 [[streams]]
 id = "a"
@@ -54,6 +61,7 @@ outputs = ["chapters/a.md"]
 "#,
         root = h.path().display(),
         outside = h.scratch.path().display(),
+        pid = std::process::id(),
     );
     h.write(&toml);
 }
@@ -68,7 +76,9 @@ fn without_the_sandbox_the_agent_writes_the_checkout_and_outside() {
     swarm(&h, "none");
     let done = h.run();
     let said = transcript(h.path());
-    for what in ["checkout", "state", "outside", "tmp"] {
+    for what in [
+        "checkout", "state", "outside", "tmp", "objects", "refs", "logs", "host",
+    ] {
         assert!(said.contains(&format!("wrote {what}")), "{what}: {said}");
     }
     assert_eq!(h.repo.read("user.md"), "hacked\n", "{}", done.both());
@@ -83,7 +93,9 @@ fn under_bwrap_the_agent_writes_only_its_worktree_and_its_work_is_merged() {
     let done = h.run();
     assert_eq!(done.code, Some(0), "{}", done.both());
     let said = transcript(h.path());
-    for what in ["checkout", "state", "outside"] {
+    for what in [
+        "checkout", "state", "outside", "objects", "refs", "logs", "host",
+    ] {
         assert!(said.contains(&format!("refused {what}")), "{what}: {said}");
     }
     // /tmp is private: writable, and gone with the agent.

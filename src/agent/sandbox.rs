@@ -1,14 +1,28 @@
 //! `[agent] sandbox = "bwrap"`: the agent runs under bubblewrap with the
-//! whole filesystem read-only except what it must write: its worktree, the
-//! git dir entries a commit there writes, the signal folder, a private
-//! `/tmp`, and the agent's own config (for claude `~/.claude` and
-//! `~/.claude.json`). So it cannot write the user's checkout (`.loki/state/`
-//! included) or anything outside the repo. The network stays shared: the
+//! whole filesystem read-only except what it must write: its worktree, its
+//! own registration in the git dir, the `loki/` branch refs and their
+//! reflogs, the signal folder, a private `/tmp`, and the agent's own config
+//! (for claude `~/.claude` and `~/.claude.json`). So it cannot write the
+//! user's checkout (`.loki/state/` included), the user's objects, refs and
+//! reflogs, or anything outside the repo. The network stays shared: the
 //! agent needs its API.
 //!
+//! - **Objects.** The repository's object folder stays read-only (a
+//!   writable folder would let an agent delete every pack): the agent's git
+//!   writes new objects to a private folder in its registration
+//!   (`GIT_OBJECT_DIRECTORY`, with the real one as an alternate), which the
+//!   supervisor copies into the repository after the attempt, each object
+//!   hashed again (`git::import_agent_objects`).
+//! - **Escapes.** A new session (no controlling terminal: no TIOCSTI), and
+//!   new pid, IPC and UTS namespaces: the agent cannot signal the
+//!   supervisor, and everything in the sandbox dies with its init. The
+//!   user's session bus and agent sockets (`/run/user`, docker's socket,
+//!   `DBUS_SESSION_BUS_ADDRESS`, `SSH_AUTH_SOCK`) are hidden, so nothing can
+//!   ask a service outside to write for it.
+//!
 //! bwrap runs under the keeper (see `process`), with `--die-with-parent`;
-//! no pid namespace is made, so the keeper still sees, and ends, every
-//! process the agent starts.
+//! the keeper still sees (by host pid) and ends every process the agent
+//! starts.
 
 use std::path::{Path, PathBuf};
 
@@ -27,6 +41,9 @@ pub struct Sandbox {
     pub readable: Vec<PathBuf>,
     /// Writable; each must exist.
     pub writable: Vec<PathBuf>,
+    /// The agent's private object folder and the repository's, its
+    /// alternate (`None` in unit tests of the argument order).
+    pub objects: Option<(PathBuf, PathBuf)>,
 }
 
 /// What a sandboxed agent needs, as the supervisor knows it.
@@ -54,10 +71,11 @@ impl Sandbox {
     /// writes to when they are missing (bwrap binds only what exists).
     pub fn for_attempt(bwrap: PathBuf, p: &Places<'_>) -> std::io::Result<Sandbox> {
         let git = p.git_common;
+        let private = p.registration.join(crate::model::paths::AGENT_OBJECTS);
         let made = [
-            git.join("objects"),
             git.join("refs/heads/loki"),
-            git.join("logs"),
+            git.join("logs/refs/heads/loki"),
+            private.clone(),
         ];
         for dir in &made {
             std::fs::create_dir_all(dir)?;
@@ -68,7 +86,7 @@ impl Sandbox {
             p.registration.to_path_buf(),
             p.signals.to_path_buf(),
         ];
-        writable.extend(made);
+        writable.extend(made[..2].iter().cloned());
         if let Some(home) = p.home.filter(|h| h.is_dir()) {
             readable.push(home.to_path_buf());
             if p.claude {
@@ -86,6 +104,7 @@ impl Sandbox {
             bwrap,
             readable,
             writable,
+            objects: Some((private, git.join("objects"))),
         })
     }
 
@@ -93,6 +112,10 @@ impl Sandbox {
     pub fn wrap(&self, program: &str, args: &[String], cwd: &Path) -> (String, Vec<String>) {
         let mut out: Vec<String> = [
             "--die-with-parent",
+            "--new-session",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
             "--ro-bind",
             "/",
             "/",
@@ -105,10 +128,50 @@ impl Sandbox {
             "--setenv",
             "TMPDIR",
             "/tmp",
+            "--unsetenv",
+            "DBUS_SESSION_BUS_ADDRESS",
+            "--unsetenv",
+            "SSH_AUTH_SOCK",
+            "--unsetenv",
+            "XDG_RUNTIME_DIR",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
+        // Services that would write for the agent: hidden (by their real
+        // paths: /var/run is usually a link to /run).
+        let mut hidden: Vec<(bool, PathBuf)> = Vec::new();
+        for (dir, place) in [
+            (true, "/run/user"),
+            (true, "/var/run/user"),
+            (false, "/run/docker.sock"),
+            (false, "/var/run/docker.sock"),
+            (false, "/run/podman/podman.sock"),
+        ] {
+            if let Ok(real) = Path::new(place).canonicalize() {
+                if real.is_dir() == dir && !hidden.iter().any(|(_, p)| *p == real) {
+                    hidden.push((dir, real));
+                }
+            }
+        }
+        for (dir, real) in hidden {
+            let at = real.display().to_string();
+            if dir {
+                out.extend(["--tmpfs".to_string(), at]);
+            } else {
+                out.extend(["--ro-bind".to_string(), "/dev/null".to_string(), at]);
+            }
+        }
+        if let Some((private, shared)) = &self.objects {
+            out.extend([
+                "--setenv".to_string(),
+                "GIT_OBJECT_DIRECTORY".to_string(),
+                private.display().to_string(),
+                "--setenv".to_string(),
+                "GIT_ALTERNATE_OBJECT_DIRECTORIES".to_string(),
+                shared.display().to_string(),
+            ]);
+        }
         // Outer folders first, so a writable one inside a read-only one
         // is bound on top of it.
         let depth = |p: &PathBuf| p.components().count();
@@ -226,6 +289,7 @@ mod tests {
                 PathBuf::from("/tmp/r/.git/objects"),
                 PathBuf::from("/tmp/r/.loki/worktrees/a"),
             ],
+            objects: None,
         };
         let (program, args) = sb.wrap("agent", &["-x".to_string()], Path::new("/tmp/r/wt"));
         assert_eq!(program, "/usr/bin/bwrap");

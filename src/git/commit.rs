@@ -12,7 +12,7 @@ use git2::{
     RepositoryState,
 };
 
-use super::integrity::open_stream_worktree;
+use super::integrity::{import_agent_objects, open_stream_worktree};
 use super::worktree::find_registration;
 use super::{
     branch_oid, check_id, compose_message, diff_paths, dirty_paths, merge_base, open_repo,
@@ -41,6 +41,7 @@ pub fn commit_stream(
     check_id(id)?;
     let repo = open_repo(root)?;
     let (wrepo, admin) = open_stream_worktree(&repo, root, id)?;
+    import_agent_objects(&repo, &admin)?;
     let branch = branch_name(id);
     let branch_ref = format!("refs/heads/{branch}");
     let path = Layout::new(root).worktree(id);

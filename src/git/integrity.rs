@@ -70,6 +70,44 @@ pub(super) fn open_stream_worktree(
     }
 }
 
+/// Copies the objects a sandboxed agent's git wrote to its private folder
+/// (`<registration>/loki-objects`, see `agent/sandbox.rs`) into the
+/// repository, each written again (so hashed again: a forged object file
+/// is not imported), then removes the folder. Returns how many were new.
+pub(super) fn import_agent_objects(repo: &Repository, admin: &Path) -> Result<usize> {
+    let private = admin.join(crate::model::paths::AGENT_OBJECTS);
+    if !private.is_dir() {
+        return Ok(0);
+    }
+    let ctx = || format!("importing the agent's objects from {}", private.display());
+    let theirs = git2::Odb::new().with_context(ctx)?;
+    theirs
+        .add_disk_alternate(&private.to_string_lossy())
+        .with_context(ctx)?;
+    let mut ids = Vec::new();
+    theirs
+        .foreach(|id| {
+            ids.push(*id);
+            true
+        })
+        .with_context(ctx)?;
+    let ours = repo.odb().with_context(ctx)?;
+    let mut new = 0;
+    for id in ids {
+        if ours.exists(id) {
+            continue;
+        }
+        // Unreadable or not what its name says: left out (anything that
+        // needs it then fails to read, and says so).
+        let Ok(obj) = theirs.read(id) else { continue };
+        if ours.write(obj.kind(), obj.data()).ok() == Some(id) {
+            new += 1;
+        }
+    }
+    fs::remove_dir_all(&private).with_context(ctx)?;
+    Ok(new)
+}
+
 /// Checks stream `id`'s worktree after an attempt (see the module doc) and
 /// puts back what the agent changed. Returns one reason per change, empty
 /// when the worktree is as loki made it. `base` is the commit the branch
@@ -81,6 +119,7 @@ pub fn guard_worktree(root: &Path, id: &str, base: &str) -> Result<Vec<String>> 
     let branch = branch_name(id);
     let wanted_head = format!("refs/heads/{branch}");
     let (wrepo, admin) = open_stream_worktree(&repo, root, id)?;
+    import_agent_objects(&repo, &admin)?;
     let mut problems = Vec::new();
 
     // The `.git` file must point at the registration.

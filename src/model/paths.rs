@@ -125,3 +125,8 @@ impl Layout {
         Ok(())
     }
 }
+
+/// The folder in a stream worktree's git registration where a sandboxed
+/// agent's git writes its objects (`GIT_OBJECT_DIRECTORY`), copied into the
+/// repository after each attempt.
+pub const AGENT_OBJECTS: &str = "loki-objects";
