@@ -141,6 +141,7 @@ fn commit_attempt(root: &Path, id: &str) -> anyhow::Result<Option<String>> {
     git::commit_stream(
         root,
         id,
+        &[],
         &format!("loki: {id} attempt 1"),
         "",
         &trailers(id, 1),
@@ -244,7 +245,7 @@ fn prepare_reuses_a_healthy_worktree_with_its_work() {
     let (_tmp, root) = repo();
     let first = git::prepare_worktree(&root, "ch01", "main").unwrap();
     write(&first.path, "draft.md", "work in progress\n");
-    git::commit_stream(&root, "ch01", "attempt 1", "", &trailers("ch01", 1)).unwrap();
+    git::commit_stream(&root, "ch01", &[], "attempt 1", "", &trailers("ch01", 1)).unwrap();
     write(&first.path, "uncommitted.md", "still here\n");
     // The target moves on meanwhile: base stays where the branch forked.
     commit_on(&root, "other.txt", "x\n", "other work");
@@ -287,7 +288,7 @@ fn prepare_prunes_a_stale_registration() {
     let (_tmp, root) = repo();
     let wt = git::prepare_worktree(&root, "ch03", "main").unwrap();
     write(&wt.path, "x.md", "x\n");
-    let commit = git::commit_stream(&root, "ch03", "attempt 1", "", &[])
+    let commit = git::commit_stream(&root, "ch03", &[], "attempt 1", "", &[])
         .unwrap()
         .unwrap();
     fs::remove_dir_all(&wt.path).unwrap();
@@ -402,6 +403,7 @@ fn commit_stream_stages_everything_with_trailers() {
     let commit = git::commit_stream(
         &root,
         "ch01",
+        &[],
         "loki: ch01 attempt 1 (checks passed)",
         "All checks passed.\nwords: 5",
         &trailers("ch01", 1),
@@ -465,7 +467,7 @@ fn commit_stream_stages_everything_with_trailers() {
 
     // Nothing left: no commit.
     assert_eq!(
-        git::commit_stream(&root, "ch01", "again", "", &[]).unwrap(),
+        git::commit_stream(&root, "ch01", &[], "again", "", &[]).unwrap(),
         None
     );
     fsck_clean(&root);
@@ -478,7 +480,7 @@ fn commit_stream_uses_the_configured_identity() {
     git(&root, &["config", "user.email", "ada@example.com"]);
     let wt = git::prepare_worktree(&root, "ch01", "main").unwrap();
     write(&wt.path, "x.md", "x\n");
-    git::commit_stream(&root, "ch01", "subject only", "", &[])
+    git::commit_stream(&root, "ch01", &[], "subject only", "", &[])
         .unwrap()
         .unwrap();
     assert_eq!(
@@ -511,7 +513,7 @@ fn commit_stream_after_the_agent_committed_itself() {
     // The agent committed everything: nothing for loki to commit.
     commit_on(&wt.path, "more.md", "more\n", "agent: more");
     assert_eq!(
-        git::commit_stream(&root, "ch01", "x", "", &[]).unwrap(),
+        git::commit_stream(&root, "ch01", &[], "x", "", &[]).unwrap(),
         None
     );
 }
@@ -540,7 +542,7 @@ fn touched_paths_covers_commits_index_worktree_and_untracked() {
         ]
     );
     // After committing, the same paths (from the commits alone).
-    git::commit_stream(&root, "ch01", "attempt", "", &[])
+    git::commit_stream(&root, "ch01", &[], "attempt", "", &[])
         .unwrap()
         .unwrap();
     assert_eq!(

@@ -266,3 +266,22 @@ fn an_agent_that_edits_its_check_script_fails() {
     assert_eq!(stream_status(&s.repo, "s1"), "failed");
     assert!(!first_parent_subjects(&s.repo, "main").contains(&"Merge stream s1".to_string()));
 }
+
+/// An output a .gitignore leaves out (the agent's, or your global
+/// excludes) is committed all the same: it passed its checks, so it reaches
+/// the target instead of a merge that silently lacks it.
+#[test]
+fn an_output_a_gitignore_leaves_out_still_reaches_the_target() {
+    let s = Swarm::empty();
+    let agent = s.agent_script("agent.sh", "", "echo 'chapters/' >> .gitignore");
+    s.write(&format!(
+        "{}{}",
+        header_with(&agent, 1, 1),
+        stream("s1", &[], "chapters/s1.md", "")
+    ));
+    let done = s.run();
+    assert_eq!(done.code, Some(0), "{}", done.both());
+    let on_main = s.repo.git(&["show", "main:chapters/s1.md"]);
+    assert!(on_main.starts_with("*Stream s1"), "{on_main}");
+    s.assert_all_merged_once(&["s1"]);
+}

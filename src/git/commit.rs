@@ -21,7 +21,8 @@ use super::{
 use crate::model::paths::{branch_name, Layout};
 
 /// Commits stream `id`'s worktree onto `loki/<id>`: every file in it (new,
-/// changed and deleted, honouring .gitignore), with `trailers` after a blank
+/// changed and deleted, honouring .gitignore except for the stream's
+/// declared `outputs`), with `trailers` after a blank
 /// line as `Key: value`. Returns the new commit, or `None` when nothing
 /// changed.
 ///
@@ -34,6 +35,7 @@ use crate::model::paths::{branch_name, Layout};
 pub fn commit_stream(
     root: &Path,
     id: &str,
+    outputs: &[String],
     subject: &str,
     body: &str,
     trailers: &[(String, String)],
@@ -63,6 +65,16 @@ pub fn commit_stream(
         .add_all(["*"], IndexAddOption::DEFAULT, None)
         .with_context(ctx)?;
     index.update_all(["*"], None).with_context(ctx)?;
+    // A declared output is committed even when a .gitignore (the agent's,
+    // or your global excludes) would leave it out: otherwise it passes its
+    // checks here and never reaches the target.
+    for out in outputs {
+        let rel = Path::new(out);
+        let is_file = crate::util::check_inside(&path, rel).is_ok_and(|m| m.is_file());
+        if is_file && index.get_path(rel, 0).is_none() {
+            index.add_path(rel).with_context(ctx)?;
+        }
+    }
     let tree_id = index.write_tree_to(&repo).with_context(ctx)?;
     index.write().with_context(ctx)?;
     if parent.tree_id() == tree_id {

@@ -100,6 +100,7 @@ pub fn prepare(input: &PrepareInput) -> Result<Prepared> {
         salvaged = git::commit_stream(
             &lay.root,
             &s.id,
+            &s.outputs,
             &format!("loki: {} attempt {n} (interrupted)", s.id),
             &body,
             &[
@@ -449,8 +450,15 @@ pub fn finish(input: &FinishInput) -> Result<Finished> {
             String::new(),
         ),
     };
-    let commit = git::commit_stream(&input.layout.root, &s.id, &subject, &body, &trailers)
-        .with_context(|| format!("committing attempt {} of stream {}", input.attempt, s.id))?;
+    let commit = git::commit_stream(
+        &input.layout.root,
+        &s.id,
+        &s.outputs,
+        &subject,
+        &body,
+        &trailers,
+    )
+    .with_context(|| format!("committing attempt {} of stream {}", input.attempt, s.id))?;
     Ok(Finished {
         commit,
         report,
@@ -469,6 +477,7 @@ pub fn commit_review_edits(layout: &Layout, id: &str, attempt: u32) -> Result<Op
     git::commit_stream(
         &layout.root,
         id,
+        &[],
         &format!("loki: {id} edits made in the worktree before the merge"),
         "Changes found uncommitted in the stream's worktree when it was merged (a reviewer's hand edits).",
         &[
