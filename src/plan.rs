@@ -179,25 +179,58 @@ pub fn dependents_of<N: Node>(streams: &[N], id: &str) -> Vec<String> {
 /// Every stream `id` depends on, directly or not (not `id` itself): what is
 /// merged into the target before `id` starts. In file order.
 pub fn dependencies_of<N: Node>(streams: &[N], id: &str) -> Vec<String> {
-    let Some(root) = streams.iter().position(|s| s.id() == id) else {
-        return Vec::new();
-    };
-    let deps = dep_indexes(streams);
-    let mut found = vec![false; streams.len()];
-    let mut todo = vec![root];
-    while let Some(i) = todo.pop() {
-        for &d in &deps[i] {
-            if !found[d] {
-                found[d] = true;
-                todo.push(d);
-            }
+    let up = Upstream::new(streams);
+    match up.index_of(id) {
+        Some(i) => up
+            .of(i)
+            .into_iter()
+            .map(|j| streams[j].id().to_string())
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
+/// [`dependencies_of`] for many streams of one swarm: the graph is indexed
+/// once, and each question walks only that stream's upstream, so asking
+/// for every stream costs the sum of their upstreams, not the swarm's size
+/// times itself.
+pub struct Upstream<'a> {
+    deps: Vec<Vec<usize>>,
+    index: HashMap<&'a str, usize>,
+}
+
+impl<'a> Upstream<'a> {
+    pub fn new<N: Node>(streams: &'a [N]) -> Upstream<'a> {
+        let mut index = HashMap::new();
+        for (i, s) in streams.iter().enumerate() {
+            index.entry(s.id()).or_insert(i);
+        }
+        Upstream {
+            deps: dep_indexes(streams),
+            index,
         }
     }
-    found[root] = false;
-    (0..streams.len())
-        .filter(|&i| found[i])
-        .map(|i| streams[i].id().to_string())
-        .collect()
+
+    /// The index of stream `id` (its first, for a duplicate id).
+    pub fn index_of(&self, id: &str) -> Option<usize> {
+        self.index.get(id).copied()
+    }
+
+    /// The indexes of every stream stream `i` depends on, directly or not
+    /// (not `i` itself), in file order.
+    pub fn of(&self, i: usize) -> Vec<usize> {
+        let mut found = BTreeSet::new();
+        let mut todo = vec![i];
+        while let Some(k) = todo.pop() {
+            for &d in &self.deps[k] {
+                if found.insert(d) {
+                    todo.push(d);
+                }
+            }
+        }
+        found.remove(&i);
+        found.into_iter().collect()
+    }
 }
 
 /// True when every dependency of `stream` is in `merged`.

@@ -77,14 +77,32 @@ impl ConfigError {
 /// 1-based (line, column) of byte `offset` in `text`; the column counts
 /// characters, not bytes.
 pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let mut off = offset.min(text.len());
-    while !text.is_char_boundary(off) {
-        off -= 1;
+    LineIndex::new(text).line_col(text, offset)
+}
+
+/// Where each line of a text starts, so that the position of every span of
+/// a large swarm file costs a binary search, not a scan from its start.
+pub(super) struct LineIndex {
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    pub(super) fn new(text: &str) -> LineIndex {
+        let mut starts = vec![0];
+        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        LineIndex { starts }
     }
-    let before = &text[..off];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
-    (line, before[line_start..].chars().count() + 1)
+
+    /// [`line_col`] of `offset` in the `text` this index was made from.
+    pub(super) fn line_col(&self, text: &str, offset: usize) -> (usize, usize) {
+        let mut off = offset.min(text.len());
+        while !text.is_char_boundary(off) {
+            off -= 1;
+        }
+        let line = self.starts.partition_point(|&s| s <= off);
+        let start = self.starts[line - 1];
+        (line, text[start..off].chars().count() + 1)
+    }
 }
 
 /// `bytes` as text, or a refusal at the first byte that is not UTF-8.

@@ -9,7 +9,7 @@ use std::path::{Component, Path, PathBuf};
 
 use toml::de::{DeTable, DeValue};
 
-use super::diag::{line_col, suggest, At, Res};
+use super::diag::{suggest, At, Res};
 use super::values::{entries, type_name, Entry, Val};
 use super::{AgentSettings, CheckSettings, ConfigError, StreamConfig, SwarmFile, SwarmSettings};
 use crate::model::id::valid_stream_id;
@@ -87,7 +87,12 @@ const MINIMAL_STREAM: &str = "add at least one stream, for example:\n\n    [[str
 /// Parses swarm-file text; `path` is used for messages and, made absolute,
 /// for [`SwarmFile::path`] and [`SwarmFile::root`].
 pub(super) fn parse(text: &str, path: &Path) -> Res<Parsed> {
-    Parser { text, file: path }.parse()
+    Parser {
+        text,
+        file: path,
+        lines: super::diag::LineIndex::new(text),
+    }
+    .parse()
 }
 
 /// Which table a key stands in, for messages and the list of valid keys.
@@ -212,6 +217,7 @@ struct BaseSpans {
 pub(super) struct Parser<'t> {
     pub(super) text: &'t str,
     pub(super) file: &'t Path,
+    pub(super) lines: super::diag::LineIndex,
 }
 
 impl Parser<'_> {
@@ -221,7 +227,7 @@ impl Parser<'_> {
         message: impl Into<String>,
         help: impl Into<String>,
     ) -> ConfigError {
-        let (line, col) = line_col(self.text, span.start);
+        let (line, col) = self.lines.line_col(self.text, span.start);
         ConfigError {
             file: self.file.to_path_buf(),
             line,
@@ -232,7 +238,7 @@ impl Parser<'_> {
     }
 
     fn line(&self, span: &Range<usize>) -> usize {
-        line_col(self.text, span.start).0
+        self.lines.line_col(self.text, span.start).0
     }
 
     fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
@@ -372,7 +378,7 @@ impl Parser<'_> {
                         self.rel_path("outputs", &p, &span)?;
                         let key = normal_path(&p);
                         if let Some((_, first)) = seen.iter().find(|(k, _)| *k == key) {
-                            let (line, col) = line_col(self.text, first.start);
+                            let (line, col) = self.lines.line_col(self.text, first.start);
                             return Err(self.err(
                                 &span,
                                 format!(
@@ -657,10 +663,10 @@ impl Parser<'_> {
                     .or(base.agent_command.as_ref())
                     .or(base.agent.as_ref())
                     .unwrap_or(&r.header);
-                line_col(self.text, span.start)
+                self.lines.line_col(self.text, span.start)
             })
             .collect();
-        let pos = |span: &Range<usize>| line_col(self.text, span.start);
+        let pos = |span: &Range<usize>| self.lines.line_col(self.text, span.start);
         let at = raws
             .iter()
             .map(|r| StreamAt {

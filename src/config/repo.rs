@@ -46,10 +46,20 @@ pub(super) fn check(parsed: &Parsed) -> Res<()> {
         c.check_output_kinds(r, &top, tree.as_ref())?;
     }
     if let Some(tree) = &tree {
-        for r in c.raws() {
-            let upstream = upstream_outputs(c.streams, &r.cfg.id);
-            c.check_inputs(r, tree, &upstream)?;
-            c.check_script(r, tree, &upstream)?;
+        let graph = plan::Upstream::new(c.streams);
+        let writers = writers_of(c.streams);
+        for (i, r) in c.raws().into_iter().enumerate() {
+            // Walked only when a stream reads a file some stream writes.
+            let mut up: Option<BTreeSet<usize>> = None;
+            let mut upstream = |key: &str| -> bool {
+                let Some(ws) = writers.get(key) else {
+                    return false;
+                };
+                let up = up.get_or_insert_with(|| graph.of(i).into_iter().collect());
+                ws.iter().any(|w| up.contains(w))
+            };
+            c.check_inputs(r, tree, &mut upstream)?;
+            c.check_script(r, tree, &mut upstream)?;
         }
     }
     Ok(())
@@ -199,10 +209,17 @@ impl Checker<'_> {
         // Every stream that lists a path so far: a new one must be related
         // to each of them (two revisers of one draft collide too).
         let mut owners: HashMap<String, Vec<usize>> = HashMap::new();
+        let graph = plan::Upstream::new(configs);
         let mut ups: Vec<Option<Vec<String>>> = vec![None; raws.len()];
         let mut upstream = |k: usize| -> Vec<String> {
             ups[k]
-                .get_or_insert_with(|| plan::dependencies_of(configs, &raws[k].cfg.id))
+                .get_or_insert_with(|| {
+                    graph
+                        .of(k)
+                        .into_iter()
+                        .map(|j| configs[j].id.to_string())
+                        .collect()
+                })
                 .clone()
         };
         for (j, r) in raws.iter().enumerate() {
@@ -307,12 +324,17 @@ impl Checker<'_> {
 
     /// Every input of `r` is a file in the target tree or an output of a
     /// stream it depends on (directly or not): what its worktree will hold.
-    fn check_inputs(&self, r: Raw<'_>, tree: &BranchTree, upstream: &BTreeSet<String>) -> Res<()> {
+    fn check_inputs(
+        &self,
+        r: Raw<'_>,
+        tree: &BranchTree,
+        upstream: &mut dyn FnMut(&str) -> bool,
+    ) -> Res<()> {
         let id = &r.cfg.id;
         let b = tree.branch();
         for (name, rel) in &r.cfg.inputs {
             let key = normal_path(rel);
-            if upstream.contains(&key) {
+            if upstream(&key) {
                 continue;
             }
             let span = r.at.inputs.get(name).copied().unwrap_or(r.at.header);
@@ -354,7 +376,12 @@ impl Checker<'_> {
     /// when the command runs: in the target tree (executable when run
     /// directly) or written by a stream `r` depends on; an absolute path on
     /// this machine.
-    fn check_script(&self, r: Raw<'_>, tree: &BranchTree, upstream: &BTreeSet<String>) -> Res<()> {
+    fn check_script(
+        &self,
+        r: Raw<'_>,
+        tree: &BranchTree,
+        upstream: &mut dyn FnMut(&str) -> bool,
+    ) -> Res<()> {
         let Some((script, direct)) = r.cfg.checks.command.as_deref().and_then(script_of) else {
             return Ok(());
         };
@@ -397,7 +424,7 @@ impl Checker<'_> {
             ));
         }
         let key = normal_path(&script);
-        if upstream.contains(&key) {
+        if upstream(&key) {
             return Ok(());
         }
         self.link_in_tree(span, &what, &key, tree)?;
@@ -427,15 +454,15 @@ impl Checker<'_> {
     }
 }
 
-/// Normalised outputs of every stream `id` depends on, directly or not:
-/// all of them are merged into the target before `id` starts.
-fn upstream_outputs(configs: &[StreamConfig], id: &str) -> BTreeSet<String> {
-    let upstream = plan::dependencies_of(configs, id);
-    configs
-        .iter()
-        .filter(|c| upstream.iter().any(|u| c.id == *u))
-        .flat_map(|c| c.outputs.iter().map(|o| normal_path(o)))
-        .collect()
+/// Which streams (by index) write each output path (normalised).
+fn writers_of(configs: &[StreamConfig]) -> HashMap<String, Vec<usize>> {
+    let mut out: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, c) in configs.iter().enumerate() {
+        for o in &c.outputs {
+            out.entry(normal_path(o)).or_default().push(i);
+        }
+    }
+    out
 }
 
 /// How a file `rel` that stream `id` needs can reach its worktree: from

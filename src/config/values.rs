@@ -9,7 +9,7 @@ use std::time::Duration;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-use super::diag::{line_col, suggest, Res};
+use super::diag::{suggest, Res};
 use super::parse::Parser;
 use super::{
     parse_duration, AgentSettings, CheckSettings, Sandbox, SwarmSettings, BUILTIN_PLACEHOLDERS,
@@ -366,7 +366,7 @@ impl Parser<'_> {
                     ));
                 }
                 s.target = Some(t);
-                s.target_at = Some(line_col(self.text, v.span().start));
+                s.target_at = Some(self.lines.line_col(self.text, v.span().start));
             }
             "max_parallel" => {
                 let n = self.pos_int(key, v, u64::from(u32::MAX), "4")?;

@@ -1,6 +1,6 @@
 //! Rendering refusals, and the helpers behind positions and suggestions.
 
-use super::super::diag::{edit_distance, suggest};
+use super::super::diag::{edit_distance, suggest, LineIndex};
 use super::super::parse::{sanitized_id, AGENT_KEYS, STREAM_KEYS};
 use super::super::values::sanitized_name;
 use super::*;
@@ -37,4 +37,29 @@ fn helpers() {
     assert_eq!(sanitized_id("a..b.lock"), Some("a.b".into()));
     assert_eq!(sanitized_id("ok"), None);
     assert_eq!(sanitized_name("my-var"), "MY_VAR");
+}
+
+/// The line index answers as a scan from the start would, for every byte
+/// (inside a multi-byte character too) and past the end.
+#[test]
+fn the_line_index_agrees_with_a_scan_at_every_offset() {
+    let text = "[swarm]\ntarget = \"главная\"\n\n  x = 1\r\nlast";
+    let scan = |offset: usize| {
+        let mut off = offset.min(text.len());
+        while !text.is_char_boundary(off) {
+            off -= 1;
+        }
+        let before = &text[..off];
+        let line = before.matches('\n').count() + 1;
+        let start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+        (line, before[start..].chars().count() + 1)
+    };
+    let index = LineIndex::new(text);
+    for offset in 0..text.len() + 3 {
+        assert_eq!(
+            index.line_col(text, offset),
+            scan(offset),
+            "offset {offset}"
+        );
+    }
 }
