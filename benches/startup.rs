@@ -1,0 +1,136 @@
+//! What reading a large swarm costs: `loki status` (the swarm file read and
+//! checked against the repository, every state loaded) on 1,000- and
+//! 4,000-stream swarms, as a chain (each stream depends on the one before)
+//! and as independent streams. Start-up should grow with the number of
+//! streams, not faster: the 4,000-stream figure against the 1,000-stream
+//! one, measured in the same run, is the ratio to watch (4.0 is linear).
+//!
+//! `cargo bench --bench startup`: each repo is made untimed (one commit,
+//! no state yet), then `loki status` is run `LOKI_BENCH_REPEATS` times
+//! (default 5) per swarm, interleaved; medians are reported.
+//! `LOKI_BENCH_DIR` sets where the repos are made.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+const SIZES: [usize; 2] = [1000, 4000];
+
+fn main() -> Result<()> {
+    if std::env::args().any(|a| a == "--list") {
+        return Ok(());
+    }
+    let repeats: usize = std::env::var("LOKI_BENCH_REPEATS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let loki = loki_bin()?;
+    let base = std::env::var_os("LOKI_BENCH_DIR").map(PathBuf::from);
+    let mut swarms = Vec::new();
+    for chain in [true, false] {
+        for n in SIZES {
+            let tmp = match &base {
+                Some(b) => tempfile::tempdir_in(b),
+                None => tempfile::tempdir(),
+            }
+            .context("making the bench folder")?;
+            make_swarm(tmp.path(), n, chain)?;
+            swarms.push((chain, n, tmp, Vec::new()));
+        }
+    }
+    for _ in 0..repeats {
+        for (_, _, dir, times) in swarms.iter_mut() {
+            times.push(status_time(&loki, dir.path())?);
+        }
+    }
+    println!("loki status, median of {repeats}:");
+    for chain in [true, false] {
+        let kind = if chain { "chain" } else { "independent" };
+        let mut medians = Vec::new();
+        for (_, n, _, times) in swarms.iter_mut().filter(|s| s.0 == chain) {
+            times.sort();
+            let m = times[times.len() / 2];
+            println!(
+                "  {kind:<11} {n:>5} streams: {:>8.1} ms",
+                m.as_secs_f64() * 1000.0
+            );
+            medians.push(m);
+        }
+        println!(
+            "  {kind:<11} 4,000 / 1,000: {:.2}x",
+            medians[1].as_secs_f64() / medians[0].as_secs_f64().max(1e-9)
+        );
+    }
+    Ok(())
+}
+
+/// The release binary next to this bench's own (target/release/loki).
+fn loki_bin() -> Result<PathBuf> {
+    let me = std::env::current_exe().context("locating the bench binary")?;
+    let dir = me
+        .parent()
+        .and_then(Path::parent)
+        .context("locating target/release")?;
+    let bin = dir.join("loki");
+    if !bin.is_file() {
+        bail!(
+            "{} is missing: run `cargo build --release` first",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+fn git(dir: &Path, args: &[&str]) -> Result<()> {
+    let st = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .status()
+        .context("running git")?;
+    if !st.success() {
+        bail!("git {args:?} failed in {}", dir.display());
+    }
+    Ok(())
+}
+
+/// A repo whose swarm has `n` streams, chained or independent.
+fn make_swarm(d: &Path, n: usize, chain: bool) -> Result<()> {
+    git(d, &["init", "-q", "-b", "main"])?;
+    git(d, &["config", "user.email", "bench@localhost"])?;
+    git(d, &["config", "user.name", "bench"])?;
+    fs::create_dir_all(d.join("prompts"))?;
+    fs::write(d.join("prompts/p.md"), "Write {{OUTPUTS}}.\n")?;
+    let mut toml = String::from("[swarm]\ntarget = \"main\"\n\n[agent]\ncommand = \"true\"\n\n");
+    for i in 1..=n {
+        toml.push_str(&format!(
+            "[[streams]]\nid = \"s{i}\"\nprompt = \"prompts/p.md\"\noutputs = [\"out/s{i}.md\"]\n"
+        ));
+        if chain && i > 1 {
+            toml.push_str(&format!("depends_on = [\"s{}\"]\n", i - 1));
+        }
+        toml.push('\n');
+    }
+    fs::write(d.join("loki.toml"), toml)?;
+    git(d, &["add", "-A"])?;
+    git(d, &["commit", "-qm", "bench"])
+}
+
+fn status_time(loki: &Path, dir: &Path) -> Result<Duration> {
+    let t = Instant::now();
+    let st = Command::new(loki)
+        .arg("status")
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .context("running loki status")?;
+    let took = t.elapsed();
+    if !st.success() {
+        bail!("loki status failed in {}", dir.display());
+    }
+    Ok(took)
+}
