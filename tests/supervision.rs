@@ -1221,3 +1221,54 @@ fn a_lost_session_starts_again_in_a_new_one() {
         "the new session gets the full prompt: {last:?}"
     );
 }
+
+/// The pipeline is bounded: with `max_parallel = 2`, at most 4 streams
+/// hold a worktree (running, or finished and waiting to merge). Here every
+/// merge waits (the user's own untracked files are where the chapters go),
+/// so once 4 streams wait, nothing else starts: at the STOP that follows,
+/// exactly 4 have run.
+#[test]
+fn finished_streams_waiting_to_merge_hold_back_new_starts() {
+    let ids = ["a", "b", "c", "d", "e", "f", "g", "h"];
+    let h = Swarm::empty();
+    let mut toml = header(2, "");
+    for id in ids {
+        toml.push_str(&stream(id, &[], &format!("chapters/{id}.md"), ""));
+    }
+    h.write(&toml);
+    std::fs::create_dir_all(h.path().join("chapters")).expect("mkdir");
+    for id in ids {
+        std::fs::write(h.path().join(format!("chapters/{id}.md")), "mine\n").expect("write");
+    }
+    let run = h.start();
+    let waiting = || {
+        h.events()
+            .iter()
+            .filter(|e| e["kind"] == "merge_wait")
+            .filter_map(|e| e["stream"].as_str().map(str::to_string))
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    };
+    h.wait_for("four merges waiting for the user's checkout", || {
+        waiting() == 4
+    });
+    let out = h.loki(&["signal", "STOP"]);
+    assert!(out.status.success(), "{}", both(&out));
+    let done = run.wait_within(Duration::from_secs(30));
+    assert_eq!(done.code, Some(130), "{}", done.both());
+    let started: Vec<String> = ids
+        .iter()
+        .filter(|id| {
+            h.state(id)["attempts"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+        })
+        .map(|id| id.to_string())
+        .collect();
+    assert_eq!(
+        started.len(),
+        4,
+        "started: {started:?}\n{}",
+        h.events_text()
+    );
+}

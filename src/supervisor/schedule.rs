@@ -18,6 +18,22 @@ impl Dispatcher {
             .count()
     }
 
+    /// Worktrees the pipeline holds: attempts under way and streams waiting
+    /// for (or in) their merge. Bounded by [`pipeline_bound`], so fast
+    /// agents cannot pile up worktrees faster than the one merge worker
+    /// empties them.
+    pub(super) fn in_pipeline(&self) -> usize {
+        self.slots
+            .values()
+            .filter(|s| {
+                matches!(
+                    s.st.status,
+                    Status::Preparing | Status::Running | Status::Checking | Status::Merging
+                )
+            })
+            .count()
+    }
+
     pub(super) fn merged(&self, id: &str) -> bool {
         self.slots
             .get(id)
@@ -106,8 +122,9 @@ impl Dispatcher {
             return;
         }
         let limit = self.limit.min(self.cfg.swarm.max_parallel).max(1);
+        let bound = pipeline_bound(self.cfg.swarm.max_parallel);
         for id in self.order.clone() {
-            if self.running() >= limit {
+            if self.running() >= limit || self.in_pipeline() >= bound {
                 break;
             }
             if !self.startable(&self.slots[&id]) {
@@ -198,4 +215,12 @@ impl Dispatcher {
         }
         !self.slots.values().any(|s| self.startable(s))
     }
+}
+
+/// At most this many streams hold a worktree in the pipeline at once
+/// (running, checking, or waiting for their merge): `max_parallel` running
+/// and as many finished ones waiting to merge. When it is reached, the
+/// finished ones are merged before anything new starts.
+pub(super) fn pipeline_bound(max_parallel: usize) -> usize {
+    max_parallel.max(1).saturating_mul(2)
 }
