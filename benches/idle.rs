@@ -13,11 +13,14 @@
 //! reported. `LOKI_BENCH_DIR` sets where the repos are made.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
+
+mod common;
+use common::*;
 
 const SLOTS: usize = 20;
 
@@ -48,70 +51,19 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-fn env_num<T: std::str::FromStr>(key: &str, default: T) -> T {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
-/// The release binary next to this bench's own (target/release/loki).
-fn loki_bin() -> Result<PathBuf> {
-    let me = std::env::current_exe().context("locating the bench binary")?;
-    let dir = me
-        .parent()
-        .and_then(Path::parent)
-        .context("locating target/release")?;
-    let bin = dir.join("loki");
-    if !bin.is_file() {
-        bail!(
-            "{} is missing: run `cargo build --release` first",
-            bin.display()
-        );
-    }
-    Ok(bin)
-}
-
-fn git(dir: &Path, args: &[&str]) -> Result<()> {
-    let st = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .status()
-        .context("running git")?;
-    if !st.success() {
-        bail!("git {args:?} failed in {}", dir.display());
-    }
-    Ok(())
-}
-
 /// CPU seconds the supervisor used over `secs` with `streams` streams.
 fn idle_cpu(loki: &Path, streams: usize, secs: u64) -> Result<f64> {
-    let base = std::env::var_os("LOKI_BENCH_DIR").map(PathBuf::from);
-    let tmp = match base {
-        Some(b) => tempfile::tempdir_in(b),
-        None => tempfile::tempdir(),
-    }
-    .context("making the bench folder")?;
+    let tmp = scratch_repo()?;
     let d = tmp.path();
-    git(d, &["init", "-q", "-b", "main"])?;
-    git(d, &["config", "user.email", "bench@localhost"])?;
-    git(d, &["config", "user.name", "bench"])?;
-    fs::write(
-        d.join("agent.sh"),
+    write_agent(
+        d,
         "#!/bin/sh\nsleep 600\nmkdir -p out && echo hi > out/$LOKI_STREAM_ID.md\n",
     )?;
-    Command::new("chmod")
-        .args(["+x", "agent.sh"])
-        .current_dir(d)
-        .status()?;
-    fs::create_dir_all(d.join("prompts"))?;
-    fs::write(d.join("prompts/p.md"), "Write the file.\n")?;
     let mut toml = format!(
         "[swarm]\ntarget = \"main\"\nmax_parallel = {SLOTS}\nspawn_interval = \"0s\"\n\n\
          [agent]\ncommand = \"./agent.sh\"\ntimeout = \"1h\"\nidle_timeout = \"1h\"\nkill_grace = \"1s\"\n\n"

@@ -11,11 +11,14 @@
 //! `LOKI_BENCH_DIR` sets where the repos are made.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+
+mod common;
+use common::*;
 
 const SIZES: [usize; 2] = [1000, 4000];
 
@@ -23,20 +26,12 @@ fn main() -> Result<()> {
     if std::env::args().any(|a| a == "--list") {
         return Ok(());
     }
-    let repeats: usize = std::env::var("LOKI_BENCH_REPEATS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
+    let repeats: usize = env_num("LOKI_BENCH_REPEATS", 5);
     let loki = loki_bin()?;
-    let base = std::env::var_os("LOKI_BENCH_DIR").map(PathBuf::from);
     let mut swarms = Vec::new();
     for chain in [true, false] {
         for n in SIZES {
-            let tmp = match &base {
-                Some(b) => tempfile::tempdir_in(b),
-                None => tempfile::tempdir(),
-            }
-            .context("making the bench folder")?;
+            let tmp = scratch_repo()?;
             make_swarm(tmp.path(), n, chain)?;
             swarms.push((chain, n, tmp, Vec::new()));
         }
@@ -67,41 +62,8 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// The release binary next to this bench's own (target/release/loki).
-fn loki_bin() -> Result<PathBuf> {
-    let me = std::env::current_exe().context("locating the bench binary")?;
-    let dir = me
-        .parent()
-        .and_then(Path::parent)
-        .context("locating target/release")?;
-    let bin = dir.join("loki");
-    if !bin.is_file() {
-        bail!(
-            "{} is missing: run `cargo build --release` first",
-            bin.display()
-        );
-    }
-    Ok(bin)
-}
-
-fn git(dir: &Path, args: &[&str]) -> Result<()> {
-    let st = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .status()
-        .context("running git")?;
-    if !st.success() {
-        bail!("git {args:?} failed in {}", dir.display());
-    }
-    Ok(())
-}
-
 /// A repo whose swarm has `n` streams, chained or independent.
 fn make_swarm(d: &Path, n: usize, chain: bool) -> Result<()> {
-    git(d, &["init", "-q", "-b", "main"])?;
-    git(d, &["config", "user.email", "bench@localhost"])?;
-    git(d, &["config", "user.name", "bench"])?;
     fs::create_dir_all(d.join("prompts"))?;
     fs::write(d.join("prompts/p.md"), "Write {{OUTPUTS}}.\n")?;
     let mut toml = String::from("[swarm]\ntarget = \"main\"\n\n[agent]\ncommand = \"true\"\n\n");

@@ -176,6 +176,33 @@ pub fn dependents_of<N: Node>(streams: &[N], id: &str) -> Vec<String> {
         .collect()
 }
 
+/// The order in which ready streams get a free slot: the longest chain of
+/// work still behind a stream first (its own plus its dependents', counted
+/// in streams: durations are unknown before they run), then the
+/// topological order. Starting the head of the longest chain early is what
+/// keeps a graph's makespan near its critical path (list scheduling); the
+/// file order alone leaves a long chain waiting behind leaves.
+pub fn start_order<N: Node>(streams: &[N]) -> Vec<String> {
+    let deps = dep_indexes(streams);
+    let (order, _) = kahn(&deps);
+    let mut height = vec![1usize; streams.len()];
+    // Dependents come after their dependencies in `order`: walk it backwards.
+    for &i in order.iter().rev() {
+        for &d in &deps[i] {
+            height[d] = height[d].max(height[i] + 1);
+        }
+    }
+    let mut rank: Vec<usize> = order.clone();
+    // Streams a cycle left out of `order` go last, in file order.
+    let placed: BTreeSet<usize> = order.iter().copied().collect();
+    rank.extend((0..streams.len()).filter(|i| !placed.contains(i)));
+    let pos: HashMap<usize, usize> = rank.iter().enumerate().map(|(p, &i)| (i, p)).collect();
+    rank.sort_by_key(|&i| (std::cmp::Reverse(height[i]), pos[&i]));
+    rank.into_iter()
+        .map(|i| streams[i].id().to_string())
+        .collect()
+}
+
 /// Every stream `id` depends on, directly or not (not `id` itself): what is
 /// merged into the target before `id` starts. In file order.
 pub fn dependencies_of<N: Node>(streams: &[N], id: &str) -> Vec<String> {
@@ -251,6 +278,25 @@ mod tests {
 
     fn ids(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
+    }
+
+    /// The head of the longest chain gets a slot first; ties keep the
+    /// topological (file) order; a cycle's streams come last.
+    #[test]
+    fn start_order_puts_the_longest_chain_first() {
+        let g = vec![
+            s("leaf1", &[]),
+            s("leaf2", &[]),
+            s("head", &[]),
+            s("mid", &["head"]),
+            s("tail", &["mid"]),
+            s("x", &["y"]),
+            s("y", &["x"]),
+        ];
+        assert_eq!(
+            start_order(&g),
+            ids(&["head", "mid", "leaf1", "leaf2", "tail", "x", "y"])
+        );
     }
 
     #[test]

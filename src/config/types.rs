@@ -130,7 +130,7 @@ impl Default for SwarmSettings {
             target: None,
             max_parallel: 4,
             max_budget_usd: None,
-            spawn_interval: Duration::from_secs(1),
+            spawn_interval: Duration::from_millis(100),
             target_at: None,
         }
     }

@@ -173,6 +173,8 @@ struct Dispatcher {
     signals: SignalDir,
     target: String,
     order: Vec<String>,
+    /// Who gets a free slot first ([`crate::plan::start_order`]).
+    start_order: Vec<String>,
     slots: BTreeMap<String, Slot>,
     tx: mpsc::UnboundedSender<Msg>,
     spawner: Arc<Spawner>,
@@ -298,6 +300,7 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
         limit: cfg.swarm.max_parallel.max(1),
         order: crate::plan::topo_order(&cfg.streams)
             .unwrap_or_else(|_| cfg.streams.iter().map(|s| s.id.to_string()).collect()),
+        start_order: crate::plan::start_order(&cfg.streams),
         cfg,
         signals: SignalDir::new(layout.signals_dir()),
         layout,

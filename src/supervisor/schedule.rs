@@ -123,7 +123,7 @@ impl Dispatcher {
         }
         let limit = self.limit.min(self.cfg.swarm.max_parallel).max(1);
         let bound = pipeline_bound(self.cfg.swarm.max_parallel);
-        for id in self.order.clone() {
+        for id in self.start_order.clone() {
             if self.running() >= limit || self.in_pipeline() >= bound {
                 break;
             }

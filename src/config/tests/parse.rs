@@ -19,7 +19,7 @@ fn minimal_file_gets_every_default() {
     assert!(s.agent.is_claude());
     assert_eq!(
         SwarmSettings::default().spawn_interval,
-        Duration::from_secs(1)
+        Duration::from_millis(100)
     );
     assert!(f.stream("nope").is_none());
 }

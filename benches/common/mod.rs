@@ -1,0 +1,75 @@
+//! What the small benches share: the loki binary beside them, git in a
+//! scratch repo, the folder repos are made in, and reading a number from
+//! the environment.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+/// The release binary next to the bench's own (target/release/loki).
+pub fn loki_bin() -> Result<PathBuf> {
+    let me = std::env::current_exe().context("locating the bench binary")?;
+    let dir = me
+        .parent()
+        .and_then(Path::parent)
+        .context("locating target/release")?;
+    let bin = dir.join("loki");
+    if !bin.is_file() {
+        bail!(
+            "{} is missing: run `cargo build --release` first",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// `git <args>` in `dir`, quietly; an error when it fails.
+pub fn git(dir: &Path, args: &[&str]) -> Result<()> {
+    let st = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .status()
+        .context("running git")?;
+    if !st.success() {
+        bail!("git {args:?} failed in {}", dir.display());
+    }
+    Ok(())
+}
+
+/// A fresh folder for one repo, in `LOKI_BENCH_DIR` when set, with git
+/// initialised on `main` and an identity.
+pub fn scratch_repo() -> Result<tempfile::TempDir> {
+    let tmp = match std::env::var_os("LOKI_BENCH_DIR") {
+        Some(b) => tempfile::tempdir_in(b),
+        None => tempfile::tempdir(),
+    }
+    .context("making the bench folder")?;
+    let d = tmp.path();
+    git(d, &["init", "-q", "-b", "main"])?;
+    git(d, &["config", "user.email", "bench@localhost"])?;
+    git(d, &["config", "user.name", "bench"])?;
+    Ok(tmp)
+}
+
+/// `key` from the environment as a number, else `default`.
+pub fn env_num<T: std::str::FromStr>(key: &str, default: T) -> T {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `agent.sh` (executable, holding `script`) and `prompts/p.md` in `d`.
+pub fn write_agent(d: &Path, script: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let agent = d.join("agent.sh");
+    std::fs::write(&agent, script).context("writing agent.sh")?;
+    std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755))
+        .context("making agent.sh executable")?;
+    std::fs::create_dir_all(d.join("prompts")).context("making prompts/")?;
+    std::fs::write(d.join("prompts/p.md"), "Write {{OUTPUTS}}.\n").context("writing the prompt")
+}
