@@ -123,8 +123,14 @@ impl Dispatcher {
         }
         let limit = self.limit.min(self.cfg.swarm.max_parallel).max(1);
         let bound = pipeline_bound(self.cfg.swarm.max_parallel);
+        // Counted once per pass (each start adds one), not once per
+        // candidate: a pass over a large swarm stays linear.
+        let (mut running, mut in_pipeline) = (self.running(), self.in_pipeline());
+        if running >= limit || in_pipeline >= bound {
+            return;
+        }
         for id in self.start_order.clone() {
-            if self.running() >= limit || self.in_pipeline() >= bound {
+            if running >= limit || in_pipeline >= bound {
                 break;
             }
             if !self.startable(&self.slots[&id]) {
@@ -138,6 +144,8 @@ impl Dispatcher {
             }
             self.last_start = Some(Instant::now());
             self.start_attempt(&id).await;
+            running += 1;
+            in_pipeline += 1;
         }
     }
 
