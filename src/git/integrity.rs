@@ -124,21 +124,7 @@ pub fn guard_worktree(root: &Path, id: &str, base: &str) -> Result<Vec<String>> 
 
     // The `.git` file must point at the registration.
     let dotgit = path.join(".git");
-    let points_home = match dotgit.symlink_metadata() {
-        Ok(m) if m.file_type().is_file() => read_dotgit(&path)
-            .and_then(|t| t.strip_prefix("gitdir:").map(|s| s.trim().to_string()))
-            .map(|gd| {
-                let gd = Path::new(&gd);
-                let gd = if gd.is_absolute() {
-                    gd.to_path_buf()
-                } else {
-                    path.join(gd)
-                };
-                same_path(&gd, &admin)
-            })
-            .unwrap_or(false),
-        Ok(_) | Err(_) => false,
-    };
+    let points_home = dot_git_target(&path).is_some_and(|gd| same_path(&gd, &admin));
     if !points_home {
         let what = describe_dotgit(&dotgit);
         problems.push(format!(
@@ -227,6 +213,19 @@ fn read_dotgit(worktree: &Path) -> Option<String> {
     crate::util::read_inside(worktree, Path::new(".git"), 4096)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
+}
+
+/// Where a worktree folder's `.git` file points (`gitdir: <path>`, a
+/// relative one taken from the folder); `None` when it is no regular file,
+/// cannot be read as short text, or says something else.
+pub(super) fn dot_git_target(folder: &Path) -> Option<PathBuf> {
+    let text = read_dotgit(folder)?;
+    let gd = Path::new(text.strip_prefix("gitdir:")?.trim());
+    Some(if gd.is_absolute() {
+        gd.to_path_buf()
+    } else {
+        folder.join(gd)
+    })
 }
 
 /// What the worktree's `.git` is now, for the reason the attempt fails.

@@ -26,6 +26,7 @@ use git2::{
     WorktreeLockStatus, WorktreePruneOptions,
 };
 
+use super::integrity::dot_git_target;
 use super::{branch_oid, check_id, head_branch_ref, merge_base, open_repo, repo_lock, same_path};
 use crate::model::paths::{branch_name, Layout};
 
@@ -509,7 +510,7 @@ fn repair_locked(repo: &Repository, root: &Path, apply: bool) -> Result<Vec<Regi
     if let Ok(entries) = fs::read_dir(&wt_dir) {
         for e in entries.flatten() {
             let folder = e.path();
-            if let Some(admin) = read_dot_git(&folder) {
+            if let Some(admin) = dot_git_target(&folder) {
                 pointing.push((admin, folder));
             }
         }
@@ -579,7 +580,7 @@ fn repair_locked(repo: &Repository, root: &Path, apply: bool) -> Result<Vec<Regi
         .into_iter()
         .flatten()
         .flatten()
-        .map(|e| (read_dot_git(&e.path()), e.path()))
+        .map(|e| (dot_git_target(&e.path()), e.path()))
     {
         let empty_dot_git =
             fs::metadata(folder.join(".git")).is_ok_and(|m| m.is_file() && m.len() == 0);
@@ -624,17 +625,6 @@ fn head_on_loki_branch(admin: &Path) -> bool {
         .is_ok_and(|h| h.trim_end().starts_with("ref: refs/heads/loki/"))
 }
 
-/// The administrative folder a worktree folder's `.git` file names.
-fn read_dot_git(folder: &Path) -> Option<PathBuf> {
-    let dot_git = folder.join(".git");
-    if !dot_git.symlink_metadata().ok()?.is_file() {
-        return None;
-    }
-    let text = fs::read_to_string(dot_git).ok()?;
-    let p = PathBuf::from(text.strip_prefix("gitdir: ")?.trim_end_matches('\n'));
-    p.is_absolute().then_some(p)
-}
-
 /// The stream folder of a registration cut short: nothing was checked out
 /// into it yet, so one holding only the `.git` file naming `admin` (or
 /// nothing) is removed; anything else in it is set aside, never deleted.
@@ -644,7 +634,7 @@ fn remove_unused_folder(root: &Path, folder: &Path, admin: &Path) -> Result<()> 
     };
     let only_dot_git = meta.is_dir()
         && holds_only_dot_git(folder)
-        && read_dot_git(folder).is_none_or(|a| same_path(&a, admin));
+        && dot_git_target(folder).is_none_or(|a| same_path(&a, admin));
     if only_dot_git {
         let _ = fs::remove_file(folder.join(".git"));
         fs::remove_dir(folder)

@@ -71,16 +71,9 @@ fn one(extra: &str) -> String {
     format!("[[streams]]\nid = \"a\"\nprompt = \"prompts/plain.md\"\n{extra}")
 }
 
-/// A git repo on branch `main` with `files` committed, then `loose`
-/// written but not committed.
-fn git_repo(files: &[(&str, &str)], loose: &[(&str, &str)]) -> TempDir {
-    let dir = repo(files);
-    let git = |args: &[&str]| {
-        run_ok("git", args, dir.path());
-    };
-    git(&["init", "-q", "-b", "main"]);
-    git(&["add", "-A"]);
-    git(&[
+/// Commits what is staged in `dir`, as a test identity.
+fn commit(dir: &TempDir, message: &str) {
+    let args = [
         "-c",
         "user.name=t",
         "-c",
@@ -88,8 +81,18 @@ fn git_repo(files: &[(&str, &str)], loose: &[(&str, &str)]) -> TempDir {
         "commit",
         "-q",
         "-m",
-        "files",
-    ]);
+        message,
+    ];
+    run_ok("git", &args, dir.path());
+}
+
+/// A git repo on branch `main` with `files` committed, then `loose`
+/// written but not committed.
+fn git_repo(files: &[(&str, &str)], loose: &[(&str, &str)]) -> TempDir {
+    let dir = repo(files);
+    run_ok("git", &["init", "-q", "-b", "main"], dir.path());
+    run_ok("git", &["add", "-A"], dir.path());
+    commit(&dir, "files");
     for (rel, text) in loose {
         let p = dir.path().join(rel);
         fs::create_dir_all(p.parent().unwrap()).unwrap();

@@ -339,19 +339,11 @@ fn check_scripts_must_be_in_the_target_tree_and_executable() {
     parse_in(&dir, &text("/bin/sh -c true")).unwrap();
 
     let dir = git_repo(&[p], &[("scripts/check.sh", "#!/bin/sh\n")]);
-    let git = |args: &[&str]| {
-        run_ok("git", args, dir.path());
-    };
-    git(&["add", "--chmod=+x", "scripts/check.sh"]);
-    git(&[
-        "-c",
-        "user.name=t",
-        "-c",
-        "user.email=t@t",
-        "commit",
-        "-q",
-        "-m",
-        "x",
-    ]);
+    run_ok(
+        "git",
+        &["add", "--chmod=+x", "scripts/check.sh"],
+        dir.path(),
+    );
+    commit(&dir, "x");
     parse_in(&dir, &text("scripts/check.sh")).unwrap();
 }
