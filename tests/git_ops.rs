@@ -389,6 +389,77 @@ fn bad_ids_and_targets_are_refused() {
 // ---------------------------------------------------------------------------
 // commit_stream and touched_paths
 
+/// Rewrites `rel` in place with `text` (same length as before) and puts its
+/// modification time back, as an agent hiding a change from a stat check
+/// would. Only the ctime, which nothing unprivileged can set, still differs.
+fn rewrite_keeping_mtime(dir: &Path, rel: &str, text: &str) {
+    use std::io::Write;
+    let p = dir.join(rel);
+    let before = fs::metadata(&p).unwrap();
+    assert_eq!(before.len(), text.len() as u64, "same size, or no trick");
+    let mut f = fs::OpenOptions::new().write(true).open(&p).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    f.set_modified(before.modified().unwrap()).unwrap();
+    drop(f);
+    let after = fs::metadata(&p).unwrap();
+    assert_eq!(after.modified().unwrap(), before.modified().unwrap());
+}
+
+/// Waits until the filesystem's clock has moved past the ctime of `rel`,
+/// so loki's next index write trusts the stat data it has for it.
+fn wait_for_a_newer_ctime(dir: &Path, rel: &str) {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(dir.join(rel)).unwrap();
+    let old = (m.ctime(), m.ctime_nsec());
+    let probe = dir.join(".loki-test-probe");
+    loop {
+        fs::write(&probe, "tick").unwrap();
+        let p = fs::metadata(&probe).unwrap();
+        if (p.ctime(), p.ctime_nsec()) > old {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    fs::remove_file(&probe).unwrap();
+}
+
+/// Prepares `id` and commits a change to `rel`, a clock tick before loki's
+/// index write, so loki trusts the stat data it has for `rel`.
+fn trusted_after_a_commit(root: &Path, id: &str, rel: &str, text: &str) -> git::Worktree {
+    let wt = git::prepare_worktree(root, id, "main").unwrap();
+    write(&wt.path, rel, text);
+    wait_for_a_newer_ctime(&wt.path, rel);
+    commit_attempt(root, id).unwrap().expect("a change");
+    wt
+}
+
+/// A rewrite that keeps size and mtime, after loki trusted the file's stat
+/// data, still reaches the branch; `config` is set on the repo first.
+fn a_hidden_rewrite_is_committed(config: Option<(&str, &str)>) {
+    let (_tmp, root) = repo();
+    if let Some((key, value)) = config {
+        git(&root, &["config", key, value]);
+    }
+    let wt = trusted_after_a_commit(&root, "ch01", "b.txt", "bee2\n");
+    rewrite_keeping_mtime(&wt.path, "b.txt", "BEE2\n");
+    commit_attempt(&root, "ch01")
+        .unwrap()
+        .expect("the change is seen");
+    assert_eq!(git(&root, &["show", "loki/ch01:b.txt"]), "BEE2\n");
+    assert_eq!(status(&wt.path), "", "the worktree's index matches");
+}
+
+#[test]
+fn a_change_that_keeps_size_and_mtime_is_still_committed() {
+    a_hidden_rewrite_is_committed(None);
+}
+
+/// Without ctime, size+mtime+inode would hide the rewrite: no stat cache.
+#[test]
+fn a_repository_that_distrusts_ctime_gets_every_file_hashed() {
+    a_hidden_rewrite_is_committed(Some(("core.trustctime", "false")));
+}
+
 #[test]
 fn commit_stream_stages_everything_with_trailers() {
     let (_tmp, root) = repo();

@@ -13,6 +13,7 @@ use git2::{
 };
 
 use super::integrity::{import_agent_objects, open_stream_worktree};
+use super::stat_cache;
 use super::worktree::find_registration;
 use super::{
     branch_oid, check_id, compose_message, diff_paths, dirty_paths, merge_base, open_repo,
@@ -29,8 +30,9 @@ use crate::model::paths::{branch_name, Layout};
 /// Made through the main repository and the worktree's registration, never
 /// the worktree's own `.git` file, HEAD or index contents (an agent may have
 /// altered them; see `integrity.rs`): the index is rebuilt from the branch's
-/// tree and every file hashed again, so what is committed is exactly what
-/// is in the folder, and the branch moves by compare-and-swap. The
+/// tree and every file whose stat data changed since loki last saw it is
+/// hashed again, so what is committed is exactly what is in the folder, and
+/// the branch moves by compare-and-swap. The
 /// worktree's index is then written to match, so `git status` there is clean.
 pub fn commit_stream(
     root: &Path,
@@ -54,8 +56,12 @@ pub fn commit_stream(
         .with_context(ctx)?;
     let mut index = Index::open(&admin.join("index")).with_context(ctx)?;
     // Nothing the agent staged or stat-cached is trusted: the branch's tree,
-    // then the folder's files, each hashed.
+    // with the stat data loki itself saw (`stat_cache.rs`), then the
+    // folder's files, hashed where their stat data changed.
     index.clear().with_context(ctx)?;
+    if stat_cache::stat_is_trusted(&wrepo) {
+        stat_cache::seed(&path, &mut index).with_context(ctx)?;
+    }
     index
         .read_tree(&parent.tree().with_context(ctx)?)
         .with_context(ctx)?;
@@ -77,6 +83,7 @@ pub fn commit_stream(
     }
     let tree_id = index.write_tree_to(&repo).with_context(ctx)?;
     index.write().with_context(ctx)?;
+    stat_cache::remember(&path, &index);
     if parent.tree_id() == tree_id {
         return Ok(None);
     }

@@ -20,6 +20,7 @@
 //! | `branch.rs` | reading, creating and deleting branches; files and merge bases on a branch |
 //! | `worktree.rs` | preparing, reusing and removing stream worktrees, their registrations and locks |
 //! | `commit.rs` | committing a stream's worktree onto its branch, what it touched, its diff against the target |
+//! | `stat_cache.rs` | the stat data loki saw of each worktree's files, so a commit hashes only what changed |
 //! | `integrity.rs` | opening a stream's worktree through its registration; what an agent changed in its `.git`, HEAD or branch, put back |
 //! | `merge.rs` | merging a stream into the target, the journal of a merge in flight, the target's abandoned locks |
 //! | `checkout.rs` | the safe update of the user's checkout after a merge, and its resync after a crash |
@@ -49,6 +50,7 @@ mod history;
 mod init;
 mod integrity;
 mod merge;
+mod stat_cache;
 mod worktree;
 
 pub use branch::{

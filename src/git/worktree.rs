@@ -179,6 +179,12 @@ pub fn prepare_worktree(root: &Path, id: &str, target: &str) -> anyhow::Result<W
             root.display()
         )
     })?;
+    // The checkout just wrote every file and the index; no agent has run.
+    if let Ok(index) =
+        git2::Index::open(&repo.commondir().join("worktrees").join(&name).join("index"))
+    {
+        super::stat_cache::remember(&path, &index);
+    }
     Ok(Worktree {
         path,
         branch,
@@ -211,6 +217,7 @@ pub fn remove_worktree(root: &Path, id: &str) -> anyhow::Result<()> {
         }
     }
 
+    super::stat_cache::forget(&path);
     let registration = find_registration(&repo, &path)?;
     if let Some(wt) = &registration {
         if let WorktreeLockStatus::Locked(reason) = wt

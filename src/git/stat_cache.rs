@@ -1,0 +1,121 @@
+//! What loki itself saw of a stream's files, so a commit hashes only the
+//! files that changed, not the whole tree.
+//!
+//! A stream's commit never trusts the worktree's own index (the agent can
+//! write it; see `integrity.rs`), so without this every commit hashed every
+//! file again: on a 5,000-file tree that was two thirds of the supervisor's
+//! CPU. Instead loki keeps, in its own memory, the index entries (stat data
+//! and blob id) it wrote itself when no agent was running: after a fresh
+//! checkout and after each of its commits. A commit starts from the
+//! branch's tree and takes an entry's stat data only where it names the
+//! same blob and mode at the same path; libgit2 then hashes a file again
+//! only when its size, mode, mtime, ctime, inode or owner differ, and
+//! writes only the folders that changed (the tree cache).
+//!
+//! Why this is safe against an agent: the cache is never in a file, so no
+//! agent can write it, and ctime is set by the kernel on every change of a
+//! file (nothing unprivileged can set it back), so a rewritten file always
+//! looks changed. A repository that turns stat checks off or down
+//! (`core.ignorestat`, `core.trustctime = false`) gets no cache: every file
+//! is hashed, as before. A new supervisor starts empty and hashes each
+//! stream's files once.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use git2::{Index, IndexEntry, Repository};
+
+/// Entries by worktree path.
+static SEEN: Mutex<Option<HashMap<PathBuf, Vec<IndexEntry>>>> = Mutex::new(None);
+
+fn with_seen<T>(f: impl FnOnce(&mut HashMap<PathBuf, Vec<IndexEntry>>) -> T) -> T {
+    let mut guard = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    f(guard.get_or_insert_with(HashMap::new))
+}
+
+/// Whether stat data can be trusted in `repo` (a stream's worktree).
+pub(super) fn stat_is_trusted(repo: &Repository) -> bool {
+    let Ok(cfg) = repo.config() else {
+        return false;
+    };
+    let ignore_stat = cfg.get_bool("core.ignorestat").unwrap_or(false);
+    let trust_ctime = cfg.get_bool("core.trustctime").unwrap_or(true);
+    !ignore_stat && trust_ctime
+}
+
+/// Records `index` (just written by loki to its file, no agent running) as
+/// what loki saw of the worktree at `path`.
+///
+/// An entry is kept only when its file's ctime is older than the index
+/// file's (git's "racily clean" rule, judged by the filesystem's own
+/// clock): a file changed later, even within the same clock tick as the
+/// checkout, then always has a newer ctime than the entry. The index file's
+/// time is read now, before any agent runs, and kept in memory.
+pub(super) fn remember(path: &Path, index: &Index) {
+    use std::os::unix::fs::MetadataExt;
+    let stamp = index
+        .path()
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map(|m| (m.ctime(), m.ctime_nsec()));
+    let Some(stamp) = stamp else {
+        forget(path);
+        return;
+    };
+    let entries: Vec<IndexEntry> = index
+        .iter()
+        .filter(|e| {
+            let ctime = (
+                i64::from(e.ctime.seconds()),
+                i64::from(e.ctime.nanoseconds()),
+            );
+            // An entry without stat data (hashed, found unchanged) says nothing.
+            let has_stat = e.mtime.seconds() != 0 || e.ctime.seconds() != 0;
+            stage_of(e) == 0 && !e.id.is_zero() && has_stat && ctime < stamp
+        })
+        .collect();
+    with_seen(|seen| seen.insert(path.to_path_buf(), entries));
+}
+
+/// Forgets the worktree at `path` (removed, or handed to another stream).
+pub(super) fn forget(path: &Path) {
+    with_seen(|seen| seen.remove(path));
+}
+
+/// Puts the entries loki saw for the worktree at `path` into `index`
+/// (empty). The caller then reads the branch's tree into it: libgit2's
+/// `read_tree` keeps an old entry's stat data exactly when it names the
+/// same blob and mode at the same path, drops every other entry, and fills
+/// the tree cache, so unchanged folders are not written again either.
+pub(super) fn seed(path: &Path, index: &mut Index) -> Result<(), git2::Error> {
+    let entries = with_seen(|seen| {
+        seen.get(path)
+            .map(|v| v.iter().map(copy).collect::<Vec<_>>())
+    });
+    // In index order, so each insertion appends.
+    for e in entries.unwrap_or_default() {
+        index.add(&e)?;
+    }
+    Ok(())
+}
+
+fn stage_of(e: &IndexEntry) -> u16 {
+    (e.flags >> 12) & 0x3
+}
+
+fn copy(e: &IndexEntry) -> IndexEntry {
+    IndexEntry {
+        ctime: e.ctime,
+        mtime: e.mtime,
+        dev: e.dev,
+        ino: e.ino,
+        mode: e.mode,
+        uid: e.uid,
+        gid: e.gid,
+        file_size: e.file_size,
+        id: e.id,
+        flags: e.flags,
+        flags_extended: e.flags_extended,
+        path: e.path.clone(),
+    }
+}
