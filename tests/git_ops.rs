@@ -387,6 +387,115 @@ fn bad_ids_and_targets_are_refused() {
 }
 
 // ---------------------------------------------------------------------------
+// the pool of merged worktrees
+
+/// Merges stream `id` with `files` and pools its worktree (capacity 4),
+/// leaving an ignored and an untracked file behind as an agent might.
+fn merged_and_pooled(root: &Path, id: &str, files: &[(&str, &str)]) -> PathBuf {
+    let wt = stream_with(root, id, files);
+    merged_commit(merge(root, id));
+    write(&wt.path, ".loki/state/junk.json", "{}\n");
+    write(&wt.path, "stray.txt", "left by the agent\n");
+    git::retire_worktree(root, id, 4).unwrap();
+    git::delete_branch(root, id).unwrap();
+    wt.path
+}
+
+#[test]
+fn a_pooled_worktree_serves_the_next_stream_with_the_targets_files_only() {
+    let (_tmp, root) = repo();
+    let old = merged_and_pooled(&root, "ch01", &[("chapters/ch01.md", "one\n")]);
+    assert!(!old.exists(), "the merged stream's folder is gone");
+    assert!(
+        root.join(".loki/worktrees/.pool-1/chapters/ch01.md")
+            .is_file(),
+        "and waits in the pool"
+    );
+    commit_on(&root, "notes.md", "the user's note\n", "user commit");
+
+    let wt = git::prepare_worktree(&root, "ch02", "main").unwrap();
+    assert!(!wt.reused);
+    assert_eq!(wt.base, rev(&root, "main"));
+    assert!(!root.join(".loki/worktrees/.pool-1").exists(), "taken");
+    assert_eq!(read(&wt.path, "chapters/ch01.md"), "one\n");
+    assert_eq!(read(&wt.path, "notes.md"), "the user's note\n");
+    assert!(!wt.path.join("stray.txt").exists(), "untracked files go");
+    assert!(
+        !wt.path.join(".loki/state/junk.json").exists(),
+        "ignored files go"
+    );
+    assert_eq!(status(&wt.path), "");
+    assert_eq!(
+        git(&wt.path, &["rev-parse", "--abbrev-ref", "HEAD"]).trim(),
+        "loki/ch02"
+    );
+    // The stream works as in a fresh worktree.
+    write(&wt.path, "chapters/ch02.md", "two\n");
+    commit_attempt(&root, "ch02").unwrap().expect("a change");
+    merged_commit(merge(&root, "ch02"));
+    assert_eq!(git(&root, &["show", "main:chapters/ch02.md"]), "two\n");
+    let list = worktree_list(&root);
+    assert_eq!(list.len(), 2, "{list:?}");
+    assert!(list[1].0.ends_with(".loki/worktrees/ch02"), "{list:?}");
+    fsck_clean(&root);
+}
+
+#[test]
+fn a_full_pool_removes_and_emptying_leaves_nothing() {
+    let (_tmp, root) = repo();
+    let wt = stream_with(&root, "ch01", &[("a1.md", "1\n")]);
+    merged_commit(merge(&root, "ch01"));
+    git::retire_worktree(&root, "ch01", 0).unwrap();
+    assert!(!wt.path.exists());
+    assert!(!root.join(".loki/worktrees/.pool-1").exists(), "no room");
+    for id in ["ch02", "ch03"] {
+        stream_with(&root, id, &[(&format!("{id}.md"), "text\n")]);
+    }
+    for id in ["ch02", "ch03"] {
+        merged_commit(merge(&root, id));
+        git::retire_worktree(&root, id, 4).unwrap();
+        git::delete_branch(&root, id).unwrap();
+    }
+    assert!(root.join(".loki/worktrees/.pool-2").is_dir());
+    assert_eq!(git::empty_pool(&root).unwrap(), 2);
+    assert_eq!(worktree_list(&root).len(), 1);
+    assert_eq!(
+        fs::read_dir(root.join(".loki/worktrees")).unwrap().count(),
+        0
+    );
+    fsck_clean(&root);
+}
+
+/// A kill between the two steps of taking (registration repointed, folder
+/// not yet moved) or of pooling (folder moved, registration not yet
+/// repointed): start-up's repair leaves git clean and the stream starts.
+#[test]
+fn a_pool_move_cut_short_is_repaired_at_start_up() {
+    for (case, taking) in [("taking", true), ("pooling", false)] {
+        let (_tmp, root) = repo();
+        merged_and_pooled(&root, "ch01", &[("a1.md", "1\n")]);
+        let pooled = root.join(".loki/worktrees/.pool-1");
+        let admin = PathBuf::from(git(&pooled, &["rev-parse", "--absolute-git-dir"]).trim());
+        let elsewhere = if taking {
+            root.join(".loki/worktrees/ch02")
+        } else {
+            root.join(".loki/worktrees/ch01")
+        };
+        fs::write(
+            admin.join("gitdir"),
+            format!("{}\n", elsewhere.join(".git").display()),
+        )
+        .unwrap();
+        git::repair_registrations(&root, true).unwrap();
+        assert!(!pooled.exists(), "{case}: the orphan pooled folder went");
+        let wt = git::prepare_worktree(&root, "ch02", "main").unwrap();
+        assert_eq!(read(&wt.path, "a1.md"), "1\n", "{case}");
+        assert_eq!(worktree_list(&root).len(), 2, "{case}");
+        fsck_clean(&root);
+    }
+}
+
+// ---------------------------------------------------------------------------
 // commit_stream and touched_paths
 
 /// Rewrites `rel` in place with `text` (same length as before) and puts its

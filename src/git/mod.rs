@@ -20,6 +20,7 @@
 //! | `branch.rs` | reading, creating and deleting branches; files and merge bases on a branch |
 //! | `worktree.rs` | preparing, reusing and removing stream worktrees, their registrations and locks |
 //! | `commit.rs` | committing a stream's worktree onto its branch, what it touched, its diff against the target |
+//! | `pool.rs` | merged streams' worktrees kept to be switched to the next stream's branch |
 //! | `stat_cache.rs` | the stat data loki saw of each worktree's files, so a commit hashes only what changed |
 //! | `integrity.rs` | opening a stream's worktree through its registration; what an agent changed in its `.git`, HEAD or branch, put back |
 //! | `merge.rs` | merging a stream into the target, the journal of a merge in flight, the target's abandoned locks |
@@ -50,6 +51,7 @@ mod history;
 mod init;
 mod integrity;
 mod merge;
+mod pool;
 mod stat_cache;
 mod worktree;
 
@@ -69,8 +71,9 @@ pub use merge::{
     LockCleanup, MergeOutcome,
 };
 pub use worktree::{
-    clear_stale_locks, prepare_worktree, prune_registration, registrations, remove_worktree,
-    repair_registrations, uncommitted_paths, Registration, RegistrationRepair, Worktree,
+    clear_stale_locks, empty_pool, prepare_worktree, prune_registration, registrations,
+    remove_worktree, repair_registrations, retire_worktree, uncommitted_paths, Registration,
+    RegistrationRepair, Worktree,
 };
 
 /// Identity used when the repo has no `user.name` / `user.email`.

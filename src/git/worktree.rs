@@ -171,6 +171,14 @@ pub fn prepare_worktree(root: &Path, id: &str, target: &str) -> anyhow::Result<W
     let reference = repo
         .find_reference(&format!("refs/heads/{branch}"))
         .with_context(|| format!("looking up branch {branch} in {}", root.display()))?;
+    if super::pool::take_locked(root, &path, &format!("refs/heads/{branch}"))? {
+        return Ok(Worktree {
+            path,
+            branch,
+            base: base.to_string(),
+            reused: false,
+        });
+    }
     let name = free_worktree_name(&repo, id)?;
     add_worktree(&repo, &name, &path, &reference).with_context(|| {
         format!(
@@ -196,6 +204,13 @@ pub fn prepare_worktree(root: &Path, id: &str, target: &str) -> anyhow::Result<W
 /// Removes the worktree folder and its registration (like `git worktree
 /// remove --force` followed by prune). Only ever under `.loki/worktrees/`.
 pub fn remove_worktree(root: &Path, id: &str) -> anyhow::Result<()> {
+    retire_worktree(root, id, 0)
+}
+
+/// Puts merged stream `id`'s worktree in the pool of at most `capacity`
+/// (see `pool.rs`), or removes it like [`remove_worktree`] when the pool is
+/// full or the worktree cannot serve again.
+pub fn retire_worktree(root: &Path, id: &str, capacity: usize) -> anyhow::Result<()> {
     check_id(id)?;
     let _serial = repo_lock();
     let repo = open_repo(root)?;
@@ -217,6 +232,9 @@ pub fn remove_worktree(root: &Path, id: &str) -> anyhow::Result<()> {
         }
     }
 
+    if super::pool::pool_locked(&repo, root, &path, capacity)? {
+        return Ok(());
+    }
     super::stat_cache::forget(&path);
     let registration = find_registration(&repo, &path)?;
     if let Some(wt) = &registration {
@@ -243,22 +261,26 @@ pub fn remove_worktree(root: &Path, id: &str) -> anyhow::Result<()> {
     }
 
     if let Some(wt) = registration {
-        wt.prune(Some(
-            WorktreePruneOptions::new()
-                .valid(true)
-                .locked(false)
-                .working_tree(false),
-        ))
-        .with_context(|| {
-            format!(
-                "pruning the worktree registration {} of {} in {}",
-                wt.name().unwrap_or("?"),
-                path.display(),
-                root.display()
-            )
-        })?;
+        prune_removed(&wt, &path)?;
     }
     Ok(())
+}
+
+/// Prunes registration `wt`, whose folder `path` loki just removed.
+pub(super) fn prune_removed(wt: &git2::Worktree, path: &Path) -> Result<()> {
+    wt.prune(Some(
+        WorktreePruneOptions::new()
+            .valid(true)
+            .locked(false)
+            .working_tree(false),
+    ))
+    .with_context(|| {
+        format!(
+            "pruning the worktree registration {} of {}",
+            wt.name().unwrap_or("?"),
+            path.display()
+        )
+    })
 }
 
 /// Removes git lock files that only loki could have left for stream `id`
@@ -488,11 +510,24 @@ pub struct RegistrationRepair {
 /// Only registrations named `loki-*` whose folder is (or, with no `gitdir`
 /// file yet, whose stream folder's `.git` names them as) under
 /// `.loki/worktrees/` are touched, never a locked one, never the user's own.
-/// With `apply` false nothing is changed (for `loki clean --dry-run`).
+/// With `apply` false nothing is changed (for `loki clean --dry-run`);
+/// with it, the pool of merged worktrees is emptied first.
 pub fn repair_registrations(root: &Path, apply: bool) -> Result<Vec<RegistrationRepair>> {
     let _serial = repo_lock();
     let repo = open_repo(root)?;
+    if apply {
+        // Pooled worktrees first: what a kill left of one is repaired below.
+        super::pool::empty_locked(&repo, root)?;
+    }
     repair_locked(&repo, root, apply)
+}
+
+/// Removes every pooled worktree (`pool.rs`): at the end of a run, so
+/// nothing is left behind. Returns how many folders went.
+pub fn empty_pool(root: &Path) -> Result<usize> {
+    let _serial = repo_lock();
+    let repo = open_repo(root)?;
+    super::pool::empty_locked(&repo, root)
 }
 
 /// [`repair_registrations`] with the repo lock already held.

@@ -82,9 +82,12 @@ impl Dispatcher {
         let root = self.layout.root.clone();
         let id = id.to_string();
         let ui = self.ui.clone();
+        // Up to max_parallel merged worktrees wait to be switched to the
+        // next streams' branches (`git/pool.rs`).
+        let pool = self.cfg.swarm.max_parallel.max(1);
         let h = tokio::spawn(async move {
             let r = tokio::task::spawn_blocking(move || -> Result<()> {
-                git::remove_worktree(&root, &id)?;
+                git::retire_worktree(&root, &id, pool)?;
                 git::delete_branch(&root, &id)?;
                 Ok(())
             })

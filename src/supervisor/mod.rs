@@ -428,6 +428,12 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
     for h in std::mem::take(&mut d.cleanups) {
         let _ = h.await;
     }
+    // The pool of merged worktrees is not left behind.
+    let root = d.layout.root.clone();
+    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || git::empty_pool(&root)).await {
+        d.notes
+            .push_back(format!("could not remove the pooled worktrees: {e:#}"));
+    }
 
     d.event("supervisor", None, "finished");
     let code = d.summary();
