@@ -1,5 +1,6 @@
 //! How well the supervisor schedules a graph: a 40-stream DAG of agents
-//! that sleep 0.5–3 s (each stream depends on up to two earlier ones; fixed
+//! that print a line as they start (as claude prints `system/init`), then
+//! sleep 0.5–3 s (each stream depends on up to two earlier ones; fixed
 //! seed), `max_parallel = 4`, run to the end with `loki run --plain`. The
 //! baseline is the graph's own lower bound, computed in the same run: no
 //! schedule can beat max(critical path, total work / slots). Reported: the
@@ -104,7 +105,7 @@ fn run_once(loki: &Path, g: &Graph, interval: Option<&str>) -> Result<f64> {
     let d = tmp.path();
     write_agent(
         d,
-        "#!/bin/sh\nsleep \"$SECS\"\nmkdir -p out && echo done > \"out/$LOKI_STREAM_ID.md\"\n",
+        "#!/bin/sh\necho \"working on $LOKI_STREAM_ID\"\nsleep \"$SECS\"\nmkdir -p out && echo done > \"out/$LOKI_STREAM_ID.md\"\n",
     )?;
     let mut toml = format!("[swarm]\ntarget = \"main\"\nmax_parallel = {SLOTS}\n");
     if let Some(i) = interval {

@@ -1272,3 +1272,50 @@ fn finished_streams_waiting_to_merge_hold_back_new_starts() {
         h.events_text()
     );
 }
+
+/// The start stagger holds the next start only while the previous agent is
+/// still coming up: agents that print a line as they start (claude's
+/// `system/init`) run side by side even with an hour's `spawn_interval`.
+#[test]
+fn the_start_stagger_waits_only_for_an_agent_still_coming_up() {
+    let h = Swarm::empty();
+    let gate = h.scratch("release");
+    let agent = h.agent_script(
+        "up-then-wait.sh",
+        &format!(
+            "echo \"up: $LOKI_STREAM_ID\"\ntouch '{}'-$LOKI_STREAM_ID\nwhile [ ! -e '{}' ]; do sleep 0.05; done",
+            gate.display(),
+            gate.display()
+        ),
+        "",
+    );
+    let ids = ["a", "b", "c"];
+    let mut toml =
+        header_with(&agent, 3, 1).replace("spawn_interval = \"0s\"", "spawn_interval = \"1h\"");
+    for id in ids {
+        toml.push_str(&stream(id, &[], &format!("chapters/{id}.md"), ""));
+    }
+    h.write(&toml);
+    let run = h.start();
+    h.wait_for("three agents up at once", || {
+        ids.iter()
+            .all(|id| h.scratch(&format!("release-{id}")).exists())
+    });
+    std::fs::write(&gate, "go").expect("release");
+    let done = run.wait_within(Duration::from_secs(60));
+    assert_eq!(done.code, Some(0), "{}", done.both());
+}
+
+/// An agent that has already exited holds nothing back either.
+#[test]
+fn the_start_stagger_does_not_wait_for_an_agent_that_exited() {
+    let h = Swarm::empty();
+    let ids = ["a", "b", "c", "d"];
+    let mut toml = header(1, "").replace("spawn_interval = \"0s\"", "spawn_interval = \"1h\"");
+    for id in ids {
+        toml.push_str(&stream(id, &[], &format!("chapters/{id}.md"), ""));
+    }
+    h.write(&toml);
+    let done = h.start().wait_within(Duration::from_secs(60));
+    assert_eq!(done.code, Some(0), "{}", done.both());
+}

@@ -43,7 +43,8 @@ pub struct SwarmSettings {
     pub max_parallel: usize,
     /// Stop starting attempts once the swarm's total cost reaches this.
     pub max_budget_usd: Option<f64>,
-    /// Pause between two agent starts (default 1 s).
+    /// Stagger between two agent starts while the earlier agent is still
+    /// coming up (default 100 ms; see the README's "Start pacing").
     pub spawn_interval: Duration,
     /// (line, column) of the `target` value, for `loki run`'s refusal of a
     /// branch that does not exist (only known once git is asked).

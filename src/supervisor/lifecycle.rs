@@ -201,6 +201,9 @@ impl Dispatcher {
         if !self.current(&id, n) {
             return;
         }
+        if !matches!(ev, AgentEvent::Started(_)) {
+            self.agent_is_up(&id);
+        }
         match ev {
             AgentEvent::Started(rec) => {
                 let input = Input::ProcessStarted {
@@ -412,6 +415,7 @@ impl Dispatcher {
         if !self.current(&id, n) {
             return;
         }
+        self.agent_is_up(&id);
         // The agent's last words are kept with its state.
         self.write_activity(&id).await;
         let cost = out.result.as_ref().map(|r| self.counted_cost(&id, r));

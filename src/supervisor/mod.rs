@@ -189,7 +189,10 @@ struct Dispatcher {
     /// Ctrl-C twice / SIGTERM: agents are being stopped.
     interrupting: bool,
     auth_failed: Option<String>,
-    last_start: Option<Instant>,
+    /// When the last attempt started, and the stream while its agent is
+    /// still coming up (no output yet, not exited): only then does the
+    /// next start wait for `spawn_interval` (see `schedule.rs`).
+    last_start: Option<(Instant, Option<String>)>,
     /// When the pacing (`spawn_interval`) lets the next waiting stream
     /// start: set only when a start was held back by it alone, so a full
     /// set of slots never wakes the loop (that was a busy loop).

@@ -136,16 +136,27 @@ impl Dispatcher {
             if !self.startable(&self.slots[&id]) {
                 continue;
             }
-            if let Some(last) = self.last_start {
+            if let Some((last, Some(_))) = &self.last_start {
                 if last.elapsed() < self.cfg.swarm.spawn_interval {
-                    self.pace_wake = Some(last + self.cfg.swarm.spawn_interval);
-                    break; // the timer wakes us
+                    self.pace_wake = Some(*last + self.cfg.swarm.spawn_interval);
+                    break; // the timer, or the agent's first output, wakes us
                 }
             }
-            self.last_start = Some(Instant::now());
+            self.last_start = Some((Instant::now(), Some(id.clone())));
             self.start_attempt(&id).await;
             running += 1;
             in_pipeline += 1;
+        }
+    }
+
+    /// Stream `id`'s agent is up (it printed something, or it ended): the
+    /// next start need not wait for it any longer.
+    pub(super) fn agent_is_up(&mut self, id: &str) {
+        if let Some((_, starting)) = &mut self.last_start {
+            if starting.as_deref() == Some(id) {
+                *starting = None;
+                self.pace_wake = None;
+            }
         }
     }
 
