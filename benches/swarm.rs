@@ -6,17 +6,20 @@
 //! built-ins and exits 0. Every run gets a fresh repo; making it is not
 //! timed.
 //!
-//! 1. **Supervisor overhead per stream.** A repo of 300 small files in 15
-//!    folders (so every worktree checkout writes a realistic tree), 60
-//!    streams (50 independent and a chain of 10 linked by `depends_on`),
-//!    `max_parallel = 4`, `spawn_interval = "0s"`: `loki run --plain`
-//!    (output to a file). The baseline, in the same run and on an identical
-//!    repo, is a bash script that does the same git steps with the git CLI
-//!    for each stream, one after another: `git worktree add -b loki/<id>`,
-//!    the agent in the worktree, `git add -A` and `git commit` with loki's
-//!    trailers, `git merge --no-ff` in the main checkout with loki's merge
-//!    message, `git worktree remove`, `git branch -d`. It has no checks, no
-//!    state files, no events, no transcripts and no parallelism.
+//! 1. **loki against the script a user would write instead.** Repos of 3
+//!    files and of 5,000 files (in 50 folders), 100 and 1,000 independent
+//!    streams, `max_parallel = 8`, the default start pacing, and a no-op
+//!    agent written in C (compiled with `cc` here; a `/bin/sh` one when
+//!    there is no compiler) that writes `out/$LOKI_STREAM_ID.md`. The
+//!    baseline, on an identical repo in the same run, is a bash script per
+//!    stream run by `xargs -P 8`: `git worktree add -b loki/<id>`, the
+//!    agent, `git add -A` and `git commit` with loki's trailers, a `flock`ed
+//!    `git merge --no-ff` in the main checkout, `git worktree remove`,
+//!    `git branch -d`. It has no checks, no state, no events and no
+//!    transcripts. A sampler counts the worktree folders alive every 2 ms;
+//!    the peak is shown against loki's bound (`max_parallel` running, twice
+//!    that in the pipeline, `max_parallel` pooled: 3 x max_parallel).
+//!    `LOKI_BENCH_LARGE=1` adds 1,000 streams on the 5,000-file tree.
 //! 2. **UI cost at 200 streams.** A repo of 20 files (the checkouts are the
 //!    same in both cases; a small tree leaves the renderer a larger share),
 //!    200 independent streams, `max_parallel = 8`, `spawn_interval = "0s"`:
@@ -48,21 +51,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-/// Small files committed in the repo of part 1 (every checkout writes them).
-const FILES: usize = 300;
+/// Part 1: (files in the tree, streams).
+const CASES: [(usize, usize); 3] = [(3, 100), (5000, 100), (3, 1000)];
+/// Added by `LOKI_BENCH_LARGE=1`.
+const LARGE_CASE: (usize, usize) = (5000, 1000);
+const PARALLEL: usize = 8;
 /// Files in the repo of part 2: a small tree, so what differs is the renderer.
 const UI_FILES: usize = 20;
-/// Folders they are spread over.
-const FOLDERS: usize = 15;
-/// Part 1: independent streams, then a chain.
-const INDEPENDENT: usize = 50;
-const CHAIN: usize = 10;
-const PARALLEL: usize = 4;
+/// Folders the files are spread over.
+const FOLDERS: usize = 50;
 /// Part 2.
 const UI_STREAMS: usize = 200;
 const UI_PARALLEL: usize = 8;
 /// Longest a single run may take before the bench kills it.
-const RUN_LIMIT: Duration = Duration::from_secs(300);
+const RUN_LIMIT: Duration = Duration::from_secs(900);
 
 /// The agent: built-ins only, so it costs one fork+exec of /bin/sh.
 /// `--version` is answered because loki runs `<agent> --version` once per
@@ -73,13 +75,30 @@ printf '# %s\n\nThe draft of attempt %s, written by the bench agent.\n' \
   "$LOKI_STREAM_ID" "$LOKI_ATTEMPT" > "out/$LOKI_STREAM_ID.md"
 "#;
 
-/// The baseline: loki's git steps with the git CLI, one stream at a time.
+/// The no-op agent of part 1, in C: one exec, no shell.
+const AGENT_C: &str = r##"#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+int main(int argc, char **argv) {
+  if (argc > 1 && strcmp(argv[1], "--version") == 0) { puts("bench-agent 1"); return 0; }
+  const char *id = getenv("LOKI_STREAM_ID"), *n = getenv("LOKI_ATTEMPT");
+  if (!id || !n) return 2;
+  char path[512];
+  snprintf(path, sizeof path, "out/%s.md", id);
+  FILE *f = fopen(path, "w");
+  if (!f) return 3;
+  fprintf(f, "# %s\n\nThe draft of attempt %s, written by the bench agent.\n", id, n);
+  return fclose(f) == 0 ? 0 : 4;
+}
+"##;
+
+/// The baseline: one stream's git steps with the git CLI, as a user would
+/// script them; `xargs -P` runs one per stream.
 const BASELINE: &str = r#"#!/usr/bin/env bash
-# usage: baseline.sh AGENT ID… (run in the repo root; IDs in dependency order)
+# usage: stream.sh AGENT ID (run in the repo root)
 set -euo pipefail
 agent=$1
-shift
-for id in "$@"; do
+for id in "$2"; do
   wt=.loki/worktrees/$id
   git worktree add -q -b "loki/$id" "$wt" main
   (cd "$wt" && LOKI_STREAM_ID=$id LOKI_ATTEMPT=1 "$agent")
@@ -88,7 +107,7 @@ for id in "$@"; do
     --trailer "Loki-Stream: $id" --trailer "Loki-Attempt: 1" \
     --trailer "Loki-Agent: $agent bench-agent 1" --trailer "Loki-Cost-USD: 0.0000" \
     --trailer "Loki-Duration: 0.0s" --trailer "Loki-Checks: PASS: 3 checks"
-  git merge -q --no-ff "loki/$id" -m "Merge stream $id" -m "Loki-Stream: $id
+  flock .loki/bench-merge.lock git merge -q --no-ff "loki/$id" -m "Merge stream $id" -m "Loki-Stream: $id
 Loki-Attempt: 1
 Loki-Attempts: 1
 Loki-Agent: $agent bench-agent 1
@@ -127,28 +146,44 @@ fn main() -> Result<()> {
     let tools = tempfile::Builder::new()
         .prefix("loki-swarm-bench-")
         .tempdir()?;
-    let baseline = tools.path().join("baseline.sh");
+    let baseline = tools.path().join("stream.sh");
     write_exec(&baseline, BASELINE)?;
+    let sh_agent = tools.path().join("bench-agent.sh");
+    write_exec(&sh_agent, AGENT)?;
 
-    // ----- 1. supervisor overhead -----
-    let n1 = INDEPENDENT + CHAIN;
-    println!(
-        "\n1. {n1} streams ({INDEPENDENT} independent + a chain of {CHAIN}), max_parallel {PARALLEL}, {FILES} files per checkout"
-    );
-    let mut loki_runs = Vec::new();
-    let mut base_runs = Vec::new();
-    for r in 1..=repeats {
-        let repo = BenchRepo::new(FILES, INDEPENDENT, CHAIN, PARALLEL)?;
-        let m = repo.run_loki(&bin, Output::File)?;
-        repo.verify()?;
-        println!("   run {r}: loki      {}", m.line());
-        loki_runs.push(m);
+    // ----- 1. loki against the parallel script -----
+    let agent = build_agent(tools.path())?;
+    let mut cases = CASES.to_vec();
+    if std::env::var_os("LOKI_BENCH_LARGE").is_some() {
+        cases.push(LARGE_CASE);
+    }
+    let mut rows = Vec::new();
+    for &(files, streams) in &cases {
+        println!("\n1. {streams} streams, {files} files per checkout, max_parallel {PARALLEL}");
+        let (mut loki_runs, mut base_runs, mut peaks) = (Vec::new(), Vec::new(), Vec::new());
+        for r in 1..=repeats {
+            let repo = BenchRepo::new(files, streams, PARALLEL, &agent, None)?;
+            let sampler = PeakSampler::start(repo.root().join(".loki/worktrees"));
+            let m = repo.run_loki(&bin, Output::File)?;
+            let peak = sampler.stop();
+            repo.verify()?;
+            println!("   run {r}: loki    {}  peak worktrees {peak}", m.line());
+            loki_runs.push(m);
+            peaks.push(peak);
 
-        let repo = BenchRepo::new(FILES, INDEPENDENT, CHAIN, PARALLEL)?;
-        let m = repo.run_baseline(&baseline)?;
-        repo.verify()?;
-        println!("   run {r}: baseline  {}", m.line());
-        base_runs.push(m);
+            let repo = BenchRepo::new(files, streams, PARALLEL, &agent, None)?;
+            let m = repo.run_baseline(&baseline, &agent)?;
+            repo.verify()?;
+            println!("   run {r}: script  {}", m.line());
+            base_runs.push(m);
+        }
+        rows.push(Row {
+            files,
+            streams,
+            loki: Summary::of(&loki_runs),
+            base: Summary::of(&base_runs),
+            peak: peaks.into_iter().max().unwrap_or(0),
+        });
     }
 
     // ----- 2. UI cost -----
@@ -158,13 +193,13 @@ fn main() -> Result<()> {
     let mut plain_runs = Vec::new();
     let mut live_runs = Vec::new();
     for r in 1..=repeats {
-        let repo = BenchRepo::new(UI_FILES, UI_STREAMS, 0, UI_PARALLEL)?;
+        let repo = BenchRepo::new(UI_FILES, UI_STREAMS, UI_PARALLEL, &sh_agent, Some("0s"))?;
         let m = repo.run_loki(&bin, Output::Null)?;
         repo.verify()?;
         println!("   run {r}: --plain   {}", m.line());
         plain_runs.push(m);
 
-        let repo = BenchRepo::new(UI_FILES, UI_STREAMS, 0, UI_PARALLEL)?;
+        let repo = BenchRepo::new(UI_FILES, UI_STREAMS, UI_PARALLEL, &sh_agent, Some("0s"))?;
         let m = repo.run_loki(&bin, Output::Pty)?;
         repo.verify()?;
         println!(
@@ -176,47 +211,53 @@ fn main() -> Result<()> {
     }
 
     // ----- the table -----
-    let loki = Summary::of(&loki_runs);
-    let base = Summary::of(&base_runs);
-    let per = |s: f64| fmt_ms(s / n1 as f64);
-    println!("\n== 1. supervisor overhead per stream ({n1} streams, median of {repeats}) ==");
     println!(
-        "{:<40} {:>10} {:>10} {:>12} {:>12}",
-        "", "wall", "CPU", "own CPU", "children CPU"
+        "\n== 1. loki / the parallel git-CLI script (xargs -P {PARALLEL}), no-op agent, median of {repeats} =="
     );
     println!(
-        "{:<40} {:>10} {:>10} {:>12} {:>12}",
-        format!("loki run --plain, max_parallel {PARALLEL}"),
-        per(loki.wall),
-        per(loki.cpu),
-        per(loki.own),
-        per(loki.children)
+        "{:>6} {:>7} {:>10} {:>10} {:>7} {:>10} {:>10} {:>7} {:>14} {:>6}",
+        "files",
+        "streams",
+        "loki wall",
+        "script",
+        "ratio",
+        "loki CPU",
+        "script",
+        "ratio",
+        "own CPU/stream",
+        "peak"
     );
+    for r in &rows {
+        println!(
+            "{:>6} {:>7} {:>10} {:>10} {:>6.2}x {:>10} {:>10} {:>6.2}x {:>14} {:>6}",
+            r.files,
+            r.streams,
+            fmt_secs(r.loki.wall),
+            fmt_secs(r.base.wall),
+            r.loki.wall / r.base.wall,
+            fmt_secs(r.loki.cpu),
+            fmt_secs(r.base.cpu),
+            r.loki.cpu / r.base.cpu,
+            fmt_ms(r.loki.own / r.streams as f64),
+            r.peak
+        );
+    }
+    let per_stream = |files: usize, streams: usize| {
+        rows.iter()
+            .find(|r| r.files == files && r.streams == streams)
+            .map(|r| r.loki.own / r.streams as f64)
+    };
+    if let (Some(small), Some(large)) = (per_stream(3, 100), per_stream(3, 1000)) {
+        println!(
+            "supervisor CPU per stream, 3 files: 1,000 streams / 100 streams = {:.2}x",
+            large / small
+        );
+    }
     println!(
-        "{:<40} {:>10} {:>10} {:>12} {:>12}",
-        "baseline: git CLI script, sequential",
-        per(base.wall),
-        per(base.cpu),
-        per(base.own),
-        per(base.children)
-    );
-    println!(
-        "{:<40} {:>9.2}x {:>9.2}x",
-        "ratio loki / baseline",
-        loki.wall / base.wall,
-        loki.cpu / base.cpu
-    );
-    println!(
-        "{:<40} {:>10} {:>9.2}x",
-        "ratio loki own CPU / baseline CPU",
-        "",
-        loki.own / base.cpu
-    );
-    println!(
-        "CPU = user+sys of the process and every descendant it reaped (wait4); own = the\n\
-         supervisor alone (loki: all its git work, libgit2 in-process; baseline: bash);\n\
-         children = agents (loki) or git + agents (baseline). The baseline does no checks,\n\
-         keeps no state, writes no events or transcripts and runs nothing in parallel."
+        "CPU = user+sys of the process and every descendant it reaped (wait4): loki, its\n\
+         agents and keepers; the script's bash, git, flock and agents. own = loki alone.\n\
+         peak = most worktree folders alive at once (loki's bound: 3 x max_parallel = {})",
+        3 * PARALLEL
     );
 
     let plain = Summary::of(&plain_runs);
@@ -258,7 +299,7 @@ fn main() -> Result<()> {
     );
     println!(
         "\ncommand: cargo bench --bench swarm  ({} runs in {:.0} s)",
-        4 * repeats,
+        2 * repeats * (rows.len() + 1),
         started.elapsed().as_secs_f64()
     );
     Ok(())
@@ -272,13 +313,15 @@ struct BenchRepo {
 }
 
 impl BenchRepo {
-    /// A repo with `files` small files, the agent, a prompt and a swarm of
-    /// `independent` streams plus a chain of `chain`.
+    /// A repo with `files` small files, a prompt and a swarm of `streams`
+    /// independent streams run by `agent`; `pacing` sets `spawn_interval`
+    /// (the default when `None`).
     fn new(
         files: usize,
-        independent: usize,
-        chain: usize,
+        streams: usize,
         max_parallel: usize,
+        agent: &Path,
+        pacing: Option<&str>,
     ) -> Result<BenchRepo> {
         let dir = tempfile::Builder::new()
             .prefix("loki-swarm-bench-")
@@ -291,7 +334,7 @@ impl BenchRepo {
             let folder = root.join(format!("book/part{:02}", i % FOLDERS));
             fs::create_dir_all(&folder)?;
             fs::write(
-                folder.join(format!("note{i:03}.md")),
+                folder.join(format!("note{i:04}.md")),
                 format!("# Note {i}\n\nA few lines of an outline, a character, a place.\nLine two of note {i}.\n"),
             )?;
         }
@@ -307,24 +350,19 @@ impl BenchRepo {
             root.join(".loki/.gitignore"),
             loki::commands::init::LOKI_GITIGNORE,
         )?;
-        let agent = root.join("bench-agent.sh");
-        write_exec(&agent, AGENT)?;
 
-        let mut ids: Vec<String> = (1..=independent).map(|i| format!("s{i:03}")).collect();
-        ids.extend((1..=chain).map(|i| format!("c{i:02}")));
+        let ids: Vec<String> = (1..=streams).map(|i| format!("s{i:04}")).collect();
+        let pacing = pacing
+            .map(|p| format!("spawn_interval = \"{p}\"\n"))
+            .unwrap_or_default();
         let mut toml = format!(
-            "[swarm]\ntarget = \"main\"\nmax_parallel = {max_parallel}\nspawn_interval = \"0s\"\n\n\
+            "[swarm]\ntarget = \"main\"\nmax_parallel = {max_parallel}\n{pacing}\n\
              [agent]\ncommand = \"{}\"\ntimeout = \"60s\"\nidle_timeout = \"60s\"\nkill_grace = \"1s\"\nmax_attempts = 1\n\n",
             agent.display()
         );
-        for (k, id) in ids.iter().enumerate() {
-            let dep = if k > independent {
-                format!("\"{}\"", ids[k - 1])
-            } else {
-                String::new()
-            };
+        for id in &ids {
             toml.push_str(&format!(
-                "[[streams]]\nid = \"{id}\"\nprompt = \"prompts/stream.md\"\noutputs = [\"out/{id}.md\"]\ndepends_on = [{dep}]\n\n"
+                "[[streams]]\nid = \"{id}\"\nprompt = \"prompts/stream.md\"\noutputs = [\"out/{id}.md\"]\n\n"
             ));
         }
         fs::write(root.join("loki.toml"), toml)?;
@@ -398,14 +436,17 @@ impl BenchRepo {
         Ok(m)
     }
 
-    fn run_baseline(&self, script: &Path) -> Result<Measure> {
-        let mut cmd = Command::new("bash");
-        cmd.arg(script)
-            .arg(self.root().join("bench-agent.sh"))
-            .args(&self.ids)
+    /// The script for every stream under `xargs -P PARALLEL`.
+    fn run_baseline(&self, script: &Path, agent: &Path) -> Result<Measure> {
+        let list = self.root().join(".loki/bench-ids");
+        fs::write(&list, self.ids.join("\n") + "\n")?;
+        let mut cmd = Command::new("xargs");
+        cmd.args(["-P", &PARALLEL.to_string(), "-n", "1", "bash"])
+            .arg(script)
+            .arg(agent)
             .current_dir(self.root())
             .env("GIT_MERGE_AUTOEDIT", "no")
-            .stdin(Stdio::null())
+            .stdin(File::open(&list)?)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let (code, m) = run_measured(cmd)?;
@@ -436,6 +477,67 @@ impl BenchRepo {
             );
         }
         Ok(())
+    }
+}
+
+/// The C no-op agent, compiled into `dir`; the `/bin/sh` one without `cc`.
+fn build_agent(dir: &Path) -> Result<PathBuf> {
+    let src = dir.join("agent.c");
+    let bin = dir.join("noop-agent");
+    fs::write(&src, AGENT_C)?;
+    let built = Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if built {
+        println!("agent: C no-op agent ({})", bin.display());
+        Ok(bin)
+    } else {
+        let sh = dir.join("bench-agent.sh");
+        println!("agent: no C compiler, the /bin/sh agent ({})", sh.display());
+        Ok(sh)
+    }
+}
+
+/// One case of part 1: the medians and the peak of worktrees alive.
+struct Row {
+    files: usize,
+    streams: usize,
+    loki: Summary,
+    base: Summary,
+    peak: usize,
+}
+
+/// Counts the folders in a directory every 2 ms on its own thread and keeps
+/// the largest count (measurement, so polling is what it should do).
+struct PeakSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<usize>,
+}
+
+impl PeakSampler {
+    fn start(dir: PathBuf) -> PeakSampler {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peak = 0;
+            while !flag.load(Ordering::Relaxed) {
+                let n = fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+                peak = peak.max(n);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            peak
+        });
+        PeakSampler { stop, thread }
+    }
+
+    fn stop(self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or(0)
     }
 }
 
@@ -631,7 +733,6 @@ struct Summary {
     wall: f64,
     cpu: f64,
     own: f64,
-    children: f64,
 }
 
 impl Summary {
@@ -641,7 +742,6 @@ impl Summary {
             wall: col(|m| m.wall),
             cpu: col(|m| m.cpu),
             own: col(|m| m.own),
-            children: col(|m| m.children),
         }
     }
 }
