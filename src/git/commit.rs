@@ -82,6 +82,7 @@ pub fn commit_stream(
         }
     }
     let tree_id = index.write_tree_to(&repo).with_context(ctx)?;
+    stat_cache::fill_missing(&path, &mut index).with_context(ctx)?;
     index.write().with_context(ctx)?;
     stat_cache::remember(&path, &index);
     if parent.tree_id() == tree_id {

@@ -99,6 +99,45 @@ pub(super) fn seed(path: &Path, index: &mut Index) -> Result<(), git2::Error> {
     Ok(())
 }
 
+/// Gives the entries of `index` that have no stat data (libgit2 hashes
+/// such a file, finds it unchanged and leaves the entry as it was) the stat
+/// data of their file in `workdir`, so the next commit and the next
+/// checkout need not hash or rewrite it again. Call after the tree was
+/// written and before the index is, with no agent running: the entry's
+/// blob was just found equal to the file.
+pub(super) fn fill_missing(workdir: &Path, index: &mut Index) -> Result<(), git2::Error> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let missing: Vec<IndexEntry> = index
+        .iter()
+        .filter(|e| stage_of(e) == 0 && e.mtime.seconds() == 0 && e.ctime.seconds() == 0)
+        .collect();
+    for mut e in missing {
+        let rel = Path::new(std::ffi::OsStr::from_bytes(&e.path));
+        let Ok(m) = std::fs::symlink_metadata(workdir.join(rel)) else {
+            continue;
+        };
+        let kind_matches = if e.mode & 0o170000 == 0o120000 {
+            m.file_type().is_symlink()
+        } else {
+            m.file_type().is_file()
+        };
+        if !kind_matches {
+            continue;
+        }
+        // The index format keeps 32 bits of each.
+        e.ctime = git2::IndexTime::new(m.ctime() as i32, m.ctime_nsec() as u32);
+        e.mtime = git2::IndexTime::new(m.mtime() as i32, m.mtime_nsec() as u32);
+        e.dev = m.dev() as u32;
+        e.ino = m.ino() as u32;
+        e.uid = m.uid();
+        e.gid = m.gid();
+        e.file_size = m.size() as u32;
+        index.add(&e)?;
+    }
+    Ok(())
+}
+
 fn stage_of(e: &IndexEntry) -> u16 {
     (e.flags >> 12) & 0x3
 }
