@@ -98,24 +98,23 @@ const BASELINE: &str = r#"#!/usr/bin/env bash
 # usage: stream.sh AGENT ID (run in the repo root)
 set -euo pipefail
 agent=$1
-for id in "$2"; do
-  wt=.loki/worktrees/$id
-  git worktree add -q -b "loki/$id" "$wt" main
-  (cd "$wt" && LOKI_STREAM_ID=$id LOKI_ATTEMPT=1 "$agent")
-  git -C "$wt" add -A
-  git -C "$wt" commit -q -m "loki: $id attempt 1 (checks passed)" -m "PASS: 3 checks" \
-    --trailer "Loki-Stream: $id" --trailer "Loki-Attempt: 1" \
-    --trailer "Loki-Agent: $agent bench-agent 1" --trailer "Loki-Cost-USD: 0.0000" \
-    --trailer "Loki-Duration: 0.0s" --trailer "Loki-Checks: PASS: 3 checks"
-  flock .loki/bench-merge.lock git merge -q --no-ff "loki/$id" -m "Merge stream $id" -m "Loki-Stream: $id
+id=$2
+wt=.loki/worktrees/$id
+git worktree add -q -b "loki/$id" "$wt" main
+(cd "$wt" && LOKI_STREAM_ID=$id LOKI_ATTEMPT=1 "$agent")
+git -C "$wt" add -A
+git -C "$wt" commit -q -m "loki: $id attempt 1 (checks passed)" -m "PASS: 3 checks" \
+  --trailer "Loki-Stream: $id" --trailer "Loki-Attempt: 1" \
+  --trailer "Loki-Agent: $agent bench-agent 1" --trailer "Loki-Cost-USD: 0.0000" \
+  --trailer "Loki-Duration: 0.0s" --trailer "Loki-Checks: PASS: 3 checks"
+flock .loki/bench-merge.lock git merge -q --no-ff "loki/$id" -m "Merge stream $id" -m "Loki-Stream: $id
 Loki-Attempt: 1
 Loki-Attempts: 1
 Loki-Agent: $agent bench-agent 1
 Loki-Cost-USD: 0.0000
 Loki-Checks: PASS"
-  git worktree remove "$wt"
-  git branch -q -d "loki/$id"
-done
+git worktree remove "$wt"
+git branch -q -d "loki/$id"
 "#;
 
 fn main() -> Result<()> {
@@ -152,7 +151,7 @@ fn main() -> Result<()> {
     write_exec(&sh_agent, AGENT)?;
 
     // ----- 1. loki against the parallel script -----
-    let agent = build_agent(tools.path())?;
+    let agent = build_agent(tools.path(), &sh_agent)?;
     let mut cases = CASES.to_vec();
     if std::env::var_os("LOKI_BENCH_LARGE").is_some() {
         cases.push(LARGE_CASE);
@@ -480,8 +479,9 @@ impl BenchRepo {
     }
 }
 
-/// The C no-op agent, compiled into `dir`; the `/bin/sh` one without `cc`.
-fn build_agent(dir: &Path) -> Result<PathBuf> {
+/// The C no-op agent, compiled into `dir`; `fallback` (the `/bin/sh` one)
+/// without `cc`.
+fn build_agent(dir: &Path, fallback: &Path) -> Result<PathBuf> {
     let src = dir.join("agent.c");
     let bin = dir.join("noop-agent");
     fs::write(&src, AGENT_C)?;
@@ -496,9 +496,11 @@ fn build_agent(dir: &Path) -> Result<PathBuf> {
         println!("agent: C no-op agent ({})", bin.display());
         Ok(bin)
     } else {
-        let sh = dir.join("bench-agent.sh");
-        println!("agent: no C compiler, the /bin/sh agent ({})", sh.display());
-        Ok(sh)
+        println!(
+            "agent: no C compiler, the /bin/sh agent ({})",
+            fallback.display()
+        );
+        Ok(fallback.to_path_buf())
     }
 }
 

@@ -80,8 +80,7 @@ pub(super) fn pool_locked(
     path: &Path,
     capacity: usize,
 ) -> Result<bool> {
-    let have = pooled(root);
-    if have.len() >= capacity {
+    if capacity == 0 || pooled(root).len() >= capacity {
         return Ok(false);
     }
     let Some(wt) = find_registration(repo, path)? else {
@@ -146,9 +145,7 @@ pub(super) fn take_locked(root: &Path, path: &Path, branch_ref: &str) -> Result<
         fs::rename(&folder, path)
             .with_context(|| format!("moving {} to {}", folder.display(), path.display()))?;
         // The checkout wrote the files that differ and the index; no agent ran.
-        if let Ok(index) = git2::Index::open(&admin.join("index")) {
-            stat_cache::remember(path, &index);
-        }
+        stat_cache::remember_checkout(path, &admin.join("index"));
         return Ok(true);
     }
     Ok(false)

@@ -20,18 +20,17 @@
 //! is hashed, as before. A new supervisor starts empty and hashes each
 //! stream's files once.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use git2::{Index, IndexEntry, Repository};
 
 /// Entries by worktree path.
-static SEEN: Mutex<Option<HashMap<PathBuf, Vec<IndexEntry>>>> = Mutex::new(None);
+static SEEN: Mutex<BTreeMap<PathBuf, Vec<IndexEntry>>> = Mutex::new(BTreeMap::new());
 
-fn with_seen<T>(f: impl FnOnce(&mut HashMap<PathBuf, Vec<IndexEntry>>) -> T) -> T {
-    let mut guard = SEEN.lock().unwrap_or_else(|p| p.into_inner());
-    f(guard.get_or_insert_with(HashMap::new))
+fn with_seen<T>(f: impl FnOnce(&mut BTreeMap<PathBuf, Vec<IndexEntry>>) -> T) -> T {
+    f(&mut SEEN.lock().unwrap_or_else(|p| p.into_inner()))
 }
 
 /// Whether stat data can be trusted in `repo` (a stream's worktree).
@@ -75,6 +74,14 @@ pub(super) fn remember(path: &Path, index: &Index) {
         })
         .collect();
     with_seen(|seen| seen.insert(path.to_path_buf(), entries));
+}
+
+/// [`remember`] for the index a checkout just wrote to `index_file`.
+pub(super) fn remember_checkout(path: &Path, index_file: &Path) {
+    match Index::open(index_file) {
+        Ok(index) => remember(path, &index),
+        Err(_) => forget(path),
+    }
 }
 
 /// Forgets the worktree at `path` (removed, or handed to another stream).

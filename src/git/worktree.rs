@@ -188,11 +188,8 @@ pub fn prepare_worktree(root: &Path, id: &str, target: &str) -> anyhow::Result<W
         )
     })?;
     // The checkout just wrote every file and the index; no agent has run.
-    if let Ok(index) =
-        git2::Index::open(&repo.commondir().join("worktrees").join(&name).join("index"))
-    {
-        super::stat_cache::remember(&path, &index);
-    }
+    let admin = repo.commondir().join("worktrees").join(&name);
+    super::stat_cache::remember_checkout(&path, &admin.join("index"));
     Ok(Worktree {
         path,
         branch,
