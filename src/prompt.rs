@@ -174,6 +174,108 @@ pub fn render(template: &str, values: &BTreeMap<String, String>) -> Result<Strin
     Ok(out)
 }
 
+/// The line that introduces each file of a glob input.
+pub fn glob_file_header(rel: &str) -> String {
+    format!("=== {rel} ===")
+}
+
+/// A glob input: every regular file of the worktree matching `pattern`, in
+/// path order, each introduced by [`glob_file_header`] and followed by a
+/// blank line. Folders are walked without following links (a link is
+/// neither listed nor entered), `.git` is skipped, and no file may be
+/// larger than [`crate::util::MAX_PROMPT_FILE`], nor all of them together.
+fn read_glob(worktree: &Path, name: &str, pattern: &str) -> Result<String, String> {
+    let wt = worktree.display();
+    let base = crate::util::glob_base(pattern);
+    let mut found = Vec::new();
+    let mut stack = vec![base.clone()];
+    while let Some(dir) = stack.pop() {
+        let abs = if dir.is_empty() {
+            worktree.to_path_buf()
+        } else {
+            worktree.join(&dir)
+        };
+        // The base itself must be plain folders, no link on the way.
+        if dir == base && !dir.is_empty() {
+            let mut at = worktree.to_path_buf();
+            for part in dir.split('/') {
+                at.push(part);
+                if std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
+                    return Err(format!(
+                        "input {{{{{name}}}}}: `{dir}` in the worktree {wt} is reached through \
+                         a symlink"
+                    ));
+                }
+            }
+        }
+        let Ok(entries) = std::fs::read_dir(&abs) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let fname = e.file_name().to_string_lossy().into_owned();
+            if fname == ".git" {
+                continue;
+            }
+            let rel = if dir.is_empty() {
+                fname
+            } else {
+                format!("{dir}/{fname}")
+            };
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(rel),
+                Ok(t) if t.is_file() && crate::util::glob_match(pattern, &rel) => found.push(rel),
+                _ => {}
+            }
+        }
+    }
+    found.sort();
+    if found.is_empty() {
+        return Err(format!(
+            "input {{{{{name}}}}}: no file in the worktree {wt} matches `{pattern}` (commit one \
+             to the target branch, or list the stream that writes them in depends_on)"
+        ));
+    }
+    let mut out = String::new();
+    for rel in found {
+        let bytes =
+            crate::util::read_inside(worktree, Path::new(&rel), crate::util::MAX_PROMPT_FILE)
+                .map_err(|why| {
+                    format!("input {{{{{name}}}}}: `{rel}` in the worktree {wt} {why}")
+                })?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            format!("input {{{{{name}}}}}: `{rel}` in the worktree {wt} is not UTF-8 text")
+        })?;
+        out.push_str(&glob_file_header(&rel));
+        out.push('\n');
+        out.push_str(text.trim_end());
+        out.push_str("\n\n");
+        if out.len() as u64 > crate::util::MAX_PROMPT_FILE {
+            return Err(format!(
+                "input {{{{{name}}}}}: the files matching `{pattern}` in the worktree {wt} \
+                 are larger than 8 MiB together"
+            ));
+        }
+    }
+    Ok(out.trim_end().to_string())
+}
+
+/// Replaces the placeholders `values` fills and leaves every other one as
+/// written: a fan-out fills its own names (`{{KEY}}`) in a template's
+/// paths and vars, and the prompt's own placeholders wait for the attempt.
+pub fn fill_known(template: &str, values: &BTreeMap<String, String>) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut pos = 0;
+    for occ in scan(template) {
+        if let Some(v) = values.get(occ.name) {
+            out.push_str(&template[pos..occ.start]);
+            out.push_str(v);
+            pos = occ.end;
+        }
+    }
+    out.push_str(&template[pos..]);
+    out
+}
+
 /// Why an input path may not be used, if it may not: it must be a
 /// non-empty relative path without `..`.
 fn refuse_path(rel: &str) -> Option<&'static str> {
@@ -211,6 +313,10 @@ pub fn read_inputs(
                 "input {{{{{name}}}}}: path `{rel}` {why}; input paths must be relative to \
                  the worktree {wt} and stay inside it"
             ));
+        }
+        if crate::util::is_glob(rel) {
+            values.insert(name.clone(), read_glob(worktree, name, rel)?);
+            continue;
         }
         let bytes = match crate::util::read_inside(
             worktree,

@@ -263,8 +263,147 @@ pub fn read_under(
     Ok((rel, bytes))
 }
 
+/// True when `s` is a glob pattern (it has `*`, `?` or `[`): an input or a
+/// `for_each` source that names a set of files rather than one.
+pub fn is_glob(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+/// The folder part of `pattern` before its first segment with a glob
+/// character (`chapters/ch*/draft.md` → `chapters`): the only place a
+/// search for its files needs to look.
+pub fn glob_base(pattern: &str) -> String {
+    let mut base: Vec<&str> = Vec::new();
+    let parts: Vec<&str> = pattern
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    for (i, part) in parts.iter().enumerate() {
+        if is_glob(part) || i + 1 == parts.len() {
+            break;
+        }
+        base.push(part);
+    }
+    base.join("/")
+}
+
+/// Whether the `/`-separated relative `path` matches `pattern`: `*` is any
+/// run of characters within one segment, `?` one character, `[abc]`,
+/// `[a-z]` and `[!a]` one character of (or not of) a set, and a whole
+/// segment `**` any number of segments. Everything else matches itself,
+/// case-sensitively, as git paths do.
+pub fn glob_match(pattern: &str, path: &str) -> bool {
+    let pat: Vec<&str> = pattern
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    let segs: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    match_segments(&pat, &segs)
+}
+
+fn match_segments(pat: &[&str], segs: &[&str]) -> bool {
+    match pat.split_first() {
+        None => segs.is_empty(),
+        Some((&"**", rest)) => (0..=segs.len()).any(|k| match_segments(rest, &segs[k..])),
+        Some((p, rest)) => match segs.split_first() {
+            Some((s, more)) => {
+                let pc: Vec<char> = p.chars().collect();
+                let sc: Vec<char> = s.chars().collect();
+                match_segment(&pc, &sc) && match_segments(rest, more)
+            }
+            None => false,
+        },
+    }
+}
+
+fn match_segment(p: &[char], s: &[char]) -> bool {
+    match p.split_first() {
+        None => s.is_empty(),
+        Some(('*', rest)) => (0..=s.len()).any(|k| match_segment(rest, &s[k..])),
+        Some(('?', rest)) => !s.is_empty() && match_segment(rest, &s[1..]),
+        Some(('[', rest)) => {
+            let Some(close) = rest.iter().skip(1).position(|&c| c == ']').map(|i| i + 1) else {
+                // No closing bracket: a literal `[`.
+                return s.first() == Some(&'[') && match_segment(rest, &s[1..]);
+            };
+            let Some(&c) = s.first() else {
+                return false;
+            };
+            let (negate, set) = match rest[..close].split_first() {
+                Some(('!', set)) | Some(('^', set)) => (true, set),
+                _ => (false, &rest[..close]),
+            };
+            let mut hit = false;
+            let mut i = 0;
+            while i < set.len() {
+                if i + 2 < set.len() && set[i + 1] == '-' {
+                    hit |= set[i] <= c && c <= set[i + 2];
+                    i += 3;
+                } else {
+                    hit |= set[i] == c;
+                    i += 1;
+                }
+            }
+            hit != negate && match_segment(&rest[close + 1..], &s[1..])
+        }
+        Some((c, rest)) => s.first() == Some(c) && match_segment(rest, &s[1..]),
+    }
+}
+
+/// `text` as a key of an id: lowercase ASCII letters and digits, every
+/// other run of characters one `-`, none at either end (`Sarah Chen` →
+/// `sarah-chen`). Letters outside ASCII are dropped into the `-` runs, so
+/// a key can be empty: the caller refuses that.
+pub fn slug(text: &str) -> String {
+    let mut out = String::new();
+    let mut dash = false;
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() {
+            if dash && !out.is_empty() {
+                out.push('-');
+            }
+            dash = false;
+            out.push(c.to_ascii_lowercase());
+        } else {
+            dash = true;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn globs_match_within_and_across_segments() {
+        assert!(glob_match(
+            "outputs/character_*.md",
+            "outputs/character_sarah.md"
+        ));
+        assert!(!glob_match(
+            "outputs/character_*.md",
+            "outputs/x/character_sarah.md"
+        ));
+        assert!(!glob_match("outputs/*.md", "outputs/a.txt"));
+        assert!(glob_match("ch??.md", "ch01.md"));
+        assert!(glob_match("ch[0-9][!a].md", "ch1b.md"));
+        assert!(!glob_match("ch[0-9][!a].md", "ch1a.md"));
+        assert!(glob_match("**/x.md", "x.md"));
+        assert!(glob_match("a/**/x.md", "a/b/c/x.md"));
+        assert!(glob_match("./a/*.md", "a/b.md"));
+        assert_eq!(glob_base("outputs/character_*.md"), "outputs");
+        assert_eq!(glob_base("a/b*/c.md"), "a");
+        assert_eq!(glob_base("*.md"), "");
+        assert!(is_glob("a/*.md") && !is_glob("a/b.md"));
+    }
+
+    #[test]
+    fn slugs_are_lowercase_words_joined_by_dashes() {
+        assert_eq!(slug("Sarah Chen"), "sarah-chen");
+        assert_eq!(slug("  Dr. Marcus O'Neil! "), "dr-marcus-o-neil");
+        assert_eq!(slug("Анна"), "");
+        assert_eq!(slug("ch_01"), "ch-01");
+    }
+
     use super::*;
 
     #[test]

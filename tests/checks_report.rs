@@ -34,6 +34,7 @@ fn chapter_stream() -> StreamConfig {
             command_timeout: Duration::from_secs(20),
             ..CheckSettings::default()
         },
+        template: None,
     }
 }
 

@@ -338,7 +338,7 @@ fn swarm_files_wrong_about_the_repo_are_refused_before_anything_is_created() {
     assert!(
         err.contains(&format!(
             "loki.toml:{pos}: input {{{{OUTLINE}}}} of stream `a`: `outline.md` is not in branch \
-             `main`, and no stream `a` depends on writes it"
+             `main`, and no stream that `a` depends on writes it"
         )),
         "{err}"
     );

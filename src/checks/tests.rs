@@ -14,6 +14,7 @@ fn stream(outputs: &[&str], checks: CheckSettings) -> StreamConfig {
         depends_on: Vec::new(),
         agent: AgentSettings::default(),
         checks,
+        template: None,
     }
 }
 
@@ -550,6 +551,7 @@ fn canonical_flags_duplicates_and_exempts_backups() {
     );
     let s = StreamConfig {
         checks: CheckSettings::default(),
+        template: None,
         ..s
     };
     let touched: Vec<String> = ["plan-v2.md", "backups/plan-v3.md", "chapters/ch01.md"]
@@ -609,6 +611,7 @@ fn canonical_passes_without_duplicates() {
     write(dir.path(), "backups/plan-v2.md", "x\n");
     let s = StreamConfig {
         checks: CheckSettings::default(),
+        template: None,
         ..stream(&["plan.md"], only())
     };
     let r = run_checks(

@@ -396,7 +396,7 @@ pub fn config_path(given: Option<PathBuf>, cwd: &Path) -> Result<PathBuf> {
 
 fn load_config(given: Option<PathBuf>, cwd: &Path) -> Result<(SwarmFile, PathBuf, String)> {
     let path = config_path(given, cwd)?;
-    let cfg = crate::config::load(&path).map_err(anyhow::Error::new)?;
+    let cfg = crate::config::load_expanded(&path).map_err(anyhow::Error::new)?;
     let root = repo_root(&cfg.root)?;
     let target = match &cfg.swarm.target {
         Some(t) => t.clone(),
@@ -541,7 +541,7 @@ fn status(config: Option<PathBuf>, cwd: &Path, json: bool) -> Result<i32> {
 /// The swarm file for status views: a broken one is reported, and the
 /// states on disk are still shown.
 fn load_for_status(path: &Path) -> Option<SwarmFile> {
-    match crate::config::load(path) {
+    match crate::config::load_expanded(path) {
         Ok(c) => Some(c),
         Err(e) => {
             eprintln!("warning: {e}\n  (showing the state on disk only)");

@@ -77,6 +77,7 @@
 //!   links, then each stream's inputs and check script.
 
 mod diag;
+pub mod fanout;
 mod parse;
 mod preflight;
 mod repo;
@@ -94,8 +95,8 @@ use std::time::Duration;
 pub use diag::{line_col, ConfigError};
 pub use preflight::{agent_command_problem, check_agent_commands};
 pub use types::{
-    AgentSettings, CheckSettings, Sandbox, StreamConfig, SwarmFile, SwarmSettings,
-    BUILTIN_PLACEHOLDERS, PERMISSION_MODES, RETRY_PLACEHOLDERS, SANDBOXES,
+    AgentSettings, CheckSettings, ForEach, Sandbox, StreamConfig, SwarmFile, SwarmSettings,
+    Template, BUILTIN_PLACEHOLDERS, PERMISSION_MODES, RETRY_PLACEHOLDERS, SANDBOXES,
 };
 
 use diag::utf8_text;
@@ -130,13 +131,25 @@ pub fn load(path: &Path) -> Result<SwarmFile, ConfigError> {
     parse(&text, path)
 }
 
+/// [`load`], plus the instances of deferred templates whose source is on
+/// the target now ([`fanout::expand_known`]): for commands that look at a
+/// swarm without supervising it.
+pub fn load_expanded(path: &Path) -> Result<SwarmFile, ConfigError> {
+    let mut swarm = load(path)?;
+    fanout::expand_known(&mut swarm);
+    Ok(swarm)
+}
+
 /// Parses and validates swarm-file text; `path` is used for messages and to
 /// find prompt files (relative to its folder). Pass 1 (the text alone),
 /// then pass 2 (against the repository the file is in).
 pub fn parse(text: &str, path: &Path) -> Result<SwarmFile, ConfigError> {
-    let parsed = parse::parse(text, path)?;
+    let mut parsed = parse::parse(text, path)?;
+    let stand_ins = fanout::expand(&mut parsed)?;
     repo::check(&parsed)?;
-    Ok(parsed.swarm)
+    let mut swarm = parsed.swarm;
+    fanout::drop_stand_ins(&mut swarm, &stand_ins);
+    Ok(swarm)
 }
 
 /// Parses "40m", "1h30m", "10s", "500ms" (humantime) or a bare number of seconds.

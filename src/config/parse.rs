@@ -3,15 +3,19 @@
 //! wrong type or range, bad or duplicate ids, unknown `depends_on` ids and
 //! cycles are all refused from the text alone.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 
 use toml::de::{DeTable, DeValue};
 
 use super::diag::{suggest, At, Res};
+use super::fanout::{self, FANOUT_PLACEHOLDERS};
 use super::values::{entries, type_name, Entry, Val};
-use super::{AgentSettings, CheckSettings, ConfigError, StreamConfig, SwarmFile, SwarmSettings};
+use super::{
+    AgentSettings, CheckSettings, ConfigError, ForEach, StreamConfig, SwarmFile, SwarmSettings,
+    Template,
+};
 use crate::model::id::valid_stream_id;
 use crate::model::StreamId;
 use crate::plan;
@@ -29,6 +33,7 @@ pub(super) struct Parsed {
 }
 
 /// Where a stream's parts stand in the swarm file.
+#[derive(Clone)]
 pub(super) struct StreamAt {
     /// The stream's table.
     pub(super) header: At,
@@ -78,7 +83,11 @@ pub(super) const STREAM_KEYS: &[&str] = &[
     "approve",
     "agent",
     "checks",
+    "for_each",
+    "allow_empty",
 ];
+/// Keys of a `for_each` table: one source, and `marker` with `sections`.
+pub(super) const FOR_EACH_KEYS: &[&str] = &["sections", "marker", "glob", "list"];
 
 const MINIMAL_STREAM: &str = "add at least one stream, for example:\n\n    [[streams]]\n    \
                               id = \"ch01\"\n    prompt = \"prompts/chapter.md\"\n    \
@@ -200,6 +209,8 @@ struct RawStream {
     command_key: Option<Range<usize>>,
     /// The stream's own check `command` value (in [streams.checks]).
     check_command: Option<Range<usize>>,
+    /// `for_each`, `allow_empty` and the span of the `for_each` value.
+    template: Option<(ForEach, bool, Range<usize>)>,
 }
 
 /// Spans in `[agent]` and `[checks]` that stream refusals fall back on when
@@ -346,6 +357,9 @@ impl Parser<'_> {
         let mut output_spans: Vec<Range<usize>> = Vec::new();
         let mut outputs_span: Option<Range<usize>> = None;
         let mut deps: Vec<(String, Range<usize>)> = Vec::new();
+        let mut var_spans: Vec<(String, Range<usize>, Range<usize>)> = Vec::new();
+        let mut for_each: Option<(ForEach, Range<usize>)> = None;
+        let mut allow_empty: Option<(bool, Range<usize>)> = None;
         let mut agent_entries = Vec::new();
         let mut check_entries = Vec::new();
         for e in &es {
@@ -358,10 +372,15 @@ impl Parser<'_> {
                     ))
                 }
                 "vars" => {
-                    for (name, span, value, _) in self.str_table("vars", e.val, true)? {
+                    for (name, span, value, vspan) in self.str_table("vars", e.val, true)? {
                         self.placeholder_name("vars", &name, &span)?;
+                        var_spans.push((name.clone(), span, vspan));
                         vars.insert(name, value);
                     }
+                }
+                "for_each" => for_each = Some((self.for_each(e.val)?, e.val.span())),
+                "allow_empty" => {
+                    allow_empty = Some((self.boolean("allow_empty", e.val)?, e.span.clone()))
                 }
                 "inputs" => {
                     for (name, span, value, vspan) in self.str_table("inputs", e.val, false)? {
@@ -426,6 +445,30 @@ impl Parser<'_> {
                 ));
             }
         }
+        let template = match (for_each, allow_empty) {
+            (None, Some((_, span))) => {
+                return Err(self.err(
+                    &span,
+                    format!("`allow_empty` is set for stream `{id}`, which has no `for_each`"),
+                    "`allow_empty = true` lets a fan-out find no item; remove it, or add \
+                     `for_each` to make this stream a template",
+                ))
+            }
+            (None, None) => None,
+            (Some((fe, span)), allow) => Some((fe, allow.is_some_and(|(a, _)| a), span)),
+        };
+        self.check_fanout_names(
+            &id,
+            template.as_ref().map(|(fe, _, _)| fe),
+            &var_spans,
+            &vars,
+            &input_keys,
+            &inputs,
+            &input_spans,
+            &outputs,
+            &output_spans,
+            &deps,
+        )?;
         let Some((prompt_path, prompt_span)) = prompt_path else {
             return Err(self.err(
                 &header,
@@ -485,6 +528,7 @@ impl Parser<'_> {
                 depends_on: deps.iter().map(|(d, _)| d.clone()).collect(),
                 agent,
                 checks,
+                template: None,
             },
             header,
             prompt_span,
@@ -493,9 +537,221 @@ impl Parser<'_> {
             output_spans,
             command_key,
             check_command,
+            template,
         })
     }
 
+    /// `for_each = { sections = "file", marker = '^# (?P<name>.+)$' }`,
+    /// `{ glob = "outputs/*.md" }` or `{ list = ["a", "b"] }`.
+    fn for_each(&self, v: &Val<'_>) -> Res<ForEach> {
+        let example = "`for_each = { list = [\"sarah\", \"marcus\"] }`, `for_each = { glob = \
+                       \"outputs/character_*.md\" }` or `for_each = { sections = \
+                       \"input/concept.md\", marker = '^# CHARACTER:\\s*(?P<name>.+)$' }`";
+        let t = self.table("for_each", v, example)?;
+        let es = entries(t);
+        for e in &es {
+            if !FOR_EACH_KEYS.contains(&e.key) {
+                let near = suggest(e.key, FOR_EACH_KEYS)
+                    .map(|s| format!("did you mean `{s}`? "))
+                    .unwrap_or_default();
+                return Err(self.err(
+                    &e.span,
+                    format!("unknown key `{}` in `for_each`", e.key),
+                    format!(
+                        "{near}valid keys in `for_each`: {}",
+                        FOR_EACH_KEYS.join(", ")
+                    ),
+                ));
+            }
+        }
+        let get = |k: &str| es.iter().find(|e| e.key == k);
+        let sources: Vec<&Entry<'_, '_>> = es
+            .iter()
+            .filter(|e| matches!(e.key, "sections" | "glob" | "list"))
+            .collect();
+        let [source] = sources.as_slice() else {
+            let span = sources.get(1).map_or(v.span(), |e| e.span.clone());
+            return Err(self.err(
+                &span,
+                "`for_each` needs exactly one source: `sections`, `glob` or `list`",
+                format!("write one of {example}"),
+            ));
+        };
+        if let (Some(m), false) = (get("marker"), source.key == "sections") {
+            return Err(self.err(
+                &m.span,
+                "`for_each.marker` goes with `sections` only",
+                "remove `marker`, or split a file at it with `sections = \"path\"`",
+            ));
+        }
+        match source.key {
+            "list" => Ok(ForEach::List {
+                items: self
+                    .str_array("for_each.list", source.val)?
+                    .into_iter()
+                    .map(|(s, _)| s)
+                    .collect(),
+            }),
+            "glob" => {
+                let pattern = self.text_value("for_each.glob", source.val)?;
+                self.rel_path("for_each.glob", &pattern, &source.val.span())?;
+                Ok(ForEach::Glob { pattern })
+            }
+            _ => {
+                let file = self.text_value("for_each.sections", source.val)?;
+                self.rel_path("for_each.sections", &file, &source.val.span())?;
+                let Some(m) = get("marker") else {
+                    return Err(self.err(
+                        &source.span,
+                        "`for_each.sections` needs a `marker`: the regular expression a \
+                         section's first line matches",
+                        "add `marker = '^# CHARACTER:\\s*(?P<name>.+)$'` (a literal string in \
+                         single quotes keeps the backslashes); the `name` capture gives each \
+                         instance its key",
+                    ));
+                };
+                let text = self.string("for_each.marker", m.val)?;
+                let marker = regex::Regex::new(&text).map_err(|e| {
+                    let why = e.to_string();
+                    let why = why
+                        .lines()
+                        .rev()
+                        .find(|l| !l.trim().is_empty())
+                        .unwrap_or("invalid")
+                        .trim()
+                        .trim_start_matches("error: ")
+                        .to_string();
+                    self.err(
+                        &m.val.span(),
+                        format!("`for_each.marker` is not a valid regular expression: {why}"),
+                        "fix the expression (Rust regex syntax: https://docs.rs/regex); in a \
+                         TOML literal string ('...') a backslash is written once",
+                    )
+                })?;
+                for name in marker.capture_names().flatten() {
+                    let upper = name.to_ascii_uppercase();
+                    if FANOUT_PLACEHOLDERS.contains(&upper.as_str())
+                        || super::BUILTIN_PLACEHOLDERS.contains(&upper.as_str())
+                        || !crate::prompt::valid_name(&upper)
+                    {
+                        return Err(self.err(
+                            &m.val.span(),
+                            format!(
+                                "`for_each.marker`: the capture `{name}` would fill \
+                                 {{{{{upper}}}}}, which loki fills itself"
+                            ),
+                            "rename the capture, e.g. (?P<name>...)",
+                        ));
+                    }
+                }
+                Ok(ForEach::Sections { file, marker })
+            }
+        }
+    }
+
+    /// Fan-out placeholders (`{{KEY}}`, `{{ITEM}}`, `{{PATH}}`, a marker's
+    /// captures) stand only in a template, and a template's paths and
+    /// `depends_on` use no other placeholder (nothing else could fill
+    /// them). Every output of a template depends on its item: else every
+    /// instance would write the same file.
+    #[allow(clippy::too_many_arguments)]
+    fn check_fanout_names(
+        &self,
+        id: &str,
+        fe: Option<&ForEach>,
+        vars: &[(String, Range<usize>, Range<usize>)],
+        var_values: &BTreeMap<String, String>,
+        input_keys: &[(String, Range<usize>)],
+        inputs: &BTreeMap<String, String>,
+        input_spans: &BTreeMap<String, Range<usize>>,
+        outputs: &[String],
+        output_spans: &[Range<usize>],
+        deps: &[(String, Range<usize>)],
+    ) -> Res<()> {
+        let names = fe.map(fanout::item_names).unwrap_or_default();
+        let fanout_name =
+            |n: &str| FANOUT_PLACEHOLDERS.contains(&n) || names.iter().any(|x| x == n);
+        let shown = names
+            .iter()
+            .map(|n| format!("{{{{{n}}}}}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        for (name, span) in vars
+            .iter()
+            .map(|(n, s, _)| (n, s))
+            .chain(input_keys.iter().map(|(n, s)| (n, s)))
+        {
+            if fe.is_some() && fanout_name(name) {
+                return Err(self.err(
+                    span,
+                    format!("{{{{{name}}}}} is filled by the fan-out of stream `{id}`"),
+                    format!("rename this var or input: a template's items fill {shown}"),
+                ));
+            }
+        }
+        // (key, text, span, only item names may be used in it)
+        let mut texts: Vec<(&str, &str, &Range<usize>, bool)> = Vec::new();
+        for (name, _, vspan) in vars {
+            if let Some(v) = var_values.get(name) {
+                texts.push(("vars", v, vspan, false));
+            }
+        }
+        for (name, rel) in inputs {
+            if let Some(span) = input_spans.get(name) {
+                texts.push(("inputs", rel, span, true));
+            }
+        }
+        for (o, span) in outputs.iter().zip(output_spans) {
+            texts.push(("outputs", o, span, true));
+        }
+        for (d, span) in deps {
+            texts.push(("depends_on", d, span, true));
+        }
+        for (key, text, span, strict) in texts {
+            for (name, _, _) in crate::prompt::placeholders(text) {
+                if fe.is_none() && fanout_name(&name) {
+                    return Err(self.err(
+                        span,
+                        format!(
+                            "{{{{{name}}}}} in `{key}` of stream `{id}`: it is filled only in \
+                             a stream with `for_each`"
+                        ),
+                        "add `for_each = { list = [...] }` (or `glob`, or `sections`) to make \
+                         the stream a template with one instance per item, or write the value \
+                         out",
+                    ));
+                }
+                if fe.is_some() && strict && !fanout_name(&name) {
+                    return Err(self.err(
+                        span,
+                        format!(
+                            "{{{{{name}}}}} in `{key}` of template `{id}` is not filled by its \
+                             items"
+                        ),
+                        format!("a template's paths and depends_on may use {shown}"),
+                    ));
+                }
+            }
+        }
+        if fe.is_some() {
+            for (o, span) in outputs.iter().zip(output_spans) {
+                if crate::prompt::placeholders(o).is_empty() {
+                    return Err(self.err(
+                        span,
+                        format!(
+                            "every instance of template `{id}` would write `{o}`: the path \
+                             does not depend on the item"
+                        ),
+                        format!(
+                            "put the item's key in the path, e.g. \"{}\"",
+                            keyed_example(o)
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
     /// Sorts override entries into file order and refuses a key set twice
     /// (directly in the stream and in its sub-table).
     fn once_each<'a, 'i>(
@@ -602,15 +858,48 @@ impl Parser<'_> {
         }
 
         let known: Vec<&str> = raws.iter().map(|r| r.cfg.id.as_str()).collect();
+        let templates: BTreeSet<String> = raws
+            .iter()
+            .filter(|r| r.template.is_some())
+            .map(|r| r.cfg.id.to_string())
+            .collect();
         for r in &raws {
             for (d, span) in &r.deps {
                 let id = &r.cfg.id;
-                if *id == *d {
+                if *id == *d || fanout::pairing(d) == Some(id.as_str()) {
                     return Err(self.err(
                         span,
                         format!("stream `{id}` depends on itself"),
-                        format!("remove \"{id}\" from its depends_on"),
+                        format!("remove \"{d}\" from its depends_on"),
                     ));
+                }
+                if d.contains("{{") {
+                    match fanout::pairing(d) {
+                        Some(p) if templates.contains(p) => continue,
+                        Some(p) => {
+                            return Err(self.err(
+                                span,
+                                format!(
+                                    "stream `{id}` depends on `{d}`, but `{p}` is not a stream \
+                                     with `for_each`"
+                                ),
+                                format!(
+                                    "`<template>.{{{{KEY}}}}` pairs each instance with the \
+                                     instance of that template with the same key; templates \
+                                     here: {}",
+                                    list_or_none(&templates)
+                                ),
+                            ))
+                        }
+                        None => {
+                            return Err(self.err(
+                                span,
+                                format!("`depends_on` entry `{d}` of stream `{id}` is not an id"),
+                                "a template's instance is named `<template>.{{KEY}}`, e.g. \
+                                 \"plan.{{KEY}}\"",
+                            ))
+                        }
+                    }
                 }
                 if !ids.contains_key(d) {
                     let near = suggest(d, &known)
@@ -629,13 +918,19 @@ impl Parser<'_> {
         }
 
         let configs: Vec<StreamConfig> = raws.iter().map(|r| r.cfg.clone()).collect();
-        if let Err(cycle) = plan::topo_order(&configs) {
+        // A pairing waits for the template it names.
+        let graph = fanout::pairing_graph(&configs);
+        if let Err(cycle) = plan::topo_order(&graph) {
             let first = cycle.first().cloned().unwrap_or_default();
             let next = cycle.get(1).cloned().unwrap_or_default();
             let span = raws
                 .iter()
                 .find(|r| r.cfg.id == first)
-                .and_then(|r| r.deps.iter().find(|(d, _)| *d == next))
+                .and_then(|r| {
+                    r.deps
+                        .iter()
+                        .find(|(d, _)| fanout::pairing(d).unwrap_or(d) == next)
+                })
                 .map(|(_, s)| s.clone())
                 .unwrap_or(0..0);
             return Err(self.err(
@@ -681,18 +976,48 @@ impl Parser<'_> {
                 check_command: r.check_command.as_ref().map(pos),
             })
             .collect();
+        let templates = raws
+            .iter()
+            .filter_map(|r| {
+                let (fe, allow_empty, span) = r.template.clone()?;
+                Some(Template {
+                    stream: r.cfg.clone(),
+                    for_each: fe,
+                    allow_empty,
+                    deferred: false,
+                    at: pos(&span),
+                })
+            })
+            .collect();
         Ok(Parsed {
             swarm: SwarmFile {
                 path,
                 root,
                 swarm,
                 streams: configs,
+                templates,
                 command_at,
             },
             file: self.file.to_path_buf(),
             at,
             check_command: base.check_command.as_ref().map(pos),
         })
+    }
+}
+
+/// `o` with `{{KEY}}` before its extension: `chars/x.md` → `chars/x-{{KEY}}.md`.
+fn keyed_example(o: &str) -> String {
+    match o.rsplit_once('.') {
+        Some((stem, ext)) if !ext.contains('/') => format!("{stem}-{{{{KEY}}}}.{ext}"),
+        _ => format!("{o}-{{{{KEY}}}}"),
+    }
+}
+
+fn list_or_none(ids: &BTreeSet<String>) -> String {
+    if ids.is_empty() {
+        "none".into()
+    } else {
+        ids.iter().cloned().collect::<Vec<_>>().join(", ")
     }
 }
 

@@ -11,7 +11,9 @@ use super::diag::{suggest, utf8_text, At, Res};
 use super::parse::{normal_path, Parsed, StreamAt};
 use super::{ConfigError, StreamConfig, BUILTIN_PLACEHOLDERS, RETRY_PLACEHOLDERS};
 use crate::git::{BranchTree, TreeEntry};
-use crate::util::{read_inside, read_under, FileRefusal, FOLDER, MAX_PROMPT_FILE};
+use crate::util::{
+    glob_match, is_glob, read_inside, read_under, FileRefusal, FOLDER, MAX_PROMPT_FILE,
+};
 use crate::{plan, prompt};
 
 /// Runs pass 2 on what pass 1 made. Refusals come in this order: prompt
@@ -51,10 +53,23 @@ pub(super) fn check(parsed: &Parsed) -> Res<()> {
         for (i, r) in c.raws().into_iter().enumerate() {
             // Walked only when a stream reads a file some stream writes.
             let mut up: Option<BTreeSet<usize>> = None;
+            // A glob asks whether an upstream stream writes any file it matches.
             let mut upstream = |key: &str| -> bool {
-                let Some(ws) = writers.get(key) else {
-                    return false;
+                let ws: Vec<usize> = if is_glob(key) {
+                    writers
+                        .iter()
+                        .filter(|(path, _)| glob_match(key, path))
+                        .flat_map(|(_, ws)| ws.iter().copied())
+                        .collect()
+                } else {
+                    match writers.get(key) {
+                        Some(ws) => ws.clone(),
+                        None => return false,
+                    }
                 };
+                if ws.is_empty() {
+                    return false;
+                }
                 let up = up.get_or_insert_with(|| graph.of(i).into_iter().collect());
                 ws.iter().any(|w| up.contains(w))
             };
@@ -339,6 +354,21 @@ impl Checker<'_> {
             }
             let span = r.at.inputs.get(name).copied().unwrap_or(r.at.header);
             let what = format!("input {{{{{name}}}}} of stream `{id}`");
+            if is_glob(rel) {
+                if tree.files_matching(rel).is_empty() {
+                    return Err(self.err(
+                        span,
+                        format!(
+                            "{what}: no file in branch `{b}` matches `{rel}`, and no stream that \
+                             `{id}` depends on writes one"
+                        ),
+                        "commit a matching file, fix the pattern (`*` stays within one folder, \
+                         `**` crosses folders), or add the stream (or template) that writes \
+                         the files to depends_on",
+                    ));
+                }
+                continue;
+            }
             self.link_in_tree(span, &what, &key, tree)?;
             match tree.entry(&key) {
                 Some(TreeEntry::Folder) => {
@@ -361,7 +391,7 @@ impl Checker<'_> {
                     return Err(self.err(
                         span,
                         format!(
-                            "{what}: `{rel}` is not in branch `{b}`, and no stream `{id}` \
+                            "{what}: `{rel}` is not in branch `{b}`, and no stream that `{id}` \
                              depends on writes it"
                         ),
                         missing_file_help(&key, id, tree, self.streams),

@@ -29,6 +29,11 @@ pub struct SwarmFile {
     pub swarm: SwarmSettings,
     /// In file order.
     pub streams: Vec<StreamConfig>,
+    /// Every `for_each` stream, in file order. A template whose items come
+    /// from a file another stream writes ([`Template::deferred`]) has no
+    /// instances in `streams` yet: the supervisor makes them when its
+    /// dependencies have merged ([`super::fanout`]).
+    pub templates: Vec<Template>,
     /// (line, column) per stream, in stream order, of where its agent
     /// command is set: for [`super::check_agent_commands`], which runs at
     /// the start of a run, not when loading.
@@ -123,6 +128,50 @@ pub struct StreamConfig {
     pub depends_on: Vec<String>,
     pub agent: AgentSettings,
     pub checks: CheckSettings,
+    /// The `for_each` stream this one is an instance of.
+    pub template: Option<String>,
+}
+
+/// `for_each`: where a template's items come from (see [`super::fanout`]).
+#[derive(Debug, Clone)]
+pub enum ForEach {
+    /// One item per section of `file` that starts at a line matching
+    /// `marker` and runs to the next such line, a `---` line, or the end.
+    Sections { file: String, marker: regex::Regex },
+    /// One item per file of the target's tree matching the pattern.
+    Glob { pattern: String },
+    /// One item per value.
+    List { items: Vec<String> },
+}
+
+impl ForEach {
+    /// How the source is named in messages.
+    pub fn describe(&self) -> String {
+        match self {
+            ForEach::Sections { file, marker } => {
+                format!("the sections of `{file}` (marker `{}`)", marker.as_str())
+            }
+            ForEach::Glob { pattern } => format!("the files matching `{pattern}`"),
+            ForEach::List { .. } => "its `list`".into(),
+        }
+    }
+}
+
+/// A `[[streams]]` table with `for_each`: a pattern for one stream per item.
+#[derive(Debug, Clone)]
+pub struct Template {
+    /// The stream as written: `{{KEY}}`, `{{ITEM}}`, `{{PATH}}` and the
+    /// marker's captures are still unfilled in its outputs, inputs, vars
+    /// and `depends_on`.
+    pub stream: StreamConfig,
+    pub for_each: ForEach,
+    /// Zero items is a finished fan-out, not an error.
+    pub allow_empty: bool,
+    /// The source is written by a stream the template depends on: its
+    /// instances are made when that has merged, from the file as merged.
+    pub deferred: bool,
+    /// (line, column) of the `for_each` value, for refusals at run time.
+    pub at: (usize, usize),
 }
 
 impl Default for SwarmSettings {
@@ -195,6 +244,10 @@ impl plan::Node for StreamConfig {
 impl SwarmFile {
     pub fn stream(&self, id: &str) -> Option<&StreamConfig> {
         self.streams.iter().find(|s| s.id == id)
+    }
+
+    pub fn template(&self, id: &str) -> Option<&Template> {
+        self.templates.iter().find(|t| t.stream.id == id)
     }
 }
 

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 const MODE_TREE: i32 = 0o040000;
 const MODE_EXEC: i32 = 0o100755;
 const MODE_LINK: i32 = 0o120000;
+const MODE_COMMIT: i32 = 0o160000;
 
 /// What a path names in a tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +84,73 @@ impl BranchTree {
         let entry = tree.get_path(Path::new(rel)).ok()?;
         let (size, kind) = self.repo.odb().ok()?.read_header(entry.id()).ok()?;
         (kind == git2::ObjectType::Blob).then_some(size as u64)
+    }
+
+    /// The contents of the regular file `rel` (not a link, not a folder),
+    /// at most `limit` bytes; `None` when it is not such a file there.
+    pub fn read(&self, rel: &str, limit: u64) -> Option<Vec<u8>> {
+        if self.link_on_path(rel).is_some() {
+            return None;
+        }
+        let tree = self.repo.find_tree(self.tree).ok()?;
+        let entry = tree.get_path(Path::new(rel)).ok()?;
+        if entry.filemode() == MODE_TREE || entry.filemode() == MODE_LINK {
+            return None;
+        }
+        if self.file_size(rel)? > limit {
+            return None;
+        }
+        let blob = self.repo.find_blob(entry.id()).ok()?;
+        Some(blob.content().to_vec())
+    }
+
+    /// The regular files of the tree whose path matches the glob `pattern`
+    /// ([`crate::util::glob_match`]), in path order. Only the pattern's
+    /// fixed leading folders are walked; links are not followed (and not
+    /// listed).
+    pub fn files_matching(&self, pattern: &str) -> Vec<String> {
+        let Ok(root) = self.repo.find_tree(self.tree) else {
+            return Vec::new();
+        };
+        let base = crate::util::glob_base(pattern);
+        let start = if base.is_empty() {
+            root
+        } else {
+            match root
+                .get_path(Path::new(&base))
+                .ok()
+                .filter(|e| e.filemode() == MODE_TREE)
+                .and_then(|e| self.repo.find_tree(e.id()).ok())
+            {
+                Some(t) => t,
+                None => return Vec::new(),
+            }
+        };
+        let mut out = Vec::new();
+        let _ = start.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+            let mode = entry.filemode();
+            if mode == MODE_TREE || mode == MODE_LINK || mode == MODE_COMMIT {
+                return git2::TreeWalkResult::Ok;
+            }
+            let Some(name) = entry.name() else {
+                return git2::TreeWalkResult::Ok;
+            };
+            let mut rel = base.clone();
+            for part in [dir.trim_end_matches('/'), name] {
+                if !part.is_empty() {
+                    if !rel.is_empty() {
+                        rel.push('/');
+                    }
+                    rel.push_str(part);
+                }
+            }
+            if crate::util::glob_match(pattern, &rel) {
+                out.push(rel);
+            }
+            git2::TreeWalkResult::Ok
+        });
+        out.sort();
+        out
     }
 
     /// The first symlink on the way to `rel` (`rel` itself included): its

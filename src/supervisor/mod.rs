@@ -31,6 +31,7 @@
 pub mod attempt;
 
 pub mod door;
+mod fanout;
 mod lifecycle;
 pub mod machine;
 mod merges;
@@ -158,6 +159,27 @@ struct Slot {
     activity_written: Option<Instant>,
 }
 
+impl Slot {
+    fn new(cfg: StreamConfig, st: StreamState) -> Slot {
+        Slot {
+            transition_version: st.version,
+            cfg,
+            st,
+            stop: None,
+            fail_note: None,
+            held: false,
+            turns: 0,
+            attempt_cost: 0.0,
+            result_error: None,
+            api_trouble: None,
+            agent_label: String::new(),
+            resumed: false,
+            activity: None,
+            activity_written: None,
+        }
+    }
+}
+
 struct MergeJob {
     id: String,
     attempt: u32,
@@ -207,6 +229,14 @@ struct Dispatcher {
     notes: VecDeque<String>,
     /// Worktree removals after merges, awaited before exit.
     cleanups: Vec<tokio::task::JoinHandle<()>>,
+    /// Deferred templates whose instances are not made yet (`fanout.rs`).
+    waiting_templates: Vec<crate::config::Template>,
+    /// Templates whose fan-out could not be made, and why.
+    failed_templates: BTreeMap<String, String>,
+    /// Template id → its instances, for every template expanded.
+    groups: BTreeMap<String, Vec<String>>,
+    /// States of instances of waiting templates, from earlier runs.
+    parked: BTreeMap<String, StreamState>,
 }
 
 /// `loki run`: runs the swarm to its end and returns the process exit code.
@@ -329,7 +359,26 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
         budget_noted: false,
         notes: VecDeque::new(),
         cleanups: Vec::new(),
+        waiting_templates: Vec::new(),
+        failed_templates: BTreeMap::new(),
+        groups: BTreeMap::new(),
+        parked: BTreeMap::new(),
     };
+    d.waiting_templates = d
+        .cfg
+        .templates
+        .iter()
+        .filter(|t| t.deferred)
+        .cloned()
+        .collect();
+    for s in &d.cfg.streams {
+        if let Some(t) = &s.template {
+            d.groups
+                .entry(t.clone())
+                .or_default()
+                .push(s.id.to_string());
+        }
+    }
     d.recover().await?;
     d.replay_unhandled_signals().await;
     // Logged before this supervisor takes any signal: the next one replays
@@ -368,18 +417,8 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
         parallel: d.cfg.swarm.max_parallel,
         rehearse: d.rehearse,
     });
-    for s in d.order.clone() {
-        let slot = &d.slots[&s];
-        if slot.st.status != Status::Pending {
-            d.ui.send(UiEvent::Transition {
-                id: s.clone(),
-                attempt: slot.st.attempt,
-                from: slot.st.status,
-                to: slot.st.status,
-                reason: slot.st.reason.clone(),
-            });
-        }
-    }
+    let order = d.order.clone();
+    d.show_states(&order);
     while let Some(n) = d.notes.pop_front() {
         d.ui.send(UiEvent::Note(n));
     }
@@ -471,6 +510,25 @@ impl Dispatcher {
             target: self.target.clone(),
             approver: default_approver(),
             supervised: true,
+        }
+    }
+
+    /// Tells the view where the streams `ids` stand when they did not
+    /// get there in this run (start-up, an instance with earlier state).
+    fn show_states(&self, ids: &[String]) {
+        for id in ids {
+            let Some(slot) = self.slots.get(id) else {
+                continue;
+            };
+            if slot.st.status != Status::Pending {
+                self.ui.send(UiEvent::Transition {
+                    id: id.clone(),
+                    attempt: slot.st.attempt,
+                    from: slot.st.status,
+                    to: slot.st.status,
+                    reason: slot.st.reason.clone(),
+                });
+            }
         }
     }
 

@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::model::paths::branch_name;
+use fanout::is_instance_of;
 
 impl Dispatcher {
     // ----- start-up -----------------------------------------------------
@@ -81,31 +82,30 @@ impl Dispatcher {
                         .context("creating stream state")??
                 }
             };
-            let tv = st.version;
-            self.slots.insert(
-                s.id.to_string(),
-                Slot {
-                    cfg: s,
-                    st,
-                    transition_version: tv,
-                    stop: None,
-                    fail_note: None,
-                    held: false,
-                    turns: 0,
-                    attempt_cost: 0.0,
-                    result_error: None,
-                    api_trouble: None,
-                    agent_label: String::new(),
-                    resumed: false,
-                    activity: None,
-                    activity_written: None,
-                },
-            );
+            self.slots.insert(s.id.to_string(), Slot::new(s, st));
         }
-        for id in existing.keys() {
-            self.notes.push_back(format!(
-                "state for stream {id} is kept, but loki.toml no longer names it"
-            ));
+        for (id, st) in existing {
+            // An instance of a template whose items are not known yet:
+            // kept aside until the fan-out is made (`fanout.rs`).
+            if let Some(t) = self
+                .waiting_templates
+                .iter()
+                .find(|t| is_instance_of(&id, t))
+            {
+                let _ = t;
+                self.parked.insert(id, st);
+                continue;
+            }
+            let note = match self.cfg.templates.iter().find(|t| is_instance_of(&id, t)) {
+                Some(t) => format!(
+                    "{id} is dropped: its item is no longer in {} of template `{}` (its state \
+                     and history are kept)",
+                    t.for_each.describe(),
+                    t.stream.id
+                ),
+                None => format!("state for stream {id} is kept, but loki.toml no longer names it"),
+            };
+            self.notes.push_back(note);
         }
         Ok(())
     }
@@ -190,17 +190,25 @@ impl Dispatcher {
     /// Turns whatever was in flight when the last supervisor stopped into
     /// something this run resumes.
     pub(super) async fn normalize(&mut self) -> Result<()> {
-        self.check_merges_against_git().await;
+        let ids = self.order.clone();
+        self.normalize_streams(&ids).await;
+        Ok(())
+    }
+
+    /// [`Self::normalize`] for the streams `ids` (in order): at start-up
+    /// every stream, later the instances of a fan-out that had state.
+    pub(super) async fn normalize_streams(&mut self, ids: &[String]) {
+        self.check_merges_against_git(ids).await;
         // Git locks a killed supervisor left in loki's own refs and
         // worktrees would fail every resumed attempt: clear them (we hold
         // the supervisor lock, so nothing else of loki's can hold them).
         // A merged stream whose clean-up (worktree removal, branch
         // deletion) was cut short counts too: a lock left on its branch
         // would keep the branch forever.
-        let merged_leftovers = self.merged_leftovers();
-        let in_flight: Vec<String> = self
-            .slots
-            .values()
+        let merged_leftovers = self.merged_leftovers(ids);
+        let in_flight: Vec<String> = ids
+            .iter()
+            .filter_map(|id| self.slots.get(id))
             .filter(|s| {
                 matches!(
                     s.st.status,
@@ -213,7 +221,10 @@ impl Dispatcher {
             })
             .map(|s| s.st.id.to_string())
             .collect();
-        let any_merging = self.slots.values().any(|s| s.st.status == Status::Merging);
+        let any_merging = ids
+            .iter()
+            .filter_map(|id| self.slots.get(id))
+            .any(|s| s.st.status == Status::Merging);
         let root = self.layout.root.clone();
         let target = self.target.clone();
         let (removed, kept) = tokio::task::spawn_blocking(move || {
@@ -249,13 +260,13 @@ impl Dispatcher {
             ));
         }
 
-        for id in self.order.clone() {
-            let Ok(effects) = self.step(&id, Input::Recover).await else {
+        for id in ids {
+            let Ok(effects) = self.step(id, Input::Recover).await else {
                 continue;
             };
             let (cleanup, effects): (Vec<Effect>, Vec<Effect>) =
                 effects.into_iter().partition(|e| *e == Effect::Cleanup);
-            self.perform(&id, effects).await;
+            self.perform(id, effects).await;
             if !cleanup.is_empty() && merged_leftovers.contains(id.as_str()) {
                 // A merged stream whose worktree or branch a crash left behind.
                 let root = self.layout.root.clone();
@@ -272,17 +283,16 @@ impl Dispatcher {
                 }
             }
         }
-        Ok(())
     }
 
     /// Git is the truth: a state that says merged (written by anything, an
     /// agent included) while the target's history has no merge of that
     /// stream is corrected to pending, and said so. If the history cannot be
     /// read, the states are kept and the user is told.
-    async fn check_merges_against_git(&mut self) {
-        let claimed: Vec<String> = self
-            .order
+    async fn check_merges_against_git(&mut self, ids: &[String]) {
+        let claimed: Vec<String> = ids
             .iter()
+            .filter(|id| self.slots.contains_key(id.as_str()))
             .filter(|id| self.slots[id.as_str()].st.status == Status::Merged)
             .cloned()
             .collect();
@@ -323,13 +333,13 @@ impl Dispatcher {
     /// Merged streams whose worktree folder or branch is still there (a
     /// crash cut their clean-up short): one listing of the branches, not a
     /// lookup per stream.
-    fn merged_leftovers(&self) -> BTreeSet<String> {
+    fn merged_leftovers(&self, ids: &[String]) -> BTreeSet<String> {
         let branches: BTreeSet<String> = git::local_branches(&self.layout.root)
             .unwrap_or_default()
             .into_iter()
             .collect();
-        self.slots
-            .values()
+        ids.iter()
+            .filter_map(|id| self.slots.get(id))
             .filter(|s| s.st.status == Status::Merged)
             .filter(|s| {
                 self.layout.worktree(&s.st.id).symlink_metadata().is_ok()

@@ -68,6 +68,9 @@ impl Dispatcher {
     /// many attempts as the limits allow.
     pub(super) async fn schedule(&mut self) {
         self.pace_wake = None;
+        if !self.waiting_templates.is_empty() && !self.interrupting {
+            self.expand_templates().await;
+        }
         // Blocked: a dependency failed, was cancelled, conflicted or is blocked.
         loop {
             let mut changed = false;
@@ -77,21 +80,24 @@ impl Dispatcher {
                     continue;
                 }
                 let bad = slot.cfg.depends_on.iter().find(|d| {
-                    self.slots
-                        .get(*d)
-                        .map(|s| {
-                            matches!(
-                                s.st.status,
-                                Status::Failed
-                                    | Status::Blocked
-                                    | Status::Cancelled
-                                    | Status::Conflicted
-                            )
-                        })
-                        .unwrap_or(false)
+                    self.failed_templates.contains_key(d.as_str())
+                        || self
+                            .slots
+                            .get(*d)
+                            .map(|s| {
+                                matches!(
+                                    s.st.status,
+                                    Status::Failed
+                                        | Status::Blocked
+                                        | Status::Cancelled
+                                        | Status::Conflicted
+                                )
+                            })
+                            .unwrap_or(false)
                 });
                 if let Some(dep) = bad.cloned() {
-                    let status = self.slots[&dep].st.status;
+                    // A template whose fan-out failed counts as failed.
+                    let status = self.slots.get(&dep).map_or(Status::Failed, |s| s.st.status);
                     self.feed(&id, Input::DependencyLost { dep, status }).await;
                     changed = true;
                 }

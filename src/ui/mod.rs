@@ -43,6 +43,10 @@ pub enum UiEvent {
         turns: u32,
         cost_usd: f64,
     },
+    /// A fan-out made these streams while the run goes on.
+    Grew {
+        ids: Vec<String>,
+    },
     /// Supervisor messages: Ctrl-C, rate limits, budget, signals.
     Note(String),
     Finish,
@@ -157,6 +161,7 @@ impl Tally {
     fn apply(&mut self, ev: &UiEvent) {
         match ev {
             UiEvent::Start { total, .. } => self.total = *total,
+            UiEvent::Grew { ids } => self.total += ids.len(),
             UiEvent::Transition {
                 id, attempt, to, ..
             } => {
@@ -323,7 +328,7 @@ impl PlainLines {
                 vec![s]
             }
             UiEvent::Note(n) => vec![format!("{:<12} {}", "loki", clean(n))],
-            UiEvent::Progress { .. } | UiEvent::Finish => Vec::new(),
+            UiEvent::Progress { .. } | UiEvent::Grew { .. } | UiEvent::Finish => Vec::new(),
         }
     }
 }
@@ -414,6 +419,10 @@ impl Live {
         self.tally.apply(ev);
         match ev {
             UiEvent::Finish => {}
+            UiEvent::Grew { .. } => {
+                self.overall.set_length(self.tally.total() as u64);
+                self.overall_line(Instant::now());
+            }
             UiEvent::Start {
                 total,
                 target,

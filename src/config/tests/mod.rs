@@ -3,6 +3,7 @@
 //! with the git CLI (through `crate::process::test_support`).
 
 mod diag;
+mod fanout;
 mod load;
 mod parse;
 mod preflight;

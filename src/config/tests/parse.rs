@@ -316,7 +316,7 @@ fn unknown_keys_name_key_table_position_and_valid_keys() {
         (4, 4, "unknown key `dependencies` in [[streams]] `a`")
     );
     assert!(e.help.starts_with("did you mean `depends_on`? "));
-    assert!(e.help.contains("valid keys in [[streams]] `a`: id, prompt, vars, inputs, outputs, depends_on, approve, agent, checks, command, args, model"));
+    assert!(e.help.contains("valid keys in [[streams]] `a`: id, prompt, vars, inputs, outputs, depends_on, approve, agent, checks, for_each, allow_empty, command, args, model"));
 
     let e = err(&one("words = [1, 2]\n"));
     assert_eq!(e.message, "unknown key `words` in [[streams]] `a`");

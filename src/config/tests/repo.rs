@@ -241,7 +241,7 @@ fn inputs_come_from_the_target_tree_or_a_dependency() {
             9,
             22,
             "input {{OUTLINE}} of stream `ch01`: `outline.md` is not in branch `main`, and \
-             no stream `ch01` depends on writes it"
+             no stream that `ch01` depends on writes it"
         )
     );
     assert!(
