@@ -118,6 +118,7 @@ pub async fn run(plain: bool, parent: Option<&Path>) -> Result<i32> {
         keep: false,
         stand_in: true,
         stand_in_delay_ms: if plain { 0 } else { 700 },
+        wait: false,
     })
     .await?;
     println!("\n$ git log --graph --oneline");

@@ -50,6 +50,10 @@ pub enum Command {
         /// With --rehearse: keep the scratch branch.
         #[arg(long, requires = "rehearse")]
         keep: bool,
+        /// Stay up until every stream is merged or cancelled, acting on
+        /// approvals, rejections, retries and cancels as they arrive.
+        #[arg(long)]
+        wait: bool,
     },
     /// Show every stream: status, attempts, duration, cost, branch.
     Status {
@@ -208,6 +212,7 @@ pub async fn main(cli: Cli) -> Result<i32> {
             plain,
             rehearse,
             keep,
+            wait,
         } => {
             let config = config_path(cli.config, &cwd)?;
             crate::supervisor::run(crate::supervisor::RunOptions {
@@ -217,6 +222,7 @@ pub async fn main(cli: Cli) -> Result<i32> {
                 keep,
                 stand_in: false,
                 stand_in_delay_ms: 0,
+                wait,
             })
             .await
         }

@@ -24,6 +24,10 @@
 //!   not make an agent's own signal stale).
 //! - The run ends when nothing is running and nothing more can start;
 //!   streams awaiting approval are listed with the command that merges them.
+//!   With `--wait` it stays up until every stream is merged or cancelled
+//!   (a failed, blocked or conflicted stream waits for `loki retry`), and
+//!   ends early only for a stop request, an authentication failure or the
+//!   swarm budget: those need a person at the keyboard anyway.
 //! - A manual PAUSE keeps the supervisor waiting for RESUME; an
 //!   authentication failure pauses the swarm and ends the run, and the next
 //!   `loki run` resumes it.
@@ -85,6 +89,9 @@ pub struct RunOptions {
     pub stand_in: bool,
     /// Slow the stand-in down so live progress can be seen (`loki demo`).
     pub stand_in_delay_ms: u64,
+    /// `--wait`: stay up until every stream is merged or cancelled, acting
+    /// on approvals, rejections, retries and cancels as they arrive.
+    pub wait: bool,
 }
 
 /// Everything the dispatcher hears.
@@ -206,6 +213,11 @@ struct Dispatcher {
     rehearse: bool,
     stand_in: bool,
     stand_in_delay_ms: u64,
+    /// `loki run --wait` (see [`RunOptions::wait`]).
+    wait: bool,
+    /// What the run last said it waits for a person for (said again only
+    /// when it changes).
+    waiting_note: Option<String>,
     /// Ctrl-C once / STOP: start nothing new.
     draining: bool,
     /// Ctrl-C twice / SIGTERM: agents are being stopped.
@@ -348,6 +360,8 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
         rehearse: opts.rehearse,
         stand_in: opts.stand_in || opts.rehearse,
         stand_in_delay_ms: opts.stand_in_delay_ms,
+        wait: opts.wait,
+        waiting_note: None,
         draining: false,
         interrupting: false,
         auth_failed: None,
@@ -447,6 +461,9 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
             }
             watch = Some(signal_files::watch(d.signals.clone(), sig_tx.clone())?);
             continue;
+        }
+        if d.wait {
+            d.note_waiting();
         }
         let wake = d.next_wake();
         tokio::select! {

@@ -230,6 +230,13 @@ impl Dispatcher {
         if self.interrupting || self.draining || self.auth_failed.is_some() {
             return true;
         }
+        if self.wait && !self.budget_reached() {
+            return self.waiting_templates.is_empty()
+                && self
+                    .slots
+                    .values()
+                    .all(|s| matches!(s.st.status, Status::Merged | Status::Cancelled));
+        }
         if self.swarm.paused {
             // A manual pause waits for RESUME (or Ctrl-C), while there is
             // anything a RESUME would start.
@@ -239,6 +246,49 @@ impl Dispatcher {
             return true;
         }
         !self.slots.values().any(|s| self.startable(s))
+    }
+}
+
+impl Dispatcher {
+    /// With `--wait`, when nothing runs: says once what the run waits for
+    /// a person for, and with which command each wait ends.
+    pub(super) fn note_waiting(&mut self) {
+        let busy = self.slots.values().any(|s| {
+            s.st.status.is_active() || s.st.status == Status::Merging || self.startable(s)
+        });
+        if busy {
+            return;
+        }
+        let mut parts = Vec::new();
+        for id in &self.order {
+            let s = &self.slots[id.as_str()];
+            let how = match s.st.status {
+                Status::AwaitingApproval => format!("{id} awaits approval (loki approve {id})"),
+                Status::Failed | Status::Blocked | Status::Conflicted => {
+                    format!("{id} is {} (loki retry {id})", s.st.status)
+                }
+                Status::Pending | Status::Retrying | Status::Interrupted if s.st.paused => {
+                    format!("{id} is paused (loki resume)")
+                }
+                _ => continue,
+            };
+            parts.push(how);
+        }
+        if self.swarm.paused {
+            parts.push("the swarm is paused (loki resume)".into());
+        }
+        if parts.is_empty() {
+            return;
+        }
+        let note = format!(
+            "waiting (--wait) for people: {}; Ctrl-C ends the run",
+            parts.join("; ")
+        );
+        if self.waiting_note.as_deref() != Some(note.as_str()) {
+            self.event("supervisor", None, &note);
+            self.ui.send(UiEvent::Note(note.clone()));
+            self.waiting_note = Some(note);
+        }
     }
 }
 
