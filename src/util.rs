@@ -32,6 +32,46 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Creates `path` with `bytes`, never replacing anything already there
+/// (`AlreadyExists`), with the permissions any editor would give a new
+/// file: 0666 less the process's umask. Written to a temporary file first
+/// and linked into place, so a crash leaves no half-written file.
+pub fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path
+        .parent()
+        .with_context(|| format!("{} has no parent folder", path.display()))?;
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(0o666 & !umask()))
+        .with_context(|| format!("setting the permissions of {}", path.display()))?;
+    tmp.as_file()
+        .sync_all()
+        .with_context(|| format!("syncing {}", path.display()))?;
+    fs::hard_link(tmp.path(), path).with_context(|| format!("creating {}", path.display()))?;
+    Ok(())
+}
+
+/// The process's file mode creation mask, read from `/proc/self/status`
+/// (setting it to read it would race with other threads); 022 when that
+/// cannot be read.
+pub fn umask() -> u32 {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
+}
+
 /// Now, as an RFC 3339 string in UTC (what state files and events carry).
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)

@@ -586,7 +586,10 @@ fn log_reports_interrupted_attempts_and_attempts_without_a_commit() {
     assert_eq!(z.checks.as_deref(), Some("PASS"));
     let text = loki::commands::log::render(&audit);
     assert!(text.contains("  attempt 1  interrupted"), "{text}");
-    assert!(text.contains("  attempt 2  no loki commit"), "{text}");
+    assert!(
+        text.contains("  attempt 2  no commit of loki's (stopped before it changed anything"),
+        "{text}"
+    );
     assert!(
         text.ends_with("total: 1 stream merged into main, 2 attempts, $0.50\n"),
         "{text}"

@@ -474,6 +474,15 @@ fn init_writes_an_example_and_refuses_to_overwrite() {
         "outline.md",
     ] {
         assert!(repo.path().join(f).exists(), "{f} missing");
+        // The mode any editor would give a new file: 0666 less the umask
+        // (loki inherits this process's).
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(repo.path().join(f))
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o666 & !loki::util::umask(), "{f} has mode {mode:o}");
     }
     let toml = repo.read("loki.toml");
     assert!(toml.contains("target = \"main\""));

@@ -57,14 +57,14 @@ pub fn init(dir: &Path) -> Result<InitReport> {
     }
     let mut written = Vec::new();
     for (p, content) in &files {
-        crate::util::write_atomic(&root.join(p), content.as_bytes())?;
+        crate::util::write_new(&root.join(p), content.as_bytes())?;
         written.push(p.to_string());
     }
     let mut kept = Vec::new();
     if root.join("outline.md").symlink_metadata().is_ok() {
         kept.push("outline.md".to_string());
     } else {
-        crate::util::write_atomic(&root.join("outline.md"), OUTLINE.as_bytes())?;
+        crate::util::write_new(&root.join("outline.md"), OUTLINE.as_bytes())?;
         written.push("outline.md".to_string());
     }
     Ok(InitReport {

@@ -214,8 +214,12 @@ pub fn render(audit: &Audit) -> String {
                 .iter()
                 .map(u32::to_string)
                 .collect();
+            // Git cannot tell the two apart: an attempt stopped before it
+            // changed anything has no commit, and neither has one whose
+            // agent committed everything itself.
             out.push_str(&format!(
-                "  attempt {}  no loki commit (the agent committed its work itself)\n",
+                "  attempt {}  no commit of loki's (stopped before it changed anything, or the \
+                 agent committed its work itself)\n",
                 ns.join(", ")
             ));
         }
