@@ -14,19 +14,7 @@ use anyhow::{Context, Result};
 /// fsync, rename over the target. A crash leaves either the old or the new
 /// content, never a torn file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .with_context(|| format!("{} has no parent folder", path.display()))?;
-    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    tmp.write_all(bytes)
-        .with_context(|| format!("writing {}", path.display()))?;
-    tmp.as_file()
-        .sync_all()
-        .with_context(|| format!("syncing {}", path.display()))?;
+    let tmp = synced_temp(path, bytes, None)?;
     tmp.persist(path)
         .with_context(|| format!("renaming into {}", path.display()))?;
     Ok(())
@@ -37,6 +25,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// file: 0666 less the process's umask. Written to a temporary file first
 /// and linked into place, so a crash leaves no half-written file.
 pub fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = synced_temp(path, bytes, Some(0o666 & !umask()))?;
+    fs::hard_link(tmp.path(), path).with_context(|| format!("creating {}", path.display()))?;
+    Ok(())
+}
+
+/// `bytes` in a temporary file beside `path` (its folder made if need
+/// be), with `mode` when given, synced to disk.
+fn synced_temp(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<tempfile::NamedTempFile> {
     use std::os::unix::fs::PermissionsExt;
     let dir = path
         .parent()
@@ -48,14 +44,15 @@ pub fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     tmp.write_all(bytes)
         .with_context(|| format!("writing {}", path.display()))?;
-    tmp.as_file()
-        .set_permissions(fs::Permissions::from_mode(0o666 & !umask()))
-        .with_context(|| format!("setting the permissions of {}", path.display()))?;
+    if let Some(mode) = mode {
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(mode))
+            .with_context(|| format!("setting the permissions of {}", path.display()))?;
+    }
     tmp.as_file()
         .sync_all()
         .with_context(|| format!("syncing {}", path.display()))?;
-    fs::hard_link(tmp.path(), path).with_context(|| format!("creating {}", path.display()))?;
-    Ok(())
+    Ok(tmp)
 }
 
 /// The process's file mode creation mask, read from `/proc/self/status`
