@@ -166,6 +166,62 @@ fn a_failed_stream_blocks_its_dependents_and_resumes_when_fixed() {
     assert_clean_repo(&repo);
 }
 
+#[test]
+fn a_failed_stream_is_left_alone_until_what_it_reads_changes_and_then_sees_the_fix() {
+    let repo = Repo::new();
+    repo.write(
+        "prompts/notes.md",
+        "Write the chapter to {{OUTPUTS}}.\n\n{{NOTES}}\n",
+    );
+    // The notes tell the fake agent to fail: a broken input.
+    repo.write("notes.md", "Notes: [fake:fail]\n");
+    let mut toml = header(1, "");
+    toml.push_str(
+        "[[streams]]\nid = \"ch01\"\nprompt = \"prompts/notes.md\"\n\
+         inputs = { NOTES = \"notes.md\" }\noutputs = [\"chapters/ch01.md\"]\nmax_attempts = 1\n",
+    );
+    repo.write_swarm(CHAPTER, &toml);
+    let attempts = |repo: &Repo| status_stream(repo, "ch01")["attempts"].clone();
+
+    let out = repo.loki(&["run", "--plain"]);
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    assert_eq!(attempts(&repo), 1);
+
+    // Nothing it reads changed: no agent starts, and the summary says why.
+    let out = repo.loki(&["run", "--plain"]);
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    assert!(
+        stdout(&out).contains(
+            "left alone: nothing it reads (its prompt, inputs, loki.toml entry) changed since \
+             it failed; `loki retry ch01` or `loki run --retry-failed` runs it again"
+        ),
+        "{}",
+        both(&out)
+    );
+    assert_eq!(attempts(&repo), 1);
+    assert!(!repo.path().join(".loki/runs/ch01/attempt-2").exists());
+
+    // Asked to, it runs again (and fails again).
+    let out = repo.loki(&["run", "--plain", "--retry-failed"]);
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    assert_eq!(attempts(&repo), 2);
+
+    // The input is fixed on the target: the next run runs the stream, and
+    // the attempt reads the fix, although its worktree was kept from before.
+    repo.write("notes.md", "Notes: FIXED, no tokens now.\n");
+    repo.commit_all("fix the notes");
+    let out = repo.loki(&["run", "--plain"]);
+    assert!(out.status.success(), "{}", both(&out));
+    let prompt = repo.read(".loki/runs/ch01/attempt-3/prompt.md");
+    assert!(prompt.contains("Notes: FIXED, no tokens now."), "{prompt}");
+    let log = repo.git(&["log", "--format=%s", "main"]);
+    assert!(
+        log.contains("loki: bring loki/ch01 up to date with main"),
+        "{log}"
+    );
+    assert_clean_repo(&repo);
+}
+
 /// Each refusal names file:line:col, says how to fix it, and leaves the repo
 /// (and the absence of .loki/) exactly as it was.
 #[test]

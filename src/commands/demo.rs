@@ -119,6 +119,7 @@ pub async fn run(plain: bool, parent: Option<&Path>) -> Result<i32> {
         stand_in: true,
         stand_in_delay_ms: if plain { 0 } else { 700 },
         wait: false,
+        retry_failed: false,
     })
     .await?;
     println!("\n$ git log --graph --oneline");

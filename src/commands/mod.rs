@@ -54,6 +54,10 @@ pub enum Command {
         /// approvals, rejections, retries and cancels as they arrive.
         #[arg(long)]
         wait: bool,
+        /// Run failed streams again even when nothing they read changed
+        /// since they failed.
+        #[arg(long)]
+        retry_failed: bool,
     },
     /// Show every stream: status, attempts, duration, cost, branch.
     Status {
@@ -213,6 +217,7 @@ pub async fn main(cli: Cli) -> Result<i32> {
             rehearse,
             keep,
             wait,
+            retry_failed,
         } => {
             let config = config_path(cli.config, &cwd)?;
             crate::supervisor::run(crate::supervisor::RunOptions {
@@ -223,6 +228,7 @@ pub async fn main(cli: Cli) -> Result<i32> {
                 stand_in: false,
                 stand_in_delay_ms: 0,
                 wait,
+                retry_failed,
             })
             .await
         }

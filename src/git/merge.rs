@@ -209,6 +209,82 @@ pub fn merge_stream_with_hook(
     )
 }
 
+/// What [`refresh_stream`] did to a stream's branch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refresh {
+    /// The branch already holds the target's head.
+    UpToDate,
+    /// A merge of the target is now the branch's head; the worktree holds it.
+    /// `target`: the target's head it merged, the stream's new base.
+    Merged { commit: String, target: String },
+    /// Merging the target conflicts on these paths; nothing was changed.
+    Conflict { paths: Vec<String> },
+}
+
+/// Brings branch `loki/<id>` up to date with `target` before a stream runs
+/// again after a failure: a two-parent merge of the target into the branch
+/// (recorded in its history, `Loki-Stream` trailer), the worktree's files
+/// and index set to it. A stream that reruns then reads inputs, prompts'
+/// sources and whatever a fix changed as the target has them now. The
+/// worktree holds nothing uncommitted at that point (each attempt's work is
+/// committed when it ends), so its files are simply replaced. The branch
+/// moves with a compare-and-swap.
+pub fn refresh_stream(root: &Path, id: &str, target: &str) -> anyhow::Result<Refresh> {
+    check_id(id)?;
+    let _serial = repo_lock();
+    let repo = open_repo(root)?;
+    let branch = branch_name(id);
+    let branch_ref = format!("refs/heads/{branch}");
+    let ctx = || format!("merging {target} into {branch} in {}", root.display());
+    let t = branch_oid(&repo, root, target)?;
+    let b = branch_oid(&repo, root, &branch)?;
+    if t == b || repo.graph_descendant_of(b, t).with_context(ctx)? {
+        return Ok(Refresh::UpToDate);
+    }
+    let t_commit = repo.find_commit(t).with_context(ctx)?;
+    let b_commit = repo.find_commit(b).with_context(ctx)?;
+    let mut index = repo
+        .merge_commits(&b_commit, &t_commit, None)
+        .with_context(ctx)?;
+    if index.has_conflicts() {
+        return Ok(Refresh::Conflict {
+            paths: conflict_paths(&index).with_context(ctx)?,
+        });
+    }
+    let tree_id = index.write_tree_to(&repo).with_context(ctx)?;
+    let tree = repo.find_tree(tree_id).with_context(ctx)?;
+    let sig = signature(&repo)?;
+    let message = compose_message(
+        &format!("loki: bring {branch} up to date with {target}"),
+        &format!("The stream runs again after a failure: it starts from what {target} holds now."),
+        &[(crate::model::trailers::STREAM.into(), id.to_string())],
+    );
+    let commit = repo
+        .commit(None, &sig, &sig, &message, &tree, &[&b_commit, &t_commit])
+        .with_context(ctx)?;
+    repo.reference_matching(
+        &branch_ref,
+        commit,
+        true,
+        b,
+        &format!("loki: refresh {branch}"),
+    )
+    .with_context(ctx)?;
+    let (wrepo, _) = super::integrity::open_stream_worktree(&repo, root, id)?;
+    let mut opts = git2::build::CheckoutBuilder::new();
+    opts.force();
+    // The worktree's own handle on the tree: libgit2 checks out only
+    // objects looked up through the repository doing the checkout.
+    let wtree = wrepo.find_tree(tree_id).with_context(ctx)?;
+    wrepo
+        .checkout_tree(wtree.as_object(), Some(&mut opts))
+        .with_context(|| format!("writing the merge of {target} into the worktree of {id}"))?;
+    Ok(Refresh::Merged {
+        commit: commit.to_string(),
+        target: t.to_string(),
+    })
+}
+
 /// loki's merge of stream `id` on `t`'s first-parent line that brought in
 /// `b` (its second parent is `b` or descends from it), if any.
 fn loki_merge_of(repo: &Repository, t: Oid, id: &str, b: Oid) -> Result<Option<Oid>, git2::Error> {

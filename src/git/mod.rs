@@ -80,7 +80,7 @@ pub use init::init_with_commit;
 pub use integrity::guard_worktree;
 pub use merge::{
     clear_abandoned_target_locks, merge_journal_path, merge_stream, merge_stream_with_hook,
-    LockCleanup, MergeOutcome,
+    refresh_stream, LockCleanup, MergeOutcome, Refresh,
 };
 pub use worktree::{
     clear_stale_locks, empty_pool, prepare_worktree, prune_registration, registrations,

@@ -86,6 +86,13 @@ impl BranchTree {
         (kind == git2::ObjectType::Blob).then_some(size as u64)
     }
 
+    /// The object id of what `rel` names in the tree, if anything.
+    pub fn object_id(&self, rel: &str) -> Option<String> {
+        let tree = self.repo.find_tree(self.tree).ok()?;
+        let entry = tree.get_path(Path::new(rel)).ok()?;
+        Some(entry.id().to_string())
+    }
+
     /// The contents of the regular file `rel` (not a link, not a folder),
     /// at most `limit` bytes; `None` when it is not such a file there.
     pub fn read(&self, rel: &str, limit: u64) -> Option<Vec<u8>> {

@@ -50,6 +50,9 @@ pub struct PrepareInput {
     pub interrupted_attempt: Option<u32>,
     /// The commit the branch started from, once an attempt prepared it.
     pub base: Option<String>,
+    /// Bring the branch up to date with the target first
+    /// ([`git::refresh_stream`]): the stream runs again after a failure.
+    pub refresh: bool,
 }
 
 #[derive(Debug)]
@@ -86,7 +89,13 @@ pub fn prepare(input: &PrepareInput) -> Result<Prepared> {
             tampered = git::guard_worktree(&lay.root, &s.id, base).unwrap_or_default();
         }
     }
-    let wt = git::prepare_worktree(&lay.root, &s.id, &input.target)
+    // What this attempt reads, before anything can fail: the next run
+    // leaves the stream alone if it fails and none of it changes.
+    let run_dir = lay.run_dir(&s.id, input.attempt);
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    let reads = reads_digest(s, &lay.root, &input.prompt_dir, &input.target);
+    crate::util::write_atomic(&run_dir.join(READS_FILE), format!("{reads}\n").as_bytes())?;
+    let mut wt = git::prepare_worktree(&lay.root, &s.id, &input.target)
         .with_context(|| format!("preparing the worktree of stream {}", s.id))?;
 
     let mut salvaged = None;
@@ -109,6 +118,30 @@ pub fn prepare(input: &PrepareInput) -> Result<Prepared> {
             ],
         )
         .with_context(|| format!("committing the interrupted work of stream {}", s.id))?;
+    }
+
+    if input.refresh && wt.reused {
+        let refreshed = git::refresh_stream(&lay.root, &s.id, &input.target)
+            .with_context(|| format!("bringing stream {} up to date", s.id))?;
+        match refreshed {
+            git::Refresh::UpToDate => {}
+            git::Refresh::Merged { target, .. } => wt.base = target,
+            git::Refresh::Conflict { paths } => {
+                return Err(Fatal(format!(
+                    "bringing {} up to date with {} before running it again conflicts in {}: \
+                     merge {} into the worktree {} by hand (git merge {}), commit, and `loki \
+                     retry {}`",
+                    wt.branch,
+                    input.target,
+                    paths.join(", "),
+                    input.target,
+                    wt.path.display(),
+                    input.target,
+                    s.id
+                ))
+                .into())
+            }
+        }
     }
 
     let template_path = input.prompt_dir.join(&s.prompt);
@@ -158,8 +191,6 @@ pub fn prepare(input: &PrepareInput) -> Result<Prepared> {
         }
     };
 
-    let run_dir = lay.run_dir(&s.id, input.attempt);
-    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     let prompt_file = run_dir.join("prompt.md");
     crate::util::write_atomic(&prompt_file, text.as_bytes())?;
 
@@ -282,6 +313,38 @@ fn sandbox_for(
     let sandbox = agent::sandbox::Sandbox::for_attempt(bwrap, &places)
         .with_context(|| format!("preparing the sandbox of {}", worktree.display()))?;
     Ok(Some(sandbox))
+}
+
+/// The file in an attempt's run folder that holds [`reads_digest`].
+pub const READS_FILE: &str = "reads";
+
+/// One digest of everything a stream reads: its resolved entry in
+/// loki.toml, its prompt template (from the checkout, as an attempt reads
+/// it), `prompts/retry.md`, and each input's object in the target's tree
+/// (every file a glob input matches). Equal digests mean a rerun would be
+/// handed the same task: `loki run` leaves a failed stream alone then.
+pub fn reads_digest(s: &StreamConfig, root: &Path, prompt_dir: &Path, target: &str) -> String {
+    let mut text = format!("{s:?}\n");
+    match prompt::read_template(root, prompt_dir, &s.prompt) {
+        Ok(t) => text.push_str(&t),
+        Err(e) => text.push_str(&format!("no template: {e}")),
+    }
+    text.push('\n');
+    text.push_str(&prompt::retry_template(root));
+    if let Some(tree) = git::BranchTree::open(root, Some(target)) {
+        for (name, rel) in &s.inputs {
+            let files = if crate::util::is_glob(rel) {
+                tree.files_matching(rel)
+            } else {
+                vec![rel.trim_start_matches("./").to_string()]
+            };
+            for f in files {
+                let id = tree.object_id(&f).unwrap_or_else(|| "missing".into());
+                text.push_str(&format!("\n{name} {f} {id}"));
+            }
+        }
+    }
+    format!("{:016x}", crate::util::fnv1a(text.as_bytes()))
 }
 
 /// Vars plus loki's built-ins.

@@ -35,6 +35,11 @@ impl Dispatcher {
             stream_cfg.agent.max_budget_usd = Some(left);
         }
         let kickoff = machine::next_start(&slot.st, max);
+        // A stream that runs again after it failed, was blocked or was
+        // cancelled starts from what the target holds now.
+        let refresh = slot.st.status == Status::Pending
+            && matches!(kickoff, machine::Kickoff::Fresh)
+            && slot.st.attempt > 0;
         let interrupted_attempt = machine::cut_off_attempt(&slot.st);
         let session = slot.st.session_id.clone();
         if self.step(id, Input::Start { n }).await.is_err() {
@@ -63,6 +68,7 @@ impl Dispatcher {
             stand_in: self.stand_in,
             interrupted_attempt,
             base: slot.st.base_commit.clone(),
+            refresh,
         };
         let tx = self.tx.clone();
         let idc = id.to_string();

@@ -15,7 +15,12 @@
 //! Decisions written down here:
 //! - A new `loki run` runs failed and blocked streams again with a fresh
 //!   allowance of `max_attempts` (earlier attempts stay in the record), as
-//!   does `loki retry`; a stream that was between attempts (retrying,
+//!   does `loki retry`, but only when something a failed stream reads has
+//!   changed since it failed (its prompt template, an input on the target,
+//!   its entry in loki.toml; `--retry-failed` skips that test): otherwise
+//!   it is left alone and the summary says so. A rerun first merges the
+//!   target into the stream's branch (`git::refresh_stream`), so a fix
+//!   committed on the target is what the agent sees. A stream that was between attempts (retrying,
 //!   interrupted) keeps the allowance it had, so stopping and restarting a
 //!   night never buys attempts. Conflicted streams try their merge again;
 //!   cancelled ones stay cancelled until `loki retry`.
@@ -92,6 +97,9 @@ pub struct RunOptions {
     /// `--wait`: stay up until every stream is merged or cancelled, acting
     /// on approvals, rejections, retries and cancels as they arrive.
     pub wait: bool,
+    /// `--retry-failed`: run failed streams again even when nothing they
+    /// read has changed since they failed.
+    pub retry_failed: bool,
 }
 
 /// Everything the dispatcher hears.
@@ -215,6 +223,11 @@ struct Dispatcher {
     stand_in_delay_ms: u64,
     /// `loki run --wait` (see [`RunOptions::wait`]).
     wait: bool,
+    /// See [`RunOptions::retry_failed`].
+    retry_failed: bool,
+    /// Failed (and blocked) streams this run left alone: nothing they read
+    /// changed since they failed (`recover.rs`).
+    left_alone: BTreeSet<String>,
     /// What the run last said it waits for a person for (said again only
     /// when it changes).
     waiting_note: Option<String>,
@@ -361,6 +374,8 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
         stand_in: opts.stand_in || opts.rehearse,
         stand_in_delay_ms: opts.stand_in_delay_ms,
         wait: opts.wait,
+        retry_failed: opts.retry_failed,
+        left_alone: BTreeSet::new(),
         waiting_note: None,
         draining: false,
         interrupting: false,

@@ -260,7 +260,11 @@ impl Dispatcher {
             ));
         }
 
+        let alone = self.unchanged_failures(ids).await;
         for id in ids {
+            if alone.contains(id) {
+                continue;
+            }
             let Ok(effects) = self.step(id, Input::Recover).await else {
                 continue;
             };
@@ -283,6 +287,66 @@ impl Dispatcher {
                 }
             }
         }
+    }
+
+    /// Failed streams that nothing they read has changed for since their
+    /// last attempt ([`attempt::reads_digest`]), and the blocked streams
+    /// that wait only on those: a new run leaves them as they are instead
+    /// of spending a fresh allowance on the same task (`--retry-failed` or
+    /// `loki retry <id>` runs them anyway). A failure recorded without a
+    /// digest (an older loki) runs again. `ids` in dependency order.
+    async fn unchanged_failures(&mut self, ids: &[String]) -> BTreeSet<String> {
+        let mut alone = BTreeSet::new();
+        if self.retry_failed {
+            return alone;
+        }
+        for id in ids {
+            let Some(slot) = self.slots.get(id) else {
+                continue;
+            };
+            match slot.st.status {
+                Status::Failed if slot.st.attempt > 0 => {
+                    let file = self
+                        .layout
+                        .run_dir(id, slot.st.attempt)
+                        .join(attempt::READS_FILE);
+                    let cfg = slot.cfg.clone();
+                    let (root, dir, target) = (
+                        self.layout.root.clone(),
+                        self.cfg.root.clone(),
+                        self.target.clone(),
+                    );
+                    let same = tokio::task::spawn_blocking(move || {
+                        let before = std::fs::read_to_string(&file).ok()?;
+                        let now = attempt::reads_digest(&cfg, &root, &dir, &target);
+                        Some(before.trim() == now)
+                    })
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or(false);
+                    if same {
+                        alone.insert(id.clone());
+                    }
+                }
+                Status::Blocked
+                    if slot.cfg.depends_on.iter().any(|d| alone.contains(d))
+                        && slot.cfg.depends_on.iter().all(|d| {
+                            alone.contains(d)
+                                || self.slots.get(d).is_some_and(|s| {
+                                    !matches!(s.st.status, Status::Failed | Status::Blocked)
+                                })
+                        }) =>
+                {
+                    alone.insert(id.clone());
+                }
+                _ => {}
+            }
+        }
+        for id in &alone {
+            self.left_alone.insert(id.clone());
+        }
+        alone
     }
 
     /// Git is the truth: a state that says merged (written by anything, an

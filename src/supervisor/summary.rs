@@ -68,6 +68,20 @@ impl Dispatcher {
                 }
                 out.push_str(&line);
                 out.push('\n');
+                if self.left_alone.contains(s.st.id.as_str()) {
+                    let id = &s.st.id;
+                    let why = if *status == Status::Failed {
+                        "nothing it reads (its prompt, inputs, loki.toml entry) changed since it \
+                         failed"
+                    } else {
+                        "it waits for streams left alone"
+                    };
+                    out.push_str(&format!(
+                        "  {:<12} left alone: {why}; `loki retry {id}` or `loki run \
+                         --retry-failed` runs it again\n",
+                        ""
+                    ));
+                }
                 if matches!(
                     status,
                     Status::Failed | Status::Interrupted | Status::Conflicted | Status::Retrying
