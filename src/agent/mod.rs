@@ -177,6 +177,10 @@ pub fn claude_args_with_prompt_file(
             args.push(mode.to_string());
         }
     }
+    if let Some(persona) = &agent.agent_type {
+        args.push("--agent".to_string());
+        args.push(persona.clone());
+    }
     if let Some(id) = resume {
         args.push("--resume".to_string());
         args.push(id.to_string());
@@ -377,6 +381,15 @@ mod tests {
 
     fn settings() -> AgentSettings {
         AgentSettings::default()
+    }
+
+    #[test]
+    fn an_agent_type_is_claudes_persona() {
+        let mut s = settings();
+        s.agent_type = Some("character-designer".into());
+        let a = claude_args(&s, "do it", Some("sess"));
+        let at = a.iter().position(|x| x == "--agent").expect("--agent");
+        assert_eq!(a[at + 1], "character-designer");
     }
 
     #[test]

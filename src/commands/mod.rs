@@ -3,6 +3,7 @@
 
 pub mod clean;
 pub mod demo;
+pub mod import;
 pub mod init;
 pub mod log;
 pub mod logs;
@@ -58,6 +59,14 @@ pub enum Command {
         /// since they failed.
         #[arg(long)]
         retry_failed: bool,
+    },
+    /// Write a swarm file from a workflow config ({"steps": {...}}).
+    Import {
+        /// The workflow config (JSON).
+        file: PathBuf,
+        /// Where to write the swarm file (default: loki.toml at the repo root).
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
     },
     /// Show every stream: status, attempts, duration, cost, branch.
     Status {
@@ -196,6 +205,31 @@ impl Command {
 pub async fn main(cli: Cli) -> Result<i32> {
     let cwd = std::env::current_dir().context("reading the current directory")?;
     match cli.command {
+        Command::Import { file, output } => {
+            let output = match output {
+                Some(o) => o,
+                None => crate::commands::import::default_output(&cwd)?,
+            };
+            let c = crate::commands::import::import(&file, &output)?;
+            println!(
+                "wrote {} with {} stream(s) from {}",
+                output.display(),
+                c.streams,
+                file.display()
+            );
+            for u in &c.unmapped {
+                println!("  not mapped: {u}");
+            }
+            match crate::config::load(&output) {
+                Ok(cfg) => println!(
+                    "{} loads: {} stream(s); try it with `loki run --rehearse`",
+                    output.display(),
+                    cfg.streams.len()
+                ),
+                Err(e) => println!("{} does not load yet:\n{e}", output.display()),
+            }
+            Ok(0)
+        }
         Command::Init => {
             let r = crate::commands::init::init(&cwd)?;
             println!(

@@ -62,6 +62,7 @@ pub(super) const AGENT_KEYS: &[&str] = &[
     "resume",
     "max_budget_usd",
     "sandbox",
+    "agent_type",
 ];
 pub(super) const CHECK_KEYS: &[&str] = &[
     "words",

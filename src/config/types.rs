@@ -80,6 +80,8 @@ pub struct AgentSettings {
     pub max_budget_usd: Option<f64>,
     /// How the agent is contained beyond its process group (default none).
     pub sandbox: Sandbox,
+    /// A claude persona, `.claude/agents/<name>.md`: passed as `--agent`.
+    pub agent_type: Option<String>,
 }
 
 /// `[agent] sandbox`: what an agent may write.
@@ -201,6 +203,7 @@ impl Default for AgentSettings {
             resume: true,
             max_budget_usd: None,
             sandbox: Sandbox::None,
+            agent_type: None,
         }
     }
 }

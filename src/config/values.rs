@@ -432,6 +432,25 @@ impl Parser<'_> {
             "kill_grace" => a.kill_grace = self.duration(key, v, true)?,
             "resume" => a.resume = self.boolean(key, v)?,
             "max_budget_usd" => a.max_budget_usd = Some(self.money(key, v)?),
+            "agent_type" => {
+                let name = self.string(key, v)?;
+                let ok = !name.is_empty()
+                    && name.len() <= 64
+                    && !name.starts_with(['-', '.'])
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+                if !ok {
+                    return Err(self.err(
+                        &v.span(),
+                        format!("`agent_type` \"{name}\" is not a persona name"),
+                        "name a claude persona by its file's stem, e.g. `agent_type = \
+                         \"character-designer\"` for .claude/agents/character-designer.md \
+                         (letters, digits, `-`, `_` and `.`)",
+                    ));
+                }
+                a.agent_type = Some(name);
+            }
             "sandbox" => {
                 a.sandbox = match self.string(key, v)?.as_str() {
                     "none" => Sandbox::None,

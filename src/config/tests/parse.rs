@@ -45,6 +45,7 @@ env = { IS_SANDBOX = "1", FOO = "bar" }
 kill_grace = "0s"
 resume = false
 max_budget_usd = 2.5
+agent_type = "character-designer"
 
 [checks]
 words = [1500, 3000]
@@ -90,6 +91,7 @@ outputs = ["ch01.md"]
             resume: false,
             max_budget_usd: Some(2.5),
             sandbox: crate::config::Sandbox::None,
+            agent_type: Some("character-designer".into()),
         }
     );
     assert!(!s.agent.is_claude());
@@ -267,7 +269,7 @@ fn unknown_keys_name_key_table_position_and_valid_keys() {
     assert!(
         e.help.ends_with(
             "valid keys in [agent]: command, args, model, permission_mode, timeout, \
-             idle_timeout, max_attempts, env, kill_grace, resume, max_budget_usd, sandbox"
+             idle_timeout, max_attempts, env, kill_grace, resume, max_budget_usd, sandbox, agent_type"
         ),
         "{}",
         e.help
