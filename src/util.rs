@@ -69,6 +69,12 @@ pub fn umask() -> u32 {
         .unwrap_or(0o022)
 }
 
+/// The sum of `costs`, never `-0.0`: `Iterator::sum` of no `f64` is `-0.0`,
+/// which prints as "$-0.00".
+pub fn total(costs: impl IntoIterator<Item = f64>) -> f64 {
+    costs.into_iter().fold(0.0, |a, b| a + b)
+}
+
 /// Now, as an RFC 3339 string in UTC (what state files and events carry).
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)

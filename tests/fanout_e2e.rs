@@ -204,3 +204,213 @@ fn a_fan_out_that_finds_nothing_blocks_its_dependents() {
     assert_eq!(s.state("plan")["status"], "merged");
     assert_eq!(s.state("cast")["status"], "blocked");
 }
+
+/// The book-design workflow loki exists for, in eleven steps: a concept,
+/// world and themes; a characters concept; per-character profiles (a
+/// fan-out from its markers) in parallel with a relationship plan; one
+/// agent per relationship the plan names (made when it merges); an
+/// ensemble that reads every profile through a glob; an outline a person
+/// approves from another process while the run waits; chapters (a list
+/// fan-out); and a compilation that globs every chapter. One `loki run
+/// --wait`, from nothing to every stream merged.
+#[test]
+fn the_eleven_step_book_design_runs_in_one_waiting_run() {
+    let s = Swarm::empty();
+    s.repo
+        .write("input/brief.md", "A pilot who never lands twice.\n");
+    s.repo.write("input/characters-concept.md", CONCEPT);
+    let simple = |name: &str, input: &str| {
+        s.repo.write(
+            &format!("prompts/{name}.md"),
+            &format!("# {name}\n\n{{{{{input}}}}}\n\nWrite it to {{{{OUTPUTS}}}}.\n"),
+        );
+    };
+    simple("concept", "BRIEF");
+    simple("world", "CONCEPT");
+    simple("themes", "CONCEPT");
+    simple("cast-concept", "WORLD");
+    simple("relationships", "CAST");
+    simple("ensemble", "PROFILES");
+    simple("outline", "ENSEMBLE");
+    simple("compile", "CHAPTERS");
+    s.repo.write(
+        "prompts/profile.md",
+        "# Profile of {{NAME}}\n\n{{ITEM}}\n\nWrite the profile to {{OUTPUTS}}.\n",
+    );
+    s.repo.write(
+        "prompts/rel.md",
+        "# {{NAME}}\n\n{{ITEM}}\n\nWrite it to {{OUTPUTS}}.\n",
+    );
+    s.repo.write(
+        "prompts/book-chapter.md",
+        "# Chapter {{KEY}}\n\n{{OUTLINE}}\n\nWrite the chapter to {{OUTPUTS}}.\n",
+    );
+    let planner = s.agent_script(
+        "planner",
+        "",
+        "printf '## Sarah and Marcus\\nRivals.\\n\\n## Marcus and Ellen\\nFriends.\\n\\n## Ellen and Sarah\\nSisters.\\n' > plan/relationships.md",
+    );
+    let step = |id: &str, prompt: &str, inputs: &str, out: &str, deps: &str, extra: &str| {
+        format!(
+            "[[streams]]\nid = \"{id}\"\nprompt = \"prompts/{prompt}.md\"\ninputs = {{ {inputs} }}\n\
+             outputs = [\"{out}\"]\ndepends_on = [{deps}]\n{extra}\n"
+        )
+    };
+    let mut toml = header(4, "");
+    toml.push_str(&step(
+        "concept",
+        "concept",
+        "BRIEF = \"input/brief.md\"",
+        "book/concept.md",
+        "",
+        "",
+    ));
+    toml.push_str(&step(
+        "world",
+        "world",
+        "CONCEPT = \"book/concept.md\"",
+        "book/world.md",
+        "\"concept\"",
+        "",
+    ));
+    toml.push_str(&step(
+        "themes",
+        "themes",
+        "CONCEPT = \"book/concept.md\"",
+        "book/themes.md",
+        "\"concept\"",
+        "",
+    ));
+    toml.push_str(&step(
+        "cast-concept",
+        "cast-concept",
+        "WORLD = \"book/world.md\"",
+        "book/cast.md",
+        "\"world\", \"themes\"",
+        "",
+    ));
+    // Steps 5 and 6 run in parallel.
+    toml.push_str(
+        "[[streams]]\nid = \"char\"\nprompt = \"prompts/profile.md\"\n\
+         for_each = { sections = \"input/characters-concept.md\", marker = \
+         '^# (?:MAIN|SECONDARY) CHARACTER:\\s*(?P<name>.+)$' }\n\
+         outputs = [\"outputs/character_{{KEY}}.md\"]\ndepends_on = [\"cast-concept\"]\n\n",
+    );
+    toml.push_str(&step(
+        "plan",
+        "relationships",
+        "CAST = \"book/cast.md\"",
+        "plan/relationships.md",
+        "\"cast-concept\"",
+        &format!("command = \"{}\"", planner.display()),
+    ));
+    toml.push_str(
+        "[[streams]]\nid = \"rel\"\nprompt = \"prompts/rel.md\"\n\
+         for_each = { sections = \"plan/relationships.md\", marker = '^## (?P<name>.+)$' }\n\
+         outputs = [\"relationships/{{KEY}}.md\"]\ndepends_on = [\"plan\", \"char\"]\n\n",
+    );
+    toml.push_str(&step(
+        "ensemble",
+        "ensemble",
+        "PROFILES = \"outputs/character_*.md\"",
+        "book/ensemble.md",
+        "\"char\", \"rel\"",
+        "",
+    ));
+    toml.push_str(&step(
+        "outline",
+        "outline",
+        "ENSEMBLE = \"book/ensemble.md\"",
+        "book/outline.md",
+        "\"ensemble\"",
+        "approve = true",
+    ));
+    toml.push_str(
+        "[[streams]]\nid = \"chapter\"\nprompt = \"prompts/book-chapter.md\"\n\
+         for_each = { list = [\"01\", \"02\", \"03\"] }\n\
+         inputs = { OUTLINE = \"book/outline.md\" }\n\
+         outputs = [\"chapters/ch{{KEY}}.md\"]\ndepends_on = [\"outline\"]\n\n",
+    );
+    toml.push_str(&step(
+        "compile",
+        "compile",
+        "CHAPTERS = \"chapters/ch*.md\"",
+        "book/manuscript.md",
+        "\"chapter\"",
+        "",
+    ));
+    s.write(&toml);
+    // The swarm file loads: the fan-out from markers is made up front, the
+    // one over the plan waits for it.
+    let st = s.loki(&["status"]);
+    assert!(st.status.success(), "{}", both(&st));
+    assert!(stdout(&st).contains("char.ellen"), "{}", both(&st));
+
+    let mut run = s.spawn(&["run", "--plain", "--wait"]);
+    s.wait_state("outline", "awaiting approval", |st| {
+        st["status"] == "awaiting_approval"
+    });
+    // Steps 5 and 6 overlapped (four slots for the three profiles and the
+    // plan): the plan started before the last profile ended.
+    let started = |id: &str| {
+        s.state(id)["attempts"][0]["started_at"]
+            .as_str()
+            .map(str::to_string)
+    };
+    let ended = |id: &str| {
+        s.state(id)["attempts"][0]["ended_at"]
+            .as_str()
+            .map(str::to_string)
+    };
+    let plan_start = started("plan").expect("plan started");
+    let last_profile_end = ["char.sarah-chen", "char.marcus", "char.ellen"]
+        .iter()
+        .filter_map(|id| ended(id))
+        .max()
+        .expect("profiles ended");
+    assert!(
+        plan_start <= last_profile_end,
+        "{plan_start} > {last_profile_end}"
+    );
+    assert!(!run.exited(), "{}", run.output());
+
+    // The approval comes from another process while the run waits.
+    let out = s.loki(&["approve", "outline", "--by", "editor"]);
+    assert!(out.status.success(), "{}", both(&out));
+    let done = run.wait();
+    assert_eq!(done.code, Some(0), "{}", done.both());
+    let all = [
+        "concept",
+        "world",
+        "themes",
+        "cast-concept",
+        "char.sarah-chen",
+        "char.marcus",
+        "char.ellen",
+        "plan",
+        "rel.sarah-and-marcus",
+        "rel.marcus-and-ellen",
+        "rel.ellen-and-sarah",
+        "ensemble",
+        "outline",
+        "chapter.01",
+        "chapter.02",
+        "chapter.03",
+        "compile",
+    ];
+    s.assert_all_merged_once(&all);
+    assert!(
+        done.stdout.contains("17 of 17 streams merged into main"),
+        "{}",
+        done.both()
+    );
+    let manuscript = s.prompt("compile", 1);
+    for ch in ["01", "02", "03"] {
+        assert!(
+            manuscript.contains(&format!("=== chapters/ch{ch}.md ===")),
+            "{manuscript}"
+        );
+    }
+    assert_eq!(s.state("outline")["approved_by"], "editor");
+    assert_clean_repo(&s.repo);
+}

@@ -257,7 +257,7 @@ fn stream_audit(m: &StreamMerge) -> StreamAudit {
         .unwrap_or(seen.len() as u32);
     let cost_usd = trailer(trailers, keys::COST_USD)
         .and_then(parse_f64)
-        .unwrap_or_else(|| attempts.iter().filter_map(|a| a.cost_usd).sum());
+        .unwrap_or_else(|| crate::util::total(attempts.iter().filter_map(|a| a.cost_usd)));
 
     StreamAudit {
         id: id.to_string(),
@@ -310,7 +310,7 @@ fn totals(streams: &[StreamAudit]) -> Totals {
     Totals {
         streams: streams.len() as u32,
         attempts: streams.iter().map(|s| s.attempt_count).sum(),
-        cost_usd: streams.iter().map(|s| s.cost_usd).sum(),
+        cost_usd: crate::util::total(streams.iter().map(|s| s.cost_usd)),
     }
 }
 

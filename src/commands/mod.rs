@@ -572,7 +572,7 @@ fn status(config: Option<PathBuf>, cwd: &Path, json: bool) -> Result<i32> {
                 "paused": swarm.paused,
                 "pause_reason": swarm.pause_reason,
                 "supervisor_pid": supervisor,
-                "total_cost_usd": rows.iter().map(|s| s.cost_usd).sum::<f64>(),
+                "total_cost_usd": crate::util::total(rows.iter().map(|s| s.cost_usd)),
             }
         });
         println!(
@@ -692,7 +692,7 @@ fn status_text(config: Option<PathBuf>, cwd: &Path) -> Result<String> {
         );
     }
     let merged = rows.iter().filter(|s| s.status == Status::Merged).count();
-    let cost: f64 = rows.iter().map(|s| s.cost_usd).sum();
+    let cost = crate::util::total(rows.iter().map(|s| s.cost_usd));
     let sup = match supervisor {
         Some(pid) => format!("supervisor running (pid {pid})"),
         None => "no supervisor running".into(),

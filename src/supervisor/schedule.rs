@@ -42,7 +42,7 @@ impl Dispatcher {
     }
 
     pub(super) fn total_cost(&self) -> f64 {
-        self.slots.values().map(|s| s.st.cost_usd).sum()
+        crate::util::total(self.slots.values().map(|s| s.st.cost_usd))
     }
 
     pub(super) fn budget_reached(&self) -> bool {
