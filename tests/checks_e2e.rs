@@ -441,6 +441,28 @@ fn approve_and_reject_end_to_end_without_a_supervisor() {
         .git(&["show", "main:chapters/ch01.md"])
         .contains("*Stream ch01, attempt 2.*"));
     assert_clean_repo(&repo);
+
+    // A merged stream is still shown: what git records of it.
+    let out = repo.loki(&["show", "ch01"]);
+    assert!(out.status.success(), "{}", both(&out));
+    let text = stdout(&out);
+    assert!(text.contains("stream ch01 is merged into main"), "{text}");
+    assert!(text.contains("approved by Ann Editor"), "{text}");
+    assert!(text.contains("  attempt 2  "), "{text}");
+    assert!(
+        text.contains("total: 1 stream merged into main, 2 attempts"),
+        "{text}"
+    );
+    let words = repo
+        .git(&["show", "main:chapters/ch01.md"])
+        .split_whitespace()
+        .count();
+    assert!(
+        text.contains(&format!(
+            "  chapters/ch01.md  output  ({words} words in main)"
+        )),
+        "{text}"
+    );
 }
 
 /// A reviewer fixes an awaiting draft by hand, re-checks it with `loki check`

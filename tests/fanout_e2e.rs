@@ -71,6 +71,31 @@ fn setup() -> Swarm {
 #[test]
 fn instances_made_from_a_merged_file_run_in_the_same_run() {
     let s = setup();
+    // Before the run: a template is one row with its instances below it;
+    // one whose source is not written yet says what it waits for.
+    let st = s.loki(&["status"]);
+    let table = stdout(&st);
+    let row = |t: &str, start: &str| {
+        t.lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no row {start:?} in:\n{t}"))
+            .to_string()
+    };
+    assert!(row(&table, "char ").contains("0/3 merged"), "{table}");
+    assert!(row(&table, "char ").contains("(template)"), "{table}");
+    assert!(
+        row(&table, "  char.sarah-chen ").contains("pending"),
+        "{table}"
+    );
+    assert!(
+        row(&table, "rel ").contains("waiting")
+            && row(&table, "rel ").contains("made when plan merged"),
+        "{table}"
+    );
+    assert!(
+        table.contains("; next: char.sarah-chen, char.marcus, char.ellen"),
+        "{table}"
+    );
     let done = s.run();
     assert_eq!(done.code, Some(0), "{}", done.both());
     let all = [
@@ -133,6 +158,16 @@ fn instances_made_from_a_merged_file_run_in_the_same_run() {
     assert!(pos("rel.marcus-and-ellen") < pos("cast"));
     assert!(pos("char.ellen") < pos("plan"));
     assert_clean_repo(&s.repo);
+    let table = stdout(&s.loki(&["status"]));
+    assert!(row(&table, "rel ").contains("2/2 merged"), "{table}");
+    // Columns stay aligned with ids longer than the header's 14 characters.
+    let status_col = table.find("STATUS").expect("header");
+    let long = row(&table, "  rel.sarah-and-marcus ");
+    assert_eq!(long.find("merged"), Some(status_col), "{table}");
+    assert!(
+        row(&table, "  rel.marcus-and-ellen ").contains("merged"),
+        "{table}"
+    );
 
     // A later run after the relationships changed on the target.
     s.repo.write(

@@ -447,6 +447,20 @@ fn kill_9_while_agents_run_then_resume() {
     );
     assert_eq!(live_members(&groups, h.since), Vec::<(i32, i32)>::new());
 
+    // The state files still say running; with no supervisor, status says
+    // what that means.
+    assert_eq!(h.state("a")["status"], "running");
+    let table = stdout(&h.loki(&["status"]));
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("a "))
+        .unwrap_or_else(|| panic!("no row for a:\n{table}"));
+    assert!(
+        row.contains("interrupted")
+            && row.contains("the supervisor stopped during this attempt; `loki run` resumes it"),
+        "{table}"
+    );
+
     let again = h.run();
     assert_eq!(again.code, Some(0), "{}", again.both());
     h.assert_no_leftovers("after the second run");

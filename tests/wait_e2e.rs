@@ -27,6 +27,15 @@ fn a_waiting_run_merges_an_approval_sent_from_another_process() {
     });
     // Without --wait the run would have ended here.
     assert!(!run.exited(), "{}", run.output());
+    // Status shows the wait for a person apart from the work.
+    let table = stdout(&s.loki(&["status"]));
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("gate "))
+        .unwrap_or_else(|| panic!("no row for gate:\n{table}"));
+    assert!(row.contains("waiting for approval for "), "{table}");
+    assert!(row.contains("(loki approve gate)"), "{table}");
+    assert!(table.contains("; next: approve gate"), "{table}");
 
     let out = s.loki(&["approve", "gate", "--by", "maria"]);
     assert!(out.status.success(), "{}", both(&out));

@@ -306,7 +306,7 @@ fn attempt_audit(c: &CommitInfo, id: &str) -> Option<AttemptAudit> {
     })
 }
 
-fn totals(streams: &[StreamAudit]) -> Totals {
+pub fn totals(streams: &[StreamAudit]) -> Totals {
     Totals {
         streams: streams.len() as u32,
         attempts: streams.iter().map(|s| s.attempt_count).sum(),

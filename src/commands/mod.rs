@@ -10,6 +10,7 @@ pub mod logs;
 pub mod show;
 pub mod steer;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -520,13 +521,33 @@ fn status_rows(cfg: Option<&SwarmFile>, store: &StateStore) -> Result<(Vec<Strea
     Ok((rows, has_state))
 }
 
+/// How long the stream worked: from its start to its end, less the time
+/// it waited for a person's approval ([`approval_wait_secs`]).
 fn duration_secs(st: &StreamState) -> Option<f64> {
     let start = st.started_at.as_deref()?;
     let end = st
         .finished_at
         .clone()
         .unwrap_or_else(crate::util::now_rfc3339);
-    crate::util::secs_between(start, &end)
+    let all = crate::util::secs_between(start, &end)?;
+    Some((all - approval_wait_secs(st).unwrap_or(0.0)).max(0.0))
+}
+
+/// How long the stream has waited (or waited) for an approval: from the
+/// end of its last attempt until now (still waiting) or until its merge
+/// (approved). `None` when it never waited for one.
+fn approval_wait_secs(st: &StreamState) -> Option<f64> {
+    let waiting = st.status == Status::AwaitingApproval;
+    let approved = st.status == Status::Merged && st.approved_by.is_some();
+    if !waiting && !approved {
+        return None;
+    }
+    let from = st.attempts.last()?.ended_at.as_deref()?;
+    let to = match (waiting, &st.finished_at) {
+        (false, Some(f)) => f.clone(),
+        _ => crate::util::now_rfc3339(),
+    };
+    crate::util::secs_between(from, &to).map(|s| s.max(0.0))
 }
 
 fn status(config: Option<PathBuf>, cwd: &Path, json: bool) -> Result<i32> {
@@ -539,7 +560,7 @@ fn status(config: Option<PathBuf>, cwd: &Path, json: bool) -> Result<i32> {
         swarm,
         supervisor,
         words,
-        has_state: _,
+        ..
     } = status_data(config, cwd)?;
     if json {
         let streams: Vec<serde_json::Value> = rows
@@ -556,6 +577,7 @@ fn status(config: Option<PathBuf>, cwd: &Path, json: bool) -> Result<i32> {
                     "branch": st.branch,
                     "cost_usd": st.cost_usd,
                     "duration_secs": duration_secs(st),
+                    "approval_wait_secs": approval_wait_secs(st),
                     "reason": st.reason,
                     "last_message": st.last_message,
                     "session_id": st.session_id,
@@ -605,6 +627,18 @@ struct StatusData {
     words: Vec<Option<u64>>,
     /// Whether any stream has a state file (a fresh clone has none).
     has_state: bool,
+    /// Each stream's `depends_on`, from the swarm file.
+    deps: BTreeMap<String, Vec<String>>,
+    /// Every `for_each` template: id, source, dependencies, and whether its
+    /// instances are known yet.
+    templates: Vec<TemplateRow>,
+}
+
+/// What the status table says of a template.
+struct TemplateRow {
+    id: String,
+    source: String,
+    deps: Vec<String>,
 }
 
 /// The rows, the swarm state, the supervisor's pid and the words, for status views.
@@ -620,12 +654,28 @@ fn status_data(config: Option<PathBuf>, cwd: &Path) -> Result<StatusData> {
         .iter()
         .map(|st| output_words(&root, cfg.as_ref().and_then(|c| c.stream(&st.id))))
         .collect();
+    let deps = cfg
+        .iter()
+        .flat_map(|c| &c.streams)
+        .map(|s| (s.id.to_string(), s.depends_on.clone()))
+        .collect();
+    let templates = cfg
+        .iter()
+        .flat_map(|c| &c.templates)
+        .map(|t| TemplateRow {
+            id: t.stream.id.to_string(),
+            source: t.for_each.describe(),
+            deps: t.stream.depends_on.clone(),
+        })
+        .collect();
     Ok(StatusData {
         rows,
         swarm,
         supervisor,
         words,
         has_state,
+        deps,
+        templates,
     })
 }
 
@@ -648,7 +698,11 @@ fn output_words(root: &Path, stream: Option<&crate::config::StreamConfig>) -> Op
     total
 }
 
-/// The status table and summary line.
+/// The status table and summary line. A template is one row with its
+/// instances' counts ("3/4 merged"), its instances indented below it; a
+/// template whose instances are not made yet is one row saying what it
+/// waits for. A stream a stopped supervisor left active shows as
+/// interrupted; an approval wait is shown apart from the duration.
 fn status_text(config: Option<PathBuf>, cwd: &Path) -> Result<String> {
     let StatusData {
         rows,
@@ -656,39 +710,141 @@ fn status_text(config: Option<PathBuf>, cwd: &Path) -> Result<String> {
         supervisor,
         words,
         has_state,
+        deps,
+        templates,
     } = status_data(config, cwd)?;
     use std::fmt::Write as _;
+    let template_of = |id: &str| -> Option<&TemplateRow> {
+        let (prefix, _) = id.rsplit_once('.')?;
+        templates.iter().find(|t| t.id == prefix)
+    };
+    let width = rows
+        .iter()
+        .map(|r| r.id.chars().count() + if template_of(&r.id).is_some() { 2 } else { 0 })
+        .chain(templates.iter().map(|t| t.id.chars().count()))
+        .max()
+        .unwrap_or(0)
+        .max(14);
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<14} {:<18} {:>7} {:>9} {:>7} {:>8}  {:<18} LAST",
-        "STREAM", "STATUS", "ATTEMPT", "DURATION", "WORDS", "COST", "BRANCH"
+    let line = |out: &mut String, cells: [&str; 8]| {
+        let [id, status, attempt, dur, words, cost, branch, last] = cells;
+        let text = format!(
+            "{id:<width$} {status:<18} {attempt:>7} {dur:>9} {words:>7} {cost:>8}  {branch:<18} {last}"
+        );
+        let _ = writeln!(out, "{}", text.trim_end());
+    };
+    line(
+        &mut out,
+        [
+            "STREAM", "STATUS", "ATTEMPT", "DURATION", "WORDS", "COST", "BRANCH", "LAST",
+        ],
     );
+    let mut shown: BTreeSet<String> = BTreeSet::new();
     for (st, w) in rows.iter().zip(words.iter()) {
+        if let Some(t) = template_of(&st.id) {
+            if shown.insert(t.id.clone()) {
+                let mine: Vec<(&StreamState, &Option<u64>)> = rows
+                    .iter()
+                    .zip(words.iter())
+                    .filter(|(r, _)| template_of(&r.id).is_some_and(|x| x.id == t.id))
+                    .collect();
+                let merged = mine
+                    .iter()
+                    .filter(|(r, _)| r.status == Status::Merged)
+                    .count();
+                let words: Option<u64> = mine.iter().filter_map(|(_, w)| **w).reduce(|a, b| a + b);
+                let cost = crate::util::total(mine.iter().map(|(r, _)| r.cost_usd));
+                line(
+                    &mut out,
+                    [
+                        &t.id,
+                        &format!("{merged}/{} merged", mine.len()),
+                        "-",
+                        "-",
+                        &words.map(|w| w.to_string()).unwrap_or_else(|| "-".into()),
+                        &format!("${cost:.2}"),
+                        "(template)",
+                        &format!("one stream per item of {}", t.source),
+                    ],
+                );
+            }
+        }
+        // A stream a stopped supervisor left active is interrupted: the
+        // next `loki run` resumes it.
+        let stale = supervisor.is_none() && st.status.is_active();
+        let status = if stale {
+            "interrupted".to_string()
+        } else {
+            st.status.as_str().to_string()
+        };
         let dur = duration_secs(st)
-            .map(|s| crate::util::fmt_duration(std::time::Duration::from_secs_f64(s.max(0.0))))
+            .map(|s| crate::util::fmt_duration(std::time::Duration::from_secs_f64(s)))
             .unwrap_or_else(|| "-".into());
-        let last = st
+        let mut last = st
             .reason
             .clone()
             .or_else(|| st.last_message.clone())
             .unwrap_or_default();
+        if stale {
+            last = format!(
+                "the supervisor stopped during this attempt; `loki run` resumes it. {last}"
+            );
+        }
+        if let Some(wait) = approval_wait_secs(st) {
+            let wait = crate::util::fmt_duration(std::time::Duration::from_secs_f64(wait));
+            last = match st.status {
+                Status::AwaitingApproval => format!(
+                    "waiting for approval for {wait} (loki approve {}). {last}",
+                    st.id
+                ),
+                _ => format!(
+                    "approved by {} after {wait}. {last}",
+                    st.approved_by.as_deref().unwrap_or("someone")
+                ),
+            };
+        }
         let branch = if st.status == Status::Merged {
             "(merged)".to_string()
         } else {
             st.branch.clone()
         };
-        let _ = writeln!(
-            out,
-            "{:<14} {:<18} {:>7} {:>9} {:>7} {:>8}  {:<18} {}",
-            st.id,
-            st.status.as_str(),
-            st.attempt,
-            dur,
-            w.map(|w| w.to_string()).unwrap_or_else(|| "-".into()),
-            format!("${:.2}", st.cost_usd),
-            branch,
-            crate::util::one_line(&last)
+        let id = if template_of(&st.id).is_some() {
+            format!("  {}", st.id)
+        } else {
+            st.id.to_string()
+        };
+        line(
+            &mut out,
+            [
+                &id,
+                &status,
+                &st.attempt.to_string(),
+                &dur,
+                &w.map(|w| w.to_string()).unwrap_or_else(|| "-".into()),
+                &format!("${:.2}", st.cost_usd),
+                &branch,
+                &crate::util::one_line(&last),
+            ],
+        );
+    }
+    for t in templates.iter().filter(|t| !shown.contains(&t.id)) {
+        let waits = if t.deps.is_empty() {
+            String::new()
+        } else {
+            format!(", made when {} merged", t.deps.join(", "))
+        };
+        line(
+            &mut out,
+            [
+                &t.id,
+                "waiting",
+                "-",
+                "-",
+                "-",
+                "$0.00",
+                "(template)",
+                &format!("one stream per item of {}{waits}", t.source),
+            ],
         );
     }
     let merged = rows.iter().filter(|s| s.status == Status::Merged).count();
@@ -699,13 +855,14 @@ fn status_text(config: Option<PathBuf>, cwd: &Path) -> Result<String> {
     };
     let _ = writeln!(
         out,
-        "{merged}/{} merged, ${cost:.2} spent; {sup}{}",
+        "{merged}/{} merged, ${cost:.2} spent; {sup}{}{}",
         rows.len(),
         if swarm.paused {
             format!("; PAUSED: {}", swarm.pause_reason.unwrap_or_default())
         } else {
             String::new()
-        }
+        },
+        next_to_start(&rows, &deps)
     );
     if !has_state && !rows.is_empty() {
         // Without run state every stream reads `pending`, even in a clone
@@ -713,6 +870,45 @@ fn status_text(config: Option<PathBuf>, cwd: &Path) -> Result<String> {
         let _ = writeln!(out, "{NO_STATE_NOTE}");
     }
     Ok(out)
+}
+
+/// `; next: a, b` (what starts when a run goes on: pending streams whose
+/// dependencies have merged, and interrupted or retrying ones), or what
+/// holds everything back (`; next: approve x`).
+fn next_to_start(rows: &[StreamState], deps: &BTreeMap<String, Vec<String>>) -> String {
+    let merged: BTreeSet<&str> = rows
+        .iter()
+        .filter(|r| r.status == Status::Merged)
+        .map(|r| r.id.as_str())
+        .collect();
+    let next: Vec<&str> = rows
+        .iter()
+        .filter(|r| match r.status {
+            Status::Pending => deps
+                .get(r.id.as_str())
+                .is_some_and(|d| d.iter().all(|x| merged.contains(x.as_str()))),
+            Status::Retrying | Status::Interrupted => true,
+            _ => false,
+        })
+        .map(|r| r.id.as_str())
+        .collect();
+    if !next.is_empty() {
+        let more = next.len().saturating_sub(5);
+        let mut s = format!("; next: {}", next[..next.len().min(5)].join(", "));
+        if more > 0 {
+            s.push_str(&format!(" and {more} more"));
+        }
+        return s;
+    }
+    let approvals: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.status == Status::AwaitingApproval)
+        .map(|r| r.id.as_str())
+        .collect();
+    if !approvals.is_empty() {
+        return format!("; next: approve {}", approvals.join(", "));
+    }
+    String::new()
 }
 
 /// The note under the status table when there is no run state here.

@@ -94,6 +94,9 @@ pub fn show_text(root: &Path, cfg: &SwarmFile, target: &str, id: &str) -> Result
     let has_branch = git::branch_head(root, &branch).is_ok();
     if !has_worktree && !has_branch {
         if st.status == Status::Merged {
+            if let Some(text) = merged_text(root, stream, target, id)? {
+                return Ok(text);
+            }
             // By characters: a hand-edited state file may hold any text.
             let short: String = st
                 .merge_commit
@@ -122,6 +125,57 @@ pub fn show_text(root: &Path, cfg: &SwarmFile, target: &str, id: &str) -> Result
     final_message_section(&mut out, &layout, &st);
     diff_section(&mut out, root, id, target, &branch);
     Ok(out)
+}
+
+/// What `loki show` says of a merged stream, from git alone: its merges'
+/// attempts, checks, cost and approval (as `loki log <id>` reads them),
+/// and the files each merge changed, with the words of its outputs as the
+/// target holds them. `None` when the target's history has no merge of it.
+fn merged_text(
+    root: &Path,
+    stream: &StreamConfig,
+    target: &str,
+    id: &str,
+) -> Result<Option<String>> {
+    let mut audit = super::log::collect(root, target)?;
+    audit.streams.retain(|s| s.id == id);
+    if audit.streams.is_empty() {
+        return Ok(None);
+    }
+    audit.totals = super::log::totals(&audit.streams);
+    let mut out = format!("stream {id} is merged into {target}; what git records of it:\n\n");
+    out.push_str(&super::log::render(&audit));
+    let tree = git::BranchTree::open(root, Some(target));
+    for m in &audit.streams {
+        let short: String = m.merge_commit.chars().take(8).collect();
+        section(&mut out, &format!("files merge {short} changed"));
+        for path in git::merge_paths(root, &m.merge_commit)? {
+            let output = stream
+                .outputs
+                .iter()
+                .any(|o| crate::config::normal_path(o) == path);
+            let words = tree
+                .as_ref()
+                .filter(|_| output)
+                .and_then(|t| t.read(&path, crate::util::MAX_OUTPUT_FILE))
+                .and_then(|b| String::from_utf8(b).ok())
+                .map(|text| {
+                    format!(
+                        "  ({} words in {target})",
+                        crate::checks::count_words(&text)
+                    )
+                })
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "  {path}{}{words}\n",
+                if output { "  output" } else { "" }
+            ));
+        }
+        out.push_str(&format!(
+            "  (`git show --stat {short}` shows the merge; `loki logs {id}` the transcripts)\n"
+        ));
+    }
+    Ok(Some(out))
 }
 
 /// `loki check [<id>]` (see the module docs): prints the report(s) and

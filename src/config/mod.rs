@@ -93,6 +93,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use diag::{line_col, ConfigError};
+pub use parse::normal_path;
 pub use preflight::{agent_command_problem, check_agent_commands};
 pub use types::{
     AgentSettings, CheckSettings, ForEach, Sandbox, StreamConfig, SwarmFile, SwarmSettings,

@@ -1058,7 +1058,7 @@ pub(super) fn sanitized_id(id: &str) -> Option<String> {
 
 /// `p` as git names it in a tree: its normal components joined by `/`
 /// (`./a//b.md` is `a/b.md`), so two spellings of one file compare equal.
-pub(super) fn normal_path(p: &str) -> String {
+pub fn normal_path(p: &str) -> String {
     Path::new(p)
         .components()
         .filter_map(|c| match c {

@@ -64,6 +64,21 @@ pub struct MergeHistory {
     pub merges: Vec<StreamMerge>,
 }
 
+/// The paths a merge commit changed against its first parent (the
+/// target before it), sorted: what a stream brought in.
+pub fn merge_paths(root: &Path, merge: &str) -> Result<Vec<String>> {
+    let repo = open_repo(root)?;
+    let ctx = || format!("reading merge {merge} in {}", root.display());
+    let oid = Oid::from_str(merge).with_context(ctx)?;
+    let commit = repo.find_commit(oid).with_context(ctx)?;
+    let before = commit.parent(0).and_then(|p| p.tree()).with_context(ctx)?;
+    let after = commit.tree().with_context(ctx)?;
+    let diff = repo
+        .diff_tree_to_tree(Some(&before), Some(&after), None)
+        .with_context(ctx)?;
+    Ok(super::diff_paths(&diff).into_iter().collect())
+}
+
 /// Reads the stream merges of `target` in the repository around `root`
 /// (found by discovery, so a fresh clone with no `.loki/` works).
 pub fn stream_merges(root: &Path, target: &str) -> Result<MergeHistory> {

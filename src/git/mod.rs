@@ -73,7 +73,7 @@ pub use branch::{
 };
 pub use commit::{commit_stream, diff_against_target, touched_paths};
 pub use history::{
-    graph_oneline, merged_streams, parse_trailers, stream_merges, trailer, CommitInfo,
+    graph_oneline, merge_paths, merged_streams, parse_trailers, stream_merges, trailer, CommitInfo,
     MergeHistory, StreamMerge,
 };
 pub use init::init_with_commit;

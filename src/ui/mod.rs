@@ -154,6 +154,9 @@ struct Counts {
     awaiting_approval: usize,
     cancelled: usize,
     interrupted: usize,
+    /// Apart from `failed`, as the run's summary counts them.
+    blocked: usize,
+    conflicted: usize,
     cost: f64,
 }
 
@@ -191,7 +194,9 @@ impl Tally {
             match s.status {
                 Status::Merged => c.merged += 1,
                 st if in_progress(st) => c.running += 1,
-                Status::Failed | Status::Blocked | Status::Conflicted => c.failed += 1,
+                Status::Failed => c.failed += 1,
+                Status::Blocked => c.blocked += 1,
+                Status::Conflicted => c.conflicted += 1,
                 Status::AwaitingApproval => c.awaiting_approval += 1,
                 Status::Cancelled => c.cancelled += 1,
                 Status::Interrupted => c.interrupted += 1,
@@ -200,7 +205,14 @@ impl Tally {
             c.cost += s.cost.unwrap_or(0.0);
         }
         c.waiting = self.total().saturating_sub(
-            c.merged + c.running + c.failed + c.awaiting_approval + c.cancelled + c.interrupted,
+            c.merged
+                + c.running
+                + c.failed
+                + c.blocked
+                + c.conflicted
+                + c.awaiting_approval
+                + c.cancelled
+                + c.interrupted,
         );
         c
     }
@@ -219,6 +231,8 @@ impl Tally {
             c.running, c.waiting, c.failed
         );
         for (n, what) in [
+            (c.blocked, "blocked"),
+            (c.conflicted, "conflicted"),
             (c.awaiting_approval, "awaiting approval"),
             (c.cancelled, "cancelled"),
             (c.interrupted, "interrupted"),
@@ -675,7 +689,7 @@ mod tests {
                 "ch01         merged            $0.20",
                 "loki         1/2 merged  0 running  1 waiting  0 failed  $0.20",
                 "ch02         blocked           dependency ch01 is failed",
-                "loki         1/2 merged  0 running  0 waiting  1 failed  $0.20",
+                "loki         1/2 merged  0 running  0 waiting  0 failed  1 blocked  $0.20",
                 "loki         Ctrl-C: stopping",
             ]
         );
@@ -724,6 +738,7 @@ mod tests {
             ("d", Status::Cancelled),
             ("e", Status::Interrupted),
             ("f", Status::Conflicted),
+            ("g", Status::Blocked),
         ] {
             tally.apply(&t(id, 1, Status::Pending, to, None));
         }
@@ -737,17 +752,21 @@ mod tests {
             Counts {
                 merged: 0,
                 running: 2,
-                waiting: 1,
-                failed: 1,
+                waiting: 0,
+                failed: 0,
                 awaiting_approval: 1,
                 cancelled: 1,
                 interrupted: 1,
+                blocked: 1,
+                conflicted: 1,
                 cost: 0.5,
             }
         );
+        // Blocked and conflicted streams are not failed ones (the run's
+        // summary does not count them so either).
         assert_eq!(
             tally.summary(),
-            "2 running  1 waiting  1 failed  1 awaiting approval  1 cancelled  1 interrupted  $0.50"
+            "2 running  0 waiting  0 failed  1 blocked  1 conflicted  1 awaiting approval  1 cancelled  1 interrupted  $0.50"
         );
     }
 
