@@ -108,8 +108,30 @@ fn the_demo_completes_and_shows_the_merged_graph() {
         .expect("loki demo");
     assert!(out.status.success(), "{}", both(&out));
     let text = stdout(&out);
-    assert!(text.contains("6 of 6 streams merged into main"), "{text}");
+    assert!(text.contains("8 of 8 streams merged into main"), "{text}");
     assert_eq!(text.matches("Merge stream ch0").count(), 6, "{text}");
+    // The fan-out: one profile per character of the bible.
+    for who in ["mira", "oskar"] {
+        assert!(
+            text.contains(&format!("Merge stream profile.{who}")),
+            "{text}"
+        );
+    }
+    // A first draft that fails its check, and the retry that passes.
+    assert!(
+        text.contains("ch03         retrying          attempt 1 FAIL: forbid `suddenly`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("loki: ch03 attempt 2 (checks passed)"),
+        "{text}"
+    );
+    // The approval, given by the demo itself and said so.
+    assert!(
+        text.contains("ch06 waits for a person's approval; the demo approves it"),
+        "{text}"
+    );
+    assert!(text.contains("approved by loki-demo"), "{text}");
     assert!(text.contains("$ git log --graph --oneline"), "{text}");
 }
 

@@ -61,6 +61,14 @@ pub fn main() -> Result<i32> {
     let words_ok = filler(&forbid);
     let outputs = strings("outputs");
     let name = id.strip_prefix("rh-").unwrap_or(&id);
+    // `stand-in: slip "<term>" on the first attempt` in the prompt: the
+    // first draft uses the term (a forbidden one, say), so a rehearsal or
+    // the demo shows a failed check and the retry its feedback brings.
+    let attempt: u32 = std::env::var("LOKI_ATTEMPT")
+        .ok()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1);
+    let slip = (attempt == 1).then(|| slip_term(&prompt)).flatten();
     let delay = std::env::var("LOKI_STAND_IN_DELAY_MS")
         .ok()
         .and_then(|d| d.parse::<u64>().ok())
@@ -74,6 +82,9 @@ pub fn main() -> Result<i32> {
         );
         if forbid.iter().any(|t| crate::checks::mentions(&text, t)) {
             text = "# Rehearsal\n\n".to_string();
+        }
+        if let Some(t) = &slip {
+            text.push_str(&format!("{t}, the first draft said. "));
         }
         let mut n = crate::checks::count_words(&text);
         for t in &require {
@@ -102,9 +113,27 @@ pub fn main() -> Result<i32> {
     Ok(0)
 }
 
+/// The term of a `stand-in: slip "<term>" on the first attempt` line.
+fn slip_term(prompt: &str) -> Option<String> {
+    prompt.lines().find_map(|l| {
+        let rest = l.split_once("stand-in: slip \"")?.1;
+        let (term, tail) = rest.split_once('"')?;
+        tail.trim_start()
+            .starts_with("on the first attempt")
+            .then(|| term.to_string())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slip_line_names_the_term() {
+        let p = "# ch03\n<!-- stand-in: slip \"suddenly\" on the first attempt -->\n";
+        assert_eq!(slip_term(p).as_deref(), Some("suddenly"));
+        assert_eq!(slip_term("stand-in: slip \"x\" always"), None);
+    }
 
     #[test]
     fn filler_never_makes_a_forbidden_term() {
