@@ -337,7 +337,10 @@ fn a_stream_that_never_passes_fails_with_its_last_report_and_can_be_fixed_by_han
     assert!(format!("{e:#}").contains("unknown stream `nope`"), "{e:#}");
     // A merged stream is shown from git (its worktree and branch are gone).
     let merged = loki::commands::show::show_text(root, &cfg, "main", "side").expect("merged");
-    assert!(merged.contains("stream side is merged into main"), "{merged}");
+    assert!(
+        merged.contains("stream side is merged into main"),
+        "{merged}"
+    );
     assert!(merged.contains("  side.md  output  ("), "{merged}");
     let e = loki::commands::show::show_text(root, &cfg, "main", "ch02").expect_err("never ran");
     let msg = format!("{e:#}");

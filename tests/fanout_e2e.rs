@@ -113,6 +113,9 @@ fn instances_made_from_a_merged_file_run_in_the_same_run() {
         "{}",
         done.both()
     );
+    // Progress in steps: each instance that ends says how far its step is.
+    assert!(done.stdout.contains("(char 3/3 merged)"), "{}", done.both());
+    assert!(done.stdout.contains("(rel 2/2 merged)"), "{}", done.both());
     assert!(
         done.text().contains(
             "template `rel` made 2 instance(s) from the sections of `plan/relationships.md` \
@@ -205,6 +208,27 @@ fn instances_made_from_a_merged_file_run_in_the_same_run() {
     );
     assert_eq!(s.state("rel.marcus-and-ellen")["status"], "merged");
     assert!(s.state_file("rel.marcus-and-ellen").exists());
+}
+
+/// The stand-in writes prose, not the plan's sections: a rehearsal goes
+/// on past the fan-out it cannot feed, says so, and touches nothing.
+#[test]
+fn a_rehearsal_goes_past_a_fan_out_the_stand_in_cannot_feed() {
+    let s = setup();
+    let refs = s.repo.git(&["show-ref"]);
+    let out = s.loki(&["run", "--rehearse", "--plain"]);
+    assert!(out.status.success(), "{}", both(&out));
+    assert!(
+        stdout(&out).contains("rehearsal: the stand-in's output gives template `rh-rel` no item"),
+        "{}",
+        both(&out)
+    );
+    assert!(
+        stdout(&out).contains("5 of 5 streams merged"),
+        "{}",
+        both(&out)
+    );
+    assert_eq!(s.repo.git(&["show-ref"]), refs);
 }
 
 #[test]

@@ -92,7 +92,11 @@ impl Dispatcher {
                 let target = self.target.clone();
                 let cfg = self.cfg.clone();
                 let groups = self.groups.clone();
-                let t = tpl.clone();
+                let mut t = tpl.clone();
+                // The stand-in writes prose, not the sections or files a
+                // real agent would: a rehearsal goes on past an empty
+                // fan-out (and says so) instead of failing it.
+                t.allow_empty |= self.rehearse;
                 let made = tokio::task::spawn_blocking(move || {
                     let tree = git::BranchTree::open(&root, Some(&target)).ok_or_else(|| {
                         format!("the branch `{target}` cannot be read to make the fan-out")
@@ -103,6 +107,14 @@ impl Dispatcher {
                 .await
                 .unwrap_or_else(|e| Err(format!("the fan-out task failed: {e}")));
                 match made {
+                    Ok(list) if list.is_empty() && self.rehearse && !tpl.allow_empty => {
+                        self.ui.send(UiEvent::Note(format!(
+                            "rehearsal: the stand-in's output gives template `{id}` no item in \
+                             {}; with a real agent it fans out over what that agent writes",
+                            tpl.for_each.describe()
+                        )));
+                        self.add_instances(&tpl, list).await
+                    }
                     Ok(list) => self.add_instances(&tpl, list).await,
                     Err(why) => self.fail_template(&id, why),
                 }
@@ -213,7 +225,11 @@ impl Dispatcher {
         );
         self.event("fanout", None, &msg);
         self.ui.send(UiEvent::Note(msg));
-        self.ui.send(UiEvent::Grew { ids: ids.clone() });
+        self.ui.send(UiEvent::Group {
+            template: tid.clone(),
+            ids: ids.clone(),
+            added: true,
+        });
         if !adopted.is_empty() {
             self.normalize_streams(&adopted).await;
         }

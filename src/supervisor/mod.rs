@@ -446,6 +446,13 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
         parallel: d.cfg.swarm.max_parallel,
         rehearse: d.rehearse,
     });
+    for (template, ids) in &d.groups {
+        d.ui.send(UiEvent::Group {
+            template: template.clone(),
+            ids: ids.clone(),
+            added: false,
+        });
+    }
     let order = d.order.clone();
     d.show_states(&order);
     while let Some(n) = d.notes.pop_front() {

@@ -37,9 +37,16 @@ pub(super) fn rehearsal_setup(
             );
         }
     }
-    for s in &mut cfg.streams {
+    // Templates too: their instances (`rh-<template>.<key>`) come from
+    // the renamed template and wait for renamed streams.
+    let streams = cfg
+        .streams
+        .iter_mut()
+        .chain(cfg.templates.iter_mut().map(|t| &mut t.stream));
+    for s in streams {
         s.id = StreamId::parse(&rehearsal_id(&s.id))?;
         s.depends_on = s.depends_on.iter().map(|d| rehearsal_id(d)).collect();
+        s.template = s.template.as_deref().map(rehearsal_id);
         s.checks.approve = false;
         s.agent.max_attempts = 1;
     }

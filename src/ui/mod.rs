@@ -43,9 +43,12 @@ pub enum UiEvent {
         turns: u32,
         cost_usd: f64,
     },
-    /// A fan-out made these streams while the run goes on.
-    Grew {
+    /// The instances of a template: known at the start (`added` false) or
+    /// made while the run goes on (`added`: they join the total).
+    Group {
+        template: String,
         ids: Vec<String>,
+        added: bool,
     },
     /// Supervisor messages: Ctrl-C, rate limits, budget, signals.
     Note(String),
@@ -142,6 +145,9 @@ struct Seen {
 struct Tally {
     total: usize,
     streams: BTreeMap<String, Seen>,
+    /// Instance id → its template, and each template's instances.
+    group_of: BTreeMap<String, String>,
+    groups: BTreeMap<String, Vec<String>>,
 }
 
 /// The overall counts.
@@ -164,7 +170,19 @@ impl Tally {
     fn apply(&mut self, ev: &UiEvent) {
         match ev {
             UiEvent::Start { total, .. } => self.total = *total,
-            UiEvent::Grew { ids } => self.total += ids.len(),
+            UiEvent::Group {
+                template,
+                ids,
+                added,
+            } => {
+                if *added {
+                    self.total += ids.len();
+                }
+                for id in ids {
+                    self.group_of.insert(id.clone(), template.clone());
+                }
+                self.groups.insert(template.clone(), ids.clone());
+            }
             UiEvent::Transition {
                 id, attempt, to, ..
             } => {
@@ -265,6 +283,22 @@ impl Tally {
     fn cost(&self, id: &str) -> Option<f64> {
         self.streams.get(id).and_then(|s| s.cost)
     }
+
+    /// `(char 2/3 merged)` for an instance of a template: the step's
+    /// progress, said when one of its instances ends.
+    fn step_progress(&self, id: &str) -> Option<String> {
+        let t = self.group_of.get(id)?;
+        let ids = self.groups.get(t)?;
+        let merged = ids
+            .iter()
+            .filter(|i| {
+                self.streams
+                    .get(*i)
+                    .is_some_and(|s| s.status == Status::Merged)
+            })
+            .count();
+        Some(format!("({t} {merged}/{} merged)", ids.len()))
+    }
 }
 
 /// Plain mode: one line per event (without the time stamp), carrying what
@@ -313,6 +347,9 @@ impl PlainLines {
                 if let Some(r) = reason {
                     s.push_str(&format!(" {}", clean(r)));
                 }
+                if let Some(p) = self.tally.step_progress(id).filter(|_| done && from != to) {
+                    s.push_str(&format!(" {p}"));
+                }
                 let mut out = vec![s.trim_end().to_string()];
                 // A stream that ends now (not one replayed at the start of
                 // a run) moves the overall counts.
@@ -342,7 +379,7 @@ impl PlainLines {
                 vec![s]
             }
             UiEvent::Note(n) => vec![format!("{:<12} {}", "loki", clean(n))],
-            UiEvent::Progress { .. } | UiEvent::Grew { .. } | UiEvent::Finish => Vec::new(),
+            UiEvent::Progress { .. } | UiEvent::Group { .. } | UiEvent::Finish => Vec::new(),
         }
     }
 }
@@ -433,7 +470,7 @@ impl Live {
         self.tally.apply(ev);
         match ev {
             UiEvent::Finish => {}
-            UiEvent::Grew { .. } => {
+            UiEvent::Group { .. } => {
                 self.overall.set_length(self.tally.total() as u64);
                 self.overall_line(Instant::now());
             }
@@ -497,6 +534,9 @@ impl Live {
                         }
                         if let Some(r) = reason {
                             line.push_str(&format!("  {}", clean(r)));
+                        }
+                        if let Some(p) = self.tally.step_progress(id) {
+                            line.push_str(&format!("  {p}"));
                         }
                         let _ = self.multi.println(line);
                     }
