@@ -222,6 +222,48 @@ fn a_failed_stream_is_left_alone_until_what_it_reads_changes_and_then_sees_the_f
     assert_clean_repo(&repo);
 }
 
+/// A rerun whose branch cannot take the target without a conflict changes
+/// nothing: the stream fails with the paths and the way to merge by hand,
+/// the target and the branch stay as they were, and the worktree is kept.
+#[test]
+fn a_rerun_that_cannot_take_the_target_says_where_it_conflicts() {
+    let repo = Repo::new();
+    repo.write("prompts/notes.md", "Write the chapter to {{OUTPUTS}}.\n\n{{NOTES}}\n");
+    // The agent writes its draft, then fails: the draft stays on the branch.
+    repo.write("notes.md", "Notes: [fake:exit=1]\n");
+    let mut toml = header(1, "");
+    toml.push_str(
+        "[[streams]]\nid = \"ch01\"\nprompt = \"prompts/notes.md\"\n\
+         inputs = { NOTES = \"notes.md\" }\noutputs = [\"chapters/ch01.md\"]\nmax_attempts = 1\n",
+    );
+    repo.write_swarm(CHAPTER, &toml);
+    let out = repo.loki(&["run", "--plain"]);
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    let branch = repo.git(&["rev-parse", "loki/ch01"]);
+
+    // Meanwhile the same file is written on the target, and the input fixed.
+    repo.write("chapters/ch01.md", "A chapter written by hand on main.\n");
+    repo.write("notes.md", "Notes: fixed.\n");
+    repo.commit_all("write ch01 by hand, fix the notes");
+    let main = repo.git(&["rev-parse", "main"]);
+    let out = repo.loki(&["run", "--plain"]);
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    let reason = status_stream(&repo, "ch01")["reason"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        reason.contains(
+            "bringing loki/ch01 up to date with main before running it again conflicts in \
+             chapters/ch01.md"
+        ) && reason.contains("(git merge main)"),
+        "{reason}"
+    );
+    assert_eq!(repo.git(&["rev-parse", "main"]), main);
+    assert_eq!(repo.git(&["rev-parse", "loki/ch01"]), branch);
+    assert!(repo.path().join(".loki/worktrees/ch01/chapters/ch01.md").exists());
+}
+
 /// Each refusal names file:line:col, says how to fix it, and leaves the repo
 /// (and the absence of .loki/) exactly as it was.
 #[test]
