@@ -228,7 +228,10 @@ fn a_failed_stream_is_left_alone_until_what_it_reads_changes_and_then_sees_the_f
 #[test]
 fn a_rerun_that_cannot_take_the_target_says_where_it_conflicts() {
     let repo = Repo::new();
-    repo.write("prompts/notes.md", "Write the chapter to {{OUTPUTS}}.\n\n{{NOTES}}\n");
+    repo.write(
+        "prompts/notes.md",
+        "Write the chapter to {{OUTPUTS}}.\n\n{{NOTES}}\n",
+    );
     // The agent writes its draft, then fails: the draft stays on the branch.
     repo.write("notes.md", "Notes: [fake:exit=1]\n");
     let mut toml = header(1, "");
@@ -261,7 +264,10 @@ fn a_rerun_that_cannot_take_the_target_says_where_it_conflicts() {
     );
     assert_eq!(repo.git(&["rev-parse", "main"]), main);
     assert_eq!(repo.git(&["rev-parse", "loki/ch01"]), branch);
-    assert!(repo.path().join(".loki/worktrees/ch01/chapters/ch01.md").exists());
+    assert!(repo
+        .path()
+        .join(".loki/worktrees/ch01/chapters/ch01.md")
+        .exists());
 }
 
 /// Each refusal names file:line:col, says how to fix it, and leaves the repo

@@ -87,3 +87,136 @@ mod tests {
         assert_eq!(c(Some(500), "API Error: 500 internal"), None);
     }
 }
+
+/// A subscription's usage window as claude reports it: a
+/// `rate_limit_event` line, or the text of a final result cut off by the
+/// limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageLimit {
+    /// `allowed`, `allowed_warning` or `rejected`.
+    pub status: String,
+    /// When the window resets, in unix seconds, when known.
+    pub resets_at: Option<i64>,
+    /// `five_hour`, `seven_day`, `seven_day_opus`, … when given.
+    pub kind: Option<String>,
+    /// 0 to 1, when given.
+    pub utilization: Option<f64>,
+}
+
+impl UsageLimit {
+    pub fn rejected(&self) -> bool {
+        self.status == "rejected"
+    }
+
+    /// How people name the window: "the session limit" for the 5-hour
+    /// one, "the weekly limit" for the 7-day ones.
+    pub fn name(&self) -> String {
+        match self.kind.as_deref() {
+            Some("five_hour") | None => "the session limit".into(),
+            Some(k) if k.starts_with("seven_day") => "the weekly limit".into(),
+            Some(k) => format!("the {} limit", k.replace('_', " ")),
+        }
+    }
+}
+
+/// The usage limit a final result's text reports, if it is one: Claude
+/// Code's `Claude AI usage limit reached|<unix seconds>`, or its wording
+/// for a subscription ("You've hit your session limit · resets 3am", with
+/// the reset time read as the next such local time after `now`).
+pub fn usage_limit_in_result(
+    text: &str,
+    now: chrono::DateTime<chrono::Local>,
+) -> Option<UsageLimit> {
+    let lower = text.to_lowercase();
+    if let Some(i) = lower.find("usage limit reached|") {
+        let rest = &text[i + "usage limit reached|".len()..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        return Some(UsageLimit {
+            status: "rejected".into(),
+            resets_at: digits.parse().ok(),
+            kind: None,
+            utilization: None,
+        });
+    }
+    let hit = lower.contains("hit your") && lower.contains("limit");
+    if !hit && !lower.contains("usage limit reached") {
+        return None;
+    }
+    let kind = if lower.contains("weekly") {
+        Some("seven_day".to_string())
+    } else {
+        Some("five_hour".to_string())
+    };
+    let resets_at = lower
+        .find("resets")
+        .and_then(|i| reset_time(&lower[i + "resets".len()..], now));
+    Some(UsageLimit {
+        status: "rejected".into(),
+        resets_at,
+        kind,
+        utilization: None,
+    })
+}
+
+/// `" 3am"`, `" at 3:30pm (Europe/Berlin)"`, `" 15:00"`: the next local
+/// time of that hour after `now`, in unix seconds.
+fn reset_time(text: &str, now: chrono::DateTime<chrono::Local>) -> Option<i64> {
+    use chrono::{Duration, TimeZone, Timelike};
+    let t = text.trim_start().trim_start_matches("at").trim_start();
+    let clock: String = t
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == ':')
+        .collect();
+    let rest = t[clock.len()..].trim_start();
+    let (h, m) = match clock.split_once(':') {
+        Some((h, m)) => (h.parse::<u32>().ok()?, m.parse::<u32>().ok()?),
+        None => (clock.parse::<u32>().ok()?, 0),
+    };
+    let h = if rest.starts_with("pm") && h < 12 {
+        h + 12
+    } else if rest.starts_with("am") && h == 12 {
+        0
+    } else {
+        h
+    };
+    if h > 23 || m > 59 {
+        return None;
+    }
+    let today = now.date_naive().and_hms_opt(h, m, 0)?;
+    let mut at = chrono::Local.from_local_datetime(&today).earliest()?;
+    if at <= now {
+        at += Duration::days(1);
+    }
+    let _ = at.hour();
+    Some(at.timestamp())
+}
+
+#[cfg(test)]
+mod usage_tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn usage_limits_are_read_from_results() {
+        let now = chrono::Local
+            .with_ymd_and_hms(2026, 12, 1, 22, 10, 0)
+            .unwrap();
+        let u = usage_limit_in_result("Claude AI usage limit reached|1764640800", now).unwrap();
+        assert!(u.rejected());
+        assert_eq!(u.resets_at, Some(1764640800));
+        let u = usage_limit_in_result("You've hit your session limit · resets 3am", now).unwrap();
+        let expect = chrono::Local
+            .with_ymd_and_hms(2026, 12, 2, 3, 0, 0)
+            .unwrap();
+        assert_eq!(u.resets_at, Some(expect.timestamp()));
+        assert_eq!(u.name(), "the session limit");
+        let u =
+            usage_limit_in_result("You've hit your weekly limit · resets at 11:30pm", now).unwrap();
+        let expect = chrono::Local
+            .with_ymd_and_hms(2026, 12, 1, 23, 30, 0)
+            .unwrap();
+        assert_eq!(u.resets_at, Some(expect.timestamp()));
+        assert_eq!(u.name(), "the weekly limit");
+        assert_eq!(usage_limit_in_result("A chapter about limits.", now), None);
+    }
+}

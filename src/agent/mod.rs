@@ -102,6 +102,9 @@ pub enum AgentEvent {
         delay_ms: Option<u64>,
         attempt: Option<u32>,
     },
+    /// claude's `rate_limit_event`: where the subscription's usage window
+    /// stands.
+    UsageLimit(api::UsageLimit),
     /// A turn ended (assistant message); running count.
     Turns(u32),
     Result(ResultInfo),

@@ -84,6 +84,11 @@ impl ClaudeStream {
             },
             Some("assistant") => self.assistant(&v, &mut out),
             Some("result") => out.push(AgentEvent::Result(result_info(&v))),
+            Some("rate_limit_event") => {
+                if let Some(u) = rate_limit_event(&v) {
+                    out.push(AgentEvent::UsageLimit(u));
+                }
+            }
             _ => {}
         }
         out
@@ -154,6 +159,32 @@ pub fn parse_claude_line(line: &str) -> Vec<AgentEvent> {
     ClaudeStream::new(None).parse_line(line)
 }
 
+/// `{"type":"rate_limit_event","rate_limit_info":{"status","resetsAt",
+/// "rateLimitType","utilization",…}}`.
+fn rate_limit_event(v: &Value) -> Option<super::api::UsageLimit> {
+    let info = v.get("rate_limit_info")?;
+    let status = info.get("status")?.as_str()?.to_string();
+    let resets_at = info.get("resetsAt").and_then(|r| {
+        r.as_i64()
+            .or_else(|| r.as_f64().map(|f| f as i64))
+            .or_else(|| r.as_str()?.parse().ok())
+    });
+    Some(super::api::UsageLimit {
+        status,
+        resets_at,
+        kind: str_field(info, "rateLimitType"),
+        utilization: info
+            .get("utilization")
+            .and_then(Value::as_f64)
+            .filter(|u| u.is_finite()),
+    })
+}
+
+/// A string field of a JSON object, owned.
+fn str_field(v: &Value, key: &str) -> Option<String> {
+    v.get(key).and_then(Value::as_str).map(str::to_string)
+}
+
 fn api_retry(v: &Value) -> AgentEvent {
     let num = |keys: &[&str]| -> Option<f64> {
         keys.iter()
@@ -219,10 +250,7 @@ fn result_info(v: &Value) -> ResultInfo {
                 })
                 .unwrap_or_default(),
         },
-        session_id: v
-            .get("session_id")
-            .and_then(Value::as_str)
-            .map(str::to_string),
+        session_id: str_field(v, "session_id"),
         api_status: v
             .get("api_error_status")
             .and_then(Value::as_u64)
@@ -254,6 +282,20 @@ pub(super) fn plain_line_events(line: &str) -> Vec<AgentEvent> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rate_limit_events_are_usage_windows() {
+        let l = r#"{"type":"rate_limit_event","rate_limit_info":{"status":"rejected","resetsAt":1764640800,"rateLimitType":"five_hour","utilization":1.0},"session_id":"s"}"#;
+        assert_eq!(
+            parse_claude_line(l),
+            vec![AgentEvent::UsageLimit(crate::agent::api::UsageLimit {
+                status: "rejected".into(),
+                resets_at: Some(1764640800),
+                kind: Some("five_hour".into()),
+                utilization: Some(1.0),
+            })]
+        );
+    }
 
     #[test]
     fn parses_claude_lines() {

@@ -853,9 +853,12 @@ fn status_text(config: Option<PathBuf>, cwd: &Path) -> Result<String> {
         Some(pid) => format!("supervisor running (pid {pid})"),
         None => "no supervisor running".into(),
     };
+    let usage = usage_wait_text(&swarm)
+        .map(|u| format!("; {u}"))
+        .unwrap_or_default();
     let _ = writeln!(
         out,
-        "{merged}/{} merged, ${cost:.2} spent; {sup}{}{}",
+        "{merged}/{} merged, ${cost:.2} spent; {sup}{}{usage}{}",
         rows.len(),
         if swarm.paused {
             format!("; PAUSED: {}", swarm.pause_reason.unwrap_or_default())
@@ -870,6 +873,19 @@ fn status_text(config: Option<PathBuf>, cwd: &Path) -> Result<String> {
         let _ = writeln!(out, "{NO_STATE_NOTE}");
     }
     Ok(out)
+}
+
+/// "waiting for the session limit to reset at 03:00 (in 1h12m)" while
+/// the swarm state records a usage window that has not reset yet.
+fn usage_wait_text(swarm: &crate::model::SwarmState) -> Option<String> {
+    let limit = swarm.usage_limit.as_deref()?;
+    let at = chrono::DateTime::parse_from_rfc3339(swarm.usage_resets_at.as_deref()?).ok()?;
+    let left = at.signed_duration_since(chrono::Utc::now()).to_std().ok()?;
+    let clock = at.with_timezone(&chrono::Local).format("%H:%M");
+    Some(format!(
+        "waiting for {limit} to reset at {clock} (in {})",
+        crate::util::fmt_duration(left)
+    ))
 }
 
 /// `; next: a, b` (what starts when a run goes on: pending streams whose

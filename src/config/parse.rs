@@ -47,8 +47,14 @@ pub(super) struct StreamAt {
 }
 
 pub(super) const TOP_KEYS: &[&str] = &["swarm", "agent", "checks", "streams"];
-pub(super) const SWARM_KEYS: &[&str] =
-    &["target", "max_parallel", "max_budget_usd", "spawn_interval"];
+pub(super) const SWARM_KEYS: &[&str] = &[
+    "target",
+    "max_parallel",
+    "max_budget_usd",
+    "spawn_interval",
+    "pause_at_utilization",
+    "max_wait",
+];
 pub(super) const AGENT_KEYS: &[&str] = &[
     "command",
     "args",

@@ -51,6 +51,12 @@ pub struct SwarmSettings {
     /// Stagger between two agent starts while the earlier agent is still
     /// coming up (default 100 ms; see the README's "Start pacing").
     pub spawn_interval: Duration,
+    /// At this share of a usage window (`allowed_warning`), start no new
+    /// attempt until it resets.
+    pub pause_at_utilization: Option<f64>,
+    /// The longest usage-limit wait a run sits out (default 8h); a longer
+    /// one (a weekly limit) ends the run, resumable by the next.
+    pub max_wait: Duration,
     /// (line, column) of the `target` value, for `loki run`'s refusal of a
     /// branch that does not exist (only known once git is asked).
     pub target_at: Option<(usize, usize)>,
@@ -183,6 +189,8 @@ impl Default for SwarmSettings {
             max_parallel: 4,
             max_budget_usd: None,
             spawn_interval: Duration::from_millis(100),
+            pause_at_utilization: None,
+            max_wait: Duration::from_secs(8 * 3600),
             target_at: None,
         }
     }

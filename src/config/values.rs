@@ -374,6 +374,23 @@ impl Parser<'_> {
             }
             "max_budget_usd" => s.max_budget_usd = Some(self.money(key, v)?),
             "spawn_interval" => s.spawn_interval = self.duration(key, v, true)?,
+            "max_wait" => s.max_wait = self.duration(key, v, true)?,
+            "pause_at_utilization" => {
+                let u = number(v)
+                    .filter(|u| (0.0..=1.0).contains(u))
+                    .ok_or_else(|| {
+                        self.err(
+                            &v.span(),
+                            format!(
+                                "`pause_at_utilization` must be a number from 0 to 1, found {}",
+                                type_name(v)
+                            ),
+                            "write e.g. `pause_at_utilization = 0.9`: at 90% of a usage window, \
+                         start no new attempt until it resets",
+                        )
+                    })?;
+                s.pause_at_utilization = Some(u);
+            }
             _ => {}
         }
         Ok(())

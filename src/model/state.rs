@@ -230,6 +230,12 @@ pub struct SwarmState {
     /// `loki pause` / PAUSE stays until `loki resume`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub auth_paused: bool,
+    /// A usage window the supervisor waits out: which limit, and when
+    /// (RFC 3339) attempts start again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_limit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_resets_at: Option<String>,
 }
 
 /// A line of `.loki/state/events.jsonl`.

@@ -276,6 +276,7 @@ impl Dispatcher {
                     _ => {}
                 }
             }
+            AgentEvent::UsageLimit(u) => self.usage_limit(&id, u).await,
             AgentEvent::Result(info) => {
                 let budget = self.slots.get(&id).and_then(|s| s.cfg.agent.max_budget_usd);
                 let cost = self.counted_cost(&id, &info);
@@ -312,6 +313,18 @@ impl Dispatcher {
                             );
                         }
                     }
+                }
+                // A session the usage limit cut off: its window is waited
+                // out, and the attempt is not counted.
+                let limit = info
+                    .is_error
+                    .then(|| {
+                        crate::agent::api::usage_limit_in_result(&info.result, chrono::Local::now())
+                    })
+                    .flatten();
+                if let Some(u) = limit {
+                    self.usage_limit(&id, u).await;
+                    return;
                 }
                 let trouble = info
                     .is_error

@@ -867,6 +867,10 @@ pub enum SwarmInput {
     AuthPause { reason: String },
     /// A new run lifts the supervisor's own pause.
     LiftAuthPause,
+    /// A usage window is waited out until `resets_at` (RFC 3339).
+    UsageWait { limit: String, resets_at: String },
+    /// The wait is over (or a new run starts without one).
+    UsageOver,
 }
 
 /// Decides what `input` does to the swarm's state.
@@ -906,6 +910,17 @@ pub fn handle_swarm(sw: &SwarmState, input: SwarmInput) -> Result<SwarmState, Re
             next.paused = false;
             next.auth_paused = false;
             next.pause_reason = None;
+        }
+        SwarmInput::UsageWait { limit, resets_at } => {
+            next.usage_limit = Some(limit);
+            next.usage_resets_at = Some(resets_at);
+        }
+        SwarmInput::UsageOver => {
+            if sw.usage_limit.is_none() && sw.usage_resets_at.is_none() {
+                return Err(Refusal::new("no usage window is waited out"));
+            }
+            next.usage_limit = None;
+            next.usage_resets_at = None;
         }
     }
     Ok(next)

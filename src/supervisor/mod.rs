@@ -50,6 +50,7 @@ mod rehearsal;
 mod schedule;
 mod steering;
 mod summary;
+mod usage;
 
 use merges::merge_worker;
 use os_signals::spawn_os_signals;
@@ -236,6 +237,10 @@ struct Dispatcher {
     /// Ctrl-C twice / SIGTERM: agents are being stopped.
     interrupting: bool,
     auth_failed: Option<String>,
+    /// A usage window the run sits out (`usage.rs`).
+    usage_wait: Option<usage::UsageWait>,
+    /// A usage window further off than `max_wait`: the run ends, and why.
+    usage_ended: Option<String>,
     /// When the last attempt started, and the stream while its agent is
     /// still coming up (no output yet, not exited): only then does the
     /// next start wait for `spawn_interval` (see `schedule.rs`).
@@ -380,6 +385,8 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
         draining: false,
         interrupting: false,
         auth_failed: None,
+        usage_wait: None,
+        usage_ended: None,
         last_start: None,
         pace_wake: None,
         backoff_until: None,
@@ -409,6 +416,7 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
         }
     }
     d.recover().await?;
+    d.resume_usage_wait();
     d.replay_unhandled_signals().await;
     // Logged before this supervisor takes any signal: the next one replays
     // the files that end in this pid.

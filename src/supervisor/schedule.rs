@@ -107,7 +107,12 @@ impl Dispatcher {
             }
         }
 
-        if self.draining || self.interrupting || self.swarm.paused || self.auth_failed.is_some() {
+        if self.draining
+            || self.interrupting
+            || self.swarm.paused
+            || self.auth_failed.is_some()
+            || self.usage_ended.is_some()
+        {
             return;
         }
         if self.budget_reached() {
@@ -186,6 +191,7 @@ impl Dispatcher {
         if self.backoff_until.is_some_and(|t| t <= now) {
             self.backoff_until = None;
         }
+        self.usage_wait_over(now);
         let due: Vec<String> = self
             .merge_retry
             .iter()
@@ -227,7 +233,11 @@ impl Dispatcher {
         if active {
             return false;
         }
-        if self.interrupting || self.draining || self.auth_failed.is_some() {
+        if self.interrupting
+            || self.draining
+            || self.auth_failed.is_some()
+            || self.usage_ended.is_some()
+        {
             return true;
         }
         if self.wait && !self.budget_reached() {

@@ -95,6 +95,11 @@ impl Dispatcher {
                 }
             }
         }
+        if let Some(u) = &self.usage_ended {
+            out.push_str(&format!("usage limit: {u}\n"));
+        } else if let Some(w) = &self.usage_wait {
+            out.push_str(&format!("usage limit: {}\n", w.message));
+        }
         if let Some(a) = &self.auth_failed {
             out.push_str(&format!("paused: {a}\n"));
         } else if self.interrupting {

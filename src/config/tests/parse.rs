@@ -32,6 +32,8 @@ target = "main"
 max_parallel = 2
 max_budget_usd = 12
 spawn_interval = "500ms"
+pause_at_utilization = 0.9
+max_wait = "2h"
 
 [agent]
 command = "scripts/fake-agent"
@@ -69,6 +71,8 @@ outputs = ["ch01.md"]
             max_parallel: 2,
             max_budget_usd: Some(12.0),
             spawn_interval: Duration::from_millis(500),
+            pause_at_utilization: Some(0.9),
+            max_wait: Duration::from_secs(7200),
             target_at: Some((3, 10)),
         }
     );
