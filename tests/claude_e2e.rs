@@ -185,6 +185,60 @@ fn a_rate_limited_api_is_waited_out_without_burning_attempts() {
     );
 }
 
+/// A subscription's usage window with the real CLI: on an OAuth token,
+/// claude turns the server's `anthropic-ratelimit-unified-*` headers into
+/// a `rate_limit_event`; loki starts nothing until the reset, resumes the
+/// session the limit cut off, and counts no attempt.
+#[test]
+fn a_usage_window_the_real_cli_reports_is_waited_out() {
+    require_claude();
+    let api = MockApi::start(&[
+        "--mode",
+        "usage-limit-then-write",
+        "--rate-limit-count",
+        "1",
+        "--usage-reset",
+        "3",
+    ]);
+    let home = tempfile::tempdir().expect("home");
+    let repo = Repo::new();
+    repo.write("prompts/chapter.md", TEMPLATE);
+    let toml = claude_swarm(
+        &api.url(),
+        home.path(),
+        1,
+        &stream("ch01", &[], "chapters/ch01.md", ""),
+    )
+    .replace(
+        "ANTHROPIC_API_KEY = \"test-key\"",
+        "CLAUDE_CODE_OAUTH_TOKEN = \"test-token\"",
+    );
+    repo.write("loki.toml", &toml);
+    repo.commit_all("swarm");
+
+    let out = loki_clean_env(&repo, &["run", "--plain"]);
+    assert!(out.status.success(), "{}", both(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("waiting for the session limit to reset at "),
+        "{text}"
+    );
+    let transcript = repo.read(".loki/logs/ch01/attempt-1.jsonl");
+    assert!(
+        transcript.contains("\"type\":\"rate_limit_event\""),
+        "{transcript}"
+    );
+    let st = repo.read(".loki/state/ch01.json");
+    let st: serde_json::Value = serde_json::from_str(&st).expect("state");
+    assert_eq!(st["status"], "merged");
+    assert_eq!(st["attempts"][0]["counted"], false, "{st:#}");
+    // The next attempt resumed the session the limit cut off.
+    assert_eq!(
+        st["attempts"][1]["session_id"], st["attempts"][0]["session_id"],
+        "{st:#}"
+    );
+}
+
 /// Two independent chapters, `max_attempts = 1`, run once against an API
 /// that answers 401 (the run must end with exit code 1). Returns the repo,
 /// claude's home, the streams' TOML and that run's output.

@@ -128,6 +128,10 @@ pub fn usage_limit_in_result(
     now: chrono::DateTime<chrono::Local>,
 ) -> Option<UsageLimit> {
     let lower = text.to_lowercase();
+    // claude's words for a server's throttle, which is no usage window.
+    if lower.contains("not your usage limit") {
+        return None;
+    }
     if let Some(i) = lower.find("usage limit reached|") {
         let rest = &text[i + "usage limit reached|".len()..];
         let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
@@ -161,7 +165,7 @@ pub fn usage_limit_in_result(
 /// `" 3am"`, `" at 3:30pm (Europe/Berlin)"`, `" 15:00"`: the next local
 /// time of that hour after `now`, in unix seconds.
 fn reset_time(text: &str, now: chrono::DateTime<chrono::Local>) -> Option<i64> {
-    use chrono::{Duration, TimeZone, Timelike};
+    use chrono::{Duration, TimeZone};
     let t = text.trim_start().trim_start_matches("at").trim_start();
     let clock: String = t
         .chars()
@@ -182,12 +186,21 @@ fn reset_time(text: &str, now: chrono::DateTime<chrono::Local>) -> Option<i64> {
     if h > 23 || m > 59 {
         return None;
     }
+    // "resets 4:47pm (UTC)": claude names the zone when it is not local.
+    if rest.contains("(utc)") {
+        let now = now.with_timezone(&chrono::Utc);
+        let mut at = chrono::Utc.from_utc_datetime(&now.date_naive().and_hms_opt(h, m, 0)?);
+        // The text says the minute: within it, the reset is now, not in a day.
+        if at + Duration::minutes(1) <= now {
+            at += Duration::days(1);
+        }
+        return Some(at.timestamp());
+    }
     let today = now.date_naive().and_hms_opt(h, m, 0)?;
     let mut at = chrono::Local.from_local_datetime(&today).earliest()?;
-    if at <= now {
+    if at + Duration::minutes(1) <= now {
         at += Duration::days(1);
     }
-    let _ = at.hour();
     Some(at.timestamp())
 }
 
@@ -218,5 +231,32 @@ mod usage_tests {
         assert_eq!(u.resets_at, Some(expect.timestamp()));
         assert_eq!(u.name(), "the weekly limit");
         assert_eq!(usage_limit_in_result("A chapter about limits.", now), None);
+        // What claude 2.1.197 prints for a real limit, and for a throttle.
+        let u = usage_limit_in_result("You've hit your session limit · resets 4:47pm (UTC)", now)
+            .unwrap();
+        let utc = now.with_timezone(&chrono::Utc);
+        let mut expect =
+            chrono::Utc.from_utc_datetime(&utc.date_naive().and_hms_opt(16, 47, 0).unwrap());
+        if expect + chrono::Duration::minutes(1) <= utc {
+            expect += chrono::Duration::days(1);
+        }
+        assert_eq!(u.resets_at, Some(expect.timestamp()));
+        // Within the minute it names, the reset is that minute, not tomorrow.
+        let late = chrono::Local
+            .with_ymd_and_hms(2026, 12, 1, 3, 0, 40)
+            .unwrap();
+        let u = usage_limit_in_result("You've hit your session limit · resets 3am", late).unwrap();
+        let expect = chrono::Local
+            .with_ymd_and_hms(2026, 12, 1, 3, 0, 0)
+            .unwrap();
+        assert_eq!(u.resets_at, Some(expect.timestamp()));
+        assert_eq!(
+            usage_limit_in_result(
+                "API Error: Server is temporarily limiting requests (not your usage limit) · \
+                 You have hit your five-hour limit",
+                now
+            ),
+            None
+        );
     }
 }

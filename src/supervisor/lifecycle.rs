@@ -323,7 +323,12 @@ impl Dispatcher {
                     })
                     .flatten();
                 if let Some(u) = limit {
-                    self.usage_limit(&id, u).await;
+                    // The event's exact reset beats the text's minute.
+                    if self.usage_wait.is_none() && self.usage_ended.is_none() {
+                        self.usage_limit(&id, u).await;
+                    } else if let Some(slot) = self.slots.get_mut(&id) {
+                        slot.api_trouble = Some(429);
+                    }
                     return;
                 }
                 let trouble = info
@@ -500,8 +505,14 @@ impl Dispatcher {
             Ending::Stopped(StopRequest::Interrupt) => {
                 self.end_attempt_record(&id, Outcome::Interrupted, exit, None)
                     .await;
+                let limited = self
+                    .slots
+                    .get(&id)
+                    .is_some_and(|s| s.api_trouble == Some(429));
                 let why = if self.interrupting {
                     "stopped by the user; resume with `loki run`"
+                } else if limited {
+                    "stopped at the usage limit; it resumes its session after the reset"
                 } else {
                     "stopped by STOP; resume with `loki retry`"
                 };

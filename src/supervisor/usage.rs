@@ -15,7 +15,15 @@
 //!   resumes. A stop request is obeyed during any wait: the wait is only a
 //!   timer of the loop.
 //! - A reset time that is not known is waited out for 15 minutes, then
-//!   tried again.
+//!   tried again. A `rejected` event with neither a reset time nor a
+//!   window type is claude's report of a server's throttle (claude 2.1.197
+//!   prints it for a plain 429), handled as a rate limit, not as a window.
+//! - What claude prints, measured with 2.1.197 against a local server:
+//!   `rate_limit_event` lines come only when it runs on a subscription's
+//!   OAuth token (with an API key the `anthropic-ratelimit-unified-*`
+//!   headers are ignored and a 429 is retried); a 429 with those headers
+//!   gives `rejected` with `resetsAt` and `rateLimitType`, then an error
+//!   result "You've hit your session limit · resets 4:47pm (UTC)".
 
 use super::*;
 use crate::agent::api::UsageLimit;
@@ -35,6 +43,10 @@ impl Dispatcher {
     /// Stream `id`'s agent reported where its usage window stands.
     pub(super) async fn usage_limit(&mut self, id: &str, u: UsageLimit) {
         match u.status.as_str() {
+            // With neither a reset time nor a window named, claude reports
+            // a server's throttle, not a usage window: the 429 handling
+            // (api_retry and the result's status) waits that out.
+            "rejected" if u.resets_at.is_none() && u.kind.is_none() => {}
             "rejected" => {
                 if let Some(slot) = self.slots.get_mut(id) {
                     // Not the agent's fault: never counted (see lifecycle).
