@@ -363,6 +363,31 @@ fn a_stop_ends_a_run_whose_merge_waits_for_the_users_checkout() {
     }
 }
 
+/// A merge that waits for the user's checkout steps aside: a stream that
+/// does not touch the user's path merges meanwhile, and the waiting one
+/// merges in the same run once the path is free.
+#[test]
+fn a_merge_waiting_for_the_users_checkout_does_not_hold_back_the_others() {
+    let h = Swarm::empty();
+    let mut toml = header(2, "");
+    toml.push_str(&stream("a", &[], "chapters/a.md", ""));
+    toml.push_str(&stream("b", &[], "chapters/b.md", ""));
+    h.write(&toml);
+    let mine = h.path().join("chapters/a.md");
+    std::fs::create_dir_all(h.path().join("chapters")).expect("mkdir");
+    std::fs::write(&mine, "the user's own notes\n").expect("write");
+
+    let run = h.spawn(&["run", "--plain"]);
+    h.wait_event("merge_wait", "waiting to merge", "chapters/a.md");
+    h.wait_state("b", "merged while a waits", |st| st["status"] == "merged");
+    assert_eq!(h.state("a")["status"], "merging");
+    // The user moves their file away; a merges without a new run.
+    std::fs::remove_file(&mine).expect("rm");
+    let done = run.wait();
+    assert_eq!(done.code, Some(0), "{}", done.both());
+    h.assert_all_merged_once(&["a", "b"]);
+}
+
 // ----- kill -9 of the supervisor ---------------------------------------------
 
 /// kill -9 of the supervisor, then the leftover check and a second run that
