@@ -811,8 +811,15 @@ pub fn mentions(text: &str, term: &str) -> bool {
     term_regex(term).is_some_and(|re| re.is_match(text))
 }
 
+/// A term ending in `*` (`"больниц*"`) matches any word that starts with
+/// it, for languages that inflect (`в больнице`); other terms match whole
+/// words only.
 fn term_regex(term: &str) -> Option<Regex> {
     let term = term.trim();
+    let (term, prefix) = match term.strip_suffix('*') {
+        Some(t) if !t.trim().is_empty() => (t.trim_end(), true),
+        _ => (term, false),
+    };
     let first = term.chars().next()?;
     let last = term.chars().next_back()?;
     let body = term
@@ -831,7 +838,13 @@ fn term_regex(term: &str) -> Option<Regex> {
     let pattern = format!(
         "{}{body}{}",
         if is_word_char(first) { r"\b" } else { "" },
-        if is_word_char(last) { r"\b" } else { "" }
+        if prefix {
+            r"\w*"
+        } else if is_word_char(last) {
+            r"\b"
+        } else {
+            ""
+        }
     );
     RegexBuilder::new(&pattern)
         .case_insensitive(true)

@@ -419,6 +419,38 @@ fn require_fails_when_absent_everywhere() {
     assert!(r.violations()[0].starts_with("`Mira` does not appear in any output. It is required"));
 }
 
+/// Inflected languages: `"больниц*"` finds "в больнице"; without the star
+/// the whole word is still required.
+#[test]
+fn a_term_ending_in_a_star_matches_every_word_it_starts() {
+    let re = term_regex("больниц*").unwrap();
+    assert!(re.is_match("Она лежала в больнице."));
+    assert!(re.is_match("БОЛЬНИЦА"));
+    assert!(!re.is_match("предбольничный"));
+    assert!(!term_regex("больница").unwrap().is_match("в больнице"));
+    let re = term_regex("dragon*").unwrap();
+    assert!(re.is_match("the dragons") && re.is_match("Dragon.") && !re.is_match("snapdragon"));
+    // A lone star is no term to widen: it stays a literal.
+    assert!(term_regex("*").is_some_and(|re| re.is_match("a * b")));
+
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "ch.md", "Утром.\nОна лежала в больнице.\n");
+    let s = stream(
+        &["ch.md"],
+        CheckSettings {
+            forbid: vec!["больниц*".into()],
+            ..only()
+        },
+    );
+    let r = run_checks(dir.path(), &s, None, &[]);
+    assert_eq!(r.status, Level::Fail, "{}", r.human());
+    assert!(
+        r.human().contains("`больниц*` found in ch.md on line 2"),
+        "{}",
+        r.human()
+    );
+}
+
 #[test]
 fn cyrillic_terms_match_case_insensitively_as_whole_words() {
     let re = term_regex("Дракон").unwrap();
