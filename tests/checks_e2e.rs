@@ -350,6 +350,29 @@ fn a_stream_that_never_passes_fails_with_its_last_report_and_can_be_fixed_by_han
     );
 }
 
+/// Feedback accumulates: the third attempt is told the first one's
+/// forbidden word as well as the second one's short draft.
+#[test]
+fn a_retry_is_told_what_every_earlier_attempt_did_wrong() {
+    let repo = Repo::new();
+    one_chapter(
+        &repo,
+        "checks = { forbid = [\"dragon\"], words = [100, 300] }\n\
+         env = { FAKE_AGENT_VIOLATE = \"dragon@1\", FAKE_AGENT_WORDS = \"20@2\" }",
+    );
+    let out = repo.loki(&["run", "--plain"]);
+    assert!(out.status.success(), "{}", both(&out));
+    let p3 = prompt(&repo, "ch01", 3);
+    let first = p3.find("Attempt 1:").unwrap_or_else(|| panic!("{p3}"));
+    let second = p3.find("Attempt 2:").unwrap_or_else(|| panic!("{p3}"));
+    assert!(first < second, "{p3}");
+    assert!(
+        p3[first..second].contains("`dragon` found in chapters/ch01.md"),
+        "{p3}"
+    );
+    assert!(p3[second..].contains("20 words; required 100–300"), "{p3}");
+}
+
 /// The template `loki init` installs has `{{FEEDBACK}}`; a retry of such a
 /// template must still tell the agent that it is on its last attempt.
 #[test]

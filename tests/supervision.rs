@@ -529,11 +529,11 @@ fn kill_9_of_supervisor_and_keeper_then_the_next_run_sweeps_a_setsid_escapee() {
     });
     let escapee = pids[1];
     h.add_group(leader);
-    assert_ne!(
-        stat(escapee).map(|s| s.pgrp),
-        stat(leader).map(|s| s.pgrp),
-        "test precondition: the grandchild left the agent's group"
-    );
+    // The pid file is written right after the fork; the grandchild's own
+    // setsid() may come a moment later.
+    h.wait_for("the grandchild left the agent's group", || {
+        stat(escapee).map(|s| s.pgrp) != stat(leader).map(|s| s.pgrp)
+    });
     kill9_with(run, leader);
     assert!(
         alive(escapee),

@@ -172,9 +172,14 @@ pub struct StreamState {
     /// Latest activity (tool use or output line), for status displays.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_message: Option<String>,
-    /// Feedback for the next attempt (check violations, a reviewer's note).
+    /// Feedback for the next attempt: what every earlier attempt of this
+    /// allowance did wrong ([`Self::add_feedback`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feedback: Option<String>,
+    /// Each failed attempt of this allowance and its feedback lines, which
+    /// `feedback` is made from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub feedback_log: Vec<(u32, Vec<String>)>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process: Option<ProcessRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -214,6 +219,63 @@ impl StreamState {
     /// A fresh allowance of `max_attempts` starts now.
     pub fn renew_allowance(&mut self) {
         self.allowance_floor = self.counted_attempts();
+        self.feedback_log.clear();
+    }
+
+    /// Records what attempt `attempt` did wrong (`text`, one item per
+    /// line) and makes [`Self::feedback`] the whole of it: with one failed
+    /// attempt, its lines; with more, one group per attempt (`Attempt 2:`),
+    /// each line said once, where it first came up, with the later
+    /// attempts that repeated it (`(again in attempt 3)`). So a third
+    /// attempt is told the first one's forbidden word as well as the
+    /// second one's note.
+    pub fn add_feedback(&mut self, attempt: u32, text: &str) {
+        let lines: Vec<String> = text
+            .lines()
+            .map(str::trim_end)
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_string)
+            .collect();
+        match self.feedback_log.iter_mut().find(|(n, _)| *n == attempt) {
+            Some((_, old)) => old.extend(lines),
+            None => self.feedback_log.push((attempt, lines)),
+        }
+        if self.feedback_log.len() == 1 {
+            self.feedback = Some(text.to_string());
+            return;
+        }
+        let mut out = String::new();
+        let mut said: Vec<&String> = Vec::new();
+        for (i, (n, lines)) in self.feedback_log.iter().enumerate() {
+            let fresh: Vec<&String> =
+                lines
+                    .iter()
+                    .filter(|l| !said.contains(l))
+                    .fold(Vec::new(), |mut v, l| {
+                        if !v.contains(&l) {
+                            v.push(l);
+                        }
+                        v
+                    });
+            if fresh.is_empty() {
+                continue;
+            }
+            out.push_str(&format!("Attempt {n}:\n"));
+            for l in &fresh {
+                let again: Vec<String> = self.feedback_log[i + 1..]
+                    .iter()
+                    .filter(|(_, later)| later.contains(l))
+                    .map(|(m, _)| m.to_string())
+                    .collect();
+                out.push_str(l);
+                if !again.is_empty() {
+                    out.push_str(&format!(" (again in attempt {})", again.join(", ")));
+                }
+                out.push('\n');
+            }
+            said.extend(fresh);
+        }
+        self.feedback = Some(out.trim_end().to_string());
     }
 }
 
@@ -335,5 +397,34 @@ impl Outcome {
 impl std::fmt::Display for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn feedback_accumulates_by_attempt_and_says_each_line_once() {
+        let mut st = StreamState::default();
+        st.add_feedback(1, "- `dragon` found in a.md on line 3\n");
+        assert_eq!(
+            st.feedback.as_deref(),
+            Some("- `dragon` found in a.md on line 3\n")
+        );
+        st.add_feedback(2, "- a.md has 12 words, fewer than 50\n");
+        st.add_feedback(3, "- `dragon` found in a.md on line 3\n- Reviewer: braver");
+        assert_eq!(
+            st.feedback.as_deref(),
+            Some(
+                "Attempt 1:\n- `dragon` found in a.md on line 3 (again in attempt 3)\n\
+                 Attempt 2:\n- a.md has 12 words, fewer than 50\n\
+                 Attempt 3:\n- Reviewer: braver"
+            )
+        );
+        // A fresh allowance starts a new record.
+        st.renew_allowance();
+        st.add_feedback(4, "- x");
+        assert_eq!(st.feedback.as_deref(), Some("- x"));
     }
 }

@@ -356,7 +356,8 @@ impl<'a> Builder<'a> {
                 Status::Retrying,
                 Some(format!("{reason} ({} attempt(s) left)", max - used)),
             );
-            self.st.feedback = Some(feedback);
+            let n = self.st.attempt;
+            self.st.add_feedback(n, &feedback);
             self
         } else {
             self.go(
@@ -507,9 +508,10 @@ pub fn handle(st: &StreamState, input: Input, ctx: &Ctx) -> Result<Step, Refusal
             }
             b.retry_or_fail(summary, feedback);
         }
+        // What earlier attempts did wrong still holds: the limited one
+        // added nothing.
         Input::RateLimited { why } => {
             b.go(Retrying, Some(why));
-            b.st.feedback = None;
         }
         Input::Fatal { reason } => {
             b.go(Failed, Some(reason));
@@ -528,6 +530,7 @@ pub fn handle(st: &StreamState, input: Input, ctx: &Ctx) -> Result<Step, Refusal
                 b.effect(Effect::QueueMerge);
             }
             b.st.feedback = None;
+            b.st.feedback_log.clear();
         }
         Input::Merge(result) => {
             if s != Merging {
@@ -774,7 +777,8 @@ fn steer(b: &mut Builder<'_>, req: Steer) -> Result<(), Refusal> {
                 b.retry_or_fail(reason, feedback);
             } else {
                 b.go(Retrying, Some(reason));
-                b.st.feedback = Some(feedback);
+                let n = b.st.attempt;
+                b.st.add_feedback(n, &feedback);
                 if let Some(a) = b.last_attempt() {
                     a.counted = false;
                 }
