@@ -1,7 +1,10 @@
 //! What reading a large swarm costs: `loki status` (the swarm file read and
 //! checked against the repository, every state loaded) on 1,000- and
-//! 4,000-stream swarms, as a chain (each stream depends on the one before)
-//! and as independent streams. Start-up should grow with the number of
+//! 4,000-stream swarms, as a chain (each stream depends on the one before),
+//! as independent streams, and as one `for_each` template whose 1,000 or
+//! 4,000 instances come from the sections of a file (the fan-out's cost is
+//! reported against the same number of streams written out by hand).
+//! Start-up should grow with the number of
 //! streams, not faster: the 4,000-stream figure against the 1,000-stream
 //! one, measured in the same run, is the ratio to watch (4.0 is linear).
 //!
@@ -29,11 +32,11 @@ fn main() -> Result<()> {
     let repeats: usize = env_num("LOKI_BENCH_REPEATS", 5);
     let loki = loki_bin()?;
     let mut swarms = Vec::new();
-    for chain in [true, false] {
+    for kind in KINDS {
         for n in SIZES {
             let tmp = scratch_repo()?;
-            make_swarm(tmp.path(), n, chain)?;
-            swarms.push((chain, n, tmp, Vec::new()));
+            make_swarm(tmp.path(), n, kind)?;
+            swarms.push((kind, n, tmp, Vec::new()));
         }
     }
     for _ in 0..repeats {
@@ -42,10 +45,10 @@ fn main() -> Result<()> {
         }
     }
     println!("loki status, median of {repeats}:");
-    for chain in [true, false] {
-        let kind = if chain { "chain" } else { "independent" };
+    let mut at_4000 = Vec::new();
+    for kind in KINDS {
         let mut medians = Vec::new();
-        for (_, n, _, times) in swarms.iter_mut().filter(|s| s.0 == chain) {
+        for (_, n, _, times) in swarms.iter_mut().filter(|s| s.0 == kind) {
             times.sort();
             let m = times[times.len() / 2];
             println!(
@@ -58,15 +61,40 @@ fn main() -> Result<()> {
             "  {kind:<11} 4,000 / 1,000: {:.2}x",
             medians[1].as_secs_f64() / medians[0].as_secs_f64().max(1e-9)
         );
+        at_4000.push(medians[1]);
     }
+    println!(
+        "  fan-out / independent at 4,000: {:.2}x",
+        at_4000[2].as_secs_f64() / at_4000[1].as_secs_f64().max(1e-9)
+    );
     Ok(())
 }
 
-/// A repo whose swarm has `n` streams, chained or independent.
-fn make_swarm(d: &Path, n: usize, chain: bool) -> Result<()> {
+/// The shapes measured.
+const KINDS: [&str; 3] = ["chain", "independent", "fan-out"];
+
+/// A repo whose swarm has `n` streams, chained, independent, or the
+/// instances of one template over `n` sections of a file.
+fn make_swarm(d: &Path, n: usize, kind: &str) -> Result<()> {
     fs::create_dir_all(d.join("prompts"))?;
     fs::write(d.join("prompts/p.md"), "Write {{OUTPUTS}}.\n")?;
     let mut toml = String::from("[swarm]\ntarget = \"main\"\n\n[agent]\ncommand = \"true\"\n\n");
+    let chain = kind == "chain";
+    if kind == "fan-out" {
+        let cast: String = (1..=n)
+            .map(|i| format!("# CHARACTER: Person {i}\nA life in a line.\n\n"))
+            .collect();
+        fs::write(d.join("cast.md"), cast)?;
+        toml.push_str(
+            "[[streams]]\nid = \"s\"\nprompt = \"prompts/p.md\"\n\
+             for_each = { sections = \"cast.md\", marker = '^# CHARACTER: (?P<name>.+)$' }\n\
+             outputs = [\"out/{{KEY}}.md\"]\n",
+        );
+        fs::write(d.join("loki.toml"), toml)?;
+        git(d, &["add", "-A"])?;
+        git(d, &["commit", "-q", "-m", "swarm"])?;
+        return Ok(());
+    }
     for i in 1..=n {
         toml.push_str(&format!(
             "[[streams]]\nid = \"s{i}\"\nprompt = \"prompts/p.md\"\noutputs = [\"out/s{i}.md\"]\n"
