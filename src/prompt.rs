@@ -18,6 +18,26 @@ use std::path::{Component, Path};
 
 use crate::util::FileRefusal;
 
+/// The resolver's prompt, used when the repo has no `prompts/resolve.md`
+/// (which `loki init` installs from the same text).
+pub const RESOLVE_TEMPLATE: &str = include_str!("../prompts/resolve.md");
+
+/// Where a resolver's template lives, relative to the repository root.
+pub const RESOLVE_FILE: &str = "prompts/resolve.md";
+
+/// Placeholders `prompts/resolve.md` may use: a resolver fills exactly these.
+pub const RESOLVE_PLACEHOLDERS: &[&str] = &[
+    "CONFLICTED_FILES",
+    "CONFLICTED_PATHS",
+    "OURS",
+    "THEIRS",
+    "STREAM_PROMPT",
+    "TARGET_MERGES",
+    "TARGET",
+    "STREAM_ID",
+    "OUTPUTS",
+];
+
 /// Built-in retry preamble, used when the repo has no `prompts/retry.md`.
 pub const DEFAULT_RETRY: &str = include_str!("../prompts/retry.md");
 
@@ -187,48 +207,23 @@ pub fn glob_file_header(rel: &str) -> String {
 fn read_glob(worktree: &Path, name: &str, pattern: &str) -> Result<String, String> {
     let wt = worktree.display();
     let base = crate::util::glob_base(pattern);
-    let mut found = Vec::new();
-    let mut stack = vec![base.clone()];
-    while let Some(dir) = stack.pop() {
-        let abs = if dir.is_empty() {
-            worktree.to_path_buf()
-        } else {
-            worktree.join(&dir)
-        };
-        // The base itself must be plain folders, no link on the way.
-        if dir == base && !dir.is_empty() {
-            let mut at = worktree.to_path_buf();
-            for part in dir.split('/') {
-                at.push(part);
-                if std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
-                    return Err(format!(
-                        "input {{{{{name}}}}}: `{dir}` in the worktree {wt} is reached through \
-                         a symlink"
-                    ));
-                }
-            }
-        }
-        let Ok(entries) = std::fs::read_dir(&abs) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let fname = e.file_name().to_string_lossy().into_owned();
-            if fname == ".git" {
-                continue;
-            }
-            let rel = if dir.is_empty() {
-                fname
-            } else {
-                format!("{dir}/{fname}")
-            };
-            match e.file_type() {
-                Ok(t) if t.is_dir() => stack.push(rel),
-                Ok(t) if t.is_file() && crate::util::glob_match(pattern, &rel) => found.push(rel),
-                _ => {}
+    // The base itself must be plain folders, no link on the way.
+    if !base.is_empty() {
+        let mut at = worktree.to_path_buf();
+        for part in base.split('/') {
+            at.push(part);
+            if std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
+                return Err(format!(
+                    "input {{{{{name}}}}}: `{base}` in the worktree {wt} is reached through a \
+                     symlink"
+                ));
             }
         }
     }
-    found.sort();
+    let found: Vec<String> = crate::util::files_under(worktree, &base)
+        .into_iter()
+        .filter(|rel| crate::util::glob_match(pattern, rel))
+        .collect();
     if found.is_empty() {
         return Err(format!(
             "input {{{{{name}}}}}: no file in the worktree {wt} matches `{pattern}` (commit one \

@@ -55,6 +55,42 @@ fn synced_temp(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<tempfile:
     Ok(tmp)
 }
 
+/// The regular files under `root`'s folder `start` (`""`: all of it), as
+/// `/`-separated paths relative to `root`, sorted. Links are neither listed
+/// nor entered, and `.git` is skipped: what a stream's worktree holds.
+pub fn files_under(root: &Path, start: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![start.to_string()];
+    while let Some(rel) = stack.pop() {
+        let abs = if rel.is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(&rel)
+        };
+        let Ok(entries) = fs::read_dir(&abs) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name == ".git" {
+                continue;
+            }
+            let r = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(r),
+                Ok(t) if t.is_file() => out.push(r),
+                _ => {}
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// The process's file mode creation mask, read from `/proc/self/status`
 /// (setting it to read it would race with other threads); 022 when that
 /// cannot be read.

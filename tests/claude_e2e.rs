@@ -239,6 +239,55 @@ fn a_usage_window_the_real_cli_reports_is_waited_out() {
     );
 }
 
+/// The real CLI as a resolver: two chapters rewrite the same file, the
+/// second merge conflicts, claude (resolve = "agent" is its default) is
+/// given the conflict and writes the file back; loki checks that no
+/// marker is left and merges it.
+#[test]
+fn the_real_cli_resolves_a_merge_conflict() {
+    require_claude();
+    let api = MockApi::start(&[]);
+    let home = tempfile::tempdir().expect("home");
+    let repo = Repo::new();
+    repo.write(
+        "prompts/bible.md",
+        "# The bible\n\nStream id: {{STREAM_ID}}\n\nWrite the revised bible to {{OUTPUTS}}.\n",
+    );
+    repo.write("bible.md", "# Bible\n\nThe harbour has one light.\n");
+    let streams: String = ["a", "b"]
+        .iter()
+        .map(|id| {
+            format!(
+                "[[streams]]\nid = \"{id}\"\nprompt = \"prompts/bible.md\"\noutputs = [\"bible.md\"]\n\n"
+            )
+        })
+        .collect();
+    repo.write(
+        "loki.toml",
+        &claude_swarm(&api.url(), home.path(), 1, &streams),
+    );
+    repo.commit_all("swarm");
+
+    let out = loki_clean_env(&repo, &["run", "--plain"]);
+    assert!(out.status.success(), "{}", both(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("a resolver attempt merges main into"),
+        "{text}"
+    );
+    let bible = repo.git(&["show", "main:bible.md"]);
+    assert!(
+        !bible.contains("<<<<<<<") && !bible.contains(">>>>>>>"),
+        "{bible}"
+    );
+    let log = repo.git(&["log", "--format=%s", "main"]);
+    assert!(
+        log.contains("(resolve: merge conflict resolved, checks passed)"),
+        "{log}"
+    );
+    assert_eq!(log.matches("Merge stream ").count(), 2, "{log}");
+}
+
 /// Two independent chapters, `max_attempts = 1`, run once against an API
 /// that answers 401 (the run must end with exit code 1). Returns the repo,
 /// claude's home, the streams' TOML and that run's output.

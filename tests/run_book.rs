@@ -574,6 +574,7 @@ fn init_writes_an_example_and_refuses_to_overwrite() {
         "loki.toml",
         "prompts/chapter.md",
         "prompts/retry.md",
+        "prompts/resolve.md",
         ".loki/.gitignore",
         "outline.md",
     ] {

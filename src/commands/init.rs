@@ -36,6 +36,10 @@ pub fn init(dir: &Path) -> Result<InitReport> {
         ("loki.toml", swarm),
         ("prompts/chapter.md", CHAPTER_TEMPLATE.to_string()),
         ("prompts/retry.md", RETRY_TEMPLATE.to_string()),
+        (
+            "prompts/resolve.md",
+            crate::prompt::RESOLVE_TEMPLATE.to_string(),
+        ),
         (".loki/.gitignore", LOKI_GITIGNORE.to_string()),
     ];
     let existing: Vec<&str> = files

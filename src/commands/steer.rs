@@ -91,6 +91,7 @@ pub fn direct_ctx(req: &Request, target: &str) -> Ctx {
         target: target.to_string(),
         approver: default_approver(),
         supervised: false,
+        max_resolve: 0,
     }
 }
 

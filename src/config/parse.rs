@@ -46,7 +46,9 @@ pub(super) struct StreamAt {
     pub(super) check_command: Option<At>,
 }
 
-pub(super) const TOP_KEYS: &[&str] = &["swarm", "agent", "checks", "streams"];
+pub(super) const TOP_KEYS: &[&str] = &["swarm", "agent", "checks", "merge", "streams"];
+/// Keys of `[merge]`.
+pub(super) const MERGE_KEYS: &[&str] = &["resolve", "max_resolve_attempts"];
 pub(super) const SWARM_KEYS: &[&str] = &[
     "target",
     "max_parallel",
@@ -116,6 +118,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Res<Parsed> {
 enum Section<'a> {
     Top,
     Swarm,
+    Merge,
     Agent,
     Checks,
     Stream(&'a str),
@@ -128,6 +131,7 @@ impl Section<'_> {
         match self {
             Section::Top => "the top level of the swarm file".into(),
             Section::Swarm => "[swarm]".into(),
+            Section::Merge => "[merge]".into(),
             Section::Agent => "[agent]".into(),
             Section::Checks => "[checks]".into(),
             Section::Stream(id) => format!("[[streams]] `{id}`"),
@@ -140,6 +144,7 @@ impl Section<'_> {
         match self {
             Section::Top => TOP_KEYS.to_vec(),
             Section::Swarm => SWARM_KEYS.to_vec(),
+            Section::Merge => MERGE_KEYS.to_vec(),
             Section::Agent | Section::StreamAgent(_) => AGENT_KEYS.to_vec(),
             Section::Checks | Section::StreamChecks(_) => CHECK_KEYS.to_vec(),
             Section::Stream(_) => {
@@ -160,9 +165,11 @@ impl Section<'_> {
                 (SWARM_KEYS, "[swarm]"),
                 (AGENT_KEYS, "[agent]"),
                 (CHECK_KEYS, "[checks]"),
+                (MERGE_KEYS, "[merge]"),
                 (STREAM_KEYS, STREAM),
             ],
-            Section::Swarm => &[
+            Section::Swarm | Section::Merge => &[
+                (SWARM_KEYS, "[swarm]"),
                 (AGENT_KEYS, "[agent]"),
                 (CHECK_KEYS, "[checks]"),
                 (STREAM_KEYS, STREAM),
@@ -790,6 +797,7 @@ impl Parser<'_> {
         self.check_keys(&top, Section::Top)?;
 
         let mut swarm = SwarmSettings::default();
+        let mut merge = super::MergeSettings::default();
         let mut agent = AgentSettings::default();
         let mut checks = CheckSettings::default();
         let mut base = BaseSpans::default();
@@ -800,6 +808,13 @@ impl Parser<'_> {
                     self.check_keys(&es, Section::Swarm)?;
                     for x in &es {
                         self.apply_swarm(&mut swarm, x)?;
+                    }
+                }
+                "merge" => {
+                    let es = entries(self.table("merge", e.val, "a [merge] table")?);
+                    self.check_keys(&es, Section::Merge)?;
+                    for x in &es {
+                        self.apply_merge(&mut merge, x)?;
                     }
                 }
                 "agent" => {
@@ -1001,6 +1016,7 @@ impl Parser<'_> {
                 path,
                 root,
                 swarm,
+                merge,
                 streams: configs,
                 templates,
                 command_at,

@@ -560,46 +560,56 @@ pub(super) fn script_of(cmd: &str) -> Option<(String, bool)> {
 /// retry.md that cannot be read or filled is replaced, silently, by one
 /// built-in sentence.
 fn check_retry_template(repo_root: &Path) -> Res<()> {
-    let path = repo_root.join(prompt::RETRY_FILE);
+    check_own_template(repo_root, prompt::RETRY_FILE, RETRY_PLACEHOLDERS, "a retry")?;
+    check_own_template(
+        repo_root,
+        prompt::RESOLVE_FILE,
+        prompt::RESOLVE_PLACEHOLDERS,
+        "a resolver's attempt",
+    )
+}
+
+/// A template of loki's own (`prompts/retry.md`, `prompts/resolve.md`)
+/// under `repo_root`, when there is one, is UTF-8 text that uses only
+/// `allowed`: at run time one that cannot be filled is replaced, silently,
+/// by the built-in text.
+fn check_own_template(repo_root: &Path, file: &str, allowed: &[&str], user: &str) -> Res<()> {
+    let path = repo_root.join(file);
     let whole = |message: &str, help: String| ConfigError::whole(&path, message, help);
-    let bytes = match read_inside(repo_root, Path::new(prompt::RETRY_FILE), MAX_PROMPT_FILE) {
+    let bytes = match read_inside(repo_root, Path::new(file), MAX_PROMPT_FILE) {
         Ok(b) => b,
         Err(FileRefusal::Missing) => return Ok(()),
         Err(why) => {
             return Err(whole(
-                &format!("prompts/retry.md {why}"),
-                "make it a regular template file in the repository, or remove it to use the \
-                 built-in retry text"
-                    .into(),
+                &format!("{file} {why}"),
+                format!(
+                    "make it a regular template file in the repository, or remove it to use \
+                     the built-in text for {user}"
+                ),
             ))
         }
     };
-    let text = utf8_text(
-        &path,
-        bytes,
-        "prompts/retry.md",
-        "save prompts/retry.md as UTF-8",
-    )?;
-    let allowed = RETRY_PLACEHOLDERS
+    let text = utf8_text(&path, bytes, file, &format!("save {file} as UTF-8"))?;
+    let shown = allowed
         .iter()
         .map(|n| format!("{{{{{n}}}}}"))
         .collect::<Vec<_>>()
         .join(", ");
     for (name, line, col) in prompt::placeholders(&text) {
-        if RETRY_PLACEHOLDERS.contains(&name.as_str()) {
+        if allowed.contains(&name.as_str()) {
             continue;
         }
-        let near = suggest(&name, RETRY_PLACEHOLDERS)
+        let near = suggest(&name, allowed)
             .map(|k| format!("did you mean {{{{{k}}}}}? "))
             .unwrap_or_default();
         return Err(ConfigError {
             file: path,
             line,
             col,
-            message: format!("placeholder {{{{{name}}}}} is not filled in prompts/retry.md"),
+            message: format!("placeholder {{{{{name}}}}} is not filled in {file}"),
             help: format!(
-                "{near}prompts/retry.md may use only {allowed}; remove or rename this one (a \
-                 retry text that cannot be filled would be replaced by a built-in sentence)"
+                "{near}{file} may use only {shown}; remove or rename this one (a text for \
+                 {user} that cannot be filled would be replaced by the built-in one)"
             ),
         });
     }

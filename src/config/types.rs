@@ -27,6 +27,7 @@ pub struct SwarmFile {
     /// Folder of the swarm file; prompt paths are relative to it.
     pub root: PathBuf,
     pub swarm: SwarmSettings,
+    pub merge: MergeSettings,
     /// In file order.
     pub streams: Vec<StreamConfig>,
     /// Every `for_each` stream, in file order. A template whose items come
@@ -60,6 +61,37 @@ pub struct SwarmSettings {
     /// (line, column) of the `target` value, for `loki run`'s refusal of a
     /// branch that does not exist (only known once git is asked).
     pub target_at: Option<(usize, usize)>,
+}
+
+/// `[merge]`: what happens when a stream's merge conflicts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MergeSettings {
+    /// `resolve = "agent"` (`Some(true)`): a resolver attempt of the
+    /// stream's agent resolves the conflict; `"none"` (`Some(false)`): the
+    /// stream is left conflicted for a person. Unset: "agent" when the
+    /// stream's agent is claude.
+    pub resolve: Option<bool>,
+    /// Resolver attempts per conflict (default 1).
+    pub max_resolve_attempts: u32,
+}
+
+impl Default for MergeSettings {
+    fn default() -> Self {
+        MergeSettings {
+            resolve: None,
+            max_resolve_attempts: 1,
+        }
+    }
+}
+
+impl MergeSettings {
+    /// Resolver attempts a conflict of a stream with `agent` gets.
+    pub fn resolver_attempts(&self, agent: &AgentSettings) -> u32 {
+        match self.resolve.unwrap_or_else(|| agent.is_claude()) {
+            true => self.max_resolve_attempts,
+            false => 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

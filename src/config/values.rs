@@ -396,6 +396,31 @@ impl Parser<'_> {
         Ok(())
     }
 
+    pub(super) fn apply_merge(&self, m: &mut super::MergeSettings, e: &Entry<'_, '_>) -> Res<()> {
+        let (key, v) = (e.key, e.val);
+        match key {
+            "resolve" => {
+                m.resolve =
+                    match self.string(key, v)?.as_str() {
+                        "agent" => Some(true),
+                        "none" => Some(false),
+                        other => return Err(self.err(
+                            &v.span(),
+                            format!("`resolve` must be \"agent\" or \"none\"; found \"{other}\""),
+                            "\"agent\": a resolver attempt of the stream's agent resolves a merge \
+                             conflict and is checked again; \"none\": a conflict waits for you",
+                        )),
+                    }
+            }
+            "max_resolve_attempts" => {
+                m.max_resolve_attempts =
+                    u32::try_from(self.pos_int(key, v, u64::from(u32::MAX), "1")?).unwrap_or(1)
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     pub(super) fn apply_agent(&self, a: &mut AgentSettings, e: &Entry<'_, '_>) -> Res<()> {
         let (key, v) = (e.key, e.val);
         match key {

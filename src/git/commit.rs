@@ -42,6 +42,41 @@ pub fn commit_stream(
     body: &str,
     trailers: &[(String, String)],
 ) -> anyhow::Result<Option<String>> {
+    commit_worktree(root, id, outputs, subject, body, trailers, None)
+}
+
+/// [`commit_stream`] for a resolver's attempt: the worktree's files as a
+/// two-parent merge of the branch and `target_head` (the target's commit
+/// the resolver merged), made even when the tree is the branch's own.
+pub fn commit_resolution(
+    root: &Path,
+    id: &str,
+    outputs: &[String],
+    subject: &str,
+    body: &str,
+    trailers: &[(String, String)],
+    target_head: &str,
+) -> anyhow::Result<Option<String>> {
+    commit_worktree(
+        root,
+        id,
+        outputs,
+        subject,
+        body,
+        trailers,
+        Some(target_head),
+    )
+}
+
+fn commit_worktree(
+    root: &Path,
+    id: &str,
+    outputs: &[String],
+    subject: &str,
+    body: &str,
+    trailers: &[(String, String)],
+    second_parent: Option<&str>,
+) -> anyhow::Result<Option<String>> {
     check_id(id)?;
     let repo = open_repo(root)?;
     let (wrepo, admin) = open_stream_worktree(&repo, root, id)?;
@@ -85,14 +120,24 @@ pub fn commit_stream(
     stat_cache::fill_missing(&path, &mut index).with_context(ctx)?;
     index.write().with_context(ctx)?;
     stat_cache::remember(&path, &index);
-    if parent.tree_id() == tree_id {
+    let theirs = match second_parent {
+        Some(t) => Some(
+            git2::Oid::from_str(t)
+                .and_then(|o| repo.find_commit(o))
+                .with_context(ctx)?,
+        ),
+        None => None,
+    };
+    if parent.tree_id() == tree_id && theirs.is_none() {
         return Ok(None);
     }
     let tree = repo.find_tree(tree_id).with_context(ctx)?;
     let sig = signature(&repo)?;
     let message = compose_message(subject, body, trailers);
+    let mut parents = vec![&parent];
+    parents.extend(theirs.iter());
     let id_new = repo
-        .commit(None, &sig, &sig, &message, &tree, &[&parent])
+        .commit(None, &sig, &sig, &message, &tree, &parents)
         .with_context(ctx)?;
     repo.reference_matching(
         &branch_ref,

@@ -64,6 +64,7 @@ mod init;
 mod integrity;
 mod merge;
 mod pool;
+mod resolve;
 mod stat_cache;
 mod worktree;
 
@@ -71,7 +72,7 @@ pub use branch::{
     branch_exists, branch_head, branch_merge_base, create_branch, current_branch, delete_branch,
     delete_named_branch, file_on_branch, local_branches,
 };
-pub use commit::{commit_stream, diff_against_target, touched_paths};
+pub use commit::{commit_resolution, commit_stream, diff_against_target, touched_paths};
 pub use history::{
     graph_oneline, merge_paths, merged_streams, parse_trailers, stream_merges, trailer, CommitInfo,
     MergeHistory, StreamMerge,
@@ -82,6 +83,7 @@ pub use merge::{
     clear_abandoned_target_locks, merge_journal_path, merge_stream, merge_stream_with_hook,
     refresh_stream, LockCleanup, MergeOutcome, Refresh,
 };
+pub use resolve::{resolution_problems, start_resolution, Resolution};
 pub use worktree::{
     clear_stale_locks, empty_pool, prepare_worktree, prune_registration, registrations,
     remove_worktree, repair_registrations, retire_worktree, uncommitted_paths, Registration,

@@ -136,6 +136,10 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
+}
+
 /// Everything loki knows about one stream; `.loki/state/<id>.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StreamState {
@@ -180,6 +184,14 @@ pub struct StreamState {
     /// `feedback` is made from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub feedback_log: Vec<(u32, Vec<String>)>,
+    /// The paths of a merge conflict a resolver attempt is to resolve (the
+    /// next attempt is that resolver's while this is not empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resolve_paths: Vec<String>,
+    /// Resolver attempts used on this stream's conflicts since its last
+    /// merge, retry or run.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub resolve_attempts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process: Option<ProcessRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -220,6 +232,12 @@ impl StreamState {
     pub fn renew_allowance(&mut self) {
         self.allowance_floor = self.counted_attempts();
         self.feedback_log.clear();
+        self.resolve_attempts = 0;
+    }
+
+    /// The next (or running) attempt is a resolver's.
+    pub fn resolving(&self) -> bool {
+        !self.resolve_paths.is_empty()
     }
 
     /// Records what attempt `attempt` did wrong (`text`, one item per

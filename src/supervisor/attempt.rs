@@ -53,6 +53,9 @@ pub struct PrepareInput {
     /// Bring the branch up to date with the target first
     /// ([`git::refresh_stream`]): the stream runs again after a failure.
     pub refresh: bool,
+    /// A resolver's attempt: merge the target into the worktree, leaving
+    /// the conflict, and hand the agent `prompts/resolve.md`.
+    pub resolve: bool,
 }
 
 #[derive(Debug)]
@@ -66,6 +69,8 @@ pub struct Prepared {
     pub agent_label: String,
     /// The agent continues an earlier claude session (`--resume`).
     pub resumed: bool,
+    /// A resolver's attempt: the conflict it was given.
+    pub resolution: Option<git::Resolution>,
 }
 
 /// An error that retrying cannot fix (a missing input file, an unfilled
@@ -175,6 +180,7 @@ pub fn prepare(input: &PrepareInput) -> Result<Prepared> {
 
     let resuming =
         s.agent.is_claude() && s.agent.resume && input.session.is_some() && !input.stand_in;
+    let stream_prompt = input.resolve.then(|| full.clone());
     let text = match &input.kickoff {
         Kickoff::Fresh => full,
         Kickoff::Continue if resuming => CONTINUE_PROMPT.to_string(),
@@ -189,6 +195,19 @@ pub fn prepare(input: &PrepareInput) -> Result<Prepared> {
                 format!("{preamble}\n\n---\n\n{full}")
             }
         }
+    };
+
+    // A resolver's attempt: the target merged into the worktree, the
+    // conflict left in it, and the resolve prompt around the stream's own.
+    let mut resolution = None;
+    let text = if let Some(stream_prompt) = stream_prompt {
+        let r = git::start_resolution(&lay.root, &s.id, &input.target)
+            .with_context(|| format!("merging {} into stream {}", input.target, s.id))?;
+        let text = resolve_prompt(&lay.root, s, &input.target, &r, &stream_prompt);
+        resolution = Some(r);
+        text
+    } else {
+        text
     };
 
     let prompt_file = run_dir.join("prompt.md");
@@ -265,8 +284,84 @@ pub fn prepare(input: &PrepareInput) -> Result<Prepared> {
         prompt_file,
         salvaged,
         agent_label,
-        resumed: resuming,
+        resumed: resuming && !input.resolve,
+        resolution,
     })
+}
+
+/// The resolver's prompt: `prompts/resolve.md` (yours to edit) when it is
+/// there and every placeholder in it is filled, else the built-in one.
+fn resolve_prompt(
+    root: &Path,
+    s: &StreamConfig,
+    target: &str,
+    r: &git::Resolution,
+    stream_prompt: &str,
+) -> String {
+    let list = |items: &[String], none: &str| {
+        if items.is_empty() {
+            none.to_string()
+        } else {
+            items
+                .iter()
+                .map(|i| format!("- {i}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+    };
+    let merges: Vec<String> = r
+        .theirs
+        .iter()
+        .filter(|t| t.starts_with("Merge stream "))
+        .cloned()
+        .collect();
+    let values: BTreeMap<String, String> = [
+        (
+            "CONFLICTED_FILES",
+            list(
+                &r.conflicted
+                    .iter()
+                    .map(|p| format!("`{p}`"))
+                    .collect::<Vec<_>>(),
+                "(none: the target merged cleanly this time; check the result and stop)",
+            ),
+        ),
+        (
+            "CONFLICTED_PATHS",
+            r.conflicted
+                .iter()
+                .map(|p| format!("`{p}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        ("OURS", list(&r.ours, "(none)")),
+        ("THEIRS", list(&r.theirs, "(none)")),
+        ("STREAM_PROMPT", stream_prompt.to_string()),
+        ("TARGET_MERGES", list(&merges, "(none)")),
+        ("TARGET", target.to_string()),
+        ("STREAM_ID", s.id.to_string()),
+        (
+            "OUTPUTS",
+            s.outputs
+                .iter()
+                .map(|o| format!("`{o}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let own = crate::util::read_inside(
+        root,
+        Path::new(prompt::RESOLVE_FILE),
+        crate::util::MAX_PROMPT_FILE,
+    )
+    .ok()
+    .and_then(|b| String::from_utf8(b).ok());
+    own.and_then(|t| prompt::render(&t, &values).ok())
+        .or_else(|| prompt::render(prompt::RESOLVE_TEMPLATE, &values).ok())
+        .unwrap_or_default()
 }
 
 /// The bubblewrap sandbox of an attempt whose agent asks for one: what it
@@ -416,6 +511,8 @@ pub struct FinishInput {
     pub trailers: Vec<(String, String)>,
     /// Told the group of each check command as it starts.
     pub on_process: Option<ProcessSink>,
+    /// A resolver's attempt: the target's commit it merged.
+    pub resolution: Option<String>,
 }
 
 /// Where the process group of a child started during an attempt's blocking
@@ -436,6 +533,8 @@ pub struct Finished {
     /// What the agent changed in the worktree's `.git`, HEAD or branch (put
     /// back now): each a reason the attempt fails.
     pub tampered: Vec<String>,
+    /// What is wrong with a resolver's work (a marker left, a stray change).
+    pub resolve_failure: Option<String>,
 }
 
 /// Runs the checks (when the agent succeeded), writes
@@ -448,7 +547,28 @@ pub fn finish(input: &FinishInput) -> Result<Finished> {
     // so the checks and the commit below see it as loki made it.
     let tampered = git::guard_worktree(&input.layout.root, &s.id, &input.base)
         .with_context(|| format!("checking the worktree of stream {}", s.id))?;
-    let report = if input.agent_ok && tampered.is_empty() {
+    // A resolver's work is checked for what git would not let pass: a
+    // conflict marker left, or a change the conflict did not call for.
+    let mut resolve_failure = None;
+    if let (Some(target_head), true, true) =
+        (&input.resolution, input.agent_ok, tampered.is_empty())
+    {
+        let (markers, strays) =
+            git::resolution_problems(&input.layout.root, &s.id, target_head, &s.outputs)?;
+        if !markers.is_empty() {
+            resolve_failure = Some(format!(
+                "the resolution leaves a conflict marker in {}",
+                markers.join(", ")
+            ));
+        } else if !strays.is_empty() {
+            resolve_failure = Some(format!(
+                "the resolution changes what the conflict did not call for: {} (only the \
+                 conflicted files and the stream's outputs may change)",
+                strays.join(", ")
+            ));
+        }
+    }
+    let report = if input.agent_ok && tampered.is_empty() && resolve_failure.is_none() {
         // Unknown (git could not say) is neither "nothing changed" nor a
         // pass for the checks that judge the changes: the attempt fails.
         let touched = Some(
@@ -513,19 +633,47 @@ pub fn finish(input: &FinishInput) -> Result<Finished> {
             String::new(),
         ),
     };
-    let commit = git::commit_stream(
-        &input.layout.root,
-        &s.id,
-        &s.outputs,
-        &subject,
-        &body,
-        &trailers,
-    )
-    .with_context(|| format!("committing attempt {} of stream {}", input.attempt, s.id))?;
+    let commit = match &input.resolution {
+        // Nothing of a failed resolution reaches the branch: its markers
+        // could be merged as they are by the next retry.
+        Some(target_head) => {
+            let passed = resolve_failure.is_none()
+                && input.agent_ok
+                && tampered.is_empty()
+                && report.as_ref().is_some_and(|r| r.status != Level::Fail);
+            if passed {
+                git::commit_resolution(
+                    &input.layout.root,
+                    &s.id,
+                    &s.outputs,
+                    &format!(
+                        "loki: {} attempt {} (resolve: merge conflict resolved, checks passed)",
+                        s.id, input.attempt
+                    ),
+                    &body,
+                    &trailers,
+                    target_head,
+                )
+                .with_context(|| format!("committing the resolution of stream {}", s.id))?
+            } else {
+                None
+            }
+        }
+        None => git::commit_stream(
+            &input.layout.root,
+            &s.id,
+            &s.outputs,
+            &subject,
+            &body,
+            &trailers,
+        )
+        .with_context(|| format!("committing attempt {} of stream {}", input.attempt, s.id))?,
+    };
     Ok(Finished {
         commit,
         report,
         tampered,
+        resolve_failure,
     })
 }
 

@@ -122,6 +122,7 @@ mod tests {
     fn ctx() -> Ctx {
         Ctx {
             supervised: false,
+            max_resolve: 0,
             ..crate::supervisor::machine::tests::ctx()
         }
     }

@@ -34,14 +34,16 @@ impl Dispatcher {
             }
             stream_cfg.agent.max_budget_usd = Some(left);
         }
+        let resolving = slot.st.resolving();
         let kickoff = machine::next_start(&slot.st, max);
         // A stream that runs again after it failed, was blocked or was
         // cancelled starts from what the target holds now.
         let refresh = slot.st.status == Status::Pending
             && matches!(kickoff, machine::Kickoff::Fresh)
             && slot.st.attempt > 0;
-        let interrupted_attempt = machine::cut_off_attempt(&slot.st);
-        let session = slot.st.session_id.clone();
+        // A resolver starts from the conflict, in a session of its own.
+        let interrupted_attempt = machine::cut_off_attempt(&slot.st).filter(|_| !resolving);
+        let session = slot.st.session_id.clone().filter(|_| !resolving);
         if self.step(id, Input::Start { n }).await.is_err() {
             return;
         }
@@ -68,7 +70,8 @@ impl Dispatcher {
             stand_in: self.stand_in,
             interrupted_attempt,
             base: slot.st.base_commit.clone(),
-            refresh,
+            refresh: refresh && !resolving,
+            resolve: resolving,
         };
         let tx = self.tx.clone();
         let idc = id.to_string();
@@ -162,6 +165,7 @@ impl Dispatcher {
         };
         slot.agent_label = label;
         slot.resumed = prepared.resumed;
+        slot.resolution = prepared.resolution.clone();
         let mut launch = prepared.launch.clone();
         if self.stand_in && self.stand_in_delay_ms > 0 {
             launch.env.push((
@@ -351,6 +355,76 @@ impl Dispatcher {
                     }
                 }
             }
+        }
+    }
+
+    /// A resolver's attempt ended: its resolution, checked and committed as
+    /// a merge of the target, goes to the merge worker; anything short of
+    /// that leaves the stream conflicted, with the reason and nothing of
+    /// the resolution on its branch.
+    async fn on_resolved(
+        &mut self,
+        id: &str,
+        agent_failed: bool,
+        result: std::result::Result<Finished, String>,
+    ) {
+        let why = match result {
+            Err(e) => Some(format!("the resolution could not be checked: {e}")),
+            Ok(f) => {
+                if let Some(r) = &f.report {
+                    self.event("check", Some(id), &r.summary);
+                }
+                let checked = Input::Checked {
+                    commit: f.commit.clone(),
+                    level: f
+                        .report
+                        .as_ref()
+                        .map(|r| format!("{:?}", r.status).to_uppercase()),
+                };
+                self.feed(id, checked).await;
+                if agent_failed {
+                    let reason = self.slots[id]
+                        .st
+                        .attempts
+                        .last()
+                        .and_then(|a| a.reason.clone())
+                        .unwrap_or_else(|| "the resolver failed".into());
+                    Some(format!("the resolver attempt failed: {reason}"))
+                } else if !f.tampered.is_empty() {
+                    Some(format!(
+                        "the resolver altered the worktree: {}",
+                        f.tampered.join("; ")
+                    ))
+                } else if let Some(problem) = f.resolve_failure {
+                    Some(problem)
+                } else {
+                    match &f.report {
+                        Some(r) if r.status == Level::Fail => {
+                            Some(format!("the resolution fails its checks: {}", r.summary))
+                        }
+                        Some(_) if f.commit.is_some() => None,
+                        _ => Some("the resolution was not committed".into()),
+                    }
+                }
+            }
+        };
+        let input = match why {
+            Some(why) => {
+                let why = format!(
+                    "{why}; the merge conflict is left for you: resolve it in \
+                     .loki/worktrees/{id} (merge {} into loki/{id} and commit), then `loki \
+                     retry {id}`",
+                    self.target
+                );
+                Input::ResolveFailed { why }
+            }
+            None => Input::Passed {
+                summary: "conflict resolved and checked".into(),
+                needs_approval: false,
+            },
+        };
+        if let Ok(effects) = self.step(id, input).await {
+            self.perform(id, effects).await;
         }
     }
 
@@ -615,7 +689,19 @@ impl Dispatcher {
             self.limit = (self.limit + 1).min(self.cfg.swarm.max_parallel.max(1));
         }
         let slot = &self.slots[&id];
-        let trailers = self.attempt_trailers(slot);
+        let mut trailers = self.attempt_trailers(slot);
+        let resolution = slot
+            .resolution
+            .as_ref()
+            .filter(|_| slot.st.resolving())
+            .map(|r| r.target_head.clone());
+        if resolution.is_some() {
+            for (k, v) in trailers.iter_mut() {
+                if k == crate::model::trailers::ATTEMPT {
+                    *v = format!("{n} (resolve)");
+                }
+            }
+        }
         let input = FinishInput {
             layout: self.layout.clone(),
             stream: slot.cfg.clone(),
@@ -625,6 +711,7 @@ impl Dispatcher {
             agent_failure: why.clone(),
             trailers,
             on_process: Some(self.process_sink(&id, n)),
+            resolution,
         };
         if self.step(&id, Input::Checking { why }).await.is_err() {
             return;
@@ -760,6 +847,10 @@ impl Dispatcher {
             .last()
             .map(|a| a.outcome.clone())
             .unwrap_or_default();
+        if self.slots[&id].st.resolving() {
+            self.on_resolved(&id, agent_failed, result).await;
+            return;
+        }
         match result {
             Err(e) => {
                 self.retry_or_fail(&id, format!("after the attempt: {e}"), e)

@@ -40,6 +40,9 @@ pub struct Ctx {
     /// A supervisor runs this stream (false: a command applies directly, so
     /// nothing can stop or finish a running agent).
     pub supervised: bool,
+    /// Resolver attempts a merge conflict of this stream gets (`[merge]`);
+    /// 0 with no supervisor, which cannot run one.
+    pub max_resolve: u32,
 }
 
 /// A steering request: a signal file or a command.
@@ -149,6 +152,10 @@ pub enum Input {
     /// Nothing another attempt could fix (a check that cannot run, a spent
     /// budget, a missing input): failed now.
     Fatal { reason: String },
+    /// A resolver attempt did not resolve the conflict (its agent failed,
+    /// a marker or a change outside the conflict is left, a check failed):
+    /// the stream is conflicted, for a person.
+    ResolveFailed { why: String },
     /// Every check passed.
     Passed {
         summary: String,
@@ -389,8 +396,14 @@ pub fn handle(st: &StreamState, input: Input, ctx: &Ctx) -> Result<Step, Refusal
             }
             b.go(Preparing, None);
             b.st.attempt = n;
-            // An approval of an earlier attempt's draft is not one of this one.
-            b.st.approved_by = None;
+            let resolver = b.st.resolving();
+            // An approval of an earlier attempt's draft is not one of this
+            // one; a resolver's attempt only merges what was approved.
+            if !resolver {
+                b.st.approved_by = None;
+            } else {
+                b.st.resolve_attempts += 1;
+            }
             if b.st.started_at.is_none() {
                 b.st.started_at = Some(ctx.now.clone());
             }
@@ -398,7 +411,8 @@ pub fn handle(st: &StreamState, input: Input, ctx: &Ctx) -> Result<Step, Refusal
             b.st.attempts.push(AttemptRecord {
                 n,
                 started_at: ctx.now.clone(),
-                counted: true,
+                // A resolver's attempt counts against max_resolve_attempts.
+                counted: !resolver,
                 ..Default::default()
             });
         }
@@ -516,11 +530,18 @@ pub fn handle(st: &StreamState, input: Input, ctx: &Ctx) -> Result<Step, Refusal
         Input::Fatal { reason } => {
             b.go(Failed, Some(reason));
         }
+        Input::ResolveFailed { why } => {
+            if !matches!(s, Preparing | Running | Checking) || !st.resolving() {
+                return Err(wrong("not resolving a conflict"));
+            }
+            b.st.resolve_paths.clear();
+            b.go(Conflicted, Some(why));
+        }
         Input::Passed {
             summary,
             needs_approval,
         } => {
-            if needs_approval {
+            if needs_approval && !st.resolving() {
                 b.go(
                     AwaitingApproval,
                     Some(format!("{summary}; approve with `loki approve {}`", st.id)),
@@ -531,6 +552,7 @@ pub fn handle(st: &StreamState, input: Input, ctx: &Ctx) -> Result<Step, Refusal
             }
             b.st.feedback = None;
             b.st.feedback_log.clear();
+            b.st.resolve_paths.clear();
         }
         Input::Merge(result) => {
             if s != Merging {
@@ -610,6 +632,7 @@ fn merge_result(b: &mut Builder<'_>, result: MergeResult) {
     match result {
         MergeResult::Merged { commit } => {
             b.go(Status::Merged, None);
+            b.st.resolve_attempts = 0;
             b.st.merge_commit = Some(commit.clone());
             b.st.process = None;
             b.event("merge", format!("merged into {target} as {commit}"));
@@ -618,6 +641,14 @@ fn merge_result(b: &mut Builder<'_>, result: MergeResult) {
         MergeResult::AlreadyMerged => {
             b.go(Status::Merged, Some("already merged".into()));
             b.effect(Effect::Cleanup);
+        }
+        MergeResult::Conflict { paths } if b.st.resolve_attempts < b.ctx.max_resolve => {
+            let why = format!(
+                "merge conflict in {}: a resolver attempt merges {target} into loki/{id} and resolves it",
+                paths.join(", "),
+            );
+            b.go(Status::Retrying, Some(why));
+            b.st.resolve_paths = paths;
         }
         MergeResult::Conflict { paths } => {
             let why = format!(
@@ -694,8 +725,10 @@ fn recover(b: &mut Builder<'_>) {
             }
             b.effect(Effect::QueueMerge);
         }
+        // A new run gives a conflict its resolver attempts again.
         Conflicted => {
             b.go(Merging, None);
+            b.st.resolve_attempts = 0;
             b.effect(Effect::QueueMerge);
         }
         Merged => {

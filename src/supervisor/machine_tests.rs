@@ -31,6 +31,7 @@ pub(crate) fn ctx() -> Ctx {
         target: "main".into(),
         approver: "ana".into(),
         supervised: true,
+        max_resolve: 0,
     }
 }
 
@@ -150,6 +151,7 @@ fn approval_records_who_and_queues_the_merge() {
 fn signals_to_a_running_agent_need_a_supervisor() {
     let direct = Ctx {
         supervised: false,
+        max_resolve: 0,
         ..ctx()
     };
     for kind in [
@@ -958,4 +960,70 @@ fn recovery_forgets_only_a_merge_wait() {
     st.reason = Some("approved by maria".into());
     let step = handle(&st, Input::Recover, &ctx()).unwrap();
     assert!(!step.changes(&st), "nothing to write");
+}
+
+/// A conflict with a resolver attempt to spare goes to one (uncounted,
+/// approval kept), whose failure leaves the stream conflicted; with none
+/// left, the conflict waits for a person as before.
+#[test]
+fn a_conflict_gets_a_resolver_attempt_then_waits_for_a_person() {
+    let mut st = stream(Status::Merging);
+    st.approved_by = Some("maria".into());
+    let resolving = Ctx {
+        max_resolve: 1,
+        ..ctx()
+    };
+    let conflict = Input::Merge(MergeResult::Conflict {
+        paths: vec!["bible.md".into()],
+    });
+    let step = handle(&st, conflict.clone(), &resolving).unwrap();
+    assert_eq!(step.state.status, Status::Retrying);
+    assert_eq!(step.state.resolve_paths, vec!["bible.md".to_string()]);
+    assert!(step
+        .state
+        .reason
+        .as_deref()
+        .is_some_and(|r| r.contains("a resolver attempt merges main into loki/ch01")));
+
+    let started = handle(&step.state, Input::Start { n: 2 }, &resolving).unwrap();
+    let a = started.state.attempts.last().unwrap();
+    assert!(!a.counted, "a resolver attempt is not one of max_attempts");
+    assert_eq!(started.state.resolve_attempts, 1);
+    assert_eq!(started.state.approved_by.as_deref(), Some("maria"));
+    assert_eq!(started.state.used_attempts(), st.used_attempts());
+
+    let failed = handle(
+        &started.state,
+        Input::ResolveFailed {
+            why: "a marker is left".into(),
+        },
+        &resolving,
+    )
+    .unwrap();
+    assert_eq!(failed.state.status, Status::Conflicted);
+    assert!(failed.state.resolve_paths.is_empty());
+
+    // A resolution that passes merges without asking for approval again.
+    let mut checking = started.state.clone();
+    checking.status = Status::Checking;
+    let passed = handle(
+        &checking,
+        Input::Passed {
+            summary: "ok".into(),
+            needs_approval: true,
+        },
+        &resolving,
+    )
+    .unwrap();
+    assert_eq!(passed.state.status, Status::Merging);
+    assert_eq!(passed.effects, vec![Effect::QueueMerge]);
+
+    // The next conflict, with the resolver attempt used: for a person.
+    let mut again = passed.state.clone();
+    again.resolve_paths.clear();
+    let step = handle(&again, conflict.clone(), &resolving).unwrap();
+    assert_eq!(step.state.status, Status::Conflicted);
+    // Without a resolver (resolve = "none", or no supervisor): as before.
+    let step = handle(&st, conflict, &ctx()).unwrap();
+    assert_eq!(step.state.status, Status::Conflicted);
 }

@@ -173,6 +173,8 @@ struct Slot {
     /// written at most every [`ACTIVITY_EVERY`], and when the agent ends.
     activity: Option<String>,
     activity_written: Option<Instant>,
+    /// The conflict a resolver attempt is working on (from its preparation).
+    resolution: Option<git::Resolution>,
 }
 
 impl Slot {
@@ -192,6 +194,7 @@ impl Slot {
             resumed: false,
             activity: None,
             activity_written: None,
+            resolution: None,
         }
     }
 }
@@ -557,6 +560,7 @@ impl Dispatcher {
             target: self.target.clone(),
             approver: default_approver(),
             supervised: true,
+            max_resolve: self.cfg.merge.resolver_attempts(&slot.cfg.agent),
         }
     }
 
