@@ -82,6 +82,12 @@ fn a_conflict_is_resolved_checked_and_merged() {
         "{}",
         done.both()
     );
+    // The audit trail read back from git names the resolver's attempt.
+    let audit = stdout(&s.loki(&["log", id]));
+    assert!(
+        audit.contains("attempt 2  merge conflict resolved; PASS"),
+        "{audit}"
+    );
 }
 
 #[test]

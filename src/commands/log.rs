@@ -88,7 +88,8 @@ pub struct AttemptAudit {
     pub n: u32,
     pub commit: String,
     /// `checks passed`, `checks passed with warnings`, `checks failed`,
-    /// `agent failed`, `interrupted`, or `unknown`.
+    /// `agent failed`, `interrupted`, `merge conflict resolved, checks
+    /// passed` (a resolver's attempt), or `unknown`.
     pub verdict: String,
     /// `Loki-Checks`: the one-line check summary (PASS / WARN / FAIL …).
     pub checks: Option<String>,
@@ -287,6 +288,9 @@ fn attempt_audit(c: &CommitInfo, id: &str) -> Option<AttemptAudit> {
     let interrupted = attempt.contains("interrupted");
     let verdict = if interrupted {
         "interrupted".to_string()
+    } else if attempt.contains("resolve") {
+        // A resolver's attempt is committed only when it passed.
+        "merge conflict resolved, checks passed".to_string()
     } else {
         verdict_of(c.subject(), trailer(t, keys::CHECKS))
     };
@@ -369,6 +373,9 @@ fn short_time(rfc3339: &str) -> String {
 fn attempt_line(a: &AttemptAudit) -> String {
     let what = match (&a.checks, &a.outcome) {
         _ if a.interrupted => "interrupted (work committed on resume)".to_string(),
+        (Some(c), _) if a.verdict.starts_with("merge conflict resolved") => {
+            format!("merge conflict resolved; {}", ellipsize(c, 40))
+        }
         (Some(c), _) => ellipsize(c, 60),
         (None, Some(o)) => format!("agent failed: {}", ellipsize(o, 46)),
         (None, None) => a.verdict.clone(),
