@@ -123,3 +123,43 @@ fn a_resolver_that_leaves_a_marker_leaves_the_stream_conflicted_and_the_target_a
         .git(&["log", "--format=%s", &format!("loki/{id}")])
         .contains("(resolve"));
 }
+
+/// A resolver attempt cut off by SIGTERM resumes on the next run: the
+/// half-done merge in the worktree is started again from the branch, and
+/// the conflict is resolved and merged.
+#[test]
+fn a_resolver_cut_off_by_sigterm_is_resumed_by_the_next_run() {
+    let s = Swarm::empty();
+    s.repo.write("bible.md", BIBLE);
+    let mut toml = header(2, "").replace("[agent]", "[merge]\nresolve = \"agent\"\n\n[agent]");
+    for id in ["a", "b"] {
+        toml.push_str(&stream(
+            id,
+            &[],
+            "bible.md",
+            "env = { FAKE_AGENT_RESOLVE = \"keep-both@2,3\", FAKE_AGENT_SLOW = \"30@2\", \
+             FAKE_AGENT_WORDS = \"30\" }",
+        ));
+    }
+    s.write(&toml);
+    let run = s.start();
+    s.wait_for("a resolver attempt running", || {
+        ["a", "b"].iter().any(|id| {
+            s.try_state(id).is_some_and(|st| {
+                st["status"] == "running" && st["attempt"] == 2 && st["resolve_paths"].is_array()
+            })
+        })
+    });
+    run.signal(nix::sys::signal::Signal::SIGTERM);
+    let done = run.wait();
+    assert_eq!(done.code, Some(130), "{}", done.both());
+    let again = s.run();
+    assert_eq!(again.code, Some(0), "{}", again.both());
+    s.assert_all_merged_once(&["a", "b"]);
+    let bible = s.repo.git(&["show", "main:bible.md"]);
+    assert!(!bible.contains("<<<<<<<"), "{bible}");
+    assert!(
+        bible.contains("*Stream a, attempt 1.*") && bible.contains("*Stream b, attempt 1.*"),
+        "{bible}"
+    );
+}
