@@ -767,6 +767,75 @@ fn a_custom_command_check_fails_then_passes() {
     assert_clean_repo(&repo);
 }
 
+/// `[checks.commands]`: named check commands run at once, each with its
+/// own timeout; a non-blocking one that fails (or runs out of time) is a
+/// warning, and the stream merges.
+#[test]
+fn named_check_commands_run_in_parallel_and_a_non_blocking_one_only_warns() {
+    let repo = Repo::new();
+    let marks = tempfile::tempdir().expect("marks");
+    let timed = "#!/bin/sh\necho \"start $(date +%s.%N)\" >> \"$LOKI_VAR_MARKS/$1\"\nsleep 1\n\
+                 echo \"end $(date +%s.%N)\" >> \"$LOKI_VAR_MARKS/$1\"\n";
+    repo.write("scripts/timed.sh", timed);
+    repo.write(
+        "scripts/style.sh",
+        "#!/bin/sh\necho 'too many adverbs'\nexit 1\n",
+    );
+    swarm(
+        &repo,
+        CHAPTER,
+        1,
+        &[format!(
+            "[[streams]]\nid = \"ch01\"\nprompt = \"prompts/chapter.md\"\n\
+             vars = {{ CHAPTER = \"ch01\", MARKS = \"{}\" }}\noutputs = [\"chapters/ch01.md\"]\n\
+             [streams.checks.commands]\n\
+             lint = \"sh scripts/timed.sh lint\"\n\
+             facts = {{ run = \"sh scripts/timed.sh facts\", timeout = \"30s\" }}\n\
+             style = {{ run = \"sh scripts/style.sh\", blocking = false }}\n\
+             slow = {{ run = \"sleep 20\", timeout = \"1s\", blocking = false }}\n",
+            marks.path().display()
+        )],
+    );
+    let out = repo.loki(&["run", "--plain"]);
+    assert!(out.status.success(), "{}", both(&out));
+    let r = report(&repo, "ch01", 1);
+    assert_eq!(r.status, Level::Warn, "{}", r.human());
+    let named = |name: &str| {
+        r.entries
+            .iter()
+            .find(|e| {
+                e.target
+                    .as_deref()
+                    .is_some_and(|t| t.starts_with(&format!("{name} = ")))
+            })
+            .unwrap_or_else(|| panic!("no entry for {name}: {}", r.human()))
+            .clone()
+    };
+    assert_eq!(named("lint").status, Level::Pass);
+    assert_eq!(named("facts").status, Level::Pass);
+    assert_eq!(named("style").status, Level::Warn);
+    assert!(
+        named("style").details.contains("not blocking"),
+        "{}",
+        r.human()
+    );
+    assert_eq!(named("slow").status, Level::Warn);
+    // The two timed commands overlapped.
+    let times = |name: &str| -> (f64, f64) {
+        let t = std::fs::read_to_string(marks.path().join(name)).expect("marks");
+        let get = |k: &str| {
+            t.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .expect("time")
+        };
+        (get("start "), get("end "))
+    };
+    let (a0, a1) = times("lint");
+    let (b0, b1) = times("facts");
+    assert!(a0 < b1 && b0 < a1, "lint {a0}..{a1}, facts {b0}..{b1}");
+}
+
 /// A check command that cannot run at all (not found: exit 127) is a
 /// configuration error: the stream fails after its first attempt, with
 /// the fix, instead of burning every attempt of the agent on it.

@@ -453,15 +453,15 @@ pub fn run_checks_watched(
         items.extend(check_canonical(worktree, &stream.outputs, touched));
     }
 
+    let mut full_env: Vec<(String, String)> = Vec::new();
+    for (k, v) in &stream.vars {
+        full_env.push((k.clone(), v.clone()));
+        full_env.push((format!("LOKI_VAR_{k}"), v.clone()));
+    }
+    full_env.extend(env.iter().cloned());
+    full_env.push(("LOKI_STREAM_ID".into(), stream.id.to_string()));
+    full_env.push(("LOKI_OUTPUTS".into(), stream.outputs.join(" ")));
     if let Some(cmd) = settings.command.as_deref().filter(|c| !c.trim().is_empty()) {
-        let mut full_env: Vec<(String, String)> = Vec::new();
-        for (k, v) in &stream.vars {
-            full_env.push((k.clone(), v.clone()));
-            full_env.push((format!("LOKI_VAR_{k}"), v.clone()));
-        }
-        full_env.extend(env.iter().cloned());
-        full_env.push(("LOKI_STREAM_ID".into(), stream.id.to_string()));
-        full_env.push(("LOKI_OUTPUTS".into(), stream.outputs.join(" ")));
         items.push(check_command(
             worktree,
             cmd,
@@ -470,6 +470,7 @@ pub fn run_checks_watched(
             on_start,
         ));
     }
+    items.extend(named_commands(worktree, settings, &full_env, on_start));
 
     build_report(items)
 }
@@ -479,8 +480,20 @@ pub fn run_checks_watched(
 /// A failure when the attempt changed the script its check command runs:
 /// the command runs in the worktree, so an edited script (`exit 0`) would
 /// pass whatever the agent wrote.
-fn check_script_kept(stream: &StreamConfig, touched: &[String]) -> Option<(CheckEntry, String)> {
-    let script = crate::config::check_script_path(stream.checks.command.as_deref()?)?;
+fn check_script_kept(stream: &StreamConfig, touched: &[String]) -> Vec<(CheckEntry, String)> {
+    let checks = &stream.checks;
+    checks
+        .command
+        .iter()
+        .chain(checks.commands.iter().map(|c| &c.run))
+        .filter_map(|cmd| script_kept(cmd, touched))
+        .collect()
+}
+
+/// The `script` check of one check command: the attempt left the script
+/// it runs, and its folder, as they were.
+fn script_kept(cmd: &str, touched: &[String]) -> Option<(CheckEntry, String)> {
+    let script = crate::config::check_script_path(cmd)?;
     // The script's folder too: what it sources or imports (`lib.sh`, a
     // Python module beside it) judges as much as the script does.
     let folder = Path::new(&script)
@@ -1166,6 +1179,61 @@ fn tail_text(bytes: &[u8], truncated: bool) -> String {
     } else {
         text.to_string()
     }
+}
+
+/// `[checks.commands]`, all at once (one thread each: the stage takes as
+/// long as the slowest), in name order in the report. A non-blocking
+/// command's failure is a warning; one that cannot run at all is still a
+/// failure (its entry says how to fix it).
+fn named_commands(
+    worktree: &Path,
+    settings: &crate::config::CheckSettings,
+    env: &[(String, String)],
+    on_start: Option<process::OnStart<'_>>,
+) -> Vec<(CheckEntry, String)> {
+    let cmds: Vec<&crate::config::CheckCommand> = settings
+        .commands
+        .iter()
+        .filter(|c| !c.run.trim().is_empty())
+        .collect();
+    let ran: Vec<(CheckEntry, String)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = cmds
+            .iter()
+            .map(|c| {
+                let timeout = c.timeout.unwrap_or(settings.command_timeout);
+                scope.spawn(move || check_command(worktree, &c.run, env, timeout, on_start))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .zip(&cmds)
+            .map(|(h, c)| {
+                h.join().unwrap_or_else(|_| {
+                    (
+                        entry(
+                            "command",
+                            Some(&c.run),
+                            Level::Fail,
+                            "the check thread panicked".into(),
+                        ),
+                        "command failed".into(),
+                    )
+                })
+            })
+            .collect()
+    });
+    ran.into_iter()
+        .zip(cmds)
+        .map(|((mut e, short), c)| {
+            // Named in the report and the feedback: `lint = scripts/lint.sh`.
+            e.target = Some(format!("{} = {}", c.name, c.run));
+            if !c.blocking && e.status == Level::Fail && e.cannot_run.is_none() {
+                e.status = Level::Warn;
+                e.details = format!("{} (not blocking: a warning)", e.details);
+            }
+            (e, format!("{}: {short}", c.name))
+        })
+        .collect()
 }
 
 fn check_command(

@@ -96,8 +96,9 @@ pub use diag::{line_col, ConfigError};
 pub use parse::normal_path;
 pub use preflight::{agent_command_problem, check_agent_commands};
 pub use types::{
-    AgentSettings, CheckSettings, ForEach, MergeSettings, Sandbox, StreamConfig, SwarmFile,
-    SwarmSettings, Template, BUILTIN_PLACEHOLDERS, PERMISSION_MODES, RETRY_PLACEHOLDERS, SANDBOXES,
+    AgentSettings, CheckCommand, CheckSettings, ForEach, MergeSettings, Sandbox, StreamConfig,
+    SwarmFile, SwarmSettings, Template, BUILTIN_PLACEHOLDERS, PERMISSION_MODES, RETRY_PLACEHOLDERS,
+    SANDBOXES,
 };
 
 use diag::utf8_text;

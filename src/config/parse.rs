@@ -30,6 +30,8 @@ pub(super) struct Parsed {
     pub(super) at: Vec<StreamAt>,
     /// The `command` value in `[checks]`.
     pub(super) check_command: Option<At>,
+    /// Each named command's value in `[checks.commands]`.
+    pub(super) check_commands: BTreeMap<String, At>,
 }
 
 /// Where a stream's parts stand in the swarm file.
@@ -44,6 +46,8 @@ pub(super) struct StreamAt {
     pub(super) outputs: Vec<At>,
     /// The stream's own check `command` value (in [streams.checks]).
     pub(super) check_command: Option<At>,
+    /// Its own `[streams.checks.commands]` values, by name.
+    pub(super) check_commands: BTreeMap<String, At>,
 }
 
 pub(super) const TOP_KEYS: &[&str] = &["swarm", "agent", "checks", "merge", "streams"];
@@ -79,6 +83,7 @@ pub(super) const CHECK_KEYS: &[&str] = &[
     "forbid",
     "canonical",
     "command",
+    "commands",
     "command_timeout",
     "approve",
 ];
@@ -223,6 +228,8 @@ struct RawStream {
     command_key: Option<Range<usize>>,
     /// The stream's own check `command` value (in [streams.checks]).
     check_command: Option<Range<usize>>,
+    /// Its own named check commands' values.
+    check_commands: BTreeMap<String, Range<usize>>,
     /// `for_each`, `allow_empty` and the span of the `for_each` value.
     template: Option<(ForEach, bool, Range<usize>)>,
 }
@@ -237,6 +244,8 @@ struct BaseSpans {
     agent_command: Option<Range<usize>>,
     /// The `command` value in `[checks]`.
     check_command: Option<Range<usize>>,
+    /// The named commands' values in `[checks.commands]`.
+    check_commands: BTreeMap<String, Range<usize>>,
 }
 
 pub(super) struct Parser<'t> {
@@ -504,10 +513,16 @@ impl Parser<'_> {
         }
         let mut checks = base_checks.clone();
         let mut check_command = None;
+        let mut check_commands = BTreeMap::new();
         for e in self.once_each(check_entries, &id, "[streams.checks]")? {
             self.apply_check(&mut checks, &e)?;
             if e.key == "command" {
                 check_command = Some(e.val.span());
+            }
+            if e.key == "commands" {
+                for (c, span) in self.check_commands(e.val)? {
+                    check_commands.insert(c.name, span);
+                }
             }
         }
         if outputs.is_empty() && checks.require.iter().any(|t| !t.trim().is_empty()) {
@@ -551,6 +566,7 @@ impl Parser<'_> {
             output_spans,
             command_key,
             check_command,
+            check_commands,
             template,
         })
     }
@@ -841,6 +857,11 @@ impl Parser<'_> {
                         if x.key == "command" {
                             base.check_command = Some(x.val.span());
                         }
+                        if x.key == "commands" {
+                            for (c, span) in self.check_commands(x.val)? {
+                                base.check_commands.insert(c.name, span);
+                            }
+                        }
                     }
                 }
                 _ => {}
@@ -996,6 +1017,11 @@ impl Parser<'_> {
                     .collect(),
                 outputs: r.output_spans.iter().map(pos).collect(),
                 check_command: r.check_command.as_ref().map(pos),
+                check_commands: r
+                    .check_commands
+                    .iter()
+                    .map(|(n, span)| (n.clone(), pos(span)))
+                    .collect(),
             })
             .collect();
         let templates = raws
@@ -1024,6 +1050,11 @@ impl Parser<'_> {
             file: self.file.to_path_buf(),
             at,
             check_command: base.check_command.as_ref().map(pos),
+            check_commands: base
+                .check_commands
+                .iter()
+                .map(|(n, span)| (n.clone(), pos(span)))
+                .collect(),
         })
     }
 }

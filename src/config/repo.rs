@@ -4,7 +4,7 @@
 //! `prompts/retry.md` likewise; and, in the target branch's tree, each
 //! input and check script must be there. Creates nothing.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Component, Path, PathBuf};
 
 use super::diag::{suggest, utf8_text, At, Res};
@@ -28,6 +28,7 @@ pub(super) fn check(parsed: &Parsed) -> Res<()> {
         streams: &parsed.swarm.streams,
         at: &parsed.at,
         check_command: parsed.check_command,
+        check_commands: &parsed.check_commands,
     };
     let root = &parsed.swarm.root;
     // Run time reads these from the main worktree's root, which is the
@@ -95,6 +96,8 @@ struct Checker<'a> {
     at: &'a [StreamAt],
     /// The `command` value in `[checks]`.
     check_command: Option<At>,
+    /// The named commands' values in `[checks.commands]`.
+    check_commands: &'a BTreeMap<String, At>,
 }
 
 impl Checker<'_> {
@@ -412,15 +415,43 @@ impl Checker<'_> {
         tree: &BranchTree,
         upstream: &mut dyn FnMut(&str) -> bool,
     ) -> Res<()> {
-        let Some((script, direct)) = r.cfg.checks.command.as_deref().and_then(script_of) else {
+        let id = &r.cfg.id;
+        if let Some(cmd) = r.cfg.checks.command.as_deref() {
+            let span =
+                r.at.check_command
+                    .or(self.check_command)
+                    .unwrap_or(r.at.header);
+            let what = format!("the check command of stream `{id}`");
+            self.check_one_script(cmd, span, &what, r, tree, upstream)?;
+        }
+        for c in &r.cfg.checks.commands {
+            let span =
+                r.at.check_commands
+                    .get(&c.name)
+                    .or_else(|| self.check_commands.get(&c.name))
+                    .copied()
+                    .unwrap_or(r.at.header);
+            let what = format!("the check command `{}` of stream `{id}`", c.name);
+            self.check_one_script(&c.run, span, &what, r, tree, upstream)?;
+        }
+        Ok(())
+    }
+
+    /// The script `cmd` runs (see [`script_of`]), for [`Self::check_script`].
+    fn check_one_script(
+        &self,
+        cmd: &str,
+        span: At,
+        what: &str,
+        r: Raw<'_>,
+        tree: &BranchTree,
+        upstream: &mut dyn FnMut(&str) -> bool,
+    ) -> Res<()> {
+        let Some((script, direct)) = script_of(cmd) else {
             return Ok(());
         };
         let id = &r.cfg.id;
-        let span =
-            r.at.check_command
-                .or(self.check_command)
-                .unwrap_or(r.at.header);
-        let what = format!("the check command of stream `{id}`");
+        let what = what.to_string();
         let shell = format!("or run it through the shell: `command = \"sh {script}\"`");
         let path = Path::new(&script);
         if path.is_absolute() {

@@ -148,10 +148,26 @@ pub struct CheckSettings {
     pub canonical: bool,
     /// Custom check command, run in the worktree through `sh -c`.
     pub command: Option<String>,
+    /// `[checks.commands]`: named check commands, run at once, each with
+    /// its own timeout; a non-blocking one's failure is a warning.
+    pub commands: Vec<CheckCommand>,
     /// Default 5m.
     pub command_timeout: Duration,
     /// Human approval gate before merging.
     pub approve: bool,
+}
+
+/// One of `[checks.commands]`: `lint = "scripts/lint.sh"`, or
+/// `style = { run = "…", timeout = "2m", blocking = false }`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckCommand {
+    pub name: String,
+    /// Run in the worktree through `sh -c`.
+    pub run: String,
+    /// Default: `command_timeout`.
+    pub timeout: Option<Duration>,
+    /// Default true; false: a failure is a warning.
+    pub blocking: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -257,6 +273,7 @@ impl Default for CheckSettings {
             forbid: Vec::new(),
             canonical: true,
             command: None,
+            commands: Vec::new(),
             command_timeout: Duration::from_secs(5 * 60),
             approve: false,
         }

@@ -556,11 +556,106 @@ impl Parser<'_> {
             }
             "canonical" => c.canonical = self.boolean(key, v)?,
             "command" => c.command = Some(self.text_value(key, v)?),
+            "commands" => {
+                c.commands = self
+                    .check_commands(v)?
+                    .into_iter()
+                    .map(|(c, _)| c)
+                    .collect()
+            }
             "command_timeout" => c.command_timeout = self.duration(key, v, false)?,
             "approve" => c.approve = self.boolean(key, v)?,
             _ => {}
         }
         Ok(())
+    }
+
+    /// `[checks.commands]`: name → `"run"` or `{ run, timeout, blocking }`,
+    /// each with the span of its command.
+    pub(super) fn check_commands(
+        &self,
+        v: &Val<'_>,
+    ) -> Res<Vec<(super::CheckCommand, Range<usize>)>> {
+        let example = "`[checks.commands]` with `lint = \"scripts/lint.sh\"` or `style = { run = \
+                       \"scripts/style.sh\", timeout = \"2m\", blocking = false }`";
+        let t = self.table("commands", v, example)?;
+        let mut out = Vec::new();
+        for e in entries(t) {
+            let name = e.key.to_string();
+            let ok = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !ok {
+                return Err(self.err(
+                    &e.span,
+                    format!(
+                        "`commands`: \"{}\" is not a check name",
+                        name.escape_default()
+                    ),
+                    "name each check command with letters, digits, `-` and `_`, e.g. `lint`",
+                ));
+            }
+            let key = format!("commands.{name}");
+            match e.val.get_ref() {
+                DeValue::String(_) => {
+                    let run = self.text_value(&key, e.val)?;
+                    let cmd = super::CheckCommand {
+                        name,
+                        run,
+                        timeout: None,
+                        blocking: true,
+                    };
+                    out.push((cmd, e.val.span()));
+                }
+                DeValue::Table(sub) => {
+                    let mut run = None;
+                    let mut timeout = None;
+                    let mut blocking = true;
+                    for x in entries(sub) {
+                        match x.key {
+                            "run" => run = Some((self.text_value(&key, x.val)?, x.val.span())),
+                            "timeout" => timeout = Some(self.duration("timeout", x.val, false)?),
+                            "blocking" => blocking = self.boolean("blocking", x.val)?,
+                            other => {
+                                return Err(self.err(
+                                    &x.span,
+                                    format!("unknown key `{other}` in `{key}`"),
+                                    "a check command is `{ run = \"...\", timeout = \"5m\", \
+                                     blocking = true }` (only `run` is needed)",
+                                ))
+                            }
+                        }
+                    }
+                    let Some((run, span)) = run else {
+                        return Err(self.err(
+                            &e.span,
+                            format!("`{key}` has no `run`"),
+                            "add `run = \"scripts/check.sh\"`: the command, run through `sh -c` \
+                             in the worktree",
+                        ));
+                    };
+                    let cmd = super::CheckCommand {
+                        name,
+                        run,
+                        timeout,
+                        blocking,
+                    };
+                    out.push((cmd, span));
+                }
+                _ => {
+                    return Err(self.err(
+                        &e.val.span(),
+                        format!(
+                            "`{key}` must be a string or a table, found {}",
+                            type_name(e.val)
+                        ),
+                        format!("write {example}"),
+                    ))
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn words(&self, v: &Val<'_>) -> Res<(u64, u64)> {

@@ -108,6 +108,7 @@ outputs = ["ch01.md"]
             forbid: vec!["TODO".into(), "lorem".into()],
             canonical: false,
             command: Some("make lint".into()),
+            commands: Vec::new(),
             command_timeout: Duration::from_secs(120),
             approve: true,
         }

@@ -347,3 +347,33 @@ fn check_scripts_must_be_in_the_target_tree_and_executable() {
     commit(&dir, "x");
     parse_in(&dir, &text("scripts/check.sh")).unwrap();
 }
+
+#[test]
+fn named_check_commands_are_read_and_their_scripts_checked() {
+    let dir = git_repo(
+        &[
+            ("prompts/plain.md", "Just do it for {{STREAM_ID}}.\n"),
+            ("scripts/lint.sh", "#!/bin/sh\nexit 0\n"),
+        ],
+        &[],
+    );
+    let text = "[checks.commands]\nlint = \"sh scripts/lint.sh\"\n\
+                style = { run = \"sh scripts/style.sh\", timeout = \"2m\", blocking = false }\n\n\
+                [[streams]]\nid = \"a\"\nprompt = \"prompts/plain.md\"\n";
+    let e = parse_in(&dir, text).unwrap_err();
+    assert_eq!(
+        (e.line, e.col, e.message.as_str()),
+        (
+            3,
+            17,
+            "the check command `style` of stream `a`: `scripts/style.sh` is not in branch `main` (the command runs in the stream's worktree, which starts from `main`)"
+        )
+    );
+    let ok = parse_in(&dir, &text.replace("scripts/style.sh", "scripts/lint.sh")).unwrap();
+    let cmds = &ok.streams[0].checks.commands;
+    assert_eq!(cmds.len(), 2);
+    assert_eq!((cmds[1].name.as_str(), cmds[1].blocking), ("style", false));
+    assert_eq!(cmds[1].timeout, Some(Duration::from_secs(120)));
+    let e = parse_in(&dir, &text.replace("timeout = \"2m\"", "after = 1")).unwrap_err();
+    assert_eq!(e.message, "unknown key `after` in `commands.style`");
+}
