@@ -13,7 +13,10 @@ const CONCEPT: &str = "# Cast\n\n\
     # SECONDARY CHARACTER: Marcus\nA mechanic.\n\n\
     # SECONDARY CHARACTER: Ellen\nThe tower's voice.\n---\nNotes that belong to nobody.\n";
 
-fn swarm(s: &Swarm, plan_agent: &std::path::Path) -> String {
+/// The instances the concept file's markers make.
+const CHARACTERS: [&str; 3] = ["char.sarah-chen", "char.marcus", "char.ellen"];
+
+fn swarm(plan_agent: &std::path::Path) -> String {
     let mut toml = header(3, "");
     toml.push_str(
         "[[streams]]\nid = \"char\"\nprompt = \"prompts/profile.md\"\n\
@@ -35,7 +38,6 @@ fn swarm(s: &Swarm, plan_agent: &std::path::Path) -> String {
          inputs = { PROFILES = \"outputs/character_*.md\" }\n\
          outputs = [\"cast.md\"]\ndepends_on = [\"char\", \"rel\"]\n",
     );
-    let _ = s;
     toml
 }
 
@@ -64,7 +66,7 @@ fn setup() -> Swarm {
         "",
         "printf '# Relationships\\n\\n## Sarah and Marcus\\nRivals.\\n\\n## Marcus and Ellen\\nOld friends.\\n' > plan/relationships.md",
     );
-    s.write(&swarm(&s, &plan));
+    s.write(&swarm(&plan));
     s
 }
 
@@ -98,15 +100,13 @@ fn instances_made_from_a_merged_file_run_in_the_same_run() {
     );
     let done = s.run();
     assert_eq!(done.code, Some(0), "{}", done.both());
-    let all = [
-        "char.sarah-chen",
-        "char.marcus",
-        "char.ellen",
+    let mut all = CHARACTERS.to_vec();
+    all.extend([
         "plan",
         "rel.sarah-and-marcus",
         "rel.marcus-and-ellen",
         "cast",
-    ];
+    ]);
     s.assert_all_merged_once(&all);
     assert!(
         done.stdout.contains("7 of 7 streams merged into main"),
@@ -422,7 +422,7 @@ fn the_eleven_step_book_design_runs_in_one_waiting_run() {
             .map(str::to_string)
     };
     let plan_start = started("plan").expect("plan started");
-    let last_profile_end = ["char.sarah-chen", "char.marcus", "char.ellen"]
+    let last_profile_end = CHARACTERS
         .iter()
         .filter_map(|id| ended(id))
         .max()
@@ -438,14 +438,9 @@ fn the_eleven_step_book_design_runs_in_one_waiting_run() {
     assert!(out.status.success(), "{}", both(&out));
     let done = run.wait();
     assert_eq!(done.code, Some(0), "{}", done.both());
-    let all = [
-        "concept",
-        "world",
-        "themes",
-        "cast-concept",
-        "char.sarah-chen",
-        "char.marcus",
-        "char.ellen",
+    let mut all = vec!["concept", "world", "themes", "cast-concept"];
+    all.extend(CHARACTERS);
+    all.extend([
         "plan",
         "rel.sarah-and-marcus",
         "rel.marcus-and-ellen",
@@ -456,7 +451,7 @@ fn the_eleven_step_book_design_runs_in_one_waiting_run() {
         "chapter.02",
         "chapter.03",
         "compile",
-    ];
+    ]);
     s.assert_all_merged_once(&all);
     assert!(
         done.stdout.contains("17 of 17 streams merged into main"),

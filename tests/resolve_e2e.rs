@@ -13,16 +13,18 @@ const BIBLE: &str = "# Continuity bible\n\nThe harbour has one light.\n";
 /// Two streams that rewrite `bible.md`; the resolver attempt (each
 /// stream's second) does `resolve`.
 fn setup(resolve: &str) -> Swarm {
+    setup_with(&format!(
+        "FAKE_AGENT_RESOLVE = \"{resolve}@2\", FAKE_AGENT_WORDS = \"30\""
+    ))
+}
+
+/// Two streams with the agent environment `env` that rewrite `bible.md`.
+fn setup_with(env: &str) -> Swarm {
     let s = Swarm::empty();
     s.repo.write("bible.md", BIBLE);
     let mut toml = header(2, "").replace("[agent]", "[merge]\nresolve = \"agent\"\n\n[agent]");
     for id in ["a", "b"] {
-        toml.push_str(&stream(
-            id,
-            &[],
-            "bible.md",
-            &format!("env = {{ FAKE_AGENT_RESOLVE = \"{resolve}@2\", FAKE_AGENT_WORDS = \"30\" }}"),
-        ));
+        toml.push_str(&stream(id, &[], "bible.md", &format!("env = {{ {env} }}")));
     }
     s.write(&toml);
     s
@@ -129,19 +131,10 @@ fn a_resolver_that_leaves_a_marker_leaves_the_stream_conflicted_and_the_target_a
 /// the conflict is resolved and merged.
 #[test]
 fn a_resolver_cut_off_by_sigterm_is_resumed_by_the_next_run() {
-    let s = Swarm::empty();
-    s.repo.write("bible.md", BIBLE);
-    let mut toml = header(2, "").replace("[agent]", "[merge]\nresolve = \"agent\"\n\n[agent]");
-    for id in ["a", "b"] {
-        toml.push_str(&stream(
-            id,
-            &[],
-            "bible.md",
-            "env = { FAKE_AGENT_RESOLVE = \"keep-both@2,3\", FAKE_AGENT_SLOW = \"30@2\", \
-             FAKE_AGENT_WORDS = \"30\" }",
-        ));
-    }
-    s.write(&toml);
+    let s = setup_with(
+        "FAKE_AGENT_RESOLVE = \"keep-both@2,3\", FAKE_AGENT_SLOW = \"30@2\", \
+         FAKE_AGENT_WORDS = \"30\"",
+    );
     let run = s.start();
     s.wait_for("a resolver attempt running", || {
         ["a", "b"].iter().any(|id| {

@@ -322,6 +322,17 @@ fn sigterm_and_sighup_behave_like_ctrl_c_twice() {
     }
 }
 
+/// An untracked file of the user's at `rel` in their checkout, where a
+/// stream's merge would write: the merge must wait for it.
+fn users_own_file(h: &Swarm, rel: &str) -> std::path::PathBuf {
+    let mine = h.path().join(rel);
+    if let Some(dir) = mine.parent() {
+        std::fs::create_dir_all(dir).expect("mkdir");
+    }
+    std::fs::write(&mine, "the user's own notes\n").expect("write");
+    mine
+}
+
 /// A merge that waits for the user's checkout (their own untracked file
 /// where the merge would write) does not keep the supervisor up after a stop
 /// request: SIGTERM and STOP both end the run promptly, the stream stays
@@ -334,9 +345,7 @@ fn a_stop_ends_a_run_whose_merge_waits_for_the_users_checkout() {
         let mut toml = header(1, "");
         toml.push_str(&stream("a", &[], "chapters/a.md", ""));
         h.write(&toml);
-        let mine = h.path().join("chapters/a.md");
-        std::fs::create_dir_all(h.path().join("chapters")).expect("mkdir");
-        std::fs::write(&mine, "the user's own notes\n").expect("write");
+        let mine = users_own_file(&h, "chapters/a.md");
 
         let run = h.spawn(&["run", "--plain"]);
         h.wait_event("merge_wait", "waiting to merge", "chapters/a.md");
@@ -373,9 +382,7 @@ fn a_merge_waiting_for_the_users_checkout_does_not_hold_back_the_others() {
     toml.push_str(&stream("a", &[], "chapters/a.md", ""));
     toml.push_str(&stream("b", &[], "chapters/b.md", ""));
     h.write(&toml);
-    let mine = h.path().join("chapters/a.md");
-    std::fs::create_dir_all(h.path().join("chapters")).expect("mkdir");
-    std::fs::write(&mine, "the user's own notes\n").expect("write");
+    let mine = users_own_file(&h, "chapters/a.md");
 
     let run = h.spawn(&["run", "--plain"]);
     h.wait_event("merge_wait", "waiting to merge", "chapters/a.md");

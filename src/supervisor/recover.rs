@@ -87,12 +87,11 @@ impl Dispatcher {
         for (id, st) in existing {
             // An instance of a template whose items are not known yet:
             // kept aside until the fan-out is made (`fanout.rs`).
-            if let Some(t) = self
+            if self
                 .waiting_templates
                 .iter()
-                .find(|t| is_instance_of(&id, t))
+                .any(|t| is_instance_of(&id, t))
             {
-                let _ = t;
                 self.parked.insert(id, st);
                 continue;
             }
