@@ -231,6 +231,7 @@ impl Dispatcher {
             added: true,
         });
         if !adopted.is_empty() {
+            self.clear_leftover_locks(&adopted).await;
             self.normalize_streams(&adopted).await;
         }
         self.show_states(&ids);

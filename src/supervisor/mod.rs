@@ -420,6 +420,8 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
     }
     d.recover().await?;
     d.resume_usage_wait();
+    let order = d.order.clone();
+    d.clear_leftover_locks(&order).await;
     d.replay_unhandled_signals().await;
     // Logged before this supervisor takes any signal: the next one replays
     // the files that end in this pid.

@@ -196,8 +196,12 @@ impl Dispatcher {
 
     /// [`Self::normalize`] for the streams `ids` (in order): at start-up
     /// every stream, later the instances of a fan-out that had state.
-    pub(super) async fn normalize_streams(&mut self, ids: &[String]) {
-        self.check_merges_against_git(ids).await;
+    /// Git locks a killed supervisor left in loki's own refs and worktrees
+    /// (of `ids`), which would fail every resumed attempt, cleared: before
+    /// anything of this run can take a lock itself (a signal applied at
+    /// start-up queues a merge at once), so only a dead process's lock can
+    /// be there (we hold the supervisor lock).
+    pub(super) async fn clear_leftover_locks(&mut self, ids: &[String]) {
         // Git locks a killed supervisor left in loki's own refs and
         // worktrees would fail every resumed attempt: clear them (we hold
         // the supervisor lock, so nothing else of loki's can hold them).
@@ -215,6 +219,7 @@ impl Dispatcher {
                         | Status::Running
                         | Status::Checking
                         | Status::Merging
+                        | Status::AwaitingApproval
                         | Status::Interrupted
                 ) || merged_leftovers.contains(s.st.id.as_str())
             })
@@ -223,7 +228,7 @@ impl Dispatcher {
         let any_merging = ids
             .iter()
             .filter_map(|id| self.slots.get(id))
-            .any(|s| s.st.status == Status::Merging);
+            .any(|s| matches!(s.st.status, Status::Merging | Status::AwaitingApproval));
         let root = self.layout.root.clone();
         let target = self.target.clone();
         let (removed, kept) = tokio::task::spawn_blocking(move || {
@@ -258,7 +263,11 @@ impl Dispatcher {
                 k.display()
             ));
         }
+    }
 
+    pub(super) async fn normalize_streams(&mut self, ids: &[String]) {
+        self.check_merges_against_git(ids).await;
+        let merged_leftovers = self.merged_leftovers(ids);
         let alone = self.unchanged_failures(ids).await;
         for id in ids {
             if alone.contains(id) {
