@@ -38,6 +38,11 @@ pub const RESOLVE_PLACEHOLDERS: &[&str] = &[
     "OUTPUTS",
 ];
 
+/// Placeholders a validator's prompt may use besides the stream's vars,
+/// inputs and built-ins: `{{DRAFT}}` is the attempt's outputs, each under a
+/// `=== path ===` line, as committed.
+pub const VALIDATOR_PLACEHOLDERS: &[&str] = &["DRAFT"];
+
 /// Built-in retry preamble, used when the repo has no `prompts/retry.md`.
 pub const DEFAULT_RETRY: &str = include_str!("../prompts/retry.md");
 

@@ -35,6 +35,7 @@ fn chapter_stream() -> StreamConfig {
             ..CheckSettings::default()
         },
         template: None,
+        validation_report: None,
     }
 }
 

@@ -457,3 +457,83 @@ fn claude_runs_in_the_bwrap_sandbox_and_its_chapter_is_merged() {
         "claude wrote ~/.claude.json: it did not run in the sandbox"
     );
 }
+
+/// The real CLI as a validator: claude writes the chapter, then another
+/// claude judges it in a disposable checkout; its verdict is the last JSON
+/// object of its final result, parsed into `validation.json`, its cost
+/// counted with the stream's, and the attempt's commit says the verdict.
+#[test]
+fn the_real_cli_judges_a_draft_as_a_validator() {
+    require_claude();
+    let api = MockApi::start(&[]);
+    let home = tempfile::tempdir().expect("home");
+    let repo = Repo::new();
+    repo.write("prompts/chapter.md", TEMPLATE);
+    repo.write(
+        "prompts/canon.md",
+        "You review chapter {{CHAPTER}} of a novel for continuity.\n\n{{DRAFT}}\n\n\
+         End with your verdict as JSON.\n[fake:verdict=warn][fake:verdict-issue=The harbour light is \
+         described twice]\n",
+    );
+    let swarm = claude_swarm(
+        &api.url(),
+        home.path(),
+        1,
+        &format!(
+            "[validators.canon]\nprompt = \"prompts/canon.md\"\ntimeout = \"120s\"\n\n{}",
+            stream(
+                "ch01",
+                &[],
+                "chapters/ch01.md",
+                "[streams.checks]\nvalidators = [\"canon\"]\n"
+            )
+        ),
+    );
+    repo.write("loki.toml", &swarm);
+    repo.commit_all("swarm");
+
+    let out = loki_clean_env(&repo, &["run", "--plain"]);
+    assert!(out.status.success(), "{}", both(&out));
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            repo.path()
+                .join(".loki/runs/ch01/attempt-1/validation.json"),
+        )
+        .expect("validation.json"),
+    )
+    .expect("json");
+    assert_eq!(report["decision"], "pass", "{report:#}");
+    let canon = &report["validators"][0];
+    assert_eq!(canon["status"], "warn", "{report:#}");
+    assert_eq!(
+        canon["issues"][0]["message"], "The harbour light is described twice",
+        "{report:#}"
+    );
+    let validator_cost = canon["cost_usd"].as_f64().unwrap_or(0.0);
+    assert!(validator_cost > 0.0, "{report:#}");
+    // The validator's transcript is claude's own stream-json.
+    let transcript = std::fs::read_to_string(
+        repo.path()
+            .join(".loki/logs/ch01/attempt-1.validator-canon.jsonl"),
+    )
+    .expect("validator transcript");
+    assert!(transcript.contains("\"type\":\"result\""), "{transcript}");
+    let st: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo.path().join(".loki/state/ch01.json")).expect("state"),
+    )
+    .expect("state json");
+    let a = &st["attempts"][0];
+    assert_eq!(a["validation"], "0 pass, 1 warn, 0 fail", "{st:#}");
+    let total = st["cost_usd"].as_f64().unwrap_or(0.0);
+    assert!(
+        (a["validation_cost_usd"].as_f64().unwrap_or(0.0) - validator_cost).abs() < 1e-9
+            && total > validator_cost,
+        "{st:#}"
+    );
+    let t = trailers(&repo, "main");
+    assert!(
+        t.iter()
+            .any(|(k, v)| k == "Loki-Validation" && v == "0 pass, 1 warn, 0 fail"),
+        "{t:?}"
+    );
+}

@@ -87,24 +87,34 @@ impl Sandbox {
             p.signals.to_path_buf(),
         ];
         writable.extend(made[..2].iter().cloned());
-        if let Some(home) = p.home.filter(|h| h.is_dir()) {
-            readable.push(home.to_path_buf());
-            if p.claude {
-                // claude keeps its sessions there: it must be writable even
-                // on a first run.
-                std::fs::create_dir_all(home.join(".claude"))?;
-                for config in [home.join(".claude"), home.join(".claude.json")] {
-                    if config.exists() {
-                        writable.push(config);
-                    }
-                }
-            }
-        }
+        home_places(p.home, p.claude, &mut readable, &mut writable)?;
         Ok(Sandbox {
             bwrap,
             readable,
             writable,
             objects: Some((private, git.join("objects"))),
+        })
+    }
+
+    /// The sandbox of a validator: everything read-only but its disposable
+    /// `checkout`, the folder its verdict goes to, and claude's config in
+    /// `home`. No git dir is writable: a validator commits nothing.
+    pub fn for_validator(
+        bwrap: PathBuf,
+        root: &Path,
+        checkout: &Path,
+        verdicts: &Path,
+        home: Option<&Path>,
+        claude: bool,
+    ) -> std::io::Result<Sandbox> {
+        let mut readable = vec![root.to_path_buf()];
+        let mut writable = vec![checkout.to_path_buf(), verdicts.to_path_buf()];
+        home_places(home, claude, &mut readable, &mut writable)?;
+        Ok(Sandbox {
+            bwrap,
+            readable,
+            writable,
+            objects: None,
         })
     }
 
@@ -194,6 +204,29 @@ impl Sandbox {
         out.extend(args.iter().cloned());
         (self.bwrap.display().to_string(), out)
     }
+}
+
+/// The home folder is readable; for claude its config there is writable:
+/// claude keeps its sessions in it, even on a first run.
+fn home_places(
+    home: Option<&Path>,
+    claude: bool,
+    readable: &mut Vec<PathBuf>,
+    writable: &mut Vec<PathBuf>,
+) -> std::io::Result<()> {
+    let Some(home) = home.filter(|h| h.is_dir()) else {
+        return Ok(());
+    };
+    readable.push(home.to_path_buf());
+    if claude {
+        std::fs::create_dir_all(home.join(".claude"))?;
+        for config in [home.join(".claude"), home.join(".claude.json")] {
+            if config.exists() {
+                writable.push(config);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Names the bwrap to use instead of looking for one.

@@ -83,6 +83,8 @@
 //! attempt on a swarm-file mistake. (A script whose own last command is
 //! missing exits 127 too: a missing tool is the same kind of fault.)
 
+pub mod verdict;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Component, Path};

@@ -15,6 +15,7 @@ fn stream(outputs: &[&str], checks: CheckSettings) -> StreamConfig {
         agent: AgentSettings::default(),
         checks,
         template: None,
+        validation_report: None,
     }
 }
 

@@ -77,6 +77,9 @@ pub struct StreamAudit {
     pub cost_usd: f64,
     /// `Loki-Checks` of the merge: PASS or WARN.
     pub checks: Option<String>,
+    /// `Loki-Validation` of the merge: the validators' summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<String>,
     pub agent: Option<String>,
     pub session: Option<String>,
     pub approved_by: Option<String>,
@@ -93,6 +96,9 @@ pub struct AttemptAudit {
     pub verdict: String,
     /// `Loki-Checks`: the one-line check summary (PASS / WARN / FAIL …).
     pub checks: Option<String>,
+    /// `Loki-Validation`: the validators' summary ("2 pass, 1 warn, 0 fail").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<String>,
     /// `Loki-Outcome`: why the agent failed.
     pub outcome: Option<String>,
     /// `Loki-Cost-USD` of this attempt.
@@ -270,6 +276,7 @@ fn stream_audit(m: &StreamMerge) -> StreamAudit {
         attempts_without_commit,
         cost_usd,
         checks: trailer(trailers, keys::CHECKS).map(str::to_string),
+        validation: trailer(trailers, keys::VALIDATION).map(str::to_string),
         agent: trailer(trailers, keys::AGENT).map(str::to_string),
         session: trailer(trailers, keys::SESSION).map(str::to_string),
         approved_by: trailer(trailers, keys::APPROVED_BY).map(str::to_string),
@@ -300,6 +307,7 @@ fn attempt_audit(c: &CommitInfo, id: &str) -> Option<AttemptAudit> {
         commit: c.id.to_string(),
         verdict,
         checks: trailer(t, keys::CHECKS).map(str::to_string),
+        validation: trailer(t, keys::VALIDATION).map(str::to_string),
         outcome: trailer(t, keys::OUTCOME).map(str::to_string),
         cost_usd: trailer(t, keys::COST_USD).and_then(parse_f64),
         duration_secs: duration.as_deref().and_then(parse_secs),
@@ -381,6 +389,9 @@ fn attempt_line(a: &AttemptAudit) -> String {
         (None, None) => a.verdict.clone(),
     };
     let mut parts = vec![format!("  attempt {}", a.n), what];
+    if let Some(v) = &a.validation {
+        parts.push(format!("validators: {}", ellipsize(v, 40)));
+    }
     if let Some(c) = a.cost_usd {
         parts.push(usd(c));
     }

@@ -578,6 +578,7 @@ fn status(config: Option<PathBuf>, cwd: &Path, json: bool) -> Result<i32> {
                     "cost_usd": st.cost_usd,
                     "duration_secs": duration_secs(st),
                     "approval_wait_secs": approval_wait_secs(st),
+                    "validation": st.attempts.iter().rev().find_map(|a| a.validation.clone()),
                     "reason": st.reason,
                     "last_message": st.last_message,
                     "session_id": st.session_id,

@@ -122,6 +122,7 @@ pub fn show_text(root: &Path, cfg: &SwarmFile, target: &str, id: &str) -> Result
     header(&mut out, stream, &st, &cmd, &wt, has_worktree, root);
     outputs_section(&mut out, root, stream, &wt, has_worktree, &branch);
     checks_section(&mut out, &layout, &st);
+    validation_section(&mut out, &layout, &st);
     final_message_section(&mut out, &layout, &st);
     diff_section(&mut out, root, id, target, &branch);
     Ok(out)
@@ -539,6 +540,32 @@ fn outputs_section(
                 "    … {} more lines (the whole file: {whole})",
                 lines.len() - shown
             );
+        }
+    }
+}
+
+/// The latest validation report (`validation.json`), when a validator ran.
+fn validation_section(out: &mut String, layout: &Layout, st: &StreamState) {
+    let latest = (1..=st.attempt).rev().find_map(|n| {
+        let p = layout
+            .run_dir(&st.id, n)
+            .join(crate::supervisor::VALIDATION_FILE);
+        p.exists().then_some((n, p))
+    });
+    let Some((n, path)) = latest else {
+        return;
+    };
+    section(out, &format!("validation (attempt {n})"));
+    let read = std::fs::read_to_string(&path)
+        .map_err(anyhow::Error::from)
+        .and_then(|t| {
+            serde_json::from_str::<crate::checks::verdict::ValidationReport>(&t)
+                .map_err(anyhow::Error::from)
+        });
+    match read {
+        Ok(r) => out.push_str(&r.human()),
+        Err(e) => {
+            let _ = writeln!(out, "(cannot read {}: {e:#})", path.display());
         }
     }
 }

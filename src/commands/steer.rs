@@ -92,6 +92,7 @@ pub fn direct_ctx(req: &Request, target: &str) -> Ctx {
         approver: default_approver(),
         supervised: false,
         max_resolve: 0,
+        validators: false,
     }
 }
 

@@ -259,6 +259,10 @@ pub fn instances(
             agent: t.agent.clone(),
             checks: t.checks.clone(),
             template: Some(id.to_string()),
+            validation_report: t
+                .validation_report
+                .as_ref()
+                .map(|r| prompt::fill_known(r, v)),
         });
     }
     Ok(out)

@@ -97,8 +97,8 @@ pub use parse::normal_path;
 pub use preflight::{agent_command_problem, check_agent_commands};
 pub use types::{
     AgentSettings, CheckCommand, CheckSettings, ForEach, MergeSettings, Sandbox, StreamConfig,
-    SwarmFile, SwarmSettings, Template, BUILTIN_PLACEHOLDERS, PERMISSION_MODES, RETRY_PLACEHOLDERS,
-    SANDBOXES,
+    SwarmFile, SwarmSettings, Template, Validator, BUILTIN_PLACEHOLDERS, PERMISSION_MODES,
+    RETRY_PLACEHOLDERS, SANDBOXES,
 };
 
 use diag::utf8_text;

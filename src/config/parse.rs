@@ -32,6 +32,8 @@ pub(super) struct Parsed {
     pub(super) check_command: Option<At>,
     /// Each named command's value in `[checks.commands]`.
     pub(super) check_commands: BTreeMap<String, At>,
+    /// Each validator's `prompt` value.
+    pub(super) validator_prompts: BTreeMap<String, At>,
 }
 
 /// Where a stream's parts stand in the swarm file.
@@ -50,7 +52,10 @@ pub(super) struct StreamAt {
     pub(super) check_commands: BTreeMap<String, At>,
 }
 
-pub(super) const TOP_KEYS: &[&str] = &["swarm", "agent", "checks", "merge", "streams"];
+pub(super) const TOP_KEYS: &[&str] =
+    &["swarm", "agent", "checks", "merge", "validators", "streams"];
+/// Keys of a `[validators.<name>]` table besides every `[agent]` key.
+pub(super) const VALIDATOR_KEYS: &[&str] = &["prompt", "blocking"];
 /// Keys of `[merge]`.
 pub(super) const MERGE_KEYS: &[&str] = &["resolve", "max_resolve_attempts"];
 pub(super) const SWARM_KEYS: &[&str] = &[
@@ -60,6 +65,7 @@ pub(super) const SWARM_KEYS: &[&str] = &[
     "spawn_interval",
     "pause_at_utilization",
     "max_wait",
+    "max_validators",
 ];
 pub(super) const AGENT_KEYS: &[&str] = &[
     "command",
@@ -86,6 +92,7 @@ pub(super) const CHECK_KEYS: &[&str] = &[
     "commands",
     "command_timeout",
     "approve",
+    "validators",
 ];
 pub(super) const STREAM_KEYS: &[&str] = &[
     "id",
@@ -99,6 +106,7 @@ pub(super) const STREAM_KEYS: &[&str] = &[
     "checks",
     "for_each",
     "allow_empty",
+    "validation_report",
 ];
 /// Keys of a `for_each` table: one source, and `marker` with `sections`.
 pub(super) const FOR_EACH_KEYS: &[&str] = &["sections", "marker", "glob", "list"];
@@ -129,6 +137,7 @@ enum Section<'a> {
     Stream(&'a str),
     StreamAgent(&'a str),
     StreamChecks(&'a str),
+    Validator(&'a str),
 }
 
 impl Section<'_> {
@@ -142,6 +151,7 @@ impl Section<'_> {
             Section::Stream(id) => format!("[[streams]] `{id}`"),
             Section::StreamAgent(id) => format!("[streams.agent] of stream `{id}`"),
             Section::StreamChecks(id) => format!("[streams.checks] of stream `{id}`"),
+            Section::Validator(name) => format!("[validators.{name}]"),
         }
     }
 
@@ -152,6 +162,11 @@ impl Section<'_> {
             Section::Merge => MERGE_KEYS.to_vec(),
             Section::Agent | Section::StreamAgent(_) => AGENT_KEYS.to_vec(),
             Section::Checks | Section::StreamChecks(_) => CHECK_KEYS.to_vec(),
+            Section::Validator(_) => {
+                let mut v = VALIDATOR_KEYS.to_vec();
+                v.extend(AGENT_KEYS);
+                v
+            }
             Section::Stream(_) => {
                 let mut v = STREAM_KEYS.to_vec();
                 v.extend(AGENT_KEYS.iter().filter(|k| !STREAM_KEYS.contains(k)));
@@ -206,6 +221,11 @@ impl Section<'_> {
                 (AGENT_KEYS, ITSELF),
                 (SWARM_KEYS, "[swarm]"),
             ],
+            Section::Validator(_) => &[
+                (CHECK_KEYS, "[checks] or [streams.checks]"),
+                (SWARM_KEYS, "[swarm]"),
+                (STREAM_KEYS, STREAM),
+            ],
         };
         homes
             .iter()
@@ -232,6 +252,8 @@ struct RawStream {
     check_commands: BTreeMap<String, Range<usize>>,
     /// `for_each`, `allow_empty` and the span of the `for_each` value.
     template: Option<(ForEach, bool, Range<usize>)>,
+    /// Its own `validators` names with their spans (in [streams.checks]).
+    validators_at: Vec<(String, Range<usize>)>,
 }
 
 /// Spans in `[agent]` and `[checks]` that stream refusals fall back on when
@@ -246,6 +268,8 @@ struct BaseSpans {
     check_command: Option<Range<usize>>,
     /// The named commands' values in `[checks.commands]`.
     check_commands: BTreeMap<String, Range<usize>>,
+    /// The `validators` names in `[checks]`, with their spans.
+    validators: Vec<(String, Range<usize>)>,
 }
 
 pub(super) struct Parser<'t> {
@@ -383,6 +407,7 @@ impl Parser<'_> {
         let mut var_spans: Vec<(String, Range<usize>, Range<usize>)> = Vec::new();
         let mut for_each: Option<(ForEach, Range<usize>)> = None;
         let mut allow_empty: Option<(bool, Range<usize>)> = None;
+        let mut validation_report: Option<String> = None;
         let mut agent_entries = Vec::new();
         let mut check_entries = Vec::new();
         for e in &es {
@@ -444,6 +469,11 @@ impl Parser<'_> {
                     }
                 }
                 "approve" => check_entries.push(e.clone()),
+                "validation_report" => {
+                    let p = self.text_value("validation_report", e.val)?;
+                    self.rel_path("validation_report", &p, &e.val.span())?;
+                    validation_report = Some(p);
+                }
                 "agent" => {
                     let t = self.table("agent", e.val, "an [streams.agent] table")?;
                     let sub = entries(t);
@@ -514,8 +544,12 @@ impl Parser<'_> {
         let mut checks = base_checks.clone();
         let mut check_command = None;
         let mut check_commands = BTreeMap::new();
+        let mut validators_at = Vec::new();
         for e in self.once_each(check_entries, &id, "[streams.checks]")? {
             self.apply_check(&mut checks, &e)?;
+            if e.key == "validators" {
+                validators_at = self.str_array("validators", e.val)?;
+            }
             if e.key == "command" {
                 check_command = Some(e.val.span());
             }
@@ -558,6 +592,7 @@ impl Parser<'_> {
                 agent,
                 checks,
                 template: None,
+                validation_report,
             },
             header,
             prompt_span,
@@ -568,7 +603,100 @@ impl Parser<'_> {
             check_command,
             check_commands,
             template,
+            validators_at,
         })
+    }
+
+    /// `[validators.<name>]` tables: a `prompt`, `blocking`, and any
+    /// `[agent]` key over the swarm's `[agent]`.
+    fn validators(
+        &self,
+        v: &Val<'_>,
+        base_agent: &AgentSettings,
+    ) -> Res<(BTreeMap<String, super::Validator>, BTreeMap<String, At>)> {
+        let example = "a table per validator, e.g. `[validators.canon-guardian]` with `prompt = \
+                       \"prompts/validators/canon.md\"`";
+        let t = self.table("validators", v, example)?;
+        let mut out = BTreeMap::new();
+        let mut prompts = BTreeMap::new();
+        for e in entries(t) {
+            let name = e.key.to_string();
+            if !valid_stream_id(&name) {
+                return Err(self.err(
+                    &e.span,
+                    format!("\"{}\" is not a validator name", name.escape_default()),
+                    "name a validator like a stream: 1 to 64 lowercase letters, digits, `.`, `_` \
+                     or `-`, e.g. `[validators.canon-guardian]`",
+                ));
+            }
+            let sub = self.table(&format!("validators.{name}"), e.val, example)?;
+            let es = entries(sub);
+            self.check_keys(&es, Section::Validator(&name))?;
+            let mut agent = base_agent.clone();
+            let mut prompt = None;
+            let mut blocking = true;
+            for x in &es {
+                match x.key {
+                    "prompt" => {
+                        prompt = Some(PathBuf::from(self.text_value("prompt", x.val)?));
+                        let at = self.lines.line_col(self.text, x.val.span().start);
+                        prompts.insert(name.clone(), at);
+                    }
+                    "blocking" => blocking = self.boolean("blocking", x.val)?,
+                    _ => self.apply_agent(&mut agent, x)?,
+                }
+            }
+            let Some(prompt) = prompt else {
+                return Err(self.err(
+                    &e.span,
+                    format!("validator `{name}` has no `prompt`"),
+                    format!(
+                        "add `prompt = \"prompts/validators/{name}.md\"`: the reviewer's \
+                         instructions, relative to the swarm file's folder"
+                    ),
+                ));
+            };
+            out.insert(
+                name.clone(),
+                super::Validator {
+                    name,
+                    prompt,
+                    blocking,
+                    agent,
+                },
+            );
+        }
+        Ok((out, prompts))
+    }
+
+    /// Every name in a `validators` list is a `[validators.<name>]` table.
+    fn known_validators(
+        &self,
+        names: &[(String, Range<usize>)],
+        validators: &BTreeMap<String, super::Validator>,
+    ) -> Res<()> {
+        for (name, span) in names {
+            if validators.contains_key(name) {
+                continue;
+            }
+            let known: Vec<&str> = validators.keys().map(String::as_str).collect();
+            let near = suggest(name, &known)
+                .map(|k| format!("did you mean `{k}`? "))
+                .unwrap_or_default();
+            let have = if known.is_empty() {
+                "none is declared".to_string()
+            } else {
+                format!("declared: {}", known.join(", "))
+            };
+            return Err(self.err(
+                span,
+                format!("unknown validator `{name}`"),
+                format!(
+                    "{near}declare it as a `[validators.{name}]` table with a `prompt` ({have})"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// `for_each = { sections = "file", marker = '^# (?P<name>.+)$' }`,
@@ -862,11 +990,19 @@ impl Parser<'_> {
                                 base.check_commands.insert(c.name, span);
                             }
                         }
+                        if x.key == "validators" {
+                            base.validators = self.str_array("validators", x.val)?;
+                        }
                     }
                 }
                 _ => {}
             }
         }
+        // After the loop: a validator inherits `[agent]` wherever it stands.
+        let (validators, validator_prompts) = match top.iter().find(|e| e.key == "validators") {
+            Some(e) => self.validators(e.val, &agent)?,
+            None => Default::default(),
+        };
 
         let Some(streams_e) = top.iter().find(|e| e.key == "streams") else {
             return Err(ConfigError {
@@ -898,6 +1034,18 @@ impl Parser<'_> {
         let mut raws = Vec::with_capacity(items.len());
         for (n, item) in items.iter().enumerate() {
             raws.push(self.stream(n + 1, item, &agent, &checks, &mut ids)?);
+        }
+
+        for r in &raws {
+            let names = if r.validators_at.is_empty() {
+                &base.validators
+            } else {
+                &r.validators_at
+            };
+            self.known_validators(names, &validators)?;
+        }
+        if raws.iter().all(|r| r.validators_at.is_empty()) {
+            self.known_validators(&base.validators, &validators)?;
         }
 
         let known: Vec<&str> = raws.iter().map(|r| r.cfg.id.as_str()).collect();
@@ -1045,6 +1193,7 @@ impl Parser<'_> {
                 merge,
                 streams: configs,
                 templates,
+                validators,
                 command_at,
             },
             file: self.file.to_path_buf(),
@@ -1055,6 +1204,7 @@ impl Parser<'_> {
                 .iter()
                 .map(|(n, span)| (n.clone(), pos(span)))
                 .collect(),
+            validator_prompts,
         })
     }
 }

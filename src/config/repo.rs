@@ -37,7 +37,16 @@ pub(super) fn check(parsed: &Parsed) -> Res<()> {
     let top = repo_root.clone().unwrap_or_else(|| root.clone());
     let mut cache = HashMap::new();
     for r in c.raws() {
-        c.check_template(r, root, &top, &mut cache)?;
+        c.check_template(r, None, root, &top, &mut cache)?;
+        for name in &r.cfg.checks.validators {
+            let (Some(v), Some(at)) = (
+                parsed.swarm.validators.get(name),
+                parsed.validator_prompts.get(name),
+            ) else {
+                continue;
+            };
+            c.check_template(r, Some((v, *at)), root, &top, &mut cache)?;
+        }
     }
     check_retry_template(&top)?;
     let tree = repo_root
@@ -113,21 +122,29 @@ impl Checker<'_> {
             .collect()
     }
 
-    /// The prompt file of `r` exists and every placeholder in it is filled.
+    /// The prompt file of `r` (or of its validator `v`, at the position of
+    /// the validator's `prompt`) exists and every placeholder in it is
+    /// filled.
     fn check_template(
         &self,
         r: Raw<'_>,
+        v: Option<(&super::Validator, At)>,
         root: &Path,
         top: &Path,
         cache: &mut HashMap<PathBuf, String>,
     ) -> Res<()> {
         let s = &r.cfg;
-        let shown = self.file.parent().unwrap_or(Path::new("")).join(&s.prompt);
-        let abs = root.join(&s.prompt);
+        let prompt_path = v.map_or(&s.prompt, |(v, _)| &v.prompt);
+        let shown = self
+            .file
+            .parent()
+            .unwrap_or(Path::new(""))
+            .join(prompt_path);
+        let abs = root.join(prompt_path);
         if !cache.contains_key(&abs) {
-            let p = s.prompt.display();
-            let at = r.at.prompt;
-            let text = match read_under(top, root, &s.prompt, MAX_PROMPT_FILE) {
+            let p = prompt_path.display();
+            let at = v.map_or(r.at.prompt, |(_, at)| at);
+            let text = match read_under(top, root, prompt_path, MAX_PROMPT_FILE) {
                 Ok((_, b)) => String::from_utf8(b).map_err(|_| {
                     self.err(
                         at,
@@ -186,9 +203,29 @@ impl Checker<'_> {
         for (name, line, col) in prompt::placeholders(text) {
             let filled = s.vars.contains_key(&name)
                 || s.inputs.contains_key(&name)
-                || BUILTIN_PLACEHOLDERS.contains(&name.as_str());
+                || BUILTIN_PLACEHOLDERS.contains(&name.as_str())
+                || (v.is_some() && prompt::VALIDATOR_PLACEHOLDERS.contains(&name.as_str()));
             if filled {
                 continue;
+            }
+            if let Some((v, _)) = v {
+                return Err(ConfigError {
+                    file: shown,
+                    line,
+                    col,
+                    message: format!(
+                        "placeholder {{{{{name}}}}} of validator `{}` is not filled for stream `{}`",
+                        v.name, s.id
+                    ),
+                    help: format!(
+                        "a validator's prompt is filled from the stream it judges: add `vars = {{ {name} = \"...\" }}` or an input to stream `{}` ({}:{}), or remove the placeholder; loki itself fills {}, {}",
+                        s.id,
+                        self.file.display(),
+                        r.at.header.0,
+                        BUILTIN_PLACEHOLDERS.join(", "),
+                        prompt::VALIDATOR_PLACEHOLDERS.join(", ")
+                    ),
+                });
             }
             let known: Vec<&String> = s.vars.keys().chain(s.inputs.keys()).collect();
             let near = suggest(&name, &known)

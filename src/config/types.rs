@@ -35,6 +35,9 @@ pub struct SwarmFile {
     /// instances in `streams` yet: the supervisor makes them when its
     /// dependencies have merged ([`super::fanout`]).
     pub templates: Vec<Template>,
+    /// `[validators.<name>]`: the reviewer agents streams name in
+    /// `[checks] validators`.
+    pub validators: BTreeMap<String, Validator>,
     /// (line, column) per stream, in stream order, of where its agent
     /// command is set: for [`super::check_agent_commands`], which runs at
     /// the start of a run, not when loading.
@@ -58,6 +61,9 @@ pub struct SwarmSettings {
     /// The longest usage-limit wait a run sits out (default 8h); a longer
     /// one (a weekly limit) ends the run, resumable by the next.
     pub max_wait: Duration,
+    /// Validators running at once; `None`: they share `max_parallel` with
+    /// the streams' own agents.
+    pub max_validators: Option<usize>,
     /// (line, column) of the `target` value, for `loki run`'s refusal of a
     /// branch that does not exist (only known once git is asked).
     pub target_at: Option<(usize, usize)>,
@@ -155,6 +161,25 @@ pub struct CheckSettings {
     pub command_timeout: Duration,
     /// Human approval gate before merging.
     pub approve: bool,
+    /// `validators = ["canon-guardian", …]`: the reviewer agents that judge
+    /// an attempt whose deterministic checks passed.
+    pub validators: Vec<String>,
+}
+
+/// `[validators.<name>]`: a reviewer agent. It runs in a disposable
+/// checkout of the attempt's commit, with `prompt` rendered from the
+/// stream's vars, the built-ins, `{{OUTPUTS}}` and `{{DRAFT}}`, and reports
+/// a verdict (see `checks::verdict`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Validator {
+    pub name: String,
+    /// Relative to the swarm file's folder, like a stream's prompt.
+    pub prompt: PathBuf,
+    /// Default true: a `fail` blocks the merge; false: its issues only warn.
+    pub blocking: bool,
+    /// `[agent]` with the validator's own keys on top (`timeout` is its
+    /// time limit: running out of it is a warning, not a failure).
+    pub agent: AgentSettings,
 }
 
 /// One of `[checks.commands]`: `lint = "scripts/lint.sh"`, or
@@ -186,6 +211,9 @@ pub struct StreamConfig {
     pub checks: CheckSettings,
     /// The `for_each` stream this one is an instance of.
     pub template: Option<String>,
+    /// `validation_report = "path"`: the attempt's `validation.json` is
+    /// also committed there, so a later stream can read it as an input.
+    pub validation_report: Option<String>,
 }
 
 /// `for_each`: where a template's items come from (see [`super::fanout`]).
@@ -239,6 +267,7 @@ impl Default for SwarmSettings {
             spawn_interval: Duration::from_millis(100),
             pause_at_utilization: None,
             max_wait: Duration::from_secs(8 * 3600),
+            max_validators: None,
             target_at: None,
         }
     }
@@ -270,6 +299,7 @@ impl Default for CheckSettings {
             words: None,
             word_tolerance: 0.10,
             require: Vec::new(),
+            validators: Vec::new(),
             forbid: Vec::new(),
             canonical: true,
             command: None,

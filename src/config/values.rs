@@ -375,6 +375,10 @@ impl Parser<'_> {
             "max_budget_usd" => s.max_budget_usd = Some(self.money(key, v)?),
             "spawn_interval" => s.spawn_interval = self.duration(key, v, true)?,
             "max_wait" => s.max_wait = self.duration(key, v, true)?,
+            "max_validators" => {
+                let n = self.pos_int(key, v, u64::from(u32::MAX), "4")?;
+                s.max_validators = Some(usize::try_from(n).unwrap_or(usize::MAX));
+            }
             "pause_at_utilization" => {
                 let u = number(v)
                     .filter(|u| (0.0..=1.0).contains(u))
@@ -565,6 +569,14 @@ impl Parser<'_> {
             }
             "command_timeout" => c.command_timeout = self.duration(key, v, false)?,
             "approve" => c.approve = self.boolean(key, v)?,
+            "validators" => {
+                c.validators = Vec::new();
+                for (name, _) in self.str_array(key, v)? {
+                    if !c.validators.contains(&name) {
+                        c.validators.push(name);
+                    }
+                }
+            }
             _ => {}
         }
         Ok(())

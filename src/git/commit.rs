@@ -42,7 +42,7 @@ pub fn commit_stream(
     body: &str,
     trailers: &[(String, String)],
 ) -> anyhow::Result<Option<String>> {
-    commit_worktree(root, id, outputs, subject, body, trailers, None)
+    commit_worktree(root, id, outputs, subject, body, trailers, Shape::Next)
 }
 
 /// [`commit_stream`] for a resolver's attempt: the worktree's files as a
@@ -64,8 +64,37 @@ pub fn commit_resolution(
         subject,
         body,
         trailers,
-        Some(target_head),
+        Shape::Merge(target_head),
     )
+}
+
+/// Replaces the attempt's commit `tip` (the branch's head) by one with the
+/// worktree's files (so a file loki wrote there since, such as a
+/// `validation_report`, joins it), the same parents, and `trailers` added
+/// to its message: the validators' verdict belongs to the attempt's
+/// commit, made before they ran. The branch moves by compare-and-swap from
+/// `tip`; nothing but loki has seen `tip` (it is not merged or pushed yet).
+/// A trailer the message already has is replaced.
+pub fn amend_attempt(
+    root: &Path,
+    id: &str,
+    tip: &str,
+    outputs: &[String],
+    trailers: &[(String, String)],
+) -> anyhow::Result<String> {
+    commit_worktree(root, id, outputs, "", "", trailers, Shape::Amend(tip))?
+        .with_context(|| format!("amending the commit {tip} of stream {id}"))
+}
+
+/// What the commit of a worktree is made as.
+#[derive(Clone, Copy)]
+enum Shape<'a> {
+    /// A new commit on the branch (none when nothing changed).
+    Next,
+    /// A merge of the branch and this commit of the target.
+    Merge(&'a str),
+    /// In place of the branch's head, which must be this commit.
+    Amend(&'a str),
 }
 
 fn commit_worktree(
@@ -75,7 +104,7 @@ fn commit_worktree(
     subject: &str,
     body: &str,
     trailers: &[(String, String)],
-    second_parent: Option<&str>,
+    shape: Shape<'_>,
 ) -> anyhow::Result<Option<String>> {
     check_id(id)?;
     let repo = open_repo(root)?;
@@ -120,22 +149,53 @@ fn commit_worktree(
     stat_cache::fill_missing(&path, &mut index).with_context(ctx)?;
     index.write().with_context(ctx)?;
     stat_cache::remember(&path, &index);
-    let theirs = match second_parent {
-        Some(t) => Some(
+    let theirs = match shape {
+        Shape::Merge(t) => Some(
             git2::Oid::from_str(t)
                 .and_then(|o| repo.find_commit(o))
                 .with_context(ctx)?,
         ),
-        None => None,
+        _ => None,
     };
-    if parent.tree_id() == tree_id && theirs.is_none() {
+    if parent.tree_id() == tree_id && matches!(shape, Shape::Next) {
         return Ok(None);
     }
     let tree = repo.find_tree(tree_id).with_context(ctx)?;
     let sig = signature(&repo)?;
-    let message = compose_message(subject, body, trailers);
-    let mut parents = vec![&parent];
-    parents.extend(theirs.iter());
+    let (message, parents) = match shape {
+        Shape::Amend(tip) => {
+            if parent.id().to_string() != tip {
+                anyhow::bail!(
+                    "{branch} moved from {tip} to {} while its attempt was validated",
+                    parent.id()
+                );
+            }
+            // A trailer given again (the cost, now with the validators')
+            // replaces the old line.
+            let old = parent.message().unwrap_or_default();
+            let kept: Vec<&str> = old
+                .trim_end()
+                .lines()
+                .filter(|l| {
+                    !trailers
+                        .iter()
+                        .any(|(k, _)| l.starts_with(&format!("{k}: ")))
+                })
+                .collect();
+            let mut message = kept.join("\n");
+            message.push('\n');
+            for (k, v) in trailers {
+                message.push_str(&format!("{k}: {v}\n"));
+            }
+            (message, parent.parents().collect::<Vec<_>>())
+        }
+        _ => {
+            let mut parents = vec![parent.clone()];
+            parents.extend(theirs.iter().cloned());
+            (compose_message(subject, body, trailers), parents)
+        }
+    };
+    let parents: Vec<&Commit> = parents.iter().collect();
     let id_new = repo
         .commit(None, &sig, &sig, &message, &tree, &parents)
         .with_context(ctx)?;

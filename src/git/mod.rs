@@ -45,7 +45,7 @@
 //! alternative was not measured separately.
 
 pub mod tree;
-pub use tree::{valid_branch_name, BranchTree, TreeEntry};
+pub use tree::{export_commit, valid_branch_name, BranchTree, TreeEntry};
 
 use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
@@ -72,7 +72,9 @@ pub use branch::{
     branch_exists, branch_head, branch_merge_base, create_branch, current_branch, delete_branch,
     delete_named_branch, file_on_branch, local_branches,
 };
-pub use commit::{commit_resolution, commit_stream, diff_against_target, touched_paths};
+pub use commit::{
+    amend_attempt, commit_resolution, commit_stream, diff_against_target, touched_paths,
+};
 pub use history::{
     graph_oneline, merge_paths, merged_streams, parse_trailers, stream_merges, trailer, CommitInfo,
     MergeHistory, StreamMerge,

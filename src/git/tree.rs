@@ -186,3 +186,60 @@ impl BranchTree {
 pub fn valid_branch_name(name: &str) -> bool {
     !name.contains('\0') && git2::Reference::is_valid_name(&format!("refs/heads/{name}"))
 }
+
+/// Writes the files of `commit`'s tree into the new folder `dest` (a
+/// validator's disposable checkout): regular and executable files only. A
+/// symlink is not made (an agent could have committed one pointing out of
+/// the repository), nor a submodule; no `.git` is made, so nothing written
+/// in `dest` can reach a branch. Returns the number of files written.
+pub fn export_commit(root: &Path, commit: &str, dest: &Path) -> anyhow::Result<usize> {
+    use anyhow::Context;
+    use std::os::unix::fs::PermissionsExt;
+    let repo = super::open_repo(root)?;
+    let ctx = || format!("writing commit {commit} into {}", dest.display());
+    let tree = git2::Oid::from_str(commit)
+        .and_then(|o| repo.find_commit(o))
+        .and_then(|c| c.tree())
+        .with_context(ctx)?;
+    std::fs::create_dir_all(dest).with_context(ctx)?;
+    let mut files: Vec<(String, git2::Oid, i32)> = Vec::new();
+    tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+        let mode = entry.filemode();
+        if mode == MODE_TREE {
+            return git2::TreeWalkResult::Ok;
+        }
+        if mode == MODE_LINK || mode == MODE_COMMIT {
+            return git2::TreeWalkResult::Ok;
+        }
+        if let Some(name) = entry.name() {
+            files.push((format!("{dir}{name}"), entry.id(), mode));
+        }
+        git2::TreeWalkResult::Ok
+    })
+    .with_context(ctx)?;
+    let mut n = 0;
+    for (rel, oid, mode) in files {
+        // Git's own names never hold `..` or a `.git` component; a tree
+        // made by hand could: such a path is left out.
+        let path = Path::new(&rel);
+        let plain = path.components().all(|c| match c {
+            std::path::Component::Normal(s) => s != ".git",
+            _ => false,
+        });
+        if !plain {
+            continue;
+        }
+        let blob = repo.find_blob(oid).with_context(ctx)?;
+        let to = dest.join(path);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).with_context(ctx)?;
+        }
+        std::fs::write(&to, blob.content()).with_context(ctx)?;
+        if mode == MODE_EXEC {
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755))
+                .with_context(ctx)?;
+        }
+        n += 1;
+    }
+    Ok(n)
+}

@@ -75,6 +75,21 @@ impl Layout {
     pub fn stderr_log(&self, id: &str, n: u32) -> PathBuf {
         self.logs_dir(id).join(format!("attempt-{n}.stderr.log"))
     }
+    /// A validator's transcript of attempt `n` of stream `id`.
+    pub fn validator_transcript(&self, id: &str, n: u32, name: &str) -> PathBuf {
+        self.logs_dir(id)
+            .join(format!("attempt-{n}.validator-{name}.jsonl"))
+    }
+    /// A validator's stderr of attempt `n` of stream `id`.
+    pub fn validator_stderr(&self, id: &str, n: u32, name: &str) -> PathBuf {
+        self.logs_dir(id)
+            .join(format!("attempt-{n}.validator-{name}.stderr.log"))
+    }
+    /// `validate/<id>`: the disposable checkouts validators of stream `id`
+    /// run in (removed when they end).
+    pub fn validate_dir(&self, id: &str) -> PathBuf {
+        self.loki().join("validate").join(id)
+    }
     /// `runs/<id>`: every attempt's records of stream `id`.
     pub fn runs_dir(&self, id: &str) -> PathBuf {
         self.loki().join("runs").join(id)

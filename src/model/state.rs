@@ -17,6 +17,8 @@ pub enum Status {
     Preparing,
     Running,
     Checking,
+    /// The checks passed; the stream's validators are judging the commit.
+    Validating,
     Retrying,
     AwaitingApproval,
     Merging,
@@ -36,6 +38,7 @@ impl Status {
             Status::Preparing => "preparing",
             Status::Running => "running",
             Status::Checking => "checking",
+            Status::Validating => "validating",
             Status::Retrying => "retrying",
             Status::AwaitingApproval => "awaiting_approval",
             Status::Merging => "merging",
@@ -53,7 +56,11 @@ impl Status {
     pub fn is_active(self) -> bool {
         matches!(
             self,
-            Status::Preparing | Status::Running | Status::Checking | Status::Merging
+            Status::Preparing
+                | Status::Running
+                | Status::Checking
+                | Status::Validating
+                | Status::Merging
         )
     }
 
@@ -102,6 +109,12 @@ pub struct AttemptRecord {
     /// PASS / WARN / FAIL of the checks, when they ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checks: Option<String>,
+    /// The validators' summary ("2 pass, 1 warn, 0 fail"), when they ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<String>,
+    /// What the validators of this attempt cost (also in `cost_usd`).
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub validation_cost_usd: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Whether it counts against max_attempts (a human reject or a rate-limit wait does not).
@@ -130,6 +143,10 @@ pub struct ProcessRecord {
     /// environment carries it (0: none recorded).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub token: u64,
+}
+
+fn is_zero_f64(n: &f64) -> bool {
+    *n == 0.0
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -194,6 +211,10 @@ pub struct StreamState {
     pub resolve_attempts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process: Option<ProcessRecord>,
+    /// The groups of the attempt's check commands and validators that may
+    /// still run (several at once), for a later supervisor's sweep.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub helpers: Vec<ProcessRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merge_commit: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -350,6 +371,7 @@ pub enum Outcome {
     Ok,
     Failed,
     CheckFailed,
+    ValidationFailed,
     Timeout,
     Idle,
     Rejected,
@@ -366,6 +388,7 @@ impl Outcome {
         Outcome::Ok,
         Outcome::Failed,
         Outcome::CheckFailed,
+        Outcome::ValidationFailed,
         Outcome::Timeout,
         Outcome::Idle,
         Outcome::Rejected,
@@ -382,6 +405,7 @@ impl Outcome {
             Outcome::Ok => "ok",
             Outcome::Failed => "failed",
             Outcome::CheckFailed => "check_failed",
+            Outcome::ValidationFailed => "validation_failed",
             Outcome::Timeout => "timeout",
             Outcome::Idle => "idle",
             Outcome::Rejected => "rejected",

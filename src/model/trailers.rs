@@ -10,6 +10,8 @@ pub const AGENT: &str = "Loki-Agent";
 pub const SESSION: &str = "Loki-Session";
 pub const COST_USD: &str = "Loki-Cost-USD";
 pub const CHECKS: &str = "Loki-Checks";
+/// The validators' summary: "6 pass, 1 warn, 0 fail".
+pub const VALIDATION: &str = "Loki-Validation";
 pub const OUTCOME: &str = "Loki-Outcome";
 pub const DURATION: &str = "Loki-Duration";
 pub const APPROVED_BY: &str = "Loki-Approved-By";
@@ -32,6 +34,9 @@ pub fn merge_trailers(st: &StreamState, agent: &str) -> Vec<(String, String)> {
     trailers.push((COST_USD.into(), format!("{:.4}", st.cost_usd)));
     if let Some(c) = st.attempts.iter().rev().find_map(|a| a.checks.clone()) {
         trailers.push((CHECKS.into(), c));
+    }
+    if let Some(v) = st.attempts.last().and_then(|a| a.validation.clone()) {
+        trailers.push((VALIDATION.into(), v));
     }
     if let Some(a) = &st.approved_by {
         trailers.push((APPROVED_BY.into(), a.clone()));

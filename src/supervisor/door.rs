@@ -123,6 +123,7 @@ mod tests {
         Ctx {
             supervised: false,
             max_resolve: 0,
+            validators: false,
             ..crate::supervisor::machine::tests::ctx()
         }
     }

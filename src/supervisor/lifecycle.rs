@@ -813,6 +813,7 @@ impl Dispatcher {
                 id: id.clone(),
                 attempt,
                 rec,
+                role: machine::Role::Check,
             });
         }))
     }

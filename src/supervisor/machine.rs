@@ -43,6 +43,9 @@ pub struct Ctx {
     /// Resolver attempts a merge conflict of this stream gets (`[merge]`);
     /// 0 with no supervisor, which cannot run one.
     pub max_resolve: u32,
+    /// The stream has validators (`[checks] validators`): an attempt whose
+    /// checks pass is judged by them before it may merge.
+    pub validators: bool,
 }
 
 /// A steering request: a signal file or a command.
@@ -156,11 +159,25 @@ pub enum Input {
     /// a marker or a change outside the conflict is left, a check failed):
     /// the stream is conflicted, for a person.
     ResolveFailed { why: String },
-    /// Every check passed.
+    /// Every check passed (from `checking`), or the validators passed the
+    /// attempt (from `validating`).
     Passed {
         summary: String,
         needs_approval: bool,
     },
+    /// The validators of the attempt have all ended: their summary line
+    /// (the `Loki-Validation` trailer), what they cost, and the attempt's
+    /// commit, which now carries the trailer. A decision follows
+    /// (`Passed`, `ChecksFailed`, `Fatal`).
+    Validated {
+        summary: String,
+        cost_usd: f64,
+        commit: Option<String>,
+    },
+    /// The validators were stopped (Ctrl-C, SIGTERM, STOP) before they all
+    /// ended: the stream stays `validating`, and the next run (or `loki
+    /// retry`) validates the same commit again.
+    ValidationStopped,
     /// The merge worker's answer.
     Merge(MergeResult),
     /// Start-up: whatever was in flight when the last supervisor stopped
@@ -183,6 +200,7 @@ pub enum Input {
 pub enum Role {
     Agent,
     Check,
+    Validator,
 }
 
 /// What the caller does after the step is written.
@@ -194,6 +212,8 @@ pub enum Effect {
     RetryMergeLater,
     /// Remove the worktree and branch of a merged stream.
     Cleanup,
+    /// Run the stream's validators on its attempt's commit.
+    Validate,
     /// Ask the running agent to stop.
     StopAgent(AgentStop),
     /// TESTS_FAILED while running: the attempt fails with this note.
@@ -443,10 +463,21 @@ pub fn handle(st: &StreamState, input: Input, ctx: &Ctx) -> Result<Step, Refusal
             }
         }
         Input::ProcessStarted { rec, role } => {
-            b.st.process = Some(rec);
+            match role {
+                Role::Agent => b.st.process = Some(rec),
+                // Several may run at once: each is kept until they end (a
+                // check command's is also the stream's `process`, as it was
+                // before named commands ran side by side).
+                Role::Check => {
+                    b.st.process = Some(rec);
+                    b.st.helpers.push(rec);
+                }
+                Role::Validator => b.st.helpers.push(rec),
+            }
             let (kind, what) = match role {
                 Role::Agent => ("agent", "attempt"),
                 Role::Check => ("process", "the check command of attempt"),
+                Role::Validator => ("validator", "a validator of attempt"),
             };
             b.event(
                 kind,
@@ -489,8 +520,9 @@ pub fn handle(st: &StreamState, input: Input, ctx: &Ctx) -> Result<Step, Refusal
             b.go(Checking, why);
         }
         Input::Checked { commit, level } => {
-            // The check command, if any, has ended and been reaped.
+            // The check commands, if any, have ended and been reaped.
             b.st.process = None;
+            b.st.helpers.clear();
             if let Some(a) = b.last_attempt() {
                 a.commit = commit;
                 a.checks = level;
@@ -503,24 +535,67 @@ pub fn handle(st: &StreamState, input: Input, ctx: &Ctx) -> Result<Step, Refusal
             }
             b.retry_or_fail(reason, feedback);
         }
-        Input::ChecksFailed { .. } | Input::RateLimited { .. } | Input::Passed { .. }
-            if s != Checking =>
-        {
+        Input::RateLimited { .. } if s != Checking => {
             return Err(wrong("not checking"));
+        }
+        Input::ChecksFailed { .. } | Input::Passed { .. }
+            if !matches!(s, Checking | Validating) =>
+        {
+            return Err(wrong("not checking or validating"));
+        }
+        Input::Validated { .. } | Input::ValidationStopped if s != Validating => {
+            return Err(wrong("not validating"));
         }
         Input::Fatal { .. }
             if !matches!(
                 s,
-                Pending | Ready | Retrying | Interrupted | Preparing | Running | Checking
+                Pending
+                    | Ready
+                    | Retrying
+                    | Interrupted
+                    | Preparing
+                    | Running
+                    | Checking
+                    | Validating
             ) =>
         {
-            return Err(wrong("not starting, running or checking"));
+            return Err(wrong("not starting, running, checking or validating"));
         }
         Input::ChecksFailed { summary, feedback } => {
+            let outcome = match s {
+                Validating => Outcome::ValidationFailed,
+                _ => Outcome::CheckFailed,
+            };
             if let Some(a) = b.last_attempt() {
-                a.outcome = Outcome::CheckFailed.as_str().into();
+                a.outcome = outcome.as_str().into();
             }
             b.retry_or_fail(summary, feedback);
+        }
+        Input::Validated {
+            summary,
+            cost_usd,
+            commit,
+        } => {
+            b.st.helpers.clear();
+            b.st.cost_usd += cost_usd;
+            if let Some(a) = b.last_attempt() {
+                a.validation = Some(summary.clone());
+                a.validation_cost_usd += cost_usd;
+                a.cost_usd += cost_usd;
+                if commit.is_some() {
+                    a.commit = commit;
+                }
+            }
+            b.event("validation", summary);
+        }
+        Input::ValidationStopped => {
+            b.st.helpers.clear();
+            b.event(
+                "validation",
+                "the validators were stopped; the same commit is validated again by the next \
+                 run or `loki retry`"
+                    .to_string(),
+            );
         }
         // What earlier attempts did wrong still holds: the limited one
         // added nothing.
@@ -541,6 +616,11 @@ pub fn handle(st: &StreamState, input: Input, ctx: &Ctx) -> Result<Step, Refusal
             summary,
             needs_approval,
         } => {
+            if s == Checking && b.ctx.validators && !st.resolving() {
+                b.go(Validating, Some(format!("{summary}; validating")));
+                b.effect(Effect::Validate);
+                return Ok(b.done());
+            }
             if needs_approval && !st.resolving() {
                 b.go(
                     AwaitingApproval,
@@ -680,7 +760,17 @@ fn recover(b: &mut Builder<'_>) {
     let now = b.ctx.now.clone();
     // Leftover agents were swept before recovery: no record stays.
     b.st.process = None;
+    b.st.helpers.clear();
     match b.st.status {
+        // The commit is made and its checks passed: only the judging is
+        // done again.
+        Validating => {
+            b.event(
+                "validation",
+                "the previous supervisor stopped during validation: validating again".to_string(),
+            );
+            b.effect(Effect::Validate);
+        }
         Preparing | Running | Checking => {
             let started = b.st.status != Preparing;
             b.go(
@@ -841,6 +931,14 @@ fn steer(b: &mut Builder<'_>, req: Steer) -> Result<(), Refusal> {
                 b.effect(Effect::StopAgent(AgentStop::Cancel));
             }
         },
+        // A validation that was stopped is done again.
+        Kind::Retry if s == Validating => {
+            if !b.ctx.supervised {
+                return not_supervised();
+            }
+            b.effect(Effect::Release);
+            b.effect(Effect::Validate);
+        }
         Kind::Retry => match s {
             Failed | Blocked | Cancelled | Interrupted | Conflicted => {
                 b.st.renew_allowance();
@@ -874,6 +972,15 @@ fn steer(b: &mut Builder<'_>, req: Steer) -> Result<(), Refusal> {
             b.st.paused = false;
         }
         Kind::Stop => match s {
+            // The validators stop; the stream stays validating (held) and
+            // `loki retry` or the next run validates again.
+            Validating => {
+                if !b.ctx.supervised {
+                    return not_supervised();
+                }
+                b.effect(Effect::Hold);
+                b.effect(Effect::StopAgent(AgentStop::Interrupt));
+            }
             Running | Preparing => {
                 if !b.ctx.supervised {
                     return not_supervised();

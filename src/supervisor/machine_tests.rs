@@ -10,6 +10,7 @@ const ALL: &[Status] = &[
     Status::Preparing,
     Status::Running,
     Status::Checking,
+    Status::Validating,
     Status::Retrying,
     Status::AwaitingApproval,
     Status::Merging,
@@ -32,6 +33,7 @@ pub(crate) fn ctx() -> Ctx {
         approver: "ana".into(),
         supervised: true,
         max_resolve: 0,
+        validators: false,
     }
 }
 
@@ -94,12 +96,14 @@ fn every_signal_in_every_status() {
                 (Kind::Retry, Conflicted) => Some(Merging),
                 (Kind::Retry, Interrupted) => Some(Interrupted),
                 (Kind::Retry, Failed | Blocked | Cancelled) => Some(Pending),
+                (Kind::Retry, Validating) => Some(Validating),
                 (Kind::Retry, _) => None,
                 (Kind::Pause, Merged | Cancelled) => None,
                 (Kind::Pause, s) => Some(s),
                 (Kind::Resume, _) => None, // not paused
                 (Kind::Stop, Preparing) => Some(Interrupted),
                 (Kind::Stop, Running) => Some(Running),
+                (Kind::Stop, Validating) => Some(Validating),
                 (Kind::Stop, _) => None,
             };
             assert_eq!(got, want, "{} in {s}", kind.as_str());
@@ -152,6 +156,7 @@ fn signals_to_a_running_agent_need_a_supervisor() {
     let direct = Ctx {
         supervised: false,
         max_resolve: 0,
+        validators: false,
         ..ctx()
     };
     for kind in [
@@ -841,6 +846,15 @@ fn every_input_in_every_status() {
             },
         ),
         ("unblock", Input::Unblock),
+        (
+            "validated",
+            Input::Validated {
+                summary: "1 pass, 0 warn, 0 fail".into(),
+                cost_usd: 0.5,
+                commit: None,
+            },
+        ),
+        ("validation_stopped", Input::ValidationStopped),
     ];
     for &s in ALL {
         for (name, input) in &inputs {
@@ -860,11 +874,15 @@ fn every_input_in_every_status() {
                 ("checking", _) => None,
                 ("unsuccessful", Preparing | Checking) => Some(Retrying),
                 ("checks_failed" | "rate_limited", Checking) => Some(Retrying),
-                ("passed", Checking) => Some(Merging),
+                ("checks_failed", Validating) => Some(Retrying),
+                ("passed", Checking | Validating) => Some(Merging),
                 ("unsuccessful" | "checks_failed" | "rate_limited" | "passed", _) => None,
+                ("validated" | "validation_stopped", Validating) => Some(Validating),
+                ("validated" | "validation_stopped", _) => None,
                 (
                     "fatal",
-                    Pending | Ready | Retrying | Interrupted | Preparing | Running | Checking,
+                    Pending | Ready | Retrying | Interrupted | Preparing | Running | Checking
+                    | Validating,
                 ) => Some(Failed),
                 ("fatal", _) => None,
                 ("merge", Merging) => Some(Merged),
@@ -971,6 +989,7 @@ fn a_conflict_gets_a_resolver_attempt_then_waits_for_a_person() {
     st.approved_by = Some("maria".into());
     let resolving = Ctx {
         max_resolve: 1,
+        validators: false,
         ..ctx()
     };
     let conflict = Input::Merge(MergeResult::Conflict {
@@ -1026,4 +1045,73 @@ fn a_conflict_gets_a_resolver_attempt_then_waits_for_a_person() {
     // Without a resolver (resolve = "none", or no supervisor): as before.
     let step = handle(&st, conflict, &ctx()).unwrap();
     assert_eq!(step.state.status, Status::Conflicted);
+}
+
+/// With validators, an attempt whose checks pass is judged before it may
+/// merge; their cost joins the stream's, a failure is retried with their
+/// issues, and a stopped or crashed validation is done again.
+#[test]
+fn validators_judge_an_attempt_between_its_checks_and_its_merge() {
+    let mut c = ctx();
+    c.validators = true;
+    let passed = || Input::Passed {
+        summary: "PASS: 3 checks".into(),
+        needs_approval: false,
+    };
+    let step = handle(&stream(Status::Checking), passed(), &c).unwrap();
+    assert_eq!(step.state.status, Status::Validating);
+    assert_eq!(step.effects, vec![Effect::Validate]);
+    // A resolver's attempt is not judged again.
+    let mut resolving = stream(Status::Checking);
+    resolving.resolve_paths = vec!["a.md".into()];
+    let step2 = handle(&resolving, passed(), &c).unwrap();
+    assert_eq!(step2.state.status, Status::Merging);
+
+    let mut st = step.state;
+    st.helpers.push(ProcessRecord {
+        pid: 9,
+        pgid: 9,
+        start_time: 1,
+        boot: 0,
+        token: 0,
+    });
+    st.cost_usd = 1.0;
+    st.attempts[0].cost_usd = 1.0;
+    let v = Input::Validated {
+        summary: "1 pass, 0 warn, 1 fail".into(),
+        cost_usd: 0.25,
+        commit: Some("abc".into()),
+    };
+    let st = handle(&st, v, &c).unwrap().state;
+    assert!(st.helpers.is_empty());
+    assert_eq!(st.cost_usd, 1.25);
+    let a = &st.attempts[0];
+    assert_eq!(a.validation.as_deref(), Some("1 pass, 0 warn, 1 fail"));
+    assert_eq!((a.cost_usd, a.validation_cost_usd), (1.25, 0.25));
+    assert_eq!(a.commit.as_deref(), Some("abc"));
+    let failed = Input::ChecksFailed {
+        summary: "validation failed".into(),
+        feedback: "- [plot] Mira is dead".into(),
+    };
+    let after = handle(&st, failed, &c).unwrap().state;
+    assert_eq!(after.status, Status::Retrying);
+    assert_eq!(after.attempts[0].outcome, "validation_failed");
+    assert!(after.feedback.unwrap_or_default().contains("Mira is dead"));
+    // From validating, a pass goes on to the merge.
+    let merged = handle(&st, passed(), &c).unwrap();
+    assert_eq!(merged.state.status, Status::Merging);
+    assert_eq!(merged.effects, vec![Effect::QueueMerge]);
+
+    // A crash during validation: the same commit is validated again.
+    let rec = handle(&stream(Status::Validating), Input::Recover, &c).unwrap();
+    assert_eq!(rec.state.status, Status::Validating);
+    assert_eq!(rec.effects, vec![Effect::Validate]);
+    // STOP holds it; `loki retry` validates again.
+    let stop = handle(&stream(Status::Validating), steer(Kind::Stop), &c).unwrap();
+    assert_eq!(
+        stop.effects,
+        vec![Effect::Hold, Effect::StopAgent(AgentStop::Interrupt)]
+    );
+    let retry = handle(&stream(Status::Validating), steer(Kind::Retry), &c).unwrap();
+    assert_eq!(retry.effects, vec![Effect::Release, Effect::Validate]);
 }

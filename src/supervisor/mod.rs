@@ -51,6 +51,8 @@ mod schedule;
 mod steering;
 mod summary;
 mod usage;
+mod validate;
+pub use validate::VALIDATION_FILE;
 
 use merges::merge_worker;
 use os_signals::spawn_os_signals;
@@ -130,11 +132,26 @@ pub enum Msg {
         id: String,
         result: std::result::Result<MergeOutcome, String>,
     },
-    /// A check command of the attempt started (its group, to record).
+    /// A check command or a validator of the attempt started (its group,
+    /// to record).
     Process {
         id: String,
         attempt: u32,
         rec: crate::model::ProcessRecord,
+        role: machine::Role,
+    },
+    /// A validator of the attempt ended (`halt`: it was stopped or a
+    /// limit ended it, and it has no verdict).
+    ValidatorDone {
+        id: String,
+        attempt: u32,
+        result: Box<crate::checks::verdict::ValidatorResult>,
+        halt: Option<validate::Halt>,
+    },
+    /// A validator's claude reported where the usage window stands.
+    ValidatorUsage {
+        id: String,
+        limit: crate::agent::api::UsageLimit,
     },
     Signal(Taken),
     /// SIGINT.
@@ -270,6 +287,14 @@ struct Dispatcher {
     groups: BTreeMap<String, Vec<String>>,
     /// States of instances of waiting templates, from earlier runs.
     parked: BTreeMap<String, StreamState>,
+    /// Streams whose validation the machine asked for, not yet begun
+    /// (begun by `schedule`).
+    validate_next: Vec<String>,
+    /// Validations under way, by stream (`validate.rs`).
+    validations: BTreeMap<String, validate::Validation>,
+    /// Validators waiting for room.
+    validator_queue: VecDeque<validate::ValidatorJob>,
+    validators_running: usize,
 }
 
 /// `loki run`: runs the swarm to its end and returns the process exit code.
@@ -402,6 +427,10 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
         failed_templates: BTreeMap::new(),
         groups: BTreeMap::new(),
         parked: BTreeMap::new(),
+        validate_next: Vec::new(),
+        validations: BTreeMap::new(),
+        validator_queue: VecDeque::new(),
+        validators_running: 0,
     };
     d.waiting_templates = d
         .cfg
@@ -563,6 +592,7 @@ impl Dispatcher {
             approver: default_approver(),
             supervised: true,
             max_resolve: self.cfg.merge.resolver_attempts(&slot.cfg.agent),
+            validators: !slot.cfg.checks.validators.is_empty(),
         }
     }
 
@@ -711,6 +741,11 @@ impl Dispatcher {
                         .insert(id.to_string(), Instant::now() + Duration::from_secs(2));
                 }
                 Effect::Cleanup => self.cleanup(id),
+                Effect::Validate => {
+                    if !self.validate_next.iter().any(|x| x == id) {
+                        self.validate_next.push(id.to_string());
+                    }
+                }
                 Effect::StopAgent(how) => {
                     if let Some(stop) = self.slots.get(id).and_then(|s| s.stop.clone()) {
                         let _ = stop.send(Some(match how {
@@ -801,13 +836,25 @@ impl Dispatcher {
                 result,
             } => self.on_finished(id, attempt, result).await,
             Msg::MergeDone { id, result } => self.on_merge_done(id, result).await,
-            Msg::Process { id, attempt, rec } => {
+            Msg::Process {
+                id,
+                attempt,
+                rec,
+                role,
+            } => {
                 if self.current(&id, attempt) {
-                    let input = Input::ProcessStarted {
-                        rec,
-                        role: machine::Role::Check,
-                    };
-                    self.feed(&id, input).await;
+                    self.feed(&id, Input::ProcessStarted { rec, role }).await;
+                }
+            }
+            Msg::ValidatorDone {
+                id,
+                attempt,
+                result,
+                halt,
+            } => self.on_validator_done(id, attempt, *result, halt).await,
+            Msg::ValidatorUsage { id, limit } => {
+                if self.slots.get(&id).map(|s| s.st.status) == Some(Status::Validating) {
+                    self.usage_limit(&id, limit).await;
                 }
             }
             Msg::Signal(t) => self.on_signal(t).await,

@@ -58,7 +58,13 @@ impl Dispatcher {
             .unwrap_or(Duration::from_secs(10));
         let leftovers: Vec<_> = existing
             .values()
-            .filter_map(|s| s.process.map(|p| (s.id.to_string(), p)))
+            .flat_map(|s| {
+                s.process
+                    .iter()
+                    .chain(s.helpers.iter())
+                    .map(|p| (s.id.to_string(), *p))
+                    .collect::<Vec<_>>()
+            })
             .collect();
         for (id, rec) in leftovers {
             let n = tokio::task::spawn_blocking(move || process::sweep_leftover(&rec, grace))
@@ -218,6 +224,7 @@ impl Dispatcher {
                     Status::Preparing
                         | Status::Running
                         | Status::Checking
+                        | Status::Validating
                         | Status::Merging
                         | Status::AwaitingApproval
                         | Status::Interrupted

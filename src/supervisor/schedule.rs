@@ -28,7 +28,11 @@ impl Dispatcher {
             .filter(|s| {
                 matches!(
                     s.st.status,
-                    Status::Preparing | Status::Running | Status::Checking | Status::Merging
+                    Status::Preparing
+                        | Status::Running
+                        | Status::Checking
+                        | Status::Validating
+                        | Status::Merging
                 )
             })
             .count()
@@ -107,6 +111,18 @@ impl Dispatcher {
             }
         }
 
+        // Validations asked for begin even while draining (they finish an
+        // attempt under way); after a stop request the next run does them.
+        // A rate or usage limit's wait holds them back too.
+        let waiting =
+            self.backoff_until.is_some_and(|t| t > Instant::now()) || self.usage_ended.is_some();
+        if !self.interrupting && !waiting {
+            for id in std::mem::take(&mut self.validate_next) {
+                self.start_validation(&id).await;
+            }
+            self.pump_validators();
+        }
+
         if self.draining
             || self.interrupting
             || self.swarm.paused
@@ -136,7 +152,10 @@ impl Dispatcher {
         let bound = pipeline_bound(self.cfg.swarm.max_parallel);
         // Counted once per pass (each start adds one), not once per
         // candidate: a pass over a large swarm stays linear.
-        let (mut running, mut in_pipeline) = (self.running(), self.in_pipeline());
+        let (mut running, mut in_pipeline) = (
+            self.running() + self.shared_validators(),
+            self.in_pipeline(),
+        );
         if running >= limit || in_pipeline >= bound {
             return;
         }
@@ -223,6 +242,13 @@ impl Dispatcher {
         let stopping = self.interrupting || self.draining;
         let active = self.slots.values().any(|s| match s.st.status {
             Status::Preparing | Status::Running | Status::Checking => true,
+            // Held by STOP, or waiting for the next run after a stop
+            // request: no validator of it runs.
+            Status::Validating => {
+                let id = s.st.id.as_str();
+                self.validations.contains_key(id)
+                    || (!self.interrupting && self.validate_next.iter().any(|x| x == id))
+            }
             Status::Merging => {
                 !(stopping
                     && self.merge_retry.contains_key(s.st.id.as_str())

@@ -335,7 +335,11 @@ impl PlainLines {
                 if *attempt > 0
                     && matches!(
                         to,
-                        Status::Running | Status::Preparing | Status::Checking | Status::Retrying
+                        Status::Running
+                            | Status::Preparing
+                            | Status::Checking
+                            | Status::Validating
+                            | Status::Retrying
                     )
                 {
                     s.push_str(&format!(" attempt {attempt}"));

@@ -8,6 +8,7 @@ mod load;
 mod parse;
 mod preflight;
 mod repo;
+mod validators;
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -73,6 +73,7 @@ outputs = ["ch01.md"]
             spawn_interval: Duration::from_millis(500),
             pause_at_utilization: Some(0.9),
             max_wait: Duration::from_secs(7200),
+            max_validators: None,
             target_at: Some((3, 10)),
         }
     );
@@ -111,6 +112,7 @@ outputs = ["ch01.md"]
             commands: Vec::new(),
             command_timeout: Duration::from_secs(120),
             approve: true,
+            validators: Vec::new(),
         }
     );
 }
@@ -323,7 +325,7 @@ fn unknown_keys_name_key_table_position_and_valid_keys() {
         (4, 4, "unknown key `dependencies` in [[streams]] `a`")
     );
     assert!(e.help.starts_with("did you mean `depends_on`? "));
-    assert!(e.help.contains("valid keys in [[streams]] `a`: id, prompt, vars, inputs, outputs, depends_on, approve, agent, checks, for_each, allow_empty, command, args, model"));
+    assert!(e.help.contains("valid keys in [[streams]] `a`: id, prompt, vars, inputs, outputs, depends_on, approve, agent, checks, for_each, allow_empty, validation_report, command, args, model"));
 
     let e = err(&one("words = [1, 2]\n"));
     assert_eq!(e.message, "unknown key `words` in [[streams]] `a`");
