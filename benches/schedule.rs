@@ -13,10 +13,8 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 
 mod common;
 use common::*;
@@ -121,19 +119,5 @@ fn run_once(loki: &Path, g: &Graph, interval: Option<&str>) -> Result<f64> {
         ));
     }
     fs::write(d.join("loki.toml"), toml)?;
-    git(d, &["add", "-A"])?;
-    git(d, &["commit", "-qm", "bench"])?;
-    let t = Instant::now();
-    let st = Command::new(loki)
-        .args(["run", "--plain"])
-        .current_dir(d)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .context("running loki")?;
-    let took = t.elapsed().as_secs_f64();
-    if !st.success() {
-        bail!("loki run failed in {}", d.display());
-    }
-    Ok(took)
+    commit_and_run(loki, d)
 }

@@ -73,3 +73,23 @@ pub fn write_agent(d: &Path, script: &str) -> Result<()> {
     std::fs::create_dir_all(d.join("prompts")).context("making prompts/")?;
     std::fs::write(d.join("prompts/p.md"), "Write {{OUTPUTS}}.\n").context("writing the prompt")
 }
+
+/// Commits everything in `d` and runs `loki run --plain` there to its end,
+/// quietly; the run's wall time in seconds. An error when it fails.
+pub fn commit_and_run(loki: &Path, d: &Path) -> Result<f64> {
+    git(d, &["add", "-A"])?;
+    git(d, &["commit", "-qm", "bench"])?;
+    let t = std::time::Instant::now();
+    let st = Command::new(loki)
+        .args(["run", "--plain"])
+        .current_dir(d)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .context("running loki")?;
+    let took = t.elapsed().as_secs_f64();
+    if !st.success() {
+        bail!("loki run failed in {}", d.display());
+    }
+    Ok(took)
+}
