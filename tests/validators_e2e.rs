@@ -327,3 +327,49 @@ fn a_usage_limit_met_by_a_validator_is_waited_out_and_the_judging_redone() {
     assert_eq!(st["attempts"][0]["validation"], "1 pass, 0 warn, 0 fail");
     s.assert_no_agent_left();
 }
+
+/// A blocking validator that gives no verdict (it exits 3) leaves the draft
+/// unjudged: the stream fails at once, naming the validator, with no more
+/// attempts spent, and nothing is merged; a non-blocking one's error is
+/// only a warning.
+#[test]
+fn a_validator_that_gives_no_verdict_fails_the_stream_at_once() {
+    let s = Swarm::empty();
+    s.repo
+        .write("prompts/validators/broken.md", "{{DRAFT}}\n[fake:exit=3]\n");
+    s.repo
+        .write("prompts/validators/mute.md", "{{DRAFT}}\nSay nothing.\n");
+    let mut toml = header(2, "");
+    toml.push_str(
+        "[validators.broken]\nprompt = \"prompts/validators/broken.md\"\n\n\
+         [validators.mute]\nprompt = \"prompts/validators/mute.md\"\nblocking = false\n\n",
+    );
+    toml.push_str(&stream(
+        "ch01",
+        &[],
+        "chapters/ch01.md",
+        "[streams.checks]\nvalidators = [\"broken\", \"mute\"]\n",
+    ));
+    s.write(&toml);
+    let done = s.run();
+    assert_eq!(done.code, Some(1), "{}", done.both());
+    let st = s.state("ch01");
+    assert_eq!(st["status"], "failed", "{st:#}");
+    assert_eq!(st["attempts"].as_array().map(Vec::len), Some(1), "{st:#}");
+    let reason = st["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("validator broken gave no verdict: it ended with exit code 3")
+            && reason.contains("loki retry ch01"),
+        "{reason}"
+    );
+    let v = validation(&s, 1);
+    assert_eq!(v["decision"], "error", "{v:#}");
+    assert_eq!(v["errored"], 2, "{v:#}");
+    assert!(
+        v["validators"][1]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no verdict: it wrote no LOKI_VERDICT_FILE")),
+        "{v:#}"
+    );
+    assert!(s.merges().is_empty());
+}

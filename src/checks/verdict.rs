@@ -16,7 +16,8 @@
 //! | verdict `fail`, blocking validator | fail | does not merge: the issues are the next attempt's feedback |
 //! | verdict `fail`, `blocking = false` | fail | passes; its issues are warnings |
 //! | ran out of its `timeout` | warn | passes, with a warning that it did not finish |
-//! | exited non-zero, or no parseable verdict | error | not judged: a blocking validator's error fails the stream without counting an attempt (the draft is kept on its branch; fix the validator and `loki retry`); a non-blocking one's is a warning |
+//! | exited non-zero, or no parseable verdict | error | not judged: a blocking validator's error fails the stream at once, spending no further attempt on a draft nobody could judge (the draft is kept on its branch; fix the validator and `loki retry`); a non-blocking one's is a warning |
+//! | a rate or usage limit ended it | (none) | judged again after the wait, with no new attempt |
 
 use serde::{Deserialize, Serialize};
 
