@@ -107,15 +107,15 @@ impl Dispatcher {
                 crate::util::fmt_duration(wait),
                 crate::util::fmt_duration(self.cfg.swarm.max_wait)
             );
-            self.event("usage_limit", id, &msg);
-            self.ui.send(UiEvent::Note(msg.clone()));
-            self.usage_ended = Some(msg);
             let resets = chrono::Utc::now()
                 + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::zero());
             self.swarm_step(SwarmInput::UsageWait {
                 limit: name,
                 resets_at: resets.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             });
+            self.event("usage_limit", id, &msg);
+            self.ui.send(UiEvent::Note(msg.clone()));
+            self.usage_ended = Some(msg);
             for slot in self.slots.values() {
                 if let Some(stop) = &slot.stop {
                     let _ = stop.send(Some(StopRequest::Interrupt));
@@ -134,16 +134,17 @@ impl Dispatcher {
             "waiting for {name} to reset at {clock} (in {}): no attempt starts before then; {why}",
             crate::util::fmt_duration(wait)
         );
-        self.event("usage_limit", id, &message);
-        self.ui.send(UiEvent::Note(message.clone()));
-        self.usage_wait = Some(UsageWait { until, message });
-        // `loki status` says it too.
+        // `loki status` says it too: the state first, then the event, so
+        // whoever reads the event finds the state that goes with it.
         let resets = chrono::Utc::now()
             + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::zero());
         self.swarm_step(SwarmInput::UsageWait {
             limit: name,
             resets_at: resets.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         });
+        self.event("usage_limit", id, &message);
+        self.ui.send(UiEvent::Note(message.clone()));
+        self.usage_wait = Some(UsageWait { until, message });
     }
 
     /// Writes a swarm-wide change through the door (a refusal: nothing to
