@@ -301,8 +301,8 @@ fn finding(
     }
 }
 
-/// `loki doctor`: git, the agent commands, credentials, inotify limits, disk,
-/// and the swarm file. Exit code 1 when anything FAILs.
+/// `loki doctor`: git, the agent commands, credentials, inotify limits, the
+/// dashboard's port, disk, and the swarm file. Exit code 1 when anything FAILs.
 pub fn doctor(cwd: &Path, config: Option<&Path>) -> Result<i32> {
     let mut f = Vec::new();
     match crate::process::query_version("git") {
@@ -442,6 +442,17 @@ pub fn doctor(cwd: &Path, config: Option<&Path>) -> Result<i32> {
         (Some(w), Some(i)) if w >= 1024 && i >= 16 => f.push(finding("OK", "inotify", format!("max_user_watches {w}, max_user_instances {i}"), "")),
         (Some(w), Some(i)) => f.push(finding("WARN", "inotify", format!("max_user_watches {w}, max_user_instances {i} are low; loki falls back to polling the signal folder"), "sysctl fs.inotify.max_user_instances=128 fs.inotify.max_user_watches=65536")),
         _ => f.push(finding("WARN", "inotify", "cannot read the inotify limits", "loki falls back to polling the signal folder")),
+    }
+    // The dashboard's default port (`loki serve`, `loki run --serve`).
+    let port = super::serve::DEFAULT_PORT;
+    match std::net::TcpListener::bind(("127.0.0.1", port)) {
+        Ok(_) => f.push(finding("OK", "dashboard", format!("port {port} on 127.0.0.1 is free for `loki serve`"), "")),
+        Err(e) => f.push(finding(
+            "WARN",
+            "dashboard",
+            format!("port {port} on 127.0.0.1 is taken ({e}): a dashboard may already run there"),
+            format!("open the one running, or pick another port: `loki serve --port {}` / `loki run --serve={}`", port + 1, port + 1),
+        )),
     }
     if let Ok(r) = &root {
         match nix::sys::statvfs::statvfs(r.as_path()) {

@@ -7,6 +7,7 @@ pub mod import;
 pub mod init;
 pub mod log;
 pub mod logs;
+pub mod serve;
 pub mod show;
 pub mod steer;
 
@@ -60,6 +61,19 @@ pub enum Command {
         /// since they failed.
         #[arg(long)]
         retry_failed: bool,
+        /// Also serve the web dashboard on 127.0.0.1 (port 7411 unless
+        /// given: --serve=8080) while the run lasts.
+        #[arg(long, value_name = "PORT", num_args = 0..=1, require_equals = true, default_missing_value = "7411")]
+        serve: Option<u16>,
+    },
+    /// Serve the web dashboard: the graph, every stream's progress and
+    /// reports, and approvals from a browser.
+    Serve {
+        /// The address to listen on (a non-loopback one needs the token for every request).
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: std::net::IpAddr,
+        #[arg(long, default_value_t = serve::DEFAULT_PORT)]
+        port: u16,
     },
     /// Write a swarm file from a workflow config ({"steps": {...}}).
     Import {
@@ -253,9 +267,24 @@ pub async fn main(cli: Cli) -> Result<i32> {
             keep,
             wait,
             retry_failed,
+            serve,
         } => {
-            let config = config_path(cli.config, &cwd)?;
-            crate::supervisor::run(crate::supervisor::RunOptions {
+            let config = config_path(cli.config.clone(), &cwd)?;
+            // The dashboard lives as long as the run, in the same process.
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let server = match serve {
+                Some(port) => {
+                    let opts = serve::ServeOptions {
+                        config: cli.config.clone(),
+                        cwd: cwd.clone(),
+                        bind: std::net::IpAddr::from([127, 0, 0, 1]),
+                        port,
+                    };
+                    Some(tokio::spawn(serve::serve(opts, Some(stop_rx))))
+                }
+                None => None,
+            };
+            let code = crate::supervisor::run(crate::supervisor::RunOptions {
                 config,
                 ui: crate::ui::Mode::detect(plain),
                 rehearse,
@@ -265,7 +294,23 @@ pub async fn main(cli: Cli) -> Result<i32> {
                 wait,
                 retry_failed,
             })
-            .await
+            .await;
+            let _ = stop_tx.send(true);
+            if let Some(h) = server {
+                if let Ok(Err(e)) = h.await {
+                    eprint!("{}", crate::error::render(&e));
+                }
+            }
+            code
+        }
+        Command::Serve { bind, port } => {
+            let opts = serve::ServeOptions {
+                config: cli.config,
+                cwd,
+                bind,
+                port,
+            };
+            serve::serve(opts, None).await
         }
         Command::Status { json, watch } => {
             if !watch {
@@ -441,6 +486,16 @@ pub fn config_path(given: Option<PathBuf>, cwd: &Path) -> Result<PathBuf> {
     }
 }
 
+/// The status a view shows: a stream a stopped supervisor left active is
+/// `interrupted` (the next `loki run` resumes it).
+fn shown_status(st: &StreamState, supervised: bool) -> &'static str {
+    if !supervised && st.status.is_active() {
+        "interrupted"
+    } else {
+        st.status.as_str()
+    }
+}
+
 fn load_config(given: Option<PathBuf>, cwd: &Path) -> Result<(SwarmFile, PathBuf, String)> {
     let path = config_path(given, cwd)?;
     let cfg = crate::config::load_expanded(&path).map_err(anyhow::Error::new)?;
@@ -452,6 +507,17 @@ fn load_config(given: Option<PathBuf>, cwd: &Path) -> Result<(SwarmFile, PathBuf
     Ok((cfg, root, target))
 }
 
+/// A steering request as a person asks it (`loki approve ch01`, a click
+/// on the dashboard).
+struct SteerAsk {
+    kind: Kind,
+    id: Option<String>,
+    expected_version: Option<u64>,
+    note: Option<String>,
+    count: bool,
+}
+
+#[allow(clippy::too_many_arguments)]
 fn steer(
     config: Option<PathBuf>,
     cwd: &Path,
@@ -461,6 +527,29 @@ fn steer(
     note: Option<String>,
     count: bool,
 ) -> Result<i32> {
+    let ask = SteerAsk {
+        kind,
+        id,
+        expected_version,
+        note,
+        count,
+    };
+    let msg = steer_request(config, cwd, ask)?;
+    println!("{msg}");
+    Ok(0)
+}
+
+/// Sends or applies `ask` ([`steer::steer`]): the one path of every
+/// steering command and of the dashboard's buttons. Returns what to tell
+/// the person.
+fn steer_request(config: Option<PathBuf>, cwd: &Path, ask: SteerAsk) -> Result<String> {
+    let SteerAsk {
+        kind,
+        id,
+        expected_version,
+        note,
+        count,
+    } = ask;
     let (cfg, root, target) = load_config(config, cwd)?;
     let stream_cfg = id.as_deref().and_then(|i| cfg.stream(i));
     let max_attempts = stream_cfg.map(|s| s.agent.max_attempts);
@@ -481,7 +570,7 @@ fn steer(
                 .into());
         }
     }
-    let msg = steer::steer(
+    steer::steer(
         &root,
         &target,
         &Request {
@@ -497,9 +586,7 @@ fn steer(
                 .map(|s| s.agent.command.clone())
                 .unwrap_or_default(),
         },
-    )?;
-    println!("{msg}");
-    Ok(0)
+    )
 }
 
 /// The rows `loki status` shows: every stream of the swarm file (pending
@@ -773,11 +860,7 @@ fn status_text(config: Option<PathBuf>, cwd: &Path) -> Result<String> {
         // A stream a stopped supervisor left active is interrupted: the
         // next `loki run` resumes it.
         let stale = supervisor.is_none() && st.status.is_active();
-        let status = if stale {
-            "interrupted".to_string()
-        } else {
-            st.status.as_str().to_string()
-        };
+        let status = shown_status(st, supervisor.is_some()).to_string();
         let dur = duration_secs(st)
             .map(|s| crate::util::fmt_duration(std::time::Duration::from_secs_f64(s)))
             .unwrap_or_else(|| "-".into());

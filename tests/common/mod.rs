@@ -9,9 +9,11 @@
 //! - `wait`: waiting for a witness instead of sleeping;
 //! - `procs`: `/proc` readings (alive, groups, leftovers);
 //! - `mock`: the scripted Messages API and the real Claude Code CLI;
-//! - `runner`: the runner of the `harness = false` targets.
+//! - `runner`: the runner of the `harness = false` targets;
+//! - `browser`: a headless Chromium through WebDriver (the dashboard).
 #![allow(dead_code, unused_imports)]
 
+mod browser;
 mod mock;
 mod procs;
 mod repo;
@@ -20,6 +22,7 @@ mod supervisor;
 mod swarm;
 mod wait;
 
+pub use browser::*;
 pub use mock::*;
 pub use procs::*;
 pub use repo::*;
