@@ -156,6 +156,24 @@ fn requests_without_the_token_are_refused_and_agent_text_renders_inert() {
         serde_json::json!("undefined")
     );
     assert!(!b.alert_open(), "an alert fired");
+    // A page that shows an old status is refused with a message.
+    let token = url.split("#token=").nth(1).unwrap_or_default().to_string();
+    let with_token = [
+        ("Content-Type", "application/json"),
+        ("x-loki-token", token.as_str()),
+    ];
+    let (code, body) = http(
+        port,
+        "POST",
+        "/api/streams/ch01/approve",
+        &with_token,
+        r#"{"expected_version": 1, "seen_status": "running"}"#,
+    );
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body.contains("ch01 is awaiting_approval now, not running"),
+        "{body}"
+    );
     // The token from the URL lets the page act: cancel ends the run.
     b.wait_enabled("cancel", LIVE);
     b.click("#cancel");

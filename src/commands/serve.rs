@@ -641,10 +641,30 @@ fn details(app: &App, id: &str) -> Result<serde_json::Value> {
     }))
 }
 
+/// The status stream `id` shows now, as the page would show it.
+async fn current_status(app: &App, id: &str) -> Option<String> {
+    let root = app.root.clone();
+    let id = id.to_string();
+    tokio::task::spawn_blocking(move || {
+        let dir = Layout::new(&root).state_dir();
+        let st = crate::store::StateStore::new(&dir).load(&id).ok()??;
+        let supervised = crate::store::SupervisorLock::holder(&dir)
+            .ok()
+            .flatten()
+            .is_some();
+        Some(super::shown_status(&st, supervised).to_string())
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
 /// What an action sends.
 #[derive(Debug, Default, Deserialize)]
 struct ActBody {
     expected_version: Option<u64>,
+    /// The status the page showed when the button was pressed.
+    seen_status: Option<String>,
     note: Option<String>,
     by: Option<String>,
     #[serde(default)]
@@ -711,6 +731,22 @@ async fn act(
             "a rejection needs a note",
             "say what the next attempt must change",
         );
+    }
+    // A page that shows another status than the stream has is stale: it
+    // is told so at once (a supervisor would refuse its signal as stale
+    // too, but only later, in its event log).
+    if let (Some(id), Some(seen)) = (&id, &body.seen_status) {
+        if let Some(now) = current_status(&app, id).await {
+            if now != *seen {
+                return refuse(
+                    StatusCode::CONFLICT,
+                    &format!(
+                        "{id} is {now} now, not {seen} as your page showed it: nothing was done"
+                    ),
+                    "look at the stream again, then choose",
+                );
+            }
+        }
     }
     let note = match kind {
         Kind::Approve => body.by.filter(|b| !b.trim().is_empty()),

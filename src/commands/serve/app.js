@@ -431,7 +431,7 @@ function streamAct(action, extra) {
   const st = snapshot.streams.find(x => x.id === selected);
   if (!st) return;
   act("/api/streams/" + encodeURIComponent(selected) + "/" + action,
-    Object.assign({ expected_version: st.version }, extra || {}));
+    Object.assign({ expected_version: st.version, seen_status: st.status }, extra || {}));
 }
 
 function wire() {
