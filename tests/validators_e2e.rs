@@ -49,6 +49,7 @@ fn setup() -> (Swarm, std::path::PathBuf) {
         &[],
         "chapters/ch01.md",
         "env = { FAKE_AGENT_VIOLATE = \"dragon@1\", FAKE_AGENT_WORDS = \"40\" }\n\
+         validation_report = \"reports/ch01-validation.json\"\n\
          [streams.checks]\nforbid = [\"dragon\"]\nvalidators = [\"canon\", \"plot\", \"slow\"]\n",
     ));
     s.write(&toml);
@@ -195,6 +196,12 @@ fn validators_judge_in_parallel_after_the_checks_and_their_issues_accumulate() {
             .any(|(k, v)| k == "Loki-Cost-USD" && v == "0.0300"),
         "{attempt3:?}"
     );
+    // The report is committed as one of the stream's outputs: a later
+    // stream can read it from the target.
+    let committed: Value =
+        serde_json::from_str(&s.repo.git(&["show", "main:reports/ch01-validation.json"]))
+            .expect("the committed report is JSON");
+    assert_eq!(committed, v3, "the committed report is attempt 3's");
     // `loki show` and `loki status --json` say it too.
     let show = stdout(&s.loki(&["show", "ch01"]));
     assert!(show.contains("2 pass, 1 warn, 0 fail"), "{show}");

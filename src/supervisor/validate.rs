@@ -397,16 +397,13 @@ fn write_report(
     let mut outputs = Vec::new();
     if let Some(rel) = &s.validation_report {
         let wt = layout.worktree(&s.id);
-        let to = crate::util::inside(&wt, &wt, Path::new(rel)).with_context(|| {
+        let inner = crate::util::inside(&wt, &wt, Path::new(rel)).with_context(|| {
             format!(
                 "`validation_report` {rel} leads out of the worktree of {}",
                 s.id
             )
         })?;
-        if let Some(parent) = to.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("creating {}", parent.display()))?;
-        }
+        let to = folders_inside(&wt, &inner)?;
         crate::util::write_atomic(&to, &json)?;
         outputs.push(rel.clone());
     }
@@ -418,6 +415,36 @@ fn write_report(
         ),
     ];
     git::amend_attempt(&layout.root, &s.id, &report.commit, &outputs, &trailers)
+}
+
+/// The path of `rel` (relative, normal components) inside the worktree
+/// `wt`, its folders made: every folder on the way must be a real folder,
+/// never a link (the agent had the worktree: a `reports` it made a link
+/// to `/etc` must not take loki's write there). The file itself is replaced
+/// by a rename, which never follows a link either.
+fn folders_inside(wt: &Path, rel: &Path) -> Result<PathBuf> {
+    let mut at = wt.to_path_buf();
+    let parts: Vec<_> = rel.components().collect();
+    for (i, c) in parts.iter().enumerate() {
+        at.push(c);
+        if i + 1 == parts.len() {
+            break;
+        }
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => anyhow::bail!(
+                "`validation_report`: {} is not a folder (a link or a file is in the way)",
+                at.display()
+            ),
+            Err(_) => {
+                std::fs::create_dir(&at).with_context(|| format!("creating {}", at.display()))?
+            }
+        }
+    }
+    if std::fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir()) {
+        anyhow::bail!("`validation_report`: {} is a folder", at.display());
+    }
+    Ok(at)
 }
 
 /// Runs one validator to its end and reports it.
@@ -800,6 +827,18 @@ mod tests {
             turns: 0,
             stderr_tail: "boom".into(),
         }
+    }
+
+    #[test]
+    fn the_report_is_never_written_through_a_link_the_agent_made() {
+        let wt = tempfile::tempdir().unwrap();
+        let away = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(away.path(), wt.path().join("reports")).unwrap();
+        let e = folders_inside(wt.path(), Path::new("reports/a.json")).unwrap_err();
+        assert!(e.to_string().contains("is not a folder"), "{e}");
+        let ok = folders_inside(wt.path(), Path::new("out/deep/a.json")).unwrap();
+        assert_eq!(ok, wt.path().join("out/deep/a.json"));
+        assert!(wt.path().join("out/deep").is_dir());
     }
 
     #[test]
