@@ -14,7 +14,6 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -60,42 +59,19 @@ fn median(v: &mut [f64]) -> f64 {
 fn idle_cpu(loki: &Path, streams: usize, secs: u64) -> Result<f64> {
     let tmp = scratch_repo()?;
     let d = tmp.path();
-    write_agent(
+    let child = start_sleeping_swarm(
+        loki,
         d,
         "#!/bin/sh\nsleep 600\nmkdir -p out && echo hi > out/$LOKI_STREAM_ID.md\n",
+        streams,
+        SLOTS,
     )?;
-    let mut toml = format!(
-        "[swarm]\ntarget = \"main\"\nmax_parallel = {SLOTS}\nspawn_interval = \"0s\"\n\n\
-         [agent]\ncommand = \"./agent.sh\"\ntimeout = \"1h\"\nidle_timeout = \"1h\"\nkill_grace = \"1s\"\n\n"
-    );
-    for i in 0..streams {
-        toml.push_str(&format!(
-            "[[streams]]\nid = \"s{i}\"\nprompt = \"prompts/p.md\"\noutputs = [\"out/s{i}.md\"]\n\n"
-        ));
-    }
-    fs::write(d.join("loki.toml"), toml)?;
-    git(d, &["add", "-A"])?;
-    git(d, &["commit", "-qm", "bench"])?;
-
-    let mut child = Command::new(loki)
-        .args(["run", "--plain"])
-        .current_dir(d)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting loki")?;
     let pid = child.id();
     std::thread::sleep(Duration::from_secs(4));
     let a = cpu_ticks(pid)?;
     std::thread::sleep(Duration::from_secs(secs));
     let b = cpu_ticks(pid)?;
-    for _ in 0..2 {
-        Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()?;
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    let _ = child.wait();
+    stop_run(child)?;
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     Ok((b - a) as f64 / hz)

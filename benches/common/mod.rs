@@ -93,3 +93,46 @@ pub fn commit_and_run(loki: &Path, d: &Path) -> Result<f64> {
     }
     Ok(took)
 }
+
+/// A committed swarm in `d` of `streams` independent streams whose agent
+/// is `script` (they sleep), `max_parallel = slots`, then `loki run
+/// --plain` started on it in the background.
+pub fn start_sleeping_swarm(
+    loki: &Path,
+    d: &Path,
+    script: &str,
+    streams: usize,
+    slots: usize,
+) -> Result<std::process::Child> {
+    write_agent(d, script)?;
+    let mut toml = format!(
+        "[swarm]\ntarget = \"main\"\nmax_parallel = {slots}\nspawn_interval = \"0s\"\n\n\
+         [agent]\ncommand = \"./agent.sh\"\ntimeout = \"1h\"\nidle_timeout = \"1h\"\nkill_grace = \"1s\"\n\n"
+    );
+    for i in 0..streams {
+        toml.push_str(&format!(
+            "[[streams]]\nid = \"s{i}\"\nprompt = \"prompts/p.md\"\noutputs = [\"out/s{i}.md\"]\n\n"
+        ));
+    }
+    std::fs::write(d.join("loki.toml"), toml).context("writing loki.toml")?;
+    git(d, &["add", "-A"])?;
+    git(d, &["commit", "-qm", "bench"])?;
+    Command::new(loki)
+        .args(["run", "--plain"])
+        .current_dir(d)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting loki")
+}
+
+/// Ends a `loki run` as Ctrl-C twice would (SIGTERM twice) and reaps it.
+pub fn stop_run(mut child: std::process::Child) -> Result<()> {
+    let pid = child.id().to_string();
+    for _ in 0..2 {
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let _ = child.wait();
+    Ok(())
+}

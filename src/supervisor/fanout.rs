@@ -195,8 +195,9 @@ impl Dispatcher {
             swap(&mut slot.cfg.depends_on);
         }
         self.order = crate::plan::topo_order(&self.cfg.streams)
-            .unwrap_or_else(|_| self.cfg.streams.iter().map(|s| s.id.to_string()).collect());
-        self.start_order = crate::plan::start_order(&self.cfg.streams);
+            .unwrap_or_else(|_| self.cfg.streams.iter().map(|s| s.id.to_string()).collect())
+            .into();
+        self.start_order = crate::plan::start_order(&self.cfg.streams).into();
 
         let dropped: Vec<String> = self
             .parked

@@ -230,9 +230,10 @@ struct Dispatcher {
     store: StateStore,
     signals: SignalDir,
     target: String,
-    order: Vec<String>,
+    /// Shared, so a pass over it (every `schedule`) copies no id.
+    order: Arc<[String]>,
     /// Who gets a free slot first ([`crate::plan::start_order`]).
-    start_order: Vec<String>,
+    start_order: Arc<[String]>,
     slots: BTreeMap<String, Slot>,
     tx: mpsc::UnboundedSender<Msg>,
     spawner: Arc<Spawner>,
@@ -390,8 +391,9 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
     let mut d = Dispatcher {
         limit: cfg.swarm.max_parallel.max(1),
         order: crate::plan::topo_order(&cfg.streams)
-            .unwrap_or_else(|_| cfg.streams.iter().map(|s| s.id.to_string()).collect()),
-        start_order: crate::plan::start_order(&cfg.streams),
+            .unwrap_or_else(|_| cfg.streams.iter().map(|s| s.id.to_string()).collect())
+            .into(),
+        start_order: crate::plan::start_order(&cfg.streams).into(),
         cfg,
         signals: SignalDir::new(layout.signals_dir()),
         layout,

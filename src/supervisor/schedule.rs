@@ -78,8 +78,9 @@ impl Dispatcher {
         // Blocked: a dependency failed, was cancelled, conflicted or is blocked.
         loop {
             let mut changed = false;
-            for id in self.order.clone() {
-                let slot = &self.slots[&id];
+            let order = self.order.clone();
+            for id in order.iter() {
+                let slot = &self.slots[id.as_str()];
                 if slot.st.status != Status::Pending {
                     continue;
                 }
@@ -102,7 +103,7 @@ impl Dispatcher {
                 if let Some(dep) = bad.cloned() {
                     // A template whose fan-out failed counts as failed.
                     let status = self.slots.get(&dep).map_or(Status::Failed, |s| s.st.status);
-                    self.feed(&id, Input::DependencyLost { dep, status }).await;
+                    self.feed(id, Input::DependencyLost { dep, status }).await;
                     changed = true;
                 }
             }
@@ -159,11 +160,12 @@ impl Dispatcher {
         if running >= limit || in_pipeline >= bound {
             return;
         }
-        for id in self.start_order.clone() {
+        let start_order = self.start_order.clone();
+        for id in start_order.iter() {
             if running >= limit || in_pipeline >= bound {
                 break;
             }
-            if !self.startable(&self.slots[&id]) {
+            if !self.startable(&self.slots[id.as_str()]) {
                 continue;
             }
             if let Some((last, Some(_))) = &self.last_start {
@@ -173,7 +175,7 @@ impl Dispatcher {
                 }
             }
             self.last_start = Some((Instant::now(), Some(id.clone())));
-            self.start_attempt(&id).await;
+            self.start_attempt(id).await;
             running += 1;
             in_pipeline += 1;
         }
@@ -296,7 +298,7 @@ impl Dispatcher {
             return;
         }
         let mut parts = Vec::new();
-        for id in &self.order {
+        for id in self.order.iter() {
             let s = &self.slots[id.as_str()];
             let how = match s.st.status {
                 Status::AwaitingApproval => format!("{id} awaits approval (loki approve {id})"),

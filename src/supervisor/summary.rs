@@ -23,7 +23,7 @@ impl Dispatcher {
 
     pub(super) fn summary_text(&self) -> String {
         let mut by: BTreeMap<Status, Vec<&Slot>> = BTreeMap::new();
-        for id in &self.order {
+        for id in self.order.iter() {
             let s = &self.slots[id];
             by.entry(s.st.status).or_default().push(s);
         }
