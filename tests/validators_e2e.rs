@@ -380,3 +380,41 @@ fn a_validator_that_gives_no_verdict_fails_the_stream_at_once() {
     );
     assert!(s.merges().is_empty());
 }
+
+/// A validator whose command does not resolve is refused when the run
+/// starts, naming it and where it is declared, before anything is made;
+/// a rehearsal has the stand-in judge instead, spending nothing.
+#[test]
+fn a_missing_validator_command_is_refused_at_the_start_and_a_rehearsal_stands_in() {
+    let s = Swarm::empty();
+    s.repo.write("prompts/validators/canon.md", "{{DRAFT}}\n");
+    let mut toml = header(1, "");
+    toml.push_str(
+        "[validators.canon]\nprompt = \"prompts/validators/canon.md\"\ncommand = \"./no-such-judge\"\n\n",
+    );
+    toml.push_str(&stream(
+        "ch01",
+        &[],
+        "chapters/ch01.md",
+        "[streams.checks]\nvalidators = [\"canon\"]\n",
+    ));
+    s.write(&toml);
+    let out = s.loki(&["run", "--plain"]);
+    assert_eq!(out.status.code(), Some(2), "{}", both(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "loki.toml:15:11: validator `canon`: agent command `./no-such-judge` does not exist"
+        ),
+        "{err}"
+    );
+    assert!(!s.path().join(".loki/state/ch01.json").exists());
+
+    let rehearsal = s.loki(&["run", "--rehearse", "--plain"]);
+    assert!(rehearsal.status.success(), "{}", both(&rehearsal));
+    let text = stdout(&rehearsal);
+    assert!(
+        text.contains("ch01: validation 1 pass, 0 warn, 0 fail"),
+        "{text}"
+    );
+}

@@ -635,7 +635,12 @@ impl Parser<'_> {
             let mut agent = base_agent.clone();
             let mut prompt = None;
             let mut blocking = true;
+            // Where a refusal of its command points: that key, else the table.
+            let mut at = self.lines.line_col(self.text, e.span.start);
             for x in &es {
+                if x.key == "command" {
+                    at = self.lines.line_col(self.text, x.val.span().start);
+                }
                 match x.key {
                     "prompt" => {
                         prompt = Some(PathBuf::from(self.text_value("prompt", x.val)?));
@@ -663,6 +668,7 @@ impl Parser<'_> {
                     prompt,
                     blocking,
                     agent,
+                    at,
                 },
             );
         }

@@ -93,5 +93,28 @@ pub fn check_agent_commands(cfg: &SwarmFile, repo_root: &Path) -> Result<(), Con
             help,
         });
     }
+    // A validator a stream names must start too: it would fail the stream
+    // hours into the night otherwise.
+    let used = cfg
+        .streams
+        .iter()
+        .map(|s| &s.checks)
+        .chain(cfg.templates.iter().map(|t| &t.stream.checks))
+        .flat_map(|c| c.validators.iter());
+    for name in used {
+        let Some(v) = cfg.validators.get(name) else {
+            continue;
+        };
+        let Some((message, help)) = agent_command_problem(repo_root, &v.agent) else {
+            continue;
+        };
+        return Err(ConfigError {
+            file: cfg.path.clone(),
+            line: v.at.0,
+            col: v.at.1,
+            message: format!("validator `{name}`: {message}"),
+            help,
+        });
+    }
     Ok(())
 }

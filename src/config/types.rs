@@ -180,6 +180,9 @@ pub struct Validator {
     /// `[agent]` with the validator's own keys on top (`timeout` is its
     /// time limit: running out of it is a warning, not a failure).
     pub agent: AgentSettings,
+    /// (line, column) of its `command` (else its table), for the command
+    /// preflight's refusal.
+    pub at: (usize, usize),
 }
 
 /// One of `[checks.commands]`: `lint = "scripts/lint.sh"`, or

@@ -78,6 +78,8 @@ struct PrepInput {
     attempt: u32,
     commit: String,
     validator: Validator,
+    /// A rehearsal or the demo: loki's stand-in judges, spending nothing.
+    stand_in: bool,
 }
 
 /// A validator ready to start.
@@ -203,6 +205,7 @@ impl Dispatcher {
                 attempt: job.attempt,
                 commit: job.commit.clone(),
                 validator: job.validator.clone(),
+                stand_in: self.stand_in,
             };
             let stop = v.stop.clone();
             let tx = self.tx.clone();
@@ -746,12 +749,21 @@ fn prepare_validator(input: &PrepInput) -> Result<PreparedValidator> {
     for (k, val) in &v.agent.env {
         env.push((k.clone(), val.clone()));
     }
-    let program = resolve_command(&lay.root, &v.agent.command);
-    let claude = v.agent.is_claude();
-    let args = if claude {
-        agent::claude_args_with_prompt_file(&v.agent, &text, None, Some(&prompt_file))
+    let claude = v.agent.is_claude() && !input.stand_in;
+    let (program, args) = if input.stand_in {
+        let exe = std::env::current_exe()
+            .context("locating the loki executable for the stand-in validator")?;
+        (exe.display().to_string(), vec!["stand-in".to_string()])
+    } else if claude {
+        (
+            resolve_command(&lay.root, &v.agent.command),
+            agent::claude_args_with_prompt_file(&v.agent, &text, None, Some(&prompt_file)),
+        )
     } else {
-        v.agent.args.clone()
+        (
+            resolve_command(&lay.root, &v.agent.command),
+            v.agent.args.clone(),
+        )
     };
     let sandbox = if v.agent.sandbox == crate::config::Sandbox::Bwrap {
         let bwrap = agent::sandbox::locate().context(
