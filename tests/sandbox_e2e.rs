@@ -163,3 +163,48 @@ fn doctor_reports_the_sandbox() {
     );
     assert!(!out.status.success(), "{text}");
 }
+
+/// The judge: its verdict and its own checkout may be written, nothing
+/// else (the user's checkout, the stream's worktree, outside the repo).
+const JUDGE: &str = r#"#!/bin/sh
+set -u
+try() { if (echo hacked > "$2") 2>/dev/null; then echo "wrote $1"; else echo "refused $1"; fi; }
+try own ./scratch.txt
+try checkout "$USER_CHECKOUT/user.md"
+try worktree "$USER_CHECKOUT/.loki/worktrees/a/chapters/a.md"
+try outside "$OUTSIDE/judge.txt"
+printf '{"status":"pass"}\n' > "$LOKI_VERDICT_FILE"
+"#;
+
+#[test]
+fn under_bwrap_a_validator_writes_only_its_checkout_and_its_verdict() {
+    let h = Swarm::empty();
+    swarm(&h, "bwrap");
+    h.repo.write("scripts/judge.sh", JUDGE);
+    make_executable(&h.path().join("scripts/judge.sh"));
+    h.repo.write("prompts/judge.md", "{{DRAFT}}\n");
+    let toml = h.repo.read("loki.toml").replace(
+        "[[streams]]",
+        "[validators.judge]\nprompt = \"prompts/judge.md\"\ncommand = \"scripts/judge.sh\"\n\n[[streams]]",
+    ) + "[streams.checks]\nvalidators = [\"judge\"]\n";
+    h.write(&toml);
+    let done = h.run();
+    assert_eq!(done.code, Some(0), "{}", done.both());
+    let said = std::fs::read_to_string(
+        h.path()
+            .join(".loki/logs/a/attempt-1.validator-judge.jsonl"),
+    )
+    .unwrap_or_default();
+    assert!(said.contains("wrote own"), "{said}");
+    for what in ["checkout", "worktree", "outside"] {
+        assert!(said.contains(&format!("refused {what}")), "{what}: {said}");
+    }
+    assert_eq!(h.repo.read("user.md"), "mine\n");
+    assert!(!h.scratch("judge.txt").exists());
+    let st = h.state("a");
+    assert_eq!(
+        st["attempts"][0]["validation"], "1 pass, 0 warn, 0 fail",
+        "{st:#}"
+    );
+    h.assert_all_merged_once(&["a"]);
+}
