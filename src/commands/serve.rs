@@ -211,6 +211,7 @@ async fn follow_state(app: Arc<App>, latest: watch::Sender<String>) {
         return;
     }
     let mut last = latest.borrow().clone();
+    let mut cost = Duration::ZERO;
     loop {
         let supervised = last.contains("\"supervisor\":{");
         let tick = async {
@@ -225,13 +226,19 @@ async fn follow_state(app: Arc<App>, latest: watch::Sender<String>) {
                 if got.is_none() {
                     return;
                 }
-                // A burst of writes (a transition and its event) is one update.
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                // A burst of writes (a transition and its event) is one
+                // update; and the server spends at most a fifth of its time
+                // on snapshots, however large the swarm (each reads every
+                // state file): the pause grows with the last one's cost.
+                let pause = Duration::from_millis(5).max(cost * 4);
+                tokio::time::sleep(pause).await;
                 while rx.try_recv().is_ok() {}
             }
             _ = tick => {}
         }
+        let began = std::time::Instant::now();
         let next = snapshot_json(&app.config, &app.cwd, &app.root).await;
+        cost = began.elapsed();
         if next != last {
             last = next.clone();
             let _ = latest.send(next.clone());
