@@ -118,6 +118,10 @@ impl Dispatcher {
         let Some(slot) = self.slots.get(id) else {
             return;
         };
+        // Asked for, then cancelled (or moved on) before it began.
+        if slot.st.status != Status::Validating {
+            return;
+        }
         let attempt = slot.st.attempt;
         let names = slot.cfg.checks.validators.clone();
         let validators: Vec<Validator> = names
