@@ -100,7 +100,12 @@ fn requests_without_the_token_are_refused_and_agent_text_renders_inert() {
     // The agent prints markup that would run if it were ever parsed as HTML.
     let payload =
         "<script>window.__xss = 1</script><img src=x onerror=\"window.__xss = 2; alert(1)\">";
-    let agent = s.agent_script("hostile.sh", &format!("echo '{payload}'"), "");
+    // It also prints its key, which no page may show.
+    let agent = s.agent_script(
+        "hostile.sh",
+        &format!("echo '{payload}'\necho \"my key is $LOKI_TEST_SECRET\""),
+        "",
+    );
     let mut toml = header_with(&agent, 1, 3);
     let secret = "sk-do-not-leak-4242";
     toml.push_str(&stream_with(
@@ -133,9 +138,6 @@ fn requests_without_the_token_are_refused_and_agent_text_renders_inert() {
         state.contains("\"ch01\"") && !state.contains(secret),
         "{state}"
     );
-    let (code, details) = http(port, "GET", "/api/streams/ch01", &[], "");
-    assert_eq!(code, 200, "{details}");
-    assert!(!details.contains(secret), "{details}");
 
     let b = Browser::start();
     b.goto(&url);
@@ -154,6 +156,18 @@ fn requests_without_the_token_are_refused_and_agent_text_renders_inert() {
     assert_eq!(
         b.js("return typeof window.__xss;"),
         serde_json::json!("undefined")
+    );
+    // The key the agent printed reaches no page.
+    let (code, details) = http(port, "GET", "/api/streams/ch01", &[], "");
+    assert_eq!(code, 200, "{details}");
+    assert!(
+        details.contains("my key is [redacted]") && !details.contains(secret),
+        "{details}"
+    );
+    b.wait_js(
+        "the page shows the key redacted",
+        "return document.getElementById('transcript').textContent.includes('my key is [redacted]');",
+        LIVE,
     );
     assert!(!b.alert_open(), "an alert fired");
     // A page that shows an old status is refused with a message.

@@ -28,7 +28,8 @@
 //! - **Untrusted text.** Everything an agent wrote reaches the page as
 //!   JSON strings and is put into the DOM as text (`textContent`), never
 //!   as markup; the page's Content-Security-Policy allows no inline script.
-//!   No environment value is sent (the swarm file's `env` tables stay out).
+//!   The swarm file's `env` tables stay out, and secret values (see
+//!   [`redact`]) are replaced wherever they would show.
 //! - **Liveness.** Whether a supervisor runs is read from its lock; while
 //!   one is recorded, the server checks every 2 s that it still lives (a
 //!   process leaves no file event when it ends), so a page says "no
@@ -251,14 +252,15 @@ async fn follow_state(app: Arc<App>, latest: watch::Sender<String>) {
 async fn snapshot_json(config: &Option<PathBuf>, cwd: &Path, root: &Path) -> String {
     let (config, cwd, root) = (config.clone(), cwd.to_path_buf(), root.to_path_buf());
     tokio::task::spawn_blocking(move || match snapshot(config, &cwd, &root) {
-        Ok(v) => v.to_string(),
+        Ok(v) => v,
         Err(e) => serde_json::json!({ "error": format!("{e:#}") }).to_string(),
     })
     .await
     .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string())
 }
 
-fn snapshot(config: Option<PathBuf>, cwd: &Path, root: &Path) -> Result<serde_json::Value> {
+/// The snapshot as JSON text, secrets redacted ([`redact`]).
+fn snapshot(config: Option<PathBuf>, cwd: &Path, root: &Path) -> Result<String> {
     let data = super::status_data(config.clone(), cwd)?;
     let cfg = super::config_path(config, cwd)
         .ok()
@@ -302,7 +304,7 @@ fn snapshot(config: Option<PathBuf>, cwd: &Path, root: &Path) -> Result<serde_js
     let events = tail_events(&Layout::new(root).state_dir().join("events.jsonl"));
     let supervisor = data.supervisor.map(|pid| serde_json::json!({ "pid": pid }));
     let n = |k: &str| counts.get(k).copied().unwrap_or(0);
-    Ok(serde_json::json!({
+    let v = serde_json::json!({
         "target": target,
         "supervisor": supervisor,
         "swarm": {
@@ -326,7 +328,64 @@ fn snapshot(config: Option<PathBuf>, cwd: &Path, root: &Path) -> Result<serde_js
             "id": t.id, "source": t.source, "depends_on": t.deps,
         })).collect::<Vec<_>>(),
         "events": events,
-    }))
+    });
+    Ok(redact(v.to_string(), cfg.as_ref()))
+}
+
+/// Names of environment variables whose values are secrets.
+fn secret_name(name: &str) -> bool {
+    let n = name.to_ascii_uppercase();
+    [
+        "KEY",
+        "TOKEN",
+        "SECRET",
+        "PASSWORD",
+        "PASSWD",
+        "CREDENTIAL",
+        "AUTH",
+    ]
+    .iter()
+    .any(|w| n.contains(w))
+}
+
+/// `json` with every secret value replaced by `[redacted]`: the values of
+/// the supervisor's environment variables and of the swarm's `env` tables
+/// whose names say they are secrets (`ANTHROPIC_API_KEY`, `*_TOKEN`, …),
+/// 8 characters or longer. Whatever carries one (a transcript where an
+/// agent printed its key, a diff of a file holding one) shows the mark.
+fn redact(mut json: String, cfg: Option<&crate::config::SwarmFile>) -> String {
+    let mut secrets: Vec<String> = std::env::vars()
+        .filter(|(k, _)| secret_name(k))
+        .map(|(_, v)| v)
+        .collect();
+    if let Some(cfg) = cfg {
+        let envs = cfg
+            .streams
+            .iter()
+            .map(|s| &s.agent.env)
+            .chain(cfg.templates.iter().map(|t| &t.stream.agent.env))
+            .chain(cfg.validators.values().map(|v| &v.agent.env));
+        for env in envs {
+            secrets.extend(
+                env.iter()
+                    .filter(|(k, _)| secret_name(k))
+                    .map(|(_, v)| v.clone()),
+            );
+        }
+    }
+    secrets.retain(|v| v.chars().count() >= 8);
+    // Longest first, so a secret holding another is not cut in two.
+    secrets.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    secrets.dedup();
+    for v in secrets {
+        // As JSON writes it inside a string.
+        let quoted = serde_json::Value::String(v).to_string();
+        let inner = &quoted[1..quoted.len() - 1];
+        if !inner.is_empty() && json.contains(inner) {
+            json = json.replace(inner, "[redacted]");
+        }
+    }
+    json
 }
 
 /// The last [`FEED`] events of `events.jsonl` (read from its last 64 KiB).
@@ -563,7 +622,7 @@ async fn api_stream(
     let app2 = app.clone();
     let got = tokio::task::spawn_blocking(move || details(&app2, &id)).await;
     match got {
-        Ok(Ok(v)) => Json(v).into_response(),
+        Ok(Ok(v)) => json_text(v),
         Ok(Err(e)) => refuse(
             StatusCode::NOT_FOUND,
             &format!("{e:#}"),
@@ -575,7 +634,8 @@ async fn api_stream(
 
 /// One stream's details: its state, the transcript tail, the reports, the
 /// diff and the history.
-fn details(app: &App, id: &str) -> Result<serde_json::Value> {
+/// One stream's details as JSON text, secrets redacted.
+fn details(app: &App, id: &str) -> Result<String> {
     let sid = crate::model::StreamId::parse(id)
         .map_err(|_| anyhow::anyhow!("`{}` is not a stream id", id.escape_default()))?;
     let (cfg, root, target) = super::load_config(app.config.clone(), &app.cwd)?;
@@ -612,8 +672,19 @@ fn details(app: &App, id: &str) -> Result<serde_json::Value> {
         (s.status == crate::model::Status::Merged)
             .then(|| s.merge_commit.clone().unwrap_or_default())
     });
+    let preparing = st.as_ref().is_some_and(|s| {
+        matches!(
+            s.status,
+            crate::model::Status::Pending
+                | crate::model::Status::Ready
+                | crate::model::Status::Preparing
+        )
+    });
     let diff = if let Some(commit) = merged {
         format!("merged into {target} as {commit}: `git show {commit}` shows what it changed")
+    } else if preparing {
+        // Its worktree is being made: a diff now would show half a checkout.
+        "(the worktree is being prepared)".to_string()
     } else if crate::git::branch_exists(&root, &branch).unwrap_or(false) {
         let mut d =
             crate::git::diff_against_target(&root, sid.as_str(), &target).unwrap_or_default();
@@ -634,7 +705,7 @@ fn details(app: &App, id: &str) -> Result<serde_json::Value> {
         .and_then(|a| a.streams.into_iter().find(|s| s.id == sid.as_str()))
         .map(|s| serde_json::to_value(s).unwrap_or_default())
         .unwrap_or(serde_json::Value::Null);
-    Ok(serde_json::json!({
+    let v = serde_json::json!({
         "id": sid,
         "state": st,
         "prompt": scfg.map(|s| s.prompt.display().to_string()),
@@ -645,7 +716,8 @@ fn details(app: &App, id: &str) -> Result<serde_json::Value> {
         "validation": read_json(crate::supervisor::VALIDATION_FILE),
         "diff": diff,
         "history": history,
-    }))
+    });
+    Ok(redact(v.to_string(), Some(&cfg)))
 }
 
 /// The status stream `id` shows now, as the page would show it.
