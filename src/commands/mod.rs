@@ -720,6 +720,8 @@ struct StatusData {
     /// Every `for_each` template: id, source, dependencies, and whether its
     /// instances are known yet.
     templates: Vec<TemplateRow>,
+    /// The swarm file as loaded for these rows (`None` when it did not load).
+    cfg: Option<SwarmFile>,
 }
 
 /// What the status table says of a template.
@@ -764,6 +766,7 @@ fn status_data(config: Option<PathBuf>, cwd: &Path) -> Result<StatusData> {
         has_state,
         deps,
         templates,
+        cfg,
     })
 }
 
@@ -800,6 +803,7 @@ fn status_text(config: Option<PathBuf>, cwd: &Path) -> Result<String> {
         has_state,
         deps,
         templates,
+        ..
     } = status_data(config, cwd)?;
     use std::fmt::Write as _;
     let template_of = |id: &str| -> Option<&TemplateRow> {

@@ -261,12 +261,9 @@ async fn snapshot_json(config: &Option<PathBuf>, cwd: &Path, root: &Path) -> Str
 
 /// The snapshot as JSON text, secrets redacted ([`redact`]).
 fn snapshot(config: Option<PathBuf>, cwd: &Path, root: &Path) -> Result<String> {
-    let data = super::status_data(config.clone(), cwd)?;
-    let cfg = super::config_path(config, cwd)
-        .ok()
-        .and_then(|p| crate::config::load_expanded(&p).ok());
+    let data = super::status_data(config, cwd)?;
+    let cfg = data.cfg.as_ref();
     let target = cfg
-        .as_ref()
         .and_then(|c| c.swarm.target.clone())
         .or_else(|| crate::git::current_branch(root).ok().flatten())
         .unwrap_or_else(|| "main".into());
@@ -280,7 +277,7 @@ fn snapshot(config: Option<PathBuf>, cwd: &Path, root: &Path) -> Result<String> 
             words_total += w.unwrap_or(0);
             let shown = super::shown_status(st, data.supervisor.is_some());
             *counts.entry(shown).or_default() += 1;
-            let scfg = cfg.as_ref().and_then(|c| c.stream(&st.id));
+            let scfg = cfg.and_then(|c| c.stream(&st.id));
             serde_json::json!({
                 "id": st.id,
                 "status": shown,
@@ -313,7 +310,7 @@ fn snapshot(config: Option<PathBuf>, cwd: &Path, root: &Path) -> Result<String> 
             "usage_limit": data.swarm.usage_limit,
             "usage_resets_at": data.swarm.usage_resets_at,
             "total_cost_usd": crate::util::total(data.rows.iter().map(|s| s.cost_usd)),
-            "max_budget_usd": cfg.as_ref().and_then(|c| c.swarm.max_budget_usd),
+            "max_budget_usd": cfg.and_then(|c| c.swarm.max_budget_usd),
         },
         "totals": {
             "streams": data.rows.len(),
@@ -329,7 +326,7 @@ fn snapshot(config: Option<PathBuf>, cwd: &Path, root: &Path) -> Result<String> 
         })).collect::<Vec<_>>(),
         "events": events,
     });
-    Ok(redact(v.to_string(), cfg.as_ref()))
+    Ok(redact(v.to_string(), cfg))
 }
 
 /// Names of environment variables whose values are secrets.
