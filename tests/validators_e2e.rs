@@ -8,6 +8,38 @@ use common::*;
 
 use serde_json::Value;
 
+/// Commits a swarm of `head` (a header), the validators `(name, prompt,
+/// extra keys)` with their prompts in `prompts/validators/<name>.md`, and
+/// one stream `ch01` (with `stream_extra`) that all of them judge (its
+/// `[streams.checks]` also holding `checks_extra`).
+fn judged_swarm(
+    s: &Swarm,
+    mut head: String,
+    validators: &[(&str, &str, &str)],
+    stream_extra: &str,
+    checks_extra: &str,
+) {
+    let mut names = Vec::new();
+    for (name, prompt, extra) in validators {
+        s.repo
+            .write(&format!("prompts/validators/{name}.md"), prompt);
+        head.push_str(&format!(
+            "[validators.{name}]\nprompt = \"prompts/validators/{name}.md\"\n{extra}\n"
+        ));
+        names.push(format!("\"{name}\""));
+    }
+    head.push_str(&stream(
+        "ch01",
+        &[],
+        "chapters/ch01.md",
+        &format!(
+            "{stream_extra}[streams.checks]\n{checks_extra}validators = [{}]\n",
+            names.join(", ")
+        ),
+    ));
+    s.write(&head);
+}
+
 /// Three validators on one stream: `canon` passes, `plot` fails the first
 /// draft it sees and passes the next, `slow` never finishes (2 s timeout).
 /// The writer's first draft has a forbidden term. `plot` gives its verdict
@@ -17,42 +49,33 @@ fn setup() -> (Swarm, std::path::PathBuf) {
     let log = s.scratch("validators.jsonl");
     let once = s.scratch("plot-seen");
     let log_t = format!("[fake:verdict-log={}]", log.display());
-    s.repo.write(
-        "prompts/validators/canon.md",
-        &format!(
-            "Check {{{{STREAM_ID}}}} (attempt {{{{ATTEMPT}}}}) against the canon.\n\n\
-             {{{{DRAFT}}}}\n\n[fake:verdict=pass][fake:slow=1]{log_t}\n"
-        ),
+    let canon = format!(
+        "Check {{{{STREAM_ID}}}} (attempt {{{{ATTEMPT}}}}) against the canon.\n\n\
+         {{{{DRAFT}}}}\n\n[fake:verdict=pass][fake:slow=1]{log_t}\n"
     );
-    s.repo.write(
-        "prompts/validators/plot.md",
-        &format!(
-            "Check the plot of {{{{OUTPUTS}}}}.\n\n{{{{DRAFT}}}}\n\n[fake:verdict-once={}]\
-             [fake:verdict-issue=Mira cannot be in the harbour: she died in chapter 0]\
-             [fake:verdict-where=chapters/ch01.md:3][fake:verdict-in-result][fake:slow=1]{log_t}\n",
-            once.display()
-        ),
-    );
-    s.repo.write(
-        "prompts/validators/slow.md",
-        "Take your time.\n\n{{DRAFT}}\n\n[fake:hang]\n",
+    let plot = format!(
+        "Check the plot of {{{{OUTPUTS}}}}.\n\n{{{{DRAFT}}}}\n\n[fake:verdict-once={}]\
+         [fake:verdict-issue=Mira cannot be in the harbour: she died in chapter 0]\
+         [fake:verdict-where=chapters/ch01.md:3][fake:verdict-in-result][fake:slow=1]{log_t}\n",
+        once.display()
     );
     // As claude (stream-json), so the writer and the validators report costs.
-    let mut toml = header_with(&s.fake_claude(), 2, 3);
-    toml.push_str(
-        "[validators.canon]\nprompt = \"prompts/validators/canon.md\"\n\n\
-         [validators.plot]\nprompt = \"prompts/validators/plot.md\"\n\n\
-         [validators.slow]\nprompt = \"prompts/validators/slow.md\"\ntimeout = \"2s\"\n\n",
-    );
-    toml.push_str(&stream(
-        "ch01",
-        &[],
-        "chapters/ch01.md",
+    judged_swarm(
+        &s,
+        header_with(&s.fake_claude(), 2, 3),
+        &[
+            ("canon", &canon, ""),
+            ("plot", &plot, ""),
+            (
+                "slow",
+                "Take your time.\n\n{{DRAFT}}\n\n[fake:hang]\n",
+                "timeout = \"2s\"\n",
+            ),
+        ],
         "env = { FAKE_AGENT_VIOLATE = \"dragon@1\", FAKE_AGENT_WORDS = \"40\" }\n\
-         validation_report = \"reports/ch01-validation.json\"\n\
-         [streams.checks]\nforbid = [\"dragon\"]\nvalidators = [\"canon\", \"plot\", \"slow\"]\n",
-    ));
-    s.write(&toml);
+         validation_report = \"reports/ch01-validation.json\"\n",
+        "forbid = [\"dragon\"]\n",
+    );
     (s, log)
 }
 
@@ -219,30 +242,25 @@ fn validators_cannot_touch_the_draft_and_a_killed_validation_is_redone() {
     let s = Swarm::empty();
     let pid_file = s.scratch("sleeper.pid");
     let hung = s.scratch("sleeper-hung");
-    s.repo.write(
-        "prompts/validators/vandal.md",
-        "Write `chapters/ch01.md` with your own version.\n[fake:include=VANDAL][fake:verdict=pass]\n",
+    let sleeper = format!(
+        "{{{{DRAFT}}}}\n[fake:pid-file={}][fake:hang-once={}][fake:verdict=pass]\n",
+        pid_file.display(),
+        hung.display()
     );
-    s.repo.write(
-        "prompts/validators/sleeper.md",
-        &format!(
-            "{{{{DRAFT}}}}\n[fake:pid-file={}][fake:hang-once={}][fake:verdict=pass]\n",
-            pid_file.display(),
-            hung.display()
-        ),
+    judged_swarm(
+        &s,
+        header(2, ""),
+        &[
+            (
+                "vandal",
+                "Write `chapters/ch01.md` with your own version.\n[fake:include=VANDAL][fake:verdict=pass]\n",
+                "",
+            ),
+            ("sleeper", &sleeper, ""),
+        ],
+        "",
+        "",
     );
-    let mut toml = header(2, "");
-    toml.push_str(
-        "[validators.vandal]\nprompt = \"prompts/validators/vandal.md\"\n\n\
-         [validators.sleeper]\nprompt = \"prompts/validators/sleeper.md\"\n\n",
-    );
-    toml.push_str(&stream(
-        "ch01",
-        &[],
-        "chapters/ch01.md",
-        "[streams.checks]\nvalidators = [\"vandal\", \"sleeper\"]\n",
-    ));
-    s.write(&toml);
 
     let run = s.start();
     s.wait_for("the sleeping validator to start", || {
@@ -295,23 +313,18 @@ fn validators_cannot_touch_the_draft_and_a_killed_validation_is_redone() {
 fn a_usage_limit_met_by_a_validator_is_waited_out_and_the_judging_redone() {
     let s = Swarm::empty();
     let once = s.scratch("limited-once");
-    s.repo.write(
-        "prompts/validators/canon.md",
-        &format!(
-            "{{{{DRAFT}}}}\n[fake:rate-limit=rejected][fake:rate-limit-reset=1]\
-             [fake:rate-limit-once={}][fake:verdict=pass]\n",
-            once.display()
-        ),
+    let canon = format!(
+        "{{{{DRAFT}}}}\n[fake:rate-limit=rejected][fake:rate-limit-reset=1]\
+         [fake:rate-limit-once={}][fake:verdict=pass]\n",
+        once.display()
     );
-    let mut toml = header_with(&s.fake_claude(), 2, 3);
-    toml.push_str("[validators.canon]\nprompt = \"prompts/validators/canon.md\"\n\n");
-    toml.push_str(&stream(
-        "ch01",
-        &[],
-        "chapters/ch01.md",
-        "[streams.checks]\nvalidators = [\"canon\"]\n",
-    ));
-    s.write(&toml);
+    judged_swarm(
+        &s,
+        header_with(&s.fake_claude(), 2, 3),
+        &[("canon", &canon, "")],
+        "",
+        "",
+    );
     let done = s.run();
     assert_eq!(done.code, Some(0), "{}", done.both());
     s.assert_all_merged_once(&["ch01"]);
@@ -342,22 +355,16 @@ fn a_usage_limit_met_by_a_validator_is_waited_out_and_the_judging_redone() {
 #[test]
 fn a_validator_that_gives_no_verdict_fails_the_stream_at_once() {
     let s = Swarm::empty();
-    s.repo
-        .write("prompts/validators/broken.md", "{{DRAFT}}\n[fake:exit=3]\n");
-    s.repo
-        .write("prompts/validators/mute.md", "{{DRAFT}}\nSay nothing.\n");
-    let mut toml = header(2, "");
-    toml.push_str(
-        "[validators.broken]\nprompt = \"prompts/validators/broken.md\"\n\n\
-         [validators.mute]\nprompt = \"prompts/validators/mute.md\"\nblocking = false\n\n",
+    judged_swarm(
+        &s,
+        header(2, ""),
+        &[
+            ("broken", "{{DRAFT}}\n[fake:exit=3]\n", ""),
+            ("mute", "{{DRAFT}}\nSay nothing.\n", "blocking = false\n"),
+        ],
+        "",
+        "",
     );
-    toml.push_str(&stream(
-        "ch01",
-        &[],
-        "chapters/ch01.md",
-        "[streams.checks]\nvalidators = [\"broken\", \"mute\"]\n",
-    ));
-    s.write(&toml);
     let done = s.run();
     assert_eq!(done.code, Some(1), "{}", done.both());
     let st = s.state("ch01");
@@ -387,18 +394,13 @@ fn a_validator_that_gives_no_verdict_fails_the_stream_at_once() {
 #[test]
 fn a_missing_validator_command_is_refused_at_the_start_and_a_rehearsal_stands_in() {
     let s = Swarm::empty();
-    s.repo.write("prompts/validators/canon.md", "{{DRAFT}}\n");
-    let mut toml = header(1, "");
-    toml.push_str(
-        "[validators.canon]\nprompt = \"prompts/validators/canon.md\"\ncommand = \"./no-such-judge\"\n\n",
+    judged_swarm(
+        &s,
+        header(1, ""),
+        &[("canon", "{{DRAFT}}\n", "command = \"./no-such-judge\"\n")],
+        "",
+        "",
     );
-    toml.push_str(&stream(
-        "ch01",
-        &[],
-        "chapters/ch01.md",
-        "[streams.checks]\nvalidators = [\"canon\"]\n",
-    ));
-    s.write(&toml);
     let out = s.loki(&["run", "--plain"]);
     assert_eq!(out.status.code(), Some(2), "{}", both(&out));
     let err = stderr(&out);
