@@ -106,14 +106,6 @@ impl Browser {
         }
     }
 
-    /// The `data-status` of stream `id`'s row, if it has one.
-    pub fn row_status(&self, id: &str) -> Option<String> {
-        let v = self.js(&format!(
-            "const r = document.querySelector('#streams tr[data-id=\"{id}\"]'); return r ? r.dataset.status : null;"
-        ));
-        v.as_str().map(str::to_string)
-    }
-
     /// Waits until stream `id`'s row shows `status`.
     pub fn wait_status(&self, id: &str, status: &str, limit: Duration) {
         self.wait_js(
