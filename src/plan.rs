@@ -183,6 +183,14 @@ pub fn dependents_of<N: Node>(streams: &[N], id: &str) -> Vec<String> {
 /// keeps a graph's makespan near its critical path (list scheduling); the
 /// file order alone leaves a long chain waiting behind leaves.
 pub fn start_order<N: Node>(streams: &[N]) -> Vec<String> {
+    start_order_spread(streams, None)
+}
+
+/// [`start_order`], with streams of equal work behind them ordered by a
+/// hash of `salt` (the machine) and their id instead of the topological
+/// order: supervisors sharing a swarm through a remote then reach for
+/// different streams first, instead of all racing for the same claims.
+pub fn start_order_spread<N: Node>(streams: &[N], salt: Option<&str>) -> Vec<String> {
     let deps = dep_indexes(streams);
     let (order, _) = kahn(&deps);
     let mut height = vec![1usize; streams.len()];
@@ -197,7 +205,12 @@ pub fn start_order<N: Node>(streams: &[N]) -> Vec<String> {
     let placed: BTreeSet<usize> = order.iter().copied().collect();
     rank.extend((0..streams.len()).filter(|i| !placed.contains(i)));
     let pos: HashMap<usize, usize> = rank.iter().enumerate().map(|(p, &i)| (i, p)).collect();
-    rank.sort_by_key(|&i| (std::cmp::Reverse(height[i]), pos[&i]));
+    let spread = |i: usize| {
+        salt.map_or(0, |m| {
+            crate::util::fnv1a(format!("{m}\0{}", streams[i].id()).as_bytes())
+        })
+    };
+    rank.sort_by_key(|&i| (std::cmp::Reverse(height[i]), spread(i), pos[&i]));
     rank.into_iter()
         .map(|i| streams[i].id().to_string())
         .collect()

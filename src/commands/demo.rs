@@ -160,6 +160,7 @@ pub async fn run(plain: bool, parent: Option<&Path>) -> Result<i32> {
         stand_in_delay_ms: if plain { 0 } else { 700 },
         wait: true,
         retry_failed: false,
+        remote: None,
     })
     .await;
     approver.abort();

@@ -7,6 +7,7 @@ pub mod import;
 pub mod init;
 pub mod log;
 pub mod logs;
+pub mod remote;
 pub mod serve;
 pub mod show;
 pub mod steer;
@@ -65,6 +66,11 @@ pub enum Command {
         /// given: --serve=8080) while the run lasts.
         #[arg(long, value_name = "PORT", num_args = 0..=1, require_equals = true, default_missing_value = "7411")]
         serve: Option<u16>,
+        /// Share the swarm with other supervisors through this git remote
+        /// (overrides `[swarm] remote`): streams are claimed on it, progress
+        /// and merges are pushed to it.
+        #[arg(long, value_name = "NAME", conflicts_with = "rehearse")]
+        remote: Option<String>,
     },
     /// Serve the web dashboard: the graph, every stream's progress and
     /// reports, and approvals from a browser.
@@ -91,6 +97,11 @@ pub enum Command {
         /// Refresh in place every second until Ctrl-C.
         #[arg(long, conflicts_with = "json")]
         watch: bool,
+        /// The whole swarm across machines, from the remote's refs alone:
+        /// who holds what, since when, and the health of each lease (the
+        /// remote: this name, else `[swarm] remote`).
+        #[arg(long, value_name = "NAME", num_args = 0..=1, require_equals = false, default_missing_value = "", conflicts_with = "watch")]
+        remote: Option<String>,
     },
     /// An attempt's transcript, rendered for a person.
     Logs {
@@ -268,6 +279,7 @@ pub async fn main(cli: Cli) -> Result<i32> {
             wait,
             retry_failed,
             serve,
+            remote,
         } => {
             let config = config_path(cli.config.clone(), &cwd)?;
             // The dashboard lives as long as the run, in the same process.
@@ -293,6 +305,7 @@ pub async fn main(cli: Cli) -> Result<i32> {
                 stand_in_delay_ms: 0,
                 wait,
                 retry_failed,
+                remote,
             })
             .await;
             let _ = stop_tx.send(true);
@@ -312,7 +325,14 @@ pub async fn main(cli: Cli) -> Result<i32> {
             };
             serve::serve(opts, None).await
         }
-        Command::Status { json, watch } => {
+        Command::Status {
+            json,
+            watch,
+            remote,
+        } => {
+            if let Some(name) = remote {
+                return remote::status(cli.config, &cwd, &name, json);
+            }
             if !watch {
                 return status(cli.config, &cwd, json);
             }
@@ -585,6 +605,7 @@ fn steer_request(config: Option<PathBuf>, cwd: &Path, ask: SteerAsk) -> Result<S
             agent: stream_cfg
                 .map(|s| s.agent.command.clone())
                 .unwrap_or_default(),
+            remote: cfg.swarm.remote.clone(),
         },
     )
 }

@@ -38,6 +38,9 @@ pub struct Request {
     /// The stream's agent command, for the merge's `Loki-Agent` trailer
     /// when the state does not name the agent (as the merge worker does).
     pub agent: String,
+    /// `[swarm] remote`: the swarm is shared, so a merge goes through the
+    /// remote, which only a supervisor does (the next `loki run`).
+    pub remote: Option<String>,
 }
 
 /// Sends or applies `req` in the repo at `root`; returns what to tell the user.
@@ -188,6 +191,11 @@ fn apply_direct(
             // A conflicted stream is merged again by the next `loki run`.
             return Ok(format!("{id} will run again at the next `loki run`"));
         }
+        if let Some(r) = &req.remote {
+            return Ok(format!(
+                "{id} approved; the swarm is shared through the remote `{r}`, so the next `loki run` merges it there"
+            ));
+        }
         return merge_now(layout, store, &ctx, written, &req.agent);
     }
     Ok(message(id, req, &written))
@@ -289,6 +297,11 @@ fn merge_now(
             paths.join(", ")
         ))
         .hint("commit or stash them, then `loki run` merges it")
+        .into()),
+        MergeResult::Unreachable(e) => Err(Error::environment(format!(
+            "{id} is approved, but the remote cannot be reached: {e}"
+        ))
+        .hint("`loki run` merges it once the remote answers")
         .into()),
         MergeResult::Failed(e) => Err(Error::internal(format!(
             "{id}: the merge failed: {e} (the stream is now {})",

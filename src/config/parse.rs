@@ -66,6 +66,8 @@ pub(super) const SWARM_KEYS: &[&str] = &[
     "pause_at_utilization",
     "max_wait",
     "max_validators",
+    "remote",
+    "lease",
 ];
 pub(super) const AGENT_KEYS: &[&str] = &[
     "command",

@@ -64,6 +64,11 @@ pub struct SwarmSettings {
     /// Validators running at once; `None`: they share `max_parallel` with
     /// the streams' own agents.
     pub max_validators: Option<usize>,
+    /// The git remote several supervisors share the swarm through
+    /// (`loki run --remote` overrides it; see `supervisor/remote.rs`).
+    pub remote: Option<String>,
+    /// How long a claim on the remote lasts unless renewed (default 2m).
+    pub lease: Duration,
     /// (line, column) of the `target` value, for `loki run`'s refusal of a
     /// branch that does not exist (only known once git is asked).
     pub target_at: Option<(usize, usize)>,
@@ -271,6 +276,8 @@ impl Default for SwarmSettings {
             pause_at_utilization: None,
             max_wait: Duration::from_secs(8 * 3600),
             max_validators: None,
+            remote: None,
+            lease: Duration::from_secs(120),
             target_at: None,
         }
     }

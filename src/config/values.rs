@@ -375,6 +375,35 @@ impl Parser<'_> {
             "max_budget_usd" => s.max_budget_usd = Some(self.money(key, v)?),
             "spawn_interval" => s.spawn_interval = self.duration(key, v, true)?,
             "max_wait" => s.max_wait = self.duration(key, v, true)?,
+            "lease" => {
+                let d = self.duration(key, v, false)?;
+                if d < std::time::Duration::from_secs(1) {
+                    return Err(self.err(
+                        &v.span(),
+                        format!(
+                            "`lease` must be at least 1s, found {}",
+                            humantime::format_duration(d)
+                        ),
+                        "write e.g. `lease = \"2m\"`: a claim is renewed every third of it, and a \
+                         machine silent for longer than the lease and half again loses its streams",
+                    ));
+                }
+                s.lease = d;
+            }
+            "remote" => {
+                let r = self.text_value(key, v)?;
+                if !crate::git::valid_remote_name(&r) {
+                    return Err(self.err(
+                        &v.span(),
+                        format!(
+                            "`remote` \"{}\" is not a valid git remote name",
+                            r.escape_default()
+                        ),
+                        "name a remote of this clone, such as \"origin\" (see `git remote -v`)",
+                    ));
+                }
+                s.remote = Some(r);
+            }
             "max_validators" => {
                 let n = self.pos_int(key, v, u64::from(u32::MAX), "4")?;
                 s.max_validators = Some(usize::try_from(n).unwrap_or(usize::MAX));

@@ -61,6 +61,9 @@ pub enum MergeOutcome {
     Conflict { paths: Vec<String> },
     /// The user's checkout has changes on paths the merge touches.
     UserChanges { paths: Vec<String> },
+    /// A shared remote could not be reached: nothing was merged; the merge
+    /// is tried again later.
+    Unreachable { why: String },
 }
 
 /// Merges branch `loki/<id>` into `target` as described in the module doc.
@@ -122,17 +125,12 @@ pub fn merge_stream_with_hook(
                 checkout_behind: joined(behind),
             });
         }
+        let tree_id = match merged_tree(&repo, t, b).with_context(ctx)? {
+            Ok(tree) => tree,
+            Err(paths) => return Ok(MergeOutcome::Conflict { paths }),
+        };
         let t_commit = repo.find_commit(t).with_context(ctx)?;
         let b_commit = repo.find_commit(b).with_context(ctx)?;
-        let mut index = repo
-            .merge_commits(&t_commit, &b_commit, None)
-            .with_context(ctx)?;
-        if index.has_conflicts() {
-            return Ok(MergeOutcome::Conflict {
-                paths: conflict_paths(&index).with_context(ctx)?,
-            });
-        }
-        let tree_id = index.write_tree_to(&repo).with_context(ctx)?;
         let new_tree = repo.find_tree(tree_id).with_context(ctx)?;
         let t_tree = t_commit.tree().with_context(ctx)?;
         let changed = {
@@ -287,7 +285,12 @@ pub fn refresh_stream(root: &Path, id: &str, target: &str) -> anyhow::Result<Ref
 
 /// loki's merge of stream `id` on `t`'s first-parent line that brought in
 /// `b` (its second parent is `b` or descends from it), if any.
-fn loki_merge_of(repo: &Repository, t: Oid, id: &str, b: Oid) -> Result<Option<Oid>, git2::Error> {
+pub(super) fn loki_merge_of(
+    repo: &Repository,
+    t: Oid,
+    id: &str,
+    b: Oid,
+) -> Result<Option<Oid>, git2::Error> {
     for oid in super::history::first_parent_line(repo, t)? {
         let commit = repo.find_commit(oid)?;
         if super::history::merged_stream_of(&commit).as_deref() != Some(id) {
@@ -313,7 +316,22 @@ fn merge_tree_is_honest(repo: &Repository, merge: &git2::Commit) -> Result<bool,
     Ok(index.write_tree_to(repo)? == merge.tree_id())
 }
 
-fn conflict_paths(index: &git2::Index) -> Result<Vec<String>, git2::Error> {
+/// The tree of `b` merged into `t`, in memory, or the paths that conflict.
+pub(super) fn merged_tree(
+    repo: &Repository,
+    t: Oid,
+    b: Oid,
+) -> Result<Result<Oid, Vec<String>>, git2::Error> {
+    let t_commit = repo.find_commit(t)?;
+    let b_commit = repo.find_commit(b)?;
+    let mut index = repo.merge_commits(&t_commit, &b_commit, None)?;
+    if index.has_conflicts() {
+        return Ok(Err(conflict_paths(&index)?));
+    }
+    index.write_tree_to(repo).map(Ok)
+}
+
+pub(super) fn conflict_paths(index: &git2::Index) -> Result<Vec<String>, git2::Error> {
     let mut paths = BTreeSet::new();
     for conflict in index.conflicts()? {
         let conflict = conflict?;

@@ -27,6 +27,7 @@
 //! | `checkout.rs` | the safe update of the user's checkout after a merge, and its resync after a crash |
 //! | `history.rs` | reading history back: stream merges and their attempts, trailers, the graph |
 //! | `init.rs` | making a new repository with a first commit (the demo's) |
+//! | `remote.rs` | the remote several supervisors share: fetches, claims, pushed progress and merges (the git CLI) |
 //!
 //! **Serialised changes.** Changes to the repository's structure inside one
 //! process take a global lock (`REPO_LOCK`); other writers (the user's
@@ -64,6 +65,7 @@ mod init;
 mod integrity;
 mod merge;
 mod pool;
+pub mod remote;
 mod resolve;
 mod stat_cache;
 mod worktree;
@@ -85,6 +87,7 @@ pub use merge::{
     clear_abandoned_target_locks, merge_journal_path, merge_stream, merge_stream_with_hook,
     refresh_stream, LockCleanup, MergeOutcome, Refresh,
 };
+pub use remote::valid_remote_name;
 pub use resolve::{resolution_problems, start_resolution, Resolution};
 pub use worktree::{
     clear_stale_locks, empty_pool, prepare_worktree, prune_registration, registrations,

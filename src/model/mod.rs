@@ -3,6 +3,7 @@
 //! the `Loki-*` trailer keys. Nothing here does I/O beyond creating the
 //! run-time folders ([`paths::Layout::ensure`]).
 
+pub mod claim;
 pub mod id;
 pub mod paths;
 pub mod signal;

@@ -197,7 +197,11 @@ impl Dispatcher {
         self.order = crate::plan::topo_order(&self.cfg.streams)
             .unwrap_or_else(|_| self.cfg.streams.iter().map(|s| s.id.to_string()).collect())
             .into();
-        self.start_order = crate::plan::start_order(&self.cfg.streams).into();
+        self.start_order = crate::plan::start_order_spread(
+            &self.cfg.streams,
+            self.remote.as_ref().map(|r| r.me.machine.as_str()),
+        )
+        .into();
 
         let dropped: Vec<String> = self
             .parked

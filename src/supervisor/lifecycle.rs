@@ -47,6 +47,12 @@ impl Dispatcher {
         if self.step(id, Input::Start { n }).await.is_err() {
             return;
         }
+        // Through a remote, the claim says at once which attempt runs (a
+        // supervisor taking the stream over numbers its own after it); a
+        // first attempt is what the claim itself says.
+        if n > 1 {
+            self.remote_progress(id);
+        }
         let Some(slot) = self.slots.get_mut(id) else {
             return;
         };

@@ -72,6 +72,8 @@ pub enum MergeResult {
         root: String,
         paths: Vec<String>,
     },
+    /// The shared remote cannot be reached: the merge waits.
+    Unreachable(String),
     Failed(String),
 }
 
@@ -93,6 +95,7 @@ impl MergeResult {
             Ok(MergeOutcome::Conflict { paths }) => (MergeResult::Conflict { paths }, None),
             // Git has no merge of loki's for it: the stream fails, uncredited.
             Ok(MergeOutcome::NotCredited { why }) => (MergeResult::Failed(why), None),
+            Ok(MergeOutcome::Unreachable { why }) => (MergeResult::Unreachable(why), None),
             Ok(MergeOutcome::UserChanges { paths }) => (
                 MergeResult::UserChanges {
                     root: root.display().to_string(),
@@ -187,6 +190,17 @@ pub enum Input {
     /// merge of the stream (a forged or stale state file). Git is the truth:
     /// the stream is pending again.
     NotOnTarget,
+    /// Another supervisor sharing the swarm's remote merged the stream
+    /// (its done record names `commit`, which is in the remote target).
+    MergedElsewhere { commit: String, by: String },
+    /// This supervisor took the stream over from another one, whose last
+    /// attempt was `attempt`: the next attempt is numbered after it and
+    /// gets its `feedback` (the branch is the one it pushed).
+    Adopt {
+        attempt: u32,
+        feedback: Option<String>,
+        from: String,
+    },
     /// A dependency can no longer merge.
     DependencyLost { dep: String, status: Status },
     /// A dependency is retried: a stream it blocked may run again.
@@ -656,6 +670,41 @@ pub fn handle(st: &StreamState, input: Input, ctx: &Ctx) -> Result<Step, Refusal
             b.st.renew_allowance();
             b.effect(Effect::Note(format!("{}: {why}", st.id)));
         }
+        Input::MergedElsewhere { commit, by } => {
+            if s == Merged || (s.is_active() && s != Merging) {
+                return Err(wrong("merged, or in this supervisor's hands"));
+            }
+            let target = b.ctx.target.clone();
+            b.go(Merged, Some(format!("merged into {target} by {by}")));
+            b.st.merge_commit = Some(commit.clone());
+            b.st.process = None;
+            b.st.finished_at = Some(ctx.now.clone());
+            b.event("merge", format!("merged into {target} as {commit} by {by}"));
+            if b.st.attempt > 0 || b.st.worktree.is_some() {
+                b.effect(Effect::Cleanup);
+            }
+        }
+        Input::Adopt {
+            attempt,
+            feedback,
+            from,
+        } => {
+            if !matches!(s, Pending | Retrying | Interrupted) {
+                return Err(wrong("not waiting to start"));
+            }
+            if attempt > b.st.attempt {
+                b.st.attempt = attempt;
+            }
+            if let Some(f) = feedback.filter(|f| !f.trim().is_empty()) {
+                if b.st.feedback.is_none() {
+                    b.st.feedback = Some(f);
+                }
+            }
+            b.event(
+                "remote",
+                format!("taken over from {from} after its attempt {attempt}: going on from the branch it pushed"),
+            );
+        }
         Input::DependencyLost { dep, status } => {
             if s != Pending {
                 return Err(wrong("not pending"));
@@ -746,6 +795,14 @@ fn merge_result(b: &mut Builder<'_>, result: MergeResult) {
                 b.st.reason = Some(why.clone());
                 b.event("merge_wait", why.clone());
                 b.effect(Effect::Note(format!("{id}: {why}")));
+            }
+            b.effect(Effect::RetryMergeLater);
+        }
+        MergeResult::Unreachable(e) => {
+            let why = format!("{MERGE_WAIT}: the remote cannot be reached ({e})");
+            if b.st.reason.as_deref() != Some(why.as_str()) {
+                b.st.reason = Some(why.clone());
+                b.event("merge_wait", why);
             }
             b.effect(Effect::RetryMergeLater);
         }

@@ -582,6 +582,18 @@ fn merge_results() {
     let again = handle(&waiting.state, Input::Merge(wait), &ctx()).unwrap();
     assert!(again.events.is_empty());
     assert_eq!(again.effects, vec![Effect::RetryMergeLater]);
+    // A shared remote that does not answer: the merge waits too, said once.
+    let cut = MergeResult::Unreachable("connection refused".into());
+    let cut_off = handle(&st, Input::Merge(cut.clone()), &ctx()).unwrap();
+    assert_eq!(cut_off.state.status, Status::Merging);
+    assert_eq!(cut_off.effects, vec![Effect::RetryMergeLater]);
+    assert!(cut_off
+        .state
+        .reason
+        .as_deref()
+        .is_some_and(|r| r.contains("the remote cannot be reached (connection refused)")));
+    let again = handle(&cut_off.state, Input::Merge(cut), &ctx()).unwrap();
+    assert!(again.events.is_empty());
     let failed = handle(&st, Input::Merge(MergeResult::Failed("io".into())), &ctx()).unwrap();
     assert_eq!(failed.state.reason.as_deref(), Some("merge failed: io"));
     // A result for a stream that is no longer merging is refused.
@@ -1114,4 +1126,64 @@ fn validators_judge_an_attempt_between_its_checks_and_its_merge() {
     );
     let retry = handle(&stream(Status::Validating), steer(Kind::Retry), &c).unwrap();
     assert_eq!(retry.effects, vec![Effect::Release, Effect::Validate]);
+}
+
+/// A merge another supervisor pushed to the shared remote merges the stream
+/// here from any status but the ones this supervisor is working in.
+#[test]
+fn a_merge_made_elsewhere_merges_a_stream_not_in_this_supervisors_hands() {
+    for &s in ALL {
+        let st = stream(s);
+        let input = Input::MergedElsewhere {
+            commit: "m1".into(),
+            by: "box-2 (pid 9)".into(),
+        };
+        let step = handle(&st, input, &ctx());
+        let busy = matches!(
+            s,
+            Status::Preparing | Status::Running | Status::Checking | Status::Validating
+        );
+        if busy || s == Status::Merged {
+            assert!(step.is_err(), "{s}");
+            continue;
+        }
+        let step = step.unwrap();
+        assert_eq!(step.state.status, Status::Merged, "{s}");
+        assert_eq!(step.state.merge_commit.as_deref(), Some("m1"));
+        assert_eq!(
+            step.state.reason.as_deref(),
+            Some("merged into main by box-2 (pid 9)")
+        );
+        assert!(step.effects.contains(&Effect::Cleanup), "{s}");
+    }
+}
+
+/// Taking a stream over numbers the next attempt after the last holder's
+/// and passes its feedback on; only a stream waiting to start is adopted.
+#[test]
+fn a_stream_taken_over_goes_on_from_the_last_holders_attempt() {
+    for &s in ALL {
+        let mut st = stream(s);
+        st.feedback = None;
+        let input = Input::Adopt {
+            attempt: 4,
+            feedback: Some("longer, please".into()),
+            from: "box-1 (pid 3)".into(),
+        };
+        let step = handle(&st, input, &ctx());
+        if !matches!(s, Status::Pending | Status::Retrying | Status::Interrupted) {
+            assert!(step.is_err(), "{s}");
+            continue;
+        }
+        let step = step.unwrap();
+        assert_eq!(step.state.status, s, "adopting changes no status");
+        assert_eq!(step.state.attempt, 4);
+        assert_eq!(step.state.feedback.as_deref(), Some("longer, please"));
+        assert!(step
+            .events
+            .iter()
+            .any(|e| e.message.contains("box-1 (pid 3)")));
+        let start = handle(&step.state, Input::Start { n: 5 }, &ctx()).unwrap();
+        assert_eq!(start.state.attempt, 5);
+    }
 }

@@ -10,16 +10,22 @@ pub(super) async fn merge_worker(
     target: String,
     mut rx: mpsc::UnboundedReceiver<MergeJob>,
     tx: mpsc::UnboundedSender<Msg>,
+    remote: Option<super::remote::RemoteMerger>,
 ) {
     while let Some(job) = rx.recv().await {
         let root = root.clone();
         let target = target.clone();
         let id = job.id.to_string();
+        let remote = remote.clone();
         let result = tokio::task::spawn_blocking(move || {
             attempt::commit_review_edits(&Layout::new(&root), &job.id, job.attempt)
                 .map_err(|e| format!("{e:#}"))?;
-            git::merge_stream(&root, &job.id, &target, &job.subject, &job.trailers)
-                .map_err(|e| format!("{e:#}"))
+            match remote {
+                // Through the remote: pushed there, then followed here.
+                Some(r) => r.merge(&root, &job.id, &target, &job.subject, &job.trailers),
+                None => git::merge_stream(&root, &job.id, &target, &job.subject, &job.trailers)
+                    .map_err(|e| format!("{e:#}")),
+            }
         })
         .await
         .unwrap_or_else(|e| Err(format!("merge task failed: {e}")));

@@ -47,11 +47,13 @@ mod merges;
 mod os_signals;
 mod recover;
 mod rehearsal;
+mod remote;
 mod schedule;
 mod steering;
 mod summary;
 mod usage;
 mod validate;
+pub use remote::lapsed_at;
 pub use validate::VALIDATION_FILE;
 
 use merges::merge_worker;
@@ -103,6 +105,9 @@ pub struct RunOptions {
     /// `--retry-failed`: run failed streams again even when nothing they
     /// read has changed since they failed.
     pub retry_failed: bool,
+    /// `--remote`: the git remote shared with other supervisors (else
+    /// `[swarm] remote`).
+    pub remote: Option<String>,
 }
 
 /// Everything the dispatcher hears.
@@ -154,6 +159,8 @@ pub enum Msg {
         limit: crate::agent::api::UsageLimit,
     },
     Signal(Taken),
+    /// The remote worker's news (`remote.rs`).
+    Remote(remote::RemoteMsg),
     /// SIGINT.
     Interrupt,
     /// SIGTERM / SIGHUP: stop now.
@@ -296,6 +303,8 @@ struct Dispatcher {
     /// Validators waiting for room.
     validator_queue: VecDeque<validate::ValidatorJob>,
     validators_running: usize,
+    /// The swarm is shared through a git remote (`remote.rs`).
+    remote: Option<remote::RemoteSide>,
 }
 
 /// `loki run`: runs the swarm to its end and returns the process exit code.
@@ -377,6 +386,18 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
     drop(crate::store::SteerLock::acquire(&layout.state_dir())?);
 
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+    let remote_name = opts.remote.clone().or_else(|| cfg.swarm.remote.clone());
+    if remote_name.is_some() && (opts.rehearse || opts.stand_in) {
+        return Err(
+            Error::refusal("a rehearsal or demo cannot share a swarm through a remote")
+                .hint("leave out --remote (and `remote` in [swarm]) to rehearse")
+                .into(),
+        );
+    }
+    let remote = match remote_name {
+        Some(name) => Some(remote::connect(&cfg, &root, &name, &target, tx.clone()).await?),
+        None => None,
+    };
     let (ui, ui_task) = ui::start(opts.ui);
     let spawner = Arc::new(Spawner::start()?);
     let (merge_tx, merge_rx) = mpsc::unbounded_channel::<MergeJob>();
@@ -385,6 +406,11 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
         target.clone(),
         merge_rx,
         tx.clone(),
+        remote.as_ref().map(|r| remote::RemoteMerger {
+            name: r.name.clone(),
+            me: r.me.clone(),
+            book: r.book.clone(),
+        }),
     ));
     spawn_os_signals(tx.clone());
 
@@ -393,7 +419,11 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
         order: crate::plan::topo_order(&cfg.streams)
             .unwrap_or_else(|_| cfg.streams.iter().map(|s| s.id.to_string()).collect())
             .into(),
-        start_order: crate::plan::start_order(&cfg.streams).into(),
+        start_order: crate::plan::start_order_spread(
+            &cfg.streams,
+            remote.as_ref().map(|r| r.me.machine.as_str()),
+        )
+        .into(),
         cfg,
         signals: SignalDir::new(layout.signals_dir()),
         layout,
@@ -433,6 +463,7 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
         validations: BTreeMap::new(),
         validator_queue: VecDeque::new(),
         validators_running: 0,
+        remote,
     };
     d.waiting_templates = d
         .cfg
@@ -477,6 +508,7 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
         Err(_) => {}
     }
     d.normalize().await?;
+    d.remote_start().await;
 
     // The watcher sends what it takes straight to this loop; before the run
     // ends it is stopped (which joins its thread) and drained, so a signal
@@ -549,6 +581,7 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
         d.fire_timers();
     }
     drop(watch);
+    d.remote_release().await;
     // Worktree removals after merges finish before the process exits.
     for h in std::mem::take(&mut d.cleanups) {
         let _ = h.await;
@@ -716,6 +749,7 @@ impl Dispatcher {
                 }
             }
         }
+        self.remote_note_state(id);
         if let Some((from, to)) = transition {
             if let Some(slot) = self.slots.get_mut(id) {
                 slot.transition_version = slot.st.version;
@@ -836,7 +870,13 @@ impl Dispatcher {
                 id,
                 attempt,
                 result,
-            } => self.on_finished(id, attempt, result).await,
+            } => {
+                let committed = result.is_ok();
+                self.on_finished(id.clone(), attempt, result).await;
+                if committed {
+                    self.remote_progress(&id);
+                }
+            }
             Msg::MergeDone { id, result } => self.on_merge_done(id, result).await,
             Msg::Process {
                 id,
@@ -860,6 +900,7 @@ impl Dispatcher {
                 }
             }
             Msg::Signal(t) => self.on_signal(t).await,
+            Msg::Remote(m) => self.on_remote(m).await,
             Msg::Interrupt => {
                 if self.draining {
                     self.interrupt("a second Ctrl-C").await;

@@ -45,8 +45,10 @@ impl Dispatcher {
             .unwrap_or(false)
     }
 
+    /// What the swarm spent: here, and on the other machines sharing it
+    /// (as the remote records it).
     pub(super) fn total_cost(&self) -> f64 {
-        crate::util::total(self.slots.values().map(|s| s.st.cost_usd))
+        crate::util::total(self.slots.values().map(|s| s.st.cost_usd)) + self.remote_cost()
     }
 
     pub(super) fn budget_reached(&self) -> bool {
@@ -61,11 +63,12 @@ impl Dispatcher {
         if slot.st.paused || slot.held {
             return false;
         }
-        match slot.st.status {
+        let ready = match slot.st.status {
             Status::Pending => slot.cfg.depends_on.iter().all(|d| self.merged(d)),
             Status::Retrying | Status::Interrupted => true,
             _ => false,
-        }
+        };
+        ready && self.remote_allows(&slot.st.id)
     }
 
     /// Blocks streams whose dependencies can no longer merge, then starts as
@@ -86,6 +89,7 @@ impl Dispatcher {
                 }
                 let bad = slot.cfg.depends_on.iter().find(|d| {
                     self.failed_templates.contains_key(d.as_str())
+                        || (!self.merged(d) && self.remote_lost(d).is_some())
                         || self
                             .slots
                             .get(*d)
@@ -102,7 +106,11 @@ impl Dispatcher {
                 });
                 if let Some(dep) = bad.cloned() {
                     // A template whose fan-out failed counts as failed.
-                    let status = self.slots.get(&dep).map_or(Status::Failed, |s| s.st.status);
+                    let status = self
+                        .remote_lost(&dep)
+                        .filter(|_| !self.merged(&dep))
+                        .or_else(|| self.slots.get(&dep).map(|s| s.st.status))
+                        .unwrap_or(Status::Failed);
                     self.feed(id, Input::DependencyLost { dep, status }).await;
                     changed = true;
                 }
@@ -153,9 +161,10 @@ impl Dispatcher {
         let bound = pipeline_bound(self.cfg.swarm.max_parallel);
         // Counted once per pass (each start adds one), not once per
         // candidate: a pass over a large swarm stays linear.
+        let claiming = self.remote.as_ref().map_or(0, |r| r.claiming.len());
         let (mut running, mut in_pipeline) = (
-            self.running() + self.shared_validators(),
-            self.in_pipeline(),
+            self.running() + self.shared_validators() + claiming,
+            self.in_pipeline() + claiming,
         );
         if running >= limit || in_pipeline >= bound {
             return;
@@ -166,6 +175,15 @@ impl Dispatcher {
                 break;
             }
             if !self.startable(&self.slots[id.as_str()]) {
+                continue;
+            }
+            // Through a remote, a stream starts only once it is claimed:
+            // the slot is kept for it until the claim's answer.
+            if !self.holds(id) {
+                if self.request_claim(id) {
+                    running += 1;
+                    in_pipeline += 1;
+                }
                 continue;
             }
             if let Some((last, Some(_))) = &self.last_start {
@@ -267,6 +285,10 @@ impl Dispatcher {
             || self.usage_ended.is_some()
         {
             return true;
+        }
+        // Other machines hold streams this run may still need.
+        if self.remote_waits() && !self.budget_reached() {
+            return false;
         }
         if self.wait && !self.budget_reached() {
             return self.waiting_templates.is_empty()

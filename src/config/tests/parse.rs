@@ -34,6 +34,8 @@ max_budget_usd = 12
 spawn_interval = "500ms"
 pause_at_utilization = 0.9
 max_wait = "2h"
+remote = "origin"
+lease = "45s"
 
 [agent]
 command = "scripts/fake-agent"
@@ -74,6 +76,8 @@ outputs = ["ch01.md"]
             pause_at_utilization: Some(0.9),
             max_wait: Duration::from_secs(7200),
             max_validators: None,
+            remote: Some("origin".into()),
+            lease: Duration::from_secs(45),
             target_at: Some((3, 10)),
         }
     );
@@ -263,6 +267,22 @@ fn durations() {
     ));
     assert_eq!(f.swarm.spawn_interval, Duration::ZERO);
     assert_eq!(f.streams[0].agent.kill_grace, Duration::ZERO);
+}
+
+#[test]
+fn a_lease_under_a_second_and_a_bad_remote_name_are_refused_where_written() {
+    assert_eq!(ok(&one("")).swarm.lease, Duration::from_secs(120));
+    let (line, col, msg) = at("[swarm]\nlease = \"500ms\"\n");
+    assert_eq!((line, col), (2, 9));
+    assert!(msg.contains("`lease` must be at least 1s"), "{msg}");
+    let e = err("[swarm]\nremote = \"-x y\"\n");
+    assert_eq!((e.line, e.col), (2, 10));
+    assert!(
+        e.message.contains("not a valid git remote name"),
+        "{}",
+        e.message
+    );
+    assert!(e.help.contains("git remote -v"), "{}", e.help);
 }
 
 #[test]
