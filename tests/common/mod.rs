@@ -10,12 +10,15 @@
 //! - `procs`: `/proc` readings (alive, groups, leftovers);
 //! - `mock`: the scripted Messages API and the real Claude Code CLI;
 //! - `runner`: the runner of the `harness = false` targets;
-//! - `browser`: a headless Chromium through WebDriver (the dashboard).
+//! - `browser`: a headless Chromium through WebDriver (the dashboard);
+//! - `remote`: a bare remote served by `git daemon` and the clones of it
+//!   that stand for the machines of a shared swarm.
 #![allow(dead_code, unused_imports)]
 
 mod browser;
 mod mock;
 mod procs;
+mod remote;
 mod repo;
 pub mod runner;
 mod supervisor;
@@ -25,6 +28,7 @@ mod wait;
 pub use browser::*;
 pub use mock::*;
 pub use procs::*;
+pub use remote::*;
 pub use repo::*;
 pub use supervisor::*;
 pub use swarm::*;

@@ -231,11 +231,11 @@ pub fn trailers(repo: &Repo, rev: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Asserts the repo is healthy to the git CLI and loki left nothing behind.
-pub fn assert_clean_repo(repo: &Repo) {
+/// Asserts `git fsck --strict` finds nothing wrong in the repository at `dir`.
+pub fn assert_fsck_clean(dir: &Path) {
     let fsck = Command::new("git")
         .args(["fsck", "--strict"])
-        .current_dir(repo.path())
+        .current_dir(dir)
         .output()
         .expect("fsck");
     assert!(
@@ -243,6 +243,11 @@ pub fn assert_clean_repo(repo: &Repo) {
         "git fsck: {}",
         String::from_utf8_lossy(&fsck.stderr)
     );
+}
+
+/// Asserts the repo is healthy to the git CLI and loki left nothing behind.
+pub fn assert_clean_repo(repo: &Repo) {
+    assert_fsck_clean(repo.path());
     let wts = repo.git(&["worktree", "list", "--porcelain"]);
     assert_eq!(
         wts.matches("worktree ").count(),

@@ -68,12 +68,18 @@ impl Running {
     /// Starts `loki <args>` in `dir`, with the fast python first on PATH and
     /// no `LOKI_SIGNALS_DIR` of the caller's.
     pub fn spawn(dir: &Path, args: &[&str]) -> Running {
+        Running::spawn_env(dir, args, &[])
+    }
+
+    /// [`Running::spawn`] with `env` set on top (another machine's HOME).
+    pub fn spawn_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Running {
         let mut child = Command::new(loki_bin())
             .args(args)
             .current_dir(dir)
             .env("NO_COLOR", "1")
             .env("PATH", fast_path())
             .env_remove("LOKI_SIGNALS_DIR")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
