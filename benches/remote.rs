@@ -10,6 +10,7 @@
 //! The goal is a ratio close to 3x. `cargo bench --bench remote`;
 //! `LOKI_BENCH_REPEATS` (default 2) runs of each, medians reported.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -57,7 +58,10 @@ struct Daemon(Child);
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        // `git daemon` serves from a child process: the whole group goes.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0.id())])
+            .status();
         let _ = self.0.wait();
     }
 }
@@ -115,6 +119,7 @@ fn makespan(loki: &Path, machines: usize, streams: usize, sleep: f64) -> Result<
             .arg(base.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .context("starting git daemon")?,
     );

@@ -345,3 +345,69 @@ fn a_swarm_file_the_remote_does_not_have_is_refused_and_nothing_is_claimed() {
         done.both()
     );
 }
+
+#[test]
+fn a_remote_that_stops_answering_holds_the_merge_and_nothing_is_lost() {
+    let seed = Swarm::empty();
+    let mut toml = header(1, "env = { FAKE_AGENT_SLOW = \"1\" }").replace(
+        "spawn_interval = \"0s\"\n",
+        "spawn_interval = \"0s\"\nlease = \"30s\"\nremote = \"origin\"\n",
+    );
+    toml.push_str(&stream("a", &[], "chapters/a.md", ""));
+    toml.push_str(&stream("b", &["a"], "chapters/b.md", ""));
+    seed.write(&toml);
+    let mut d = GitDaemon::serve(seed.path());
+    let (clone, home) = d.clone_as("cut");
+    let home = home.display().to_string();
+    let run = Running::spawn_env(&clone, &["run", "--plain"], &[("HOME", &home)]);
+    wait_for(
+        "a runs",
+        Duration::from_secs(60),
+        || state(&clone, "a").is_some_and(|s| s["status"] == "running"),
+        || run.output(),
+    );
+    d.stop();
+    // The attempt ends and its merge waits for the remote, saying why.
+    wait_for(
+        "a waits to merge for the remote",
+        Duration::from_secs(60),
+        || {
+            state(&clone, "a").is_some_and(|s| {
+                s["status"] == "merging"
+                    && s["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.contains("the remote cannot be reached"))
+            })
+        },
+        || run.output(),
+    );
+    assert!(
+        run.output().contains("the remote `origin`"),
+        "{}",
+        run.output()
+    );
+    assert_eq!(
+        state(&clone, "b").map(|s| s["status"].clone()),
+        Some(Value::from("pending"))
+    );
+    d.start_again();
+    let done = run.wait_within(Duration::from_secs(120));
+    assert_eq!(done.code, Some(0), "{}", done.both());
+    let subjects = d.git(&["log", "--first-parent", "--format=%s", "main"]);
+    assert_eq!(
+        subjects
+            .lines()
+            .filter(|l| l.starts_with("Merge stream "))
+            .collect::<Vec<_>>(),
+        vec!["Merge stream b", "Merge stream a"],
+        "{subjects}"
+    );
+    assert!(d
+        .git(&["for-each-ref", "refs/loki/claims"])
+        .trim()
+        .is_empty());
+    assert_eq!(
+        git_in(&clone, &["rev-parse", "main"]),
+        d.git(&["rev-parse", "main"])
+    );
+}

@@ -2,14 +2,18 @@
 //! (`git daemon`, pushes enabled), and clones of it standing for the
 //! machines of a shared swarm, each with its own HOME.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use super::{free_port, git_in, wait_until};
 
 pub struct GitDaemon {
-    child: Child,
+    child: Option<Child>,
     pub port: u16,
     /// Holds `remote.git` (and the clones, beside it).
     pub base: tempfile::TempDir,
@@ -23,7 +27,6 @@ impl GitDaemon {
             .prefix("loki-remote-")
             .tempdir()
             .expect("tempdir");
-        let bare = base.path().join("remote.git");
         git_in(
             base.path(),
             &[
@@ -35,24 +38,46 @@ impl GitDaemon {
             ],
         );
         let port = free_port();
+        let mut d = GitDaemon {
+            child: None,
+            port,
+            base,
+        };
+        d.start_again();
+        d
+    }
+
+    /// Stops serving (the remote's machine is cut off).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // `git daemon` serves from a child process: the whole group goes.
+            let _ = kill(Pid::from_raw(-(c.id() as i32)), Signal::SIGKILL);
+            let _ = c.wait();
+        }
+    }
+
+    /// Serves again on the same port, once it answers.
+    pub fn start_again(&mut self) {
+        self.stop();
         let child = Command::new("git")
             .args([
                 "daemon",
                 "--reuseaddr",
                 "--listen=127.0.0.1",
-                &format!("--port={port}"),
-                &format!("--base-path={}", base.path().display()),
+                &format!("--port={}", self.port),
+                &format!("--base-path={}", self.base.path().display()),
                 "--export-all",
                 "--enable=receive-pack",
-                &base.path().display().to_string(),
+                &self.base.path().display().to_string(),
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .expect("starting git daemon");
-        let d = GitDaemon { child, port, base };
-        let url = d.url();
+        self.child = Some(child);
+        let url = self.url();
         assert!(
             wait_until(Duration::from_secs(20), || Command::new("git")
                 .args(["ls-remote", &url])
@@ -62,8 +87,6 @@ impl GitDaemon {
                 .is_ok_and(|s| s.success())),
             "git daemon never answered on {url}"
         );
-        let _ = bare;
-        d
     }
 
     pub fn url(&self) -> String {
@@ -98,7 +121,6 @@ impl GitDaemon {
 
 impl Drop for GitDaemon {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
