@@ -242,9 +242,36 @@ fn three_supervisors_share_a_swarm_and_a_killed_ones_streams_are_taken_over() {
         }
     }
 
-    // s09 was taken over after its lease and went on from the pushed
-    // branch: the taker's attempt is numbered 3, starts after the lease
-    // ran out, and the merged work holds the killed machine's attempt 1.
+    // From the claim histories: every stream the killed machine held and
+    // did not merge changed hands only after its lease ran out (and a
+    // holder is never followed by another while its lease lasts).
+    let mut taken_over = Vec::new();
+    for i in 0..24 {
+        let id = format!("s{i:02}");
+        let history = claim_history(&d, &id);
+        for pair in history.windows(2) {
+            let (a, b) = (&pair[0], &pair[1]);
+            if a["holder"] == b["holder"] || b["holder"].is_null() {
+                continue;
+            }
+            assert_eq!(
+                a["holder"]["machine"],
+                names[victim].as_str(),
+                "{id}: {a} then {b}"
+            );
+            assert_eq!(b["took_over_from"], a["holder"], "{id}: {b}");
+            assert!(
+                ts(b["since"].as_str().unwrap_or_default())
+                    > ts(a["expires"].as_str().unwrap_or_default()),
+                "{id}: taken over before the lease ran out: {a} then {b}"
+            );
+            taken_over.push(id.clone());
+        }
+    }
+    assert!(taken_over.contains(&"s09".to_string()), "{taken_over:?}");
+
+    // s09 went on from the pushed branch: the taker's attempt is numbered
+    // 3, and the merged work holds the killed machine's attempt 1.
     let history = claim_history(&d, "s09");
     let holders: Vec<String> = history
         .iter()

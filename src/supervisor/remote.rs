@@ -880,6 +880,10 @@ impl Dispatcher {
                     })
                     .collect();
                 for (id, commit, by) in done {
+                    // This supervisor's own merge: its answer says so.
+                    if self.merge_queued.contains(&id) {
+                        continue;
+                    }
                     let local = self.slots.get(&id).map(|s| s.st.status);
                     if local.is_some_and(|s| s != Status::Merged && !s.is_active()) {
                         self.feed(&id, Input::MergedElsewhere { commit, by }).await;
