@@ -766,14 +766,19 @@ impl Dispatcher {
             .filter_map(|(_, c)| c.claim.as_ref())
             .filter(|c| !c.holder.same_clone(&r.me))
             .map(|c| c.cost_usd);
-        let done = r
-            .view
-            .done
-            .values()
-            .filter_map(|d| d.done.as_ref())
-            .filter(|d| !d.by.same_clone(&r.me))
-            .map(|d| d.cost_usd);
-        crate::util::total(claims.chain(done))
+        // Done by another machine: all of it. Done here: what earlier
+        // holders spent before this one took it over (the rest is in this
+        // clone's state).
+        let done = r.view.done.iter().filter_map(|(id, d)| {
+            let d = d.done.as_ref()?;
+            if !d.by.same_clone(&r.me) {
+                return Some(d.cost_usd);
+            }
+            let here = self.slots.get(id).map_or(0.0, |s| s.st.cost_usd);
+            Some((d.cost_usd - here).max(0.0))
+        });
+        let inherited = held.values().map(|h| h.inherited_cost);
+        crate::util::total(claims.chain(done).chain(inherited))
     }
 
     /// Asks for the claim on `id`; true when asked (the start waits for
