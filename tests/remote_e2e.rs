@@ -438,3 +438,54 @@ fn a_remote_that_stops_answering_holds_the_merge_and_nothing_is_lost() {
         d.git(&["rev-parse", "main"])
     );
 }
+
+#[test]
+fn the_swarm_budget_counts_what_other_machines_spent() {
+    let seed = Swarm::empty();
+    let claude = seed.fake_claude();
+    let mut toml = format!(
+        "[swarm]\ntarget = \"main\"\nmax_parallel = 1\nspawn_interval = \"0s\"\nmax_budget_usd = 0.02\n\
+         remote = \"origin\"\nlease = \"30s\"\n\n[agent]\ncommand = \"{}\"\ntimeout = \"60s\"\n\
+         kill_grace = \"1s\"\nenv = {{ FAKE_AGENT_COST = \"0.01\" }}\n\n",
+        claude.display()
+    );
+    for id in ["s1", "s2", "s3", "s4"] {
+        toml.push_str(&stream(id, &[], &format!("chapters/{id}.md"), ""));
+    }
+    seed.write(&toml);
+    let d = GitDaemon::serve(seed.path());
+    let merges = || {
+        d.git(&["log", "--first-parent", "--format=%s", "main"])
+            .lines()
+            .filter(|l| l.starts_with("Merge stream "))
+            .count()
+    };
+    let (first, home1) = d.clone_as("spender");
+    let home1 = home1.display().to_string();
+    let done = Running::spawn_env(&first, &["run", "--plain"], &[("HOME", &home1)]).wait();
+    assert_eq!(done.code, Some(1), "{}", done.both());
+    assert_eq!(merges(), 2, "{}", done.both());
+
+    // Another machine, with nothing spent here: the remote's done records
+    // say the swarm's $0.02 is gone, so it starts nothing.
+    let (second, home2) = d.clone_as("latecomer");
+    let home2 = home2.display().to_string();
+    let done = Running::spawn_env(&second, &["run", "--plain"], &[("HOME", &home2)]).wait();
+    assert_eq!(done.code, Some(1), "{}", done.both());
+    assert!(
+        done.text()
+            .contains("swarm budget reached: $0.02 spent of $0.02"),
+        "{}",
+        done.both()
+    );
+    assert_eq!(merges(), 2);
+    for id in ["s3", "s4"] {
+        let attempts =
+            state(&second, id).map_or(0, |s| s["attempts"].as_array().map_or(0, Vec::len));
+        assert_eq!(attempts, 0, "{id} started on the second machine");
+    }
+    assert!(d
+        .git(&["for-each-ref", "refs/loki/claims"])
+        .trim()
+        .is_empty());
+}
