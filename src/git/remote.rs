@@ -261,6 +261,25 @@ pub fn file_on_remote(
         .map(|b| b.content().to_vec()))
 }
 
+/// Whether the remote has a done record for `id`: one `ls-remote`, which
+/// writes no ref here (so it needs no fetch lock).
+pub fn done_exists(root: &Path, remote: &str, id: &str) -> Result<bool> {
+    check_id(id)?;
+    let args: Vec<String> = vec!["ls-remote".into(), remote.into(), done_ref(id)];
+    let (ok, out, err) = git_cli(root, &args)?;
+    if !ok {
+        return Err(Unreachable(format!(
+            "asking the remote `{remote}` for {} failed: {}",
+            done_ref(id),
+            err.trim()
+        ))
+        .into());
+    }
+    Ok(out
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(done_ref(id).as_str())))
+}
+
 /// What the last fetch brought (no network).
 pub fn read_view(root: &Path, remote: &str, target: &str) -> Result<RemoteView> {
     let repo = open_repo(root)?;

@@ -873,7 +873,13 @@ impl Dispatcher {
             } => {
                 let committed = result.is_ok();
                 self.on_finished(id.clone(), attempt, result).await;
-                if committed {
+                // A passed attempt goes straight to its merge, which pushes
+                // it: only work that waits is pushed now.
+                let merging = self
+                    .slots
+                    .get(&id)
+                    .is_some_and(|s| matches!(s.st.status, Status::Merging | Status::Merged));
+                if committed && !merging {
                     self.remote_progress(&id);
                 }
             }

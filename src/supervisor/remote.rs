@@ -416,21 +416,26 @@ pub(super) async fn remote_worker(
             job = rx.recv() => {
                 let Some(job) = job else { break };
                 match job {
+                    // Claims of different streams are independent: each runs
+                    // at once, beside the worker's fetches and pushes.
                     RemoteJob::Claim { claim, expect, inherited_cost } => {
-                        let id = claim.stream.clone();
-                        let (root2, name2, book2, target2) =
-                            (root.clone(), name.clone(), book.clone(), target.clone());
-                        let result = tokio::task::spawn_blocking(move || {
-                            claim_now(&root2, &name2, &target2, &book2, *claim, expect, inherited_cost)
-                        })
-                        .await
-                        .unwrap_or_else(|e| Err(format!("the claim task failed: {e}")));
-                        // A race lost: who won is fetched now, not at the next tick.
-                        let lost = matches!(result, Ok(false));
-                        let _ = tx.send(Msg::Remote(RemoteMsg::Claimed { id, result }));
-                        if lost {
-                            let _ = tx.send(Msg::Remote(fetch_view(&root, &name, &target).await));
-                        }
+                        let (root, name, book, target, tx) =
+                            (root.clone(), name.clone(), book.clone(), target.clone(), tx.clone());
+                        tokio::spawn(async move {
+                            let id = claim.stream.clone();
+                            let (r, n, b, t) = (root.clone(), name.clone(), book.clone(), target.clone());
+                            let result = tokio::task::spawn_blocking(move || {
+                                claim_now(&r, &n, &t, &b, *claim, expect, inherited_cost)
+                            })
+                            .await
+                            .unwrap_or_else(|e| Err(format!("the claim task failed: {e}")));
+                            // A race lost: who won is fetched now, not at the next tick.
+                            let lost = matches!(result, Ok(false));
+                            let _ = tx.send(Msg::Remote(RemoteMsg::Claimed { id, result }));
+                            if lost {
+                                let _ = tx.send(Msg::Remote(fetch_view(&root, &name, &target).await));
+                            }
+                        });
                     }
                     RemoteJob::Progress { id } => {
                         let (root2, name2, book2) = (root.clone(), name.clone(), book.clone());
@@ -530,10 +535,14 @@ fn claim_now(
         return Ok(false);
     };
     // A claim ref that is not there may be one a merge just deleted: the
-    // merge's done record was created in the same atomic push, so a fetch
-    // after the win shows it, and the claim is given back at once.
-    let view = gremote::fetch(root, remote, target).map_err(|e| format!("{e:#}"))?;
-    if view.done.contains_key(&id) {
+    // merge's done record was created in the same atomic push, so asking
+    // the remote after the win shows it, and the claim is given back.
+    let done = match &expect {
+        None => gremote::done_exists(root, remote, &id),
+        Some(_) => gremote::fetch(root, remote, target).map(|v| v.done.contains_key(&id)),
+    }
+    .map_err(|e| format!("{e:#}"))?;
+    if done {
         gremote::release_claim(root, remote, &id, &oid, false).map_err(|e| format!("{e:#}"))?;
         return Ok(false);
     }
