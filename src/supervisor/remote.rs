@@ -9,9 +9,12 @@
 //!   [`crate::model::claim`]) names the holder and a lease expiry; the
 //!   remote worker renews every held claim every third of `[swarm] lease`
 //!   by compare-and-swap from the commit it last pushed.
-//! - **Progress.** After each attempt the stream's branch is pushed in one
-//!   atomic push with its claim's renewal, so a supervisor that lost the
-//!   claim cannot overwrite the new holder's branch.
+//! - **Progress.** When an attempt after the first starts, and when an
+//!   attempt's commit does not go straight to its merge (checks failed,
+//!   validators to come), the stream's branch is pushed in one atomic push
+//!   with its claim's renewal, so a supervisor that lost the claim cannot
+//!   overwrite the new holder's branch. A passed attempt reaches the remote
+//!   inside its merge.
 //! - **Take-over.** A claim whose expiry is more than half a lease past (the
 //!   margin absorbs clock skew between machines) may be replaced by another
 //!   supervisor, again by compare-and-swap from the commit it saw; the new
