@@ -305,7 +305,12 @@ fn three_supervisors_share_a_swarm_and_a_killed_ones_streams_are_taken_over() {
     let ti = names.iter().position(|n| *n == taker).unwrap_or_default();
     let taken = state(&clones[ti].0, "s09").unwrap_or_default();
     assert_eq!(taken["status"], "merged", "{taken}");
-    assert_eq!(taken["attempts"][0]["n"], 3, "{taken}");
+    assert_eq!(
+        taken["attempts"][0]["n"],
+        3,
+        "{taken}\n{history:#?}\n{}",
+        context()
+    );
     let merge = taken["merge_commit"]
         .as_str()
         .unwrap_or_default()
@@ -488,4 +493,70 @@ fn the_swarm_budget_counts_what_other_machines_spent() {
         .git(&["for-each-ref", "refs/loki/claims"])
         .trim()
         .is_empty());
+}
+
+#[test]
+fn a_stream_stopped_on_one_machine_goes_on_elsewhere_from_its_pushed_branch() {
+    let seed = Swarm::empty();
+    let mut toml = header(1, "").replace(
+        "spawn_interval = \"0s\"\n",
+        "spawn_interval = \"0s\"\nlease = \"30s\"\nremote = \"origin\"\n",
+    );
+    toml.push_str(&stream_with(
+        "x",
+        &[],
+        &[("FAKE_AGENT_WORDS", "10@1"), ("FAKE_AGENT_SLOW", "30@2")],
+        "[streams.checks]\nwords = [100, 400]\n",
+    ));
+    seed.write(&toml);
+    let d = GitDaemon::serve(seed.path());
+    let (first, home1) = d.clone_as("first");
+    let (second, home2) = d.clone_as("second");
+    let run = start(&first, &home1, "first");
+    wait_for(
+        "x runs its attempt 2 on the first machine",
+        Duration::from_secs(60),
+        || state(&first, "x").is_some_and(|s| s["attempt"] == 2 && s["status"] == "running"),
+        || run.output(),
+    );
+    // Stopped for the night: its claim is released with the branch.
+    run.signal(nix::sys::signal::Signal::SIGTERM);
+    let done = run.wait_within(Duration::from_secs(60));
+    assert_eq!(done.code, Some(130), "{}", done.both());
+    let pushed = d
+        .git(&["rev-parse", "refs/heads/loki/x"])
+        .trim()
+        .to_string();
+    let claim = d.git(&["for-each-ref", "--format=%(contents)", "refs/loki/claims/x"]);
+    assert!(claim.contains("\"attempt\":2"), "{claim}");
+
+    // The second machine takes it over at once and goes on from it.
+    let done = start(&second, &home2, "second").wait_within(Duration::from_secs(60));
+    assert_eq!(done.code, Some(0), "{}", done.both());
+    let st = state(&second, "x").unwrap_or_default();
+    assert_eq!(st["status"], "merged", "{st}");
+    assert_eq!(st["attempts"][0]["n"], 3, "{st}");
+    let merge = st["merge_commit"].as_str().unwrap_or_default().to_string();
+    let holds = std::process::Command::new("git")
+        .args(["merge-base", "--is-ancestor", &pushed, &merge])
+        .current_dir(d.bare())
+        .status()
+        .expect("git merge-base");
+    assert!(
+        holds.success(),
+        "the merge of x does not hold the first machine's work"
+    );
+    let history = claim_history(&d, "x");
+    let machines: Vec<&str> = history
+        .iter()
+        .filter_map(|r| r["holder"]["machine"].as_str())
+        .collect();
+    assert_eq!(machines.first(), Some(&"first"), "{history:#?}");
+    assert_eq!(machines.last(), Some(&"second"), "{history:#?}");
+    assert!(
+        history
+            .iter()
+            .any(|r| r["took_over_from"]["machine"] == "first"),
+        "{history:#?}"
+    );
 }

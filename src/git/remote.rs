@@ -261,23 +261,40 @@ pub fn file_on_remote(
         .map(|b| b.content().to_vec()))
 }
 
-/// Whether the remote has a done record for `id`: one `ls-remote`, which
-/// writes no ref here (so it needs no fetch lock).
-pub fn done_exists(root: &Path, remote: &str, id: &str) -> Result<bool> {
+/// What the remote holds for stream `id` beyond its claim, asked with one
+/// `ls-remote` (which writes no ref here, so it needs no fetch lock):
+/// whether it has a done record, and the head of its pushed branch.
+pub fn stream_refs(root: &Path, remote: &str, id: &str) -> Result<(bool, Option<String>)> {
     check_id(id)?;
-    let args: Vec<String> = vec!["ls-remote".into(), remote.into(), done_ref(id)];
+    let branch = format!("refs/heads/{}", branch_name(id));
+    let args: Vec<String> = vec![
+        "ls-remote".into(),
+        remote.into(),
+        done_ref(id),
+        branch.clone(),
+    ];
     let (ok, out, err) = git_cli(root, &args)?;
     if !ok {
         return Err(Unreachable(format!(
-            "asking the remote `{remote}` for {} failed: {}",
-            done_ref(id),
+            "asking the remote `{remote}` about {id} failed: {}",
             err.trim()
         ))
         .into());
     }
-    Ok(out
-        .lines()
-        .any(|l| l.split_whitespace().nth(1) == Some(done_ref(id).as_str())))
+    let mut done = false;
+    let mut head = None;
+    for line in out.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(oid), Some(name)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        if name == done_ref(id) {
+            done = true;
+        } else if name == branch {
+            head = Some(oid.to_string());
+        }
+    }
+    Ok((done, head))
 }
 
 /// What the last fetch brought (no network).
@@ -493,37 +510,16 @@ pub fn renew_claims(
         .collect())
 }
 
-/// Gives a claim up: its claim is deleted (only while it is still
-/// `expect`) and, `with_branch`, its branch pushed, in one atomic push.
-/// Returns whether it took.
-pub fn release_claim(
-    root: &Path,
-    remote: &str,
-    id: &str,
-    expect: &str,
-    with_branch: bool,
-) -> Result<bool> {
+/// Deletes a claim, only while it is still `expect`. Returns whether it
+/// took.
+pub fn release_claim(root: &Path, remote: &str, id: &str, expect: &str) -> Result<bool> {
     check_id(id)?;
-    let head = if with_branch {
-        let repo = open_repo(root)?;
-        repo.refname_to_id(&format!("refs/heads/{}", branch_name(id)))
-            .ok()
-    } else {
-        None
-    };
-    let mut updates = vec![Update {
+    let update = Update {
         dst: claim_ref(id),
         new: None,
         expect: Some(expect.to_string()),
-    }];
-    if let Some(h) = head {
-        updates.push(Update {
-            dst: format!("refs/heads/{}", branch_name(id)),
-            new: Some(h.to_string()),
-            expect: None,
-        });
-    }
-    Ok(push(root, remote, &updates, true)?.iter().all(|t| *t))
+    };
+    Ok(push(root, remote, &[update], true)?.iter().all(|t| *t))
 }
 
 /// Sets the local branch `loki/<id>` to the one the remote holds (fetched
@@ -613,7 +609,7 @@ pub fn merge_to_remote(
             // Merged already (by this claim before a crash, or by another
             // supervisor): the claim, if still ours, goes.
             if view.claims.get(id).map(|c| c.oid.as_str()) == Some(claim) {
-                release_claim(root, remote, id, claim, false)?;
+                release_claim(root, remote, id, claim)?;
             }
             return Ok(RemoteMerge::AlreadyMerged);
         }

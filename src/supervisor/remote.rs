@@ -28,9 +28,12 @@
 //! - **The run's end.** Claims of streams that wait for a person (failed,
 //!   blocked, conflicted, cancelled, awaiting approval) are parked (no
 //!   expiry: nobody takes them over; the holder's next run, or deleting the
-//!   ref, frees them); every other claim is released after its branch is
-//!   pushed, for another supervisor to go on with at once. A killed
-//!   supervisor releases nothing: its leases run out.
+//!   ref, frees them); every other claim is released: pushed with its branch
+//!   and an expiry already past, so another supervisor takes it over at
+//!   once, with its attempt count and feedback. A killed supervisor
+//!   releases nothing: its leases run out. A fresh claim of a stream whose
+//!   branch is on the remote (its claim deleted by hand) goes on from that
+//!   branch too.
 //! - **Limits stay per machine** (`max_parallel`, budgets of a stream); the
 //!   swarm budget counts what the remote's claims and done records say the
 //!   other machines spent.
@@ -57,6 +60,8 @@ pub(super) struct HeldClaim {
     pub claim: Claim,
     /// What earlier holders spent on the stream (carried in the claim).
     pub inherited_cost: f64,
+    /// The claim of another holder this one replaced, as it was then.
+    pub previous: Option<Claim>,
 }
 
 /// The claims held, shared by the dispatcher, the remote worker and the
@@ -184,6 +189,8 @@ pub(super) enum RemoteJob {
         claim: Box<Claim>,
         expect: Option<String>,
         inherited_cost: f64,
+        /// The other holder's claim it replaces, as last seen.
+        previous: Option<Box<Claim>>,
     },
     /// Push the stream's branch with its claim's renewal.
     Progress { id: String },
@@ -314,6 +321,7 @@ pub(super) async fn connect(
                         oid: new,
                         claim,
                         inherited_cost: 0.0,
+                        previous: None,
                     },
                 );
             }
@@ -370,6 +378,14 @@ fn expiry(lease: Duration) -> String {
     (chrono::Utc::now() + d).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// The expiry of a released claim: a lease and a half ago, so it counts as
+/// lapsed at once (see [`lapsed`]).
+fn lapsed_expiry(lease: Duration) -> String {
+    let d = chrono::Duration::from_std(lease + lease / 2 + Duration::from_secs(1))
+        .unwrap_or(chrono::Duration::seconds(181));
+    (chrono::Utc::now() - d).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 /// Whether a claim's lease is over, judged with a margin of half a lease
 /// (clock skew between machines, a renewal delayed by a slow push).
 pub(super) fn lapsed(claim: &Claim, lease: Duration) -> bool {
@@ -421,14 +437,15 @@ pub(super) async fn remote_worker(
                 match job {
                     // Claims of different streams are independent: each runs
                     // at once, beside the worker's fetches and pushes.
-                    RemoteJob::Claim { claim, expect, inherited_cost } => {
+                    RemoteJob::Claim { claim, expect, inherited_cost, previous } => {
                         let (root, name, book, target, tx) =
                             (root.clone(), name.clone(), book.clone(), target.clone(), tx.clone());
                         tokio::spawn(async move {
                             let id = claim.stream.clone();
                             let (r, n, b, t) = (root.clone(), name.clone(), book.clone(), target.clone());
                             let result = tokio::task::spawn_blocking(move || {
-                                claim_now(&r, &n, &t, &b, *claim, expect, inherited_cost)
+                                let taken = Taken { expect, inherited_cost, previous: previous.map(|p| *p) };
+                                claim_now(&r, &n, &t, &b, *claim, taken)
                             })
                             .await
                             .unwrap_or_else(|e| Err(format!("the claim task failed: {e}")));
@@ -452,7 +469,7 @@ pub(super) async fn remote_worker(
                     RemoteJob::Release { parked, done } => {
                         let (root2, name2, book2) = (root.clone(), name.clone(), book.clone());
                         let notes = tokio::task::spawn_blocking(move || {
-                            release_all(&root2, &name2, &book2, &parked)
+                            release_all(&root2, &name2, &book2, &parked, lease)
                         })
                         .await
                         .unwrap_or_default();
@@ -520,15 +537,27 @@ fn report(tx: &mpsc::UnboundedSender<Msg>, lost: std::result::Result<Option<Stri
 
 /// Pushes a claim; on a win it is in the book and, when it replaces
 /// another holder's, the branch that holder pushed is this clone's.
+/// What a claim replaces: the claim commit it expects (none: the ref must
+/// not exist), and another holder's claim with what that holder spent.
+struct Taken {
+    expect: Option<String>,
+    inherited_cost: f64,
+    previous: Option<Claim>,
+}
+
 fn claim_now(
     root: &Path,
     remote: &str,
     target: &str,
     book: &Book,
     claim: Claim,
-    expect: Option<String>,
-    inherited_cost: f64,
+    taken: Taken,
 ) -> std::result::Result<bool, String> {
+    let Taken {
+        expect,
+        inherited_cost,
+        previous,
+    } = taken;
     let id = claim.stream.clone();
     let lock = book.lock_of(&id);
     let _push = hold(&lock);
@@ -540,18 +569,15 @@ fn claim_now(
     // A claim ref that is not there may be one a merge just deleted: the
     // merge's done record was created in the same atomic push, so asking
     // the remote after the win shows it, and the claim is given back.
-    let done = match &expect {
-        None => gremote::done_exists(root, remote, &id),
-        Some(_) => gremote::fetch(root, remote, target).map(|v| v.done.contains_key(&id)),
-    }
-    .map_err(|e| format!("{e:#}"))?;
+    let (done, pushed) = gremote::stream_refs(root, remote, &id).map_err(|e| format!("{e:#}"))?;
     if done {
-        gremote::release_claim(root, remote, &id, &oid, false).map_err(|e| format!("{e:#}"))?;
+        gremote::release_claim(root, remote, &id, &oid).map_err(|e| format!("{e:#}"))?;
         return Ok(false);
     }
-    // The branch as pushed by the last holder, fetched after the win (no
+    // The branch as pushed by an earlier holder, fetched after the win (no
     // push of theirs can land after it: theirs are fenced by the claim).
-    if expect.is_some() {
+    if pushed.is_some() {
+        gremote::fetch(root, remote, target).map_err(|e| format!("{e:#}"))?;
         gremote::adopt_branch(root, remote, &id).map_err(|e| format!("{e:#}"))?;
     }
     book.held().insert(
@@ -560,6 +586,7 @@ fn claim_now(
             oid,
             claim,
             inherited_cost,
+            previous,
         },
     );
     Ok(true)
@@ -655,7 +682,13 @@ fn renew_now(
 
 /// The run's end: parks the claims of `parked` streams and releases every
 /// other one. Returns what could not be done.
-fn release_all(root: &Path, remote: &str, book: &Book, parked: &BTreeSet<String>) -> Vec<String> {
+fn release_all(
+    root: &Path,
+    remote: &str,
+    book: &Book,
+    parked: &BTreeSet<String>,
+    lease: Duration,
+) -> Vec<String> {
     let ids: Vec<String> = book.held().keys().cloned().collect();
     let mut notes = Vec::new();
     for id in ids {
@@ -665,14 +698,17 @@ fn release_all(root: &Path, remote: &str, book: &Book, parked: &BTreeSet<String>
         let Some(h) = book.held().remove(&id) else {
             continue;
         };
-        let res = if parked.contains(&id) {
-            let mut c = h.claim.clone();
-            c.renewed = now_rfc3339();
-            c.expires = None;
-            gremote::push_claim(root, remote, &c, Some(&h.oid), true).map(|r| r.is_some())
+        // Parked: no expiry. Released: lapsed already, so another
+        // supervisor takes it over at once, with its attempt count and
+        // feedback, from the branch pushed with it.
+        let mut c = h.claim.clone();
+        c.renewed = now_rfc3339();
+        c.expires = if parked.contains(&id) {
+            None
         } else {
-            gremote::release_claim(root, remote, &id, &h.oid, true)
+            Some(lapsed_expiry(lease))
         };
+        let res = gremote::push_claim(root, remote, &c, Some(&h.oid), true).map(|r| r.is_some());
         match res {
             Ok(true) => {}
             Ok(false) => notes.push(format!(
@@ -760,6 +796,7 @@ impl Dispatcher {
                 && self.slots.contains_key(id)
                 && !claim.holder.same_clone(&r.me)
                 && claim.expires.is_some()
+                && !lapsed(claim, r.lease)
                 && !waits_for_person(&claim.status)
         })
     }
@@ -814,6 +851,7 @@ impl Dispatcher {
             .as_ref()
             .and_then(|_| r.view.claims.get(id))
             .and_then(|c| c.claim.clone());
+        let before_record = before.clone();
         let now = now_rfc3339();
         let inherited_cost = before
             .as_ref()
@@ -835,6 +873,11 @@ impl Dispatcher {
         };
         r.claiming.insert(id.to_string());
         let _ = r.jobs.send(RemoteJob::Claim {
+            previous: claim
+                .took_over_from
+                .as_ref()
+                .and(before_record)
+                .map(Box::new),
             claim: Box::new(claim),
             expect,
             inherited_cost,
@@ -914,11 +957,13 @@ impl Dispatcher {
                 r.claiming.remove(&id);
                 match result {
                     Ok(true) => {
+                        // The replaced claim as it was when this one was
+                        // asked for (the view may show this one by now).
                         let taken = r.book.held().get(&id).and_then(|h| {
                             h.claim
                                 .took_over_from
                                 .clone()
-                                .map(|f| (f, r.view.claims.get(&id).and_then(|c| c.claim.clone())))
+                                .map(|f| (f, h.previous.clone()))
                         });
                         self.event(
                             "remote",
