@@ -66,6 +66,16 @@ fn ts(s: &str) -> chrono::DateTime<chrono::Utc> {
         .with_timezone(&chrono::Utc)
 }
 
+/// Whether commit `merge` on the remote has `work` in its history.
+fn holds(d: &GitDaemon, merge: &str, work: &str) -> bool {
+    std::process::Command::new("git")
+        .args(["merge-base", "--is-ancestor", work, merge])
+        .current_dir(d.bare())
+        .status()
+        .expect("git merge-base")
+        .success()
+}
+
 /// The JSON records (claims, then the done record) on the first-parent
 /// line of `refs/loki/done/<id>`, oldest first.
 fn claim_history(d: &GitDaemon, id: &str) -> Vec<Value> {
@@ -315,13 +325,8 @@ fn three_supervisors_share_a_swarm_and_a_killed_ones_streams_are_taken_over() {
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let contains = std::process::Command::new("git")
-        .args(["merge-base", "--is-ancestor", &pushed_attempt_1, &merge])
-        .current_dir(d.bare())
-        .status()
-        .expect("git merge-base");
     assert!(
-        contains.success(),
+        holds(&d, &merge, &pushed_attempt_1),
         "the merge of s09 does not hold the pushed attempt 1"
     );
 
@@ -537,13 +542,8 @@ fn a_stream_stopped_on_one_machine_goes_on_elsewhere_from_its_pushed_branch() {
     assert_eq!(st["status"], "merged", "{st}");
     assert_eq!(st["attempts"][0]["n"], 3, "{st}");
     let merge = st["merge_commit"].as_str().unwrap_or_default().to_string();
-    let holds = std::process::Command::new("git")
-        .args(["merge-base", "--is-ancestor", &pushed, &merge])
-        .current_dir(d.bare())
-        .status()
-        .expect("git merge-base");
     assert!(
-        holds.success(),
+        holds(&d, &merge, &pushed),
         "the merge of x does not hold the first machine's work"
     );
     let history = claim_history(&d, "x");
