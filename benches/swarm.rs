@@ -16,7 +16,8 @@
 //!    agent, `git add -A` and `git commit` with loki's trailers, a `flock`ed
 //!    `git merge --no-ff` in the main checkout, `git worktree remove`,
 //!    `git branch -d`. It has no checks, no state, no events and no
-//!    transcripts. A sampler counts the worktree folders alive every 2 ms;
+//!    transcripts. The steps that list worktrees are tried again on
+//!    failure (git dies on a worktree another stream is removing then). A sampler counts the worktree folders alive every 2 ms;
 //!    the peak is shown against loki's bound (`max_parallel` running, twice
 //!    that in the pipeline, `max_parallel` pooled: 3 x max_parallel).
 //!    `LOKI_BENCH_LARGE=1` adds 1,000 streams on the 5,000-file tree.
@@ -100,7 +101,11 @@ set -euo pipefail
 agent=$1
 id=$2
 wt=.loki/worktrees/$id
-git worktree add -q -b "loki/$id" "$wt" main
+# git's worktree listing dies on a worktree another stream is removing at
+# that instant ("failed to read .git/worktrees/<id>/commondir"): the steps
+# that list worktrees are tried again, as a user would after seeing it.
+again() { local n; for n in 1 2 3 4 5; do "$@" && return 0; sleep 0.05; done; return 1; }
+again git worktree add -q -B "loki/$id" "$wt" main
 (cd "$wt" && LOKI_STREAM_ID=$id LOKI_ATTEMPT=1 "$agent")
 git -C "$wt" add -A
 git -C "$wt" commit -q -m "loki: $id attempt 1 (checks passed)" -m "PASS: 3 checks" \
@@ -113,8 +118,8 @@ Loki-Attempts: 1
 Loki-Agent: $agent bench-agent 1
 Loki-Cost-USD: 0.0000
 Loki-Checks: PASS"
-git worktree remove "$wt"
-git branch -q -d "loki/$id"
+again git worktree remove "$wt"
+again git branch -q -d "loki/$id"
 "#;
 
 fn main() -> Result<()> {
@@ -439,6 +444,7 @@ impl BenchRepo {
     fn run_baseline(&self, script: &Path, agent: &Path) -> Result<Measure> {
         let list = self.root().join(".loki/bench-ids");
         fs::write(&list, self.ids.join("\n") + "\n")?;
+        let errors = self.root().join(".loki/bench-script.err");
         let mut cmd = Command::new("xargs");
         cmd.args(["-P", &PARALLEL.to_string(), "-n", "1", "bash"])
             .arg(script)
@@ -447,10 +453,14 @@ impl BenchRepo {
             .env("GIT_MERGE_AUTOEDIT", "no")
             .stdin(File::open(&list)?)
             .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .stderr(File::create(&errors)?);
         let (code, m) = run_measured(cmd)?;
         if code != 0 {
-            bail!("the baseline script exited with {code}");
+            bail!(
+                "the baseline script exited with {code} in {}:\n{}",
+                self.root().display(),
+                fs::read_to_string(&errors).unwrap_or_default()
+            );
         }
         Ok(m)
     }

@@ -900,6 +900,36 @@ fn untracked_or_ignored_files_where_the_merge_adds_one_block_it() {
     assert_eq!(read(&root, "build.log"), "stream\n");
 }
 
+/// The check of the user's checkout asks git only about the merge's paths:
+/// what the user did to a folder above them, or to paths far from them,
+/// must still be judged right.
+#[test]
+fn a_file_the_user_put_where_the_merge_needs_a_tracked_folder_blocks_it() {
+    let (_tmp, root) = repo();
+    commit_on(&root, "notes/old.md", "old\n", "notes");
+    stream_with(&root, "ch01", &[("notes/new.md", "from the stream\n")]);
+    let main_head = rev(&root, "main");
+    // The user replaced the tracked folder by a file, and edited b.txt.
+    fs::remove_dir_all(root.join("notes")).unwrap();
+    write(&root, "notes", "the user's own file\n");
+    write(&root, "b.txt", "the user's bee\n");
+    assert_eq!(
+        merge(&root, "ch01"),
+        MergeOutcome::UserChanges {
+            paths: vec!["notes".to_string()]
+        }
+    );
+    assert_eq!(rev(&root, "main"), main_head);
+    assert_eq!(read(&root, "notes"), "the user's own file\n");
+    // The folder back, the merge goes ahead and b.txt keeps the user's edit.
+    fs::remove_file(root.join("notes")).unwrap();
+    git(&root, &["checkout", "--", "notes"]);
+    merged_commit(merge(&root, "ch01"));
+    assert_eq!(read(&root, "notes/new.md"), "from the stream\n");
+    assert_eq!(read(&root, "b.txt"), "the user's bee\n");
+    assert_eq!(status(&root), " M b.txt\n");
+}
+
 #[test]
 fn user_changes_elsewhere_survive_the_merge() {
     let (_tmp, root) = repo();

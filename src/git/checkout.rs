@@ -29,6 +29,7 @@ use anyhow::{anyhow, Context, Result};
 use git2::build::CheckoutBuilder;
 use git2::{DiffOptions, ObjectType, Oid, Repository, RepositoryState, Tree};
 
+use super::tree_merge::changed_paths;
 use super::{diff_paths, dirty_paths, head_branch_ref, normalize, open_repo};
 use crate::model::paths::{is_loki_path, Layout};
 
@@ -73,13 +74,17 @@ pub(super) fn user_conflicts(
     changed: &BTreeSet<String>,
 ) -> Result<Vec<String>> {
     let wrepo = open_repo(dir)?;
-    let dirty = dirty_paths(&wrepo)?;
     if wrepo.state() != RepositoryState::Clean {
+        let dirty = dirty_paths(&wrepo, None)?;
         let busy: Vec<String> = dirty.iter().filter(|p| !is_loki_path(p)).cloned().collect();
         if !busy.is_empty() {
             return Ok(busy);
         }
     }
+    // Only the merge's paths are asked about (and what lies under them):
+    // the check costs what the merge changes, not the size of the checkout.
+    // A file where the merge needs a folder is found on disk below.
+    let dirty = dirty_paths(&wrepo, Some(changed))?;
     let mut hits: BTreeSet<String> = dirty
         .iter()
         .filter(|p| changed.iter().any(|c| overlaps(p, c)))
@@ -111,11 +116,14 @@ pub(super) fn user_conflicts(
                 break;
             }
             let tracked = t_tree.get_path(p).ok().map(|e| e.kind());
-            let tracked_dir = tracked == Some(Some(ObjectType::Tree));
             // A tracked file the merge turns into a folder is the merge's to
-            // replace (the user's edits to it count as dirty above).
-            let replaced_file = tracked.is_some() && changed.contains(p.to_string_lossy().as_ref());
-            if !tracked_dir && !replaced_file {
+            // replace (the user's edits to it count as dirty above). Any
+            // other file or link where the merge needs a folder is in the
+            // way, the user's own or a tracked folder they replaced.
+            let replaced_file = tracked.is_some()
+                && tracked != Some(Some(ObjectType::Tree))
+                && changed.contains(p.to_string_lossy().as_ref());
+            if !replaced_file {
                 if let Ok(meta) = dir.join(p).symlink_metadata() {
                     if !meta.is_dir() {
                         hits.insert(p.to_string_lossy().into_owned());
@@ -389,8 +397,7 @@ pub(super) fn resync_checkouts(
     }
     let old_tree = commit.parent(0)?.tree()?;
     let new_tree = commit.tree()?;
-    let diff = repo.diff_tree_to_tree(Some(&old_tree), Some(&new_tree), None)?;
-    let changed = diff_paths(&diff);
+    let changed = changed_paths(repo, old_tree.id(), new_tree.id())?;
     let mut behind = Vec::new();
     for dir in checkouts_of(repo, target_ref)? {
         let wrepo = open_repo(&dir)?;

@@ -274,7 +274,7 @@ pub fn touched_paths(root: &Path, id: &str, base: &str) -> anyhow::Result<Vec<St
         .with_context(|| format!("comparing {base} with HEAD in {}", worktree.display()))?;
     paths.extend(diff_paths(&diff));
     paths.extend(
-        dirty_paths(&repo)
+        dirty_paths(&repo, None)
             .with_context(|| format!("reading the status of {}", worktree.display()))?,
     );
     Ok(paths.into_iter().collect())

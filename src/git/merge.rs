@@ -34,7 +34,8 @@ use super::checkout::{
     behind_note, checkout_marker, checkouts_of, read_checkout_marker, resync_checkouts,
     update_checkout, user_conflicts,
 };
-use super::{branch_oid, check_id, compose_message, diff_paths, open_repo, repo_lock, signature};
+use super::tree_merge::{changed_paths, merge_by_subtree};
+use super::{branch_oid, check_id, compose_message, open_repo, repo_lock, signature};
 use crate::model::paths::branch_name;
 
 /// How often a merge is redone because the target moved (or its ref was
@@ -133,12 +134,7 @@ pub fn merge_stream_with_hook(
         let b_commit = repo.find_commit(b).with_context(ctx)?;
         let new_tree = repo.find_tree(tree_id).with_context(ctx)?;
         let t_tree = t_commit.tree().with_context(ctx)?;
-        let changed = {
-            let diff = repo
-                .diff_tree_to_tree(Some(&t_tree), Some(&new_tree), None)
-                .with_context(ctx)?;
-            diff_paths(&diff)
-        };
+        let changed = changed_paths(&repo, t_tree.id(), tree_id).with_context(ctx)?;
 
         let checkouts = checkouts_of(&repo, &target_ref).with_context(ctx)?;
         let mut blocked = BTreeSet::new();
@@ -308,12 +304,7 @@ pub(super) fn loki_merge_of(
 /// commit that only says `Merge stream <id>` (made by hand, or by an agent
 /// with `git commit-tree`) with some other tree is no merge of loki's.
 fn merge_tree_is_honest(repo: &Repository, merge: &git2::Commit) -> Result<bool, git2::Error> {
-    let (p1, p2) = (merge.parent(0)?, merge.parent(1)?);
-    let mut index = repo.merge_commits(&p1, &p2, None)?;
-    if index.has_conflicts() {
-        return Ok(false);
-    }
-    Ok(index.write_tree_to(repo)? == merge.tree_id())
+    Ok(merged_tree(repo, merge.parent_id(0)?, merge.parent_id(1)?)? == Ok(merge.tree_id()))
 }
 
 /// The tree of `b` merged into `t`, in memory, or the paths that conflict.
@@ -324,6 +315,16 @@ pub(super) fn merged_tree(
 ) -> Result<Result<Oid, Vec<String>>, git2::Error> {
     let t_commit = repo.find_commit(t)?;
     let b_commit = repo.find_commit(b)?;
+    // One merge base (libgit2 would merge several into a virtual one first)
+    // and only folders that differ: the merge costs what changed.
+    let bases = repo.merge_bases(t, b)?;
+    if let [base] = bases.as_ref() {
+        let base_tree = repo.find_commit(*base)?.tree_id();
+        let quick = merge_by_subtree(repo, base_tree, t_commit.tree_id(), b_commit.tree_id())?;
+        if let Some(tree) = quick {
+            return Ok(Ok(tree));
+        }
+    }
     let mut index = repo.merge_commits(&t_commit, &b_commit, None)?;
     if index.has_conflicts() {
         return Ok(Err(conflict_paths(&index)?));

@@ -23,6 +23,7 @@
 //! | `pool.rs` | merged streams' worktrees kept to be switched to the next stream's branch |
 //! | `stat_cache.rs` | the stat data loki saw of each worktree's files, so a commit hashes only what changed |
 //! | `integrity.rs` | opening a stream's worktree through its registration; what an agent changed in its `.git`, HEAD or branch, put back |
+//! | `tree_merge.rs` | merges and diffs of trees that look only inside the folders that differ |
 //! | `merge.rs` | merging a stream into the target, the journal of a merge in flight, the target's abandoned locks |
 //! | `checkout.rs` | the safe update of the user's checkout after a merge, and its resync after a crash |
 //! | `history.rs` | reading history back: stream merges and their attempts, trailers, the graph |
@@ -74,6 +75,7 @@ mod pool;
 pub mod remote;
 mod resolve;
 mod stat_cache;
+mod tree_merge;
 mod worktree;
 
 pub use branch::{
@@ -327,13 +329,28 @@ fn diff_paths(diff: &Diff) -> BTreeSet<String> {
     paths
 }
 
-/// Staged, unstaged and untracked (recursing into untracked folders) paths.
-fn dirty_paths(repo: &Repository) -> Result<BTreeSet<String>, git2::Error> {
+/// Staged, unstaged and untracked (recursing into untracked folders) paths:
+/// all of them, or only those that are or lie under one of `among` (then
+/// git reads only those paths' folders).
+fn dirty_paths(
+    repo: &Repository,
+    among: Option<&BTreeSet<String>>,
+) -> Result<BTreeSet<String>, git2::Error> {
     let mut opts = StatusOptions::new();
     opts.include_untracked(true)
         .recurse_untracked_dirs(true)
         .include_ignored(false)
         .exclude_submodules(false);
+    if let Some(paths) = among {
+        if paths.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        // Literal paths, not patterns: a path with `*` in it is itself.
+        opts.disable_pathspec_match(true);
+        for p in paths {
+            opts.pathspec(p);
+        }
+    }
     let statuses = repo.statuses(Some(&mut opts))?;
     Ok(statuses
         .iter()

@@ -35,7 +35,8 @@ use git2::{ErrorCode, Oid, Repository};
 
 use super::checkout::{behind_note, checkouts_of, update_checkout, user_conflicts};
 use super::merge::{loki_merge_of, merged_tree};
-use super::{check_id, compose_message, diff_paths, open_repo, repo_lock, signature};
+use super::tree_merge::changed_paths;
+use super::{check_id, compose_message, open_repo, repo_lock, signature};
 use crate::model::claim::{parse_record, record_message, Claim, Done};
 use crate::model::paths::branch_name;
 
@@ -737,11 +738,7 @@ pub fn follow_target(root: &Path, remote: &str, target: &str) -> Result<Option<S
     let old_tree = repo.find_commit(ours)?.tree()?;
     let new_commit = repo.find_commit(theirs)?;
     let new_tree = new_commit.tree()?;
-    let changed = diff_paths(
-        &repo
-            .diff_tree_to_tree(Some(&old_tree), Some(&new_tree), None)
-            .with_context(ctx)?,
-    );
+    let changed = changed_paths(&repo, old_tree.id(), new_tree.id()).with_context(ctx)?;
     let checkouts = checkouts_of(&repo, &target_ref).with_context(ctx)?;
     let mut blocked = Vec::new();
     for wt in &checkouts {
