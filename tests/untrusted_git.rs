@@ -208,3 +208,45 @@ fn a_fifo_in_place_of_the_worktree_git_file_hangs_nothing() {
     );
     h.assert_all_merged_once(&["s1"]);
 }
+
+/// What lands in a stream's worktree after its attempt's commit (a process
+/// of the agent's that outlived it, writing on) is not merged: a stream
+/// that merges on its own checks merges exactly the commit its checks saw.
+/// The merge is held by the user's uncommitted change on the stream's
+/// output, the late file is written then, and the change is taken away.
+#[test]
+fn a_file_written_into_the_worktree_after_the_attempt_is_not_merged() {
+    let h = Swarm::empty();
+    swarm_with_agent(
+        &h,
+        &fake_agent(),
+        1,
+        &[stream("s1", &[], "chapters/s1.md", "")],
+    );
+    h.repo.write("chapters/s1.md", "the user's own draft\n");
+    let run = h.start();
+    h.wait_state("s1", "the merge waits for the user's checkout", |s| {
+        s["status"] == "merging"
+            && s["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("your uncommitted changes"))
+    });
+    let attempt_commit = h.repo.git(&["rev-parse", "loki/s1"]);
+    std::fs::write(
+        h.path().join(".loki/worktrees/s1/late.md"),
+        "written after the attempt's commit\n",
+    )
+    .unwrap();
+    std::fs::remove_file(h.path().join("chapters/s1.md")).unwrap();
+    let done = run.wait_within(std::time::Duration::from_secs(60));
+    assert_eq!(done.code, Some(0), "{}", done.both());
+    h.assert_all_merged_once(&["s1"]);
+    let merged = h.repo.git(&["rev-parse", "main^2"]);
+    assert_eq!(
+        merged, attempt_commit,
+        "the attempt's commit is what merged"
+    );
+    let files = h.repo.git(&["ls-tree", "-r", "--name-only", "main"]);
+    assert!(!files.contains("late.md"), "{files}");
+    assert!(h.repo.read("chapters/s1.md").starts_with("*Stream s1"));
+}

@@ -186,7 +186,11 @@ fn apply_direct(
             unblock(store, &req.dependents, &ctx);
         }
     }
-    if effects.contains(&Effect::QueueMerge) && written.status == Status::Merging {
+    if effects
+        .iter()
+        .any(|e| matches!(e, Effect::QueueMerge { .. }))
+        && written.status == Status::Merging
+    {
         if req.kind == Kind::Retry {
             // A conflicted stream is merged again by the next `loki run`.
             return Ok(format!("{id} will run again at the next `loki run`"));

@@ -221,7 +221,12 @@ pub enum Role {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     /// Hand the stream to the merge worker (or, with no supervisor, merge now).
-    QueueMerge,
+    /// `with_edits`: a person sent it there (approved it, or retried its
+    /// conflict), so what they changed by hand in its worktree since the
+    /// attempt's commit is committed and merged too; otherwise exactly the
+    /// attempt's commit is merged, as its checks saw it, and the worktree is
+    /// not walked again.
+    QueueMerge { with_edits: bool },
     /// Try the merge again later (the user's checkout is in the way).
     RetryMergeLater,
     /// Remove the worktree and branch of a merged stream.
@@ -642,7 +647,7 @@ pub fn handle(st: &StreamState, input: Input, ctx: &Ctx) -> Result<Step, Refusal
                 );
             } else {
                 b.go(Merging, None);
-                b.effect(Effect::QueueMerge);
+                b.effect(Effect::QueueMerge { with_edits: false });
             }
             b.st.feedback = None;
             b.st.feedback_log.clear();
@@ -870,13 +875,17 @@ fn recover(b: &mut Builder<'_>) {
             {
                 b.st.reason = None;
             }
-            b.effect(Effect::QueueMerge);
+            b.effect(Effect::QueueMerge {
+                with_edits: b.st.approved_by.is_some(),
+            });
         }
         // A new run gives a conflict its resolver attempts again.
         Conflicted => {
             b.go(Merging, None);
             b.st.resolve_attempts = 0;
-            b.effect(Effect::QueueMerge);
+            b.effect(Effect::QueueMerge {
+                with_edits: b.st.approved_by.is_some(),
+            });
         }
         Merged => {
             b.effect(Effect::Cleanup);
@@ -911,7 +920,7 @@ fn steer(b: &mut Builder<'_>, req: Steer) -> Result<(), Refusal> {
             let who = approver();
             b.go(Merging, Some(format!("approved by {who}")));
             b.st.approved_by = Some(who);
-            b.effect(Effect::QueueMerge);
+            b.effect(Effect::QueueMerge { with_edits: true });
         }
         Kind::MergeRequested | Kind::FeatureReady if s == Running => {
             if !b.ctx.supervised {
@@ -1003,7 +1012,7 @@ fn steer(b: &mut Builder<'_>, req: Steer) -> Result<(), Refusal> {
                 match s {
                     Conflicted => {
                         b.go(Merging, Some("merging again".into()));
-                        b.effect(Effect::QueueMerge);
+                        b.effect(Effect::QueueMerge { with_edits: true });
                     }
                     // Stays interrupted: it resumes as soon as a slot is free.
                     Interrupted => {

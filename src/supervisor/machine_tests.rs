@@ -136,7 +136,7 @@ fn approval_records_who_and_queues_the_merge() {
     .unwrap();
     assert_eq!(step.state.approved_by.as_deref(), Some("maria"));
     assert_eq!(step.state.reason.as_deref(), Some("approved by maria"));
-    assert_eq!(step.effects, vec![Effect::QueueMerge]);
+    assert_eq!(step.effects, vec![Effect::QueueMerge { with_edits: true }]);
     assert_eq!(
         step.transition(),
         Some((Status::AwaitingApproval, Status::Merging))
@@ -285,7 +285,10 @@ fn retry_renews_the_allowance_and_unblocks_dependents() {
         vec![Effect::Release, Effect::UnblockDependents]
     );
     let step = handle(&stream(Status::Conflicted), steer(Kind::Retry), &ctx()).unwrap();
-    assert_eq!(step.effects, vec![Effect::Release, Effect::QueueMerge]);
+    assert_eq!(
+        step.effects,
+        vec![Effect::Release, Effect::QueueMerge { with_edits: true }]
+    );
     assert_eq!(step.state.reason.as_deref(), Some("merging again"));
 }
 
@@ -537,7 +540,7 @@ fn a_passed_attempt_waits_for_approval_when_asked() {
     assert!(step.effects.is_empty());
     let step = handle(&st, pass(false), &ctx()).unwrap();
     assert_eq!(step.state.status, Status::Merging);
-    assert_eq!(step.effects, vec![Effect::QueueMerge]);
+    assert_eq!(step.effects, vec![Effect::QueueMerge { with_edits: false }]);
 }
 
 #[test]
@@ -630,7 +633,9 @@ fn recovery_of_every_status() {
         match s {
             Preparing => assert_eq!(step.state.attempts[0].outcome, "not_started"),
             Running | Checking => assert_eq!(step.state.attempts[0].outcome, "interrupted"),
-            Merging | Conflicted => assert_eq!(step.effects, vec![Effect::QueueMerge]),
+            Merging | Conflicted => {
+                assert_eq!(step.effects, vec![Effect::QueueMerge { with_edits: false }])
+            }
             Merged => assert_eq!(step.effects, vec![Effect::Cleanup]),
             _ => {}
         }
@@ -1047,7 +1052,10 @@ fn a_conflict_gets_a_resolver_attempt_then_waits_for_a_person() {
     )
     .unwrap();
     assert_eq!(passed.state.status, Status::Merging);
-    assert_eq!(passed.effects, vec![Effect::QueueMerge]);
+    assert_eq!(
+        passed.effects,
+        vec![Effect::QueueMerge { with_edits: false }]
+    );
 
     // The next conflict, with the resolver attempt used: for a person.
     let mut again = passed.state.clone();
@@ -1112,7 +1120,10 @@ fn validators_judge_an_attempt_between_its_checks_and_its_merge() {
     // From validating, a pass goes on to the merge.
     let merged = handle(&st, passed(), &c).unwrap();
     assert_eq!(merged.state.status, Status::Merging);
-    assert_eq!(merged.effects, vec![Effect::QueueMerge]);
+    assert_eq!(
+        merged.effects,
+        vec![Effect::QueueMerge { with_edits: false }]
+    );
 
     // A crash during validation: the same commit is validated again.
     let rec = handle(&stream(Status::Validating), Input::Recover, &c).unwrap();

@@ -18,8 +18,10 @@ pub(super) async fn merge_worker(
         let id = job.id.to_string();
         let remote = remote.clone();
         let result = tokio::task::spawn_blocking(move || {
-            attempt::commit_review_edits(&Layout::new(&root), &job.id, job.attempt)
-                .map_err(|e| format!("{e:#}"))?;
+            if job.with_edits {
+                attempt::commit_review_edits(&Layout::new(&root), &job.id, job.attempt)
+                    .map_err(|e| format!("{e:#}"))?;
+            }
             match remote {
                 // Through the remote: pushed there, then followed here.
                 Some(r) => r.merge(&root, &job.id, &target, &job.subject, &job.trailers),
@@ -40,7 +42,7 @@ impl Dispatcher {
 
     /// Hands the stream to the merge worker, once: a stream already queued
     /// (a signal's approval before start-up queued it again) is not merged twice.
-    pub(super) fn queue_merge(&mut self, id: &str) {
+    pub(super) fn queue_merge(&mut self, id: &str, with_edits: bool) {
         let Some(slot) = self.slots.get(id) else {
             return;
         };
@@ -52,6 +54,7 @@ impl Dispatcher {
         let _ = self.merge_tx.send(MergeJob {
             id: id.to_string(),
             attempt: st.attempt,
+            with_edits,
             subject: format!("Merge stream {id}"),
             trailers,
         });

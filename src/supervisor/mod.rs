@@ -226,6 +226,8 @@ impl Slot {
 struct MergeJob {
     id: String,
     attempt: u32,
+    /// Commit a person's edits in the worktree first (`Effect::QueueMerge`).
+    with_edits: bool,
     subject: String,
     trailers: Vec<(String, String)>,
 }
@@ -771,7 +773,7 @@ impl Dispatcher {
     async fn perform(&mut self, id: &str, effects: Vec<Effect>) {
         for e in effects {
             match e {
-                Effect::QueueMerge => self.queue_merge(id),
+                Effect::QueueMerge { with_edits } => self.queue_merge(id, with_edits),
                 Effect::RetryMergeLater => {
                     self.merge_retry
                         .insert(id.to_string(), Instant::now() + Duration::from_secs(2));

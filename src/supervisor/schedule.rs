@@ -239,13 +239,14 @@ impl Dispatcher {
             .collect();
         for id in due {
             self.merge_retry.remove(&id);
-            if self
-                .slots
-                .get(&id)
-                .is_some_and(|s| s.st.status == Status::Merging)
-            {
-                self.queue_merge(&id);
-            }
+            // The wait was for the user's checkout: a person's edits were
+            // taken when the merge was first asked for; an approved stream's
+            // are taken again, as at a restart.
+            let approved = match self.slots.get(&id) {
+                Some(s) if s.st.status == Status::Merging => s.st.approved_by.is_some(),
+                _ => continue,
+            };
+            self.queue_merge(&id, approved);
         }
     }
 
