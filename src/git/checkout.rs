@@ -42,6 +42,25 @@ pub(super) fn checkouts_of(repo: &Repository, target_ref: &str) -> Result<Vec<Pa
         }
     }
     for name in repo.worktrees()?.iter().flatten() {
+        // The registration's HEAD file says whether the worktree has the
+        // target checked out, so the stream and pooled worktrees (most of
+        // them) are never opened: a merge costs the same with 1 worktree
+        // as with 24.
+        let head = crate::util::read_inside(
+            &repo.commondir().join("worktrees").join(name),
+            Path::new("HEAD"),
+            4096,
+        );
+        let names_target = head.is_ok_and(|b| {
+            String::from_utf8_lossy(&b)
+                .trim()
+                .strip_prefix("ref:")
+                .map(str::trim)
+                == Some(target_ref)
+        });
+        if !names_target {
+            continue;
+        }
         let Ok(wt) = repo.find_worktree(name) else {
             continue;
         };
