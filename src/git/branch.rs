@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use git2::{BranchType, ErrorCode, Oid};
 
-use super::{branch_oid, check_id, head_branch_ref, merge_base, open_repo, repo_lock};
+use super::{branch_oid, check_id, head_branch_ref, merge_base, open_repo, worktrees_lock};
 use crate::model::paths::branch_name;
 
 /// Name of the branch checked out in the main worktree (`None` if detached).
@@ -29,7 +29,7 @@ pub fn branch_head(root: &Path, branch: &str) -> anyhow::Result<String> {
 /// Deletes branch `loki/<id>` if it exists.
 pub fn delete_branch(root: &Path, id: &str) -> anyhow::Result<()> {
     check_id(id)?;
-    let _serial = repo_lock();
+    let _serial = worktrees_lock();
     let repo = open_repo(root)?;
     let branch = branch_name(id);
     let mut b = match repo.find_branch(&branch, BranchType::Local) {
@@ -78,7 +78,7 @@ pub fn local_branches(root: &Path) -> Result<Vec<String>> {
 /// Creates local branch `branch` at `commit` (a full commit id); fails if
 /// it exists. A rehearsal's scratch target is made this way.
 pub fn create_branch(root: &Path, branch: &str, commit: &str) -> Result<()> {
-    let _serial = repo_lock();
+    let _serial = worktrees_lock();
     let repo = open_repo(root)?;
     let oid = Oid::from_str(commit).with_context(|| format!("reading the commit id {commit}"))?;
     let commit = repo
@@ -91,7 +91,7 @@ pub fn create_branch(root: &Path, branch: &str, commit: &str) -> Result<()> {
 
 /// Deletes local branch `branch` (a whole name, not a stream id) if it exists.
 pub fn delete_named_branch(root: &Path, branch: &str) -> Result<()> {
-    let _serial = repo_lock();
+    let _serial = worktrees_lock();
     let repo = open_repo(root)?;
     let mut b = match repo.find_branch(branch, BranchType::Local) {
         Ok(b) => b,

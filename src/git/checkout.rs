@@ -70,7 +70,9 @@ pub(super) fn checkouts_of(repo: &Repository, target_ref: &str) -> Result<Vec<Pa
         let Ok(wrepo) = Repository::open_from_worktree(&wt) else {
             continue;
         };
-        if head_branch_ref(&wrepo)?.as_deref() == Some(target_ref) {
+        // A worktree moved or removed meanwhile (the worktrees' lock is not
+        // held here) is no checkout of the target.
+        if head_branch_ref(&wrepo).ok().flatten().as_deref() == Some(target_ref) {
             out.push(normalize(wt.path()));
         }
     }

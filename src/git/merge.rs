@@ -19,8 +19,9 @@
 //! - **The journal.** Between the ref update and the checkout update a file
 //!   in the git dir names the merge commit, so a supervisor killed then has
 //!   its checkout update finished by the next merge (see `checkout.rs`).
-//! - **Serialised merges.** Merges inside one process take the global lock
-//!   (the design has one merge worker anyway).
+//! - **Serialised merges.** Merges inside one process take the target's
+//!   lock (the design has one merge worker anyway), never the worktrees'
+//!   one: a worktree being prepared or removed does not hold a merge up.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -35,7 +36,9 @@ use super::checkout::{
     update_checkout, user_conflicts,
 };
 use super::tree_merge::{changed_paths, merge_by_subtree};
-use super::{branch_oid, check_id, compose_message, open_repo, repo_lock, signature};
+use super::{
+    branch_oid, check_id, compose_message, open_repo, signature, target_lock, worktrees_lock,
+};
 use crate::model::paths::branch_name;
 
 /// How often a merge is redone because the target moved (or its ref was
@@ -91,7 +94,7 @@ pub fn merge_stream_with_hook(
     before_ref_update: &mut dyn FnMut(u32),
 ) -> anyhow::Result<MergeOutcome> {
     check_id(id)?;
-    let _serial = repo_lock();
+    let _serial = target_lock();
     let repo = open_repo(root)?;
     let branch = branch_name(id);
     let target_ref = format!("refs/heads/{target}");
@@ -225,7 +228,7 @@ pub enum Refresh {
 /// moves with a compare-and-swap.
 pub fn refresh_stream(root: &Path, id: &str, target: &str) -> anyhow::Result<Refresh> {
     check_id(id)?;
-    let _serial = repo_lock();
+    let _serial = worktrees_lock();
     let repo = open_repo(root)?;
     let branch = branch_name(id);
     let branch_ref = format!("refs/heads/{branch}");
@@ -415,7 +418,7 @@ pub fn clear_abandoned_target_locks(
     target: &str,
     min_age: Duration,
 ) -> anyhow::Result<LockCleanup> {
-    let _serial = repo_lock();
+    let _serial = target_lock();
     let repo = open_repo(root)?;
     let target_ref = format!("refs/heads/{target}");
     let marker = checkout_marker(&repo);

@@ -36,7 +36,7 @@ use git2::{ErrorCode, Oid, Repository};
 use super::checkout::{behind_note, checkouts_of, update_checkout, user_conflicts};
 use super::merge::{loki_merge_of, merged_tree};
 use super::tree_merge::changed_paths;
-use super::{check_id, compose_message, open_repo, repo_lock, signature};
+use super::{check_id, compose_message, open_repo, signature, target_lock, worktrees_lock};
 use crate::model::claim::{parse_record, record_message, Claim, Done};
 use crate::model::paths::branch_name;
 
@@ -451,7 +451,7 @@ pub fn push_claim(
     let id = claim.stream.as_str();
     check_id(id)?;
     let (oid, head) = {
-        let _serial = repo_lock();
+        let _serial = target_lock();
         let repo = open_repo(root)?;
         let oid = claim_commit(&repo, claim, expect)?;
         let head = if branch {
@@ -491,7 +491,7 @@ pub fn renew_claims(
     }
     let mut updates = Vec::new();
     {
-        let _serial = repo_lock();
+        let _serial = target_lock();
         let repo = open_repo(root)?;
         for (c, old) in claims {
             check_id(&c.stream)?;
@@ -531,7 +531,7 @@ pub fn release_claim(root: &Path, remote: &str, id: &str, expect: &str) -> Resul
 /// whether the branch moved.
 pub fn adopt_branch(root: &Path, remote: &str, id: &str) -> Result<bool> {
     check_id(id)?;
-    let _serial = repo_lock();
+    let _serial = worktrees_lock();
     let repo = open_repo(root)?;
     let Ok(theirs) = repo.refname_to_id(&format!("{}/heads/{id}", mirror(remote))) else {
         return Ok(false);
@@ -618,7 +618,7 @@ pub fn merge_to_remote(
             return Ok(RemoteMerge::ClaimLost);
         }
         let (commit, t) = {
-            let _serial = repo_lock();
+            let _serial = target_lock();
             let repo = open_repo(root)?;
             let t = repo
                 .refname_to_id(&tracking)
@@ -714,7 +714,7 @@ pub fn merge_to_remote(
 /// target has commits the remote lacks, or the user's changes are in the
 /// way.
 pub fn follow_target(root: &Path, remote: &str, target: &str) -> Result<Option<String>> {
-    let _serial = repo_lock();
+    let _serial = target_lock();
     let repo = open_repo(root)?;
     let target_ref = format!("refs/heads/{target}");
     let ctx = || {

@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use git2::{Oid, Repository};
 
 use super::integrity::open_stream_worktree;
-use super::{branch_oid, check_id, open_repo, repo_lock};
+use super::{branch_oid, check_id, open_repo, worktrees_lock};
 use crate::model::paths::branch_name;
 
 /// What a resolver is given.
@@ -32,7 +32,7 @@ pub struct Resolution {
 /// conflicts as `git merge` does (markers in the files, MERGE_HEAD).
 pub fn start_resolution(root: &Path, id: &str, target: &str) -> Result<Resolution> {
     check_id(id)?;
-    let _serial = repo_lock();
+    let _serial = worktrees_lock();
     let repo = open_repo(root)?;
     let branch = branch_name(id);
     let ctx = || format!("merging {target} into {branch} in its worktree");

@@ -27,7 +27,9 @@ use git2::{
 };
 
 use super::integrity::dot_git_target;
-use super::{branch_oid, check_id, head_branch_ref, merge_base, open_repo, repo_lock, same_path};
+use super::{
+    branch_oid, check_id, head_branch_ref, merge_base, open_repo, same_path, worktrees_lock,
+};
 use crate::model::paths::{branch_name, Layout};
 
 /// A stream's worktree, ready for an attempt.
@@ -47,7 +49,7 @@ pub struct Worktree {
 /// reused; a stale worktree registration (folder gone) is pruned first.
 pub fn prepare_worktree(root: &Path, id: &str, target: &str) -> anyhow::Result<Worktree> {
     check_id(id)?;
-    let _serial = repo_lock();
+    let _serial = worktrees_lock();
     let repo = open_repo(root)?;
     let branch = branch_name(id);
     let layout = Layout::new(root);
@@ -209,7 +211,7 @@ pub fn remove_worktree(root: &Path, id: &str) -> anyhow::Result<()> {
 /// full or the worktree cannot serve again.
 pub fn retire_worktree(root: &Path, id: &str, capacity: usize) -> anyhow::Result<()> {
     check_id(id)?;
-    let _serial = repo_lock();
+    let _serial = worktrees_lock();
     let repo = open_repo(root)?;
     let layout = Layout::new(root);
     let path = layout.worktree(id);
@@ -287,7 +289,7 @@ pub(super) fn prune_removed(wt: &git2::Worktree, path: &Path) -> Result<()> {
 /// can be holding them. Returns what it removed.
 pub fn clear_stale_locks(root: &Path, id: &str) -> anyhow::Result<Vec<PathBuf>> {
     check_id(id)?;
-    let _serial = repo_lock();
+    let _serial = worktrees_lock();
     let repo = open_repo(root)?;
     let mut candidates = vec![repo
         .path()
@@ -441,7 +443,7 @@ pub fn registrations(root: &Path) -> Result<Vec<Registration>> {
 /// Prunes registration `name` if its folder is gone and it is not locked
 /// (`path` is the folder it names, for the message); otherwise does nothing.
 pub fn prune_registration(root: &Path, name: &str, path: &Path) -> Result<()> {
-    let _serial = repo_lock();
+    let _serial = worktrees_lock();
     let repo = open_repo(root)?;
     let wt = repo
         .find_worktree(name)
@@ -510,7 +512,7 @@ pub struct RegistrationRepair {
 /// With `apply` false nothing is changed (for `loki clean --dry-run`);
 /// with it, the pool of merged worktrees is emptied first.
 pub fn repair_registrations(root: &Path, apply: bool) -> Result<Vec<RegistrationRepair>> {
-    let _serial = repo_lock();
+    let _serial = worktrees_lock();
     let repo = open_repo(root)?;
     if apply {
         // Pooled worktrees first: what a kill left of one is repaired below.
@@ -522,7 +524,7 @@ pub fn repair_registrations(root: &Path, apply: bool) -> Result<Vec<Registration
 /// Removes every pooled worktree (`pool.rs`): at the end of a run, so
 /// nothing is left behind. Returns how many folders went.
 pub fn empty_pool(root: &Path) -> Result<usize> {
-    let _serial = repo_lock();
+    let _serial = worktrees_lock();
     let repo = open_repo(root)?;
     super::pool::empty_locked(&repo, root)
 }
