@@ -84,7 +84,7 @@ impl Graph {
             .filter_map(|id| id[1..].parse().ok())
             .collect();
         let mut done_at: Vec<Option<f64>> = vec![None; STREAMS];
-        let mut started = vec![false; STREAMS];
+        let mut started = [false; STREAMS];
         let mut running: Vec<(f64, usize)> = Vec::new();
         let mut now = 0.0f64;
         while done_at.iter().any(Option::is_none) {
