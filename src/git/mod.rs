@@ -393,16 +393,6 @@ pub fn common_dir(root: &Path) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::Command;
-
-    fn git(dir: &Path, args: &[&str]) {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}: {out:?}");
-    }
 
     /// A merge does not wait for the worktrees' lock: a worktree being
     /// prepared or removed (a full checkout of a large tree, say) holds
@@ -411,19 +401,14 @@ mod tests {
     fn a_merge_goes_on_while_the_worktrees_lock_is_held() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("repo");
-        std::fs::create_dir(&root).unwrap();
-        git(&root, &["init", "-q", "-b", "main"]);
-        git(&root, &["config", "user.name", "t"]);
-        git(&root, &["config", "user.email", "t@example.com"]);
-        std::fs::write(root.join("README.md"), "# book\n").unwrap();
         std::fs::create_dir_all(root.join(".loki")).unwrap();
+        std::fs::write(root.join("README.md"), "# book\n").unwrap();
         std::fs::write(
             root.join(".loki/.gitignore"),
             crate::model::paths::LOKI_GITIGNORE,
         )
         .unwrap();
-        git(&root, &["add", "-A"]);
-        git(&root, &["commit", "-q", "-m", "first"]);
+        init_with_commit(&root, "main", "t", "t@example.com", "first").unwrap();
         let root = repo_root(&root).unwrap();
         let wt = prepare_worktree(&root, "s1", "main").unwrap();
         std::fs::write(wt.path.join("s1.md"), "the draft\n").unwrap();

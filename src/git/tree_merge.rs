@@ -80,11 +80,11 @@ fn merge_level(
             }
             continue;
         }
-        let is_tree = |e: Option<&Entry>| e.is_some_and(|&(_, mode)| mode == MODE_TREE);
-        if !(is_tree(oe) && is_tree(te) && (be.is_none() || is_tree(be))) {
-            return Ok(None);
-        }
-        let (Some(&(o_id, _)), Some(&(t_id, _))) = (oe, te) else {
+        // Changed on both sides: only a folder on both (and in the base, if
+        // there) is looked into.
+        let (None | Some(&(_, MODE_TREE)), Some(&(o_id, MODE_TREE)), Some(&(t_id, MODE_TREE))) =
+            (be, oe, te)
+        else {
             return Ok(None);
         };
         match merge_level(repo, be.map(|&(id, _)| id), o_id, t_id)? {
