@@ -263,8 +263,11 @@ fn validators_cannot_touch_the_draft_and_a_killed_validation_is_redone() {
     );
 
     let run = s.start();
-    s.wait_for("the sleeping validator to start", || {
-        std::fs::read_to_string(&pid_file).is_ok_and(|t| !t.trim().is_empty())
+    // It writes its pid, then the hang-once marker, then sleeps: a kill
+    // between the two would have it hang again in the next run (until its
+    // idle timeout, a warning), so the marker is waited for too.
+    s.wait_for("the sleeping validator to hang", || {
+        std::fs::read_to_string(&pid_file).is_ok_and(|t| !t.trim().is_empty()) && hung.exists()
     });
     let pid: i32 = std::fs::read_to_string(&pid_file)
         .unwrap_or_default()
