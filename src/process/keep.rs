@@ -160,12 +160,14 @@ fn watch(child: Pid, grace: Duration, set: &SigSet) -> Ended {
                 }
             }
         }
+        if none_left {
+            // Every child reaped: nothing of the attempt is left (a
+            // subreaper inherits every orphan below it, so no child means
+            // no descendant), and there is nobody to signal.
+            return ended.unwrap_or(Ended::Code(127));
+        }
         if ended.is_some() {
             begin_end(&mut ending);
-        }
-        if none_left {
-            // Every child reaped: nothing of the attempt is left.
-            return ended.unwrap_or(Ended::Code(127));
         }
         let tick = match ending {
             Some(at) => {
