@@ -171,6 +171,15 @@ pub struct CheckSettings {
     pub validators: Vec<String>,
 }
 
+impl CheckSettings {
+    /// Whether the checks start a process in the worktree (`command` or
+    /// `[checks.commands]`): one may write files there, so what the checks
+    /// saw is not what is left afterwards.
+    pub fn runs_commands(&self) -> bool {
+        self.command.is_some() || !self.commands.is_empty()
+    }
+}
+
 /// `[validators.<name>]`: a reviewer agent. It runs in a disposable
 /// checkout of the attempt's commit, with `prompt` rendered from the
 /// stream's vars, the built-ins, `{{OUTPUTS}}` and `{{DRAFT}}`, and reports

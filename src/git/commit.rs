@@ -8,12 +8,13 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use git2::{
-    Commit, Diff, DiffFormat, DiffOptions, ErrorCode, Index, IndexAddOption, Repository,
+    Commit, Diff, DiffFormat, DiffOptions, ErrorCode, Index, IndexAddOption, Oid, Repository,
     RepositoryState,
 };
 
 use super::integrity::{import_agent_objects, open_stream_worktree};
 use super::stat_cache;
+use super::tree_merge::changed_paths;
 use super::worktree::find_registration;
 use super::{
     branch_oid, check_id, compose_message, diff_paths, dirty_paths, merge_base, open_repo,
@@ -106,6 +107,29 @@ fn commit_worktree(
     trailers: &[(String, String)],
     shape: Shape<'_>,
 ) -> anyhow::Result<Option<String>> {
+    stage_stream(root, id, outputs)?.commit_as(subject, body, trailers, shape)
+}
+
+/// Stream `id`'s worktree staged by loki: the index a commit of it writes
+/// and that index's tree (its blobs written), made as [`commit_stream`]
+/// describes. Staged once when the agent is done, it answers both what
+/// the attempt changed ([`Staged::touched_since`], for the checks) and
+/// what is committed ([`Staged::commit`]): the worktree is walked once
+/// for the two, and a stream whose checks run no command (the built-in
+/// checks only read files) commits exactly the tree its checks judged.
+pub struct Staged {
+    repo: Repository,
+    wrepo: Repository,
+    path: std::path::PathBuf,
+    id: String,
+    branch_ref: String,
+    parent: Oid,
+    index: Index,
+    tree: Oid,
+}
+
+/// Stages stream `id`'s worktree (see [`Staged`]).
+pub fn stage_stream(root: &Path, id: &str, outputs: &[String]) -> anyhow::Result<Staged> {
     check_id(id)?;
     let repo = open_repo(root)?;
     let (wrepo, admin) = open_stream_worktree(&repo, root, id)?;
@@ -113,11 +137,13 @@ fn commit_worktree(
     let branch = branch_name(id);
     let branch_ref = format!("refs/heads/{branch}");
     let path = Layout::new(root).worktree(id);
-    let ctx = || format!("committing {} onto {branch}", path.display());
-    let parent = repo
+    let ctx = || format!("staging {} for {branch}", path.display());
+    let parent_commit = repo
         .find_reference(&branch_ref)
         .and_then(|r| r.peel_to_commit())
         .with_context(ctx)?;
+    let (parent, parent_tree) = (parent_commit.id(), parent_commit.tree_id());
+    drop(parent_commit);
     let mut index = Index::open(&admin.join("index")).with_context(ctx)?;
     // Nothing the agent staged or stat-cached is trusted: the branch's tree,
     // with the stat data loki itself saw (`stat_cache.rs`), then the
@@ -127,14 +153,15 @@ fn commit_worktree(
         stat_cache::seed(&path, &mut index).with_context(ctx)?;
     }
     index
-        .read_tree(&parent.tree().with_context(ctx)?)
+        .read_tree(&repo.find_tree(parent_tree).with_context(ctx)?)
         .with_context(ctx)?;
     wrepo.set_index(&mut index).with_context(ctx)?;
-    // Untracked ignored files stay out; tracked ones are updated (as git).
+    // One walk: new, changed and deleted files (libgit2's add-all removes
+    // what is gone from the folder, as update-all would). Untracked ignored
+    // files stay out; tracked ones are updated (as git).
     index
         .add_all(["*"], IndexAddOption::DEFAULT, None)
         .with_context(ctx)?;
-    index.update_all(["*"], None).with_context(ctx)?;
     // A declared output is committed even when a .gitignore (the agent's,
     // or your global excludes) would leave it out: otherwise it passes its
     // checks here and never reaches the target.
@@ -145,73 +172,131 @@ fn commit_worktree(
             index.add_path(rel).with_context(ctx)?;
         }
     }
-    let tree_id = index.write_tree_to(&repo).with_context(ctx)?;
-    stat_cache::fill_missing(&path, &mut index).with_context(ctx)?;
-    index.write().with_context(ctx)?;
-    stat_cache::remember(&path, &index);
-    let theirs = match shape {
-        Shape::Merge(t) => Some(
-            git2::Oid::from_str(t)
-                .and_then(|o| repo.find_commit(o))
-                .with_context(ctx)?,
-        ),
-        _ => None,
-    };
-    if parent.tree_id() == tree_id && matches!(shape, Shape::Next) {
-        return Ok(None);
+    let tree = index.write_tree_to(&repo).with_context(ctx)?;
+    Ok(Staged {
+        repo,
+        wrepo,
+        path,
+        id: id.to_string(),
+        branch_ref,
+        parent,
+        index,
+        tree,
+    })
+}
+
+impl Staged {
+    /// Paths (relative to the worktree) whose entry differs between commit
+    /// `base` and the staged tree: whatever the attempt changed, committed
+    /// by the agent or not. Costs the folders that differ, not the tree.
+    pub fn touched_since(&self, base: &str) -> anyhow::Result<Vec<String>> {
+        let base_tree = self
+            .repo
+            .revparse_single(base)
+            .and_then(|o| o.peel_to_commit())
+            .with_context(|| format!("reading commit {base} in {}", self.path.display()))?
+            .tree_id();
+        let paths = changed_paths(&self.repo, base_tree, self.tree).with_context(|| {
+            format!(
+                "comparing {base} with what is staged in {}",
+                self.path.display()
+            )
+        })?;
+        Ok(paths.into_iter().collect())
     }
-    let tree = repo.find_tree(tree_id).with_context(ctx)?;
-    let sig = signature(&repo)?;
-    let (message, parents) = match shape {
-        Shape::Amend(tip) => {
-            if parent.id().to_string() != tip {
-                anyhow::bail!(
-                    "{branch} moved from {tip} to {} while its attempt was validated",
-                    parent.id()
-                );
-            }
-            // A trailer given again (the cost, now with the validators')
-            // replaces the old line.
-            let old = parent.message().unwrap_or_default();
-            let kept: Vec<&str> = old
-                .trim_end()
-                .lines()
-                .filter(|l| {
-                    !trailers
-                        .iter()
-                        .any(|(k, _)| l.starts_with(&format!("{k}: ")))
-                })
-                .collect();
-            let mut message = kept.join("\n");
-            message.push('\n');
-            for (k, v) in trailers {
-                message.push_str(&format!("{k}: {v}\n"));
-            }
-            (message, parent.parents().collect::<Vec<_>>())
+
+    /// Commits the staged tree onto the branch as [`commit_stream`] does.
+    pub fn commit(
+        self,
+        subject: &str,
+        body: &str,
+        trailers: &[(String, String)],
+    ) -> anyhow::Result<Option<String>> {
+        self.commit_as(subject, body, trailers, Shape::Next)
+    }
+
+    fn commit_as(
+        mut self,
+        subject: &str,
+        body: &str,
+        trailers: &[(String, String)],
+        shape: Shape<'_>,
+    ) -> anyhow::Result<Option<String>> {
+        let (repo, id, path) = (&self.repo, self.id.as_str(), self.path.as_path());
+        let branch_ref = self.branch_ref.as_str();
+        let branch = branch_name(id);
+        let ctx = || format!("committing {} onto {branch}", path.display());
+        let parent = repo.find_commit(self.parent).with_context(ctx)?;
+        let tree_id = self.tree;
+        stat_cache::fill_missing(path, &mut self.index).with_context(ctx)?;
+        self.index.write().with_context(ctx)?;
+        stat_cache::remember(path, &self.index);
+        let theirs = match shape {
+            Shape::Merge(t) => Some(
+                git2::Oid::from_str(t)
+                    .and_then(|o| repo.find_commit(o))
+                    .with_context(ctx)?,
+            ),
+            _ => None,
+        };
+        if parent.tree_id() == tree_id && matches!(shape, Shape::Next) {
+            return Ok(None);
         }
-        _ => {
-            let mut parents = vec![parent.clone()];
-            parents.extend(theirs.iter().cloned());
-            (compose_message(subject, body, trailers), parents)
-        }
-    };
-    let parents: Vec<&Commit> = parents.iter().collect();
-    let id_new = repo
-        .commit(None, &sig, &sig, &message, &tree, &parents)
+        let tree = repo.find_tree(tree_id).with_context(ctx)?;
+        let sig = signature(repo)?;
+        let (message, parents) = match shape {
+            Shape::Amend(tip) => {
+                if parent.id().to_string() != tip {
+                    anyhow::bail!(
+                        "{branch} moved from {tip} to {} while its attempt was validated",
+                        parent.id()
+                    );
+                }
+                // A trailer given again (the cost, now with the validators')
+                // replaces the old line.
+                let old = parent.message().unwrap_or_default();
+                let kept: Vec<&str> = old
+                    .trim_end()
+                    .lines()
+                    .filter(|l| {
+                        !trailers
+                            .iter()
+                            .any(|(k, _)| l.starts_with(&format!("{k}: ")))
+                    })
+                    .collect();
+                let mut message = kept.join("\n");
+                message.push('\n');
+                for (k, v) in trailers {
+                    message.push_str(&format!("{k}: {v}\n"));
+                }
+                (message, parent.parents().collect::<Vec<_>>())
+            }
+            _ => {
+                let mut parents = vec![parent.clone()];
+                parents.extend(theirs.iter().cloned());
+                (compose_message(subject, body, trailers), parents)
+            }
+        };
+        let parents: Vec<&Commit> = parents.iter().collect();
+        let id_new = repo
+            .commit(None, &sig, &sig, &message, &tree, &parents)
+            .with_context(ctx)?;
+        // Compare-and-swap from the commit staged on: a branch moved since
+        // (by anything but loki) is never overwritten.
+        repo.reference_matching(
+            branch_ref,
+            id_new,
+            true,
+            parent.id(),
+            &format!("loki: commit of the worktree of stream {id}"),
+        )
         .with_context(ctx)?;
-    repo.reference_matching(
-        &branch_ref,
-        id_new,
-        true,
-        parent.id(),
-        &format!("loki: commit of the worktree of stream {id}"),
-    )
-    .with_context(ctx)?;
-    if wrepo.state() != RepositoryState::Clean {
-        // An agent's half-done merge or cherry-pick: its result is committed now.
-        wrepo.cleanup_state().with_context(ctx)?;
+        if self.wrepo.state() != RepositoryState::Clean {
+            // An agent's half-done merge or cherry-pick: its result is committed now.
+            self.wrepo.cleanup_state().with_context(ctx)?;
+        }
+        Ok(Some(id_new.to_string()))
     }
-    Ok(Some(id_new.to_string()))
 }
 
 /// Stages everything in the folder `dir` and commits it on its HEAD branch

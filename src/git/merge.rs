@@ -113,7 +113,10 @@ pub fn merge_stream_with_hook(
     for attempt in 0..MAX_MERGE_TRIES {
         let t = branch_oid(&repo, root, target)?;
         let b = branch_oid(&repo, root, &branch)?;
-        if t == b || repo.graph_descendant_of(t, b).with_context(ctx)? {
+        // Computed once, for both questions: is the branch in the target
+        // already (its own head is the one base), and what is merged.
+        let bases = merge_bases_of(&repo, t, b).with_context(ctx)?;
+        if t == b || bases == [b] {
             if loki_merge_of(&repo, t, id, b).with_context(ctx)?.is_none() {
                 let short = &b.to_string()[..10];
                 return Ok(MergeOutcome::NotCredited {
@@ -129,7 +132,7 @@ pub fn merge_stream_with_hook(
                 checkout_behind: joined(behind),
             });
         }
-        let tree_id = match merged_tree(&repo, t, b).with_context(ctx)? {
+        let tree_id = match merged_tree_over(&repo, t, b, &bases).with_context(ctx)? {
             Ok(tree) => tree,
             Err(paths) => return Ok(MergeOutcome::Conflict { paths }),
         };
@@ -316,12 +319,27 @@ pub(super) fn merged_tree(
     t: Oid,
     b: Oid,
 ) -> Result<Result<Oid, Vec<String>>, git2::Error> {
+    merged_tree_over(repo, t, b, &merge_bases_of(repo, t, b)?)
+}
+
+/// The merge bases of `t` and `b` (an error for unrelated histories: no
+/// stream's branch can be one).
+fn merge_bases_of(repo: &Repository, t: Oid, b: Oid) -> Result<Vec<Oid>, git2::Error> {
+    Ok(repo.merge_bases(t, b)?.iter().copied().collect())
+}
+
+/// [`merged_tree`] given the merge bases of `t` and `b`.
+fn merged_tree_over(
+    repo: &Repository,
+    t: Oid,
+    b: Oid,
+    bases: &[Oid],
+) -> Result<Result<Oid, Vec<String>>, git2::Error> {
     let t_commit = repo.find_commit(t)?;
     let b_commit = repo.find_commit(b)?;
     // One merge base (libgit2 would merge several into a virtual one first)
     // and only folders that differ: the merge costs what changed.
-    let bases = repo.merge_bases(t, b)?;
-    if let [base] = bases.as_ref() {
+    if let [base] = bases {
         let base_tree = repo.find_commit(*base)?.tree_id();
         let quick = merge_by_subtree(repo, base_tree, t_commit.tree_id(), b_commit.tree_id())?;
         if let Some(tree) = quick {

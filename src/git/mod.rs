@@ -89,7 +89,8 @@ pub use branch::{
     delete_named_branch, file_on_branch, local_branches,
 };
 pub use commit::{
-    amend_attempt, commit_resolution, commit_stream, diff_against_target, touched_paths,
+    amend_attempt, commit_resolution, commit_stream, diff_against_target, stage_stream,
+    touched_paths, Staged,
 };
 pub use history::{
     graph_oneline, merge_paths, merged_streams, parse_trailers, stream_merges, trailer, CommitInfo,

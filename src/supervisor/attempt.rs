@@ -568,14 +568,21 @@ pub fn finish(input: &FinishInput) -> Result<Finished> {
             ));
         }
     }
+    // What the agent left, staged once: the checks judge its changes and,
+    // when they run no command (nothing else writes in the worktree), the
+    // commit is that same tree. A check command may write files, so its
+    // stream is staged again for the commit, as before.
+    let mut staged = None;
     let report = if input.agent_ok && tampered.is_empty() && resolve_failure.is_none() {
+        let reading = || format!("reading what attempt {} of {} changed", input.attempt, s.id);
         // Unknown (git could not say) is neither "nothing changed" nor a
         // pass for the checks that judge the changes: the attempt fails.
-        let touched = Some(
-            git::touched_paths(&input.layout.root, &s.id, &input.base).with_context(|| {
-                format!("reading what attempt {} of {} changed", input.attempt, s.id)
-            })?,
-        );
+        let snapshot =
+            git::stage_stream(&input.layout.root, &s.id, &s.outputs).with_context(reading)?;
+        let touched = Some(snapshot.touched_since(&input.base).with_context(reading)?);
+        if input.resolution.is_none() && !s.checks.runs_commands() {
+            staged = Some(snapshot);
+        }
         let env: Vec<(String, String)> = vec![
             ("LOKI_STREAM_ID".into(), s.id.to_string()),
             ("LOKI_ATTEMPT".into(), input.attempt.to_string()),
@@ -659,14 +666,17 @@ pub fn finish(input: &FinishInput) -> Result<Finished> {
                 None
             }
         }
-        None => git::commit_stream(
-            &input.layout.root,
-            &s.id,
-            &s.outputs,
-            &subject,
-            &body,
-            &trailers,
-        )
+        None => match staged {
+            Some(staged) => staged.commit(&subject, &body, &trailers),
+            None => git::commit_stream(
+                &input.layout.root,
+                &s.id,
+                &s.outputs,
+                &subject,
+                &body,
+                &trailers,
+            ),
+        }
         .with_context(|| format!("committing attempt {} of stream {}", input.attempt, s.id))?,
     };
     Ok(Finished {
