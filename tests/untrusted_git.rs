@@ -250,3 +250,42 @@ fn a_file_written_into_the_worktree_after_the_attempt_is_not_merged() {
     assert!(!files.contains("late.md"), "{files}");
     assert!(h.repo.read("chapters/s1.md").starts_with("*Stream s1"));
 }
+
+/// An agent can commit a tree that names a blob it never wrote into git
+/// (`update-index --cacheinfo`, `write-tree --missing-ok`), with the
+/// matching file on disk: loki finds the file unchanged and writes no
+/// object for it, so merged, the target would name a missing object (and
+/// `git checkout` of it would fail). The attempt is refused with the path
+/// and the target never names it. (libgit2's own check on writing a tree,
+/// which caught this before, is off: loki checks what the attempt changed.)
+#[test]
+fn a_commit_naming_an_object_the_agent_never_wrote_is_not_merged() {
+    let h = Swarm::empty();
+    let agent = h.agent_script(
+        "agent.sh",
+        "",
+        "mkdir -p notes && printf 'never written into git\\n' > notes/x.md\n\
+         id=$(git hash-object notes/x.md)\n\
+         git add chapters/s1.md\n\
+         git update-index --add --cacheinfo \"100644,$id,notes/x.md\"\n\
+         tree=$(git write-tree --missing-ok)\n\
+         c=$(git -c user.name=agent -c user.email=agent@example.com commit-tree \"$tree\" -p HEAD -m crafted)\n\
+         git update-ref HEAD \"$c\"",
+    );
+    swarm_with_agent(&h, &agent, 1, &[stream("s1", &[], "chapters/s1.md", "")]);
+    let done = h.run();
+    assert_ne!(done.code, Some(0), "{}", done.both());
+    let s = status_stream(&h.repo, "s1");
+    assert_eq!(s["status"], "failed", "{s:#}");
+    let reasons = attempt_reasons(&h, "s1").join("\n");
+    assert!(
+        reasons.contains("notes/x.md names the object") && reasons.contains("never wrote"),
+        "{reasons}"
+    );
+    let files = h.repo.git(&["ls-tree", "-r", "--name-only", "main"]);
+    assert!(!files.contains("notes/x.md"), "{files}");
+    // Every object the target names is there (the stream's own branch
+    // keeps the agent's commit, for `loki show`).
+    h.repo
+        .git(&["archive", "--format=tar", "-o", "/dev/null", "main"]);
+}

@@ -189,6 +189,16 @@ impl Staged {
     /// Paths (relative to the worktree) whose entry differs between commit
     /// `base` and the staged tree: whatever the attempt changed, committed
     /// by the agent or not. Costs the folders that differ, not the tree.
+    ///
+    /// Refused when a file the attempt changed names an object the
+    /// repository does not have. An agent can commit a tree that names a
+    /// blob it never wrote (`update-index --cacheinfo`, `write-tree
+    /// --missing-ok`) with the matching file on disk, which loki then finds
+    /// unchanged and does not write either: merged, the target would name
+    /// a missing object. Whatever equals `base` is the target's own and is
+    /// there; every other object is checked here, by a lookup of each
+    /// (libgit2's check on writing a tree is off: it read the header of
+    /// every entry of each changed folder, whether changed or not).
     pub fn touched_since(&self, base: &str) -> anyhow::Result<Vec<String>> {
         let base_tree = self
             .repo
@@ -202,6 +212,27 @@ impl Staged {
                 self.path.display()
             )
         })?;
+        let odb = self
+            .repo
+            .odb()
+            .with_context(|| format!("opening the object database of {}", self.path.display()))?;
+        let tree = self
+            .repo
+            .find_tree(self.tree)
+            .with_context(|| format!("reading what is staged in {}", self.path.display()))?;
+        for p in &paths {
+            let Ok(entry) = tree.get_path(Path::new(p)) else {
+                continue; // deleted
+            };
+            let is_blob = entry.kind() == Some(git2::ObjectType::Blob);
+            if is_blob && !odb.exists(entry.id()) {
+                anyhow::bail!(
+                    "{p} names the object {}, which is not in the repository: the agent's commit names a file it never wrote into git\n  help: `loki retry {}` runs the stream again",
+                    entry.id(),
+                    self.id
+                );
+            }
+        }
         Ok(paths.into_iter().collect())
     }
 
