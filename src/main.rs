@@ -9,6 +9,7 @@ fn main() {
         std::process::exit(code);
     }
     loki::process::use_keeper("/proc/self/exe");
+    loki::git::before_threads();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -215,6 +215,20 @@ fn check_id(id: &str) -> Result<()> {
     Ok(())
 }
 
+/// Sets libgit2's process-wide options; to be called once, before any
+/// thread starts (libgit2 reads them unsynchronized).
+///
+/// A repository caches parsed trees only up to 4 KiB by default, so a
+/// folder of a few hundred files (a book's chapters, every stream's
+/// outputs) was read and inflated again each of the half-dozen times one
+/// merge looks at it. Trees up to 1 MiB (about 25,000 entries) are cached
+/// now, for the life of the one operation that opened the repository.
+pub fn before_threads() {
+    // SAFETY: called before any thread exists (see above), with a kind
+    // the option accepts.
+    let _ = unsafe { git2::opts::set_cache_object_limit(git2::ObjectType::Tree, 1 << 20) };
+}
+
 fn open_repo(path: &Path) -> Result<Repository> {
     // libgit2's check that every entry of a tree it writes exists reads
     // each entry of every changed folder (a header read of each loose
