@@ -582,3 +582,42 @@ fn agent_version_first_line_cached() {
     assert_eq!(process::agent_version("/bin/sh"), v);
     assert_eq!(process::agent_version("loki-test-no-such-agent"), "");
 }
+
+/// The keeper is started with nothing run between fork and exec (so the
+/// supervisor can use `posix_spawn`): it arms its own death signal and
+/// then checks that its parent is the supervisor it was told of. A keeper
+/// whose parent is already another process (the supervisor died before the
+/// signal was armed) reports ESRCH on its stdin pipe and never starts the
+/// program; one whose parent is right starts it with `/dev/null` as stdin
+/// and closes the pipe.
+#[test]
+fn a_keeper_whose_supervisor_is_gone_refuses_to_start_the_program() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |parent: u32| {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let status = Command::new(env!("CARGO_BIN_EXE_loki"))
+            .args(["__keep", "--report-fd", "0", "--parent-pid"])
+            .arg(parent.to_string())
+            .args(["--", "/bin/sh", "-c", "cat > stdin-was; touch ran"])
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::from(write))
+            .status()
+            .unwrap();
+        let mut report = Vec::new();
+        std::fs::File::from(read).read_to_end(&mut report).unwrap();
+        (status, report)
+    };
+    // Not our parent: pid 1 (or whatever the test's own parent is not).
+    let (status, report) = run(1);
+    assert_eq!(status.code(), Some(127));
+    assert_eq!(report, libc::ESRCH.to_ne_bytes().to_vec());
+    assert!(!dir.path().join("ran").exists(), "the program ran");
+
+    let (status, report) = run(std::process::id());
+    assert_eq!(status.code(), Some(0));
+    assert!(report.is_empty(), "{report:?}");
+    assert!(dir.path().join("ran").exists());
+    let stdin = std::fs::read(dir.path().join("stdin-was")).unwrap();
+    assert!(stdin.is_empty(), "the program's stdin was not /dev/null");
+}

@@ -199,6 +199,10 @@ pub enum Command {
         /// The pipe on which a failed start is reported.
         #[arg(long)]
         report_fd: Option<i32>,
+        /// The supervisor: the keeper arms its own death signal and stops
+        /// if its parent is another process already.
+        #[arg(long)]
+        parent_pid: Option<i32>,
         /// The program and its arguments, after `--`.
         #[arg(last = true, required = true)]
         command: Vec<std::ffi::OsString>,
@@ -212,6 +216,7 @@ impl Command {
         let Command::Keep {
             grace_ms,
             report_fd,
+            parent_pid,
             command,
         } = self
         else {
@@ -221,6 +226,7 @@ impl Command {
         Some(crate::process::keep(
             std::time::Duration::from_millis(*grace_ms),
             *report_fd,
+            *parent_pid,
             program,
             args,
         ))

@@ -98,7 +98,6 @@ pub fn run_captured(job: &Capture<'_>) -> Result<Captured, CaptureStartError> {
     .map_err(CaptureStartError::Spawn)?;
     let (mut command, report) = kept.into_parts();
     command
-        .stdin(Stdio::null())
         .stdout(Stdio::from(writer))
         .stderr(Stdio::from(writer2));
     let spawned = command.spawn();
@@ -214,11 +213,7 @@ pub struct Ran {
 pub fn run_quiet(program: &str, args: &[String]) -> io::Result<Ran> {
     let cwd = std::env::current_dir()?;
     let (mut cmd, _) = contained(program, args, &cwd, &[], new_token(), None)?.into_parts();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
     let pid = i32::try_from(child.id()).map_err(io::Error::other)?;
     let status = child.wait()?;
     Ok(Ran { pid, status })

@@ -15,9 +15,10 @@
 //! - the supervisor dies: its parent-death signal is SIGTERM, which it
 //!   catches, unlike the SIGKILL a directly started child gets.
 //!
-//! It runs the program as its child in its own process group, with stdio
-//! and the environment untouched, and exits as the program did (its code,
-//! or the same signal). No runtime, no allocation-heavy work, no panics:
+//! It runs the program as its child in its own process group, with stdin
+//! closed (`/dev/null`: the keeper's own stdin is the pipe on which it
+//! reports a failed start), stdout, stderr and the environment untouched,
+//! and exits as the program did (its code, or the same signal). No runtime, no allocation-heavy work, no panics:
 //! it only waits for signals and reads `/proc`.
 
 use std::ffi::OsString;
@@ -63,9 +64,50 @@ fn waited_signals() -> SigSet {
 /// `report_fd`, when given, is a pipe on which the keeper writes the
 /// errno (4 bytes, native order) of a failed start, and which it closes
 /// as soon as the program runs: so the supervisor reports "not found" as
-/// it would without a keeper.
-pub fn keep(grace: Duration, report_fd: Option<i32>, program: &OsString, args: &[OsString]) -> i32 {
+/// it would without a keeper. When it is stdin (0), the program gets
+/// `/dev/null` there instead.
+///
+/// With `parent` (the supervisor's pid), the keeper arms its own death
+/// signal, SIGTERM, first (the supervisor starts it with nothing run
+/// between fork and exec, so it can use `posix_spawn`), and refuses to go
+/// on (ESRCH) when its parent is already another process: the supervisor
+/// died before the signal was armed, and nobody would ever stop it.
+pub fn keep(
+    grace: Duration,
+    report_fd: Option<i32>,
+    parent: Option<i32>,
+    program: &OsString,
+    args: &[OsString],
+) -> i32 {
     let report = report_fd.and_then(take_fd);
+    if let Some(parent) = parent {
+        // SAFETY: prctl with these arguments only sets a flag of this
+        // process; getppid has no preconditions.
+        let armed = unsafe {
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGTERM as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            )
+        };
+        let errno = if armed == -1 {
+            std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO)
+        } else if unsafe { libc::getppid() } != parent {
+            libc::ESRCH
+        } else {
+            0
+        };
+        if errno != 0 {
+            if let Some(fd) = report {
+                let _ = std::fs::File::from(fd).write_all(&errno.to_ne_bytes());
+            }
+            return 127;
+        }
+    }
     // SAFETY: prctl with these arguments only sets a flag of this process.
     let subreaper = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     if subreaper == -1 {
@@ -231,8 +273,22 @@ fn leave_by(sig: Signal) -> i32 {
 }
 
 /// The report pipe as an owned descriptor, closed when the program is
-/// started (close-on-exec meanwhile, so the program never holds it).
+/// started (close-on-exec meanwhile, so the program never holds it). One
+/// passed as stdin is moved off it, and stdin becomes `/dev/null`.
 fn take_fd(fd: i32) -> Option<OwnedFd> {
+    if fd == 0 {
+        // SAFETY: fcntl on any number is safe; it fails for a closed one.
+        let moved = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3) };
+        let null = std::fs::File::open("/dev/null").ok()?;
+        // SAFETY: dup2 onto stdin of a descriptor this function owns; the
+        // old stdin (the pipe) lives on as `moved`.
+        unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0) };
+        if moved == -1 {
+            return None;
+        }
+        // SAFETY: `moved` was just made by fcntl and nothing else owns it.
+        return Some(unsafe { OwnedFd::from_raw_fd(moved) });
+    }
     // SAFETY: fcntl on any number is safe; it fails for a closed one.
     if fd < 3 || unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } == -1 {
         return None;

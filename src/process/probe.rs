@@ -47,7 +47,6 @@ pub fn query_version(command: &str) -> Option<String> {
     .ok()?
     .into_parts();
     let child = cmd
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

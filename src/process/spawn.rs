@@ -3,14 +3,22 @@
 //! another's), with `PR_SET_PDEATHSIG` (so it dies with the supervisor) and
 //! the [`TOKEN_ENV`] token (so a later supervisor can sweep what it left).
 //!
-//! Async children are forked from one long-lived [`Spawner`] thread: the
-//! kernel delivers `PR_SET_PDEATHSIG` when the *thread* that forked a child
-//! ends, so ending that thread would kill every child it started. A
+//! Async children are started from one long-lived [`Spawner`] thread: the
+//! kernel delivers `PR_SET_PDEATHSIG` when the *thread* that started a
+//! child ends, so ending that thread would kill every child it started. A
 //! synchronous caller that waits for its child on its own thread may build
 //! the command with [`contained`] directly.
+//!
+//! A kept child (the keeper running the program) is started with nothing
+//! to run between fork and exec: the keeper arms its own death signal and
+//! checks its parent, and its report pipe is its stdin. So the standard
+//! library starts it with `posix_spawn` (a `vfork`), not `fork`: a fork of
+//! the supervisor copied its page tables and write-protected its memory,
+//! which then cost it about a thousand page faults per stream, and more
+//! with every thread busy on another core.
 
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -36,22 +44,23 @@ pub fn use_keeper(exe: impl Into<PathBuf>) {
     let _ = KEEPER.set(exe.into());
 }
 
-/// A child to start: the command, and, when it runs under a keeper, the
+/// A child to start: the command (its stdin already set: see
+/// [`contained`]), and, when it runs under a keeper, the read end of the
 /// pipe on which the keeper says whether the program itself started.
 pub(crate) struct Contained {
     pub(crate) cmd: std::process::Command,
-    report: Option<(OwnedFd, OwnedFd)>,
+    report: Option<OwnedFd>,
 }
 
 impl Contained {
     /// To be called right after the spawn (successful or not), with the
-    /// command dropped: the keeper's word on the program's start, as the
-    /// error the spawn itself would have given without a keeper.
-    pub(crate) fn started(report: Option<(OwnedFd, OwnedFd)>) -> io::Result<()> {
-        let Some((read, write)) = report else {
+    /// command dropped (it holds the pipe's write end): the keeper's word
+    /// on the program's start, as the error the spawn itself would have
+    /// given without a keeper.
+    pub(crate) fn started(report: Option<OwnedFd>) -> io::Result<()> {
+        let Some(read) = report else {
             return Ok(());
         };
-        drop(write);
         let mut buf = [0u8; 4];
         let mut got = 0;
         let mut file = std::fs::File::from(read);
@@ -69,22 +78,26 @@ impl Contained {
         Ok(())
     }
 
-    /// Splits it for the caller: set stdio on the command, spawn, drop the
-    /// command, then [`Contained::started`] with the report.
-    pub(crate) fn into_parts(self) -> (std::process::Command, Option<(OwnedFd, OwnedFd)>) {
+    /// Splits it for the caller: set stdout and stderr on the command (never
+    /// stdin), spawn, drop the command, then [`Contained::started`] with
+    /// the report.
+    pub(crate) fn into_parts(self) -> (std::process::Command, Option<OwnedFd>) {
         (self.cmd, self.report)
     }
 }
 
 /// `program args…` in `cwd` with `env` added to ours and [`TOKEN_ENV`] set
 /// to `token` (last, so nothing overrides it), to be the leader of a new
-/// process group that gets a death signal when the thread that forks it
-/// ends. Stdio is left to the caller.
+/// process group that gets a death signal when the thread that starts it
+/// ends. The program's stdin is closed (`/dev/null`); stdout and stderr
+/// are left to the caller.
 ///
 /// With `kept` (the grace between SIGTERM and SIGKILL) and a keeper set by
-/// [`use_keeper`], the leader is the keeper running the program: its death
-/// signal is SIGTERM, which it catches to end every descendant. Otherwise
-/// the program is the leader and its death signal SIGKILL.
+/// [`use_keeper`], the leader is the keeper running the program: it arms
+/// its own death signal, SIGTERM, which it catches to end every
+/// descendant, and reports on its stdin (a pipe) whether the program
+/// started, then gives the program `/dev/null` there. Otherwise the program
+/// is the leader and its death signal SIGKILL, armed between fork and exec.
 ///
 /// The child refuses to start (ESRCH) when the supervisor died before the
 /// death signal was armed: nobody would ever stop it.
@@ -100,59 +113,58 @@ pub(crate) fn contained(
     let supervisor = unsafe { libc::getpid() };
     let keeper = kept.and_then(|grace| Some((KEEPER.get()?, grace)));
     let mut report = None;
-    let (mut cmd, death) = match keeper {
+    let mut cmd = match keeper {
         Some((exe, grace)) => {
-            // Close-on-exec here; only the keeper's copy is made inheritable.
+            // Close-on-exec; the keeper's stdin is its own copy.
             let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-            let fd = write.as_raw_fd();
             let mut cmd = std::process::Command::new(exe);
             cmd.arg0("loki-keep")
                 .arg(KEEP_SUBCOMMAND)
                 .arg("--grace-ms")
                 .arg(grace.as_millis().to_string())
                 .arg("--report-fd")
-                .arg(fd.to_string())
+                .arg("0")
+                .arg("--parent-pid")
+                .arg(supervisor.to_string())
                 .arg("--")
                 .arg(program)
-                .args(args);
-            report = Some((read, write));
-            (cmd, (libc::SIGTERM, fd))
+                .args(args)
+                .stdin(Stdio::from(write));
+            report = Some(read);
+            cmd
         }
         None => {
             let mut cmd = std::process::Command::new(program);
-            cmd.args(args);
-            (cmd, (libc::SIGKILL, -1))
+            cmd.args(args).stdin(Stdio::null());
+            // SAFETY: the closure runs between fork and exec and only calls
+            // async-signal-safe functions (prctl, getppid) without allocating.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::prctl(
+                        libc::PR_SET_PDEATHSIG,
+                        libc::SIGKILL as libc::c_ulong,
+                        0 as libc::c_ulong,
+                        0 as libc::c_ulong,
+                        0 as libc::c_ulong,
+                    ) == -1
+                    {
+                        return Err(io::Error::last_os_error());
+                    }
+                    // The supervisor died before the prctl: nobody would
+                    // ever stop us.
+                    if libc::getppid() != supervisor {
+                        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+                    }
+                    Ok(())
+                });
+            }
+            cmd
         }
     };
     cmd.current_dir(cwd)
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env(TOKEN_ENV, token_text(token))
         .process_group(0);
-    let (signal, report_fd) = death;
-    // SAFETY: the closure runs between fork and exec and only calls
-    // async-signal-safe functions (prctl, getppid, fcntl) without allocating.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                signal as libc::c_ulong,
-                0 as libc::c_ulong,
-                0 as libc::c_ulong,
-                0 as libc::c_ulong,
-            ) == -1
-            {
-                return Err(io::Error::last_os_error());
-            }
-            // The supervisor died before the prctl: nobody would ever stop us.
-            if libc::getppid() != supervisor {
-                return Err(io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            if report_fd >= 0 && libc::fcntl(report_fd, libc::F_SETFD, 0) == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
     Ok(Contained { cmd, report })
 }
 
@@ -252,17 +264,9 @@ fn spawn_child(spec: &SpawnSpec) -> io::Result<tokio::process::Child> {
         Some(spec.kill_grace),
     )?;
     let (mut cmd, report) = contained.into_parts();
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let spawned = tokio::process::Command::from(cmd).spawn();
-    let child = match spawned {
-        Ok(child) => child,
-        Err(e) => {
-            drop(report);
-            return Err(e);
-        }
-    };
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    // The command (and its copy of the report pipe) is dropped here.
+    let child = tokio::process::Command::from(cmd).spawn()?;
     // When the keeper could not start the program it exits by itself; the
     // runtime reaps it.
     Contained::started(report)?;
