@@ -20,7 +20,11 @@
 //!    failure (git dies on a worktree another stream is removing then). A sampler counts the worktree folders alive every 2 ms;
 //!    the peak is shown against loki's bound (`max_parallel` running, twice
 //!    that in the pipeline, `max_parallel` pooled: 3 x max_parallel).
-//!    `LOKI_BENCH_LARGE=1` adds 1,000 streams on the 5,000-file tree.
+//!    `LOKI_BENCH_LARGE=1` adds 1,000 streams on the 5,000-file tree. A
+//!    control row runs 100 streams on the 3-file tree with 450 outputs
+//!    already in `out/`: every stream adds one, so its tree averages what
+//!    the 1,000-stream run's does (500 outputs), and the per-stream ratio
+//!    against it is the swarm's size alone, without the tree's growth.
 //! 2. **UI cost at 200 streams.** A repo of 20 files (the checkouts are the
 //!    same in both cases; a small tree leaves the renderer a larger share),
 //!    200 independent streams, `max_parallel = 8`, `spawn_interval = "0s"`:
@@ -52,10 +56,21 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-/// Part 1: (files in the tree, streams).
-const CASES: [(usize, usize); 3] = [(3, 100), (5000, 100), (3, 1000)];
+/// Part 1: (files in the tree, streams, outputs merged before the run).
+const CASES: [(usize, usize, usize); 4] = [
+    (3, 100, 0),
+    (5000, 100, 0),
+    (3, 1000, 0),
+    (3, 100, CONTROL_PRIOR),
+];
 /// Added by `LOKI_BENCH_LARGE=1`.
-const LARGE_CASE: (usize, usize) = (5000, 1000);
+const LARGE_CASE: (usize, usize, usize) = (5000, 1000, 0);
+/// The control for the per-stream ratio: every stream adds its output to
+/// `out/`, so over 1,000 streams that folder holds 500 files on average,
+/// against 50 over 100. 100 streams that start with 450 outputs already
+/// there see the same average tree as the 1,000: what differs between
+/// those two rows is the swarm's size alone.
+const CONTROL_PRIOR: usize = 450;
 const PARALLEL: usize = 8;
 /// Files in the repo of part 2: a small tree, so what differs is the renderer.
 const UI_FILES: usize = 20;
@@ -162,11 +177,18 @@ fn main() -> Result<()> {
         cases.push(LARGE_CASE);
     }
     let mut rows = Vec::new();
-    for &(files, streams) in &cases {
-        println!("\n1. {streams} streams, {files} files per checkout, max_parallel {PARALLEL}");
+    for &(files, streams, prior) in &cases {
+        let before = if prior > 0 {
+            format!(", {prior} outputs merged before")
+        } else {
+            String::new()
+        };
+        println!(
+            "\n1. {streams} streams, {files} files per checkout{before}, max_parallel {PARALLEL}"
+        );
         let (mut loki_runs, mut base_runs, mut peaks) = (Vec::new(), Vec::new(), Vec::new());
         for r in 1..=repeats {
-            let repo = BenchRepo::new(files, streams, PARALLEL, &agent, None)?;
+            let repo = BenchRepo::new(files, streams, PARALLEL, &agent, None)?.with_prior(prior)?;
             let sampler = PeakSampler::start(repo.root().join(".loki/worktrees"));
             let m = repo.run_loki(&bin, Output::File)?;
             let peak = sampler.stop();
@@ -175,7 +197,7 @@ fn main() -> Result<()> {
             loki_runs.push(m);
             peaks.push(peak);
 
-            let repo = BenchRepo::new(files, streams, PARALLEL, &agent, None)?;
+            let repo = BenchRepo::new(files, streams, PARALLEL, &agent, None)?.with_prior(prior)?;
             let m = repo.run_baseline(&baseline, &agent)?;
             repo.verify()?;
             println!("   run {r}: script  {}", m.line());
@@ -184,6 +206,7 @@ fn main() -> Result<()> {
         rows.push(Row {
             files,
             streams,
+            prior,
             loki: Summary::of(&loki_runs),
             base: Summary::of(&base_runs),
             peak: peaks.into_iter().max().unwrap_or(0),
@@ -219,9 +242,10 @@ fn main() -> Result<()> {
         "\n== 1. loki / the parallel git-CLI script (xargs -P {PARALLEL}), no-op agent, median of {repeats} =="
     );
     println!(
-        "{:>6} {:>7} {:>10} {:>10} {:>7} {:>10} {:>10} {:>7} {:>14} {:>6}",
+        "{:>6} {:>7} {:>6} {:>10} {:>10} {:>7} {:>10} {:>10} {:>7} {:>14} {:>6}",
         "files",
         "streams",
+        "before",
         "loki wall",
         "script",
         "ratio",
@@ -233,9 +257,10 @@ fn main() -> Result<()> {
     );
     for r in &rows {
         println!(
-            "{:>6} {:>7} {:>10} {:>10} {:>6.2}x {:>10} {:>10} {:>6.2}x {:>14} {:>6}",
+            "{:>6} {:>7} {:>6} {:>10} {:>10} {:>6.2}x {:>10} {:>10} {:>6.2}x {:>14} {:>6}",
             r.files,
             r.streams,
+            r.prior,
             fmt_secs(r.loki.wall),
             fmt_secs(r.base.wall),
             r.loki.wall / r.base.wall,
@@ -246,15 +271,21 @@ fn main() -> Result<()> {
             r.peak
         );
     }
-    let per_stream = |files: usize, streams: usize| {
+    let per_stream = |files: usize, streams: usize, prior: usize| {
         rows.iter()
-            .find(|r| r.files == files && r.streams == streams)
+            .find(|r| r.files == files && r.streams == streams && r.prior == prior)
             .map(|r| r.loki.own / r.streams as f64)
     };
-    if let (Some(small), Some(large)) = (per_stream(3, 100), per_stream(3, 1000)) {
+    if let (Some(small), Some(large), Some(control)) = (
+        per_stream(3, 100, 0),
+        per_stream(3, 1000, 0),
+        per_stream(3, 100, CONTROL_PRIOR),
+    ) {
         println!(
-            "supervisor CPU per stream, 3 files: 1,000 streams / 100 streams = {:.2}x",
-            large / small
+            "supervisor CPU per stream, 3 files: 1,000 streams / 100 streams = {:.2}x; \
+             / 100 streams over the same average tree ({CONTROL_PRIOR} outputs before) = {:.2}x",
+            large / small,
+            large / control
         );
     }
     println!(
@@ -314,6 +345,8 @@ fn main() -> Result<()> {
 struct BenchRepo {
     dir: tempfile::TempDir,
     ids: Vec<String>,
+    /// Outputs in `out/` before the run ([`BenchRepo::with_prior`]).
+    prior: usize,
 }
 
 impl BenchRepo {
@@ -372,7 +405,25 @@ impl BenchRepo {
         fs::write(root.join("loki.toml"), toml)?;
         git(root, &["add", "-A"])?;
         git(root, &["commit", "-q", "-m", "swarm"])?;
-        Ok(BenchRepo { dir, ids })
+        Ok(BenchRepo { dir, ids, prior: 0 })
+    }
+
+    /// `n` outputs of earlier streams (`out/p<n>.md`) committed to `main`
+    /// before the run, in one commit.
+    fn with_prior(mut self, n: usize) -> Result<BenchRepo> {
+        let root = self.root().to_path_buf();
+        for i in 0..n {
+            fs::write(
+                root.join(format!("out/p{i:04}.md")),
+                format!("# p{i:04}\n\nThe draft of an earlier stream.\n"),
+            )?;
+        }
+        if n > 0 {
+            git(&root, &["add", "-A"])?;
+            git(&root, &["commit", "-q", "-m", "earlier streams' outputs"])?;
+        }
+        self.prior = n;
+        Ok(self)
     }
 
     fn root(&self) -> &Path {
@@ -474,7 +525,7 @@ impl BenchRepo {
         let branches = git(root, &["branch", "--list", "loki/*"])?;
         let n = self.ids.len();
         if merges.trim() != n.to_string()
-            || outs.lines().count() != n + 1
+            || outs.lines().count() != n + 1 + self.prior
             || wts.matches("worktree ").count() != 1
             || !branches.trim().is_empty()
         {
@@ -482,7 +533,7 @@ impl BenchRepo {
                 "run in {} incomplete: {} merges, {} outputs, worktrees:\n{wts}branches: {branches}",
                 root.display(),
                 merges.trim(),
-                outs.lines().count().saturating_sub(1)
+                outs.lines().count().saturating_sub(1 + self.prior)
             );
         }
         Ok(())
@@ -518,6 +569,7 @@ fn build_agent(dir: &Path, fallback: &Path) -> Result<PathBuf> {
 struct Row {
     files: usize,
     streams: usize,
+    prior: usize,
     loki: Summary,
     base: Summary,
     peak: usize,
