@@ -19,7 +19,7 @@
 //! | `mod.rs` | finding the repository, the id check, the shared helpers (signature, message, paths, status), the process-wide locks |
 //! | `branch.rs` | reading, creating and deleting branches; files and merge bases on a branch |
 //! | `worktree.rs` | preparing, reusing and removing stream worktrees, their registrations and locks |
-//! | `commit.rs` | committing a stream's worktree onto its branch, what it touched, its diff against the target |
+//! | `commit.rs` | staging a stream's worktree once for its checks and its commit, committing it onto its branch, what it touched, its diff against the target |
 //! | `pool.rs` | merged streams' worktrees kept to be switched to the next stream's branch |
 //! | `stat_cache.rs` | the stat data loki saw of each worktree's files, so a commit hashes only what changed |
 //! | `integrity.rs` | opening a stream's worktree through its registration; what an agent changed in its `.git`, HEAD or branch, put back |
@@ -43,7 +43,15 @@
 //! **Cost of the change, not of the tree.** A stream's worktree is a pooled
 //! one switched to its branch (`pool.rs`); its commits hash only files whose
 //! stat data changed since loki saw them and write only changed folders
-//! (`stat_cache.rs`). Every local step is done with libgit2, in process,
+//! (`stat_cache.rs`); its worktree is walked once when the agent is done,
+//! for both what the checks judge and what is committed (`commit.rs`).
+//! Two process-wide libgit2 options: parsed trees are cached up to 1 MiB
+//! ([`before_threads`]: a folder of a few hundred outputs was inflated
+//! again each time one merge looked at it), and libgit2's check that every
+//! entry of a tree it writes exists is off (it read each entry of every
+//! changed folder); instead the objects an attempt changed are looked up
+//! against its base (`Staged::touched_since`), and everything else is the
+//! target's own. Every local step is done with libgit2, in process,
 //! chosen per step from `benches/git_steps.rs`, which times each step both
 //! ways on one 5,000-file repository (medians of 7, ms, loki / CLI):
 //! prepare 19.5 / 375.6 (a pooled worktree switched, against `git worktree

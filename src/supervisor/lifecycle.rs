@@ -81,19 +81,25 @@ impl Dispatcher {
         };
         let tx = self.tx.clone();
         let idc = id.to_string();
+        let gate = self.prepare_gate.clone();
         tokio::spawn(async move {
-            let result = tokio::task::spawn_blocking(move || attempt::prepare(&input))
-                .await
-                .map_err(|e| PrepError {
-                    message: format!("preparing failed: {e}"),
-                    fatal: false,
+            // Never closed, so a permit always comes.
+            let permit = gate.acquire_owned().await.ok();
+            let result = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                attempt::prepare(&input)
+            })
+            .await
+            .map_err(|e| PrepError {
+                message: format!("preparing failed: {e}"),
+                fatal: false,
+            })
+            .and_then(|r| {
+                r.map(Box::new).map_err(|e| PrepError {
+                    fatal: e.downcast_ref::<attempt::Fatal>().is_some(),
+                    message: format!("{e:#}"),
                 })
-                .and_then(|r| {
-                    r.map(Box::new).map_err(|e| PrepError {
-                        fatal: e.downcast_ref::<attempt::Fatal>().is_some(),
-                        message: format!("{e:#}"),
-                    })
-                });
+            });
             let _ = tx.send(Msg::Prepared {
                 id: idc,
                 attempt: n,
