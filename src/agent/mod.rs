@@ -6,9 +6,11 @@
 //! Decisions worth knowing:
 //!
 //! - **Events.** [`run`] sends [`AgentEvent::Started`] first (nothing else
-//!   precedes it), then the events parsed from stdout in output order. Stderr
-//!   produces no events: it goes to the stderr log and the outcome's
-//!   `stderr_tail`, and counts as output for the idle timer.
+//!   precedes it), then the events parsed from stdout in output order, and
+//!   [`AgentEvent::Exited`] the moment the agent exits by itself (its last
+//!   lines may still follow: they are drained while what it left is
+//!   ended). Stderr produces no events: it goes to the stderr log and the
+//!   outcome's `stderr_tail`, and counts as output for the idle timer.
 //! - **Ending the group.** Whatever way the attempt ends, nothing of the
 //!   process group outlives [`run`]: when the leader exits by itself, members
 //!   it left behind (background jobs) get SIGTERM, `kill_grace`, SIGKILL, and
@@ -108,6 +110,10 @@ pub enum AgentEvent {
     /// A turn ended (assistant message); running count.
     Turns(u32),
     Result(ResultInfo),
+    /// The agent exited by itself; its end is being handled (what it left
+    /// is ended, its last output read). It is no longer coming up: the
+    /// start pacing need not wait for that handling.
+    Exited,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -272,6 +278,9 @@ impl Collector {
                     }
                     let _ = self.events.send(ev);
                 }
+            }
+            Output::Exited => {
+                let _ = self.events.send(AgentEvent::Exited);
             }
             Output::Stderr(line) => {
                 if self.tail.len() == STDERR_TAIL_LINES {

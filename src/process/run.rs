@@ -63,6 +63,10 @@ pub enum Output {
         complete: bool,
     },
     Stderr(String),
+    /// The leader exited by itself (what it printed may still be on its
+    /// way, and what it left is ended next): said at once, so a caller
+    /// that waits for the program to be up or done need not wait for that.
+    Exited,
 }
 
 /// How a run ended.
@@ -175,6 +179,7 @@ pub async fn run_job<S: Copy>(
                     }
                 }
                 guard.leader_reaped = true;
+                on_output(Output::Exited);
                 break End::Exited;
             }
             _ = tokio::time::sleep_until(wall) => break End::Timeout,

@@ -293,6 +293,8 @@ impl Dispatcher {
                 }
             }
             AgentEvent::UsageLimit(u) => self.usage_limit(&id, u).await,
+            // Up (above); the end itself comes as `Msg::AgentDone`.
+            AgentEvent::Exited => {}
             AgentEvent::Result(info) => {
                 let budget = self.slots.get(&id).and_then(|s| s.cfg.agent.max_budget_usd);
                 let cost = self.counted_cost(&id, &info);
