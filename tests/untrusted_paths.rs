@@ -232,12 +232,29 @@ fn outputs_that_are_a_fifo_or_a_link_to_dev_zero_hang_nothing() {
 /// reaches the target.
 #[test]
 fn an_agent_that_edits_its_check_script_fails() {
-    let s = Swarm::empty();
-    let agent = s.agent_script(
-        "agent.sh",
-        "printf '#!/bin/sh\\nexit 0\\n' > scripts/check.sh",
-        "",
+    edited_check_script_fails("printf '#!/bin/sh\\nexit 0\\n' > scripts/check.sh");
+}
+
+/// The same edit hidden from `git status`: the agent marks the script
+/// assume-unchanged in its worktree's index, so a status of the worktree
+/// (which reads that index) sees nothing. What the attempt touched is read
+/// from loki's own staging of the folder instead, so the `script` check
+/// still fails and nothing reaches the target.
+#[test]
+fn an_edit_of_the_check_script_hidden_in_the_index_still_fails() {
+    edited_check_script_fails(
+        "git update-index --assume-unchanged scripts/check.sh\n\
+         printf '#!/bin/sh\\nexit 0\\n' > scripts/check.sh\n\
+         test -z \"$(git status --porcelain scripts)\" || exit 9",
     );
+}
+
+/// A stream whose check command runs `scripts/check.sh` (which fails),
+/// run by an agent that first does `edit`: the attempt must fail the
+/// `script` check and never merge.
+fn edited_check_script_fails(edit: &str) {
+    let s = Swarm::empty();
+    let agent = s.agent_script("agent.sh", edit, "");
     s.repo.write(
         "scripts/check.sh",
         "#!/bin/sh\necho 'the draft is not good yet' >&2\nexit 1\n",
