@@ -18,8 +18,9 @@
 //! It runs the program as its child in its own process group, with stdin
 //! closed (`/dev/null`: the keeper's own stdin is the pipe on which it
 //! reports a failed start), stdout, stderr and the environment untouched,
-//! and exits as the program did (its code, or the same signal). No runtime, no allocation-heavy work, no panics:
-//! it only waits for signals and reads `/proc`.
+//! and exits as the program did (its code, or the same signal). No
+//! runtime, no allocation-heavy work, no panics: it only waits for signals
+//! and reads `/proc`.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -81,27 +82,8 @@ pub fn keep(
 ) -> i32 {
     let report = report_fd.and_then(take_fd);
     if let Some(parent) = parent {
-        // SAFETY: prctl with these arguments only sets a flag of this
-        // process; getppid has no preconditions.
-        let armed = unsafe {
-            libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGTERM as libc::c_ulong,
-                0 as libc::c_ulong,
-                0 as libc::c_ulong,
-                0 as libc::c_ulong,
-            )
-        };
-        let errno = if armed == -1 {
-            std::io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EIO)
-        } else if unsafe { libc::getppid() } != parent {
-            libc::ESRCH
-        } else {
-            0
-        };
-        if errno != 0 {
+        if let Err(e) = super::spawn::arm_death_signal(libc::SIGTERM, parent) {
+            let errno = e.raw_os_error().unwrap_or(libc::EIO);
             if let Some(fd) = report {
                 let _ = std::fs::File::from(fd).write_all(&errno.to_ne_bytes());
             }
@@ -279,10 +261,14 @@ fn take_fd(fd: i32) -> Option<OwnedFd> {
     if fd == 0 {
         // SAFETY: fcntl on any number is safe; it fails for a closed one.
         let moved = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3) };
-        let null = std::fs::File::open("/dev/null").ok()?;
-        // SAFETY: dup2 onto stdin of a descriptor this function owns; the
-        // old stdin (the pipe) lives on as `moved`.
-        unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0) };
+        // The pipe must leave stdin whatever happens, or the program would
+        // hold it open and the supervisor wait on it for the whole run.
+        match std::fs::File::open("/dev/null") {
+            // SAFETY: dup2 onto stdin of a descriptor open here.
+            Ok(null) => unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0) },
+            // SAFETY: closing stdin, which this process owns.
+            Err(_) => unsafe { libc::close(0) },
+        };
         if moved == -1 {
             return None;
         }

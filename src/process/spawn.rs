@@ -139,24 +139,7 @@ pub(crate) fn contained(
             // SAFETY: the closure runs between fork and exec and only calls
             // async-signal-safe functions (prctl, getppid) without allocating.
             unsafe {
-                cmd.pre_exec(move || {
-                    if libc::prctl(
-                        libc::PR_SET_PDEATHSIG,
-                        libc::SIGKILL as libc::c_ulong,
-                        0 as libc::c_ulong,
-                        0 as libc::c_ulong,
-                        0 as libc::c_ulong,
-                    ) == -1
-                    {
-                        return Err(io::Error::last_os_error());
-                    }
-                    // The supervisor died before the prctl: nobody would
-                    // ever stop us.
-                    if libc::getppid() != supervisor {
-                        return Err(io::Error::from_raw_os_error(libc::ESRCH));
-                    }
-                    Ok(())
-                });
+                cmd.pre_exec(move || arm_death_signal(libc::SIGKILL, supervisor));
             }
             cmd
         }
@@ -166,6 +149,32 @@ pub(crate) fn contained(
         .env(TOKEN_ENV, token_text(token))
         .process_group(0);
     Ok(Contained { cmd, report })
+}
+
+/// Arms this process's parent-death signal `sig`, then checks that its
+/// parent is still `parent`: when the parent died before the signal was
+/// armed, nobody would ever stop this process (ESRCH). Only
+/// async-signal-safe calls, no allocation: it runs between fork and exec
+/// for a direct start, and first thing in the keeper.
+pub(crate) fn arm_death_signal(sig: libc::c_int, parent: i32) -> io::Result<()> {
+    // SAFETY: prctl with these arguments only sets a flag of this process;
+    // getppid has no preconditions.
+    unsafe {
+        if libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            sig as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        ) == -1
+        {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::getppid() != parent {
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+    }
+    Ok(())
 }
 
 /// Ends a group at once. Only for a group whose leader is not yet reaped
