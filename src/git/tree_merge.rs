@@ -18,7 +18,7 @@
 //!   touched the renamed path, and then that path differs on both sides.
 //! - **Entries are (id, mode).** A change of mode alone is a change.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use git2::{Oid, Repository};
 
@@ -52,49 +52,65 @@ fn merge_level(
     if base == Some(ours) {
         return Ok(Some(theirs));
     }
-    let b = entries(repo, base)?;
-    let o = entries(repo, Some(ours))?;
-    let t = entries(repo, Some(theirs))?;
-    let names: BTreeSet<&Vec<u8>> = b.keys().chain(o.keys()).chain(t.keys()).collect();
-    let ours_tree = repo.find_tree(ours)?;
-    let mut builder = repo.treebuilder(Some(&ours_tree))?;
-    for name in names {
-        let (be, oe, te) = (b.get(name), o.get(name), t.get(name));
+    let (b, o, t) = (
+        tree(repo, base)?,
+        tree(repo, Some(ours))?,
+        tree(repo, Some(theirs))?,
+    );
+    let (b, o, t) = (sorted(&b), sorted(&o), sorted(&t));
+    let mut builder: Option<git2::TreeBuilder<'_>> = None;
+    let mut clean = true;
+    join([&b, &o, &t], |name, [be, oe, te]| {
         if oe == te {
             if be.is_some() && oe.is_none() {
                 // Deleted on both sides: each may be a rename.
-                return Ok(None);
+                clean = false;
             }
-            continue;
+            return Ok(clean);
         }
         if be == te {
-            continue; // only ours changed it: ours stays
+            return Ok(true); // only ours changed it: ours stays
         }
-        if be == oe {
+        let change = if be == oe {
             // Only theirs changed it.
-            match te {
-                Some(&(id, mode)) => {
-                    builder.insert(name.clone(), id, mode)?;
+            te
+        } else {
+            // Changed on both sides: only a folder on both (and in the
+            // base, if there) is looked into.
+            let (None | Some((_, MODE_TREE)), Some((o_id, MODE_TREE)), Some((t_id, MODE_TREE))) =
+                (be, oe, te)
+            else {
+                clean = false;
+                return Ok(false);
+            };
+            match merge_level(repo, be.map(|(id, _)| id), o_id, t_id)? {
+                Some(id) => Some((id, MODE_TREE)),
+                None => {
+                    clean = false;
+                    return Ok(false);
                 }
-                None => builder.remove(name.clone())?,
             }
-            continue;
-        }
-        // Changed on both sides: only a folder on both (and in the base, if
-        // there) is looked into.
-        let (None | Some(&(_, MODE_TREE)), Some(&(o_id, MODE_TREE)), Some(&(t_id, MODE_TREE))) =
-            (be, oe, te)
-        else {
-            return Ok(None);
         };
-        match merge_level(repo, be.map(|&(id, _)| id), o_id, t_id)? {
-            Some(id) => {
-                builder.insert(name.clone(), id, MODE_TREE)?;
+        let builder = match &mut builder {
+            Some(b) => b,
+            None => builder.insert(repo.treebuilder(Some(&repo.find_tree(ours)?))?),
+        };
+        match change {
+            Some((id, mode)) => {
+                builder.insert(name, id, mode)?;
             }
-            None => return Ok(None),
+            None => builder.remove(name)?,
         }
+        Ok(true)
+    })?;
+    if !clean {
+        return Ok(None);
     }
-    builder.write().map(Some)
+    match builder {
+        Some(b) => b.write().map(Some),
+        // Every name as ours has it (theirs only repeated ours' changes).
+        None => Ok(Some(ours)),
+    }
 }
 
 /// Every path whose entry differs between trees `a` and `b` (a file on
@@ -120,16 +136,14 @@ fn changes_at(
     if a == b {
         return Ok(());
     }
-    let ea = entries(repo, a)?;
-    let eb = entries(repo, b)?;
-    let names: BTreeSet<&Vec<u8>> = ea.keys().chain(eb.keys()).collect();
-    for name in names {
-        let (x, y) = (ea.get(name), eb.get(name));
+    let (ta, tb) = (tree(repo, a)?, tree(repo, b)?);
+    let (ea, eb) = (sorted(&ta), sorted(&tb));
+    join([&ea, &eb], |name, [x, y]| {
         if x == y {
-            continue;
+            return Ok(true);
         }
         let path = format!("{prefix}{}", String::from_utf8_lossy(name));
-        let tree_of = |e: Option<&Entry>| e.filter(|&&(_, m)| m == MODE_TREE).map(|&(id, _)| id);
+        let tree_of = |e: Option<Entry>| e.filter(|&(_, m)| m == MODE_TREE).map(|(id, _)| id);
         let (tx, ty) = (tree_of(x), tree_of(y));
         // A file (or link, or submodule) on either side is a path of its own.
         if (x.is_some() && tx.is_none()) || (y.is_some() && ty.is_none()) {
@@ -138,26 +152,56 @@ fn changes_at(
         if tx.is_some() || ty.is_some() {
             changes_at(repo, tx, ty, &format!("{path}/"), out)?;
         }
-    }
-    Ok(())
+        Ok(true)
+    })
 }
 
-/// A tree's entries by name (none for `None`).
-fn entries(repo: &Repository, tree: Option<Oid>) -> Result<BTreeMap<Vec<u8>, Entry>, git2::Error> {
-    let Some(id) = tree else {
-        return Ok(BTreeMap::new());
-    };
-    let tree = repo.find_tree(id)?;
-    Ok(tree
-        .iter()
-        .map(|e| (e.name_bytes().to_vec(), (e.id(), e.filemode())))
-        .collect())
+fn tree(repo: &Repository, id: Option<Oid>) -> Result<Option<git2::Tree<'_>>, git2::Error> {
+    id.map(|id| repo.find_tree(id)).transpose()
+}
+
+/// A tree's entries (none for `None`), read in place, in byte order of
+/// their names (git's own order puts a folder as if its name ended in '/').
+fn sorted<'t>(tree: &'t Option<git2::Tree<'_>>) -> Vec<git2::TreeEntry<'t>> {
+    let mut out: Vec<git2::TreeEntry<'t>> = tree.iter().flat_map(|t| t.iter()).collect();
+    out.sort_by(|a, b| a.name_bytes().cmp(b.name_bytes()));
+    out
+}
+
+/// Walks `N` name-sorted entry lists side by side: `f` gets each name in
+/// any of them with its entry in each (`None` where absent), in name order,
+/// until it returns `false`. No entry is copied: a folder of a thousand
+/// outputs is compared in place.
+fn join<const N: usize>(
+    lists: [&[git2::TreeEntry<'_>]; N],
+    mut f: impl FnMut(&[u8], [Option<Entry>; N]) -> Result<bool, git2::Error>,
+) -> Result<(), git2::Error> {
+    let mut at = [0usize; N];
+    loop {
+        let Some(name) = (0..N)
+            .filter_map(|k| lists[k].get(at[k]).map(|e| e.name_bytes()))
+            .min()
+        else {
+            return Ok(());
+        };
+        let mut here = [None; N];
+        for k in 0..N {
+            if let Some(e) = lists[k].get(at[k]).filter(|e| e.name_bytes() == name) {
+                here[k] = Some((e.id(), e.filemode()));
+                at[k] += 1;
+            }
+        }
+        if !f(name, here)? {
+            return Ok(());
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::git::diff_paths;
+    use std::collections::BTreeMap;
 
     /// A small deterministic generator (xorshift), so a failure reruns.
     struct Rng(u64);
