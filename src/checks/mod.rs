@@ -1010,6 +1010,25 @@ fn canonical_name_of(name: &str) -> Option<String> {
     changed.then(|| format!("{stem}{ext}"))
 }
 
+/// Whether `sibling` can name a versioned copy of `name` at all: cheaply
+/// false for most of a big folder's files, so the check costs what the
+/// attempt touched, not the folder (the patterns ran on every sibling).
+///
+/// [`canonical_name_of`] only cuts a prefix (`copy of `), suffixes (`.bak`,
+/// `-v2`, ...) and keeps the extension after the last dot, so a copy of
+/// `name` contains `name` up to its last dot. Judged in ASCII only (where
+/// lowercasing is one letter at a time); any other name goes to the
+/// patterns.
+fn may_copy(sibling: &str, name: &str) -> bool {
+    if !(sibling.is_ascii() && name.is_ascii()) {
+        return true;
+    }
+    let stem = name.rfind('.').map_or(name, |i| &name[..i]);
+    sibling
+        .to_ascii_lowercase()
+        .contains(&stem.to_ascii_lowercase())
+}
+
 fn under_backups(path: &str) -> bool {
     Path::new(path)
         .components()
@@ -1096,7 +1115,9 @@ fn check_canonical(
             if outputs_lc.contains(&sib_path.to_lowercase()) {
                 continue;
             }
-            if canonical_name_of(&sibling).map(|c| c.to_lowercase()) == Some(name_lc.clone()) {
+            if may_copy(&sibling, &name)
+                && canonical_name_of(&sibling).map(|c| c.to_lowercase()) == Some(name_lc.clone())
+            {
                 found.insert((sib_path, path.clone()), exists);
             }
         }

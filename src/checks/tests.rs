@@ -557,6 +557,64 @@ fn versioned_names_are_recognised() {
     }
 }
 
+/// The cheap test in front of the patterns never turns away a copy: over
+/// every pair of names built from stems, markers, prefixes and suffixes,
+/// each sibling the patterns map onto a name passes `may_copy` for it.
+#[test]
+fn may_copy_never_turns_away_a_versioned_copy() {
+    let stems = [
+        "ch01",
+        "Plan",
+        "notes",
+        "a.b",
+        "x",
+        "scene-0204-blueprint",
+        "ΟΔΟΣ",
+    ];
+    let exts = ["", ".md", ".MD", ".tar.gz"];
+    let markers = [
+        "",
+        "-v2",
+        "_FINAL_final",
+        " (1)",
+        " copy 2",
+        "-draft2",
+        ".v3",
+    ];
+    let around = [
+        ("", ""),
+        ("Copy of ", ""),
+        ("", ".bak"),
+        ("", "~"),
+        ("copy of ", ".orig"),
+    ];
+    let mut names = Vec::new();
+    for stem in stems {
+        for ext in exts {
+            names.push(format!("{stem}{ext}"));
+            for m in markers {
+                for (pre, post) in around {
+                    names.push(format!("{pre}{stem}{m}{ext}{post}"));
+                }
+            }
+        }
+    }
+    let mut copies = 0;
+    for sibling in &names {
+        let Some(canonical) = canonical_name_of(sibling) else {
+            continue;
+        };
+        for name in &names {
+            if canonical.to_lowercase() == name.to_lowercase() {
+                copies += 1;
+                assert!(may_copy(sibling, name), "{sibling} copies {name}");
+            }
+        }
+    }
+    assert!(copies > 500, "only {copies} copies were tried");
+    assert!(!may_copy("s0001.md", "s0002.md"));
+}
+
 #[test]
 fn canonical_flags_duplicates_and_exempts_backups() {
     let dir = tempfile::tempdir().unwrap();
