@@ -850,6 +850,30 @@ fn user_changes_on_a_touched_path_wait_then_merge() {
     fsck_clean(&root);
 }
 
+/// loki keeps its opened repositories between merges, with the index each
+/// read: a change the user staged since (and only staged, the file on disk
+/// put back as it was) is still seen, and still blocks the next merge.
+#[test]
+fn a_change_the_user_staged_between_two_merges_blocks_the_second() {
+    let (_tmp, root) = repo();
+    stream_with(&root, "ch00", &[("b.txt", "bee two\n")]);
+    merged_commit(merge(&root, "ch00"));
+    stream_with(&root, "ch01", &[("a.txt", "one\ntwo\nthree\nfour\n")]);
+    write(&root, "a.txt", "one (staged)\n");
+    git(&root, &["add", "a.txt"]);
+    write(&root, "a.txt", "one\ntwo\nthree\n");
+    assert_eq!(status(&root), "MM a.txt\n");
+
+    assert_eq!(
+        merge(&root, "ch01"),
+        MergeOutcome::UserChanges {
+            paths: vec!["a.txt".to_string()]
+        }
+    );
+    assert_eq!(status(&root), "MM a.txt\n", "the staged change is kept");
+    assert_eq!(git(&root, &["show", ":a.txt"]), "one (staged)\n");
+}
+
 #[test]
 fn untracked_or_ignored_files_where_the_merge_adds_one_block_it() {
     let (_tmp, root) = repo();

@@ -30,7 +30,7 @@ use git2::build::CheckoutBuilder;
 use git2::{DiffOptions, ObjectType, Oid, Repository, RepositoryState, Tree};
 
 use super::tree_merge::changed_paths;
-use super::{diff_paths, dirty_paths, head_branch_ref, normalize, open_repo};
+use super::{current_index, diff_paths, dirty_paths, head_branch_ref, normalize, open_checkout};
 use crate::model::paths::{is_loki_path, Layout};
 
 /// Working folders (main worktree and linked ones) whose HEAD is `target_ref`.
@@ -83,13 +83,13 @@ pub(super) fn behind_note(dir: &Path, target: &str, e: &anyhow::Error) -> String
 /// The user's paths in the checkout at `dir` that the merge (which changes
 /// `changed` relative to `t_tree`) would overwrite or delete.
 pub(super) fn user_conflicts(
+    wrepo: &Repository,
     dir: &Path,
     t_tree: &Tree,
     changed: &BTreeSet<String>,
 ) -> Result<Vec<String>> {
-    let wrepo = open_repo(dir)?;
     if wrepo.state() != RepositoryState::Clean {
-        let dirty = dirty_paths(&wrepo, None)?;
+        let dirty = dirty_paths(wrepo, None)?;
         let busy: Vec<String> = dirty.iter().filter(|p| !is_loki_path(p)).cloned().collect();
         if !busy.is_empty() {
             return Ok(busy);
@@ -98,7 +98,7 @@ pub(super) fn user_conflicts(
     // Only the merge's paths are asked about (and what lies under them):
     // the check costs what the merge changes, not the size of the checkout.
     // A file where the merge needs a folder is found on disk below.
-    let dirty = dirty_paths(&wrepo, Some(changed))?;
+    let dirty = dirty_paths(wrepo, Some(changed))?;
     let mut hits: BTreeSet<String> = dirty
         .iter()
         .filter(|p| changed.iter().any(|c| overlaps(p, c)))
@@ -191,10 +191,25 @@ fn entries_under(dir: &Path, rel: &str) -> Vec<String> {
 /// that is on disk already (a checkout cut short by a crash) would
 /// otherwise keep its stale index entry.
 pub(super) fn update_checkout(dir: &Path, tree_id: Oid, changed: &BTreeSet<String>) -> Result<()> {
-    let wrepo = open_repo(dir)?;
+    let wrepo = open_checkout(dir)?;
+    let result = update_checkout_in(&wrepo, tree_id, changed);
+    if result.is_err() {
+        // The index in memory may hold changes its file does not.
+        wrepo.discard();
+    }
+    result
+}
+
+/// [`update_checkout`] through an opened handle of the checkout, which the
+/// caller must discard (`handles.rs`) when this fails.
+pub(super) fn update_checkout_in(
+    wrepo: &Repository,
+    tree_id: Oid,
+    changed: &BTreeSet<String>,
+) -> Result<()> {
     // Says, should this process die midway, that the index.lock it leaves
     // is loki's (see `clear_abandoned_target_locks`).
-    let marker = checkout_marker(&wrepo);
+    let marker = checkout_marker(wrepo);
     if let Some(m) = &marker {
         let ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -204,7 +219,7 @@ pub(super) fn update_checkout(dir: &Path, tree_id: Oid, changed: &BTreeSet<Strin
         let _ = m.parent().map(fs::create_dir_all);
         let _ = fs::write(m, line);
     }
-    let result = write_checkout(&wrepo, tree_id, changed);
+    let result = write_checkout(wrepo, tree_id, changed);
     if let Some(m) = &marker {
         let _ = fs::remove_file(m);
     }
@@ -278,8 +293,7 @@ fn write_checkout(wrepo: &Repository, tree_id: Oid, changed: &BTreeSet<String>) 
     let _ = remove_stage(&stage);
 
     // The index as it is now (the user's git may have written it meanwhile).
-    let mut index = wrepo.index()?;
-    index.read(true)?;
+    let mut index = current_index(wrepo)?;
     for p in &written {
         index.add_path(Path::new(p))?;
     }
@@ -414,13 +428,13 @@ pub(super) fn resync_checkouts(
     let changed = changed_paths(repo, old_tree.id(), new_tree.id())?;
     let mut behind = Vec::new();
     for dir in checkouts_of(repo, target_ref)? {
-        let wrepo = open_repo(&dir)?;
+        let wrepo = open_checkout(&dir)?;
         // A staging folder a kill left holds only copies of committed files.
         let _ = remove_stage(&stage_dir(&wrepo));
         if changed.is_empty() {
             continue;
         }
-        let index = wrepo.index()?;
+        let index = current_index(&wrepo)?;
         let new_tree = wrepo.find_tree(new_tree.id())?;
         let differs = differs_from_tree(&wrepo, &new_tree, &changed)?;
         let old_tree = wrepo.find_tree(old_tree.id())?;

@@ -17,8 +17,8 @@ use super::stat_cache;
 use super::tree_merge::changed_paths;
 use super::worktree::find_registration;
 use super::{
-    branch_oid, check_id, compose_message, diff_paths, dirty_paths, merge_base, open_repo,
-    signature,
+    branch_oid, check_id, compose_message, current_index, diff_paths, dirty_paths, merge_base,
+    open_repo, signature,
 };
 use crate::model::paths::{branch_name, Layout};
 
@@ -118,7 +118,7 @@ fn commit_worktree(
 /// for the two, and a stream whose checks run no command (the built-in
 /// checks only read files) commits exactly the tree its checks judged.
 pub struct Staged {
-    repo: Repository,
+    repo: super::handles::Repo,
     wrepo: Repository,
     path: std::path::PathBuf,
     id: String,
@@ -334,16 +334,25 @@ impl Staged {
 /// (only for a repository loki made itself: the demo's first commit).
 pub(super) fn commit_all(dir: &Path, subject: &str) -> anyhow::Result<Option<String>> {
     let repo = open_repo(dir)?;
-    let mut index = repo
-        .index()
-        .with_context(|| format!("reading the index of {}", dir.display()))?;
-    index
-        .add_all(["*"], IndexAddOption::DEFAULT, None)
-        .and_then(|()| index.write())
-        .with_context(|| format!("staging the files of {}", dir.display()))?;
-    let tree_id = index
-        .write_tree()
-        .with_context(|| format!("writing the tree of {}", dir.display()))?;
+    let staged = (|| -> anyhow::Result<Oid> {
+        let mut index = current_index(&repo)
+            .with_context(|| format!("reading the index of {}", dir.display()))?;
+        index
+            .add_all(["*"], IndexAddOption::DEFAULT, None)
+            .and_then(|()| index.write())
+            .with_context(|| format!("staging the files of {}", dir.display()))?;
+        index
+            .write_tree()
+            .with_context(|| format!("writing the tree of {}", dir.display()))
+    })();
+    let tree_id = match staged {
+        Ok(id) => id,
+        Err(e) => {
+            // The index in memory may hold changes its file does not.
+            repo.discard();
+            return Err(e);
+        }
+    };
     let parent = match repo.head() {
         Ok(head) => Some(
             head.peel_to_commit()

@@ -33,11 +33,12 @@ use git2::{ErrorCode, Oid, Repository};
 
 use super::checkout::{
     behind_note, checkout_marker, checkouts_of, read_checkout_marker, resync_checkouts,
-    update_checkout, user_conflicts,
+    update_checkout_in, user_conflicts,
 };
 use super::tree_merge::{changed_paths, merge_by_subtree};
 use super::{
-    branch_oid, check_id, compose_message, open_repo, signature, target_lock, worktrees_lock,
+    branch_oid, check_id, compose_message, open_checkout, open_repo, signature, target_lock,
+    worktrees_lock,
 };
 use crate::model::paths::branch_name;
 
@@ -143,12 +144,15 @@ pub fn merge_stream_with_hook(
         let changed = changed_paths(&repo, t_tree.id(), tree_id).with_context(ctx)?;
 
         let checkouts = checkouts_of(&repo, &target_ref).with_context(ctx)?;
+        // One handle of each checkout for both the check and the update, so
+        // its index is read once.
+        let mut handles = Vec::with_capacity(checkouts.len());
         let mut blocked = BTreeSet::new();
         for wt in &checkouts {
-            blocked.extend(
-                user_conflicts(wt, &t_tree, &changed)
-                    .with_context(|| format!("checking your changes in {}", wt.display()))?,
-            );
+            let checking = || format!("checking your changes in {}", wt.display());
+            let wrepo = open_checkout(wt).with_context(checking)?;
+            blocked.extend(user_conflicts(&wrepo, wt, &t_tree, &changed).with_context(checking)?);
+            handles.push(wrepo);
         }
         if !blocked.is_empty() {
             return Ok(MergeOutcome::UserChanges {
@@ -191,9 +195,11 @@ pub fn merge_stream_with_hook(
         // reported, never a reason to call the merge failed.
         let mut behind = Vec::new();
         if !changed.is_empty() {
-            for wt in &checkouts {
-                if let Err(e) = update_checkout(wt, tree_id, &changed) {
+            for (wt, wrepo) in checkouts.iter().zip(handles) {
+                if let Err(e) = update_checkout_in(&wrepo, tree_id, &changed) {
                     behind.push(behind_note(wt, target, &e));
+                    // The index in memory may hold changes its file does not.
+                    wrepo.discard();
                 }
             }
         }

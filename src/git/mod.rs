@@ -1,6 +1,7 @@
 //! Everything that touches git, through git2: this folder is the only user
-//! of git2 in loki. Each function opens its own `Repository` (it is not
-//! `Sync`); callers run them in `spawn_blocking`. Callers get plain data
+//! of git2 in loki. Each function borrows its own `Repository` (it is not
+//! `Sync`) from the handles kept between operations (`handles.rs`); callers
+//! run them in `spawn_blocking`. Callers get plain data
 //! (strings, paths and the types defined here), never a git2 type.
 //!
 //! Worktrees live only under `.loki/worktrees/<id>` on branch `loki/<id>`
@@ -17,6 +18,7 @@
 //! | file | owns |
 //! | --- | --- |
 //! | `mod.rs` | finding the repository, the id check, the shared helpers (signature, message, paths, status), the process-wide locks |
+//! | `handles.rs` | opened repositories kept between operations, so their object cache and index stay read |
 //! | `branch.rs` | reading, creating and deleting branches; files and merge bases on a branch |
 //! | `worktree.rs` | preparing, reusing and removing stream worktrees, their registrations and locks |
 //! | `commit.rs` | staging a stream's worktree once for its checks and its commit, committing it onto its branch, what it touched, its diff against the target |
@@ -44,10 +46,12 @@
 //! one switched to its branch (`pool.rs`); its commits hash only files whose
 //! stat data changed since loki saw them and write only changed folders
 //! (`stat_cache.rs`); its worktree is walked once when the agent is done,
-//! for both what the checks judge and what is committed (`commit.rs`).
-//! Two process-wide libgit2 options: parsed trees are cached up to 1 MiB
-//! ([`before_threads`]: a folder of a few hundred outputs was inflated
-//! again each time one merge looked at it), and libgit2's check that every
+//! for both what the checks judge and what is committed (`commit.rs`);
+//! the repositories opened for it are kept for the next step, with what
+//! they read (`handles.rs`). Three process-wide libgit2 options: parsed
+//! trees are cached up to 1 MiB ([`before_threads`]: a folder of a few
+//! hundred outputs was inflated again each time one merge looked at it),
+//! the whole cache is bounded, and libgit2's check that every
 //! entry of a tree it writes exists is off (it read each entry of every
 //! changed folder); instead the objects an attempt changed are looked up
 //! against its base (`Staged::touched_since`), and everything else is the
@@ -81,6 +85,7 @@ use crate::model::paths::branch_name;
 mod branch;
 mod checkout;
 mod commit;
+mod handles;
 mod history;
 mod init;
 mod integrity;
@@ -230,23 +235,55 @@ fn check_id(id: &str) -> Result<()> {
 /// folder of a few hundred files (a book's chapters, every stream's
 /// outputs) was read and inflated again each of the half-dozen times one
 /// merge looks at it. Trees up to 1 MiB (about 25,000 entries) are cached
-/// now, for the life of the one operation that opened the repository.
+/// now, and the handles that hold the cache are kept between operations
+/// (`handles.rs`), so the whole cache is bounded to [`CACHE_BYTES`]
+/// (libgit2's default is 256 MiB) and libgit2 evicts beyond it.
 pub fn before_threads() {
     // SAFETY: called before any thread exists (see above), with a kind
     // the option accepts.
     let _ = unsafe { git2::opts::set_cache_object_limit(git2::ObjectType::Tree, 1 << 20) };
+    // SAFETY: as above; the option takes one `ssize_t`.
+    unsafe {
+        libgit2_sys::git_libgit2_opts(
+            libgit2_sys::GIT_OPT_SET_CACHE_MAX_SIZE as std::ffi::c_int,
+            CACHE_BYTES as libc::ssize_t,
+        );
+    }
 }
 
-fn open_repo(path: &Path) -> Result<Repository> {
-    // libgit2's check that every entry of a tree it writes exists reads
-    // each entry of every changed folder (a header read of each loose
-    // object): with a folder of 1,000 outputs, a tenth of a stream's cost.
-    // loki checks the objects an attempt changed instead
-    // (`Staged::touched_since`); everything else is the target's own.
+/// The bound on libgit2's object cache, over every kept handle: a few
+/// hundred versions of a thousand-entry folder.
+const CACHE_BYTES: usize = 32 << 20;
+
+fn open_repo(path: &Path) -> Result<handles::Repo> {
+    lax_object_creation();
+    handles::open(path, handles::Role::Repository)
+}
+
+/// [`open_repo`] for a checkout of the target a merge checks and updates
+/// (its index read once, by the handle that wrote it last).
+fn open_checkout(dir: &Path) -> Result<handles::Repo> {
+    lax_object_creation();
+    handles::open(dir, handles::Role::Checkout)
+}
+
+/// libgit2's check that every entry of a tree it writes exists reads each
+/// entry of every changed folder (a header read of each loose object):
+/// with a folder of 1,000 outputs, a tenth of a stream's cost. loki checks
+/// the objects an attempt changed instead (`Staged::touched_since`);
+/// everything else is the target's own.
+fn lax_object_creation() {
     static LAX: std::sync::Once = std::sync::Once::new();
     LAX.call_once(|| git2::opts::strict_object_creation(false));
-    Repository::open(path)
-        .with_context(|| format!("opening the git repository at {}", path.display()))
+}
+
+/// `repo`'s index as its file has it now. A kept handle (`handles.rs`)
+/// holds the index it read last; this reads the file again only when it
+/// changed since (its size, time, inode or trailing checksum).
+fn current_index(repo: &Repository) -> Result<git2::Index, git2::Error> {
+    let mut index = repo.index()?;
+    index.read(false)?;
+    Ok(index)
 }
 
 /// The ref HEAD points at (`refs/heads/...`), or `None` when detached.

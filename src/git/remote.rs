@@ -36,7 +36,9 @@ use git2::{ErrorCode, Oid, Repository};
 use super::checkout::{behind_note, checkouts_of, update_checkout, user_conflicts};
 use super::merge::{loki_merge_of, merged_tree};
 use super::tree_merge::changed_paths;
-use super::{check_id, compose_message, open_repo, signature, target_lock, worktrees_lock};
+use super::{
+    check_id, compose_message, open_checkout, open_repo, signature, target_lock, worktrees_lock,
+};
 use crate::model::claim::{parse_record, record_message, Claim, Done};
 use crate::model::paths::branch_name;
 
@@ -742,7 +744,8 @@ pub fn follow_target(root: &Path, remote: &str, target: &str) -> Result<Option<S
     let checkouts = checkouts_of(&repo, &target_ref).with_context(ctx)?;
     let mut blocked = Vec::new();
     for wt in &checkouts {
-        blocked.extend(user_conflicts(wt, &old_tree, &changed)?);
+        let wrepo = open_checkout(wt)?;
+        blocked.extend(user_conflicts(&wrepo, wt, &old_tree, &changed)?);
     }
     if !blocked.is_empty() {
         return Ok(Some(format!(
