@@ -289,3 +289,25 @@ fn a_commit_naming_an_object_the_agent_never_wrote_is_not_merged() {
     h.repo
         .git(&["archive", "--format=tar", "-o", "/dev/null", "main"]);
 }
+
+/// The worktree's index is the agent's to write, so loki never reads it:
+/// its staging starts from an index of its own, renamed over the
+/// worktree's when committed. An agent that leaves garbage there (or a
+/// huge file) neither fails its attempt nor slows loki: the stream's
+/// output merges, and the worktree's index is loki's again.
+#[test]
+fn an_index_the_agent_filled_with_garbage_is_never_read() {
+    let h = Swarm::empty();
+    let agent = h.agent_script(
+        "agent.sh",
+        "",
+        "printf 'this is not an index' > \"$(git rev-parse --git-dir)/index\"",
+    );
+    swarm_with_agent(&h, &agent, 1, &[stream("s1", &[], "chapters/s1.md", "")]);
+    let done = h.run();
+    assert_eq!(done.code, Some(0), "{}", done.both());
+    h.assert_all_merged_once(&["s1"]);
+    assert!(h.repo.read("chapters/s1.md").starts_with("*Stream s1"));
+    let files = h.repo.git(&["ls-tree", "-r", "--name-only", "main"]);
+    assert!(files.contains("chapters/s1.md"), "{files}");
+}

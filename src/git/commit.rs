@@ -121,12 +121,18 @@ pub struct Staged {
     repo: super::handles::Repo,
     wrepo: Repository,
     path: std::path::PathBuf,
+    /// The worktree's registration folder (its git dir).
+    admin: std::path::PathBuf,
     id: String,
     branch_ref: String,
     parent: Oid,
     index: Index,
     tree: Oid,
 }
+
+/// The file in a worktree's git dir that loki's staging index is written
+/// to before it is renamed over the worktree's `index`.
+const OWN_INDEX: &str = "loki-index";
 
 /// Stages stream `id`'s worktree (see [`Staged`]).
 pub fn stage_stream(root: &Path, id: &str, outputs: &[String]) -> anyhow::Result<Staged> {
@@ -144,11 +150,19 @@ pub fn stage_stream(root: &Path, id: &str, outputs: &[String]) -> anyhow::Result
         .with_context(ctx)?;
     let (parent, parent_tree) = (parent_commit.id(), parent_commit.tree_id());
     drop(parent_commit);
-    let mut index = Index::open(&admin.join("index")).with_context(ctx)?;
-    // Nothing the agent staged or stat-cached is trusted: the branch's tree,
-    // with the stat data loki itself saw (`stat_cache.rs`), then the
-    // folder's files, hashed where their stat data changed.
-    index.clear().with_context(ctx)?;
+    // Nothing the agent staged or stat-cached is trusted, or even read (an
+    // index of a thousand files took a tenth of the staging to parse): a
+    // new index of loki's own, renamed over the worktree's when committed,
+    // holds the branch's tree with the stat data loki itself saw
+    // (`stat_cache.rs`), then the folder's files, hashed where their stat
+    // data changed.
+    let own_index = admin.join(OWN_INDEX);
+    match std::fs::remove_file(&own_index) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(ctx),
+    }
+    let mut index = Index::open(&own_index).with_context(ctx)?;
     if stat_cache::stat_is_trusted(&wrepo) {
         stat_cache::seed(&path, &mut index).with_context(ctx)?;
     }
@@ -177,6 +191,7 @@ pub fn stage_stream(root: &Path, id: &str, outputs: &[String]) -> anyhow::Result
         repo,
         wrepo,
         path,
+        admin,
         id: id.to_string(),
         branch_ref,
         parent,
@@ -261,7 +276,9 @@ impl Staged {
         let tree_id = self.tree;
         stat_cache::fill_missing(path, &mut self.index).with_context(ctx)?;
         self.index.write().with_context(ctx)?;
-        stat_cache::remember(path, &self.index);
+        let index_file = self.admin.join("index");
+        std::fs::rename(self.admin.join(OWN_INDEX), &index_file).with_context(ctx)?;
+        stat_cache::remember_as(path, &self.index, Some(&index_file));
         let theirs = match shape {
             Shape::Merge(t) => Some(
                 git2::Oid::from_str(t)

@@ -140,12 +140,17 @@ pub(super) fn take_locked(root: &Path, path: &Path, branch_ref: &str) -> Result<
         let mut cb = CheckoutBuilder::new();
         cb.force().remove_untracked(true).remove_ignored(true);
         wrepo.checkout_head(Some(&mut cb)).with_context(ctx)?;
+        // The index the checkout just wrote, as it holds it (not read back).
+        let index = wrepo.index().ok();
         drop(wrepo);
         point_registration(&admin, path)?;
         fs::rename(&folder, path)
             .with_context(|| format!("moving {} to {}", folder.display(), path.display()))?;
         // The checkout wrote the files that differ and the index; no agent ran.
-        stat_cache::remember_checkout(path, &admin.join("index"));
+        match index {
+            Some(index) => stat_cache::remember(path, &index),
+            None => stat_cache::forget(path),
+        }
         return Ok(true);
     }
     Ok(false)

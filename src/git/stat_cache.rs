@@ -52,9 +52,14 @@ pub(super) fn stat_is_trusted(repo: &Repository) -> bool {
 /// checkout, then always has a newer ctime than the entry. The index file's
 /// time is read now, before any agent runs, and kept in memory.
 pub(super) fn remember(path: &Path, index: &Index) {
+    remember_as(path, index, index.path());
+}
+
+/// [`remember`] for an index loki wrote to a file of its own and then
+/// renamed to `index_file`.
+pub(super) fn remember_as(path: &Path, index: &Index, index_file: Option<&Path>) {
     use std::os::unix::fs::MetadataExt;
-    let stamp = index
-        .path()
+    let stamp = index_file
         .and_then(|p| std::fs::metadata(p).ok())
         .map(|m| (m.ctime(), m.ctime_nsec()));
     let Some(stamp) = stamp else {
