@@ -1023,10 +1023,12 @@ fn may_copy(sibling: &str, name: &str) -> bool {
     if !(sibling.is_ascii() && name.is_ascii()) {
         return true;
     }
-    let stem = name.rfind('.').map_or(name, |i| &name[..i]);
-    sibling
-        .to_ascii_lowercase()
-        .contains(&stem.to_ascii_lowercase())
+    let stem = name.rfind('.').map_or(name, |i| &name[..i]).as_bytes();
+    stem.is_empty()
+        || sibling
+            .as_bytes()
+            .windows(stem.len())
+            .any(|w| w.eq_ignore_ascii_case(stem))
 }
 
 fn under_backups(path: &str) -> bool {
@@ -1061,24 +1063,21 @@ fn check_canonical(
         .iter()
         .map(|o| o.trim_start_matches("./").to_lowercase())
         .collect();
-    // Folder (relative) → names of the files in it.
-    let mut listings: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut list = |dir: &str| -> Vec<String> {
-        listings
-            .entry(dir.to_string())
-            .or_insert_with(|| {
-                let Ok(rd) = fs::read_dir(worktree.join(dir)) else {
-                    return Vec::new();
-                };
-                let mut names: Vec<String> = rd
-                    .flatten()
-                    .filter(|e| e.file_type().map(|t| !t.is_dir()).unwrap_or(false))
-                    .filter_map(|e| e.file_name().into_string().ok())
-                    .collect();
-                names.sort();
-                names
-            })
-            .clone()
+    // Folder (relative) → names of the files in it, read once.
+    let mut listings: BTreeMap<String, std::rc::Rc<Vec<String>>> = BTreeMap::new();
+    let mut list = |dir: &str| -> std::rc::Rc<Vec<String>> {
+        std::rc::Rc::clone(listings.entry(dir.to_string()).or_insert_with(|| {
+            let Ok(rd) = fs::read_dir(worktree.join(dir)) else {
+                return Default::default();
+            };
+            let mut names: Vec<String> = rd
+                .flatten()
+                .filter(|e| e.file_type().map(|t| !t.is_dir()).unwrap_or(false))
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect();
+            names.sort_unstable();
+            std::rc::Rc::new(names)
+        }))
     };
 
     // (duplicate, canonical) → whether the canonical file exists.
@@ -1107,17 +1106,15 @@ fn check_canonical(
         candidates.insert(path.clone());
         let (dir, name) = split_path(&path);
         let name_lc = name.to_lowercase();
-        for sibling in list(&dir) {
-            if sibling == name {
+        for sibling in list(&dir).iter() {
+            if *sibling == name || !may_copy(sibling, &name) {
                 continue;
             }
-            let sib_path = join_path(&dir, &sibling);
+            let sib_path = join_path(&dir, sibling);
             if outputs_lc.contains(&sib_path.to_lowercase()) {
                 continue;
             }
-            if may_copy(&sibling, &name)
-                && canonical_name_of(&sibling).map(|c| c.to_lowercase()) == Some(name_lc.clone())
-            {
+            if canonical_name_of(sibling).map(|c| c.to_lowercase()) == Some(name_lc.clone()) {
                 found.insert((sib_path, path.clone()), exists);
             }
         }
@@ -1136,10 +1133,10 @@ fn check_canonical(
         };
         let canonical_lc = canonical.to_lowercase();
         if let Some(actual) = list(&dir)
-            .into_iter()
-            .find(|n| n.to_lowercase() == canonical_lc && *n != name)
+            .iter()
+            .find(|n| n.to_lowercase() == canonical_lc && **n != name)
         {
-            found.insert((t.to_string(), join_path(&dir, &actual)), true);
+            found.insert((t.to_string(), join_path(&dir, actual)), true);
         }
     }
 
