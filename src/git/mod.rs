@@ -58,12 +58,12 @@
 //! target's own. Every local step is done with libgit2, in process,
 //! chosen per step from `benches/git_steps.rs`, which times each step both
 //! ways on one 5,000-file repository (medians of 7, ms, loki / CLI, on
-//! tmpfs): prepare 16.3 / 125.4 (a pooled worktree switched, against `git
-//! worktree add`), commit 17.3 / 75.7 (`git add -A` + `git commit`), merge
-//! 7.5 / 21.5 (in memory, looking only inside the folders that differ
+//! tmpfs): prepare 16.2 / 111.9 (a pooled worktree switched, against `git
+//! worktree add`), commit 11.9 / 71.0 (`git add -A` + `git commit`), merge
+//! 3.4 / 20.5 (in memory, looking only inside the folders that differ
 //! (`tree_merge.rs`), the user's checkout asked only about the merge's
-//! paths; against `git merge --no-ff` in the main checkout), clean-up 0.8 /
-//! 21.1 (`git worktree remove` + `git branch -D`). Before `tree_merge.rs`
+//! paths; against `git merge --no-ff` in the main checkout), clean-up 0.6 /
+//! 18.8 (`git worktree remove` + `git branch -D`). Before `tree_merge.rs`
 //! the merge was the one step the CLI did faster (46.2 / 24.3); it would
 //! have stayed in process anyway, because `git merge` works in the user's
 //! own checkout (it refuses or stops half-way on their changes, and cannot
