@@ -23,7 +23,12 @@
 //!   a kept handle's index ([`super::checkout`]) reads it again whenever
 //!   one of its steps fails, so no half-made change stays in memory;
 //! - a handle whose git dir is no longer the one it opened (removed, made
-//!   again) is dropped, not lent.
+//!   again) is dropped, not lent;
+//! - config values are read from their files again when they changed,
+//!   except the few libgit2 keeps per repository once it looked them up
+//!   (`core.autocrlf`, `core.filemode`, `core.ignorecase` and their kin):
+//!   a change to those while a supervisor runs takes effect at its next
+//!   start.
 //!
 //! The cache is bounded process-wide ([`super::before_threads`]).
 
