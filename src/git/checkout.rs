@@ -29,6 +29,7 @@ use anyhow::{anyhow, Context, Result};
 use git2::build::CheckoutBuilder;
 use git2::{DiffOptions, ObjectType, Oid, Repository, RepositoryState, Tree};
 
+use super::handles::Repo;
 use super::tree_merge::changed_paths;
 use super::{current_index, diff_paths, dirty_paths, head_branch_ref, normalize, open_checkout};
 use crate::model::paths::{is_loki_path, Layout};
@@ -191,22 +192,26 @@ fn entries_under(dir: &Path, rel: &str) -> Vec<String> {
 /// that is on disk already (a checkout cut short by a crash) would
 /// otherwise keep its stale index entry.
 pub(super) fn update_checkout(dir: &Path, tree_id: Oid, changed: &BTreeSet<String>) -> Result<()> {
-    let wrepo = open_checkout(dir)?;
-    let result = update_checkout_in(&wrepo, tree_id, changed);
+    update_checkout_in(open_checkout(dir)?, tree_id, changed)
+}
+
+/// [`update_checkout`] through an opened handle of the checkout. A handle
+/// this fails with is discarded, not kept (`handles.rs`): its index in
+/// memory may hold changes its file does not.
+pub(super) fn update_checkout_in(
+    wrepo: Repo,
+    tree_id: Oid,
+    changed: &BTreeSet<String>,
+) -> Result<()> {
+    let result = write_marked(&wrepo, tree_id, changed);
     if result.is_err() {
-        // The index in memory may hold changes its file does not.
         wrepo.discard();
     }
     result
 }
 
-/// [`update_checkout`] through an opened handle of the checkout, which the
-/// caller must discard (`handles.rs`) when this fails.
-pub(super) fn update_checkout_in(
-    wrepo: &Repository,
-    tree_id: Oid,
-    changed: &BTreeSet<String>,
-) -> Result<()> {
+/// [`write_checkout`] with the marker of a checkout in flight around it.
+fn write_marked(wrepo: &Repository, tree_id: Oid, changed: &BTreeSet<String>) -> Result<()> {
     // Says, should this process die midway, that the index.lock it leaves
     // is loki's (see `clear_abandoned_target_locks`).
     let marker = checkout_marker(wrepo);

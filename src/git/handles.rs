@@ -19,9 +19,10 @@
 //!   by libgit2's refresh on a miss;
 //! - the index is re-read by every libgit2 step that uses it when its file
 //!   changed (size, time, inode or trailing checksum), which is how git's
-//!   own index writes (a rename over it) always show. loki's one writer of
-//!   a kept handle's index ([`super::checkout`]) reads it again whenever
-//!   one of its steps fails, so no half-made change stays in memory;
+//!   own index writes (a rename over it) always show. loki's writers of
+//!   a kept handle's index (the update of a checkout, the demo's first
+//!   commit) discard the handle ([`Repo::discard`]) when they fail, so no
+//!   half-made change stays in memory;
 //! - a handle whose git dir is no longer the one it opened (removed, made
 //!   again) is dropped, not lent;
 //! - config values are read from their files again when they changed,

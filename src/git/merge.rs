@@ -196,10 +196,8 @@ pub fn merge_stream_with_hook(
         let mut behind = Vec::new();
         if !changed.is_empty() {
             for (wt, wrepo) in checkouts.iter().zip(handles) {
-                if let Err(e) = update_checkout_in(&wrepo, tree_id, &changed) {
+                if let Err(e) = update_checkout_in(wrepo, tree_id, &changed) {
                     behind.push(behind_note(wt, target, &e));
-                    // The index in memory may hold changes its file does not.
-                    wrepo.discard();
                 }
             }
         }
@@ -430,7 +428,7 @@ pub struct LockCleanup {
 ///   of the update, so one that no process has open and that is at least
 ///   `min_age` old (a younger one is waited for) is abandoned.
 /// - The `index.lock` of a checkout of the target: only when loki's own
-///   checkout of it was in flight (the marker [`update_checkout`] leaves
+///   checkout of it was in flight (the marker `checkout::update_checkout` leaves
 ///   names it) and the lock dates from then; any other is kept and
 ///   reported, since the user's `git commit -a` holds one, closed, while
 ///   its editor is open.
