@@ -4,6 +4,7 @@
 //! the diff a reviewer sees in `loki show`.
 
 use std::collections::BTreeSet;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -14,6 +15,7 @@ use git2::{
 
 use super::integrity::{import_agent_objects, open_stream_worktree};
 use super::stat_cache;
+use super::tree_edit;
 use super::tree_merge::changed_paths;
 use super::worktree::find_registration;
 use super::{
@@ -172,9 +174,16 @@ pub fn stage_stream(root: &Path, id: &str, outputs: &[String]) -> anyhow::Result
     wrepo.set_index(&mut index).with_context(ctx)?;
     // One walk: new, changed and deleted files (libgit2's add-all removes
     // what is gone from the folder, as update-all would). Untracked ignored
-    // files stay out; tracked ones are updated (as git).
+    // files stay out; tracked ones are updated (as git). The paths it
+    // reports are the only ones whose entry may differ from the branch's:
+    // the tree is written as the branch's with those alone (`tree_edit.rs`).
+    let mut changed: Vec<Vec<u8>> = Vec::new();
+    let mut note = |p: &Path, _: &[u8]| {
+        changed.push(p.as_os_str().as_bytes().to_vec());
+        0
+    };
     index
-        .add_all(["*"], IndexAddOption::DEFAULT, None)
+        .add_all(["*"], IndexAddOption::DEFAULT, Some(&mut note))
         .with_context(ctx)?;
     // A declared output is committed even when a .gitignore (the agent's,
     // or your global excludes) would leave it out: otherwise it passes its
@@ -184,9 +193,14 @@ pub fn stage_stream(root: &Path, id: &str, outputs: &[String]) -> anyhow::Result
         let is_file = crate::util::check_inside(&path, rel).is_ok_and(|m| m.is_file());
         if is_file && index.get_path(rel, 0).is_none() {
             index.add_path(rel).with_context(ctx)?;
+            changed.push(out.as_bytes().to_vec());
         }
     }
-    let tree = index.write_tree_to(&repo).with_context(ctx)?;
+    let tree =
+        match tree_edit::staged_tree(&repo, &index, parent_tree, &changed).with_context(ctx)? {
+            Some(tree) => tree,
+            None => index.write_tree_to(&repo).with_context(ctx)?,
+        };
     Ok(Staged {
         repo,
         wrepo,

@@ -94,6 +94,7 @@ mod pool;
 pub mod remote;
 mod resolve;
 mod stat_cache;
+mod tree_edit;
 mod tree_merge;
 mod worktree;
 

@@ -10,7 +10,8 @@
 //! branch's tree and takes an entry's stat data only where it names the
 //! same blob and mode at the same path; libgit2 then hashes a file again
 //! only when its size, mode, mtime, ctime, inode or owner differ, and
-//! writes only the folders that changed (the tree cache).
+//! reports the paths it staged, so only the folders on their way are
+//! written (`tree_edit.rs`).
 //!
 //! Why this is safe against an agent: the cache is never in a file, so no
 //! agent can write it, and ctime is set by the kernel on every change of a
@@ -97,8 +98,7 @@ pub(super) fn forget(path: &Path) {
 /// Puts the entries loki saw for the worktree at `path` into `index`
 /// (empty). The caller then reads the branch's tree into it: libgit2's
 /// `read_tree` keeps an old entry's stat data exactly when it names the
-/// same blob and mode at the same path, drops every other entry, and fills
-/// the tree cache, so unchanged folders are not written again either.
+/// same blob and mode at the same path and drops every other entry.
 pub(super) fn seed(path: &Path, index: &mut Index) -> Result<(), git2::Error> {
     let entries = with_seen(|seen| {
         seen.get(path)

@@ -22,6 +22,8 @@ use std::collections::BTreeSet;
 
 use git2::{Oid, Repository};
 
+use super::tree_edit::{splice, Change, Spliced};
+
 /// Git's mode of a tree entry that is a folder.
 const MODE_TREE: i32 = 0o040000;
 
@@ -57,10 +59,10 @@ fn merge_level(
         tree(repo, Some(ours))?,
         tree(repo, Some(theirs))?,
     );
-    let (b, o, t) = (sorted(&b), sorted(&o), sorted(&t));
-    let mut builder: Option<git2::TreeBuilder<'_>> = None;
+    let (be, oe, te) = (sorted(&b), sorted(&o), sorted(&t));
+    let mut changes: Vec<(Vec<u8>, Change)> = Vec::new();
     let mut clean = true;
-    join([&b, &o, &t], |name, [be, oe, te]| {
+    join([&be, &oe, &te], |name, [be, oe, te]| {
         if oe == te {
             if be.is_some() && oe.is_none() {
                 // Deleted on both sides: each may be a rename.
@@ -91,26 +93,31 @@ fn merge_level(
                 }
             }
         };
-        let builder = match &mut builder {
-            Some(b) => b,
-            None => builder.insert(repo.treebuilder(Some(&repo.find_tree(ours)?))?),
-        };
+        changes.push((name.to_vec(), change));
+        Ok(true)
+    })?;
+    if !clean {
+        return Ok(None);
+    }
+    if changes.is_empty() {
+        // Every name as ours has it (theirs only repeated ours' changes).
+        return Ok(Some(ours));
+    }
+    let edits: Vec<(&[u8], Change)> = changes.iter().map(|(n, c)| (n.as_slice(), *c)).collect();
+    if let Some(Spliced::Tree(id)) = splice(repo, o.as_ref(), &edits)? {
+        return Ok(Some(id));
+    }
+    // An unusual name or mode, or a folder left empty: libgit2 decides.
+    let mut builder = repo.treebuilder(o.as_ref())?;
+    for (name, change) in edits {
         match change {
             Some((id, mode)) => {
                 builder.insert(name, id, mode)?;
             }
             None => builder.remove(name)?,
         }
-        Ok(true)
-    })?;
-    if !clean {
-        return Ok(None);
     }
-    match builder {
-        Some(b) => b.write().map(Some),
-        // Every name as ours has it (theirs only repeated ours' changes).
-        None => Ok(Some(ours)),
-    }
+    builder.write().map(Some)
 }
 
 /// Every path whose entry differs between trees `a` and `b` (a file on
@@ -198,15 +205,15 @@ fn join<const N: usize>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::git::diff_paths;
     use std::collections::BTreeMap;
 
     /// A small deterministic generator (xorshift), so a failure reruns.
-    struct Rng(u64);
+    pub(in crate::git) struct Rng(pub(in crate::git) u64);
     impl Rng {
-        fn below(&mut self, n: u64) -> u64 {
+        pub(in crate::git) fn below(&mut self, n: u64) -> u64 {
             self.0 ^= self.0 << 13;
             self.0 ^= self.0 >> 7;
             self.0 ^= self.0 << 17;
