@@ -44,8 +44,9 @@
 //!
 //! **Cost of the change, not of the tree.** A stream's worktree is a pooled
 //! one switched to its branch (`pool.rs`); its commits hash only files whose
-//! stat data changed since loki saw them and write only changed folders
-//! (`stat_cache.rs`); its worktree is walked once when the agent is done,
+//! stat data changed since loki saw them (`stat_cache.rs`), and a tree
+//! it writes (staged or merged) is its base with the changed entries
+//! spliced in, every other entry's bytes copied (`tree_edit.rs`); its worktree is walked once when the agent is done,
 //! for both what the checks judge and what is committed (`commit.rs`);
 //! the repositories opened for it are kept for the next step, with what
 //! they read (`handles.rs`). Three process-wide libgit2 options: parsed
@@ -58,12 +59,12 @@
 //! target's own. Every local step is done with libgit2, in process,
 //! chosen per step from `benches/git_steps.rs`, which times each step both
 //! ways on one 5,000-file repository (medians of 7, ms, loki / CLI, on
-//! tmpfs): prepare 16.2 / 111.9 (a pooled worktree switched, against `git
-//! worktree add`), commit 11.9 / 71.0 (`git add -A` + `git commit`), merge
-//! 3.4 / 20.5 (in memory, looking only inside the folders that differ
+//! tmpfs): prepare 13.8 / 104.5 (a pooled worktree switched, against `git
+//! worktree add`), commit 11.3 / 59.1 (`git add -A` + `git commit`), merge
+//! 3.1 / 17.8 (in memory, looking only inside the folders that differ
 //! (`tree_merge.rs`), the user's checkout asked only about the merge's
-//! paths; against `git merge --no-ff` in the main checkout), clean-up 0.6 /
-//! 18.8 (`git worktree remove` + `git branch -D`). Before `tree_merge.rs`
+//! paths; against `git merge --no-ff` in the main checkout), clean-up 0.5 /
+//! 15.1 (`git worktree remove` + `git branch -D`). Before `tree_merge.rs`
 //! the merge was the one step the CLI did faster (46.2 / 24.3); it would
 //! have stayed in process anyway, because `git merge` works in the user's
 //! own checkout (it refuses or stops half-way on their changes, and cannot
