@@ -16,9 +16,11 @@
 //!   a folder or the other way round while staging, makes [`splice`] or
 //!   [`staged_tree`] answer `None`, and the caller writes the tree with
 //!   libgit2, which validates and refuses what it must.
-//! - **The base's entries are trusted as they are.** They are already in
-//!   the repository; libgit2's tree builder does not check them again
-//!   either.
+//! - **The base's entries are taken as they are**, names and modes: they
+//!   are already in the repository, and libgit2's tree builder does not
+//!   check them again either. Only their order is checked: a base out of
+//!   git's order (an agent can commit a hand-made tree) goes to libgit2,
+//!   which sorts.
 //! - **Git's order.** Names compare as bytes, a folder's as if it ended in
 //!   '/'.
 
@@ -72,9 +74,18 @@ pub(super) fn splice(
     let mut count = 0usize;
     let mut same = true;
     let mut next = adds.iter().peekable();
+    let mut last: Option<git2::TreeEntry<'_>> = None;
     for entry in base.iter().flat_map(|t| t.iter()) {
         let name = entry.name_bytes();
         let (mode, is_tree) = (entry.filemode_raw(), entry.filemode_raw() == MODE_TREE);
+        // A base out of git's order (an agent's hand-made tree): the
+        // changes' places in it are not defined, and libgit2 sorts.
+        if let Some(prev) = &last {
+            let prev_tree = prev.filemode_raw() == MODE_TREE;
+            if !git_order(prev.name_bytes(), prev_tree, name, is_tree).is_lt() {
+                return Ok(None);
+            }
+        }
         while let Some(&&(n, id, m)) = next
             .peek()
             .filter(|a| git_order(a.0, a.2 == MODE_TREE, name, is_tree).is_lt())
@@ -90,6 +101,7 @@ pub(super) fn splice(
         }
         push(&mut out, name, entry.id(), mode);
         count += 1;
+        last = Some(entry);
     }
     for &(n, id, m) in next {
         push(&mut out, n, id, m);
@@ -274,6 +286,36 @@ mod tests {
     }
 
     use crate::git::tree_merge::tests::Rng;
+
+    /// A tree out of git's order (as an agent can write one by hand) is
+    /// left to libgit2, which sorts it; the same entries in order splice.
+    #[test]
+    fn a_base_out_of_order_goes_to_libgit2() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init(dir.path()).unwrap();
+        let blob = repo.blob(b"x\n").unwrap();
+        let raw = |names: &[&str]| {
+            let mut out = Vec::new();
+            for n in names {
+                push(&mut out, n.as_bytes(), blob, 0o100644);
+            }
+            repo.odb().unwrap().write(ObjectType::Tree, &out).unwrap()
+        };
+        let change: [(&[u8], Change); 1] = [(b"b.md", Some((blob, 0o100644)))];
+        let unsorted = repo.find_tree(raw(&["c.md", "a.md"])).unwrap();
+        assert_eq!(splice(&repo, Some(&unsorted), &change).unwrap(), None);
+        let sorted = repo.find_tree(raw(&["a.md", "c.md"])).unwrap();
+        let Some(Spliced::Tree(id)) = splice(&repo, Some(&sorted), &change).unwrap() else {
+            panic!("a sorted base splices");
+        };
+        let names: Vec<String> = repo
+            .find_tree(id)
+            .unwrap()
+            .iter()
+            .map(|e| e.name().unwrap().to_string())
+            .collect();
+        assert_eq!(names, ["a.md", "b.md", "c.md"]);
+    }
 
     fn below(rng: &mut Rng, n: usize) -> usize {
         rng.below(n as u64) as usize
