@@ -48,14 +48,16 @@ pub(super) enum Spliced {
 }
 
 /// `base` (no tree: an empty folder) with `changes` applied, name by name;
-/// `None` when a change is one libgit2 must write (see the module doc).
-pub(super) fn splice(
+/// `None` when a change is one libgit2 must write (see the module doc), or
+/// a name comes twice (a file that became a folder, or the other way).
+pub(super) fn splice<N: AsRef<[u8]>>(
     repo: &Repository,
     base: Option<&Tree<'_>>,
-    changes: &[(&[u8], Change)],
+    changes: &[(N, Change)],
 ) -> Result<Option<Spliced>, git2::Error> {
     let mut adds: Vec<(&[u8], Oid, i32)> = Vec::with_capacity(changes.len());
-    for &(name, change) in changes {
+    for (name, change) in changes {
+        let (name, change) = (name.as_ref(), *change);
         if !plain_name(name) {
             return Ok(None);
         }
@@ -67,8 +69,11 @@ pub(super) fn splice(
         }
     }
     adds.sort_by(|a, b| git_order(a.0, a.2 == MODE_TREE, b.0, b.2 == MODE_TREE));
-    let mut gone: Vec<&[u8]> = changes.iter().map(|&(name, _)| name).collect();
+    let mut gone: Vec<&[u8]> = changes.iter().map(|(name, _)| name.as_ref()).collect();
     gone.sort_unstable();
+    if gone.windows(2).any(|w| w[0] == w[1]) {
+        return Ok(None);
+    }
 
     let mut out = Vec::with_capacity(base.map_or(0, |t| t.len() * 48) + adds.len() * 64);
     let mut count = 0usize;
@@ -170,10 +175,9 @@ fn write_level(
     let mut at = 0;
     while at < items.len() {
         let (path, change) = items[at];
+        // A path and one below it (a file that became a folder) give one
+        // name twice, which `splice` leaves to libgit2.
         let Some(slash) = path.iter().position(|&c| c == b'/') else {
-            if level.last().is_some_and(|l| l.0 == path) {
-                return Ok(None); // a path and one below it: a file became a folder
-            }
             level.push((path, change));
             at += 1;
             continue;
@@ -187,9 +191,6 @@ fn write_level(
                 None => break,
             }
             end += 1;
-        }
-        if level.last().is_some_and(|l| l.0 == name) {
-            return Ok(None);
         }
         let sub = match base.map(|t| t.get_name_bytes(name)) {
             Some(Some(e)) if e.filemode_raw() == MODE_TREE => Some(repo.find_tree(e.id())?),
@@ -315,6 +316,12 @@ mod tests {
             .map(|e| e.name().unwrap().to_string())
             .collect();
         assert_eq!(names, ["a.md", "b.md", "c.md"]);
+        // A name twice (a file and a folder of the same name): libgit2's.
+        let twice: [(&[u8], Change); 2] = [
+            (b"b.md", Some((blob, 0o100644))),
+            (b"b.md", Some((sorted.id(), MODE_TREE))),
+        ];
+        assert_eq!(splice(&repo, Some(&sorted), &twice).unwrap(), None);
     }
 
     fn below(rng: &mut Rng, n: usize) -> usize {

@@ -103,13 +103,12 @@ fn merge_level(
         // Every name as ours has it (theirs only repeated ours' changes).
         return Ok(Some(ours));
     }
-    let edits: Vec<(&[u8], Change)> = changes.iter().map(|(n, c)| (n.as_slice(), *c)).collect();
-    if let Some(Spliced::Tree(id)) = splice(repo, o.as_ref(), &edits)? {
+    if let Some(Spliced::Tree(id)) = splice(repo, o.as_ref(), &changes)? {
         return Ok(Some(id));
     }
     // An unusual name or mode, or a folder left empty: libgit2 decides.
     let mut builder = repo.treebuilder(o.as_ref())?;
-    for (name, change) in edits {
+    for (name, change) in changes {
         match change {
             Some((id, mode)) => {
                 builder.insert(name, id, mode)?;
