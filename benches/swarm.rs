@@ -31,6 +31,16 @@
 //!    `loki run --plain` with its output on /dev/null against `loki run`
 //!    with the live renderer on a pseudo-terminal that the bench opens
 //!    itself (120×40, `TERM=xterm-256color`) and drains.
+//! 3. **The floor.** What no implementation can skip per stream where the
+//!    work grows with the tree, timed alone in this process (thread CPU,
+//!    warm) on the two average trees of the 3-file rows (50 and 500
+//!    outputs): one walk of the checkout (a `readdir` per folder, an
+//!    `lstat` per entry: what an agent did is seen, not taken from it),
+//!    two loose tree objects of `out/` (the stream's commit, the merge)
+//!    and two index writes (the worktree's, your checkout's). Its growth
+//!    between the two trees is set against what the 1.2x per-stream target
+//!    allows, 0.2 x the 100-stream row's own CPU per stream.
+//!    `LOKI_BENCH_FLOOR_ONLY=1` runs this part alone.
 //!
 //! CPU is measured per run, for the process the bench starts: the bench
 //! waits for its exit without reaping it (`waitid(WNOWAIT)`), reads the
@@ -170,6 +180,10 @@ fn main() -> Result<()> {
     let sh_agent = tools.path().join("bench-agent.sh");
     write_exec(&sh_agent, AGENT)?;
 
+    if std::env::var_os("LOKI_BENCH_FLOOR_ONLY").is_some() {
+        return print_floor(None);
+    }
+
     // ----- 1. loki against the parallel script -----
     let agent = build_agent(tools.path(), &sh_agent)?;
     let mut cases = CASES.to_vec();
@@ -276,11 +290,12 @@ fn main() -> Result<()> {
             .find(|r| r.files == files && r.streams == streams && r.prior == prior)
             .map(|r| r.loki.own / r.streams as f64)
     };
-    if let (Some(small), Some(large), Some(control)) = (
+    let own = (
         per_stream(3, 100, 0),
         per_stream(3, 1000, 0),
         per_stream(3, 100, CONTROL_PRIOR),
-    ) {
+    );
+    if let (Some(small), Some(large), Some(control)) = own {
         println!(
             "supervisor CPU per stream, 3 files: 1,000 streams / 100 streams = {:.2}x; \
              / 100 streams over the same average tree ({CONTROL_PRIOR} outputs before) = {:.2}x",
@@ -332,6 +347,9 @@ fn main() -> Result<()> {
         "live: the bench's own pseudo-terminal (120x40), read and discarded; median {} bytes written to it",
         median(live_runs.iter().map(|m| m.tty_bytes as f64).collect())
     );
+    if let (Some(small), Some(large), Some(control)) = own {
+        print_floor(Some((small, large, control)))?;
+    }
     println!(
         "\ncommand: cargo bench --bench swarm  ({} runs in {:.0} s)",
         2 * repeats * (rows.len() + 1),
@@ -830,6 +848,179 @@ fn fmt_secs(s: f64) -> String {
     }
 }
 
+fn fmt_us(s: f64) -> String {
+    format!("{:.0} us", s * 1e6)
+}
+
 fn fmt_ms(s: f64) -> String {
     format!("{:.1} ms", s * 1e3)
+}
+
+// ----- 3. the floor --------------------------------------------------------------------
+
+/// Part 3, on the two average trees of part 1's 3-file rows: 100 streams
+/// see 50 outputs on average, 1,000 streams (and the control row) 500.
+/// `own` is part 1's own CPU per stream (100 streams, 1,000, control), so
+/// the floor's growth is set against what the 1.2x target allows.
+fn print_floor(own: Option<(f64, f64, f64)>) -> Result<()> {
+    let small = floor_of(50)?;
+    let large = floor_of(500)?;
+    println!(
+        "\n== 3. the floor: per-stream work that grows with the tree, no implementation can skip it \
+         (thread CPU, median of {FLOOR_REPEATS}) =="
+    );
+    println!(
+        "{:>6} {:>10} {:>11} {:>12} {:>28}",
+        "files", "walk", "tree write", "index write", "1 walk + 2 trees + 2 indexes"
+    );
+    for f in [&small, &large] {
+        println!(
+            "{:>6} {:>10} {:>11} {:>12} {:>28}",
+            f.files,
+            fmt_us(f.walk),
+            fmt_us(f.tree),
+            fmt_us(f.index),
+            fmt_us(f.per_stream())
+        );
+    }
+    let grow = large.per_stream() - small.per_stream();
+    let per_file = grow / (large.files - small.files) as f64;
+    println!(
+        "the floor grows {} per stream between the two trees ({:.2} us per file)",
+        fmt_us(grow),
+        per_file * 1e6
+    );
+    if let Some((s, l, c)) = own {
+        println!(
+            "loki's own CPU per stream grows {} with the tree (control row - 100 streams) and {} \
+             with the swarm (1,000 streams - control row); the 1.2x target allows {} for both",
+            fmt_us(c - s),
+            fmt_us(l - c),
+            fmt_us(0.2 * s)
+        );
+        println!(
+            "1,000 / 100 streams at the floor: {:.2}x with nothing growing with the swarm, \
+             {:.2}x with loki's growth with the swarm",
+            (s + grow) / s,
+            (s + grow + (l - c).max(0.0)) / s
+        );
+    }
+    Ok(())
+}
+
+/// Times, repeated, of each step of part 3.
+const FLOOR_REPEATS: usize = 101;
+
+/// What one stream must cost at the least, per tree, for the steps whose
+/// work grows with the tree ([`floor_of`]).
+struct Floor {
+    /// Files in the checkout (not counting `.git`).
+    files: usize,
+    /// One `readdir` per folder and one `lstat` per entry of the checkout.
+    walk: f64,
+    /// Hashing, compressing and writing `out/`'s tree as a loose object.
+    tree: f64,
+    /// libgit2 writing the checkout's index (the same writer git uses).
+    index: f64,
+}
+
+impl Floor {
+    /// One walk (what the agent did must be seen, since its word is not
+    /// taken), two tree writes (the stream's commit and the merge's), two
+    /// index writes (the worktree's and your checkout's).
+    fn per_stream(&self) -> f64 {
+        self.walk + 2.0 * self.tree + 2.0 * self.index
+    }
+}
+
+/// The floor of a stream over a tree with `prior` outputs in `out/`, on a
+/// repo made like part 1's: each step timed alone, in this process's
+/// thread CPU, warm (as loki meets them: the agent just wrote the files).
+fn floor_of(prior: usize) -> Result<Floor> {
+    let repo = BenchRepo::new(3, 1, 1, Path::new("/bin/true"), None)?.with_prior(prior)?;
+    let root = repo.root();
+    let g = git2::Repository::open(root)?;
+    let files = walk(root)?;
+    let walk_t = median_cpu(|| walk(root).map(|_| ()))?;
+
+    // `out/`'s tree, serialized as git does; each write changes one byte
+    // of the first entry's id, so every write is a new object.
+    let out = g
+        .head()?
+        .peel_to_tree()?
+        .get_name("out")
+        .context("the floor repo has no out/")?
+        .to_object(&g)?
+        .peel_to_tree()?;
+    let mut bytes = Vec::new();
+    for e in out.iter() {
+        bytes.extend_from_slice(format!("{:o} ", e.filemode()).as_bytes());
+        bytes.extend_from_slice(e.name_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(e.id().as_bytes());
+    }
+    let first_id = bytes.iter().position(|&b| b == 0).map_or(0, |i| i + 1);
+    let odb = g.odb()?;
+    let mut n = 0u32;
+    let tree_t = median_cpu(|| {
+        n += 1;
+        bytes[first_id..first_id + 4].copy_from_slice(&n.to_be_bytes());
+        odb.write(git2::ObjectType::Tree, &bytes).map(|_| ())?;
+        Ok(())
+    })?;
+
+    let mut index = g.index()?;
+    let index_t = median_cpu(|| Ok(index.write()?))?;
+    Ok(Floor {
+        files,
+        walk: walk_t,
+        tree: tree_t,
+        index: index_t,
+    })
+}
+
+/// Reads every folder of the checkout at `root` but `.git` and `lstat`s
+/// every entry, as a status walk must; returns the files seen.
+fn walk(root: &Path) -> Result<usize> {
+    let mut files = 0;
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            if entry.file_name() == ".git" {
+                continue;
+            }
+            // `fstatat` on the folder's descriptor: the lstat, without
+            // resolving the whole path again.
+            if entry.metadata()?.is_dir() {
+                dirs.push(entry.path());
+            } else {
+                files += 1;
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// The median thread CPU time of `FLOOR_REPEATS` calls of `f`.
+fn median_cpu(mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?; // warm
+    let mut times = Vec::with_capacity(FLOOR_REPEATS);
+    for _ in 0..FLOOR_REPEATS {
+        let start = thread_cpu();
+        f()?;
+        times.push(thread_cpu() - start);
+    }
+    Ok(median(times))
+}
+
+/// This thread's CPU time in seconds.
+fn thread_cpu() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
